@@ -1,0 +1,202 @@
+"""The `bench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import __version__
+from bench.errors import UserError
+
+DESCRIPTION = """\
+Benchmark PyTorch and ONNX Runtime models on CPUs.
+
+A suite (a YAML file) lists models, batch sizes, thread counts, precisions and loading
+modes; `bench run` measures every combination in its own fresh process and writes a run
+folder under reports/ with one result row per scenario.
+"""
+
+EPILOG = """\
+examples:
+  bench validate scenarios/quickstart.yaml   check a suite and list its scenarios
+  bench run scenarios/quickstart.yaml        measure it; prints where the results are
+  bench selfcheck                            check the harness against torch's own timer
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; rows already written stay in results.jsonl", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else is our bug: say so briefly, trace on request
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(
+                f"bench: internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
+                file=sys.stderr,
+            )
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+    parser = argparse.ArgumentParser(
+        prog="bench",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"bench {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="measure every scenario of a suite",
+        description="Measure every scenario of a suite, each in a fresh worker process, and write "
+        "reports/<run-id>/ with results.jsonl (one row per scenario, written as each one ends), "
+        "environment.json, raw pytest-benchmark JSON and RSS samples.",
+    )
+    run.add_argument("suite", type=Path, help="suite file, e.g. scenarios/quickstart.yaml")
+    run.add_argument("--reports", type=Path, default=Path("reports"), help="where run folders go (default: reports)")
+    run.add_argument(
+        "--rss-interval",
+        type=float,
+        metavar="SECONDS",
+        help="RSS sampling interval for every scenario (default: the suite's measure.rss_interval_s, 0.01)",
+    )
+    run.add_argument(
+        "--max-scenarios", type=int, default=1000, metavar="N", help="refuse suites larger than N (default 1000)"
+    )
+    run.set_defaults(handler=_cmd_run)
+
+    validate = commands.add_parser(
+        "validate",
+        parents=[common],
+        help="check suite files without running them",
+        description="Check suite files and list the scenarios they expand to. Exit status 2 on the first problem.",
+    )
+    validate.add_argument("suites", type=Path, nargs="+", metavar="SUITE")
+    validate.add_argument("--max-scenarios", type=int, default=1000, metavar="N")
+    validate.set_defaults(handler=_cmd_validate)
+
+    models = commands.add_parser(
+        "models", parents=[common], help="list the model names a suite can use", description="List model names."
+    )
+    models.set_defaults(handler=_cmd_models)
+
+    selfcheck = commands.add_parser(
+        "selfcheck",
+        parents=[common],
+        help="check the harness's own accuracy and overhead",
+        description="Run one small scenario and check the tool itself: (a) harness median against "
+        "torch.utils.benchmark.Timer, interleaved in one process; (b) sampled peak RSS against the "
+        "kernel's high-water mark; (c) the RSS sampler's cost on latency (sampler toggled on and off); "
+        "(d) run-to-run coefficient of variation over fresh processes.",
+    )
+    selfcheck.add_argument("--model", default="resnet18", help="model to time (default: resnet18)")
+    selfcheck.add_argument("--threads", type=int, help="threads (default: all usable cores, the hardest case)")
+    selfcheck.add_argument("--batch-size", type=int, default=1)
+    selfcheck.add_argument("--runs", type=int, default=3, help="fresh processes for the run-to-run CV (default 3)")
+    selfcheck.add_argument(
+        "--block-time", type=float, default=1.0, metavar="SECONDS", help="time per interleaved block (default 1)"
+    )
+    selfcheck.add_argument("--reports", type=Path, default=Path("reports"))
+    selfcheck.set_defaults(handler=_cmd_selfcheck)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench.console import ConsoleProgress, summary_table
+    from bench.memory import cpu_count
+    from bench.runner import run_suite, start_run
+    from bench.suite import load_suite
+
+    if args.rss_interval is not None and not args.rss_interval > 0:
+        raise UserError(f"--rss-interval must be a number of seconds > 0, got {args.rss_interval}")
+    suite = load_suite(args.suite, max_scenarios=args.max_scenarios)
+    cores = cpu_count()
+    for threads in sorted({s.threads for s in suite.scenarios if s.threads > cores}):
+        print(
+            f"bench: warning: {args.suite}: threads={threads} is more than the {cores} usable cores; "
+            "those scenarios measure oversubscription",
+            file=sys.stderr,
+        )
+    _check_writable(args.reports)
+    context = start_run(suite, args.reports, rss_interval_s=args.rss_interval)
+    print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
+    records = run_suite(context, ConsoleProgress())
+    print()
+    print(summary_table(records))
+    print(f"\nrun folder: {context.run_dir}")
+    failed = [r for r in records if r.status == "failed"]
+    if failed:
+        print(f"bench: {len(failed)} scenario(s) failed; reasons are in results.jsonl", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_writable(reports: Path) -> None:
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+        probe = reports / ".write-test"
+        probe.write_text("ok", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"the reports folder {reports} is not writable: {exc.strerror or exc}") from None
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from bench.suite import load_suite
+
+    for path in args.suites:
+        suite = load_suite(path, max_scenarios=args.max_scenarios)
+        print(f"{path}: suite '{suite.name}' is valid: {len(suite.scenarios)} scenarios")
+        for scenario in suite.scenarios:
+            print(f"  {scenario.id}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from bench import models
+
+    print("built-in (tiny, for tests):", ", ".join(models.BUILTIN))
+    print("torchvision (weights=None, seeded):")
+    for name in models.torchvision_models():
+        print(f"  {name}")
+    return 0
+
+
+def _cmd_selfcheck(args: argparse.Namespace) -> int:
+    from bench.selfcheck import print_selfcheck, run_selfcheck
+
+    result = run_selfcheck(
+        model=args.model,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        runs=args.runs,
+        block_time_s=args.block_time,
+        reports_dir=args.reports,
+    )
+    print_selfcheck(result)
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""What a person sees in the terminal: live progress per scenario and the closing table."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from bench.record import ResultRecord
+
+MIB = 1024 * 1024
+
+
+class ConsoleProgress:
+    """One line per scenario; on a terminal the line also shows the live phase and time."""
+
+    def __init__(self, stream: TextIO = sys.stderr):
+        self.stream = stream
+        self.live = stream.isatty()
+        self._prefix = ""
+
+    def scenario_started(self, index: int, total: int, scenario_id: str) -> None:
+        self._prefix = f"[{index}/{total}] {scenario_id}"
+        if not self.live:
+            print(f"{self._prefix} ...", file=self.stream, flush=True)
+
+    def scenario_phase(self, phase: str, elapsed_s: float) -> None:
+        if self.live:
+            print(f"\r\033[K{self._prefix}  {phase}  {elapsed_s:5.1f} s", end="", file=self.stream, flush=True)
+
+    def scenario_finished(self, record: ResultRecord) -> None:
+        if record.status == "ok" and record.latency_s is not None:
+            detail = (
+                f"ok  median {_ms(record.latency_s.median)}  p99 {_ms(record.latency_s.p99)}  "
+                f"({record.latency_s.rounds} rounds, {record.duration_s or 0:.1f} s)"
+            )
+        else:
+            detail = f"{record.status}: {(record.reason or '').splitlines()[0]}"
+        lead = "\r\033[K" if self.live else ""
+        print(f"{lead}{self._prefix}  {detail}", file=self.stream, flush=True)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3f} ms"
+
+
+def summary_table(records: Sequence[ResultRecord]) -> str:
+    """A plain-text table: scenario, median and p99 latency, throughput, peak RSS, status."""
+    header = ("scenario", "median ms", "p99 ms", "samples/s", "peak RSS MiB", "status")
+    rows = [header]
+    for r in records:
+        latency = r.latency_s
+        rows.append(
+            (
+                r.scenario_id,
+                f"{latency.median * 1e3:.3f}" if latency else "-",
+                f"{latency.p99 * 1e3:.3f}" if latency else "-",
+                f"{r.throughput_samples_per_s:.1f}" if r.throughput_samples_per_s else "-",
+                f"{r.rss_bytes.peak / MIB:.1f}" if r.rss_bytes.peak else "-",
+                r.status,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1])] + [row[-1]]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""Model sources: built-in tiny models and torchvision classification models by name.
+
+torchvision models are built with weights=None and a fixed seed: no hub, no download.
+torch is imported lazily so that validating a suite of built-in models stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+# name -> input shape without the batch dimension
+BUILTIN: dict[str, tuple[int, ...]] = {
+    "tiny_mlp": (64,),
+    "tiny_cnn": (3, 32, 32),
+}
+_TORCHVISION_SHAPES = {"inception_v3": (3, 299, 299)}
+_TORCHVISION_DEFAULT_SHAPE = (3, 224, 224)
+
+
+@functools.cache
+def torchvision_models() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+def is_known(name: str) -> bool:
+    return name in BUILTIN or name in torchvision_models()
+
+
+def known_models() -> list[str]:
+    return [*BUILTIN, *torchvision_models()]
+
+
+def default_input_shape(name: str) -> tuple[int, ...]:
+    if name in BUILTIN:
+        return BUILTIN[name]
+    return _TORCHVISION_SHAPES.get(name, _TORCHVISION_DEFAULT_SHAPE)
+
+
+def build_model(name: str, seed: int = 0, device: Any = None) -> torch.nn.Module:
+    """A model in eval mode with seeded random weights (or on `device`, e.g. 'meta')."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.device(device) if device is not None else nullcontext():
+        if name in BUILTIN:
+            model = _build_builtin(name)
+        else:
+            import torchvision
+
+            kwargs: dict[str, Any] = {"weights": None}
+            if name in ("inception_v3", "googlenet"):
+                # Their auxiliary heads only matter for training; init_weights=False keeps
+                # construction fast and silences the scipy-based init warning.
+                kwargs.update(aux_logits=False, init_weights=False)
+            model = torchvision.models.get_model(name, **kwargs)
+    return model.eval()
+
+
+def make_input(shape: tuple[int, ...], batch_size: int, seed: int = 0) -> torch.Tensor:
+    """The seeded input every load mode and precision of a scenario sees."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 1)
+    return torch.randn((batch_size, *shape), generator=generator)
+
+
+def _build_builtin(name: str) -> torch.nn.Module:
+    from torch import nn
+
+    if name == "tiny_mlp":
+        return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    if name == "tiny_cnn":
+        return nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(32, 10),
+        )
+    raise KeyError(name)
+

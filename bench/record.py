@@ -1,0 +1,157 @@
+"""The ResultRecord: the contract between the runner, reports, history, compare and plan.
+
+One record per scenario, one JSON object per line of a run's results.jsonl. Units are
+in the field names (`_s` seconds, `_bytes` bytes). Fields are added, never renamed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.stats import LatencyStats
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "unsupported", "failed")
+
+
+@dataclass(frozen=True)
+class RssFigures:
+    """Resident set size of the worker, in bytes, at the edges of its phases."""
+
+    before_load: int | None = None  # interpreter + torch imported: the baseline, subtracted from nothing
+    after_load: int | None = None
+    after_first_inference: int | None = None
+    peak: int | None = None  # highest parent-sampled RSS from the start of load to the end of steady state
+    peak_anon: int | None = None  # RssAnon at the sampled peak
+    peak_file: int | None = None  # RssFile + RssShmem at the sampled peak (mmap'd weights)
+    peak_uss: int | None = None  # highest USS (pages no other process shares): sampled, and read at phase ends
+    peak_worker_lifetime: int | None = None  # highest sampled RSS including the harness's start and exit
+
+
+@dataclass(frozen=True)
+class KernelPeaks:
+    """The kernel's high-water mark (VmHWM), reset between phases, in bytes."""
+
+    load: int | None = None
+    first_inference: int | None = None
+    steady: int | None = None
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """Output agreement with the fp32 eager run of the same model on the same seeded input."""
+
+    max_abs_error: float
+    cosine_similarity: float
+    top1_agreement: float
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    run_id: str
+    scenario_id: str
+    suite: str
+    model: str
+    batch_size: int
+    threads: int
+    interop_threads: int
+    precision: str
+    load: str
+    runtime: str
+    input_shape: list[int]
+    status: str
+    reason: str | None = None
+    artifact_bytes: int | None = None
+    artifact_sha256: str | None = None
+    load_s: float | None = None
+    first_inference_s: float | None = None
+    latency_s: LatencyStats | None = None
+    throughput_samples_per_s: float | None = None
+    rss_bytes: RssFigures = field(default_factory=RssFigures)
+    peak_rss_kernel_bytes: int | None = None  # max of the per-phase VmHWM readings
+    peak_rss_kernel_phase_bytes: KernelPeaks = field(default_factory=KernelPeaks)
+    peak_rss_rusage_bytes: int | None = None  # ru_maxrss: lifetime peak, never reset
+    torch_num_threads: int | None = None  # what torch.get_num_threads() said in the worker
+    torch_num_interop_threads: int | None = None
+    cpu_utilization: float | None = None  # worker CPU time / wall time in steady state
+    fidelity: Fidelity | None = None
+    percentile_rule: str | None = None
+    rss_samples: int | None = None
+    rss_interval_s: float | None = None
+    environment_fingerprint: str | None = None
+    started_at: str | None = None
+    duration_s: float | None = None
+    git_sha: str | None = None
+    files: dict[str, str] = field(default_factory=dict)  # run-folder-relative paths of raw outputs
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if self.status != "ok" and not self.reason:
+            raise ValueError(f"a '{self.status}' record needs a reason")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=False, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
+        """Build a record from JSON; keys from newer schemas are ignored, missing optional ones default."""
+        nested = {
+            "latency_s": LatencyStats,
+            "rss_bytes": RssFigures,
+            "peak_rss_kernel_phase_bytes": KernelPeaks,
+            "fidelity": Fidelity,
+        }
+        names = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in names:
+                continue
+            if key in nested and isinstance(value, dict):
+                sub = nested[key]
+                sub_names = {f.name for f in dataclasses.fields(sub)}
+                value = sub(**{k: v for k, v in value.items() if k in sub_names})
+            values[key] = value
+        return cls(**values)
+
+
+def append_record(path: Path, record: ResultRecord) -> None:
+    """Append one line and make it durable before the next scenario starts."""
+    line = record.to_json() + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@dataclass(frozen=True)
+class ReadProblem:
+    line: int
+    message: str
+
+
+def read_records(path: Path) -> tuple[list[ResultRecord], list[ReadProblem]]:
+    """Every valid record of a results.jsonl, and what could not be read (e.g. a half-written last line)."""
+    records: list[ResultRecord] = []
+    problems: list[ReadProblem] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(ResultRecord.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError, ValueError) as exc:
+                problems.append(ReadProblem(number, f"{type(exc).__name__}: {exc}"))
+    for problem in problems:
+        warnings.warn(f"{path}: line {problem.line} skipped ({problem.message})", stacklevel=2)
+    return records, problems

@@ -1,0 +1,379 @@
+"""The runner: a Suite in, one run folder with a ResultRecord per scenario out.
+
+For each scenario the parent prepares the artifact, starts a fresh worker process
+(`python -m pytest bench/harness.py`) with its thread settings fixed in the
+environment, samples the worker's RSS while it runs, and appends the scenario's record
+to results.jsonl the moment it ends. A failing scenario is a `failed` row; the run
+goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import bench
+from bench import backends
+from bench.environment import collect_environment
+from bench.memory import RssSample, RssSampler, write_samples_csv
+from bench.record import KernelPeaks, ResultRecord, RssFigures, append_record
+from bench.stats import PERCENTILE_RULE, LatencyStats
+from bench.suite import Scenario, Suite
+from bench.worker import SPEC_ENV, describe_exit, thread_env
+
+HARNESS_PATH = Path(__file__).with_name("harness.py")
+_STDERR_TAIL_LINES = 12
+_POLL_S = 0.25
+
+
+class Progress(Protocol):
+    def scenario_started(self, index: int, total: int, scenario_id: str) -> None: ...
+    def scenario_phase(self, phase: str, elapsed_s: float) -> None: ...
+    def scenario_finished(self, record: ResultRecord) -> None: ...
+
+
+class _Silent:
+    def scenario_started(self, index: int, total: int, scenario_id: str) -> None:
+        pass
+
+    def scenario_phase(self, phase: str, elapsed_s: float) -> None:
+        pass
+
+    def scenario_finished(self, record: ResultRecord) -> None:
+        pass
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    run_dir: Path
+    suite: Suite
+    environment: dict[str, Any]
+    cache_dir: Path
+    rss_interval_s: float | None = None  # overrides the suite's measure.rss_interval_s
+    records: list[ResultRecord] = field(default_factory=list)
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / "results.jsonl"
+
+
+@dataclass
+class WorkerOutcome:
+    returncode: int | None
+    timed_out: bool
+    elapsed_s: float
+    samples: list[RssSample]
+    on_windows: list[tuple[float, float]]
+    events: list[dict[str, Any]]
+    worker: dict[str, Any]
+    stderr_tail: str
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def create_run_dir(reports_dir: Path, suite_name: str) -> tuple[str, Path]:
+    """A new folder for this run; an existing run folder is never reused."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        run_id = f"{stamp}-{suite_name}" + ("" if attempt == 1 else f"-{attempt}")
+        try:
+            (reports_dir / run_id).mkdir()
+        except FileExistsError:
+            continue
+        return run_id, reports_dir / run_id
+    raise RuntimeError(f"could not create a new run folder in {reports_dir}")
+
+
+def start_run(suite: Suite, reports_dir: Path, *, rss_interval_s: float | None = None) -> RunContext:
+    run_id, run_dir = create_run_dir(reports_dir, suite.name)
+    environment = collect_environment()
+    (run_dir / "suite.yaml").write_text(suite.text, encoding="utf-8")
+    _write_json(run_dir / "environment.json", environment)
+    _write_json(run_dir / "scenarios.json", [s.to_dict() for s in suite.scenarios])
+    context = RunContext(run_id, run_dir, suite, environment, reports_dir / ".cache" / "artifacts", rss_interval_s)
+    _write_run_info(context, status="running", started_at=utc_now())
+    context.results_path.touch()
+    return context
+
+
+def run_suite(context: RunContext, progress: Progress | None = None) -> list[ResultRecord]:
+    progress = progress or _Silent()
+    total = len(context.suite.scenarios)
+    try:
+        for index, scenario in enumerate(context.suite.scenarios, start=1):
+            progress.scenario_started(index, total, scenario.id)
+            record = run_scenario(context, scenario, progress)
+            append_record(context.results_path, record)
+            context.records.append(record)
+            progress.scenario_finished(record)
+    except KeyboardInterrupt:
+        _write_run_info(context, status="interrupted", finished_at=utc_now())
+        raise
+    _write_run_info(context, status="complete", finished_at=utc_now())
+    return context.records
+
+
+def run_scenario(
+    context: RunContext, scenario: Scenario, progress: Progress, *, file_stem: str | None = None
+) -> ResultRecord:
+    """Measure one scenario; its raw files are named after `file_stem` (default: the scenario id)."""
+    file_stem = file_stem or scenario.id
+    started_at, started = utc_now(), time.perf_counter()
+    base = _record_base(context, scenario, started_at)
+    reason = backends.unsupported_reason(scenario)
+    if reason is not None:
+        return ResultRecord(**base, status="unsupported", reason=reason, duration_s=0.0)
+    progress.scenario_phase("preparing artifact", 0.0)
+    try:
+        artifact = backends.prepare_artifact(scenario, context.cache_dir)
+    except Exception as exc:  # a model that cannot be built or saved is this row's failure
+        return ResultRecord(
+            **base, status="failed", reason=f"preparing the artifact failed: {type(exc).__name__}: {exc}",
+            duration_s=time.perf_counter() - started,
+        )  # fmt: skip
+    base.update(artifact_bytes=artifact.bytes, artifact_sha256=artifact.sha256)
+
+    out_dir = context.run_dir / "workers" / file_stem
+    benchmark_json = context.run_dir / "benchmark" / f"{file_stem}.json"
+    interval_s = context.rss_interval_s or scenario.measure.rss_interval_s
+    outcome = run_worker(scenario, artifact.path, out_dir, benchmark_json, rss_interval_s=interval_s, progress=progress)
+    rss_csv = context.run_dir / "rss" / f"{file_stem}.csv"
+    phase_starts = [(e["t_s"], e["phase"]) for e in outcome.events]
+    origin_s = outcome.samples[0].t_s if outcome.samples else 0.0
+    write_samples_csv(rss_csv, outcome.samples, origin_s, phase_starts)
+    base["files"] = {
+        "benchmark_json": _relative(benchmark_json, context.run_dir),
+        "rss_csv": _relative(rss_csv, context.run_dir),
+        "worker_dir": _relative(out_dir, context.run_dir),
+    }
+    return build_record(base, scenario, outcome, benchmark_json, interval_s, time.perf_counter() - started)
+
+
+def run_worker(
+    scenario: Scenario,
+    artifact_path: Path,
+    out_dir: Path,
+    benchmark_json: Path,
+    *,
+    rss_interval_s: float,
+    progress: Progress | None = None,
+    test: str = "test_scenario",
+    extra_env: dict[str, str] | None = None,
+    sampler_toggle_period_s: float | None = None,
+) -> WorkerOutcome:
+    """Run one scenario in a fresh `python -m pytest` process while sampling its RSS."""
+    progress = progress or _Silent()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    benchmark_json.parent.mkdir(parents=True, exist_ok=True)
+    spec_path = out_dir / "spec.json"
+    _write_json(
+        spec_path, {"scenario": scenario.to_dict(), "artifact_path": str(artifact_path), "out_dir": str(out_dir)}
+    )
+    # An empty ini and --noconftest keep the user's pytest configuration out of the worker.
+    ini = out_dir / "pytest.ini"
+    ini.write_text("[pytest]\n", encoding="utf-8")
+    command = [
+        sys.executable, "-m", "pytest", f"{HARNESS_PATH}::{test}",
+        "-c", str(ini), "--rootdir", str(out_dir), "--noconftest", "-p", "no:cacheprovider",
+        "-q", "--no-header", f"--benchmark-json={benchmark_json}",
+    ]  # fmt: skip
+    env = worker_env(scenario.threads, {SPEC_ENV: str(spec_path), **(extra_env or {})})
+    events_path = out_dir / "events.jsonl"
+    started = time.monotonic()
+    timed_out = False
+    with open(out_dir / "stdout.log", "wb") as stdout, open(out_dir / "stderr.log", "wb") as stderr:
+        process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+        try:
+            with RssSampler(process.pid, rss_interval_s, sampler_toggle_period_s) as sampler:
+                while process.poll() is None:
+                    elapsed_s = time.monotonic() - started
+                    if elapsed_s > scenario.timeout_s:
+                        timed_out = True
+                        process.kill()
+                        process.wait()
+                        break
+                    events = _read_events(events_path)
+                    progress.scenario_phase(events[-1]["phase"] if events else "starting", elapsed_s)
+                    time.sleep(_POLL_S)
+        finally:
+            if process.poll() is None:  # interrupted: leave no orphan behind
+                process.kill()
+                process.wait()
+    worker_json = out_dir / "worker.json"
+    return WorkerOutcome(
+        returncode=process.returncode,
+        timed_out=timed_out,
+        elapsed_s=time.monotonic() - started,
+        samples=sampler.samples,
+        on_windows=sampler.on_windows,
+        events=_read_events(events_path),
+        worker=json.loads(worker_json.read_text(encoding="utf-8")) if worker_json.exists() else {},
+        stderr_tail=_tail(out_dir / "stderr.log") or _tail(out_dir / "stdout.log"),
+    )
+
+
+def worker_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
+    env.update(thread_env(threads))
+    # The worker must import this very `bench`, whether installed or run from a checkout.
+    package_root = str(Path(bench.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.update(extra)
+    return env
+
+
+def read_round_times(benchmark_json: Path) -> list[float]:
+    data = json.loads(benchmark_json.read_text(encoding="utf-8"))
+    return [t for entry in data["benchmarks"] for t in entry["stats"]["data"]]
+
+
+def build_record(
+    base: dict[str, Any],
+    scenario: Scenario,
+    outcome: WorkerOutcome,
+    benchmark_json: Path,
+    rss_interval_s: float,
+    duration_s: float,
+) -> ResultRecord:
+    worker = outcome.worker
+    measured_samples = _samples_while_measuring(outcome)
+    peak_sample = max(measured_samples, key=lambda s: s.rss_bytes, default=None)
+    uss_values = [s.uss_bytes for s in measured_samples if s.uss_bytes is not None]
+    uss_values += [v for v in worker.get("uss_at_phase_end_bytes", {}).values() if v is not None]
+    kernel = worker.get("kernel_peaks_bytes", {})
+    kernel_values = [v for v in (*kernel.values(), worker.get("rss_before_load_bytes")) if v is not None]
+    measured: dict[str, Any] = dict(
+        load_s=worker.get("load_s"),
+        first_inference_s=worker.get("first_inference_s"),
+        rss_bytes=RssFigures(
+            before_load=worker.get("rss_before_load_bytes"),
+            after_load=worker.get("rss_after_load_bytes"),
+            after_first_inference=worker.get("rss_after_first_inference_bytes"),
+            peak=peak_sample.rss_bytes if peak_sample else None,
+            peak_anon=peak_sample.rss_anon_bytes if peak_sample else None,
+            peak_file=peak_sample.rss_file_bytes if peak_sample else None,
+            peak_uss=max(uss_values) if uss_values else None,
+            peak_worker_lifetime=max((s.rss_bytes for s in outcome.samples), default=None),
+        ),
+        peak_rss_kernel_bytes=max(kernel_values) if kernel_values else None,
+        peak_rss_kernel_phase_bytes=KernelPeaks(**{k: kernel.get(k) for k in ("load", "first_inference", "steady")}),
+        peak_rss_rusage_bytes=worker.get("peak_rss_rusage_bytes"),
+        torch_num_threads=worker.get("torch_num_threads"),
+        torch_num_interop_threads=worker.get("torch_num_interop_threads"),
+        cpu_utilization=worker.get("cpu_utilization"),
+        rss_samples=len(outcome.samples),
+        rss_interval_s=rss_interval_s,
+        duration_s=duration_s,
+    )
+    failure = _failure_reason(scenario, outcome)
+    if failure is not None:
+        return ResultRecord(**base, **measured, status="failed", reason=failure)
+    latency = LatencyStats.from_times(read_round_times(benchmark_json))
+    return ResultRecord(
+        **base,
+        **measured,
+        status="ok",
+        latency_s=latency,
+        throughput_samples_per_s=scenario.batch_size / latency.mean,
+        percentile_rule=PERCENTILE_RULE,
+    )
+
+
+def _samples_while_measuring(outcome: WorkerOutcome) -> list[RssSample]:
+    """Samples from the start of load to the end of the last phase, the window the kernel peaks cover.
+
+    Before it the interpreter starts; after it pytest-benchmark writes its report. Neither
+    is the scenario's memory (the harness's exit alone was seen to add ~140 MiB).
+    """
+    starts = [e["t_s"] for e in outcome.events if e["phase"] == "load"]
+    ends = [e["t_s"] for e in outcome.events if e["phase"] in ("teardown", "done")]
+    if not starts:
+        return outcome.samples
+    end_s = ends[0] if ends else float("inf")
+    return [s for s in outcome.samples if starts[0] <= s.t_s <= end_s]
+
+
+def _failure_reason(scenario: Scenario, outcome: WorkerOutcome) -> str | None:
+    phase = outcome.events[-1]["phase"] if outcome.events else "startup"
+    if outcome.timed_out:
+        return f"timed out after {scenario.timeout_s:g} s (timeout_s) during {phase}; the worker was killed"
+    if outcome.returncode == 0 and outcome.worker.get("status") == "ok":
+        return None
+    if outcome.worker.get("reason"):
+        return outcome.worker["reason"]
+    tail = outcome.stderr_tail.strip()
+    reason = f"worker {describe_exit(outcome.returncode or 0)} during {phase}"
+    return f"{reason}; last output:\n{tail}" if tail else reason
+
+
+def _record_base(context: RunContext, scenario: Scenario, started_at: str) -> dict[str, Any]:
+    return dict(
+        run_id=context.run_id,
+        scenario_id=scenario.id,
+        suite=context.suite.name,
+        model=scenario.model,
+        batch_size=scenario.batch_size,
+        threads=scenario.threads,
+        interop_threads=scenario.interop_threads,
+        precision=scenario.precision,
+        load=scenario.load,
+        runtime=backends.runtime_of(scenario),
+        input_shape=list(scenario.input_shape),
+        environment_fingerprint=context.environment["fingerprint"],
+        git_sha=context.environment["git"]["sha"],
+        started_at=started_at,
+    )
+
+
+def _read_events(path: Path) -> list[dict[str, Any]]:
+    events = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.endswith("\n"):  # a line still being written is read next time
+                    events.append(json.loads(line))
+    except FileNotFoundError:
+        pass
+    return events
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(lines[-_STDERR_TAIL_LINES:])
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+
+
+def _write_run_info(context: RunContext, **changes: Any) -> None:
+    path = context.run_dir / "run.json"
+    info = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {
+        "run_id": context.run_id,
+        "suite": context.suite.name,
+        "suite_file": str(context.suite.path),
+        "scenarios": len(context.suite.scenarios),
+        "bench_version": bench.__version__,
+        "command": sys.argv,
+    }  # fmt: skip
+    info.update(changes)
+    _write_json(path, info)
+

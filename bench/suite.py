@@ -1,0 +1,375 @@
+"""Suite files: YAML in, a validated Suite and its expanded Scenarios out.
+
+A suite is `name`, `description`, `defaults`, a `matrix` of axes, and optional
+`exclude` / `include` lists. Every error names the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import models
+from bench.errors import SuiteError
+
+PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16")
+LOADS = ("eager", "mmap", "torchscript", "onnxruntime")
+
+# Axes that may vary in `matrix`, in the order they appear in a scenario id.
+AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape")
+# Keys allowed in `defaults` and `include` entries on top of the axes.
+SETTINGS = ("measure", "timeout_s", "seed")
+TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include")
+AXIS_DEFAULTS: dict[str, Any] = {
+    "batch_size": 1,
+    "threads": 1,
+    "interop_threads": 1,
+    "precision": "fp32",
+    "load": "eager",
+}
+DEFAULT_TIMEOUT_S = 900.0
+DEFAULT_MAX_SCENARIOS = 1000
+_MAX_YAML_NODES = 100_000
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+
+Path_ = tuple[Any, ...]  # a location inside the YAML document, e.g. ("matrix", "threads", 1)
+
+
+@dataclass(frozen=True)
+class MeasurePolicy:
+    """How long and how often the steady state is timed, and how often RSS is sampled."""
+
+    warmup_rounds: int = 5
+    min_rounds: int = 30
+    max_rounds: int = 10_000
+    max_time_s: float = 5.0
+    rss_interval_s: float = 0.01
+
+    def rounds_for(self, estimated_latency_s: float) -> int:
+        """Rounds to fill `max_time_s`, kept within [min_rounds, max_rounds]."""
+        wanted = int(self.max_time_s / max(estimated_latency_s, 1e-9))
+        return max(self.min_rounds, min(self.max_rounds, wanted))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One fully specified point of a suite's matrix."""
+
+    model: str
+    batch_size: int
+    threads: int
+    interop_threads: int
+    precision: str
+    load: str
+    input_shape: tuple[int, ...]
+    measure: MeasurePolicy = field(default_factory=MeasurePolicy)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        parts = [self.model, f"b{self.batch_size}", f"t{self.threads}", self.precision, self.load]
+        # Only non-default extras go into the id, so ids stay short and the same
+        # scenario gets the same id in any suite.
+        if self.interop_threads != AXIS_DEFAULTS["interop_threads"]:
+            parts.append(f"i{self.interop_threads}")
+        if self.input_shape != models.default_input_shape(self.model):
+            parts.append("s" + "x".join(str(d) for d in self.input_shape))
+        return "-".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["input_shape"] = list(self.input_shape)
+        data["scenario_id"] = self.id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scenario:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["input_shape"] = tuple(values["input_shape"])
+        values["measure"] = MeasurePolicy(**values.get("measure", {}))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Suite:
+    path: Path
+    name: str
+    description: str
+    scenarios: tuple[Scenario, ...]
+    text: str  # the file as written, kept in every run folder
+
+
+def load_suite(path: str | Path, *, max_scenarios: int = DEFAULT_MAX_SCENARIOS) -> Suite:
+    """Read, validate and expand a suite file. Raises SuiteError on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SuiteError(str(path), "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(str(path), f"cannot be read: {exc}") from None
+    return parse_suite(text, str(path), max_scenarios=max_scenarios, file_path=path)
+
+
+def parse_suite(
+    text: str,
+    source: str = "<suite>",
+    *,
+    max_scenarios: int = DEFAULT_MAX_SCENARIOS,
+    file_path: Path | None = None,
+) -> Suite:
+    doc, lines = _load_yaml(text, source)
+    return _Validator(source, lines).suite(doc, text, max_scenarios, file_path or Path(source))
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
+    """Parse YAML safely and remember the line of every key and list item."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        line = mark.line + 1 if mark is not None else None
+        raise SuiteError(source, f"is not valid YAML: {problem}", line=line) from None
+    lines: dict[Path_, int] = {}
+    if root is not None:
+        _index_lines(root, (), lines, [0], source)
+    return doc, lines
+
+
+def _index_lines(node: yaml.Node, where: Path_, lines: dict[Path_, int], count: list[int], source: str) -> None:
+    count[0] += 1
+    if count[0] > _MAX_YAML_NODES:
+        # Alias chains can make a small file expand to billions of nodes.
+        raise SuiteError(source, f"expands to more than {_MAX_YAML_NODES} YAML nodes; refusing to read it")
+    lines.setdefault(where, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines.setdefault((*where, key), key_node.start_mark.line + 1)
+            _index_lines(value_node, (*where, key), lines, count, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*where, index), lines, count, source)
+
+
+class _Validator:
+    """Checks a parsed document; every failure is a SuiteError with file, line and field."""
+
+    def __init__(self, source: str, lines: dict[Path_, int]):
+        self.source = source
+        self.lines = lines
+
+    def fail(self, where: Path_, message: str) -> SuiteError:
+        line = None
+        for depth in range(len(where), -1, -1):
+            if where[:depth] in self.lines:
+                line = self.lines[where[:depth]]
+                break
+        field_name = ".".join(str(p) for p in where) or None
+        return SuiteError(self.source, message, line=line, field=field_name)
+
+    def suite(self, doc: Any, text: str, max_scenarios: int, file_path: Path) -> Suite:
+        if doc is None:
+            raise self.fail((), "is empty; expected a mapping with at least 'name' and 'matrix'")
+        self.mapping(doc, (), TOP_KEYS)
+        name = doc.get("name")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise self.fail(
+                ("name",),
+                f"expected a short name of letters, digits, '_', '.' or '-' (it goes into run ids), got {name!r}",
+            )
+        description = doc.get("description", "")
+        if not isinstance(description, str):
+            raise self.fail(("description",), f"expected text, got {_kind(description)}")
+
+        defaults = doc.get("defaults", {}) or {}
+        self.mapping(defaults, ("defaults",), AXES + SETTINGS)
+        base = {key: self.axis_value(key, value, ("defaults", key)) for key, value in defaults.items() if key in AXES}
+        base_settings = self.settings(defaults, ("defaults",), {})
+
+        if "matrix" not in doc:
+            raise self.fail((), "has no 'matrix'; expected a mapping of axes to lists of values")
+        matrix = doc["matrix"]
+        self.mapping(matrix, ("matrix",), AXES)
+        if not matrix:
+            raise self.fail(("matrix",), "is empty; give at least one axis, e.g. 'model: [tiny_mlp]'")
+        axes: dict[str, list[Any]] = {}
+        for key, values in matrix.items():
+            if not isinstance(values, list) or not values:
+                raise self.fail(("matrix", key), f"expected a non-empty list of values, got {_kind(values)}")
+            axes[key] = [self.axis_value(key, v, ("matrix", key, i)) for i, v in enumerate(values)]
+
+        excludes = self.entries(doc, "exclude")
+        includes = self.entries(doc, "include")
+        for i, rule in enumerate(excludes):
+            self.mapping(rule, ("exclude", i), AXES)
+            for key, value in rule.items():
+                self.axis_value(key, value, ("exclude", i, key))
+
+        points: list[tuple[Path_, dict[str, Any], dict[str, Any]]] = []
+        total = 1
+        for values in axes.values():
+            total *= len(values)
+        if total > max_scenarios:
+            raise self.fail(
+                ("matrix",),
+                f"expands to {total} scenarios, more than the limit of {max_scenarios}; "
+                "split the suite or raise the limit (bench run --max-scenarios)",
+            )
+        for combo in itertools.product(*axes.values()):
+            point = {**base, **dict(zip(axes, combo))}
+            if not any(_matches(rule, point) for rule in excludes):
+                points.append((("matrix",), point, base_settings))
+        for i, extra in enumerate(includes):
+            self.mapping(extra, ("include", i), AXES + SETTINGS)
+            point = {**base}
+            point.update(
+                {k: self.axis_value(k, v, ("include", i, k)) for k, v in extra.items() if k in AXES}
+            )
+            points.append((("include", i), point, self.settings(extra, ("include", i), base_settings)))
+        if not points:
+            raise self.fail(("exclude",), "removes every scenario of the matrix; nothing would run")
+        if len(points) > max_scenarios:
+            raise self.fail((), f"has {len(points)} scenarios, more than the limit of {max_scenarios}")
+
+        scenarios: list[Scenario] = []
+        seen: dict[str, Path_] = {}
+        for where, point, settings in points:
+            scenario = self.scenario(point, settings, where)
+            if scenario.id in seen:
+                raise self.fail(
+                    where,
+                    f"gives scenario '{scenario.id}' a second time (first from "
+                    f"{'.'.join(map(str, seen[scenario.id]))}); remove the duplicate",
+                )
+            seen[scenario.id] = where
+            scenarios.append(scenario)
+        return Suite(file_path, name, description, tuple(scenarios), text)
+
+    def entries(self, doc: dict[str, Any], key: str) -> list[Any]:
+        value = doc.get(key) or []
+        if not isinstance(value, list):
+            raise self.fail((key,), f"expected a list of mappings, got {_kind(value)}")
+        return value
+
+    def mapping(self, value: Any, where: Path_, allowed: tuple[str, ...]) -> None:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected a mapping, got {_kind(value)}")
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                suggestion = f"did you mean '{hint[0]}'? " if hint else ""
+                raise self.fail(
+                    (*where, key),
+                    f"unknown key '{key}'; {suggestion}allowed here: {', '.join(allowed)}",
+                )
+
+    def settings(self, source: dict[str, Any], where: Path_, inherited: dict[str, Any]) -> dict[str, Any]:
+        out = dict(inherited)
+        if "measure" in source:
+            measure_where = (*where, "measure")
+            measure = source["measure"]
+            allowed = tuple(f.name for f in dataclasses.fields(MeasurePolicy))
+            self.mapping(measure, measure_where, allowed)
+            merged = dict(out.get("measure", {}))
+            for key, value in measure.items():
+                if key.endswith("_s"):
+                    merged[key] = self.positive_number(value, (*measure_where, key))
+                else:
+                    minimum = 0 if key == "warmup_rounds" else 1
+                    merged[key] = self.integer(value, (*measure_where, key), minimum)
+            policy = MeasurePolicy(**merged)
+            if policy.min_rounds > policy.max_rounds:
+                raise self.fail(measure_where, "min_rounds is larger than max_rounds")
+            out["measure"] = merged
+        if "timeout_s" in source:
+            out["timeout_s"] = self.positive_number(source["timeout_s"], (*where, "timeout_s"))
+        if "seed" in source:
+            out["seed"] = self.integer(source["seed"], (*where, "seed"), 0)
+        return out
+
+    def axis_value(self, key: str, value: Any, where: Path_) -> Any:
+        if key == "model":
+            if not isinstance(value, str):
+                raise self.fail(where, f"expected a model name, got {_kind(value)}")
+            if not models.is_known(value):
+                hint = difflib.get_close_matches(value, models.known_models(), n=3)
+                suggestion = f" Did you mean {', '.join(hint)}?" if hint else ""
+                raise self.fail(
+                    where,
+                    f"unknown model '{value}'; expected a built-in model ({', '.join(models.BUILTIN)}) "
+                    f"or a torchvision classification model name (see 'bench models').{suggestion}",
+                )
+            return value
+        if key in ("batch_size", "threads", "interop_threads"):
+            return self.integer(value, where, 1)
+        if key == "precision":
+            return self.choice(value, where, PRECISIONS)
+        if key == "load":
+            return self.choice(value, where, LOADS)
+        if key == "input_shape":
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
+            ):
+                raise self.fail(
+                    where, f"expected a list of positive integers without the batch, e.g. [3, 224, 224], got {value!r}"
+                )
+            return tuple(value)
+        raise AssertionError(f"unhandled axis {key}")
+
+    def choice(self, value: Any, where: Path_, allowed: tuple[str, ...]) -> str:
+        if value not in allowed:
+            raise self.fail(where, f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def integer(self, value: Any, where: Path_, minimum: int) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise self.fail(where, f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    def positive_number(self, value: Any, where: Path_) -> float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise self.fail(where, f"expected a number of seconds > 0, got {value!r}")
+        return float(value)
+
+    def scenario(self, point: dict[str, Any], settings: dict[str, Any], where: Path_) -> Scenario:
+        if "model" not in point:
+            raise self.fail(where, "has no model; set 'model' in the matrix, in defaults or in this entry")
+        values = {**AXIS_DEFAULTS, **point}
+        values.setdefault("input_shape", models.default_input_shape(values["model"]))
+        return Scenario(
+            measure=MeasurePolicy(**settings.get("measure", {})),
+            timeout_s=settings.get("timeout_s", DEFAULT_TIMEOUT_S),
+            seed=settings.get("seed", 0),
+            **values,
+        )
+
+
+def _matches(rule: dict[str, Any], point: dict[str, Any]) -> bool:
+    def norm(key: str, value: Any) -> Any:
+        return tuple(value) if key == "input_shape" else value
+
+    return all(norm(k, point.get(k, AXIS_DEFAULTS.get(k))) == norm(k, v) for k, v in rule.items())
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"

@@ -1,0 +1,182 @@
+"""The worker: runs exactly one scenario in its own process, under pytest-benchmark.
+
+The parent starts `python -m pytest bench/harness.py` with BENCH_WORKER_SPEC pointing at
+a JSON spec. The harness tests drive a WorkerSession with the `benchmark` fixture.
+Phases are kept apart: load, first inference, warmup and the steady state each get
+their own time and their own kernel memory peak (VmHWM is reset between phases).
+
+Files written into the spec's `out_dir`:
+- events.jsonl: one line per phase start (monotonic time, RSS), read live by the parent;
+- worker.json: the outcome and every figure measured in here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import backends
+from bench.memory import max_rss_rusage_bytes, read_status_bytes, reset_peak_rss
+from bench.suite import Scenario
+
+SPEC_ENV = "BENCH_WORKER_SPEC"
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Variables that size the OpenMP/MKL pools; they must be set before the process starts."""
+    value = str(threads)
+    return {"OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value, "OPENBLAS_NUM_THREADS": value}
+
+
+def describe_exit(returncode: int) -> str:
+    """'exit code 3' or 'killed by signal SIGSEGV' for a finished worker."""
+    if returncode < 0:
+        import signal
+
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+class WorkerSession:
+    """One scenario's life inside the worker; writes worker.json when closed."""
+
+    def __init__(self, spec: dict[str, Any]):
+        self.scenario = Scenario.from_dict(spec["scenario"])
+        self.artifact_path = Path(spec["artifact_path"])
+        self.out_dir = Path(spec["out_dir"])
+        self.result: dict[str, Any] = {"status": "failed", "phase": "startup", "kernel_peaks_bytes": {}, "uss_at_phase_end_bytes": {}}
+        self._events = open(self.out_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._stack = contextlib.ExitStack()
+        self.infer: Callable[[Any], Any] | None = None
+        self.batch: Any = None
+
+    @classmethod
+    def from_env(cls) -> WorkerSession:
+        path = os.environ.get(SPEC_ENV)
+        if not path:
+            raise RuntimeError(f"{SPEC_ENV} is not set: the harness is started by 'bench run', not by hand")
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def __enter__(self) -> WorkerSession:
+        with self.guard():
+            import torch
+
+            # Fix the intra- and inter-op pools before any operator runs.
+            torch.set_num_threads(self.scenario.threads)
+            torch.set_num_interop_threads(self.scenario.interop_threads)
+            self.result["torch_num_threads"] = torch.get_num_threads()
+            self.result["torch_num_interop_threads"] = torch.get_num_interop_threads()
+            self.result["clear_refs_works"] = reset_peak_rss()
+            self._stack.enter_context(torch.inference_mode())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+        self.result["peak_rss_rusage_bytes"] = max_rss_rusage_bytes()
+        self._event("done")
+        self._events.close()
+        (self.out_dir / "worker.json").write_text(json.dumps(self.result, indent=2), encoding="utf-8")
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Record an exception as this scenario's failure reason, then let pytest see it."""
+        try:
+            yield
+        except BaseException as exc:
+            self.result["status"] = "failed"
+            self.result.setdefault("reason", f"{type(exc).__name__} during {self.result['phase']}: {exc}")
+            self.result.setdefault("traceback", traceback.format_exc())
+            raise
+
+    def _event(self, phase: str) -> None:
+        event = {"phase": phase, "t_s": time.monotonic(), "rss_bytes": read_status_bytes().get("VmRSS")}
+        self._events.write(json.dumps(event) + "\n")
+        self._events.flush()
+
+    def _enter(self, phase: str) -> None:
+        self.result["phase"] = phase
+        self._event(phase)
+
+    def _phase_peak(self, phase: str | None) -> None:
+        """Keep VmHWM as `phase`'s peak, then reset it so the next phase starts clean."""
+        if phase is not None:
+            self.result["kernel_peaks_bytes"][phase] = read_status_bytes().get("VmHWM")
+            # USS at each phase end, outside any timed region; the parent samples it only every second.
+            self.result["uss_at_phase_end_bytes"][phase] = psutil.Process().memory_full_info().uss
+        reset_peak_rss()
+
+    def load(self) -> None:
+        """File to ready model: `load_s`. The seeded input batch is made first, outside it."""
+        self.batch = backends.make_batch(self.scenario)
+        self._enter("load")
+        self.result["rss_before_load_bytes"] = read_status_bytes().get("VmRSS")
+        self._phase_peak(None)
+        started = time.perf_counter()
+        self.infer = backends.load_model(self.scenario, self.artifact_path)
+        self.result["load_s"] = time.perf_counter() - started
+        self._phase_peak("load")
+        self.result["rss_after_load_bytes"] = read_status_bytes().get("VmRSS")
+
+    def first_inference(self) -> None:
+        assert self.infer is not None
+        self._enter("first_inference")
+        started = time.perf_counter()
+        self.infer(self.batch)
+        self.result["first_inference_s"] = time.perf_counter() - started
+        self._phase_peak("first_inference")
+        self.result["rss_after_first_inference_bytes"] = read_status_bytes().get("VmRSS")
+
+    def warmup(self) -> int:
+        """Run the warmup rounds; returns how many steady rounds fill the time budget."""
+        assert self.infer is not None
+        self._enter("warmup")
+        times_s: list[float] = []
+        for _ in range(self.scenario.measure.warmup_rounds):
+            started = time.perf_counter()
+            self.infer(self.batch)
+            times_s.append(time.perf_counter() - started)
+        self.result["warmup_times_s"] = times_s
+        # Size the steady state from the warm calls; with no warmup the first call is all we know.
+        estimate_s = sorted(times_s)[len(times_s) // 2] if times_s else self.result["first_inference_s"]
+        return self.scenario.measure.rounds_for(estimate_s)
+
+    def steady(self, benchmark: Any, rounds: int, phase: str = "steady") -> list[float]:
+        """Time `rounds` single calls with pytest-benchmark; returns each round's start time."""
+        assert self.infer is not None
+        self._enter(phase)
+        self._phase_peak(None)
+        round_starts_s: list[float] = []
+        batch = self.batch
+
+        def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+            round_starts_s.append(time.monotonic())  # outside the timed region
+            return (batch,), {}
+
+        cpu_started, wall_started = time.process_time(), time.perf_counter()
+        benchmark.pedantic(self.infer, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
+        wall_s = time.perf_counter() - wall_started
+        # CPU time of all threads over wall time: ~threads when the pool really runs in parallel.
+        self.result["cpu_utilization"] = (time.process_time() - cpu_started) / wall_s
+        self.result["rounds"] = rounds
+        self._phase_peak(phase)
+        self._enter("teardown")  # ends the window that the kernel peaks and sampled peak cover
+        return round_starts_s
+
+    def run_scenario(self, benchmark: Any) -> None:
+        with self.guard():
+            self.load()
+            self.first_inference()
+            rounds = self.warmup()
+            self.result["round_starts_s"] = self.steady(benchmark, rounds)
+            self.result["status"] = "ok"

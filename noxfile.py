@@ -1,0 +1,45 @@
+"""Sessions: `tests` (the test suite), `bench` (the default suite), `lint`.
+
+All sessions share one virtual environment, .venv: a full torch environment is ~6 GB
+and takes minutes to build, so it is built once and reused (pip skips what is there).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+VENV = Path(__file__).parent / ".venv"
+BIN = VENV / "bin"
+
+
+def _install(session: nox.Session, extras: str = "test") -> None:
+    if not (BIN / "python").exists():
+        session.run(sys.executable, "-m", "venv", str(VENV), external=True)
+    session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "-e", f".[{extras}]", external=True)
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    """Install into .venv and run every test, slow ones included."""
+    _install(session)
+    session.run(str(BIN / "python"), "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """Install into .venv and run the default suite (or the suite given after --)."""
+    _install(session)
+    suite = session.posargs or ["scenarios/quickstart.yaml"]
+    session.run(str(BIN / "bench"), "run", *suite, external=True)
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    """ruff over the package, tests and glue."""
+    _install(session)
+    session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "ruff==0.17.6", external=True)
+    session.run(str(BIN / "ruff"), "check", "bench", "tests", "conftest.py", "noxfile.py", external=True)

@@ -1,0 +1,172 @@
+"""End to end: the real `bench` command on tiny models, checking the files it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.record import read_records
+
+pytestmark = pytest.mark.slow
+
+MIXED_SUITE = """
+name: mixed
+description: ok rows, a model/input mismatch, an unsupported precision and a timeout.
+defaults:
+  model: tiny_mlp
+  measure: {warmup_rounds: 3, min_rounds: 20, max_rounds: 400, max_time_s: 0.3}
+matrix:
+  batch_size: [1, 4]
+  threads: [1]
+include:
+  - {input_shape: [3, 32, 32]}          # tiny_mlp takes 64 features: fails in the worker
+  - {precision: bf16}                    # not implemented in this version: unsupported
+  - {model: tiny_cnn, threads: 2, timeout_s: 1}   # killed long before it gets going
+"""
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    runs = sorted(p for p in (tmp_path / "reports").iterdir() if not p.name.startswith("."))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_run_writes_a_row_per_scenario_whatever_happens(run_cli, write_suite, tmp_path):
+    suite = write_suite(MIXED_SUITE)
+    result = run_cli("run", str(suite))
+
+    assert result.returncode == 1, result.stderr  # some scenarios failed
+    assert "Traceback" not in result.stderr
+    run_dir = _run_dir(tmp_path)
+    assert f"run folder: reports/{run_dir.name}" in result.stdout
+    records, problems = read_records(run_dir / "results.jsonl")
+    assert problems == []
+    by_id = {r.scenario_id: r for r in records}
+    assert list(by_id) == [
+        "tiny_mlp-b1-t1-fp32-eager",
+        "tiny_mlp-b4-t1-fp32-eager",
+        "tiny_mlp-b1-t1-fp32-eager-s3x32x32",
+        "tiny_mlp-b1-t1-bf16-eager",
+        "tiny_cnn-b1-t2-fp32-eager",
+    ]
+    for scenario_id in by_id:
+        assert scenario_id in result.stdout  # the closing table lists every scenario
+
+    for scenario_id in ("tiny_mlp-b1-t1-fp32-eager", "tiny_mlp-b4-t1-fp32-eager"):
+        row = by_id[scenario_id]
+        assert row.status == "ok", row.reason
+        lat = row.latency_s
+        assert 20 <= lat.rounds <= 400
+        assert 0 < lat.min <= lat.median <= lat.p90 <= lat.p95 <= lat.p99 <= lat.max
+        assert row.load_s > 0 and row.first_inference_s > 0
+        assert row.throughput_samples_per_s == pytest.approx(row.batch_size / lat.mean)
+        assert row.torch_num_threads == 1 and row.torch_num_interop_threads == 1
+        assert 0.5 < row.cpu_utilization < 1.5  # one thread really ran, and only one
+        rss = row.rss_bytes
+        assert 0 < rss.before_load <= rss.peak and rss.peak_anon + rss.peak_file == rss.peak
+        assert rss.peak_uss and rss.peak_uss <= rss.peak
+        assert row.peak_rss_kernel_bytes >= rss.before_load
+        assert row.artifact_bytes > 0 and len(row.artifact_sha256) == 64
+
+        raw = json.loads((run_dir / row.files["benchmark_json"]).read_text())
+        round_times = raw["benchmarks"][0]["stats"]["data"]
+        assert len(round_times) == lat.rounds  # percentiles come from every kept round
+        assert max(round_times) == lat.max
+
+        with open(run_dir / row.files["rss_csv"], newline="") as f:
+            samples = list(csv.DictReader(f))
+        phases = {s["phase"] for s in samples}
+        assert {"startup", "steady"} <= phases  # a tiny model may load between two samples
+        assert all(int(s["rss_bytes"]) > 0 for s in samples)
+
+    mismatch = by_id["tiny_mlp-b1-t1-fp32-eager-s3x32x32"]
+    assert mismatch.status == "failed"
+    assert "first_inference" in mismatch.reason and "shape" in mismatch.reason
+
+    unsupported = by_id["tiny_mlp-b1-t1-bf16-eager"]
+    assert unsupported.status == "unsupported" and "bf16" in unsupported.reason
+
+    timeout = by_id["tiny_cnn-b1-t2-fp32-eager"]
+    assert timeout.status == "failed" and "timed out after 1 s" in timeout.reason
+
+    run_info = json.loads((run_dir / "run.json").read_text())
+    assert run_info["status"] == "complete"
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert environment["cpu_flags"] and "avx2" in environment["isa"]
+    assert environment["libraries"]["torch"] and environment["torch"]["cpu_capability"]
+    assert all(r.environment_fingerprint == environment["fingerprint"] for r in records)
+    assert (run_dir / "suite.yaml").read_text() == suite.read_text()
+
+
+def test_a_second_run_never_overwrites_the_first(run_cli, write_suite, tmp_path):
+    suite = write_suite(
+        """
+        name: again
+        defaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.05}}
+        matrix: {model: [tiny_mlp]}
+        """
+    )
+    first = run_cli("run", str(suite))
+    second = run_cli("run", str(suite))
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    runs = sorted(p.name for p in (tmp_path / "reports").iterdir() if not p.name.startswith("."))
+    assert len(runs) == 2
+    for name in runs:
+        records, _ = read_records(tmp_path / "reports" / name / "results.jsonl")
+        assert [r.status for r in records] == ["ok"]
+        assert records[0].run_id == name
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("name: x\nmatrix:\n  model: [tiny_mlp\n", ["line", "not valid YAML"]),
+        ("name: x\nmatrix:\n  model: [tiny_mlp]\n  batchsize: [1]\n", ["line 4", "batchsize", "did you mean"]),
+        ("name: x\nmatrix:\n  model: [tiny_mlp]\n  threads: [two]\n", ["line 4", "matrix.threads.0", "integer"]),
+        ("name: x\nmatrix:\n  model: [resnet81]\n", ["line 3", "unknown model", "resnet18"]),
+        ("name: x\nmatrix: {}\n", ["line 2", "empty"]),
+    ],
+    ids=["syntax", "unknown-key", "wrong-type", "unknown-model", "empty-matrix"],
+)
+def test_bad_suites_are_refused_before_anything_runs(run_cli, write_suite, tmp_path, text, fragments):
+    suite = write_suite(text, name="bad.yaml")
+    for command in ("validate", "run"):
+        result = run_cli(command, str(suite))
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr
+        assert str(suite) in result.stderr
+        for fragment in fragments:
+            assert fragment in result.stderr
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+
+
+def test_debug_shows_the_traceback(run_cli, write_suite):
+    suite = write_suite("name: x\nmatrix: {}\n")
+    assert "Traceback" in run_cli("validate", str(suite), "--debug").stderr
+
+
+def test_help_explains_every_command(run_cli):
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("run", "validate", "models", "selfcheck"):
+        assert command in result.stdout
+        sub = run_cli(command, "--help")
+        assert sub.returncode == 0 and "usage: bench" in sub.stdout
+
+
+def test_selfcheck_measures_itself(run_cli, tmp_path):
+    result = run_cli("selfcheck", "--model", "tiny_mlp", "--runs", "2", "--block-time", "0.2")
+    assert result.returncode in (0, 1), result.stderr  # 1 = a target missed on a noisy machine
+    assert "Traceback" not in result.stderr
+    report = json.loads(next((tmp_path / "reports").glob("*/selfcheck.json")).read_text())
+    checks = {c["name"]: c["value"] for c in report["checks"]}
+    # Loose sanity bounds: the targets themselves are for `bench selfcheck` on a quiet machine.
+    assert 0.5 < checks["harness median / torch Timer median"] < 2.0
+    assert 0.8 < checks["sampled peak RSS / kernel VmHWM"] <= 1.0
+    assert -0.5 < checks["sampler overhead on median latency"] < 0.5
+    assert 0 <= checks["run-to-run CV of the median"] < 1.0
+    for name in checks:
+        assert name in result.stdout

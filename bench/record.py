@@ -40,6 +40,7 @@ class KernelPeaks:
 
     load: int | None = None
     first_inference: int | None = None
+    warmup: int | None = None
     steady: int | None = None
 
 
@@ -47,9 +48,11 @@ class KernelPeaks:
 class Fidelity:
     """Output agreement with the fp32 eager run of the same model on the same seeded input."""
 
-    max_abs_error: float
-    cosine_similarity: float
-    top1_agreement: float
+    max_abs_error: float | None  # on raw outputs
+    cosine_similarity: float | None  # on outputs minus the reference's mean output (see bench.fidelity)
+    top1_agreement: float | None  # same centering
+    inputs: int | None = None
+    non_finite_outputs: int = 0  # NaN/inf values in the output; the three figures are then null
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,11 @@ class ResultRecord:
     torch_num_interop_threads: int | None = None
     cpu_utilization: float | None = None  # worker CPU time / wall time in steady state
     fidelity: Fidelity | None = None
+    artifact_format: str | None = None  # state_dict, torchscript or onnx
+    artifact_prepare_s: float | None = None  # 0.0 when taken from the cache
+    artifact_cached: bool | None = None
+    quantized_layers: int | None = None  # int8_dynamic: layers torch replaced with int8 versions
+    rounds_limited_by_time: bool | None = None  # fewer than min_rounds: the precision is pathologically slow
     percentile_rule: str | None = None
     rss_samples: int | None = None
     rss_interval_s: float | None = None

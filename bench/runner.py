@@ -23,10 +23,11 @@ import bench
 from bench import backends
 from bench.environment import collect_environment
 from bench.memory import RssSample, RssSampler, write_samples_csv
-from bench.record import KernelPeaks, ResultRecord, RssFigures, append_record
+from bench.fidelity import FIDELITY_INPUTS
+from bench.record import Fidelity, KernelPeaks, ResultRecord, RssFigures, append_record
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite
-from bench.worker import SPEC_ENV, describe_exit, thread_env
+from bench.worker import SPEC_ENV, WINDOW_END_PHASE, describe_exit, thread_env
 
 HARNESS_PATH = Path(__file__).with_name("harness.py")
 _STDERR_TAIL_LINES = 12
@@ -134,20 +135,31 @@ def run_scenario(
     reason = backends.unsupported_reason(scenario)
     if reason is not None:
         return ResultRecord(**base, status="unsupported", reason=reason, duration_s=0.0)
-    progress.scenario_phase("preparing artifact", 0.0)
+    progress.scenario_phase("preparing artifact (cached after the first time)", 0.0)
     try:
         artifact = backends.prepare_artifact(scenario, context.cache_dir)
-    except Exception as exc:  # a model that cannot be built or saved is this row's failure
+        reference = backends.reference_outputs(scenario, context.cache_dir, FIDELITY_INPUTS)
+    except backends.Unsupported as exc:
+        return ResultRecord(**base, status="unsupported", reason=str(exc), duration_s=time.perf_counter() - started)
+    except Exception as exc:  # a model that cannot be built, converted or saved is this row's failure
         return ResultRecord(
             **base, status="failed", reason=f"preparing the artifact failed: {type(exc).__name__}: {exc}",
             duration_s=time.perf_counter() - started,
         )  # fmt: skip
-    base.update(artifact_bytes=artifact.bytes, artifact_sha256=artifact.sha256)
+    base.update(
+        artifact_bytes=artifact.bytes,
+        artifact_sha256=artifact.sha256,
+        artifact_prepare_s=artifact.prepare_s,
+        artifact_cached=artifact.cached,
+    )
 
     out_dir = context.run_dir / "workers" / file_stem
     benchmark_json = context.run_dir / "benchmark" / f"{file_stem}.json"
     interval_s = context.rss_interval_s or scenario.measure.rss_interval_s
-    outcome = run_worker(scenario, artifact.path, out_dir, benchmark_json, rss_interval_s=interval_s, progress=progress)
+    outcome = run_worker(
+        scenario, artifact.path, out_dir, benchmark_json,
+        rss_interval_s=interval_s, progress=progress, reference_path=reference.path,
+    )  # fmt: skip
     rss_csv = context.run_dir / "rss" / f"{file_stem}.csv"
     phase_starts = [(e["t_s"], e["phase"]) for e in outcome.events]
     origin_s = outcome.samples[0].t_s if outcome.samples else 0.0
@@ -171,6 +183,7 @@ def run_worker(
     test: str = "test_scenario",
     extra_env: dict[str, str] | None = None,
     sampler_toggle_period_s: float | None = None,
+    reference_path: Path | None = None,
 ) -> WorkerOutcome:
     """Run one scenario in a fresh `python -m pytest` process while sampling its RSS."""
     progress = progress or _Silent()
@@ -178,7 +191,13 @@ def run_worker(
     benchmark_json.parent.mkdir(parents=True, exist_ok=True)
     spec_path = out_dir / "spec.json"
     _write_json(
-        spec_path, {"scenario": scenario.to_dict(), "artifact_path": str(artifact_path), "out_dir": str(out_dir)}
+        spec_path,
+        {
+            "scenario": scenario.to_dict(),
+            "artifact_path": str(artifact_path),
+            "reference_path": str(reference_path) if reference_path else None,
+            "out_dir": str(out_dir),
+        },
     )
     # An empty ini and --noconftest keep the user's pytest configuration out of the worker.
     ini = out_dir / "pytest.ini"
@@ -252,7 +271,7 @@ def build_record(
     uss_values = [s.uss_bytes for s in measured_samples if s.uss_bytes is not None]
     uss_values += [v for v in worker.get("uss_at_phase_end_bytes", {}).values() if v is not None]
     kernel = worker.get("kernel_peaks_bytes", {})
-    kernel_values = [v for v in (*kernel.values(), worker.get("rss_before_load_bytes")) if v is not None]
+    kernel_values = [v for v in kernel.values() if v is not None]
     measured: dict[str, Any] = dict(
         load_s=worker.get("load_s"),
         first_inference_s=worker.get("first_inference_s"),
@@ -267,23 +286,31 @@ def build_record(
             peak_worker_lifetime=max((s.rss_bytes for s in outcome.samples), default=None),
         ),
         peak_rss_kernel_bytes=max(kernel_values) if kernel_values else None,
-        peak_rss_kernel_phase_bytes=KernelPeaks(**{k: kernel.get(k) for k in ("load", "first_inference", "steady")}),
+        peak_rss_kernel_phase_bytes=KernelPeaks(
+            **{k: kernel.get(k) for k in ("load", "first_inference", "warmup", "steady")}
+        ),
         peak_rss_rusage_bytes=worker.get("peak_rss_rusage_bytes"),
         torch_num_threads=worker.get("torch_num_threads"),
         torch_num_interop_threads=worker.get("torch_num_interop_threads"),
         cpu_utilization=worker.get("cpu_utilization"),
+        quantized_layers=worker.get("quantized_layers"),
+        rounds_limited_by_time=worker.get("rounds_limited_by_time"),
         rss_samples=len(outcome.samples),
         rss_interval_s=rss_interval_s,
         duration_s=duration_s,
     )
+    if worker.get("status") == "unsupported":
+        return ResultRecord(**base, **measured, status="unsupported", reason=worker.get("reason"))
     failure = _failure_reason(scenario, outcome)
     if failure is not None:
         return ResultRecord(**base, **measured, status="failed", reason=failure)
     latency = LatencyStats.from_times(read_round_times(benchmark_json))
+    fidelity = worker.get("fidelity")
     return ResultRecord(
         **base,
         **measured,
         status="ok",
+        fidelity=Fidelity(**fidelity) if fidelity else None,
         latency_s=latency,
         throughput_samples_per_s=scenario.batch_size / latency.mean,
         percentile_rule=PERCENTILE_RULE,
@@ -297,7 +324,7 @@ def _samples_while_measuring(outcome: WorkerOutcome) -> list[RssSample]:
     is the scenario's memory (the harness's exit alone was seen to add ~140 MiB).
     """
     starts = [e["t_s"] for e in outcome.events if e["phase"] == "load"]
-    ends = [e["t_s"] for e in outcome.events if e["phase"] in ("teardown", "done")]
+    ends = [e["t_s"] for e in outcome.events if e["phase"] in (WINDOW_END_PHASE, "done")]
     if not starts:
         return outcome.samples
     end_s = ends[0] if ends else float("inf")
@@ -329,6 +356,7 @@ def _record_base(context: RunContext, scenario: Scenario, started_at: str) -> di
         precision=scenario.precision,
         load=scenario.load,
         runtime=backends.runtime_of(scenario),
+        artifact_format=backends.artifact_format(scenario),
         input_shape=list(scenario.input_shape),
         environment_fingerprint=context.environment["fingerprint"],
         git_sha=context.environment["git"]["sha"],

@@ -37,6 +37,8 @@ AXIS_DEFAULTS: dict[str, Any] = {
 DEFAULT_TIMEOUT_S = 900.0
 DEFAULT_MAX_SCENARIOS = 1000
 _MAX_YAML_NODES = 100_000
+SLOW_FACTOR = 3  # a steady state may run up to 3x max_time_s to reach min_rounds ...
+SLOW_MIN_ROUNDS = 5  # ... beyond that it is cut to this many rounds at least, and flagged
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 
 Path_ = tuple[Any, ...]  # a location inside the YAML document, e.g. ("matrix", "threads", 1)
@@ -52,10 +54,19 @@ class MeasurePolicy:
     max_time_s: float = 5.0
     rss_interval_s: float = 0.01
 
-    def rounds_for(self, estimated_latency_s: float) -> int:
-        """Rounds to fill `max_time_s`, kept within [min_rounds, max_rounds]."""
-        wanted = int(self.max_time_s / max(estimated_latency_s, 1e-9))
-        return max(self.min_rounds, min(self.max_rounds, wanted))
+    def rounds_for(self, estimated_latency_s: float) -> tuple[int, bool]:
+        """Rounds to fill `max_time_s` within [min_rounds, max_rounds], and whether time cut them.
+
+        When even min_rounds would take more than SLOW_FACTOR times the budget (a precision
+        with no hardware support can be 40x slower), the budget wins: at least
+        SLOW_MIN_ROUNDS rounds, flagged, rather than one scenario eating the whole run.
+        """
+        estimated_latency_s = max(estimated_latency_s, 1e-9)
+        wanted = int(self.max_time_s / estimated_latency_s)
+        rounds = max(self.min_rounds, min(self.max_rounds, wanted))
+        if rounds * estimated_latency_s > SLOW_FACTOR * self.max_time_s:
+            return max(SLOW_MIN_ROUNDS, int(SLOW_FACTOR * self.max_time_s / estimated_latency_s)), True
+        return rounds, False
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,14 @@ from typing import Any
 import psutil
 
 from bench import backends
+from bench.fidelity import compare
 from bench.memory import max_rss_rusage_bytes, read_status_bytes, reset_peak_rss
 from bench.suite import Scenario
 
 SPEC_ENV = "BENCH_WORKER_SPEC"
+# Memory is compared between sampler and kernel from the start of `load` to this event.
+WINDOW_END_PHASE = "after_steady"
+_UNMEASURED_PHASES = ("startup", WINDOW_END_PHASE, "fidelity", "done")
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -55,6 +59,7 @@ class WorkerSession:
         self.scenario = Scenario.from_dict(spec["scenario"])
         self.artifact_path = Path(spec["artifact_path"])
         self.out_dir = Path(spec["out_dir"])
+        self.reference_path = Path(spec["reference_path"]) if spec.get("reference_path") else None
         self.result: dict[str, Any] = {"status": "failed", "phase": "startup", "kernel_peaks_bytes": {}, "uss_at_phase_end_bytes": {}}
         self._events = open(self.out_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self._stack = contextlib.ExitStack()
@@ -93,6 +98,10 @@ class WorkerSession:
         """Record an exception as this scenario's failure reason, then let pytest see it."""
         try:
             yield
+        except backends.Unsupported as exc:
+            self.result["status"] = "unsupported"
+            self.result["reason"] = str(exc)
+            raise
         except BaseException as exc:
             self.result["status"] = "failed"
             self.result.setdefault("reason", f"{type(exc).__name__} during {self.result['phase']}: {exc}")
@@ -105,27 +114,33 @@ class WorkerSession:
         self._events.flush()
 
     def _enter(self, phase: str) -> None:
-        self.result["phase"] = phase
-        self._event(phase)
+        """Close the current phase (its USS and kernel peak), reset VmHWM, open `phase`.
 
-    def _phase_peak(self, phase: str | None) -> None:
-        """Keep VmHWM as `phase`'s peak, then reset it so the next phase starts clean."""
-        if phase is not None:
-            self.result["kernel_peaks_bytes"][phase] = read_status_bytes().get("VmHWM")
-            # USS at each phase end, outside any timed region; the parent samples it only every second.
-            self.result["uss_at_phase_end_bytes"][phase] = psutil.Process().memory_full_info().uss
+        The order keeps the parent's sampled window (from the `load` event to the
+        `after_steady` event) inside the span the kernel peaks cover, so the two compare fairly.
+        """
+        current = self.result["phase"]
+        measured = current not in _UNMEASURED_PHASES
+        if measured:  # psutil allocates: read USS while the current phase's peak still counts it
+            self.result["uss_at_phase_end_bytes"][current] = psutil.Process().memory_full_info().uss
+        if phase == WINDOW_END_PHASE:
+            self._event(phase)
+        if measured:
+            self.result["kernel_peaks_bytes"][current] = read_status_bytes().get("VmHWM")
         reset_peak_rss()
+        if phase != WINDOW_END_PHASE:
+            self._event(phase)
+        self.result["phase"] = phase
 
     def load(self) -> None:
         """File to ready model: `load_s`. The seeded input batch is made first, outside it."""
         self.batch = backends.make_batch(self.scenario)
         self._enter("load")
         self.result["rss_before_load_bytes"] = read_status_bytes().get("VmRSS")
-        self._phase_peak(None)
         started = time.perf_counter()
-        self.infer = backends.load_model(self.scenario, self.artifact_path)
+        self.infer, facts = backends.load_model(self.scenario, self.artifact_path)
         self.result["load_s"] = time.perf_counter() - started
-        self._phase_peak("load")
+        self.result.update(facts)
         self.result["rss_after_load_bytes"] = read_status_bytes().get("VmRSS")
 
     def first_inference(self) -> None:
@@ -134,28 +149,31 @@ class WorkerSession:
         started = time.perf_counter()
         self.infer(self.batch)
         self.result["first_inference_s"] = time.perf_counter() - started
-        self._phase_peak("first_inference")
         self.result["rss_after_first_inference_bytes"] = read_status_bytes().get("VmRSS")
 
     def warmup(self) -> int:
         """Run the warmup rounds; returns how many steady rounds fill the time budget."""
         assert self.infer is not None
         self._enter("warmup")
+        measure = self.scenario.measure
         times_s: list[float] = []
-        for _ in range(self.scenario.measure.warmup_rounds):
+        for _ in range(measure.warmup_rounds):
             started = time.perf_counter()
             self.infer(self.batch)
             times_s.append(time.perf_counter() - started)
+            if sum(times_s) > measure.max_time_s:  # a pathologically slow scenario: warm enough
+                break
         self.result["warmup_times_s"] = times_s
         # Size the steady state from the warm calls; with no warmup the first call is all we know.
         estimate_s = sorted(times_s)[len(times_s) // 2] if times_s else self.result["first_inference_s"]
-        return self.scenario.measure.rounds_for(estimate_s)
+        rounds, limited = measure.rounds_for(estimate_s)
+        self.result["rounds_limited_by_time"] = limited
+        return rounds
 
     def steady(self, benchmark: Any, rounds: int, phase: str = "steady") -> list[float]:
         """Time `rounds` single calls with pytest-benchmark; returns each round's start time."""
         assert self.infer is not None
         self._enter(phase)
-        self._phase_peak(None)
         round_starts_s: list[float] = []
         batch = self.batch
 
@@ -169,9 +187,21 @@ class WorkerSession:
         # CPU time of all threads over wall time: ~threads when the pool really runs in parallel.
         self.result["cpu_utilization"] = (time.process_time() - cpu_started) / wall_s
         self.result["rounds"] = rounds
-        self._phase_peak(phase)
-        self._enter("teardown")  # ends the window that the kernel peaks and sampled peak cover
+        self._enter(WINDOW_END_PHASE)
         return round_starts_s
+
+    def fidelity(self) -> None:
+        """Outputs on the fidelity inputs against the fp32 eager reference; after timing, untimed."""
+        if self.reference_path is None:
+            return
+        import torch
+
+        assert self.infer is not None
+        self._enter("fidelity")
+        reference = torch.load(self.reference_path, map_location="cpu", weights_only=True)
+        inputs = backends.fidelity_inputs(self.scenario.input_shape, self.scenario.seed, reference.shape[0])
+        output = self.infer(backends.to_runtime_input(self.scenario, inputs))
+        self.result["fidelity"] = compare(output, reference)
 
     def run_scenario(self, benchmark: Any) -> None:
         with self.guard():
@@ -179,4 +209,5 @@ class WorkerSession:
             self.first_inference()
             rounds = self.warmup()
             self.result["round_starts_s"] = self.steady(benchmark, rounds)
+            self.fidelity()
             self.result["status"] = "ok"

@@ -1,0 +1,324 @@
+"""The report's tables, as pandas DataFrames: one flat row per scenario, and run comparisons.
+
+`summary_frame` is also what results.csv holds. Units are in the column names (`_ms`,
+`_mib`, `_per_s`); a value that was not measured is empty (NaN), never zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from bench.record import ResultRecord
+from bench.report.data import RunData
+
+MIB = 1024 * 1024
+# A non-fp32 row this many times slower than the fp32 row of the same configuration is a cliff.
+CLIFF_RATIO = 3.0
+REFERENCE_PRECISION = "fp32"
+
+# Columns of results.csv, in order.
+COLUMNS = [
+    "run_id", "scenario_id", "suite", "model", "batch_size", "threads", "interop_threads",
+    "precision", "load", "runtime", "input_shape", "status", "reason",
+    "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_min_ms",
+    "latency_max_ms", "latency_stddev_ms", "rounds", "throughput_samples_per_s",
+    "load_ms", "first_inference_ms", "peak_rss_mib", "rss_before_load_mib", "peak_rss_anon_mib",
+    "peak_rss_file_mib", "peak_uss_mib", "artifact_mib",
+    "fidelity_max_abs_error", "fidelity_cosine_similarity", "fidelity_top1_agreement",
+    "vs_fp32", "cliff", "cpu_utilization", "torch_num_threads", "torch_num_interop_threads",
+    "environment_fingerprint", "git_sha", "started_at", "duration_s", "schema_version",
+]  # fmt: skip
+# Identifies "the same configuration" for the fp32 reference: everything but precision.
+CONFIG_KEY = ["run_id", "model", "batch_size", "threads", "interop_threads", "load", "input_shape"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """How a summary column is shown in HTML and Markdown."""
+
+    key: str
+    title: str
+    unit: str = ""
+    digits: str = "auto"  # "auto" (3 significant-ish), "int", "ratio", "text"
+
+
+# What the summary table shows (results.csv has more).
+DISPLAY_COLUMNS = [
+    Column("scenario_id", "scenario", digits="text"),
+    Column("latency_median_ms", "median", "ms"),
+    Column("latency_p90_ms", "p90", "ms"),
+    Column("latency_p99_ms", "p99", "ms"),
+    Column("throughput_samples_per_s", "throughput", "samples/s"),
+    Column("load_ms", "load", "ms"),
+    Column("first_inference_ms", "first inference", "ms"),
+    Column("peak_rss_mib", "peak RSS", "MiB"),
+    Column("artifact_mib", "artifact", "MiB"),
+    Column("vs_fp32", "vs fp32", "×", digits="ratio"),
+    Column("status", "status", digits="text"),
+]
+FIDELITY_COLUMNS = [
+    Column("fidelity_cosine_similarity", "cosine sim.", digits="fidelity"),
+    Column("fidelity_top1_agreement", "top-1 agree", digits="fidelity"),
+    Column("fidelity_max_abs_error", "max abs err", digits="fidelity"),
+]
+
+
+def _get(obj: Any, name: str) -> Any:
+    return None if obj is None else getattr(obj, name, None)
+
+
+def _num(value: Any, scale: float = 1.0) -> float:
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number * scale if math.isfinite(number) else math.nan
+
+
+def shape_text(shape: Any) -> str:
+    if isinstance(shape, list | tuple):
+        return "x".join(str(v) for v in shape)
+    return "" if shape is None else str(shape)
+
+
+def record_row(record: ResultRecord) -> dict[str, Any]:
+    """One flat row of results.csv."""
+    lat, rss, fid = record.latency_s, record.rss_bytes, record.fidelity
+    return {
+        "run_id": record.run_id,
+        "scenario_id": record.scenario_id,
+        "suite": record.suite,
+        "model": record.model,
+        "batch_size": _num(record.batch_size),
+        "threads": _num(record.threads),
+        "interop_threads": _num(record.interop_threads),
+        "precision": record.precision,
+        "load": record.load,
+        "runtime": record.runtime,
+        "input_shape": shape_text(record.input_shape),
+        "status": record.status,
+        "reason": record.reason or "",
+        "latency_median_ms": _num(_get(lat, "median"), 1e3),
+        "latency_p90_ms": _num(_get(lat, "p90"), 1e3),
+        "latency_p99_ms": _num(_get(lat, "p99"), 1e3),
+        "latency_mean_ms": _num(_get(lat, "mean"), 1e3),
+        "latency_min_ms": _num(_get(lat, "min"), 1e3),
+        "latency_max_ms": _num(_get(lat, "max"), 1e3),
+        "latency_stddev_ms": _num(_get(lat, "stddev"), 1e3),
+        "rounds": _num(_get(lat, "rounds")),
+        "throughput_samples_per_s": _num(record.throughput_samples_per_s),
+        "load_ms": _num(record.load_s, 1e3),
+        "first_inference_ms": _num(record.first_inference_s, 1e3),
+        "peak_rss_mib": _num(_get(rss, "peak"), 1 / MIB),
+        "rss_before_load_mib": _num(_get(rss, "before_load"), 1 / MIB),
+        "peak_rss_anon_mib": _num(_get(rss, "peak_anon"), 1 / MIB),
+        "peak_rss_file_mib": _num(_get(rss, "peak_file"), 1 / MIB),
+        "peak_uss_mib": _num(_get(rss, "peak_uss"), 1 / MIB),
+        "artifact_mib": _num(record.artifact_bytes, 1 / MIB),
+        "fidelity_max_abs_error": _num(_get(fid, "max_abs_error")),
+        "fidelity_cosine_similarity": _num(_get(fid, "cosine_similarity")),
+        "fidelity_top1_agreement": _num(_get(fid, "top1_agreement")),
+        "vs_fp32": math.nan,
+        "cliff": False,
+        "cpu_utilization": _num(record.cpu_utilization),
+        "torch_num_threads": _num(record.torch_num_threads),
+        "torch_num_interop_threads": _num(record.torch_num_interop_threads),
+        "environment_fingerprint": record.environment_fingerprint or "",
+        "git_sha": record.git_sha or "",
+        "started_at": record.started_at or "",
+        "duration_s": _num(record.duration_s),
+        "schema_version": _num(record.schema_version),
+    }
+
+
+def summary_frame(runs: Sequence[RunData]) -> pd.DataFrame:
+    """One row per scenario per run, in run order then results.jsonl order; with vs_fp32 and cliff."""
+    rows = []
+    for run in runs:
+        for record in run.records:
+            row = record_row(record)
+            row["run_id"] = run.label  # unique even when two folders share a run id
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if frame.empty:
+        return frame
+    return add_precision_ratios(frame)
+
+
+def add_precision_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """vs_fp32: median latency / the fp32 row's of the same configuration; cliff: vs_fp32 > CLIFF_RATIO."""
+    frame = frame.copy()
+    key = frame[CONFIG_KEY].astype(str).agg("|".join, axis=1)
+    reference = frame["precision"].eq(REFERENCE_PRECISION) & frame["latency_median_ms"].gt(0)
+    fp32 = frame.loc[reference].assign(_key=key[reference]).drop_duplicates("_key", keep="last")
+    by_key = dict(zip(fp32["_key"], fp32["latency_median_ms"], strict=True))
+    base = key.map(by_key).astype(float)
+    ratio = frame["latency_median_ms"] / base
+    ratio[frame["precision"].eq(REFERENCE_PRECISION)] = math.nan
+    frame["vs_fp32"] = ratio
+    frame["cliff"] = ratio.gt(CLIFF_RATIO).fillna(False).astype(bool)
+    return frame
+
+
+def status_counts(frame: pd.DataFrame) -> dict[str, int]:
+    counts = {"ok": 0, "unsupported": 0, "failed": 0}
+    for status, n in frame["status"].value_counts().items() if not frame.empty else []:
+        counts[str(status)] = int(n)
+    return counts
+
+
+def comparison_frame(frame: pd.DataFrame, run_labels: Sequence[str]) -> pd.DataFrame:
+    """Median latency (ms) per scenario id across runs, and each run's ratio to the first run.
+
+    Columns: scenario_id, then per run `<label>` (median ms, NaN when not ok) and, for every
+    run after the first, `<label> / <first>`. A scenario missing from a run, or not ok in it,
+    has NaN there; `status:<label>` says which.
+    """
+    labels = list(run_labels)
+    ids: list[str] = []
+    for sid in frame["scenario_id"]:
+        if sid not in ids:
+            ids.append(sid)
+    out = pd.DataFrame({"scenario_id": ids})
+    if not labels:
+        return out
+    latest = frame.drop_duplicates(["run_id", "scenario_id"], keep="last").set_index(["run_id", "scenario_id"])
+    for label in labels:
+        medians, statuses = [], []
+        for sid in ids:
+            if (label, sid) in latest.index:
+                row = latest.loc[(label, sid)]
+                statuses.append(str(row["status"]))
+                medians.append(row["latency_median_ms"] if row["status"] == "ok" else math.nan)
+            else:
+                statuses.append("absent")
+                medians.append(math.nan)
+        out[label] = pd.Series(medians, dtype=float)
+        out[f"status:{label}"] = statuses
+    first = labels[0]
+    for label in labels[1:]:
+        out[f"{label} / {first}"] = out[label] / out[first]
+    return out
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indexes of the points no other point beats on both axes (both minimised), by x."""
+    order = sorted(
+        (i for i, (x, y) in enumerate(points) if math.isfinite(x) and math.isfinite(y)),
+        key=lambda i: (points[i][0], points[i][1]),
+    )
+    front: list[int] = []
+    best_y = math.inf
+    for i in order:
+        if points[i][1] < best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return front
+
+
+def format_value(value: Any, digits: str = "auto") -> str:
+    """A table cell: '' for not measured; about three significant digits for numbers."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if digits == "text" or isinstance(value, str):
+        return str(value)
+    number = float(value)
+    if digits == "int":
+        return f"{number:.0f}"
+    if digits == "ratio":
+        return f"{number:.2f}×"
+    if digits == "fidelity":
+        return f"{number:.4g}"
+    magnitude = abs(number)
+    if magnitude == 0:
+        return "0"
+    if magnitude >= 1000:
+        return f"{number:,.0f}"
+    if magnitude >= 100:
+        return f"{number:.1f}"
+    if magnitude >= 10:
+        return f"{number:.2f}"
+    if magnitude >= 0.01:
+        return f"{number:.3f}"
+    return f"{number:.2e}"
+
+
+def first_line(text: str | None, limit: int = 160) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# --- environment -------------------------------------------------------------------------------
+
+GIB = 1024**3
+KEY_ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def environment_rows(run: RunData) -> list[tuple[str, str]]:
+    """(label, value) pairs summarising a run's machine and software."""
+    env = run.environment if isinstance(run.environment, dict) else {}
+    libraries = env.get("libraries") if isinstance(env.get("libraries"), dict) else {}
+    torch_info = env.get("torch") if isinstance(env.get("torch"), dict) else {}
+    git = env.get("git") if isinstance(env.get("git"), dict) else {}
+    records = run.records
+    fingerprint = env.get("fingerprint") or next((r.environment_fingerprint for r in records if r.environment_fingerprint), None)
+    sha = git.get("sha") or next((r.git_sha for r in records if r.git_sha), None)
+
+    isa = env.get("isa") if isinstance(env.get("isa"), dict) else {}
+    flags = set(env.get("cpu_flags") or []) if isinstance(env.get("cpu_flags"), list) else set()
+    if isa or flags:
+        def has(flag: str) -> bool:
+            return bool(isa.get(flag)) or flag in flags
+
+        present = [f for f in KEY_ISA if has(f)] + [f for f in sorted(isa) if isa.get(f) and f not in KEY_ISA]
+        absent = [f for f in KEY_ISA if not has(f)]
+        isa_text = (", ".join(present) or "none of the tracked ones") + (
+            f" (absent: {', '.join(absent)})" if absent else ""
+        )
+    else:
+        isa_text = ""
+
+    def cores() -> str:
+        parts = [f"{env[k]} {name}" for k, name in (
+            ("logical_cores", "logical"), ("physical_cores", "physical"), ("usable_cores", "usable"),
+        ) if env.get(k) is not None]  # fmt: skip
+        return ", ".join(parts)
+
+    memory = env.get("memory_total_bytes")
+    sha_text = str(sha) if sha else ""
+    if sha_text and git.get("dirty"):
+        sha_text += " (uncommitted changes)"
+    started = run.info.get("started_at") or ""
+    finished = run.info.get("finished_at") or ""
+    rows = [
+        ("run", run.label),
+        ("suite", run.suite or ""),
+        ("status", str(run.info.get("status") or "")),
+        ("started / finished", f"{started} / {finished}" if started or finished else ""),
+        ("CPU", str(env.get("cpu_model") or "")),
+        ("instruction sets", isa_text),
+        ("cores", cores()),
+        ("memory", f"{memory / GIB:.1f} GiB" if isinstance(memory, int | float) else ""),
+        ("torch", _join(libraries.get("torch"), torch_info.get("cpu_capability") and f"CPU capability {torch_info.get('cpu_capability')}", torch_info.get("parallel_backend") and f"{torch_info.get('parallel_backend')} backend")),
+        ("onnxruntime", str(libraries.get("onnxruntime") or ("not installed" if libraries else ""))),
+        ("python", str(env.get("python") or "")),
+        ("OS / kernel", _join(env.get("os"), None)),
+        ("allocator", str(env.get("allocator") or "")),
+        ("CPU governor", str(env.get("cpu_governor") or ("not exposed" if env else ""))),
+        ("thread variables", ", ".join(f"{k}={v}" for k, v in (env.get("env_vars") or {}).items()) if isinstance(env.get("env_vars"), dict) else ""),
+        ("fingerprint", str(fingerprint or "")),
+        ("git sha", sha_text),
+        ("folder", str(run.path)),
+    ]  # fmt: skip
+    return [(k, v) for k, v in rows if v]
+
+
+def _join(*parts: Any) -> str:
+    return ", ".join(str(p) for p in parts if p)

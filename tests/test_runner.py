@@ -1,0 +1,51 @@
+"""The parent side against real worker processes: failures become rows with reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.runner import build_record, run_worker
+from bench.suite import MeasurePolicy, Scenario
+
+pytestmark = pytest.mark.slow
+
+
+def _scenario(**changes) -> Scenario:
+    values = dict(
+        model="tiny_mlp", batch_size=1, threads=1, interop_threads=1, precision="fp32", load="eager",
+        input_shape=(64,), measure=MeasurePolicy(warmup_rounds=1, min_rounds=5, max_time_s=0.05),
+    )  # fmt: skip
+    values.update(changes)
+    return Scenario(**values)
+
+
+def test_a_worker_that_raises_gives_a_failed_record_naming_phase_and_error(tmp_path):
+    scenario = _scenario()
+    missing = tmp_path / "no-such-artifact.pt"
+    outcome = run_worker(scenario, missing, tmp_path / "w", tmp_path / "b.json", rss_interval_s=0.01)
+
+    assert outcome.returncode == 1  # pytest's exit status for a failed test
+    assert outcome.worker["status"] == "failed"
+    assert outcome.samples, "the sampler saw the worker"
+    base = dict(
+        run_id="r", scenario_id=scenario.id, suite="s", model="tiny_mlp", batch_size=1, threads=1,
+        interop_threads=1, precision="fp32", load="eager", runtime="torch", input_shape=[64],
+    )  # fmt: skip
+    record = build_record(base, scenario, outcome, tmp_path / "b.json", 0.01, 1.0)
+    assert record.status == "failed"
+    assert record.reason.startswith("FileNotFoundError during load")
+    assert record.latency_s is None
+    assert record.rss_bytes.before_load > 0  # what was measured before the failure is kept
+
+
+def test_thread_settings_take_effect_in_the_worker(tmp_path):
+    scenario = _scenario(model="tiny_cnn", input_shape=(3, 32, 32), threads=2, interop_threads=2)
+    from bench import backends
+
+    artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
+    outcome = run_worker(scenario, artifact.path, tmp_path / "w", tmp_path / "b.json", rss_interval_s=0.01)
+    assert outcome.returncode == 0, outcome.stderr_tail
+    assert outcome.worker["torch_num_threads"] == 2
+    assert outcome.worker["torch_num_interop_threads"] == 2
+    env = (tmp_path / "w" / "spec.json").read_text()
+    assert '"threads": 2' in env

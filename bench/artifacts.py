@@ -28,6 +28,7 @@ class Artifact:
     bytes: int
     prepare_s: float  # time spent preparing it in this run; 0.0 when taken from the cache
     cached: bool
+    facts: dict[str, Any]  # what the writer reported about the file, e.g. quantized layers
 
 
 def file_sha256(path: Path) -> str:
@@ -39,9 +40,12 @@ def file_sha256(path: Path) -> str:
 
 
 def cached_artifact(
-    cache_dir: Path, key_fields: dict[str, Any], filename: str, write: Callable[[Path], None]
+    cache_dir: Path, key_fields: dict[str, Any], filename: str, write: Callable[[Path], dict[str, Any] | None]
 ) -> Artifact:
-    """The artifact for `key_fields`, written with `write(path)` unless already cached and intact."""
+    """The artifact for `key_fields`, written with `write(path)` unless already cached and intact.
+
+    `write` may return facts about the file; they are kept with it and returned on every hit.
+    """
     key_text = json.dumps({**key_fields, "format_version": ARTIFACT_FORMAT_VERSION}, sort_keys=True)
     key = hashlib.sha256(key_text.encode()).hexdigest()[:20]
     entry = cache_dir / key
@@ -50,21 +54,21 @@ def cached_artifact(
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if file_sha256(path) == meta.get("sha256"):
-            return Artifact(path, meta["sha256"], path.stat().st_size, 0.0, cached=True)
+            return Artifact(path, meta["sha256"], path.stat().st_size, 0.0, cached=True, facts=meta.get("facts", {}))
     entry.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     fd, tmp_name = tempfile.mkstemp(dir=entry, prefix=".tmp-", suffix=Path(filename).suffix)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        write(tmp)
+        facts = write(tmp) or {}
         sha = file_sha256(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     prepare_s = time.perf_counter() - started
-    meta = {"key": json.loads(key_text), "sha256": sha, "bytes": path.stat().st_size, "file": filename}
+    meta = {"key": json.loads(key_text), "sha256": sha, "bytes": path.stat().st_size, "file": filename, "facts": facts}
     tmp_meta = entry / f".meta-{os.getpid()}.json"
     tmp_meta.write_text(json.dumps(meta, indent=2), encoding="utf-8")
     os.replace(tmp_meta, meta_path)
-    return Artifact(path, sha, meta["bytes"], prepare_s, cached=False)
+    return Artifact(path, sha, meta["bytes"], prepare_s, cached=False, facts=facts)

@@ -9,19 +9,22 @@ trying tells; it becomes an `unsupported` row, never a crash or a gap.
 
 from __future__ import annotations
 
+import importlib.metadata
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import models
-from bench.artifacts import Artifact, cached_artifact
+from bench.artifacts import Artifact, cached_artifact, file_sha256
 from bench.suite import Scenario
 
 # Layer types torch's dynamic quantization replaces with int8 versions.
 DYNAMIC_QUANT_LAYERS = ("Linear", "LSTM", "GRU")
 _FORMATS = {"eager": "state_dict", "mmap": "state_dict", "torchscript": "torchscript", "onnxruntime": "onnx"}
 _SUFFIXES = {"state_dict": ".pt", "torchscript": ".ts.pt", "onnx": ".onnx"}
+# Nodes ONNX Runtime's dynamic quantizer puts where it replaced a float MatMul/Conv/Gemm.
+_ORT_INT8_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 
 
 class Unsupported(Exception):
@@ -102,13 +105,7 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
     import torch
 
     fmt = artifact_format(scenario)
-    key = {
-        "model": scenario.model,
-        "seed": scenario.seed,
-        "precision": scenario.precision,
-        "format": fmt,
-        "torch": torch.__version__,
-    }
+    key = {**model_key(scenario), "precision": scenario.precision, "format": fmt}
     if fmt == "onnx":
         import onnxruntime
 
@@ -116,14 +113,15 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
     elif fmt == "torchscript":
         key["input_shape"] = list(scenario.input_shape)  # tracing specialises on the example's shape
 
-    def write(path: Path) -> None:
-        model, _ = convert(models.build_model(scenario.model, scenario.seed), scenario.precision)
+    def write(path: Path) -> dict[str, Any]:
+        if fmt == "onnx":
+            return _write_onnx(scenario, path)
+        model, facts = convert(models.build_model(scenario.model, scenario.seed), scenario.precision)
         if fmt == "state_dict":
             torch.save(model.state_dict(), path)
-        elif fmt == "torchscript":
-            _write_torchscript(model, make_batch(scenario, batch_size=1), path)
         else:
-            _write_onnx(scenario, path)
+            _write_torchscript(model, make_batch(scenario, batch_size=1), path)
+        return facts
 
     return cached_artifact(cache_dir, key, f"{scenario.model}-{scenario.precision}{_SUFFIXES[fmt]}", write)
 
@@ -140,7 +138,19 @@ def _write_torchscript(model: Any, example: Any, path: Path) -> None:
     torch.jit.save(frozen, str(path))
 
 
-def _write_onnx(scenario: Scenario, path: Path) -> None:
+def model_key(scenario: Scenario) -> dict[str, Any]:
+    """What decides a model's weights and graph: name, seed, and the code that builds it."""
+    import torch
+
+    key = {"model": scenario.model, "seed": scenario.seed, "torch": torch.__version__}
+    if scenario.model in models.BUILTIN:
+        key["models_source_sha256"] = file_sha256(Path(models.__file__))
+    else:
+        key["torchvision"] = importlib.metadata.version("torchvision")
+    return key
+
+
+def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
     """Export fp32 (or fp16) with a dynamic batch axis; int8 is ONNX Runtime's dynamic quantization."""
     import torch
 
@@ -172,6 +182,11 @@ def _write_onnx(scenario: Scenario, path: Path) -> None:
             ort_quantize_dynamic(str(target), str(path), weight_type=QuantType.QInt8)
         finally:
             target.unlink(missing_ok=True)
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        return {"quantized_layers": sum(1 for node in graph.node if node.op_type in _ORT_INT8_OPS)}
+    return {}
 
 
 def load_model(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any], dict[str, Any]]:
@@ -200,7 +215,10 @@ def _load_onnxruntime(scenario: Scenario, artifact_path: Path) -> tuple[Callable
     options = ort.SessionOptions()
     options.intra_op_num_threads = scenario.threads
     options.inter_op_num_threads = scenario.interop_threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ORT_ENABLE_ALL adds layout transforms; with fp16 graphs it segfaulted while creating
+    # the session (ORT 1.32, small_transformer), so fp16 stops one level below.
+    level = "ORT_ENABLE_EXTENDED" if scenario.precision == "fp16" else "ORT_ENABLE_ALL"
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     try:
         session = ort.InferenceSession(str(artifact_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT reports a missing kernel as NOT_IMPLEMENTED at session creation
@@ -212,15 +230,15 @@ def _load_onnxruntime(scenario: Scenario, artifact_path: Path) -> tuple[Callable
     def infer(batch: Any) -> Any:
         return session.run(None, {input_name: batch})[0]
 
-    return infer, {"graph_optimization_level": str(options.graph_optimization_level)}
+    return infer, {"ort_graph_optimization_level": level}
 
 
 def reference_outputs(scenario: Scenario, cache_dir: Path, inputs: int) -> Artifact:
     """fp32 eager outputs on `inputs` seeded samples: what every precision's fidelity is measured against."""
     import torch
 
-    key = {"model": scenario.model, "seed": scenario.seed, "input_shape": list(scenario.input_shape),
-           "inputs": inputs, "kind": "reference_outputs", "torch": torch.__version__}  # fmt: skip
+    key = {**model_key(scenario), "input_shape": list(scenario.input_shape), "inputs": inputs,
+           "kind": "reference_outputs"}  # fmt: skip
 
     def write(path: Path) -> None:
         model = models.build_model(scenario.model, scenario.seed)

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 BUILTIN: dict[str, tuple[int, ...]] = {
     "tiny_mlp": (64,),
     "tiny_cnn": (3, 32, 32),
+    # A small BERT-like encoder over 32 tokens of 128 features (embeddings are outside).
+    "small_transformer": (32, 128),
 }
 _TORCHVISION_SHAPES = {"inception_v3": (3, 299, 299)}
 _TORCHVISION_DEFAULT_SHAPE = (3, 224, 224)
@@ -87,5 +89,52 @@ def _build_builtin(name: str) -> torch.nn.Module:
             nn.Flatten(),
             nn.Linear(32, 10),
         )
+    if name == "small_transformer":
+        return _SmallTransformer()
     raise KeyError(name)
 
+
+def _small_transformer_class() -> type:
+    import torch.nn.functional as F  # noqa: N812 - the usual alias
+    from torch import nn
+
+    class EncoderBlock(nn.Module):
+        """Post-norm self-attention and feed-forward, with plain Linear layers as in BERT.
+
+        Written out rather than nn.TransformerEncoderLayer, whose inference fast path breaks
+        once dynamic quantization has replaced its Linear layers.
+        """
+
+        def __init__(self, width: int = 128, heads: int = 4, hidden: int = 512) -> None:
+            super().__init__()
+            self.heads = heads
+            self.qkv = nn.Linear(width, 3 * width)
+            self.proj = nn.Linear(width, width)
+            self.norm1 = nn.LayerNorm(width)
+            self.ff1 = nn.Linear(width, hidden)
+            self.ff2 = nn.Linear(hidden, width)
+            self.norm2 = nn.LayerNorm(width)
+
+        def forward(self, x):
+            batch, tokens, width = x.shape
+            qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+            attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+            x = self.norm1(x + self.proj(attended.transpose(1, 2).reshape(batch, tokens, width)))
+            return self.norm2(x + self.ff2(F.gelu(self.ff1(x))))
+
+    class SmallTransformer(nn.Module):
+        """4 encoder blocks, width 128, 4 heads, mean-pooled into 10 classes."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.Sequential(*(EncoderBlock() for _ in range(4)))
+            self.head = nn.Linear(128, 10)
+
+        def forward(self, tokens):  # [batch, 32, 128] -> [batch, 10]
+            return self.head(self.blocks(tokens).mean(dim=1))
+
+    return SmallTransformer
+
+
+def _SmallTransformer():  # noqa: N802 - reads like the class it builds
+    return _small_transformer_class()()

@@ -88,6 +88,7 @@ class ResultRecord:
     artifact_prepare_s: float | None = None  # 0.0 when taken from the cache
     artifact_cached: bool | None = None
     quantized_layers: int | None = None  # int8_dynamic: layers torch replaced with int8 versions
+    ort_graph_optimization_level: str | None = None  # onnxruntime rows: the session's optimisation level
     rounds_limited_by_time: bool | None = None  # fewer than min_rounds: the precision is pathologically slow
     percentile_rule: str | None = None
     rss_samples: int | None = None
@@ -157,7 +158,10 @@ def read_records(path: Path) -> tuple[list[ResultRecord], list[ReadProblem]]:
             if not line.strip():
                 continue
             try:
-                records.append(ResultRecord.from_dict(json.loads(line)))
+                data = json.loads(line)
+                if not isinstance(data, dict):
+                    raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+                records.append(ResultRecord.from_dict(data))
             except (json.JSONDecodeError, TypeError, ValueError) as exc:
                 problems.append(ReadProblem(number, f"{type(exc).__name__}: {exc}"))
     for problem in problems:

@@ -151,6 +151,7 @@ def run_scenario(
         artifact_sha256=artifact.sha256,
         artifact_prepare_s=artifact.prepare_s,
         artifact_cached=artifact.cached,
+        quantized_layers=artifact.facts.get("quantized_layers"),
     )
 
     out_dir = context.run_dir / "workers" / file_stem
@@ -293,7 +294,7 @@ def build_record(
         torch_num_threads=worker.get("torch_num_threads"),
         torch_num_interop_threads=worker.get("torch_num_interop_threads"),
         cpu_utilization=worker.get("cpu_utilization"),
-        quantized_layers=worker.get("quantized_layers"),
+        ort_graph_optimization_level=worker.get("ort_graph_optimization_level"),
         rounds_limited_by_time=worker.get("rounds_limited_by_time"),
         rss_samples=len(outcome.samples),
         rss_interval_s=rss_interval_s,

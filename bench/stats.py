@@ -9,6 +9,7 @@ always an observed time, never an interpolation. The median is the usual middle 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ def nearest_rank(sorted_values: Sequence[float], percent: float) -> float:
         raise ValueError("no values")
     if not 0 < percent <= 100:
         raise ValueError(f"percent must be in (0, 100], got {percent}")
-    rank = math.ceil(percent / 100 * len(sorted_values))
+    # Exact arithmetic: in floats 7 / 100 * 100 is 7.000000000000001, whose ceiling is 8.
+    rank = math.ceil(Fraction(str(percent)) * len(sorted_values) / 100)
     return sorted_values[max(rank, 1) - 1]
 
 

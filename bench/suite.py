@@ -370,10 +370,16 @@ class _Validator:
 
 
 def _matches(rule: dict[str, Any], point: dict[str, Any]) -> bool:
-    def norm(key: str, value: Any) -> Any:
-        return tuple(value) if key == "input_shape" else value
+    """Whether a point (possibly relying on defaults) has every value an exclude rule names."""
 
-    return all(norm(k, point.get(k, AXIS_DEFAULTS.get(k))) == norm(k, v) for k, v in rule.items())
+    def value_of(key: str) -> Any:
+        if key in point:
+            return point[key]
+        if key == "input_shape" and "model" in point:
+            return models.default_input_shape(point["model"])
+        return AXIS_DEFAULTS.get(key)
+
+    return all(value_of(k) == (tuple(v) if k == "input_shape" else v) for k, v in rule.items())
 
 
 def _kind(value: Any) -> str:

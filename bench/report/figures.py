@@ -24,7 +24,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
 from bench.report.data import RunData, round_times, rss_samples
-from bench.report.tables import pareto_front, shape_text
+from bench.report.tables import pareto_front
 
 DPI = 100
 MIB = 1024 * 1024
@@ -106,6 +106,46 @@ def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(tmp, dpi=DPI, format="png")
     tmp.replace(path)
     return path
+
+
+def _fixed_grid(
+    n_rows: int,
+    n_cols: int,
+    *,
+    panel_w: float,
+    panel_h: float,
+    top: float = 0.5,
+    bottom: float = 0.45,
+    gap_w: float = 0.8,
+    gap_h: float = 0.75,
+) -> tuple[Figure, Any]:
+    """Small multiples with margins fixed in inches: much cheaper than constrained layout for many panels."""
+    left, right = 0.75, 0.15
+    width = left + right + n_cols * panel_w
+    height = top + bottom + n_rows * panel_h
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes_w = (n_cols * panel_w - (n_cols - 1) * gap_w) / n_cols
+    axes_h = (n_rows * panel_h - (n_rows - 1) * gap_h) / n_rows
+    axes = fig.subplots(
+        n_rows, n_cols, squeeze=False,
+        gridspec_kw={
+            "left": left / width, "right": 1 - right / width, "bottom": bottom / height, "top": 1 - top / height,
+            "wspace": gap_w / axes_w, "hspace": gap_h / axes_h,
+        },
+    )  # fmt: skip
+    return fig, axes
+
+
+def _legend_cols(labels: Sequence[str], width_in: float, most: int = 6) -> int:
+    """As many legend columns as fit across the figure (DejaVu Sans 8.5 pt: ~0.07 in per character)."""
+    widths = [len(label) * 0.07 + 0.6 for label in labels]
+    for cols in range(min(most, len(labels)), 1, -1):
+        per_col = math.ceil(len(labels) / cols)  # matplotlib fills legend columns top to bottom
+        total = sum(max(widths[i : i + per_col]) for i in range(0, len(widths), per_col))
+        if total <= width_in * 0.95:
+            return cols
+    return 1
 
 
 def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
@@ -250,68 +290,74 @@ def _min_span(ax: Any, values: Sequence[float], fraction: float) -> None:
     ax.set_xlim(centre - half, centre + half)
 
 
+LOAD_STYLES = {"eager": "-", "mmap": "--", "torchscript": ":", "onnxruntime": "-."}
+
+
 def _throughput_versus(
     runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path, x: str, panel: str, key: str, title: str
 ) -> FigureResult:
     x_name = {"batch_size": "batch size", "threads": "threads"}[x]
     panel_name = {"batch_size": "batch size", "threads": "threads"}[panel]
+    multi = len(runs) > 1
     result = FigureResult(
         key,
         title,
-        f"Samples per second (batch size / mean latency, one stream) against {x_name}; one panel per "
-        f"{panel_name}, one line per model / precision / loading mode. Higher is better.",
+        f"Samples per second (batch size / mean latency, one stream) against {x_name}: one panel per model "
+        f"and {panel_name}, one line per precision and loading mode"
+        + (" and run (colour: run)" if multi else " (colour: precision; marker and dash: loading mode)")
+        + ". Higher is better.",
     )
     ok = frame[frame["status"].eq("ok") & frame["throughput_samples_per_s"].gt(0) & frame[x].notna()].copy()
     if ok.empty:
         result.notes.append("Not drawn: no ok row has a throughput.")
         return result
     tags = _run_tags(runs)
-    group_cols = ["run_id", "model", "precision", "load", "interop_threads", "input_shape"]
-    ok["_panel"] = ok[panel].fillna(-1)
-    lines = []
-    for panel_value, panel_rows in ok.groupby("_panel", sort=True):
-        for group, rows in panel_rows.groupby(group_cols, sort=False, dropna=False):
+    ok["_panel_value"] = ok[panel].fillna(-1)
+    ok["_model"] = [
+        model + (f" · shape {shape}" if _is_custom_shape(frame, model, shape) else "")
+        for model, shape in zip(ok["model"], ok["input_shape"], strict=True)
+    ]
+    line_cols = ["run_id", "precision", "load", "interop_threads"]
+    lines = []  # (panel key, line label, precision, load, run index, rows)
+    run_index = {label: i for i, label in enumerate(tags)}
+    for (model, panel_value), panel_rows in ok.groupby(["_model", "_panel_value"], sort=False):
+        for (run_label, precision, load, interop), rows in panel_rows.groupby(line_cols, sort=False, dropna=False):
             rows = rows.drop_duplicates(x, keep="last").sort_values(x)
-            if len(rows) >= 2:
-                lines.append((panel_value, group, rows))
+            if len(rows) < 2:
+                continue
+            label = f"{precision} · {load}"
+            if not pd.isna(interop) and int(interop) != 1:
+                label += f" · i{int(interop)}"
+            if multi:
+                label += f" ({tags[run_label]})"
+            lines.append(((model, panel_value), label, precision, load, run_index[run_label], rows))
     if not lines:
         result.notes.append(
             f"Not drawn: no model / precision / loading mode was measured at two or more {x_name} values "
             f"with everything else equal (the suite's matrix has one {x_name})."
         )
         return result
-    panels = sorted({p for p, _, _ in lines})
+    panels = list(dict.fromkeys(p for p, *_ in lines))
+    panels.sort(key=lambda p: (list(dict.fromkeys(ok["_model"])).index(p[0]), p[1]))
     n_rows, n_cols = _grid(len(panels))
-    fig = _new_figure(min(12, 4.4 * n_cols + 0.6), 3.2 * n_rows + 0.9)
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    labels = list(dict.fromkeys(label for _, label, *_ in lines))
+    legend_cols = _legend_cols(labels, 4.4 * n_cols + 0.9)
+    fig, axes = _fixed_grid(
+        n_rows, n_cols, panel_w=4.4, panel_h=3.1, top=0.35,
+        bottom=0.55 + 0.22 * math.ceil(len(labels) / legend_cols),
+    )  # fmt: skip
     handles: dict[str, Line2D] = {}
-    linestyles = ["-", "--", ":", "-."]
-    line_colors: dict[str, str] = {}
-    for index, panel_value in enumerate(panels):
+    for index, panel_key in enumerate(panels):
         ax = axes[index // n_cols][index % n_cols]
-        values = []
+        values: list[float] = []
         xs: set[float] = set()
-        for p, group, rows in lines:
-            if p != panel_value:
+        for key_, label, precision, load, run_no, rows in lines:
+            if key_ != panel_key:
                 continue
-            run_label, model, precision, load, interop, shape = group
-            run_no = list(tags).index(run_label)
-            label = f"{model} · {precision} · {load}"
-            if not pd.isna(interop) and int(interop) != 1:
-                label += f" · i{int(interop)}"
-            if shape and _is_custom_shape(frame, model, shape):
-                label += f" · shape {shape}"
-            if tags[run_label]:
-                label += f" ({tags[run_label]})"
-            if len(runs) == 1:
-                color = _color(line_colors, label, RUN_COLORS)
-                style = "-"
-            else:
-                color = RUN_COLORS[run_no % len(RUN_COLORS)]
-                style = linestyles[_model_index(frame, model) % len(linestyles)]
+            color = RUN_COLORS[run_no % len(RUN_COLORS)] if multi else _color(PRECISION_COLORS, precision)
             (line,) = ax.plot(
-                rows[x], rows["throughput_samples_per_s"], marker=_marker(load), linestyle=style,
-                color=color, linewidth=1.6, markersize=5, label=label,
+                rows[x], rows["throughput_samples_per_s"], marker=_marker(load),
+                linestyle=LOAD_STYLES.get(load, "-"), color=color, linewidth=1.6, markersize=5, label=label,
             )  # fmt: skip
             handles.setdefault(label, line)
             values.extend(rows["throughput_samples_per_s"].tolist())
@@ -325,10 +371,12 @@ def _throughput_versus(
             _plain_linear(ax, "y")
         ax.set_xlabel(x_name)
         ax.set_ylabel("throughput (samples/s)" + (", log" if log else ""))
-        ax.set_title(f"{panel_name} = {panel_value:g}" if panel_value >= 0 else f"{panel_name} unknown")
+        model, panel_value = panel_key
+        where = f"{panel_name} {panel_value:g}" if panel_value >= 0 else f"{panel_name} unknown"
+        ax.set_title(f"{model} · {where}", loc="left")
     for index in range(len(panels), n_rows * n_cols):
         axes[index // n_cols][index % n_cols].set_visible(False)
-    fig.legend(handles=list(handles.values()), loc="outside lower center", ncols=min(3, len(handles)))
+    fig.legend(handles=list(handles.values()), loc="lower center", ncols=legend_cols, bbox_to_anchor=(0.5, 0.0))
     result.files.append(_save(fig, fig_dir / f"{key}.png"))
     return result
 
@@ -336,10 +384,6 @@ def _throughput_versus(
 def _is_custom_shape(frame: pd.DataFrame, model: str, shape: str) -> bool:
     shapes = frame.loc[frame["model"].eq(model), "input_shape"].unique()
     return len(shapes) > 1
-
-
-def _model_index(frame: pd.DataFrame, model: str) -> int:
-    return list(dict.fromkeys(frame["model"])).index(model)
 
 
 def throughput_vs_batch(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
@@ -417,11 +461,12 @@ def memory_over_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path
         result.notes.insert(0, "Not drawn: no scenario has RSS samples.")
         return result
 
-    chunks = [panels[i : i + PANELS_PER_FILE] for i in range(0, len(panels), PANELS_PER_FILE)]
+    n_files = math.ceil(len(panels) / PANELS_PER_FILE)
+    size = math.ceil(math.ceil(len(panels) / n_files) / 3) * 3  # balanced files, full rows of three
+    chunks = [panels[i : i + size] for i in range(0, len(panels), size)]
     for number, chunk in enumerate(chunks, start=1):
         n_rows, n_cols = _grid(len(chunk))
-        fig = _new_figure(min(13, 4.3 * n_cols), 2.55 * n_rows + 0.8)
-        axes = fig.subplots(n_rows, n_cols, squeeze=False)
+        fig, axes = _fixed_grid(n_rows, n_cols, panel_w=4.3, panel_h=2.55)
         seen_phases: list[str] = []
         for index, (name, samples, baseline, status) in enumerate(chunk):
             ax = axes[index // n_cols][index % n_cols]
@@ -451,7 +496,7 @@ def memory_over_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path
             Line2D([], [], color="#1f3b73", linewidth=1.4, label="RSS"),
             Line2D([], [], color="#555555", linewidth=0.9, linestyle=":", label="RSS before load"),
         ]
-        fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 10))
+        fig.legend(handles=handles, loc="upper center", ncols=min(len(handles), 10), bbox_to_anchor=(0.5, 1.0))
         suffix = "" if number == 1 else f"_{number}"
         result.files.append(_save(fig, fig_dir / f"memory_over_time{suffix}.png"))
     return result
@@ -490,8 +535,16 @@ def _tradeoff(
     )  # fmt: skip
     panel_names = list(dict.fromkeys(ok["_panel"]))
     n_rows, n_cols = _grid(len(panel_names))
-    fig = _new_figure(min(12, 4.2 * n_cols + 0.4), 3.3 * n_rows + 1.0)
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    legend_labels = [
+        *map(str, set(ok["precision"])),
+        *(f"load: {m}" for m in set(ok["load"])),
+        "Pareto front (tN: threads)",
+    ]
+    legend_cols = _legend_cols(legend_labels, 4.2 * n_cols + 0.9)
+    fig, axes = _fixed_grid(
+        n_rows, n_cols, panel_w=4.2, panel_h=3.3, top=0.35,
+        bottom=0.55 + 0.22 * math.ceil(len(legend_labels) / legend_cols),
+    )  # fmt: skip
     fronts: dict[str, list[str]] = {}
     for index, panel in enumerate(panel_names):
         ax = axes[index // n_cols][index % n_cols]
@@ -535,10 +588,18 @@ def _tradeoff(
         for m in loads
     ]
     handles.append(
-        Line2D([], [], marker="o", color="#999999", linestyle="--", markerfacecolor="white",
-               markeredgecolor="#111111", label="Pareto front (tN: threads)")  # fmt: skip
+        Line2D(
+            [],
+            [],
+            marker="o",
+            color="#999999",
+            linestyle="--",
+            markerfacecolor="white",
+            markeredgecolor="#111111",
+            label="Pareto front (tN: threads)",
+        )  # fmt: skip
     )
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
+    fig.legend(handles=handles, loc="lower center", ncols=legend_cols, bbox_to_anchor=(0.5, 0.0))
     result.files.append(_save(fig, fig_dir / f"{key}.png"))
     result.extra["fronts"] = fronts
     return result
@@ -633,7 +694,9 @@ FIGURE_PREFIXES = (
 )  # fmt: skip
 
 
-def draw_all(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path, fidelity_measured: bool) -> list[FigureResult]:
+def draw_all(
+    runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path, fidelity_measured: bool
+) -> list[FigureResult]:
     """Every figure of the report; one that fails becomes a note, never an exception."""
     for old in fig_dir.glob("*.png") if fig_dir.is_dir() else []:
         if old.name.startswith(FIGURE_PREFIXES):

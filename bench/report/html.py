@@ -66,13 +66,13 @@ thead th[data-type=num] { text-align:right; }
 th .unit { display:block; color:var(--muted); font-weight:400; font-size:11.5px; }
 table.sortable thead th { cursor:pointer; user-select:none; }
 table.sortable thead th:hover { background:#e9eef5; }
-table.sortable thead th .arrow::after { content:" \\2195"; color:#b3bac6; font-size:11px; }
-table.sortable thead th[aria-sort=ascending] .arrow::after { content:" \\25B2"; color:var(--accent); }
-table.sortable thead th[aria-sort=descending] .arrow::after { content:" \\25BC"; color:var(--accent); }
+table.sortable thead th .arrow::after { content:"\\00a0\\2195"; color:#b3bac6; font-size:11px; }
+table.sortable thead th[aria-sort=ascending] .arrow::after { content:"\\00a0\\25B2"; color:var(--accent); }
+table.sortable thead th[aria-sort=descending] .arrow::after { content:"\\00a0\\25BC"; color:var(--accent); }
 tbody tr:nth-child(even) { background:#fafbfc; }
 tbody tr:hover { background:#f0f5fb; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
-td.id { white-space:nowrap; }
+td.id, td.nowrap { white-space:nowrap; }
 tr.failed td.id { color:var(--bad); }
 tr.unsupported td { color:var(--na); }
 tr.cliff { background:#fff7e6 !important; }
@@ -80,7 +80,8 @@ tr.cliff { background:#fff7e6 !important; }
 .badge.ok { background:var(--ok-bg); color:var(--ok); }
 .badge.failed { background:var(--bad-bg); color:var(--bad); }
 .badge.unsupported { background:var(--na-bg); color:var(--na); }
-.reason { display:block; color:var(--muted); font-size:12px; min-width:240px; max-width:420px; white-space:normal; margin-top:2px; }
+.reason { display:block; color:var(--muted); font-size:12px; min-width:240px; max-width:420px;
+  white-space:normal; margin-top:2px; }
 .cliffmark { color:#a04b00; font-weight:700; }
 .slower { color:var(--bad); font-weight:600; } .faster { color:var(--ok); font-weight:600; }
 table.env { width:auto; min-width:60%; }
@@ -101,7 +102,8 @@ footer { margin-top:40px; color:var(--muted); font-size:12px; border-top:1px sol
 HEAD_JS = """
 window.__reportErrors = [];
 window.addEventListener('error', function (ev) {
-  var what = ev && ev.message ? ev.message : (ev && ev.target && ev.target.tagName ? 'failed to load ' + ev.target.tagName : 'error');
+  var tag = ev && ev.target && ev.target.tagName;
+  var what = ev && ev.message ? ev.message : (tag ? 'failed to load ' + tag : 'error');
   window.__reportErrors.push(String(what));
 }, true);
 window.addEventListener('load', function () {
@@ -116,8 +118,9 @@ window.addEventListener('load', function () {
   check.setAttribute('data-rows', String(rows));
   check.setAttribute('data-errors', String(window.__reportErrors.length));
   check.setAttribute('data-state', 'done');
+  var errors = window.__reportErrors;
   check.textContent = 'render check: ' + decoded + '/' + images.length + ' images, ' + rows + ' rows, '
-    + window.__reportErrors.length + ' errors' + (window.__reportErrors.length ? ': ' + window.__reportErrors.join('; ') : '');
+    + errors.length + ' errors' + (errors.length ? ': ' + errors.join('; ') : '');
 });
 """
 
@@ -183,12 +186,14 @@ def _summary_table(report: Report) -> str:
     if report.fidelity_measured:
         columns[-1:-1] = FIDELITY_COLUMNS
     heads = ([_th(Column("run_id", "run", digits="text"))] if multi else []) + [_th(c) for c in columns]
+    tags = {r.label: f"run {i}" for i, r in enumerate(report.runs, start=1)}
     body = []
     for _, row in frame.iterrows():
         classes = [str(row["status"])] + (["cliff"] if row["cliff"] else [])
         cells = []
         if multi:
-            cells.append(f'<td class="mono">{e(row["run_id"])}</td>')
+            tag = tags.get(row["run_id"], row["run_id"])
+            cells.append(f'<td class="mono nowrap" data-v="{e(tag)}" title="{e(row["run_id"])}">{e(tag)}</td>')
         for column in columns:
             value = row[column.key]
             if column.key == "scenario_id":
@@ -196,11 +201,15 @@ def _summary_table(report: Report) -> str:
             elif column.key == "status":
                 reason = first_line(row["reason"])
                 reason_html = f'<span class="reason" title="{e(row["reason"])}">{e(reason)}</span>' if reason else ""
-                cells.append(f'<td data-v="{e(value)}"><span class="badge {e(value)}">{e(value)}</span>{reason_html}</td>')
+                cells.append(
+                    f'<td data-v="{e(value)}"><span class="badge {e(value)}">{e(value)}</span>{reason_html}</td>'
+                )
             elif column.key == "vs_fp32":
                 text = format_value(value, column.digits)
                 if row["cliff"]:
-                    text = f'<span class="cliffmark" title="more than {CLIFF_RATIO:g}× the fp32 median">⚠ {e(text)}</span>'
+                    text = (
+                        f'<span class="cliffmark" title="more than {CLIFF_RATIO:g}× the fp32 median">⚠ {e(text)}</span>'
+                    )
                 else:
                     text = e(text)
                 cells.append(f'<td class="num" data-v="{_num_attr(value)}">{text}</td>')
@@ -232,7 +241,10 @@ def _environment(report: Report) -> str:
         differs = len(set(values)) > 1 and label not in ("run", "started / finished", "folder")
         style = ' style="background:#fff4dc"' if differs else ""
         body += f"<tr{style}><th>{e(label)}</th>" + "".join(f"<td>{e(v)}</td>" for v in values) + "</tr>"
-    return f'<div class="table-wrap"><table class="env"><thead>{head}</thead><tbody>{body}</tbody></table></div>'
+    return (
+        '<div class="table-wrap" style="display:inline-block;max-width:100%"><table class="env">'
+        f"<thead>{head}</thead><tbody>{body}</tbody></table></div>"
+    )
 
 
 def _problems(report: Report) -> str:
@@ -243,12 +255,13 @@ def _problems(report: Report) -> str:
     if bad.empty:
         return ""
     multi = len(report.runs) > 1
+    tags = {r.label: f"run {i}" for i, r in enumerate(report.runs, start=1)}
     parts = ['<h2 id="problems">Failed and unsupported scenarios</h2>']
     for _, row in bad.iterrows():
-        run = f' <span class="meta">({e(row["run_id"])})</span>' if multi else ""
+        run = f' <span class="meta">({e(tags.get(row["run_id"], ""))}: {e(row["run_id"])})</span>' if multi else ""
         parts.append(
             f'<h3><span class="badge {e(row["status"])}">{e(row["status"])}</span> '
-            f'<code>{e(row["scenario_id"])}</code>{run}</h3><pre>{e(row["reason"])}</pre>'
+            f"<code>{e(row['scenario_id'])}</code>{run}</h3><pre>{e(row['reason'])}</pre>"
         )
     return "".join(parts)
 
@@ -261,9 +274,14 @@ def _comparison(report: Report) -> str:
     first = labels[0]
     heads = ['<th data-type="text">scenario<span class="arrow"></span></th>']
     for i, label in enumerate(labels, start=1):
-        heads.append(f'<th data-type="num" title="{e(label)}">run {i} median<span class="arrow"></span><span class="unit">ms</span></th>')
+        heads.append(
+            f'<th data-type="num" title="{e(label)}">run {i} median'
+            '<span class="arrow"></span><span class="unit">ms</span></th>'
+        )
     for i, label in enumerate(labels[1:], start=2):
-        heads.append(f'<th data-type="num" title="{e(label)} / {e(first)}">run {i} / run 1<span class="arrow"></span></th>')
+        heads.append(
+            f'<th data-type="num" title="{e(label)} / {e(first)}">run {i} / run 1<span class="arrow"></span></th>'
+        )
     body = []
     for _, row in comp.iterrows():
         cells = [f'<td class="id">{e(row["scenario_id"])}</td>']
@@ -277,16 +295,14 @@ def _comparison(report: Report) -> str:
             cls = ""
             if not pd.isna(ratio):
                 cls = "slower" if ratio > 1.1 else "faster" if ratio < 1 / 1.1 else ""
-            cells.append(
-                f'<td class="num {cls}" data-v="{_num_attr(ratio)}">{e(format_value(ratio, "ratio"))}</td>'
-            )
+            cells.append(f'<td class="num {cls}" data-v="{_num_attr(ratio)}">{e(format_value(ratio, "ratio"))}</td>')
         body.append(f"<tr>{''.join(cells)}</tr>")
     legend = "".join(f"<li>run {i}: <code>{e(label)}</code></li>" for i, label in enumerate(labels, start=1))
     return (
         '<h2 id="comparison">Runs side by side</h2>'
         "<p>Median latency per scenario id in each run, and its ratio to run 1 (above 1: slower than "
         "run 1, red beyond 10 %; below 1: faster). A scenario that is not <em>ok</em> in a run shows "
-        f"its status there.</p><ul class=\"meta\">{legend}</ul>"
+        f'its status there.</p><ul class="meta">{legend}</ul>'
         f'<div class="table-wrap"><table id="comparison-table" class="sortable"><thead><tr>{"".join(heads)}</tr>'
         f"</thead><tbody>{''.join(body)}</tbody></table></div>"
     )
@@ -302,9 +318,7 @@ def _figure(figure: FigureResult) -> str:
         except OSError as exc:
             parts.append(f'<div class="note">{e(path.name)} could not be read: {e(exc)}</div>')
             continue
-        parts.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{e(figure.title)}"></figure>'
-        )
+        parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{e(figure.title)}"></figure>')
     if figure.files and figure.caption:
         parts.append(f"<figcaption>{e(figure.caption)}</figcaption>")
     fronts = figure.extra.get("fronts")
@@ -342,10 +356,14 @@ def _cards(report: Report) -> str:
         ("bad" if counts["failed"] else "", counts["failed"], "failed"),
         ("warn" if cliffs else "", cliffs, f"precision cliffs (&gt;{CLIFF_RATIO:g}× fp32)"),
     ]
-    return '<div class="cards">' + "".join(
-        f'<div class="card {cls}"><div class="n">{n}</div><div class="l">{label}</div></div>'
-        for cls, n, label in cards
-    ) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card {cls}"><div class="n">{n}</div><div class="l">{label}</div></div>'
+            for cls, n, label in cards
+        )
+        + "</div>"
+    )
 
 
 def _warnings(messages: Sequence[str]) -> str:

@@ -268,12 +268,15 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
     torch_info = env.get("torch") if isinstance(env.get("torch"), dict) else {}
     git = env.get("git") if isinstance(env.get("git"), dict) else {}
     records = run.records
-    fingerprint = env.get("fingerprint") or next((r.environment_fingerprint for r in records if r.environment_fingerprint), None)
+    fingerprint = env.get("fingerprint") or next(
+        (r.environment_fingerprint for r in records if r.environment_fingerprint), None
+    )
     sha = git.get("sha") or next((r.git_sha for r in records if r.git_sha), None)
 
     isa = env.get("isa") if isinstance(env.get("isa"), dict) else {}
     flags = set(env.get("cpu_flags") or []) if isinstance(env.get("cpu_flags"), list) else set()
     if isa or flags:
+
         def has(flag: str) -> bool:
             return bool(isa.get(flag)) or flag in flags
 
@@ -292,6 +295,8 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
         return ", ".join(parts)
 
     memory = env.get("memory_total_bytes")
+    capability, backend = torch_info.get("cpu_capability"), torch_info.get("parallel_backend")
+    env_vars = env.get("env_vars") if isinstance(env.get("env_vars"), dict) else {}
     sha_text = str(sha) if sha else ""
     if sha_text and git.get("dirty"):
         sha_text += " (uncommitted changes)"
@@ -306,13 +311,14 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
         ("instruction sets", isa_text),
         ("cores", cores()),
         ("memory", f"{memory / GIB:.1f} GiB" if isinstance(memory, int | float) else ""),
-        ("torch", _join(libraries.get("torch"), torch_info.get("cpu_capability") and f"CPU capability {torch_info.get('cpu_capability')}", torch_info.get("parallel_backend") and f"{torch_info.get('parallel_backend')} backend")),
+        ("torch", _join(libraries.get("torch"), capability and f"CPU capability {capability}",
+                        backend and f"{backend} backend")),
         ("onnxruntime", str(libraries.get("onnxruntime") or ("not installed" if libraries else ""))),
         ("python", str(env.get("python") or "")),
         ("OS / kernel", _join(env.get("os"), None)),
         ("allocator", str(env.get("allocator") or "")),
         ("CPU governor", str(env.get("cpu_governor") or ("not exposed" if env else ""))),
-        ("thread variables", ", ".join(f"{k}={v}" for k, v in (env.get("env_vars") or {}).items()) if isinstance(env.get("env_vars"), dict) else ""),
+        ("thread variables", ", ".join(f"{k}={v}" for k, v in env_vars.items())),
         ("fingerprint", str(fingerprint or "")),
         ("git sha", sha_text),
         ("folder", str(run.path)),

@@ -1,0 +1,256 @@
+"""ResultRecord: the JSON contract, schema tolerance and reading a half-written results.jsonl."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from bench.record import (
+    SCHEMA_VERSION,
+    Fidelity,
+    KernelPeaks,
+    ReadProblem,
+    ResultRecord,
+    RssFigures,
+    append_record,
+    read_records,
+)
+from bench.stats import LatencyStats
+
+REQUIRED = dict(
+    run_id="20250101-000000-demo",
+    scenario_id="tiny_mlp-b1-t1-fp32-eager",
+    suite="demo",
+    model="tiny_mlp",
+    batch_size=1,
+    threads=1,
+    interop_threads=1,
+    precision="fp32",
+    load="eager",
+    runtime="torch",
+    input_shape=[64],
+)
+
+
+def minimal(**overrides) -> ResultRecord:
+    values = {**REQUIRED, "status": "ok", **overrides}
+    return ResultRecord(**values)
+
+
+def full() -> ResultRecord:
+    return ResultRecord(
+        **REQUIRED,
+        status="ok",
+        artifact_bytes=123_456,
+        artifact_sha256="ab" * 32,
+        load_s=0.125,
+        first_inference_s=0.0625,
+        latency_s=LatencyStats.from_times([0.001, 0.002, 0.003, 0.0041]),
+        throughput_samples_per_s=412.5,
+        rss_bytes=RssFigures(
+            before_load=100,
+            after_load=200,
+            after_first_inference=300,
+            peak=400,
+            peak_anon=350,
+            peak_file=50,
+            peak_uss=380,
+            peak_worker_lifetime=410,
+        ),
+        peak_rss_kernel_bytes=405,
+        peak_rss_kernel_phase_bytes=KernelPeaks(load=250, first_inference=320, steady=405),
+        peak_rss_rusage_bytes=420,
+        torch_num_threads=1,
+        torch_num_interop_threads=1,
+        cpu_utilization=0.97,
+        fidelity=Fidelity(max_abs_error=1e-6, cosine_similarity=0.999999, top1_agreement=1.0),
+        percentile_rule="nearest-rank",
+        rss_samples=321,
+        rss_interval_s=0.01,
+        environment_fingerprint="f" * 16,
+        started_at="2025-01-01T00:00:00+00:00",
+        duration_s=3.5,
+        git_sha="0123456789abcdef",
+        files={"rss": "raw/x/rss.csv", "stderr": "raw/x/stderr.log"},
+    )
+
+
+def test_full_record_round_trips_through_json():
+    record = full()
+    text = record.to_json()
+    assert "\n" not in text  # one record per line
+    data = json.loads(text)
+    assert data["latency_s"]["p99"] == record.latency_s.p99
+    assert data["rss_bytes"]["peak"] == 400
+    assert data["schema_version"] == SCHEMA_VERSION
+    again = ResultRecord.from_dict(data)
+    assert again == record
+    assert isinstance(again.latency_s, LatencyStats)
+    assert isinstance(again.rss_bytes, RssFigures)
+    assert isinstance(again.peak_rss_kernel_phase_bytes, KernelPeaks)
+    assert isinstance(again.fidelity, Fidelity)
+
+
+def test_minimal_record_round_trips():
+    record = minimal()
+    assert ResultRecord.from_dict(json.loads(record.to_json())) == record
+    assert record.latency_s is None
+    assert record.rss_bytes == RssFigures()
+    assert record.files == {}
+
+
+def test_non_ok_record_with_reason_round_trips():
+    record = minimal(status="unsupported", reason="fp16 matmul is not supported on this CPU")
+    assert ResultRecord.from_dict(json.loads(record.to_json())) == record
+
+
+def test_to_json_refuses_nan():
+    record = minimal(throughput_samples_per_s=float("nan"))
+    with pytest.raises(ValueError):
+        record.to_json()
+
+
+@pytest.mark.parametrize("status", ["OK", "passed", "", None])
+def test_invalid_status_rejected(status):
+    with pytest.raises(ValueError, match="status must be one of"):
+        minimal(status=status, reason="x")
+
+
+@pytest.mark.parametrize("status", ["failed", "unsupported"])
+@pytest.mark.parametrize("reason", [None, ""])
+def test_non_ok_status_needs_a_reason(status, reason):
+    with pytest.raises(ValueError, match=f"a '{status}' record needs a reason"):
+        minimal(status=status, reason=reason)
+
+
+def test_from_dict_rejects_invalid_status():
+    data = json.loads(minimal().to_json())
+    data["status"] = "exploded"
+    with pytest.raises(ValueError, match="status must be one of"):
+        ResultRecord.from_dict(data)
+
+
+def test_from_dict_ignores_unknown_keys_from_newer_schema():
+    record = full()
+    data = json.loads(record.to_json())
+    data["schema_version"] = SCHEMA_VERSION + 1
+    data["energy_joules"] = 12.5
+    data["latency_s"]["p999"] = 0.5
+    data["rss_bytes"]["peak_swap"] = 7
+    data["peak_rss_kernel_phase_bytes"]["export"] = 9
+    data["fidelity"]["top5_agreement"] = 1.0
+    again = ResultRecord.from_dict(data)
+    assert again.schema_version == SCHEMA_VERSION + 1
+    assert dataclass_without_version(again) == dataclass_without_version(record)
+    assert not hasattr(again, "energy_joules")
+
+
+def dataclass_without_version(record: ResultRecord) -> dict:
+    data = record.to_dict()
+    data.pop("schema_version")
+    return data
+
+
+def test_from_dict_fills_missing_optional_keys_from_older_schema():
+    data = {**REQUIRED, "status": "failed", "reason": "worker crashed", "latency_s": None}
+    data["rss_bytes"] = {"peak": 1234}  # an older nested block with fewer fields
+    record = ResultRecord.from_dict(data)
+    assert record.status == "failed"
+    assert record.reason == "worker crashed"
+    assert record.rss_bytes == RssFigures(peak=1234)
+    assert record.peak_rss_kernel_phase_bytes == KernelPeaks()
+    assert record.fidelity is None
+    assert record.latency_s is None
+    assert record.files == {}
+    assert record.schema_version == SCHEMA_VERSION
+    assert record.cpu_utilization is None
+
+
+def test_from_dict_missing_required_key_raises_type_error():
+    data = dict(REQUIRED, status="ok")
+    del data["model"]
+    with pytest.raises(TypeError):
+        ResultRecord.from_dict(data)
+
+
+def test_append_and_read_records(tmp_path: Path):
+    path = tmp_path / "results.jsonl"
+    records = [full(), minimal(status="failed", reason="boom"), minimal(scenario_id="x", threads=2)]
+    for record in records:
+        append_record(path, record)
+    assert path.read_text(encoding="utf-8").count("\n") == 3
+    read, problems = read_records(path)
+    assert read == records
+    assert problems == []
+
+
+def test_read_records_with_truncated_last_line(tmp_path: Path):
+    path = tmp_path / "results.jsonl"
+    good = [full(), minimal(status="unsupported", reason="no onnxruntime")]
+    for record in good:
+        append_record(path, record)
+    half = minimal(scenario_id="half").to_json()
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(half[: len(half) // 2])  # the worker died mid-write: no newline, half an object
+    with pytest.warns(UserWarning, match=r"line 3 skipped \(JSONDecodeError") as caught:
+        read, problems = read_records(path)
+    assert read == good
+    assert len(problems) == 1
+    assert isinstance(problems[0], ReadProblem)
+    assert problems[0].line == 3
+    assert problems[0].message.startswith("JSONDecodeError: ")
+    assert str(path) in str(caught[0].message)
+
+
+def test_read_records_reports_each_bad_line_and_keeps_line_numbers(tmp_path: Path):
+    path = tmp_path / "results.jsonl"
+    bad_status = json.loads(minimal().to_json())
+    bad_status["status"] = "exploded"
+    missing_field = json.loads(minimal().to_json())
+    del missing_field["run_id"]
+    lines = [
+        minimal(scenario_id="a").to_json(),
+        "",  # blank lines are skipped but still counted
+        "{not json",
+        json.dumps(bad_status),
+        json.dumps(missing_field),
+        minimal(scenario_id="b").to_json(),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.warns(UserWarning) as caught:
+        read, problems = read_records(path)
+    assert [r.scenario_id for r in read] == ["a", "b"]
+    assert [p.line for p in problems] == [3, 4, 5]
+    assert problems[0].message.startswith("JSONDecodeError")
+    assert problems[1].message.startswith("ValueError") and "status must be one of" in problems[1].message
+    assert problems[2].message.startswith("TypeError")
+    assert len(caught) == 3
+    assert ["line 3 skipped" in str(w.message) for w in caught] == [True, False, False]
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", "null", "42", '"text"'])
+def test_read_records_reports_a_non_object_line(tmp_path: Path, line):
+    path = tmp_path / "results.jsonl"
+    append_record(path, minimal())
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read, problems = read_records(path)
+    assert read == [minimal()]
+    assert [p.line for p in problems] == [2]
+    assert ["line 2 skipped" in str(w.message) for w in caught] == [True]
+
+
+def test_read_records_of_invalid_utf8_does_not_crash(tmp_path: Path):
+    path = tmp_path / "results.jsonl"
+    append_record(path, minimal())
+    with open(path, "ab") as f:
+        f.write(b'{"run_id": "\xff\xfe\n')
+    with pytest.warns(UserWarning, match="line 2 skipped"):
+        read, problems = read_records(path)
+    assert read == [minimal()]
+    assert [p.line for p in problems] == [2]

@@ -70,6 +70,7 @@ def quantize_dynamic(model: Any) -> tuple[Any, int]:
         # Deprecated in favour of torchao, which is not a dependency here; it still works.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions", category=UserWarning)
         quantized = torch.ao.quantization.quantize_dynamic(model, targets, dtype=torch.qint8)
     count = sum(1 for m in quantized.modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic"))
     if count == 0:

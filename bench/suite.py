@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,15 +212,12 @@ class _Validator:
 
         if "matrix" not in doc:
             raise self.fail((), "has no 'matrix'; expected a mapping of axes to lists of values")
-        matrix = doc["matrix"]
-        self.mapping(matrix, ("matrix",), AXES)
-        if not matrix:
-            raise self.fail(("matrix",), "is empty; give at least one axis, e.g. 'model: [tiny_mlp]'")
-        axes: dict[str, list[Any]] = {}
-        for key, values in matrix.items():
-            if not isinstance(values, list) or not values:
-                raise self.fail(("matrix", key), f"expected a non-empty list of values, got {_kind(values)}")
-            axes[key] = [self.axis_value(key, v, ("matrix", key, i)) for i, v in enumerate(values)]
+        # One matrix, or a list of matrices whose scenarios are joined (e.g. per model family).
+        matrices = doc["matrix"] if isinstance(doc["matrix"], list) else [doc["matrix"]]
+        where_of = (lambda i: ("matrix", i)) if isinstance(doc["matrix"], list) else (lambda i: ("matrix",))
+        if not matrices:
+            raise self.fail(("matrix",), "is an empty list; give at least one matrix")
+        grids = [self.grid(matrix, where_of(i)) for i, matrix in enumerate(matrices)]
 
         excludes = self.entries(doc, "exclude")
         includes = self.entries(doc, "include")
@@ -229,19 +227,18 @@ class _Validator:
                 self.axis_value(key, value, ("exclude", i, key))
 
         points: list[tuple[Path_, dict[str, Any], dict[str, Any]]] = []
-        total = 1
-        for values in axes.values():
-            total *= len(values)
+        total = sum(math.prod(len(values) for values in axes.values()) for axes in grids)
         if total > max_scenarios:
             raise self.fail(
                 ("matrix",),
                 f"expands to {total} scenarios, more than the limit of {max_scenarios}; "
                 "split the suite or raise the limit (bench run --max-scenarios)",
             )
-        for combo in itertools.product(*axes.values()):
-            point = {**base, **dict(zip(axes, combo))}
-            if not any(_matches(rule, point) for rule in excludes):
-                points.append((("matrix",), point, base_settings))
+        for i, axes in enumerate(grids):
+            for combo in itertools.product(*axes.values()):
+                point = {**base, **dict(zip(axes, combo))}
+                if not any(_matches(rule, point) for rule in excludes):
+                    points.append((where_of(i), point, base_settings))
         for i, extra in enumerate(includes):
             self.mapping(extra, ("include", i), AXES + SETTINGS)
             point = {**base}
@@ -267,6 +264,18 @@ class _Validator:
             seen[scenario.id] = where
             scenarios.append(scenario)
         return Suite(file_path, name, description, tuple(scenarios), text)
+
+    def grid(self, matrix: Any, where: Path_) -> dict[str, list[Any]]:
+        """One matrix's axes and their validated values."""
+        self.mapping(matrix, where, AXES)
+        if not matrix:
+            raise self.fail(where, "is empty; give at least one axis, e.g. 'model: [tiny_mlp]'")
+        axes: dict[str, list[Any]] = {}
+        for key, values in matrix.items():
+            if not isinstance(values, list) or not values:
+                raise self.fail((*where, key), f"expected a non-empty list of values, got {_kind(values)}")
+            axes[key] = [self.axis_value(key, v, (*where, key, i)) for i, v in enumerate(values)]
+        return axes
 
     def entries(self, doc: dict[str, Any], key: str) -> list[Any]:
         value = doc.get(key) or []

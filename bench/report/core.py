@@ -13,8 +13,8 @@ import pandas as pd
 from bench import __version__
 from bench.errors import UserError
 from bench.report.data import RunData, label_runs, load_run
-from bench.report.figures import FigureResult, draw_all
-from bench.report.tables import comparison_frame, summary_frame
+from bench.report.figures import FIGURE_PREFIXES, FigureResult, draw_all
+from bench.report.tables import comparison_frame, csv_frame, summary_frame
 
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"
@@ -57,13 +57,15 @@ class ReportResult:
     comparison_csv: Path | None = None
 
 
-def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Report:
-    """Read the runs and draw the figures into out_dir/figures (no HTML/Markdown yet)."""
-    runs = [load_run(Path(p)) for p in run_dirs]
+def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
+    """Read the runs (folders, or RunData already read) and draw the figures into out_dir/figures."""
+    runs = [run if isinstance(run, RunData) else load_run(Path(run)) for run in runs]
     label_runs(runs)
     warnings = [w for run in runs for w in run.warnings]
     frame = summary_frame(runs)
-    fidelity_measured = bool(frame["fidelity_max_abs_error"].notna().any()) if not frame.empty else False
+    fidelity_columns = ["fidelity_max_abs_error", "fidelity_cosine_similarity", "fidelity_top1_agreement"]
+    fidelity_columns += ["fidelity_inputs"]
+    fidelity_measured = bool(frame[fidelity_columns].notna().any().any()) if not frame.empty else False
     comparison = comparison_frame(frame, [r.label for r in runs]) if len(runs) > 1 else None
     fingerprints = {str(r.environment.get("fingerprint")) for r in runs if r.environment.get("fingerprint")}
     if len(fingerprints) > 1:
@@ -71,7 +73,11 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Report:
             "The runs were measured on different machines or software (environment fingerprints "
             f"{', '.join(sorted(fingerprints))}); compare their figures with care."
         )
-    figures = draw_all(runs, frame, out_dir / FIGURES_DIR, fidelity_measured) if not frame.empty else []
+    fig_dir = out_dir / FIGURES_DIR
+    for old in fig_dir.glob("*.png") if fig_dir.is_dir() else []:  # figures of an earlier report
+        if old.name.startswith(FIGURE_PREFIXES):
+            old.unlink(missing_ok=True)
+    figures = draw_all(runs, frame, fig_dir, fidelity_measured) if not frame.empty else []
     return Report(
         runs=runs,
         frame=frame,
@@ -101,8 +107,7 @@ def write_report(run_dirs: Sequence[Path] | Path, out_dir: Path | None = None) -
             raise UserError(f"{len(dirs)} run folders given: say where the combined report goes (an output folder)")
         out_dir = dirs[0]
     out_dir = Path(out_dir)
-    for run_dir in dirs:  # refuse before creating anything
-        load_run(run_dir)
+    runs = [load_run(run_dir) for run_dir in dirs]  # refuse a folder that is not a run before writing anything
     try:
         (out_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
         probe = out_dir / ".report-write-test"
@@ -111,9 +116,9 @@ def write_report(run_dirs: Sequence[Path] | Path, out_dir: Path | None = None) -
     except OSError as exc:
         raise UserError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
 
-    report = build_report(dirs, out_dir)
+    report = build_report(runs, out_dir)
     csv_path = out_dir / CSV_NAME
-    _write_atomic(csv_path, report.frame.to_csv(index=False))
+    _write_atomic(csv_path, csv_frame(report.frame).to_csv(index=False))
     comparison_csv = None
     if report.comparison is not None:
         comparison_csv = out_dir / COMPARISON_CSV_NAME

@@ -220,11 +220,17 @@ def _record_from_dict(data: dict[str, Any], info: dict[str, Any], run_dir: Path)
     for key, cls in _NESTED.items():
         value = data.get(key)
         if isinstance(value, dict):
-            names = [f.name for f in dataclasses.fields(cls)]
-            missing = [n for n in names if n not in value]
+            fields = dataclasses.fields(cls)
+            required = [f.name for f in fields if f.default is dataclasses.MISSING]
+            missing = [n for n in required if n not in value]
             if missing and cls in (LatencyStats, Fidelity):
                 filled.extend(f"{key}.{n}" for n in missing)
-            data[key] = {n: _number_or_none(value.get(n)) for n in names}
+            # Required fields an older schema lacked become None; optional ones keep their defaults.
+            data[key] = {
+                f.name: _number_or_none(value.get(f.name))
+                for f in fields
+                if f.name in value or f.default is dataclasses.MISSING
+            }
         elif value is not None and key in data:
             data[key] = None  # an unexpected shape: drop it rather than the row
     if not isinstance(data.get("files"), dict):

@@ -189,18 +189,6 @@ def _run_tags(runs: Sequence[RunData]) -> dict[str, str]:
     return {run.label: f"run {i}" for i, run in enumerate(runs, start=1)}
 
 
-def _config_label(row: pd.Series, *, skip: Sequence[str] = ()) -> str:
-    """model · precision · load, plus what differs from the defaults (inter-op threads, shape)."""
-    parts = [str(row["model"]), str(row["precision"]), str(row["load"])]
-    if "threads" not in skip and not pd.isna(row["threads"]):
-        parts.append(f"t{int(row['threads'])}")
-    if "batch_size" not in skip and not pd.isna(row["batch_size"]):
-        parts.append(f"b{int(row['batch_size'])}")
-    if not pd.isna(row["interop_threads"]) and int(row["interop_threads"]) != 1:
-        parts.append(f"i{int(row['interop_threads'])}")
-    return " · ".join(parts)
-
-
 # --- latency distribution ---------------------------------------------------------------------
 
 
@@ -451,7 +439,8 @@ def memory_over_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path
             name = f"{record.scenario_id} · {tags[run.label]}" if tags[run.label] else record.scenario_id
             samples, why = rss_samples(run, record)
             if samples is None:
-                missing.append(f"{name}: {why}")
+                if record.status == "ok":  # a failed row may never have started a worker
+                    missing.append(f"{name}: {why}")
                 continue
             baseline = record.rss_bytes.before_load if record.rss_bytes else None
             panels.append((name, samples, baseline, record.status))
@@ -538,7 +527,7 @@ def _tradeoff(
     legend_labels = [
         *map(str, set(ok["precision"])),
         *(f"load: {m}" for m in set(ok["load"])),
-        "Pareto front (tN: threads)",
+        "Pareto front" + (" (tN: threads)" if ok["threads"].nunique() > 1 else ""),
     ]
     legend_cols = _legend_cols(legend_labels, 4.2 * n_cols + 0.9)
     fig, axes = _fixed_grid(
@@ -551,6 +540,7 @@ def _tradeoff(
         rows = ok[ok["_panel"].eq(panel)].reset_index(drop=True)
         points = list(zip(rows[x_col].astype(float), rows["latency_median_ms"].astype(float), strict=True))
         front = pareto_front(points)
+        several_threads = rows["threads"].nunique() > 1  # label front points with their threads only then
         fronts[panel] = [rows.loc[i, "scenario_id"] for i in front]
         if len(front) > 1:
             fx = [points[i][0] for i in front]
@@ -563,12 +553,19 @@ def _tradeoff(
                 marker=_marker(row["load"]), color=_color(PRECISION_COLORS, row["precision"]),
                 edgecolors="#111111" if on_front else "white", linewidths=1.4 if on_front else 0.6, zorder=3,
             )  # fmt: skip
-            if on_front and not pd.isna(row["threads"]):
+            if on_front and several_threads and not pd.isna(row["threads"]):
                 ax.annotate(f"t{int(row['threads'])}", (row[x_col], row["latency_median_ms"]),
                             xytext=(5, 4), textcoords="offset points", fontsize=7.5, color="#333333")  # fmt: skip
         if x_log:
-            ax.set_xscale("log")
-            _nice_log(ax, "x")
+            xs = [p[0] for p in points]
+            positive = [v for v in xs if v > 0]
+            if len(positive) < len(xs):  # exact matches (0): a log axis would drop them
+                ax.set_xscale("symlog", linthresh=min(positive, default=1e-6), linscale=0.5)
+                ax.xaxis.set_major_formatter(FuncFormatter(_plain))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            else:
+                ax.set_xscale("log")
+                _nice_log(ax, "x")
         else:
             _plain_linear(ax, "x", 4)
             _min_span(ax, [p[0] for p in points], 0.02)
@@ -596,7 +593,7 @@ def _tradeoff(
             linestyle="--",
             markerfacecolor="white",
             markeredgecolor="#111111",
-            label="Pareto front (tN: threads)",
+            label=legend_labels[-1],
         )  # fmt: skip
     )
     fig.legend(handles=handles, loc="lower center", ncols=legend_cols, bbox_to_anchor=(0.5, 0.0))
@@ -625,7 +622,7 @@ def latency_vs_fidelity(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: P
         caption="Median latency against the largest absolute difference from the fp32 eager output on "
         "the same input, one panel per model and batch size; outlined points are the Pareto front. "
         "Lower left is better.",
-        x_col="fidelity_max_abs_error", x_label="max abs error vs fp32 eager (log)", x_log=True,
+        x_col="fidelity_max_abs_error", x_label="max abs error vs fp32 eager (log; 0 = exact)", x_log=True,
     )  # fmt: skip
 
 
@@ -698,9 +695,6 @@ def draw_all(
     runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path, fidelity_measured: bool
 ) -> list[FigureResult]:
     """Every figure of the report; one that fails becomes a note, never an exception."""
-    for old in fig_dir.glob("*.png") if fig_dir.is_dir() else []:
-        if old.name.startswith(FIGURE_PREFIXES):
-            old.unlink(missing_ok=True)
     makers: list[tuple[str, str, Callable[..., FigureResult]]] = [
         ("latency", "Latency distribution per scenario", latency_distribution),
         ("throughput_vs_batch", "Throughput versus batch size", throughput_vs_batch),

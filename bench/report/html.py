@@ -24,9 +24,11 @@ from bench.report.tables import (
     DISPLAY_COLUMNS,
     FIDELITY_COLUMNS,
     Column,
+    cell_text,
     environment_rows,
     first_line,
     format_value,
+    row_notes,
     status_counts,
 )
 
@@ -82,6 +84,7 @@ tr.cliff { background:#fff7e6 !important; }
 .badge.unsupported { background:var(--na-bg); color:var(--na); }
 .reason { display:block; color:var(--muted); font-size:12px; min-width:240px; max-width:420px;
   white-space:normal; margin-top:2px; }
+.reason.note-inline { color:var(--warn); }
 .cliffmark { color:#a04b00; font-weight:700; }
 .slower { color:var(--bad); font-weight:600; } .faster { color:var(--ok); font-weight:600; }
 table.env { width:auto; min-width:60%; }
@@ -201,6 +204,7 @@ def _summary_table(report: Report) -> str:
             elif column.key == "status":
                 reason = first_line(row["reason"])
                 reason_html = f'<span class="reason" title="{e(row["reason"])}">{e(reason)}</span>' if reason else ""
+                reason_html += "".join(f'<span class="reason note-inline">{e(n)}</span>' for n in row_notes(row))
                 cells.append(
                     f'<td data-v="{e(value)}"><span class="badge {e(value)}">{e(value)}</span>{reason_html}</td>'
                 )
@@ -214,9 +218,7 @@ def _summary_table(report: Report) -> str:
                     text = e(text)
                 cells.append(f'<td class="num" data-v="{_num_attr(value)}">{text}</td>')
             else:
-                cells.append(
-                    f'<td class="num" data-v="{_num_attr(value)}">{e(format_value(value, column.digits))}</td>'
-                )
+                cells.append(f'<td class="num" data-v="{_num_attr(value)}">{e(cell_text(row, column))}</td>')
         body.append(f'<tr class="{" ".join(e(c) for c in classes)}">{"".join(cells)}</tr>')
     return (
         '<div class="table-wrap"><table id="summary" class="sortable">'

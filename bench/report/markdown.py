@@ -15,9 +15,11 @@ from bench.report.tables import (
     CLIFF_RATIO,
     DISPLAY_COLUMNS,
     FIDELITY_COLUMNS,
+    cell_text,
     environment_rows,
     first_line,
     format_value,
+    row_notes,
     status_counts,
 )
 
@@ -26,7 +28,7 @@ def text(value: Any) -> str:
     """Plain text safe in a Markdown table cell: no HTML, no pipes, no line breaks."""
     s = "" if value is None else str(value)
     s = s.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-    for ch in "*_`[]#":
+    for ch in "*`[]":  # intraword _ (avx512_vnni) is no emphasis in GFM: left alone for terminals
         s = s.replace(ch, "\\" + ch)
     return " ".join(s.split())
 
@@ -67,12 +69,13 @@ def _summary(report: Report) -> str:
                 cells.append(code(value))
             elif column.key == "status":
                 reason = first_line(row["reason"], 100)
-                cells.append(f"**{text(value)}**: {code(reason)}" if reason else text(value))
+                notes = "".join(f"; {text(n)}" for n in row_notes(row))
+                cells.append((f"**{text(value)}**: {code(reason)}" if reason else text(value)) + notes)
             elif column.key == "vs_fp32":
                 shown = format_value(value, column.digits)
                 cells.append(f"⚠ **{shown}**" if row["cliff"] else shown)
             else:
-                cells.append(format_value(value, column.digits))
+                cells.append(cell_text(row, column))
         rows.append(cells)
     return _table(headers, rows, align)
 

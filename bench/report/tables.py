@@ -30,7 +30,9 @@ COLUMNS = [
     "load_ms", "first_inference_ms", "peak_rss_mib", "rss_before_load_mib", "peak_rss_anon_mib",
     "peak_rss_file_mib", "peak_uss_mib", "artifact_mib",
     "fidelity_max_abs_error", "fidelity_cosine_similarity", "fidelity_top1_agreement",
-    "vs_fp32", "cliff", "cpu_utilization", "torch_num_threads", "torch_num_interop_threads",
+    "fidelity_inputs", "fidelity_non_finite_outputs",
+    "vs_fp32", "cliff", "rounds_limited_by_time", "artifact_format", "artifact_cached", "quantized_layers",
+    "ort_graph_optimization_level", "cpu_utilization", "torch_num_threads", "torch_num_interop_threads",
     "environment_fingerprint", "git_sha", "started_at", "duration_s", "schema_version",
 ]  # fmt: skip
 # Identifies "the same configuration" for the fp32 reference: everything but precision.
@@ -125,8 +127,16 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
         "fidelity_max_abs_error": _num(_get(fid, "max_abs_error")),
         "fidelity_cosine_similarity": _num(_get(fid, "cosine_similarity")),
         "fidelity_top1_agreement": _num(_get(fid, "top1_agreement")),
+        "fidelity_inputs": _num(_get(fid, "inputs")),
+        "fidelity_non_finite_outputs": _num(_get(fid, "non_finite_outputs")),
         "vs_fp32": math.nan,
         "cliff": False,
+        # Fields of newer schemas, read with getattr so that the report also runs against older code.
+        "rounds_limited_by_time": bool(getattr(record, "rounds_limited_by_time", None)),
+        "artifact_format": getattr(record, "artifact_format", None) or "",
+        "artifact_cached": getattr(record, "artifact_cached", None),
+        "quantized_layers": _num(getattr(record, "quantized_layers", None)),
+        "ort_graph_optimization_level": getattr(record, "ort_graph_optimization_level", None) or "",
         "cpu_utilization": _num(record.cpu_utilization),
         "torch_num_threads": _num(record.torch_num_threads),
         "torch_num_interop_threads": _num(record.torch_num_interop_threads),
@@ -150,6 +160,20 @@ def summary_frame(runs: Sequence[RunData]) -> pd.DataFrame:
     if frame.empty:
         return frame
     return add_precision_ratios(frame)
+
+
+INTEGER_COLUMNS = (
+    "batch_size", "threads", "interop_threads", "rounds", "torch_num_threads", "torch_num_interop_threads",
+    "schema_version", "fidelity_inputs", "fidelity_non_finite_outputs", "quantized_layers",
+)  # fmt: skip
+
+
+def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The summary as results.csv holds it: counts as integers (1, not 1.0), empty when unknown."""
+    out = frame.copy()
+    for column in INTEGER_COLUMNS:
+        out[column] = pd.to_numeric(out[column], errors="coerce").round().astype("Int64")
+    return out
 
 
 def add_precision_ratios(frame: pd.DataFrame) -> pd.DataFrame:
@@ -248,6 +272,27 @@ def format_value(value: Any, digits: str = "auto") -> str:
     if magnitude >= 0.01:
         return f"{number:.3f}"
     return f"{number:.2e}"
+
+
+def cell_text(row: pd.Series, column: Column) -> str:
+    """A summary cell as text: the number, or why a fidelity figure is missing."""
+    value = row[column.key]
+    if column.key.startswith("fidelity_") and pd.isna(value):
+        non_finite = row.get("fidelity_non_finite_outputs")
+        if non_finite is not None and not pd.isna(non_finite) and non_finite > 0:
+            return "NaN/inf"
+    return format_value(value, column.digits)
+
+
+def row_notes(row: pd.Series) -> list[str]:
+    """Short remarks on an ok row that its numbers alone do not say."""
+    notes = []
+    if row.get("rounds_limited_by_time"):
+        notes.append("fewer rounds than min_rounds: max_time_s cut the steady state (very slow)")
+    non_finite = row.get("fidelity_non_finite_outputs")
+    if non_finite is not None and not pd.isna(non_finite) and non_finite > 0:
+        notes.append(f"{int(non_finite)} NaN/inf output values: no fidelity figures")
+    return notes
 
 
 def first_line(text: str | None, limit: int = 160) -> str:

@@ -1,0 +1,109 @@
+"""Every precision and load mode on a tiny model, mmap's memory effect, and the artifact cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.record import read_records
+
+pytestmark = pytest.mark.slow
+
+PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16")
+LOADS = ("eager", "mmap", "torchscript", "onnxruntime")
+# Known, honest gaps: anything else must run.
+UNSUPPORTED = {("int8_dynamic", "mmap"), ("bf16", "onnxruntime")}
+
+
+def _records(tmp_path: Path) -> list:
+    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if not p.name.startswith(".")]
+    records, problems = read_records(run_dir / "results.jsonl")
+    assert problems == []
+    return records
+
+
+def test_every_precision_and_load_mode_on_the_tiny_model(run_cli, write_suite, tmp_path):
+    suite = write_suite(
+        """
+        name: matrix
+        defaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.05}}
+        matrix:
+          model: [tiny_mlp]
+          precision: [fp32, int8_dynamic, fp16, bf16]
+          load: [eager, mmap, torchscript, onnxruntime]
+        """
+    )
+    result = run_cli("run", str(suite))
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = {(r.precision, r.load): r for r in _records(tmp_path)}
+    assert set(records) == {(p, l) for p in PRECISIONS for l in LOADS}
+
+    fp32_bytes = records["fp32", "eager"].artifact_bytes
+    for (precision, load), row in records.items():
+        if (precision, load) in UNSUPPORTED:
+            assert row.status == "unsupported" and row.reason, (precision, load)
+            continue
+        assert row.status == "ok", (precision, load, row.reason)
+        assert row.load_s > 0 and row.artifact_bytes > 0
+        assert row.runtime == ("onnxruntime" if load == "onnxruntime" else "torch")
+        fidelity = row.fidelity
+        assert fidelity is not None and fidelity.non_finite_outputs == 0
+        assert fidelity.inputs == 4
+        if precision == "fp32":
+            assert fidelity.max_abs_error < 1e-5 and fidelity.cosine_similarity > 0.99999
+        else:  # lossy, but the tiny MLP's signal survives every precision
+            assert 0 < fidelity.max_abs_error < 0.1, (precision, load, fidelity)
+            assert fidelity.cosine_similarity > 0.99 and fidelity.top1_agreement >= 0.75
+        if precision in ("fp16", "bf16"):  # half the bytes per weight, on disk too
+            assert row.artifact_bytes < 0.6 * fp32_bytes
+        if precision == "int8_dynamic" and load != "onnxruntime":
+            assert row.quantized_layers == 3  # the MLP's three Linear layers
+        if load == "onnxruntime":
+            assert row.ort_graph_optimization_level in ("ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED")
+
+
+def test_mmap_maps_the_weights_instead_of_copying_them(run_cli, write_suite, tmp_path):
+    suite = write_suite(
+        """
+        name: mmap
+        defaults: {measure: {warmup_rounds: 1, min_rounds: 3, max_time_s: 0.05}}
+        matrix:
+          model: [resnet18]
+          load: [eager, mmap]
+          input_shape: [[3, 64, 64]]
+        """
+    )
+    result = run_cli("run", str(suite))
+    assert result.returncode == 0, result.stderr
+    rows = {r.load: r for r in _records(tmp_path)}
+    eager, mmap = rows["eager"], rows["mmap"]
+    weights = eager.artifact_bytes  # ~45 MB of fp32 weights
+    grown = {load: r.rss_bytes.after_load - r.rss_bytes.before_load for load, r in rows.items()}
+    # eager copies the weights into anonymous memory (and builds a randomly initialised model
+    # first); mmap builds on the meta device and maps the file, touching pages only when used.
+    assert grown["eager"] > 0.8 * weights
+    assert grown["mmap"] < grown["eager"] - 0.5 * weights
+    assert mmap.rss_bytes.peak_file > eager.rss_bytes.peak_file + 0.5 * weights
+    assert mmap.fidelity.max_abs_error == 0.0  # the same weights, just mapped
+
+
+def test_a_second_run_reuses_the_cached_artifacts(run_cli, write_suite, tmp_path):
+    suite = write_suite(
+        """
+        name: cache
+        defaults: {measure: {warmup_rounds: 1, min_rounds: 3, max_time_s: 0.02}}
+        matrix: {model: [tiny_cnn], load: [eager, torchscript]}
+        """
+    )
+    assert run_cli("run", str(suite)).returncode == 0
+    first = {r.scenario_id: r for r in _records(tmp_path)}
+    for run_dir in (tmp_path / "reports").iterdir():
+        if not run_dir.name.startswith("."):
+            run_dir.rename(tmp_path / f"done-{run_dir.name}")
+    assert run_cli("run", str(suite)).returncode == 0
+    second = {r.scenario_id: r for r in _records(tmp_path)}
+    for scenario_id, row in second.items():
+        assert first[scenario_id].artifact_cached is False and first[scenario_id].artifact_prepare_s > 0
+        assert row.artifact_cached is True and row.artifact_prepare_s == 0.0
+        assert row.artifact_sha256 == first[scenario_id].artifact_sha256

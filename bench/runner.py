@@ -206,6 +206,7 @@ def run_worker(
     command = [
         sys.executable, "-m", "pytest", f"{HARNESS_PATH}::{test}",
         "-c", str(ini), "--rootdir", str(out_dir), "--noconftest", "-p", "no:cacheprovider",
+        "-p", "bench.harness_plugin",
         "-q", "--no-header", f"--benchmark-json={benchmark_json}",
     ]  # fmt: skip
     env = worker_env(scenario.threads, {SPEC_ENV: str(spec_path), **(extra_env or {})})

@@ -64,7 +64,7 @@ def test_run_writes_a_row_per_scenario_whatever_happens(run_cli, write_suite, tm
         assert row.load_s > 0 and row.first_inference_s > 0
         assert row.throughput_samples_per_s == pytest.approx(row.batch_size / lat.mean)
         assert row.torch_num_threads == 1 and row.torch_num_interop_threads == 1
-        assert 0.5 < row.cpu_utilization < 1.5  # one thread really ran, and only one
+        assert 0.2 < row.cpu_utilization < 1.5, row  # one thread ran, and only one (loose: CI neighbours)
         rss = row.rss_bytes
         assert 0 < rss.before_load <= rss.peak and rss.peak_anon + rss.peak_file == rss.peak
         assert rss.peak_uss and rss.peak_uss <= rss.peak

@@ -494,6 +494,23 @@ def memory_over_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path
 # --- trade-offs: latency vs memory / fidelity, Pareto fronts -------------------------------------
 
 
+def _exact_log_axis(ax: Any, floor: float, top: float, *, has_exact: bool) -> None:
+    """A log x axis with decade ticks; the floor tick reads 'exact' when zeros are drawn there."""
+    ax.set_xscale("log")
+    low_decade = round(math.log10(floor))
+    high_decade = max(low_decade + 1, math.ceil(math.log10(top)) if top > 0 else low_decade + 1)
+    step = max(1, math.ceil((high_decade - low_decade) / 6))
+    ticks = [10.0**k for k in range(low_decade + (1 if has_exact else 0), high_decade + 1, step)]
+    labels = [f"{t:g}" for t in ticks]
+    if has_exact:
+        ticks.insert(0, floor)
+        labels.insert(0, "exact")
+        ax.axvline(floor * 10**0.5, color="#cccccc", linewidth=0.8, linestyle=":", zorder=0)
+    ax.set_xticks(ticks, labels)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(floor / 10**0.4, 10**high_decade * 10**0.2)
+
+
 def _tradeoff(
     runs: Sequence[RunData],
     frame: pd.DataFrame,
@@ -540,32 +557,28 @@ def _tradeoff(
         rows = ok[ok["_panel"].eq(panel)].reset_index(drop=True)
         points = list(zip(rows[x_col].astype(float), rows["latency_median_ms"].astype(float), strict=True))
         front = pareto_front(points)
+        # On a log axis an exact match (0) is drawn at a floor a decade below the smallest error, labelled "exact".
+        positive = [x for x, _ in points if x > 0]
+        floor = 10 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1e-9
+        plot_x = [x if not x_log or x > 0 else floor for x, _ in points]
         several_threads = rows["threads"].nunique() > 1  # label front points with their threads only then
         fronts[panel] = [rows.loc[i, "scenario_id"] for i in front]
         if len(front) > 1:
-            fx = [points[i][0] for i in front]
+            fx = [plot_x[i] for i in front]
             fy = [points[i][1] for i in front]
             ax.step(fx, fy, where="post", color="#999999", linewidth=1.1, linestyle="--", zorder=1)
         for i, row in rows.iterrows():
             on_front = i in front
             ax.scatter(
-                row[x_col], row["latency_median_ms"], s=60 if on_front else 34,
+                plot_x[i], row["latency_median_ms"], s=60 if on_front else 34,
                 marker=_marker(row["load"]), color=_color(PRECISION_COLORS, row["precision"]),
                 edgecolors="#111111" if on_front else "white", linewidths=1.4 if on_front else 0.6, zorder=3,
             )  # fmt: skip
             if on_front and several_threads and not pd.isna(row["threads"]):
-                ax.annotate(f"t{int(row['threads'])}", (row[x_col], row["latency_median_ms"]),
+                ax.annotate(f"t{int(row['threads'])}", (plot_x[i], row["latency_median_ms"]),
                             xytext=(5, 4), textcoords="offset points", fontsize=7.5, color="#333333")  # fmt: skip
         if x_log:
-            xs = [p[0] for p in points]
-            positive = [v for v in xs if v > 0]
-            if len(positive) < len(xs):  # exact matches (0): a log axis would drop them
-                ax.set_xscale("symlog", linthresh=min(positive, default=1e-6), linscale=0.5)
-                ax.xaxis.set_major_formatter(FuncFormatter(_plain))
-                ax.xaxis.set_minor_formatter(NullFormatter())
-            else:
-                ax.set_xscale("log")
-                _nice_log(ax, "x")
+            _exact_log_axis(ax, floor, max(plot_x), has_exact=len(positive) < len(points))
         else:
             _plain_linear(ax, "x", 4)
             _min_span(ax, [p[0] for p in points], 0.02)
@@ -622,7 +635,7 @@ def latency_vs_fidelity(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: P
         caption="Median latency against the largest absolute difference from the fp32 eager output on "
         "the same input, one panel per model and batch size; outlined points are the Pareto front. "
         "Lower left is better.",
-        x_col="fidelity_max_abs_error", x_label="max abs error vs fp32 eager (log; 0 = exact)", x_log=True,
+        x_col="fidelity_max_abs_error", x_label="max abs error vs fp32 eager (log scale)", x_log=True,
     )  # fmt: skip
 
 
@@ -648,7 +661,12 @@ def load_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> Fi
         .agg(load_ms=("load_ms", "median"), first_ms=("first_inference_ms", "median"), n=("load_ms", "size"))
         .reset_index()
     )
-    grouped = grouped.sort_values(["model", "input_shape", "precision", "load", "run_id"], kind="stable")
+    order = {c: {v: i for i, v in enumerate(dict.fromkeys(rows[c]))} for c in ("model", "precision", "load")}
+    grouped = grouped.sort_values(
+        ["model", "input_shape", "precision", "load", "run_id"],
+        key=lambda s: s.map(order[s.name]) if s.name in order else s,
+        kind="stable",
+    )
     labels = []
     for _, g in grouped.iterrows():
         label = f"{g['model']} · {g['precision']} · {g['load']}"

@@ -21,10 +21,9 @@ from bench.report.core import Report
 from bench.report.figures import FigureResult
 from bench.report.tables import (
     CLIFF_RATIO,
-    DISPLAY_COLUMNS,
-    FIDELITY_COLUMNS,
     Column,
     cell_text,
+    display_columns,
     environment_rows,
     first_line,
     format_value,
@@ -44,12 +43,15 @@ CSS = """
 * { box-sizing: border-box; }
 body { margin:0; background:#fff; color:var(--ink);
   font:14px/1.5 -apple-system, "Segoe UI", "Liberation Sans", "DejaVu Sans", Arial, sans-serif; }
-main { max-width:1320px; margin:0 auto; padding:28px 32px 48px; }
+main { max-width:1440px; margin:0 auto; padding:28px 32px 48px; }
 h1 { font-size:24px; margin:0 0 4px; letter-spacing:-0.01em; }
 h2 { font-size:18px; margin:36px 0 10px; padding-bottom:6px; border-bottom:1px solid var(--line); }
 h3 { font-size:15px; margin:26px 0 6px; }
 p { margin:6px 0; }
 .meta { color:var(--muted); font-size:13px; }
+#summary { font-size:12.5px; }
+#summary th, #summary td { padding:5px 7px; }
+#summary td.id { font-size:12px; }
 code, .mono, td.id { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size:12.5px; }
 .cards { display:flex; flex-wrap:wrap; gap:12px; margin:18px 0 4px; }
 .card { border:1px solid var(--line); border-radius:8px; padding:10px 16px; min-width:130px; background:var(--soft); }
@@ -62,7 +64,7 @@ code, .mono, td.id { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace
 .callout ul { margin:4px 0 0; padding-left:20px; }
 .table-wrap { overflow-x:auto; border:1px solid var(--line); border-radius:8px; }
 table { border-collapse:collapse; width:100%; font-size:13px; }
-th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
+th, td { padding:6px 9px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
 thead th { background:var(--soft); font-weight:600; position:sticky; top:0; vertical-align:bottom; }
 thead th[data-type=num] { text-align:right; }
 th .unit { display:block; color:var(--muted); font-weight:400; font-size:11.5px; }
@@ -82,8 +84,8 @@ tr.cliff { background:#fff7e6 !important; }
 .badge.ok { background:var(--ok-bg); color:var(--ok); }
 .badge.failed { background:var(--bad-bg); color:var(--bad); }
 .badge.unsupported { background:var(--na-bg); color:var(--na); }
-.reason { display:block; color:var(--muted); font-size:12px; min-width:240px; max-width:420px;
-  white-space:normal; margin-top:2px; }
+.reason { display:-webkit-box; -webkit-box-orient:vertical; -webkit-line-clamp:3; overflow:hidden;
+  color:var(--muted); font-size:11.5px; line-height:1.35; width:190px; white-space:normal; margin-top:2px; }
 .reason.note-inline { color:var(--warn); }
 .cliffmark { color:#a04b00; font-weight:700; }
 .slower { color:var(--bad); font-weight:600; } .faster { color:var(--ok); font-weight:600; }
@@ -185,9 +187,7 @@ def _summary_table(report: Report) -> str:
     if frame.empty:
         return '<p class="empty">No result rows: results.jsonl has no readable record.</p>'
     multi = len(report.runs) > 1
-    columns = list(DISPLAY_COLUMNS)
-    if report.fidelity_measured:
-        columns[-1:-1] = FIDELITY_COLUMNS
+    columns = display_columns(fidelity=report.fidelity_measured, status_first=True)
     heads = ([_th(Column("run_id", "run", digits="text"))] if multi else []) + [_th(c) for c in columns]
     tags = {r.label: f"run {i}" for i, r in enumerate(report.runs, start=1)}
     body = []

@@ -13,9 +13,8 @@ from typing import Any
 from bench.report.core import Report
 from bench.report.tables import (
     CLIFF_RATIO,
-    DISPLAY_COLUMNS,
-    FIDELITY_COLUMNS,
     cell_text,
+    display_columns,
     environment_rows,
     first_line,
     format_value,
@@ -53,9 +52,7 @@ def _summary(report: Report) -> str:
     frame = report.frame
     if frame.empty:
         return "_No result rows: results.jsonl has no readable record._"
-    columns = list(DISPLAY_COLUMNS)
-    if report.fidelity_measured:
-        columns[-1:-1] = FIDELITY_COLUMNS
+    columns = display_columns(fidelity=report.fidelity_measured, status_first=False)
     multi = len(report.runs) > 1
     tags = {r.label: f"run {i}" for i, r in enumerate(report.runs, start=1)}
     headers = (["run"] if multi else []) + [c.title + (f" ({c.unit})" if c.unit else "") for c in columns]

@@ -64,10 +64,19 @@ DISPLAY_COLUMNS = [
     Column("status", "status", digits="text"),
 ]
 FIDELITY_COLUMNS = [
-    Column("fidelity_cosine_similarity", "cosine sim.", digits="fidelity"),
-    Column("fidelity_top1_agreement", "top-1 agree", digits="fidelity"),
-    Column("fidelity_max_abs_error", "max abs err", digits="fidelity"),
+    Column("fidelity_cosine_similarity", "cosine sim.", digits="cosine"),
+    Column("fidelity_top1_agreement", "top-1 agree", "%", digits="percent"),
+    Column("fidelity_max_abs_error", "max abs err", digits="error"),
 ]
+
+
+def display_columns(*, fidelity: bool, status_first: bool) -> list[Column]:
+    """The summary table's columns: fidelity ones only when measured; status second or last."""
+    columns = [c for c in DISPLAY_COLUMNS if c.key != "status"]
+    if fidelity:
+        columns += FIDELITY_COLUMNS
+    status = next(c for c in DISPLAY_COLUMNS if c.key == "status")
+    return [columns[0], status, *columns[1:]] if status_first else [*columns, status]
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -258,8 +267,12 @@ def format_value(value: Any, digits: str = "auto") -> str:
         return f"{number:.0f}"
     if digits == "ratio":
         return f"{number:.2f}×"
-    if digits == "fidelity":
-        return f"{number:.4g}"
+    if digits == "cosine":  # 0.9998 must not round to 1
+        return f"{number:.4f}"
+    if digits == "percent":
+        return f"{number * 100:.0f}"
+    if digits == "error":
+        return "0" if number == 0 else f"{number:.2e}"
     magnitude = abs(number)
     if magnitude == 0:
         return "0"
@@ -271,6 +284,8 @@ def format_value(value: Any, digits: str = "auto") -> str:
         return f"{number:.2f}"
     if magnitude >= 0.01:
         return f"{number:.3f}"
+    if magnitude >= 0.001:
+        return f"{number:.4f}"
     return f"{number:.2e}"
 
 

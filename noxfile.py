@@ -6,6 +6,8 @@ and takes minutes to build, so it is built once and reused (pip skips what is th
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,10 +24,22 @@ def _install(session: nox.Session, extras: str = "test") -> None:
     session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "-e", f".[{extras}]", external=True)
 
 
+def _install_chromium(session: nox.Session) -> None:
+    """The report's browser test needs Debian's chromium; CI must run it, so install it here."""
+    if shutil.which("chromium"):
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", external=True)
+    else:
+        session.warn("chromium is not installed and cannot be installed here: the browser test will skip")
+
+
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    """Install into .venv and run every test, slow ones included."""
+    """Install into .venv (and Debian's chromium, for the report's browser test) and run every test."""
     _install(session)
+    _install_chromium(session)
     session.run(str(BIN / "python"), "-m", "pytest", *session.posargs, external=True)
 
 

@@ -24,6 +24,7 @@ EPILOG = """\
 examples:
   bench validate scenarios/quickstart.yaml   check a suite and list its scenarios
   bench run scenarios/quickstart.yaml        measure it; prints where the results are
+  bench report reports/RUN-ID                rebuild report.html / report.md of a run
   bench selfcheck                            check the harness against torch's own timer
 """
 
@@ -100,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--max-scenarios", type=int, default=1000, metavar="N")
     validate.set_defaults(handler=_cmd_validate)
 
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="turn run folders into report.html and report.md",
+        description="Write report.html (one self-contained page: tables and figures), report.md, results.csv "
+        "and figures/*.png for a run folder; given several run folders, put them side by side in --out. "
+        "'bench run' already does this at the end of every run.",
+    )
+    report.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="run folder(s) under reports/")
+    report.add_argument("--out", type=Path, help="output folder (default: the run folder; required for several runs)")
+    report.set_defaults(handler=_cmd_report)
+
     models = commands.add_parser(
         "models", parents=[common], help="list the model names a suite can use", description="List model names."
     )
@@ -149,10 +162,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print()
     print(summary_table(records))
     print(f"\nrun folder: {context.run_dir}")
+    _report_after_run(context.run_dir)
     failed = [r for r in records if r.status == "failed"]
     if failed:
         print(f"bench: {len(failed)} scenario(s) failed; reasons are in results.jsonl", file=sys.stderr)
         return 1
+    return 0
+
+
+def _report_after_run(run_dir: Path) -> None:
+    """The report is a view of results.jsonl: if it fails, the run's results still stand."""
+    from bench.report import write_report
+
+    print("writing the report ...", file=sys.stderr, flush=True)
+    try:
+        result = write_report([run_dir])
+    except Exception as exc:
+        print(
+            f"bench: warning: the report could not be written ({type(exc).__name__}: {exc}); "
+            f"the results are complete; try 'bench report {run_dir} --debug'",
+            file=sys.stderr,
+        )
+        return
+    for warning in result.warnings:
+        print(f"bench: warning: {warning}", file=sys.stderr)
+    print(f"report: {result.html}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    result = write_report(args.runs, args.out)
+    for warning in result.warnings:
+        print(f"bench: warning: {warning}", file=sys.stderr)
+    print(f"report: {result.html}\nmarkdown: {result.markdown}\ntable: {result.csv}")
     return 0
 
 

@@ -379,10 +379,15 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
 
 
 def _tail(path: Path) -> str:
+    """The informative end of a worker's output: a crash's own report if there is one."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return ""
+    for index, line in enumerate(lines):
+        # faulthandler's report (pytest enables it): the innermost frames come first.
+        if line.startswith("Fatal Python error"):
+            return "\n".join(lines[index : index + _STDERR_TAIL_LINES])
     return "\n".join(lines[-_STDERR_TAIL_LINES:])
 
 

@@ -49,3 +49,35 @@ def test_thread_settings_take_effect_in_the_worker(tmp_path):
     assert outcome.worker["torch_num_interop_threads"] == 2
     env = (tmp_path / "w" / "spec.json").read_text()
     assert '"threads": 2' in env
+
+
+def test_a_worker_killed_by_a_signal_names_the_signal_and_where_it_crashed(tmp_path):
+    from bench import backends
+
+    scenario = _scenario()
+    artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
+    # A real segfault in the worker: a sitecustomize that reads address 0 shortly after start,
+    # long before the worker could finish (importing torch alone takes longer).
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('BENCH_WORKER_SPEC'):\n"
+        "    import ctypes, threading\n"
+        "    threading.Timer(0.3, lambda: ctypes.string_at(0)).start()\n"
+    )
+    import os
+
+    outcome = run_worker(
+        scenario, artifact.path, tmp_path / "w", tmp_path / "b.json", rss_interval_s=0.01,
+        extra_env={"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )  # fmt: skip
+    assert outcome.returncode == -11
+    base = dict(
+        run_id="r", scenario_id=scenario.id, suite="s", model="tiny_mlp", batch_size=1, threads=1,
+        interop_threads=1, precision="fp32", load="eager", runtime="torch", input_shape=[64],
+    )  # fmt: skip
+    record = build_record(base, scenario, outcome, tmp_path / "b.json", 0.01, 1.0)
+    assert record.status == "failed"
+    assert record.reason.startswith("worker killed by signal SIGSEGV during ")
+    assert "Fatal Python error: Segmentation fault" in record.reason

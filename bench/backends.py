@@ -92,7 +92,8 @@ def convert(model: Any, precision: str) -> tuple[Any, dict[str, Any]]:
 
 def make_batch(scenario: Scenario, batch_size: int | None = None) -> Any:
     """The seeded input batch, in the dtype and container the scenario's runtime takes."""
-    return to_runtime_input(scenario, models.make_input(scenario.input_shape, batch_size or scenario.batch_size, scenario.seed))
+    batch = models.make_input(scenario.input_shape, batch_size or scenario.batch_size, scenario.seed)
+    return to_runtime_input(scenario, batch)
 
 
 def to_runtime_input(scenario: Scenario, batch: Any) -> Any:

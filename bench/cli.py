@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -29,9 +30,16 @@ examples:
 """
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # SIGTERM takes the same path as Ctrl-C: the running worker is killed, not orphaned,
+    # and the run folder is marked interrupted.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.handler(args)
     except UserError as exc:

@@ -63,7 +63,8 @@ def summary_table(records: Sequence[ResultRecord]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for n, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1])] + [row[-1]]
+        numbers = [c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1], strict=True)]
+        cells = [row[0].ljust(widths[0]), *numbers, row[-1]]
         lines.append("  ".join(cells))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))

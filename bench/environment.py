@@ -83,9 +83,7 @@ def allocator() -> str:
 def git_info(cwd: Path | None = None) -> dict[str, Any]:
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(
-                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-            )
+            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False)
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -129,9 +127,7 @@ def collect_environment(with_torch: bool = True) -> dict[str, Any]:
         "python_executable": sys.executable,
         "libraries": library_versions(),
         "allocator": allocator(),
-        "env_vars": {
-            k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES
-        },
+        "env_vars": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES},
         "git": git_info(),
     }
     if env["cpu_max_mhz"] is not None:

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import bench
 from bench import backends
 from bench.environment import collect_environment
-from bench.memory import RssSample, RssSampler, write_samples_csv
 from bench.fidelity import FIDELITY_INPUTS
+from bench.memory import RssSample, RssSampler, write_samples_csv
 from bench.record import Fidelity, KernelPeaks, ResultRecord, RssFigures, append_record
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite
@@ -79,13 +79,13 @@ class WorkerOutcome:
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def create_run_dir(reports_dir: Path, suite_name: str) -> tuple[str, Path]:
     """A new folder for this run; an existing run folder is never reused."""
     reports_dir.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     for attempt in range(1, 1000):
         run_id = f"{stamp}-{suite_name}" + ("" if attempt == 1 else f"-{attempt}")
         try:
@@ -411,4 +411,3 @@ def _write_run_info(context: RunContext, **changes: Any) -> None:
     }  # fmt: skip
     info.update(changes)
     _write_json(path, info)
-

@@ -105,8 +105,7 @@ def run_selfcheck(
     print(file=sys.stderr)
     if outcome.returncode != 0 or outcome.worker.get("status") != "ok":
         raise RuntimeError(
-            f"the selfcheck worker failed: {outcome.worker.get('reason') or outcome.stderr_tail} "
-            f"(details in {out_dir})"
+            f"the selfcheck worker failed: {outcome.worker.get('reason') or outcome.stderr_tail} (details in {out_dir})"
         )
     checks = [_harness_vs_timer(benchmark_json, outcome.worker), _sampler_cost(benchmark_json, outcome)]
 
@@ -123,7 +122,9 @@ def run_selfcheck(
     checks.append(_run_to_run(records))
     result = SelfcheckResult(context.run_dir, scenario.id, checks)
     (context.run_dir / "selfcheck.json").write_text(
-        json.dumps({"scenario_id": scenario.id, "passed": result.passed, "checks": [asdict(c) for c in checks]}, indent=2),
+        json.dumps(
+            {"scenario_id": scenario.id, "passed": result.passed, "checks": [asdict(c) for c in checks]}, indent=2
+        ),
         encoding="utf-8",
     )
     return result
@@ -148,7 +149,7 @@ def _sampler_cost(benchmark_json: Path, outcome) -> Check:
     times_s = read_round_times(benchmark_json)
     starts_s = [t for b in outcome.worker["selfcheck_blocks"] for t in b["round_starts_s"]]
     on, off = [], []
-    for start_s, time_s in zip(starts_s, times_s):
+    for start_s, time_s in zip(starts_s, times_s, strict=True):
         sampled = any(lo <= start_s < hi for lo, hi in outcome.on_windows)
         (on if sampled else off).append(time_s)
     if len(on) < 10 or len(off) < 10:
@@ -216,4 +217,3 @@ def _target_text(check: Check) -> str:
     if check.high is not None:
         return f"target <= {fmt(check.high)}"
     return "no target"
-

@@ -9,10 +9,10 @@ always an observed time, never an interpolation. The median is the usual middle 
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 PERCENTILE_RULE = "nearest-rank: value at rank ceil(p/100 * n) of the sorted round times"
 

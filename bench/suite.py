@@ -236,15 +236,13 @@ class _Validator:
             )
         for i, axes in enumerate(grids):
             for combo in itertools.product(*axes.values()):
-                point = {**base, **dict(zip(axes, combo))}
+                point = {**base, **dict(zip(axes, combo, strict=True))}
                 if not any(_matches(rule, point) for rule in excludes):
                     points.append((where_of(i), point, base_settings))
         for i, extra in enumerate(includes):
             self.mapping(extra, ("include", i), AXES + SETTINGS)
             point = {**base}
-            point.update(
-                {k: self.axis_value(k, v, ("include", i, k)) for k, v in extra.items() if k in AXES}
-            )
+            point.update({k: self.axis_value(k, v, ("include", i, k)) for k, v in extra.items() if k in AXES})
             points.append((("include", i), point, self.settings(extra, ("include", i), base_settings)))
         if not points:
             raise self.fail(("exclude",), "removes every scenario of the matrix; nothing would run")

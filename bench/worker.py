@@ -60,7 +60,12 @@ class WorkerSession:
         self.artifact_path = Path(spec["artifact_path"])
         self.out_dir = Path(spec["out_dir"])
         self.reference_path = Path(spec["reference_path"]) if spec.get("reference_path") else None
-        self.result: dict[str, Any] = {"status": "failed", "phase": "startup", "kernel_peaks_bytes": {}, "uss_at_phase_end_bytes": {}}
+        self.result: dict[str, Any] = {
+            "status": "failed",
+            "phase": "startup",
+            "kernel_peaks_bytes": {},
+            "uss_at_phase_end_bytes": {},
+        }
         self._events = open(self.out_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self._stack = contextlib.ExitStack()
         self.infer: Callable[[Any], Any] | None = None

@@ -37,7 +37,7 @@ def test_every_precision_and_load_mode_on_the_tiny_model(run_cli, write_suite, t
     result = run_cli("run", str(suite))
     assert result.returncode == 0, result.stdout + result.stderr
     records = {(r.precision, r.load): r for r in _records(tmp_path)}
-    assert set(records) == {(p, l) for p in PRECISIONS for l in LOADS}
+    assert set(records) == {(p, load) for p in PRECISIONS for load in LOADS}
 
     fp32_bytes = records["fp32", "eager"].artifact_bytes
     for (precision, load), row in records.items():

@@ -6,161 +6,28 @@ environment.json) is written by `make_run`, so these tests take a few seconds.
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import json
 import math
-import random
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from demo_runs import (
+    DEMO,
+    EVIL,
+    MIB,
+    Spec,
+    assert_png,
+    make_record,
+    make_run,
+    write_rss_csv,
+)
 
 from bench.errors import UserError
-from bench.record import Fidelity, ResultRecord, RssFigures
+from bench.record import Fidelity
 from bench.report import ReportResult, comparison_frame, load_run, pareto_front, summary_frame, write_report
 from bench.report.figures import latency_distribution
 from bench.report.tables import COLUMNS
-from bench.stats import LatencyStats
-
-MIB = 1024 * 1024
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-EVIL = '<script>alert("boom")</script> & friends'
-RUN_ID = "20260101-120000-demo"
-ENVIRONMENT = {
-    "cpu_model": "Test CPU 9000",
-    "cpu_flags": ["avx", "avx2", "fma", "avx512f", "avx512_bf16"],
-    "isa": {"avx2": True, "avx512f": True, "avx512_bf16": True, "amx_tile": False},
-    "logical_cores": 8,
-    "physical_cores": 4,
-    "usable_cores": 8,
-    "memory_total_bytes": 16 * 1024**3,
-    "libraries": {"torch": "2.14.1", "onnxruntime": "1.32.0"},
-    "torch": {"cpu_capability": "AVX512", "parallel_backend": "OpenMP"},
-    "git": {"sha": "abc123def456", "dirty": False},
-    "fingerprint": "f00dfeedf00dfeed",
-}
-
-
-@dataclasses.dataclass
-class Spec:
-    """One hand-made scenario: what it is and how it went."""
-
-    model: str = "tiny_mlp"
-    batch_size: int = 1
-    threads: int = 1
-    precision: str = "fp32"
-    load: str = "eager"
-    status: str = "ok"
-    reason: str | None = None
-    median_ms: float = 1.0
-    fidelity: Fidelity | None = None
-    extra: dict = dataclasses.field(default_factory=dict)  # more ResultRecord fields
-
-    @property
-    def scenario_id(self) -> str:
-        return f"{self.model}-b{self.batch_size}-t{self.threads}-{self.precision}-{self.load}"
-
-
-DEMO = [
-    Spec(median_ms=0.5),
-    Spec(batch_size=4, median_ms=1.2),
-    Spec(threads=2, median_ms=0.3),
-    Spec(precision="bf16", median_ms=2.0),  # 4x the fp32 row: a precision cliff
-    Spec(precision="fp16", median_ms=0.75),  # 1.5x: no cliff
-    Spec(model="tiny_cnn", median_ms=3.0),
-    Spec(model="tiny_cnn", batch_size=4, median_ms=9.0),
-    Spec(
-        model="tiny_cnn", batch_size=2, threads=2, status="failed",
-        reason=f"RuntimeError during first_inference: {EVIL}\nlast line of stderr",
-    ),
-    Spec(
-        model="resnet18", precision="int8_dynamic", load="onnxruntime", status="unsupported",
-        reason="int8_dynamic with onnxruntime is not implemented",
-    ),
-]  # fmt: skip
-
-
-def make_record(
-    spec: Spec, run_id: str = RUN_ID, suite: str = "demo", scale: float = 1.0
-) -> tuple[ResultRecord, list[float]]:
-    rng = random.Random(spec.scenario_id)
-    times = [spec.median_ms * scale / 1e3 * (1 + rng.uniform(-0.1, 0.3)) for _ in range(40)]
-    base = dict(
-        run_id=run_id, scenario_id=spec.scenario_id, suite=suite, model=spec.model, batch_size=spec.batch_size,
-        threads=spec.threads, interop_threads=1, precision=spec.precision, load=spec.load, runtime="torch",
-        input_shape=[64] if spec.model == "tiny_mlp" else [3, 32, 32], status=spec.status, reason=spec.reason,
-        environment_fingerprint=ENVIRONMENT["fingerprint"], git_sha="abc123def456",
-    )  # fmt: skip
-    if spec.status == "unsupported":
-        return ResultRecord(**base), []
-    files = {
-        "benchmark_json": f"benchmark/{spec.scenario_id}.json",
-        "rss_csv": f"rss/{spec.scenario_id}.csv",
-        "worker_dir": f"workers/{spec.scenario_id}",
-    }
-    rss = RssFigures(before_load=500 * MIB, after_load=520 * MIB, peak=(530 + 10 * spec.batch_size) * MIB)
-    if spec.status == "failed":
-        return ResultRecord(**base, files=files, load_s=0.01, rss_bytes=rss, artifact_bytes=300_000), []
-    latency = LatencyStats.from_times(times)
-    record = ResultRecord(
-        **base, files=files, load_s=0.02 * (2 if spec.load != "eager" else 1), first_inference_s=0.003,
-        latency_s=latency, throughput_samples_per_s=spec.batch_size / latency.mean, rss_bytes=rss,
-        artifact_bytes=300_000, fidelity=spec.fidelity, percentile_rule="nearest-rank", **spec.extra,
-    )  # fmt: skip
-    return record, times
-
-
-def write_rss_csv(path: Path, peak_mib: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    phases = [  # (phase, samples, first MiB, last MiB)
-        ("startup", 30, 10, 500), ("load", 3, 500, 520), ("first_inference", 2, 520, 525),
-        ("warmup", 3, 525, 526), ("steady", 20, 526, peak_mib), ("done", 10, peak_mib, peak_mib + 100),
-    ]  # fmt: skip
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["t_s", "phase", "rss_bytes", "rss_anon_bytes", "rss_file_bytes", "uss_bytes", "pss_bytes"])
-        t = 0.0
-        for phase, n, start, end in phases:
-            for i in range(n):
-                rss = int((start + (end - start) * i / max(n - 1, 1)) * MIB)
-                writer.writerow([f"{t:.4f}", phase, rss, rss // 2, rss - rss // 2, "", ""])
-                t += 0.01
-
-
-def make_run(
-    root: Path,
-    specs: list[Spec] = DEMO,
-    run_id: str = RUN_ID,
-    suite: str = "demo",
-    scale: float = 1.0,
-    status: str = "complete",
-) -> Path:
-    """A run folder as `bench run` writes it, without running anything."""
-    run_dir = root / run_id
-    run_dir.mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "suite": suite, "status": status}))
-    (run_dir / "environment.json").write_text(json.dumps(ENVIRONMENT))
-    (run_dir / "scenarios.json").write_text(json.dumps([{"id": s.scenario_id} for s in specs]))
-    lines = []
-    for spec in specs:
-        record, times = make_record(spec, run_id, suite, scale)
-        lines.append(record.to_json())
-        if times:
-            bench_json = run_dir / record.files["benchmark_json"]
-            bench_json.parent.mkdir(parents=True, exist_ok=True)
-            bench_json.write_text(json.dumps({"benchmarks": [{"stats": {"data": times}}]}))
-        if record.files:
-            write_rss_csv(run_dir / record.files["rss_csv"], record.rss_bytes.peak / MIB)
-    (run_dir / "results.jsonl").write_text("".join(line + "\n" for line in lines))
-    return run_dir
-
-
-def assert_png(path: Path) -> None:
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC, path
-    assert len(data) > 5000, f"{path} is suspiciously small ({len(data)} bytes)"
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,15 @@ The screenshot is kept next to the report as screenshot.png.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from demo_runs import DEMO, make_run
 
 from bench.report import write_report
 
@@ -33,15 +32,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def _demo_module():
-    """tests/test_report.py's hand-made run folders (loaded by path: tests/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("_report_demo", Path(__file__).with_name("test_report.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _chromium() -> str:
@@ -79,8 +69,7 @@ def _render_check(dom: str) -> dict[str, str]:
 
 def test_report_renders_in_headless_chromium(tmp_path):
     chromium = _chromium()
-    demo = _demo_module()
-    run_dir = demo.make_run(tmp_path / "reports")
+    run_dir = make_run(tmp_path / "reports")
     result = write_report([run_dir])
     url = result.html.resolve().as_uri()
     profile = tmp_path / "chromium-profile"
@@ -106,13 +95,12 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert check["errors"] == "0", check["text"]  # no script or resource error
     assert int(check["images"]) == len(result.figures) > 0, check
     assert check["images-loaded"] == check["images"], check["text"]  # every PNG decoded
-    assert int(check["rows"]) == result.rows == len(demo.DEMO), check
+    assert int(check["rows"]) == result.rows == len(DEMO), check
 
 
 def test_clicking_a_header_sorts_the_summary_table(tmp_path):
     chromium = _chromium()
-    demo = _demo_module()
-    result = write_report([demo.make_run(tmp_path / "reports")])
+    result = write_report([make_run(tmp_path / "reports")])
     # The report plus a script that clicks "median" twice and records the order each time.
     probe = """
 <script>

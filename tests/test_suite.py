@@ -238,6 +238,7 @@ def test_include_alone_can_rescue_an_emptied_matrix():
 
 # --------------------------------------------------------------------------- scenario ids
 
+
 def make_scenario(**overrides) -> Scenario:
     values = dict(
         model="tiny_cnn",
@@ -369,6 +370,7 @@ def test_rounds_for_clamps_to_min_and_max_rounds(latency_s, expected):
 
 
 # --------------------------------------------------------------------------- bad input
+
 
 def test_yaml_syntax_error_reports_line():
     err = parse_error(
@@ -835,6 +837,7 @@ def test_document_not_a_mapping(text, kind):
 
 
 # --------------------------------------------------------------------------- load_suite
+
 
 def test_load_suite_reads_file(tmp_path: Path):
     path = tmp_path / "mine.yaml"

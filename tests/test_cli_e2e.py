@@ -170,3 +170,43 @@ def test_selfcheck_measures_itself(run_cli, tmp_path):
     assert 0 <= checks["run-to-run CV of the median"] < 1.0
     for name in checks:
         assert name in result.stdout
+
+
+def test_sigterm_stops_the_run_keeps_its_rows_and_leaves_no_worker_behind(write_suite, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    suite = write_suite(
+        """
+        name: stopped
+        defaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 3}}
+        matrix: {model: [tiny_mlp], batch_size: [1, 2, 3]}
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", str(suite)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    results = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until the first row is written and the second worker runs
+        found = list((tmp_path / "reports").glob("*/results.jsonl"))
+        if found and found[0].read_text().count("\n") == 1 and psutil.Process(parent.pid).children():
+            results = found[0]
+            break
+        time.sleep(0.2)
+    assert results is not None, "the first scenario never finished"
+    workers = psutil.Process(parent.pid).children(recursive=True)
+    parent.terminate()
+    _, stderr = parent.communicate(timeout=60)
+
+    assert parent.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == [], f"orphaned workers: {alive}"
+    records, problems = read_records(results)
+    assert [r.scenario_id for r in records] == ["tiny_mlp-b1-t1-fp32-eager"] and problems == []
+    assert json.loads((results.parent / "run.json").read_text())["status"] == "interrupted"

@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     except KeyboardInterrupt:
-        print("\nbench: interrupted; rows already written stay in results.jsonl", file=sys.stderr)
+        print("bench: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # anything else is our bug: say so briefly, trace on request
         if args.debug:
@@ -86,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reports/<run-id>/ with results.jsonl (one row per scenario, written as each one ends), "
         "environment.json, raw pytest-benchmark JSON and RSS samples.",
     )
-    run.add_argument("suite", type=Path, help="suite file, e.g. scenarios/quickstart.yaml")
+    run.add_argument("suite", type=Path, nargs="?", help="suite file, e.g. scenarios/quickstart.yaml")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue an interrupted run: measure only the scenarios that have no row in its results.jsonl",
+    )
     run.add_argument("--reports", type=Path, default=Path("reports"), help="where run folders go (default: reports)")
     run.add_argument(
         "--rss-interval",
@@ -150,23 +156,36 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.console import ConsoleProgress, summary_table
     from bench.memory import cpu_count
-    from bench.runner import run_suite, start_run
+    from bench.runner import resume_run, run_suite, start_run
     from bench.suite import load_suite
 
     if args.rss_interval is not None and not args.rss_interval > 0:
         raise UserError(f"--rss-interval must be a number of seconds > 0, got {args.rss_interval}")
-    suite = load_suite(args.suite, max_scenarios=args.max_scenarios)
-    cores = cpu_count()
-    for threads in sorted({s.threads for s in suite.scenarios if s.threads > cores}):
+    if (args.suite is None) == (args.resume is None):
+        raise UserError("give either a suite file to run or --resume RUN_DIR (not both)")
+    if args.resume is not None:
+        context = resume_run(args.resume, rss_interval_s=args.rss_interval)
         print(
-            f"bench: warning: {args.suite}: threads={threads} is more than the {cores} usable cores; "
-            "those scenarios measure oversubscription",
+            f"bench: resuming {context.run_id}: {len(context.pending)} of {len(context.suite.scenarios)} "
+            "scenarios have no row yet",
             file=sys.stderr,
         )
-    _check_writable(args.reports)
-    context = start_run(suite, args.reports, rss_interval_s=args.rss_interval)
-    print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
-    records = run_suite(context, ConsoleProgress())
+    else:
+        suite = load_suite(args.suite, max_scenarios=args.max_scenarios)
+        _warn_oversubscription(suite, args.suite, cpu_count())
+        _check_writable(args.reports)
+        context = start_run(suite, args.reports, rss_interval_s=args.rss_interval)
+        print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
+    try:
+        run_suite(context, ConsoleProgress())
+    except KeyboardInterrupt:
+        print(
+            f"\nbench: run interrupted; finished rows are in {context.results_path}; "
+            f"continue it with: bench run --resume {context.run_dir}",
+            file=sys.stderr,
+        )
+        raise
+    records = context.records
     print()
     print(summary_table(records))
     print(f"\nrun folder: {context.run_dir}")
@@ -176,6 +195,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"bench: {len(failed)} scenario(s) failed; reasons are in results.jsonl", file=sys.stderr)
         return 1
     return 0
+
+
+def _warn_oversubscription(suite, path: Path, cores: int) -> None:
+    for threads in sorted({s.threads for s in suite.scenarios if s.threads > cores}):
+        print(
+            f"bench: warning: {path}: threads={threads} is more than the {cores} usable cores; "
+            "those scenarios measure oversubscription",
+            file=sys.stderr,
+        )
 
 
 def _report_after_run(run_dir: Path) -> None:

@@ -69,8 +69,13 @@ class RssSample:
 class RssSampler:
     """Samples a process's memory every `interval_s` seconds in a background thread."""
 
-    def __init__(self, pid: int, interval_s: float = 0.01, toggle_period_s: float | None = None):
+    def __init__(
+        self, pid: int, interval_s: float = 0.01, toggle_period_s: float | None = None, limit_bytes: int | None = None
+    ):
         self.pid = pid
+        # Checked on every sample, so a runaway worker is stopped within one interval.
+        self.limit_bytes = limit_bytes
+        self.limit_exceeded_bytes: int | None = None
         self.interval_s = interval_s
         # With a toggle period the sampler alternates `period` on and `period` off, so its
         # cost on the worker's latency can be measured (bench selfcheck).
@@ -119,6 +124,10 @@ class RssSampler:
             if info.rss == 0:  # the worker has exited and released its memory
                 return
             self.samples.append(RssSample(now, info.rss, info.shared, uss, pss))
+            if self.limit_bytes is not None and info.rss > self.limit_bytes:
+                self.limit_exceeded_bytes = info.rss
+                self._process.kill()
+                return
             # Event.wait sleeps in the kernel; a sampler must never spin.
             if self._stop.wait(self.interval_s):
                 return

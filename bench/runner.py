@@ -22,11 +22,12 @@ from typing import Any, Protocol
 import bench
 from bench import backends
 from bench.environment import collect_environment
+from bench.errors import UserError
 from bench.fidelity import FIDELITY_INPUTS
 from bench.memory import RssSample, RssSampler, write_samples_csv
-from bench.record import Fidelity, KernelPeaks, ResultRecord, RssFigures, append_record
+from bench.record import Fidelity, KernelPeaks, ResultRecord, RssFigures, append_record, read_records
 from bench.stats import PERCENTILE_RULE, LatencyStats
-from bench.suite import Scenario, Suite
+from bench.suite import Scenario, Suite, parse_suite
 from bench.worker import SPEC_ENV, WINDOW_END_PHASE, describe_exit, thread_env
 
 HARNESS_PATH = Path(__file__).with_name("harness.py")
@@ -60,6 +61,7 @@ class RunContext:
     cache_dir: Path
     rss_interval_s: float | None = None  # overrides the suite's measure.rss_interval_s
     records: list[ResultRecord] = field(default_factory=list)
+    pending: list[Scenario] | None = None  # when resuming: the scenarios without a row yet
 
     @property
     def results_path(self) -> Path:
@@ -76,6 +78,7 @@ class WorkerOutcome:
     events: list[dict[str, Any]]
     worker: dict[str, Any]
     stderr_tail: str
+    rss_limit_exceeded_bytes: int | None = None
 
 
 def utc_now() -> str:
@@ -108,11 +111,51 @@ def start_run(suite: Suite, reports_dir: Path, *, rss_interval_s: float | None =
     return context
 
 
+def resume_run(run_dir: Path, *, rss_interval_s: float | None = None) -> RunContext:
+    """Reopen an interrupted run folder; `pending` lists the scenarios that have no row yet."""
+    results_path, suite_path = run_dir / "results.jsonl", run_dir / "suite.yaml"
+    if not results_path.is_file() or not suite_path.is_file():
+        raise UserError(f"{run_dir} is not a run folder (expected results.jsonl and suite.yaml in it)")
+    suite = parse_suite(suite_path.read_text(encoding="utf-8"), str(suite_path), max_scenarios=10**9)
+    _set_aside_partial_line(results_path)
+    records, _ = read_records(results_path)
+    environment = collect_environment()
+    recorded = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
+    if environment["fingerprint"] != recorded.get("fingerprint"):
+        raise UserError(
+            f"cannot resume {run_dir} here: the environment differs from the one it started on "
+            "(CPU, cores, kernel, Python or library versions); start a new run instead"
+        )
+    context = RunContext(
+        run_dir.name, run_dir, suite, recorded, run_dir.parent / ".cache" / "artifacts", rss_interval_s, records
+    )
+    done = {r.scenario_id for r in records}
+    context.pending = [s for s in suite.scenarios if s.id not in done]
+    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    _write_run_info(context, status="running", resumed_at=[*info.get("resumed_at", []), utc_now()])
+    return context
+
+
+def _set_aside_partial_line(results_path: Path) -> None:
+    """A killed run can leave half a line; keep it in a side file and end the results at the last full line."""
+    data = results_path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    side = results_path.with_name(f"results.jsonl.partial-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}")
+    side.write_bytes(data[cut:])
+    with open(results_path, "r+b") as f:
+        f.truncate(cut)
+        os.fsync(f.fileno())
+
+
 def run_suite(context: RunContext, progress: Progress | None = None) -> list[ResultRecord]:
+    """Run the context's pending scenarios (all of them for a new run), appending a row for each."""
     progress = progress or _Silent()
-    total = len(context.suite.scenarios)
+    scenarios = context.pending if context.pending is not None else list(context.suite.scenarios)
+    total = len(scenarios)
     try:
-        for index, scenario in enumerate(context.suite.scenarios, start=1):
+        for index, scenario in enumerate(scenarios, start=1):
             progress.scenario_started(index, total, scenario.id)
             record = run_scenario(context, scenario, progress)
             append_record(context.results_path, record)
@@ -216,7 +259,9 @@ def run_worker(
     with open(out_dir / "stdout.log", "wb") as stdout, open(out_dir / "stderr.log", "wb") as stderr:
         process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
         try:
-            with RssSampler(process.pid, rss_interval_s, sampler_toggle_period_s) as sampler:
+            with RssSampler(
+                process.pid, rss_interval_s, sampler_toggle_period_s, limit_bytes=scenario.max_rss_bytes
+            ) as sampler:
                 while process.poll() is None:
                     elapsed_s = time.monotonic() - started
                     if elapsed_s > scenario.timeout_s:
@@ -241,6 +286,7 @@ def run_worker(
         events=_read_events(events_path),
         worker=json.loads(worker_json.read_text(encoding="utf-8")) if worker_json.exists() else {},
         stderr_tail=_tail(out_dir / "stderr.log") or _tail(out_dir / "stdout.log"),
+        rss_limit_exceeded_bytes=sampler.limit_exceeded_bytes,
     )
 
 
@@ -335,6 +381,11 @@ def _samples_while_measuring(outcome: WorkerOutcome) -> list[RssSample]:
 
 def _failure_reason(scenario: Scenario, outcome: WorkerOutcome) -> str | None:
     phase = outcome.events[-1]["phase"] if outcome.events else "startup"
+    if outcome.rss_limit_exceeded_bytes is not None:
+        return (
+            f"exceeded max_rss_bytes during {phase}: sampled RSS {outcome.rss_limit_exceeded_bytes} bytes "
+            f"> limit {scenario.max_rss_bytes} bytes; the worker was killed"
+        )
     if outcome.timed_out:
         return f"timed out after {scenario.timeout_s:g} s (timeout_s) during {phase}; the worker was killed"
     if outcome.returncode == 0 and outcome.worker.get("status") == "ok":

@@ -26,7 +26,7 @@ LOADS = ("eager", "mmap", "torchscript", "onnxruntime")
 # Axes that may vary in `matrix`, in the order they appear in a scenario id.
 AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape")
 # Keys allowed in `defaults` and `include` entries on top of the axes.
-SETTINGS = ("measure", "timeout_s", "seed")
+SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed")
 TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include")
 AXIS_DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
@@ -40,6 +40,9 @@ DEFAULT_MAX_SCENARIOS = 1000
 _MAX_YAML_NODES = 100_000
 SLOW_FACTOR = 3  # a steady state may run up to 3x max_time_s to reach min_rounds ...
 SLOW_MIN_ROUNDS = 5  # ... beyond that it is cut to this many rounds at least, and flagged
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 
 Path_ = tuple[Any, ...]  # a location inside the YAML document, e.g. ("matrix", "threads", 1)
@@ -83,6 +86,7 @@ class Scenario:
     input_shape: tuple[int, ...]
     measure: MeasurePolicy = field(default_factory=MeasurePolicy)
     timeout_s: float = DEFAULT_TIMEOUT_S
+    max_rss_bytes: int | None = None  # the parent kills a worker whose sampled RSS goes above it
     seed: int = 0
 
     @property
@@ -313,6 +317,8 @@ class _Validator:
             out["measure"] = merged
         if "timeout_s" in source:
             out["timeout_s"] = self.positive_number(source["timeout_s"], (*where, "timeout_s"))
+        if "max_rss_bytes" in source:
+            out["max_rss_bytes"] = self.byte_size(source["max_rss_bytes"], (*where, "max_rss_bytes"))
         if "seed" in source:
             out["seed"] = self.integer(source["seed"], (*where, "seed"), 0)
         return out
@@ -358,9 +364,18 @@ class _Validator:
             raise self.fail(where, f"expected an integer >= {minimum}, got {value!r}")
         return value
 
+    def byte_size(self, value: Any, where: Path_) -> int:
+        """Bytes as an integer or a string such as '2 GiB' or '512MB'."""
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        match = _SIZE_RE.match(value) if isinstance(value, str) else None
+        if not match or float(match.group(1)) <= 0:
+            raise self.fail(where, f"expected a size in bytes, e.g. 2147483648 or '2 GiB', got {value!r}")
+        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
     def positive_number(self, value: Any, where: Path_) -> float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-            raise self.fail(where, f"expected a number of seconds > 0, got {value!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+            raise self.fail(where, f"expected a finite number of seconds > 0, got {value!r}")
         return float(value)
 
     def scenario(self, point: dict[str, Any], settings: dict[str, Any], where: Path_) -> Scenario:
@@ -371,6 +386,7 @@ class _Validator:
         return Scenario(
             measure=MeasurePolicy(**settings.get("measure", {})),
             timeout_s=settings.get("timeout_s", DEFAULT_TIMEOUT_S),
+            max_rss_bytes=settings.get("max_rss_bytes"),
             seed=settings.get("seed", 0),
             **values,
         )

@@ -210,3 +210,40 @@ def test_sigterm_stops_the_run_keeps_its_rows_and_leaves_no_worker_behind(write_
     records, problems = read_records(results)
     assert [r.scenario_id for r in records] == ["tiny_mlp-b1-t1-fp32-eager"] and problems == []
     assert json.loads((results.parent / "run.json").read_text())["status"] == "interrupted"
+    assert f"bench run --resume {results.parent.relative_to(tmp_path)}" in stderr
+
+    # As if the parent had been killed mid-write: half a line at the end. Resume keeps it aside.
+    with open(results, "a") as f:
+        f.write('{"run_id": "half a line')
+    resumed = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--resume", str(results.parent)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 of 3 scenarios have no row yet" in resumed.stderr
+    records, problems = read_records(results)
+    assert problems == []
+    assert [r.scenario_id for r in records] == [f"tiny_mlp-b{b}-t1-fp32-eager" for b in (1, 2, 3)]
+    assert len({r.run_id for r in records}) == 1
+    (partial,) = results.parent.glob("results.jsonl.partial-*")
+    assert partial.read_text() == '{"run_id": "half a line'
+    assert json.loads((results.parent / "run.json").read_text())["status"] == "complete"
+    assert (results.parent / "report.html").exists()
+
+
+def test_a_worker_above_max_rss_bytes_is_killed_and_the_run_goes_on(run_cli, write_suite, tmp_path):
+    suite = write_suite(
+        """
+        name: fat
+        defaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.05}}
+        matrix: {model: [tiny_mlp], batch_size: [1, 2]}
+        include:
+          - {model: tiny_cnn, max_rss_bytes: 64 MiB}   # importing torch alone takes more
+        """
+    )
+    result = run_cli("run", str(suite))
+    assert result.returncode == 1
+    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if not p.name.startswith(".")]
+    records, _ = read_records(run_dir / "results.jsonl")
+    assert [r.status for r in records] == ["ok", "ok", "failed"]
+    assert "exceeded max_rss_bytes" in records[2].reason and "67108864" in records[2].reason

@@ -529,12 +529,12 @@ def test_unknown_nested_key(text, line, field, fragment):
         ("precision: fp64", "defaults.precision", "expected one of fp32, int8_dynamic, fp16, bf16, got 'fp64'"),
         ("load: pickle", "defaults.load", "expected one of eager, mmap, torchscript, onnxruntime, got 'pickle'"),
         ("model: 5", "defaults.model", "expected a model name, got int 5"),
-        ("timeout_s: 0", "defaults.timeout_s", "expected a number of seconds > 0, got 0"),
-        ("timeout_s: true", "defaults.timeout_s", "expected a number of seconds > 0, got True"),
+        ("timeout_s: 0", "defaults.timeout_s", "expected a finite number of seconds > 0, got 0"),
+        ("timeout_s: true", "defaults.timeout_s", "expected a finite number of seconds > 0, got True"),
         ("seed: -1", "defaults.seed", "expected an integer >= 0, got -1"),
         ("measure: {min_rounds: 0}", "defaults.measure.min_rounds", "expected an integer >= 1, got 0"),
         ("measure: {warmup_rounds: -1}", "defaults.measure.warmup_rounds", "expected an integer >= 0, got -1"),
-        ("measure: {rss_interval_s: 0}", "defaults.measure.rss_interval_s", "expected a number of seconds > 0"),
+        ("measure: {rss_interval_s: 0}", "defaults.measure.rss_interval_s", "expected a finite number of seconds > 0"),
         ("measure: {min_rounds: 10, max_rounds: 5}", "defaults.measure", "min_rounds is larger than max_rounds"),
         ("measure: 5", "defaults.measure", "expected a mapping, got int 5"),
     ],
@@ -881,3 +881,22 @@ def test_load_suite_not_utf8(tmp_path: Path):
     with pytest.raises(SuiteError) as info:
         load_suite(path)
     assert "cannot be read" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("2 GiB", 2 * 2**30), ("512MB", 512 * 10**6), ("1.5 kib", 1536), (4096, 4096), ("100 B", 100)],
+)
+def test_max_rss_bytes_accepts_sizes_with_units(value, expected):
+    text = f"name: s\ndefaults: {{max_rss_bytes: {value!r}}}\nmatrix: {{model: [tiny_mlp]}}\n"
+    (scenario,) = parse_suite(text, "s.yaml").scenarios
+    assert scenario.max_rss_bytes == expected
+
+
+@pytest.mark.parametrize("value", ["'lots'", "0", "-5", "'2 parsecs'", "true", "'0 GiB'"])
+def test_max_rss_bytes_rejects_what_is_not_a_size(value):
+    text = f"name: s\ndefaults: {{max_rss_bytes: {value}}}\nmatrix: {{model: [tiny_mlp]}}\n"
+    with pytest.raises(SuiteError) as caught:
+        parse_suite(text, "s.yaml")
+    assert caught.value.field == "defaults.max_rss_bytes" and caught.value.line == 2
+    assert "expected a size in bytes" in caught.value.message

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     selfcheck.add_argument("--batch-size", type=int, default=1)
     selfcheck.add_argument("--runs", type=int, default=3, help="fresh processes for the run-to-run CV (default 3)")
     selfcheck.add_argument(
-        "--block-time", type=float, default=1.0, metavar="SECONDS", help="time per interleaved block (default 1)"
+        "--block-time", type=float, default=0.5, metavar="SECONDS", help="time per interleaved block (default 0.5)"
     )
     selfcheck.add_argument("--reports", type=Path, default=Path("reports"))
     selfcheck.set_defaults(handler=_cmd_selfcheck)

@@ -19,6 +19,15 @@ def _scenario(**changes) -> Scenario:
     return Scenario(**values)
 
 
+def _record_base(scenario: Scenario) -> dict:
+    """The fields the runner fills in before a worker starts."""
+    return dict(
+        run_id="r", scenario_id=scenario.id, suite="s", model=scenario.model, batch_size=scenario.batch_size,
+        threads=scenario.threads, interop_threads=scenario.interop_threads, precision=scenario.precision,
+        load=scenario.load, runtime="torch", input_shape=list(scenario.input_shape),
+    )  # fmt: skip
+
+
 def test_a_worker_that_raises_gives_a_failed_record_naming_phase_and_error(tmp_path):
     scenario = _scenario()
     missing = tmp_path / "no-such-artifact.pt"
@@ -27,11 +36,7 @@ def test_a_worker_that_raises_gives_a_failed_record_naming_phase_and_error(tmp_p
     assert outcome.returncode == 1  # pytest's exit status for a failed test
     assert outcome.worker["status"] == "failed"
     assert outcome.samples, "the sampler saw the worker"
-    base = dict(
-        run_id="r", scenario_id=scenario.id, suite="s", model="tiny_mlp", batch_size=1, threads=1,
-        interop_threads=1, precision="fp32", load="eager", runtime="torch", input_shape=[64],
-    )  # fmt: skip
-    record = build_record(base, scenario, outcome, tmp_path / "b.json", 0.01, 1.0)
+    record = build_record(_record_base(scenario), scenario, outcome, tmp_path / "b.json", 0.01, 1.0)
     assert record.status == "failed"
     assert record.reason.startswith("FileNotFoundError during load")
     assert record.latency_s is None
@@ -73,11 +78,7 @@ def test_a_worker_killed_by_a_signal_names_the_signal_and_where_it_crashed(tmp_p
         extra_env={"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
     )  # fmt: skip
     assert outcome.returncode == -11
-    base = dict(
-        run_id="r", scenario_id=scenario.id, suite="s", model="tiny_mlp", batch_size=1, threads=1,
-        interop_threads=1, precision="fp32", load="eager", runtime="torch", input_shape=[64],
-    )  # fmt: skip
-    record = build_record(base, scenario, outcome, tmp_path / "b.json", 0.01, 1.0)
+    record = build_record(_record_base(scenario), scenario, outcome, tmp_path / "b.json", 0.01, 1.0)
     assert record.status == "failed"
     assert record.reason.startswith("worker killed by signal SIGSEGV during ")
     assert "Fatal Python error: Segmentation fault" in record.reason

@@ -31,6 +31,15 @@ class Unsupported(Exception):
     """This scenario cannot run as asked; the message says why, for the row's reason."""
 
 
+def import_libraries(scenario: Scenario) -> None:
+    """Import what loading will need, so that `load_s` measures loading, not Python imports
+    (torchvision alone takes ~2 s to import, longer than loading resnet18)."""
+    if scenario.load == "onnxruntime":
+        import onnxruntime  # noqa: F401
+    if scenario.model not in models.BUILTIN:
+        import torchvision  # noqa: F401
+
+
 def runtime_of(scenario: Scenario) -> str:
     return "onnxruntime" if scenario.load == "onnxruntime" else "torch"
 

@@ -88,6 +88,7 @@ class WorkerSession:
             self.result["torch_num_threads"] = torch.get_num_threads()
             self.result["torch_num_interop_threads"] = torch.get_num_interop_threads()
             self.result["clear_refs_works"] = reset_peak_rss()
+            backends.import_libraries(self.scenario)
             self._stack.enter_context(torch.inference_mode())
         return self
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -235,7 +236,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+MIN_FREE_DISK_BYTES = 256 * 2**20  # a run writes raw rounds, RSS samples and model artifacts
+
+
 def _check_writable(reports: Path) -> None:
+    """Fail at the start, not an hour in, when results could not be written."""
     try:
         reports.mkdir(parents=True, exist_ok=True)
         probe = reports / ".write-test"
@@ -243,6 +248,12 @@ def _check_writable(reports: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise UserError(f"the reports folder {reports} is not writable: {exc.strerror or exc}") from None
+    free = shutil.disk_usage(reports).free
+    if free < MIN_FREE_DISK_BYTES:
+        raise UserError(
+            f"the reports folder {reports} has only {free >> 20} MiB free; a run needs at least "
+            f"{MIN_FREE_DISK_BYTES >> 20} MiB for its results and model artifacts"
+        )
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

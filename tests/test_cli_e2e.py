@@ -247,3 +247,34 @@ def test_a_worker_above_max_rss_bytes_is_killed_and_the_run_goes_on(run_cli, wri
     records, _ = read_records(run_dir / "results.jsonl")
     assert [r.status for r in records] == ["ok", "ok", "failed"]
     assert "exceeded max_rss_bytes" in records[2].reason and "67108864" in records[2].reason
+
+
+def test_an_unwritable_reports_folder_is_refused_at_the_start(run_cli, write_suite, tmp_path):
+    suite = write_suite("name: x\nmatrix: {model: [tiny_mlp]}\n")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the reports folder should be")
+    result = run_cli("run", str(suite), "--reports", str(blocker / "reports"))
+    assert result.returncode == 2
+    assert "is not writable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_runs_at_once_write_two_complete_run_folders(write_suite, tmp_path):
+    import subprocess
+    import sys
+
+    suite = write_suite(
+        """
+        name: twins
+        defaults: {measure: {warmup_rounds: 1, min_rounds: 3, max_time_s: 0.02}}
+        matrix: {model: [tiny_mlp], batch_size: [1, 2]}
+        """
+    )
+    command = [sys.executable, "-m", "bench", "run", str(suite)]
+    runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in "ab"]
+    assert [p.wait(timeout=300) for p in runs] == [0, 0]
+    folders = sorted(p for p in (tmp_path / "reports").iterdir() if not p.name.startswith("."))
+    assert len(folders) == 2
+    for folder in folders:
+        records, problems = read_records(folder / "results.jsonl")
+        assert problems == [] and [r.status for r in records] == ["ok", "ok"]
+        assert {r.run_id for r in records} == {folder.name}

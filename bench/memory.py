@@ -82,6 +82,7 @@ class RssSampler:
         self.toggle_period_s = toggle_period_s
         self.on_windows: list[tuple[float, float]] = []
         self.samples: list[RssSample] = []
+        self.cpu_s = 0.0
         self._process = psutil.Process(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"rss-sampler-{pid}", daemon=True)
@@ -99,6 +100,13 @@ class RssSampler:
             self._thread.join()
 
     def _loop(self) -> None:
+        try:
+            self._sample_until_stopped()
+        finally:
+            # This thread's own CPU time (user + kernel, /proc reads included): what sampling cost.
+            self.cpu_s = time.thread_time()
+
+    def _sample_until_stopped(self) -> None:
         next_uss_s = 0.0
         origin_s = time.monotonic()
         while True:

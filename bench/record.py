@@ -56,6 +56,26 @@ class Fidelity:
 
 
 @dataclass(frozen=True)
+class ProfileFigures:
+    """The operator profile, run after the timed run in its own process (`profile: true`; bench.profiling)."""
+
+    status: str | None = None  # ok, unsupported or failed: a profile never fails the row
+    note: str | None = None  # why not ok
+    runtime: str | None = None
+    iterations: int | None = None  # profiled calls
+    median_latency_s: float | None = None  # median call under the profiler (not the timed figure)
+    self_cpu_median_per_iter_s: float | None = None  # self time on the calling thread, median per call
+    explained_ratio: float | None = None  # calling thread's self time / wall, median per call (~1)
+    ops_only_ratio: float | None = None  # the same without time outside operators (Python, dispatch)
+    top_op: str | None = None
+    top_op_pct: float | None = None
+    flops: int | None = None  # per call, fp32 model, FlopCounterMode (see bench.profiling.FLOPS_NOTE)
+    achieved_gflops: float | None = None  # flops / the timed median latency
+    peak_gflops: float | None = None  # this CPU's matmul peak at the row's threads and dtype
+    percent_of_peak: float | None = None
+
+
+@dataclass(frozen=True)
 class ResultRecord:
     run_id: str
     scenario_id: str
@@ -93,11 +113,14 @@ class ResultRecord:
     percentile_rule: str | None = None
     rss_samples: int | None = None
     rss_interval_s: float | None = None
+    rss_steady_interval_s: float | None = None  # the sampling interval while the steady state is timed
+    rss_sampler_cpu_s: float | None = None  # CPU time the parent's sampler thread used: its cost
     environment_fingerprint: str | None = None
     started_at: str | None = None
     duration_s: float | None = None
     git_sha: str | None = None
     files: dict[str, str] = field(default_factory=dict)  # run-folder-relative paths of raw outputs
+    profile: ProfileFigures | None = None  # only with `profile: true`
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -120,6 +143,7 @@ class ResultRecord:
             "rss_bytes": RssFigures,
             "peak_rss_kernel_phase_bytes": KernelPeaks,
             "fidelity": Fidelity,
+            "profile": ProfileFigures,
         }
         names = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}

@@ -9,6 +9,7 @@ goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -25,14 +26,22 @@ from bench.environment import collect_environment
 from bench.errors import UserError
 from bench.fidelity import FIDELITY_INPUTS
 from bench.memory import RssSample, RssSampler, write_samples_csv
-from bench.record import Fidelity, KernelPeaks, ResultRecord, RssFigures, append_record, read_records
+from bench.record import (
+    Fidelity,
+    KernelPeaks,
+    ProfileFigures,
+    ResultRecord,
+    RssFigures,
+    append_record,
+    read_records,
+)
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite
 from bench.worker import SPEC_ENV, WINDOW_END_PHASE, describe_exit, thread_env
 
 HARNESS_PATH = Path(__file__).with_name("harness.py")
 _STDERR_TAIL_LINES = 12
-_POLL_S = 0.25
+_POLL_S = 0.1
 
 
 class Progress(Protocol):
@@ -79,6 +88,7 @@ class WorkerOutcome:
     worker: dict[str, Any]
     stderr_tail: str
     rss_limit_exceeded_bytes: int | None = None
+    sampler_cpu_s: float = 0.0
 
 
 def utc_now() -> str:
@@ -202,7 +212,8 @@ def run_scenario(
     interval_s = context.rss_interval_s or scenario.measure.rss_interval_s
     outcome = run_worker(
         scenario, artifact.path, out_dir, benchmark_json,
-        rss_interval_s=interval_s, progress=progress, reference_path=reference.path,
+        rss_interval_s=interval_s, rss_steady_interval_s=scenario.measure.rss_steady_interval_s,
+        progress=progress, reference_path=reference.path,
     )  # fmt: skip
     rss_csv = context.run_dir / "rss" / f"{file_stem}.csv"
     phase_starts = [(e["t_s"], e["phase"]) for e in outcome.events]
@@ -213,7 +224,34 @@ def run_scenario(
         "rss_csv": _relative(rss_csv, context.run_dir),
         "worker_dir": _relative(out_dir, context.run_dir),
     }
-    return build_record(base, scenario, outcome, benchmark_json, interval_s, time.perf_counter() - started)
+    record = build_record(base, scenario, outcome, benchmark_json, interval_s, time.perf_counter() - started)
+    if scenario.profile and record.status == "ok":
+        record = _with_profile(context, scenario, artifact.path, file_stem, record, progress)
+    return record
+
+
+def _with_profile(
+    context: RunContext,
+    scenario: Scenario,
+    artifact_path: Path,
+    file_stem: str,
+    record: ResultRecord,
+    progress: Progress,
+) -> ResultRecord:
+    """Profile the scenario a second time, in its own process, after its timed worker has ended."""
+    from bench.profiling import profile_for_run
+
+    progress.scenario_phase("profiling (a separate, untimed run)", 0.0)
+    files, fields = profile_for_run(
+        scenario,
+        artifact_path,
+        context.run_dir,
+        file_stem,
+        timed_median_s=record.latency_s.median if record.latency_s else None,
+        cache_dir=context.cache_dir.parent / "peak",
+        fingerprint=context.environment.get("fingerprint"),
+    )
+    return dataclasses.replace(record, files={**record.files, **files}, profile=ProfileFigures(**fields))
 
 
 def run_worker(
@@ -223,6 +261,7 @@ def run_worker(
     benchmark_json: Path,
     *,
     rss_interval_s: float,
+    rss_steady_interval_s: float | None = None,
     progress: Progress | None = None,
     test: str = "test_scenario",
     extra_env: dict[str, str] | None = None,
@@ -270,7 +309,10 @@ def run_worker(
                         process.wait()
                         break
                     events = _read_events(events_path)
-                    progress.scenario_phase(events[-1]["phase"] if events else "starting", elapsed_s)
+                    phase = events[-1]["phase"] if events else "starting"
+                    timed = phase == "steady" or phase.startswith("block")  # block: bench selfcheck
+                    sampler.interval_s = (rss_steady_interval_s or rss_interval_s) if timed else rss_interval_s
+                    progress.scenario_phase(phase, elapsed_s)
                     time.sleep(_POLL_S)
         finally:
             if process.poll() is None:  # interrupted: leave no orphan behind
@@ -287,6 +329,7 @@ def run_worker(
         worker=json.loads(worker_json.read_text(encoding="utf-8")) if worker_json.exists() else {},
         stderr_tail=_tail(out_dir / "stderr.log") or _tail(out_dir / "stdout.log"),
         rss_limit_exceeded_bytes=sampler.limit_exceeded_bytes,
+        sampler_cpu_s=sampler.cpu_s,
     )
 
 
@@ -344,7 +387,9 @@ def build_record(
         ort_graph_optimization_level=worker.get("ort_graph_optimization_level"),
         rounds_limited_by_time=worker.get("rounds_limited_by_time"),
         rss_samples=len(outcome.samples),
+        rss_sampler_cpu_s=outcome.sampler_cpu_s,
         rss_interval_s=rss_interval_s,
+        rss_steady_interval_s=scenario.measure.rss_steady_interval_s,
         duration_s=duration_s,
     )
     if worker.get("status") == "unsupported":

@@ -129,6 +129,7 @@ def run_selfcheck(
         out_dir,
         benchmark_json,
         rss_interval_s=SELFCHECK_RSS_INTERVAL_S,
+        rss_steady_interval_s=scenario.measure.rss_steady_interval_s,
         test="test_selfcheck_block",
         extra_env={"BENCH_SELFCHECK_BLOCKS": str(INTERLEAVED_BLOCKS)},
         sampler_toggle_period_s=SAMPLER_TOGGLE_S,
@@ -201,8 +202,12 @@ def _sampler_cost(benchmark_json: Path, outcome) -> Check:
         None,
         0.01,
         ci=bootstrap_ci(lambda rng: statistics.median(_resample(rng, on)) / statistics.median(_resample(rng, off)) - 1),
-        detail=f"{len(on)} rounds sampled every {SELFCHECK_RSS_INTERVAL_S * 1e3:g} ms vs {len(off)} unsampled "
-        f"(sampler toggled every {SAMPLER_TOGGLE_S} s)",
+        detail=f"{len(on)} rounds sampled (every {MeasurePolicy().rss_steady_interval_s * 1e3:g} ms, the "
+        f"timed-phase rate) vs {len(off)} unsampled "
+        f"(sampler toggled every {SAMPLER_TOGGLE_S} s); the sampler thread itself used "
+        f"{outcome.sampler_cpu_s * 1e3:.0f} ms of CPU for {len(outcome.samples)} samples "
+        f"({outcome.sampler_cpu_s / max(len(outcome.samples), 1) * 1e6:.0f} us each, "
+        f"{outcome.sampler_cpu_s / (len(outcome.on_windows) * SAMPLER_TOGGLE_S) * 100:.2f} % of one core while on)",
     )
 
 

@@ -26,7 +26,7 @@ LOADS = ("eager", "mmap", "torchscript", "onnxruntime")
 # Axes that may vary in `matrix`, in the order they appear in a scenario id.
 AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape")
 # Keys allowed in `defaults` and `include` entries on top of the axes.
-SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed")
+SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile")
 TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include")
 AXIS_DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
@@ -57,6 +57,9 @@ class MeasurePolicy:
     max_rounds: int = 10_000
     max_time_s: float = 5.0
     rss_interval_s: float = 0.01
+    # While the steady state is timed, RSS is flat and every wakeup of the parent's sampler
+    # takes CPU from the worker (~0.1 ms each on a VM): sample less often there.
+    rss_steady_interval_s: float = 0.05
 
     def rounds_for(self, estimated_latency_s: float) -> tuple[int, bool]:
         """Rounds to fill `max_time_s` within [min_rounds, max_rounds], and whether time cut them.
@@ -88,6 +91,7 @@ class Scenario:
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_rss_bytes: int | None = None  # the parent kills a worker whose sampled RSS goes above it
     seed: int = 0
+    profile: bool = False  # after the timed run, profile it again in its own process (bench.profiling)
 
     @property
     def id(self) -> str:
@@ -321,6 +325,10 @@ class _Validator:
             out["max_rss_bytes"] = self.byte_size(source["max_rss_bytes"], (*where, "max_rss_bytes"))
         if "seed" in source:
             out["seed"] = self.integer(source["seed"], (*where, "seed"), 0)
+        if "profile" in source:
+            if not isinstance(source["profile"], bool):
+                raise self.fail((*where, "profile"), f"expected true or false, got {_kind(source['profile'])}")
+            out["profile"] = source["profile"]
         return out
 
     def axis_value(self, key: str, value: Any, where: Path_) -> Any:
@@ -388,6 +396,7 @@ class _Validator:
             timeout_s=settings.get("timeout_s", DEFAULT_TIMEOUT_S),
             max_rss_bytes=settings.get("max_rss_bytes"),
             seed=settings.get("seed", 0),
+            profile=settings.get("profile", False),
             **values,
         )
 

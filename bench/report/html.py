@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.profiling import profiles_html
 from bench.report.core import Report
 from bench.report.figures import FigureResult
 from bench.report.tables import (
@@ -380,6 +381,8 @@ def _toc(report: Report) -> str:
     links = list(links)
     if not report.frame.empty and report.frame["status"].ne("ok").any():
         links.append(("problems", "Failed / unsupported"))
+    if any(getattr(r, "profile", None) is not None for run in report.runs for r in run.records):
+        links.append(("profiles", "Operator profiles"))
     if report.comparison is not None:
         links.append(("comparison", "Runs side by side"))
     if report.figures:
@@ -427,6 +430,7 @@ def render_html(report: Report) -> str:
 {results_intro if not report.frame.empty else ""}
 {_summary_table(report)}
 {_problems(report)}
+{profiles_html(report)}
 {_comparison(report)}
 {_figures(report)}
 <footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv.

@@ -21,8 +21,14 @@ from bench.suite import Scenario
 
 # Layer types torch's dynamic quantization replaces with int8 versions.
 DYNAMIC_QUANT_LAYERS = ("Linear", "LSTM", "GRU")
-_FORMATS = {"eager": "state_dict", "mmap": "state_dict", "torchscript": "torchscript", "onnxruntime": "onnx"}
-_SUFFIXES = {"state_dict": ".pt", "torchscript": ".ts.pt", "onnx": ".onnx"}
+_FORMATS = {
+    "eager": "state_dict",
+    "mmap": "state_dict",
+    "torchscript": "torchscript",
+    "export": "exported_program",
+    "onnxruntime": "onnx",
+}
+_SUFFIXES = {"state_dict": ".pt", "torchscript": ".ts.pt", "exported_program": ".pt2", "onnx": ".onnx"}
 # Nodes ONNX Runtime's dynamic quantizer puts where it replaced a float MatMul/Conv/Gemm.
 _ORT_INT8_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 
@@ -54,6 +60,11 @@ def unsupported_reason(scenario: Scenario) -> str | None:
         return (
             "mmap cannot load int8_dynamic: dynamically quantized layers keep their weights in "
             "packed int8 objects that are rebuilt on load, so there is no tensor to map from the file"
+        )
+    if scenario.load == "export" and scenario.precision == "int8_dynamic":
+        return (
+            "torch.export cannot export int8_dynamic: the packed weights of dynamically quantized "
+            "Linear layers are not exportable objects (torch 2.14: LinearPackedParamsBase has no __obj_flatten__)"
         )
     if scenario.load == "onnxruntime" and scenario.precision == "bf16":
         return "ONNX Runtime's CPU execution provider has no bfloat16 kernels for these operators"
@@ -121,7 +132,7 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
         import onnxruntime
 
         key["onnxruntime"] = onnxruntime.__version__
-    elif fmt == "torchscript":
+    elif fmt in ("torchscript", "exported_program"):
         key["input_shape"] = list(scenario.input_shape)  # tracing specialises on the example's shape
 
     def write(path: Path) -> dict[str, Any]:
@@ -130,6 +141,8 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
         model, facts = convert(models.build_model(scenario.model, scenario.seed), scenario.precision)
         if fmt == "state_dict":
             torch.save(model.state_dict(), path)
+        elif fmt == "exported_program":
+            _write_exported_program(model, make_batch(scenario, batch_size=2), path)
         else:
             _write_torchscript(model, make_batch(scenario, batch_size=1), path)
         return facts
@@ -147,6 +160,16 @@ def _write_torchscript(model: Any, example: Any, path: Path) -> None:
         traced = torch.jit.trace(model, example)
         frozen = torch.jit.freeze(traced)
     torch.jit.save(frozen, str(path))
+
+
+def _write_exported_program(model: Any, example: Any, path: Path) -> None:
+    """torch.export with a dynamic batch axis (the example has 2 rows so batch is not specialised)."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with torch.inference_mode(False), torch.no_grad():
+        exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(exported, str(path))
 
 
 def model_key(scenario: Scenario) -> dict[str, Any]:
@@ -208,6 +231,8 @@ def load_model(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any],
 
     if scenario.load == "torchscript":
         return torch.jit.load(str(artifact_path), map_location="cpu"), {}
+    if scenario.load == "export":
+        return torch.export.load(str(artifact_path)).module(), {}
     if scenario.load == "mmap":
         # Build on the meta device (no memory, no init) and adopt the mapped tensors as they are.
         model = models.build_model(scenario.model, scenario.seed, device="meta")

@@ -32,7 +32,8 @@ class ConsoleProgress:
         if record.status == "ok" and record.latency_s is not None:
             detail = (
                 f"ok  median {_ms(record.latency_s.median)}  p99 {_ms(record.latency_s.p99)}  "
-                f"({record.latency_s.rounds} rounds, {record.duration_s or 0:.1f} s)"
+                f"({record.latency_s.rounds} rounds, {record.duration_s or 0:.1f} s"
+                f"{', cached artifact' if record.artifact_cached else ''})"
             )
         else:
             detail = f"{record.status}: {(record.reason or '').splitlines()[0]}"

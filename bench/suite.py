@@ -21,7 +21,7 @@ from bench import models
 from bench.errors import SuiteError
 
 PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16")
-LOADS = ("eager", "mmap", "torchscript", "onnxruntime")
+LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime")
 
 # Axes that may vary in `matrix`, in the order they appear in a scenario id.
 AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape")

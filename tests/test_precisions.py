@@ -11,9 +11,9 @@ from bench.record import read_records
 pytestmark = pytest.mark.slow
 
 PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16")
-LOADS = ("eager", "mmap", "torchscript", "onnxruntime")
+LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime")
 # Known, honest gaps: anything else must run.
-UNSUPPORTED = {("int8_dynamic", "mmap"), ("bf16", "onnxruntime")}
+UNSUPPORTED = {("int8_dynamic", "mmap"), ("int8_dynamic", "export"), ("bf16", "onnxruntime")}
 
 
 def _records(tmp_path: Path) -> list:
@@ -31,7 +31,7 @@ def test_every_precision_and_load_mode_on_the_tiny_model(run_cli, write_suite, t
         matrix:
           model: [tiny_mlp]
           precision: [fp32, int8_dynamic, fp16, bf16]
-          load: [eager, mmap, torchscript, onnxruntime]
+          load: [eager, mmap, torchscript, export, onnxruntime]
         """
     )
     result = run_cli("run", str(suite))

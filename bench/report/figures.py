@@ -51,8 +51,10 @@ STYLE = {
     "savefig.facecolor": "white",
 }
 PRECISION_COLORS = {"fp32": "#1f6fb4", "bf16": "#d1495b", "fp16": "#2a9d8f", "int8_dynamic": "#e9a03b"}
-LOAD_COLORS = {"eager": "#1f6fb4", "mmap": "#2a9d8f", "torchscript": "#8e6bbf", "onnxruntime": "#e07a2e"}
-LOAD_MARKERS = {"eager": "o", "mmap": "s", "torchscript": "^", "onnxruntime": "D"}
+LOAD_COLORS = {
+    "eager": "#1f6fb4", "mmap": "#2a9d8f", "torchscript": "#8e6bbf", "export": "#6b8e23", "onnxruntime": "#e07a2e",
+}  # fmt: skip
+LOAD_MARKERS = {"eager": "o", "mmap": "s", "torchscript": "^", "export": "v", "onnxruntime": "D"}
 EXTRA_COLORS = ["#6c757d", "#8e6bbf", "#b5651d", "#3d5a80", "#9c6644", "#588157", "#bc4749", "#457b9d"]
 EXTRA_MARKERS = ["v", "P", "X", "*", "h", "<", ">"]
 RUN_COLORS = [
@@ -278,7 +280,7 @@ def _min_span(ax: Any, values: Sequence[float], fraction: float) -> None:
     ax.set_xlim(centre - half, centre + half)
 
 
-LOAD_STYLES = {"eager": "-", "mmap": "--", "torchscript": ":", "onnxruntime": "-."}
+LOAD_STYLES = {"eager": "-", "mmap": "--", "torchscript": ":", "export": (0, (5, 1, 1, 1)), "onnxruntime": "-."}
 
 
 def _throughput_versus(

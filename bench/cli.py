@@ -27,6 +27,8 @@ examples:
   bench validate scenarios/quickstart.yaml   check a suite and list its scenarios
   bench run scenarios/quickstart.yaml        measure it; prints where the results are
   bench report reports/RUN-ID                rebuild report.html / report.md of a run
+  bench history                              list the runs recorded in reports/history.sqlite
+  bench compare --baseline main reports/RUN-ID   did this run regress against main? (exit 1 if so)
   bench selfcheck                            check the harness against torch's own timer
   bench profile tiny_cnn-b1-t1-fp32-eager --suite scenarios/quickstart.yaml
                                              where one scenario's time goes, op by op
@@ -106,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-scenarios", type=int, default=1000, metavar="N", help="refuse suites larger than N (default 1000)"
     )
+    run.add_argument(
+        "--label", help="record the run in the history with this label, e.g. main or pr-123 (see bench compare)"
+    )
+    run.add_argument(
+        "--history",
+        type=Path,
+        metavar="PATH",
+        help="history file to record the run in (default: history.sqlite in the --reports folder)",
+    )
+    run.add_argument("--no-history", action="store_true", help="do not record the run in the history")
     run.set_defaults(handler=_cmd_run)
 
     validate = commands.add_parser(
@@ -169,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--out", type=Path, help="output folder (default: reports/profile-<time>-<scenario>)")
     profile.add_argument("--reports", type=Path, default=Path("reports"), help="reports folder (artifact cache)")
     profile.set_defaults(handler=_cmd_profile)
+
+    from bench import compare, history
+
+    history.add_parsers(commands, common)
+    compare.add_parsers(commands, common)
     return parser
 
 
@@ -253,6 +270,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(summary_table(records))
     print(f"\nrun folder: {context.run_dir}")
     _report_after_run(context.run_dir)
+    if not args.no_history:
+        from bench.history import record_after_run
+
+        history_path = args.history or context.run_dir.parent / "history.sqlite"
+        record_after_run(history_path, context.run_dir, label=args.label)
     failed = [r for r in records if r.status == "failed"]
     if failed:
         print(f"bench: {len(failed)} scenario(s) failed; reasons are in results.jsonl", file=sys.stderr)

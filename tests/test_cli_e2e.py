@@ -29,7 +29,7 @@ include:
 
 
 def _run_dir(tmp_path: Path) -> Path:
-    runs = sorted(p for p in (tmp_path / "reports").iterdir() if not p.name.startswith("."))
+    runs = sorted(p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(runs) == 1, runs
     return runs[0]
 
@@ -112,7 +112,7 @@ def test_a_second_run_never_overwrites_the_first(run_cli, write_suite, tmp_path)
     first = run_cli("run", str(suite))
     second = run_cli("run", str(suite))
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
-    runs = sorted(p.name for p in (tmp_path / "reports").iterdir() if not p.name.startswith("."))
+    runs = sorted(p.name for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(runs) == 2
     for name in runs:
         records, _ = read_records(tmp_path / "reports" / name / "results.jsonl")
@@ -243,7 +243,7 @@ def test_a_worker_above_max_rss_bytes_is_killed_and_the_run_goes_on(run_cli, wri
     )
     result = run_cli("run", str(suite))
     assert result.returncode == 1
-    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if not p.name.startswith(".")]
+    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
     records, _ = read_records(run_dir / "results.jsonl")
     assert [r.status for r in records] == ["ok", "ok", "failed"]
     assert "exceeded max_rss_bytes" in records[2].reason and "67108864" in records[2].reason
@@ -272,7 +272,7 @@ def test_two_runs_at_once_write_two_complete_run_folders(write_suite, tmp_path):
     command = [sys.executable, "-m", "bench", "run", str(suite)]
     runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in "ab"]
     assert [p.wait(timeout=300) for p in runs] == [0, 0]
-    folders = sorted(p for p in (tmp_path / "reports").iterdir() if not p.name.startswith("."))
+    folders = sorted(p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(folders) == 2
     for folder in folders:
         records, problems = read_records(folder / "results.jsonl")

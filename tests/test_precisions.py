@@ -17,7 +17,7 @@ UNSUPPORTED = {("int8_dynamic", "mmap"), ("int8_dynamic", "export"), ("bf16", "o
 
 
 def _records(tmp_path: Path) -> list:
-    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if not p.name.startswith(".")]
+    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
     records, problems = read_records(run_dir / "results.jsonl")
     assert problems == []
     return records

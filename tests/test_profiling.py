@@ -275,7 +275,7 @@ def test_a_run_with_profile_true_keeps_the_profile_beside_the_row(run_cli, write
     )
     result = run_cli("run", str(suite))
     assert result.returncode == 0, result.stdout + result.stderr
-    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if not p.name.startswith(".")]
+    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
     (record,), _ = read_records(run_dir / "results.jsonl")
     assert record.status == "ok" and record.profile.status == "ok", record.profile
     assert record.profile.flops == 2 * (64 * 256 + 256 * 256 + 256 * 10)

@@ -527,7 +527,11 @@ def test_unknown_nested_key(text, line, field, fragment):
         ("input_shape: []", "defaults.input_shape", "expected a list of positive integers"),
         ("input_shape: 64", "defaults.input_shape", "expected a list of positive integers"),
         ("precision: fp64", "defaults.precision", "expected one of fp32, int8_dynamic, fp16, bf16, got 'fp64'"),
-        ("load: pickle", "defaults.load", "expected one of eager, mmap, torchscript, onnxruntime, got 'pickle'"),
+        (
+            "load: pickle",
+            "defaults.load",
+            "expected one of eager, mmap, torchscript, export, onnxruntime, got 'pickle'",
+        ),
         ("model: 5", "defaults.model", "expected a model name, got int 5"),
         ("timeout_s: 0", "defaults.timeout_s", "expected a finite number of seconds > 0, got 0"),
         ("timeout_s: true", "defaults.timeout_s", "expected a finite number of seconds > 0, got True"),

@@ -1,0 +1,908 @@
+"""Noise-aware comparison of two runs: `bench compare BASELINE CANDIDATE`.
+
+Scenarios are matched by id. For each metric the relative change (candidate / baseline - 1)
+gets a verdict:
+
+- latency (median, p99) and throughput: a 95 % confidence interval for the change from a
+  seeded block bootstrap of the raw round times of both runs (rounds are resampled in
+  contiguous blocks of about sqrt(n) rounds, so a burst of interference that slowed a
+  stretch of consecutive rounds widens the interval instead of hiding in it). `regressed`
+  (or `improved`) when the change is at least the threshold (default 5 %) in the bad (good)
+  direction, the interval excludes zero, *and* the change is larger than the statistic's
+  drift within either run (see `drift`: a machine that switched between a quiet and a busy
+  state during a run moves the median by itself; no change smaller than that is trusted).
+  `unchanged` when the whole interval lies within +-threshold and neither run drifted that
+  much; otherwise `inconclusive` (the data cannot tell).
+- load time and peak RSS are one number per run: no interval can be computed. Peak RSS
+  (the kernel's VmHWM when both runs have it, else the sampled peak) is nearly
+  deterministic, so it is judged by its own threshold alone (default 10 %). Load time is
+  one event of a few milliseconds for a small model, and was seen to halve between two
+  identical runs on a busy 2-core machine: it is flagged only past its own threshold
+  (default 100 %, a doubling) and 25 ms; a change between the latency threshold and that is
+  `inconclusive`.
+- a scenario that was ok and now fails (or is unsupported) is `regressed`; the reverse is
+  `improved`.
+
+Runs are comparable only when their environments agree on what matters (the fingerprint's
+keys: CPU model and instruction sets, core counts, kernel, Python and library versions;
+plus the allocator and the OpenMP/MKL variables) and every matched scenario ran with the
+same thread settings. Otherwise the comparison is refused, naming the differences, unless
+allow_env_mismatch is set; then every row carries a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import textwrap
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+from bench.history import (
+    DEFAULT_HISTORY,
+    METRICS,
+    HistoryError,
+    Metric,
+    RunSnapshot,
+    ScenarioResult,
+    add_history_option,
+    format_table,
+    latest_run,
+    load_run,
+    read_run_folder,
+)
+
+VERDICTS = ("regressed", "improved", "unchanged", "inconclusive")
+COMPARED = ("median", "p99", "throughput", "load", "peak_rss")
+MIN_ROUNDS_FOR_CI = 10  # below this a bootstrap interval is too narrow to trust
+# What two environments must share to be compared (the keys bench.environment fingerprints).
+FINGERPRINT_KEYS = ("cpu_model", "isa", "logical_cores", "usable_cores", "kernel", "python", "libraries")
+# Set by the worker from the scenario itself, so they may differ in the parent's environment.
+_PER_SCENARIO_VARS = {"OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+_THREAD_VAR_PREFIXES = ("OMP_", "KMP_", "MKL_", "GOMP_", "OPENBLAS_", "MALLOC_")
+_THREAD_FIELDS = ("threads", "interop_threads", "torch_num_threads", "torch_num_interop_threads")
+
+
+class IncomparableError(UserError):
+    """The two runs measured different things (environment or thread settings)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How changes are judged. Thresholds are fractions (0.05 = 5 %)."""
+
+    threshold: float = 0.05  # latency and throughput
+    memory_threshold: float = 0.10
+    load_threshold: float = 1.00  # one event per run: only a doubling (or halving) is flagged
+    load_min_s: float = 0.025
+    confidence: float = 0.95
+    resamples: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "memory_threshold", "load_threshold"):
+            value = getattr(self, name)
+            if not (0 < value < 10):
+                raise UserError(f"{name.replace('_', '-')} must be a percentage > 0, got {value * 100:g}")
+        if not 0.5 <= self.confidence < 1:
+            raise UserError(f"confidence must be between 50 and 100 percent, got {self.confidence * 100:g}")
+        if self.resamples < 100:
+            raise UserError(f"resamples must be at least 100, got {self.resamples}")
+        if self.load_min_s < 0:
+            raise UserError("load-min-ms must not be negative")
+
+    def describe(self) -> str:
+        return (
+            f"latency and throughput: flagged when the change is >= {self.threshold:.0%}, the "
+            f"{self.confidence:.0%} confidence interval (block bootstrap of the raw rounds, {self.resamples} "
+            f"resamples, seed {self.seed}) excludes 0, and the change exceeds the drift within either run; "
+            f"unchanged when the interval lies within +-{self.threshold:.0%} and neither run drifted that much; "
+            f"else inconclusive. Peak RSS: one value per run, flagged at >= {self.memory_threshold:.0%}. "
+            f"Load time: one value per run, flagged at >= {self.load_threshold:.0%} and "
+            f">= {self.load_min_s * 1e3:g} ms, inconclusive from {self.threshold:.0%}"
+        )
+
+
+@dataclass
+class Row:
+    scenario_id: str
+    metric: str  # a METRICS name, or "status"
+    title: str
+    unit: str
+    baseline: float | str | None
+    candidate: float | str | None
+    change: float | None = None  # relative: candidate / baseline - 1
+    ci: tuple[float, float] | None = None  # of the change
+    verdict: str = "unchanged"
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario_id": self.scenario_id,
+            "metric": self.metric,
+            "title": self.title,
+            "unit": self.unit,
+            "baseline": self.baseline,
+            "candidate": self.candidate,
+            "change": self.change,
+            "ci_low": self.ci[0] if self.ci else None,
+            "ci_high": self.ci[1] if self.ci else None,
+            "verdict": self.verdict,
+            "note": self.note,
+        }
+
+
+@dataclass
+class Comparison:
+    baseline: RunSnapshot
+    candidate: RunSnapshot
+    rule: Rule
+    rows: list[Row]
+    environment_differences: list[str] = field(default_factory=list)
+    thread_differences: list[str] = field(default_factory=list)
+    baseline_only: list[str] = field(default_factory=list)
+    candidate_only: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def scenarios(self) -> int:
+        return len({r.scenario_id for r in self.rows})
+
+    def count(self, verdict: str) -> int:
+        return sum(r.verdict == verdict for r in self.rows)
+
+    @property
+    def regressed(self) -> bool:
+        return self.count("regressed") > 0
+
+    @property
+    def comparable(self) -> bool:
+        return not self.environment_differences and not self.thread_differences
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{self.count(v)} {v}" for v in VERDICTS)
+        return f"{counts} ({self.scenarios} scenarios compared)"
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+
+def _nearest_rank_index(n: int, percent: int) -> int:
+    return max(-(-percent * n // 100), 1) - 1  # rank ceil(p/100 * n), exactly, as bench.stats does
+
+
+MAX_BLOCKS = 20
+
+
+def block_length(n: int) -> int:
+    """Rounds per bootstrap block: about sqrt(n), and long enough that a run is at most
+    MAX_BLOCKS blocks, so that a block spans a good part of the run: the interval then sees
+    how the statistic varies between stretches of the run, as it varies between runs."""
+    return max(1, round(math.sqrt(n)), -(-n // MAX_BLOCKS))
+
+
+def bootstrap_statistics(times: Sequence[float], resamples: int, rng: Any, block: int | None = None) -> dict[str, Any]:
+    """Median, p99 (nearest rank) and mean of `resamples` circular block-bootstrap resamples."""
+    import numpy as np
+
+    x = np.asarray(times, dtype=float)
+    n = len(x)
+    block = block or block_length(n)
+    blocks = -(-n // block)
+    offsets = np.arange(block)
+    k_lo, k_hi, k99 = (n - 1) // 2, n // 2, _nearest_rank_index(n, 99)
+    out = {name: np.empty(resamples) for name in ("median", "p99", "mean")}
+    chunk = max(1, 2_000_000 // (blocks * block))
+    for start in range(0, resamples, chunk):
+        r = min(chunk, resamples - start)
+        starts = rng.integers(0, n, size=(r, blocks))
+        index = ((starts[:, :, None] + offsets) % n).reshape(r, blocks * block)[:, :n]
+        sample = x[index]
+        out["mean"][start : start + r] = sample.mean(axis=1)
+        part = np.partition(sample, sorted({k_lo, k_hi, k99}), axis=1)
+        out["median"][start : start + r] = (part[:, k_lo] + part[:, k_hi]) / 2
+        out["p99"][start : start + r] = part[:, k99]
+    return out
+
+
+def point_statistics(times: Sequence[float]) -> dict[str, float]:
+    values = sorted(times)
+    n = len(values)
+    return {
+        "median": (values[(n - 1) // 2] + values[n // 2]) / 2,
+        "p99": values[_nearest_rank_index(n, 99)],
+        "mean": math.fsum(values) / n,
+    }
+
+
+@dataclass(frozen=True)
+class Estimate:
+    change: float  # relative change, candidate vs baseline
+    ci: tuple[float, float]  # its confidence interval
+    drift: float | None = None  # how far the statistic wandered within a run, beyond chance (the larger run)
+    drift_side: str | None = None  # "baseline" or "candidate": where it wandered most
+
+
+DRIFT_CHUNKS = 50  # at most; fewer for short runs, and no drift below 10 chunks
+# Rounds a chunk needs for its statistic to mean something (a p99 of fewer than 100 is the max).
+_DRIFT_MIN_CHUNK = {"median": 20, "mean": 20, "p99": 100}
+_DRIFT_SHUFFLES = 20
+_DRIFT_JUDGED_BY = {"median": ("median",), "throughput": ("mean", "median"), "p99": ("p99", "median", "mean")}
+
+
+def _chunk_statistic(chunks: Any, stat: str) -> Any:
+    import numpy as np
+
+    if stat == "mean":
+        return chunks.mean(axis=1)
+    if stat == "median":
+        return np.median(chunks, axis=1)
+    k = _nearest_rank_index(chunks.shape[1], 99)
+    return np.partition(chunks, k, axis=1)[:, k]
+
+
+def drift(times: Sequence[float], stat: str, rng: Any) -> float | None:
+    """How far `stat` wandered over the run, beyond what chance alone would give.
+
+    The rounds are cut, in time order, into up to 50 consecutive chunks (of at least 20
+    rounds; 100 for p99); the spread of the chunk statistics (max / min - 1) is compared with
+    the same spread after shuffling the rounds 20 times (which keeps their distribution and
+    destroys their order). When the time-ordered spread is 1.25 times every shuffled one, the
+    run drifted, by that spread: a run during which the machine switched between a quiet and
+    a busy state (a neighbour on the sibling hyperthread, a frequency change) gives about the
+    size of that switch. Otherwise 0: a steady run. None when there would be fewer than 10
+    chunks. The full range, not an inter-decile one, on purpose: measured on a shared
+    2-core machine, ignoring the odd chunks let identical back-to-back runs be flagged.
+    """
+    import numpy as np
+
+    n = len(times)
+    chunks = min(DRIFT_CHUNKS, n // _DRIFT_MIN_CHUNK[stat])
+    if chunks < 10:
+        return None
+    size = n // chunks
+    x = np.asarray(times[: size * chunks], dtype=float)
+
+    def spread(values: Any) -> float:
+        chunk_stats = _chunk_statistic(values.reshape(chunks, size), stat)
+        return float(chunk_stats.max() / chunk_stats.min() - 1)
+
+    observed = spread(x)
+    shuffled = max(spread(rng.permutation(x)) for _ in range(_DRIFT_SHUFFLES))
+    # Order mattered (the time-ordered spread is well past all 20 shuffled ones): the run
+    # drifted, by about the spread seen in time order. Otherwise the spread is what chance
+    # gives chunks of this size: no drift.
+    return observed if observed > 1.25 * shuffled else 0.0
+
+
+def bootstrap_changes(
+    baseline: Sequence[float], candidate: Sequence[float], rule: Rule, key: str
+) -> dict[str, Estimate]:
+    """Relative change, its confidence interval and the runs' drift for median, p99 and
+    throughput (from the mean latency).
+
+    Seeded by the rule's seed and `key` (the scenario id): the same inputs give the same
+    intervals, whatever else is compared alongside.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng([rule.seed, zlib.crc32(key.encode())])
+    base = bootstrap_statistics(baseline, rule.resamples, rng)
+    cand = bootstrap_statistics(candidate, rule.resamples, rng)
+    pb, pc = point_statistics(baseline), point_statistics(candidate)
+    alpha = (1 - rule.confidence) / 2
+    out = {}
+    drifts = {
+        side: {stat: drift(times, stat, rng) for stat in ("median", "mean", "p99")}
+        for side, times in (("baseline", baseline), ("candidate", candidate))
+    }
+    for metric, stat in (("median", "median"), ("p99", "p99"), ("throughput", "mean")):
+        if metric == "throughput":  # samples/s = batch / mean latency
+            change = pb[stat] / pc[stat] - 1
+            samples = base[stat] / cand[stat] - 1
+        else:
+            change = pc[stat] / pb[stat] - 1
+            samples = cand[stat] / base[stat] - 1
+        low, high = np.quantile(samples, [alpha, 1 - alpha])
+        known: dict[str, float] = {}
+        for side in ("baseline", "candidate"):
+            # A machine that switched state moves every statistic, and a statistic's own chunk
+            # values may be too noisy to show it: the median is also judged against nothing
+            # else, the mean (throughput) against the median's drift too, and the p99 against
+            # the median's and the mean's (the mean carries the stalls that make a tail).
+            found = [drifts[side][s] for s in _DRIFT_JUDGED_BY[metric] if drifts[side][s] is not None]
+            if found:
+                known[side] = max(found)
+        side = max(known, key=known.__getitem__) if known else None
+        out[metric] = Estimate(float(change), (float(low), float(high)), known.get(side), side)
+    return out
+
+
+def verdict_with_ci(
+    change: float, ci: tuple[float, float], threshold: float, higher_is_better: bool, drift: float | None = None
+) -> str:
+    """regressed/improved: |change| >= threshold in that direction, the CI excludes 0, and the
+    change is beyond the drift within either run, with a margin (as ratios:
+    1 + |change| >= (1 + threshold) * (1 + drift) * (1 + min(drift, threshold)); on a steady
+    machine, drift 0, that is the threshold alone); unchanged: the CI lies within +-threshold
+    and neither run drifted by the threshold; inconclusive otherwise.
+
+    Why the margin: when one run spent most of its time in a machine's busy state and the
+    other in its quiet state, the change between them is the whole switch, while each run's
+    drift (measured on chunks that mix both states) comes out a little smaller than it."""
+    sign = -1.0 if higher_is_better else 1.0  # "badness": positive when worse
+    bad = sign * change
+    low, high = sorted((sign * ci[0], sign * ci[1]))
+    wander = drift or 0.0
+    # compared as ratios: a throughput halving (-50 %) is as big as a latency doubling (+100 %)
+    needed = math.log1p(threshold) + math.log1p(wander) + math.log1p(min(wander, threshold))
+    beyond_drift = change <= -1 or abs(math.log1p(change)) >= needed - 1e-12
+    if bad >= threshold and low > 0 and beyond_drift:
+        return "regressed"
+    if bad <= -threshold and high < 0 and beyond_drift:
+        return "improved"
+    if -threshold < low and high < threshold and wander < threshold:
+        return "unchanged"
+    return "inconclusive"
+
+
+def verdict_single(
+    change: float, threshold: float, higher_is_better: bool, absolute: float | None = None, min_absolute: float = 0.0
+) -> str:
+    """One value per run: beyond the threshold is a regression/improvement, unless the absolute
+    change is below `min_absolute` (then inconclusive)."""
+    bad = -change if higher_is_better else change
+    if abs(bad) < threshold:
+        return "unchanged"
+    if absolute is not None and abs(absolute) < min_absolute:
+        return "inconclusive"
+    return "regressed" if bad > 0 else "improved"
+
+
+# --- comparing -----------------------------------------------------------------------------------
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key in sorted(value):
+            out.update(_flat(value[key], f"{prefix}.{key}"))
+        return out
+    return {prefix: value}
+
+
+def _comparable_view(environment: dict[str, Any]) -> dict[str, Any]:
+    view: dict[str, Any] = {}
+    for key in FINGERPRINT_KEYS:
+        view.update(_flat(environment.get(key), key))
+    view["allocator"] = environment.get("allocator")
+    env_vars = environment.get("env_vars") if isinstance(environment.get("env_vars"), dict) else {}
+    for name, value in env_vars.items():
+        if name.startswith(_THREAD_VAR_PREFIXES) and name not in _PER_SCENARIO_VARS or name == "LD_PRELOAD":
+            view[f"env_vars.{name}"] = value
+    return view
+
+
+def environment_differences(baseline: RunSnapshot, candidate: RunSnapshot) -> list[str]:
+    """What makes the two environments incomparable, one line per difference ([] when none)."""
+    a, b = baseline.environment, candidate.environment
+    if not a or not b:
+        fa, fb = baseline.fingerprint, candidate.fingerprint
+        if fa and fb and fa != fb:
+            missing = "baseline" if not a else "candidate"
+            return [f"environment fingerprints differ ({fa} vs {fb}); the {missing} has no environment.json to say how"]
+        return []
+    va, vb = _comparable_view(a), _comparable_view(b)
+    out = []
+    for key in sorted(set(va) | set(vb)):
+        if key.startswith("isa.") and not va.get(key) and not vb.get(key):
+            continue  # an instruction set absent on both, whether listed or not
+        if va.get(key) != vb.get(key):
+            out.append(f"{key}: {_show(va.get(key))} (baseline) vs {_show(vb.get(key))} (candidate)")
+    return out
+
+
+def _show(value: Any) -> str:
+    return "missing" if value is None else str(value)
+
+
+def _shape_key(record: dict[str, Any]) -> tuple:
+    shape = record.get("input_shape")
+    return (record.get("model"), record.get("batch_size"), record.get("precision"), record.get("load"),
+            tuple(shape) if isinstance(shape, list) else shape)  # fmt: skip
+
+
+def _threads_of(record: dict[str, Any]) -> str:
+    text = f"threads={record.get('threads')}"
+    if record.get("interop_threads") not in (None, 1):
+        text += f", interop_threads={record.get('interop_threads')}"
+    return text
+
+
+def _pair_scenarios(
+    baseline: RunSnapshot, candidate: RunSnapshot
+) -> tuple[list[tuple[str, ScenarioResult, ScenarioResult]], list[str], list[str], list[str]]:
+    """Scenarios matched by id; differences in thread settings; and what only one side has.
+
+    Scenarios whose ids differ only by their thread settings (tiny_mlp-b1-t1-... and
+    tiny_mlp-b1-t2-...) are paired as well, with the difference named: comparing them
+    compares thread counts, not code.
+    """
+    pairs, differences = [], []
+    for sid, base in baseline.results.items():
+        cand = candidate.results.get(sid)
+        if cand is None:
+            continue
+        diffs = [
+            f"{name} {base.record.get(name)} vs {cand.record.get(name)}"
+            for name in _THREAD_FIELDS
+            if base.record.get(name) is not None
+            and cand.record.get(name) is not None
+            and base.record.get(name) != cand.record.get(name)
+        ]
+        if diffs:
+            differences.append(f"{sid}: {', '.join(diffs)} (baseline vs candidate)")
+        pairs.append((sid, base, cand))
+    only_base = [s for s in baseline.results if s not in candidate.results]
+    only_cand = [s for s in candidate.results if s not in baseline.results]
+    by_shape: dict[tuple, tuple[list[ScenarioResult], list[ScenarioResult]]] = {}
+    for sid in only_base:
+        by_shape.setdefault(_shape_key(baseline.results[sid].record), ([], []))[0].append(baseline.results[sid])
+    for sid in only_cand:
+        by_shape.setdefault(_shape_key(candidate.results[sid].record), ([], []))[1].append(candidate.results[sid])
+    for base_list, cand_list in by_shape.values():
+        if not base_list or not cand_list:
+            continue
+        base_threads = ", ".join(sorted({_threads_of(r.record) for r in base_list}))
+        cand_threads = ", ".join(sorted({_threads_of(r.record) for r in cand_list}))
+        names = " / ".join(r.scenario_id for r in base_list + cand_list)
+        differences.append(f"{names}: {base_threads} in the baseline, {cand_threads} in the candidate")
+        if len(base_list) == 1 and len(cand_list) == 1:
+            base, cand = base_list[0], cand_list[0]
+            pairs.append((f"{base.scenario_id} vs {cand.scenario_id}", base, cand))
+            only_base.remove(base.scenario_id)
+            only_cand.remove(cand.scenario_id)
+    return pairs, differences, only_base, only_cand
+
+
+def _memory_metric(base: dict[str, Any], cand: dict[str, Any]) -> Metric:
+    kernel = METRICS["peak_rss_kernel"]
+    if kernel.of(base) is not None and kernel.of(cand) is not None:
+        return kernel
+    return METRICS["peak_rss"]
+
+
+def _cpu_note(base: dict[str, Any], cand: dict[str, Any], threshold: float) -> str:
+    """A note when the worker got a different share of the CPU in the two runs.
+
+    Only a note, never a verdict: a change in the code (a sleep, I/O, more threads) moves
+    cpu_utilization too, and the two cannot be told apart from these numbers alone.
+    """
+    ub, uc = base.get("cpu_utilization"), cand.get("cpu_utilization")
+    if not isinstance(ub, int | float) or not isinstance(uc, int | float) or min(ub, uc) <= 0:
+        return ""
+    if abs(uc / ub - 1) < 2 * threshold:
+        return ""
+    return f"CPU utilization {ub:.2f} vs {uc:.2f}: was the machine busier in one run?"
+
+
+def compare_scenario(label: str, base: ScenarioResult, cand: ScenarioResult, rule: Rule) -> list[Row]:
+    if base.status != "ok" or cand.status != "ok":
+        if base.status == "ok":
+            verdict = "regressed"
+        elif cand.status == "ok":
+            verdict = "improved"
+        else:
+            verdict = "unchanged"
+        reason = (cand.reason if cand.status != "ok" else base.reason) or ""
+        note = reason.splitlines()[0][:160] if reason else ""
+        return [Row(label, "status", "status", "", base.status, cand.status, verdict=verdict, note=note)]
+    rows = []
+    changes = None
+    no_rounds_note = ""
+    fewest = min(len(base.round_times or ()), len(cand.round_times or ()))
+    if fewest >= MIN_ROUNDS_FOR_CI:
+        changes = bootstrap_changes(base.round_times, cand.round_times, rule, label)
+    elif not base.round_times or not cand.round_times:
+        side = "baseline" if not base.round_times else "candidate"
+        no_rounds_note = f"no raw round times in the {side}: no confidence interval"
+    else:
+        no_rounds_note = f"only {fewest} rounds: too few for a confidence interval"
+    cpu_note = _cpu_note(base.record, cand.record, rule.threshold)
+    for name in COMPARED:
+        metric = _memory_metric(base.record, cand.record) if name == "peak_rss" else METRICS[name]
+        b, c = metric.of(base.record), metric.of(cand.record)
+        row = Row(label, name, "peak RSS" if name == "peak_rss" else metric.title, metric.display_unit, b, c)
+        if b is None or c is None or b <= 0:
+            row.verdict, row.note = (
+                "inconclusive",
+                "missing in " + ("the baseline" if b is None or b <= 0 else "the candidate"),
+            )
+            rows.append(row)
+            continue
+        row.change = c / b - 1
+        if name == "peak_rss":
+            row.verdict = verdict_single(row.change, rule.memory_threshold, False)
+            row.note = (
+                "kernel VmHWM, one value per run" if metric.name == "peak_rss_kernel" else "sampled, one value per run"
+            )
+        elif name == "load":
+            row.verdict = verdict_single(row.change, rule.load_threshold, False, c - b, rule.load_min_s)
+            row.note = "one value per run"
+            if row.verdict == "inconclusive":
+                row.note += f"; moved less than {rule.load_min_s * 1e3:g} ms"
+            elif row.verdict == "unchanged" and abs(row.change) >= rule.threshold:
+                row.verdict = "inconclusive"  # more than noise-free, less than a doubling: one event cannot tell
+                row.note += f"; only a change past {rule.load_threshold:.0%} is flagged"
+        elif changes is not None:
+            estimate = changes[name]
+            row.change, row.ci = estimate.change, estimate.ci
+            row.verdict = verdict_with_ci(row.change, row.ci, rule.threshold, metric.higher_is_better, estimate.drift)
+            if estimate.drift is not None and estimate.drift >= rule.threshold:
+                row.note = (
+                    f"the {estimate.drift_side} run drifted by {estimate.drift:.0%} (stretches of its rounds "
+                    "disagree: a busy machine?)"
+                )
+            if cpu_note:
+                row.note = f"{row.note}; {cpu_note}" if row.note else cpu_note
+        else:
+            row.verdict = verdict_single(row.change, rule.threshold, metric.higher_is_better)
+            if row.verdict != "unchanged":
+                row.verdict = "inconclusive"
+            row.note = no_rounds_note
+        rows.append(row)
+    return rows
+
+
+def compare_runs(
+    baseline: RunSnapshot, candidate: RunSnapshot, rule: Rule | None = None, *, allow_env_mismatch: bool = False
+) -> Comparison:
+    """Compare two runs; IncomparableError (a UserError) when they measured different things."""
+    rule = rule or Rule()
+    env_diffs = environment_differences(baseline, candidate)
+    pairs, thread_diffs, only_base, only_cand = _pair_scenarios(baseline, candidate)
+    if (env_diffs or thread_diffs) and not allow_env_mismatch:
+        parts = []
+        if env_diffs:
+            parts.append("their environments differ: " + "; ".join(env_diffs))
+        if thread_diffs:
+            parts.append(
+                "thread settings differ: " + "; ".join(thread_diffs[:10]) + (" ..." if len(thread_diffs) > 10 else "")
+            )
+        raise IncomparableError(
+            f"refusing to compare {baseline.run_id} with {candidate.run_id}: " + ". Also, ".join(parts)
+            + ". Their differences would be measured, not your change. Compare runs made on the same machine "
+            "and software, or pass --allow-env-mismatch to compare anyway (every row then carries a warning)"
+        )  # fmt: skip
+    if not pairs:
+        raise UserError(
+            f"the baseline {baseline.run_id} and the candidate {candidate.run_id} have no scenario in common "
+            f"(baseline: {_some(list(baseline.results))}; candidate: {_some(list(candidate.results))}). "
+            "Scenario ids name model, batch, threads, precision and load: run the same suite on both sides"
+        )
+    rows: list[Row] = []
+    for label, base, cand in pairs:
+        rows.extend(compare_scenario(label, base, cand, rule))
+    warnings = [f"baseline: {w}" for w in baseline.warnings] + [f"candidate: {w}" for w in candidate.warnings]
+    mismatch = env_diffs + thread_diffs
+    if mismatch:
+        warnings.insert(0, "compared despite differences (--allow-env-mismatch): " + "; ".join(mismatch))
+        env_keys = sorted({d.split(":")[0] for d in env_diffs})
+        for row in rows:
+            scenario_thread = any(d.startswith(row.scenario_id.split(" vs ")[0]) for d in thread_diffs)
+            what = []
+            if env_keys:
+                what.append(
+                    "environment differs (" + ", ".join(env_keys[:4]) + (" ..." if len(env_keys) > 4 else "") + ")"
+                )
+            if scenario_thread:
+                what.append("thread settings differ")
+            if what:
+                row.note = "WARNING: " + "; ".join(what) + (f"; {row.note}" if row.note else "")
+    if only_base:
+        warnings.append(f"{len(only_base)} scenario(s) only in the baseline: {_some(only_base)}")
+    if only_cand:
+        warnings.append(f"{len(only_cand)} scenario(s) only in the candidate: {_some(only_cand)}")
+    return Comparison(baseline, candidate, rule, rows, env_diffs, thread_diffs, only_base, only_cand, warnings)
+
+
+def _some(names: Sequence[str], limit: int = 5) -> str:
+    if not names:
+        return "none"
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+# --- resolving BASELINE and CANDIDATE ------------------------------------------------------------
+
+
+def resolve(ref: str, history_path: Path, timeout_s: float = 30.0) -> RunSnapshot:
+    """A run folder (a path that exists) or a run id in the history."""
+    path = Path(ref)
+    if path.exists():
+        return read_run_folder(path)
+    if "/" in ref or ref.endswith(".jsonl"):
+        raise UserError(f"{ref}: no such run folder")
+    if not Path(history_path).exists():
+        raise UserError(
+            f"{ref!r} is neither a run folder nor a run id in a history: there is no history at {history_path} "
+            "(runs are recorded there by `bench run`; or pass run folders, e.g. reports/<run-id>)"
+        )
+    return load_run(history_path, ref, timeout_s=timeout_s)
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def _value(row: Row, value: float | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    metric = METRICS.get(row.metric)
+    if row.metric == "peak_rss":
+        metric = METRICS["peak_rss"]
+    return metric.display(value) if metric else f"{value:g}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"
+
+
+def _ci(row: Row) -> str:
+    if row.ci is None:
+        return "-"
+    return f"[{row.ci[0]:+.1%}, {row.ci[1]:+.1%}]"
+
+
+def _table_rows(rows: Sequence[Row]) -> list[tuple[str, ...]]:
+    return [
+        (
+            r.scenario_id,
+            r.title,
+            _value(r, r.baseline),
+            _value(r, r.candidate),
+            _pct(r.change),
+            _ci(r),
+            r.verdict,
+            r.note,
+        )
+        for r in rows
+    ]
+
+
+def _header(comparison: Comparison) -> tuple[str, ...]:
+    return (
+        "scenario",
+        "metric",
+        "baseline",
+        "candidate",
+        "change",
+        f"{comparison.rule.confidence:.0%} CI",
+        "verdict",
+        "note",
+    )
+
+
+def format_text(comparison: Comparison, *, changes_only: bool = False) -> str:
+    rows = [r for r in comparison.rows if not changes_only or r.verdict != "unchanged"]
+    lines = [
+        f"baseline:  {comparison.baseline.describe()}  [{comparison.baseline.source}]",
+        f"candidate: {comparison.candidate.describe()}  [{comparison.candidate.source}]",
+        "",
+    ]
+    for warning in comparison.warnings:
+        lines.append(f"warning: {warning}")
+    if comparison.warnings:
+        lines.append("")
+    if rows:
+        lines.append(format_table(_header(comparison), _table_rows(rows), right=(2, 3, 4)))
+    else:
+        lines.append("every metric of every scenario is unchanged")
+    lines += ["", f"rule: {comparison.rule.describe()}", f"summary: {comparison.summary()}"]
+    return "\n".join(lines)
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+
+
+def format_markdown(comparison: Comparison) -> str:
+    counts = {v: comparison.count(v) for v in VERDICTS}
+    headline = ", ".join(f"**{n} {v}**" if v == "regressed" and n else f"{n} {v}" for v, n in counts.items())
+    b, c = comparison.baseline, comparison.candidate
+    lines = [
+        f"### bench compare: {headline}",
+        "",
+        f"Baseline `{b.run_id}`{_md_sha(b)} → candidate `{c.run_id}`{_md_sha(c)}, "
+        f"{comparison.scenarios} scenarios compared.",
+        "",
+    ]
+    for warning in comparison.warnings:
+        lines.append(f"> :warning: {_md(warning)}")
+    if comparison.warnings:
+        lines.append("")
+    header = "| " + " | ".join(_header(comparison)) + " |"
+    align = "|---|---|---:|---:|---:|---|---|---|"
+
+    def table(rows: Sequence[Row]) -> list[str]:
+        out = [header, align]
+        for row, cells in zip(rows, _table_rows(rows), strict=True):
+            cells = list(cells)
+            cells[6] = f"**{row.verdict}**" if row.verdict in ("regressed", "improved") else row.verdict
+            out.append("| " + " | ".join(_md(x) if i != 6 else x for i, x in enumerate(cells)) + " |")
+        return out
+
+    notable = [r for r in comparison.rows if r.verdict != "unchanged"]
+    order = {v: i for i, v in enumerate(VERDICTS)}
+    notable.sort(key=lambda r: order[r.verdict])
+    if notable:
+        lines += table(notable)
+    else:
+        lines.append("No change beyond the thresholds.")
+    lines += ["", f"<details><summary>All {len(comparison.rows)} comparisons</summary>", ""]
+    lines += table(comparison.rows)
+    lines += ["", "</details>", "", f"<sub>{_md(comparison.rule.describe())}</sub>", ""]
+    return "\n".join(lines)
+
+
+def _md_sha(run: RunSnapshot) -> str:
+    parts = []
+    if run.git_sha:
+        parts.append(f"sha `{run.git_sha[:10]}`")
+    if run.label:
+        parts.append(f"label `{run.label}`")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def to_json(comparison: Comparison) -> dict[str, Any]:
+    def run(r: RunSnapshot) -> dict[str, Any]:
+        return {
+            "run_id": r.run_id, "source": r.source, "started_at": r.started_at, "git_sha": r.git_sha,
+            "branch": r.branch, "label": r.label, "suite": r.suite, "environment_fingerprint": r.fingerprint,
+        }  # fmt: skip
+
+    return {
+        "baseline": run(comparison.baseline),
+        "candidate": run(comparison.candidate),
+        "rule": {**asdict(comparison.rule), "description": comparison.rule.describe()},
+        "comparable": comparison.comparable,
+        "environment_differences": comparison.environment_differences,
+        "thread_differences": comparison.thread_differences,
+        "baseline_only": comparison.baseline_only,
+        "candidate_only": comparison.candidate_only,
+        "warnings": comparison.warnings,
+        "summary": {**{v: comparison.count(v) for v in VERDICTS}, "scenarios": comparison.scenarios},
+        "rows": [r.to_dict() for r in comparison.rows],
+    }
+
+
+# --- command line --------------------------------------------------------------------------------
+
+COMPARE_EPILOG = f"""\
+BASELINE and CANDIDATE are run folders (reports/<run-id>) or run ids in the history
+({DEFAULT_HISTORY} unless --history). --baseline NAME takes the latest run whose label
+(or else git branch) is NAME, so then only CANDIDATE is given.
+
+exit status: 0 nothing regressed, 1 something regressed, 2 a usage problem or runs that
+cannot be compared (different environments or thread settings, no scenario in common).
+
+examples:
+  bench compare reports/20261120-101010-quickstart reports/20261123-143725-quickstart
+  bench compare --baseline main reports/20261123-143725-quickstart --format markdown --output comment.md
+  bench compare 20261120-101010-quickstart 20261123-143725-quickstart --format json
+"""
+
+
+def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register `bench compare` on the CLI's subparsers."""
+    compare = commands.add_parser(
+        "compare",
+        parents=[common],
+        usage="bench compare [options] BASELINE CANDIDATE\n       bench compare [options] --baseline NAME CANDIDATE",
+        help="compare two runs, beyond the noise (a CI gate)",
+        description=textwrap.fill(
+            "Match the scenarios of two runs by id and, for median and p99 latency, throughput, load "
+            "time and peak RSS, report the change with a confidence interval and a verdict: regressed, improved, "
+            "unchanged or inconclusive. Runs from different environments or thread settings are refused.",
+            88,
+        ),
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="BASELINE CANDIDATE, or only CANDIDATE with --baseline")
+    compare.add_argument(
+        "--baseline", metavar="NAME", help="baseline: the latest run in the history with this label or branch"
+    )
+    add_history_option(compare)
+    rule = compare.add_argument_group("the rule")
+    rule.add_argument(
+        "--threshold",
+        type=float,
+        default=5.0,
+        metavar="PCT",
+        help="smallest latency/throughput change to flag, percent (default 5)",
+    )
+    rule.add_argument(
+        "--memory-threshold",
+        type=float,
+        default=10.0,
+        metavar="PCT",
+        help="smallest peak RSS change to flag, percent (default 10)",
+    )
+    rule.add_argument(
+        "--load-threshold",
+        type=float,
+        default=100.0,
+        metavar="PCT",
+        help="smallest load time change to flag, percent (default 100: one load per run is one noisy event)",
+    )
+    rule.add_argument(
+        "--load-min-ms",
+        type=float,
+        default=25.0,
+        metavar="MS",
+        help="and the load time must move by at least this much (default 25)",
+    )
+    rule.add_argument("--confidence", type=float, default=95.0, metavar="PCT", help="confidence level (default 95)")
+    rule.add_argument("--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
+    rule.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0): same runs, same intervals")
+    compare.add_argument(
+        "--allow-env-mismatch",
+        action="store_true",
+        help="compare runs from different environments or thread settings anyway (every row warns)",
+    )
+    out = compare.add_argument_group("output")
+    out.add_argument("--format", choices=("table", "markdown", "json"), default="table", help="default: table")
+    out.add_argument("--output", type=Path, metavar="FILE", help="write there instead of to stdout")
+    out.add_argument("--changes-only", action="store_true", help="table: leave out unchanged rows")
+    compare.set_defaults(handler=cli_compare)  # fmt: skip
+
+
+def cli_compare(args: argparse.Namespace) -> int:
+    refs = list(args.runs)
+    expected = 1 if args.baseline else 2
+    if len(refs) != expected:
+        raise UserError(
+            "give BASELINE and CANDIDATE" if not args.baseline else "with --baseline NAME give only CANDIDATE"
+        ) if len(refs) > expected else UserError(
+            "give both BASELINE and CANDIDATE (run folders or run ids), or --baseline NAME and CANDIDATE"
+        )  # fmt: skip
+    rule = Rule(
+        threshold=args.threshold / 100, memory_threshold=args.memory_threshold / 100,
+        load_threshold=args.load_threshold / 100, load_min_s=args.load_min_ms / 1e3,
+        confidence=args.confidence / 100, resamples=args.resamples, seed=args.seed,
+    )  # fmt: skip
+    candidate = resolve(refs[-1], args.history, args.history_timeout)
+    if args.baseline:
+        if not Path(args.history).exists():
+            raise HistoryError(
+                f"--baseline {args.baseline} looks in the history, and there is none at {args.history}; "
+                "record runs with `bench run SUITE --label NAME` or `bench history import RUN_DIR --label NAME`"
+            )
+        baseline = latest_run(
+            args.history, args.baseline, exclude_run_id=candidate.run_id, timeout_s=args.history_timeout
+        )
+    else:
+        baseline = resolve(refs[0], args.history, args.history_timeout)
+    comparison = compare_runs(baseline, candidate, rule, allow_env_mismatch=args.allow_env_mismatch)
+    if args.format == "json":
+        text = json.dumps(to_json(comparison), indent=2)
+    elif args.format == "markdown":
+        text = format_markdown(comparison)
+    else:
+        text = format_text(comparison, changes_only=args.changes_only)
+    if args.output:
+        try:
+            Path(args.output).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        print(f"{comparison.summary()}; written to {args.output}", file=sys.stderr)
+    else:
+        print(text)
+    return 1 if comparison.regressed else 0

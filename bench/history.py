@@ -1,0 +1,1323 @@
+"""The history store: every run's rows and raw round times in one SQLite file.
+
+    from bench.history import record_run, list_runs, scenario_history
+    record_run(Path("reports/history.sqlite"), Path("reports/20261123-143725-quickstart"), label="main")
+
+Schema (versioned with ``PRAGMA user_version`` and the MIGRATIONS list below; a migration
+only ever adds, never drops, user data):
+
+- ``runs``: one row per run: run id, start and end time, suite, git sha / branch / dirty,
+  label, environment fingerprint, the whole environment.json and run.json, where it was
+  imported from, and a digest of its results.jsonl (re-importing an unchanged run is a no-op;
+  a run imported while it was still running is brought up to date).
+- ``results``: one row per scenario of a run: indexed key columns (scenario id, model,
+  batch, threads, precision, load...), the main figures as columns (median, p90, p99,
+  mean latency, throughput, load, first inference, peak RSS), the whole ResultRecord as
+  written (``record_json``), and every steady-state round time (``round_times``: little-endian
+  float64 seconds, from the run's benchmark/<scenario>.json), so statistics can be recomputed.
+
+The file is opened in WAL mode (readers never wait for a writer); every write is one
+``BEGIN IMMEDIATE`` transaction, so a crash or a second writer never leaves a half-written
+run. A writer waits up to `timeout_s` for another one, then gives up with a clear message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import difflib
+import hashlib
+import json
+import math
+import sqlite3
+import struct
+import sys
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+
+DEFAULT_HISTORY = Path("reports") / "history.sqlite"
+DEFAULT_TIMEOUT_S = 30.0
+APPLICATION_ID = 0x62656E63  # "benc": marks the file as a bench history
+RESULTS = "results.jsonl"
+MIB = 1024 * 1024
+
+
+class HistoryError(UserError):
+    """A history file that cannot be used: missing, corrupted, locked, from a newer bench."""
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    title: str
+    unit: str  # "s", "samples/s" or "bytes"
+    column: str  # column of the results table
+    path: tuple[str, ...]  # where it is in a ResultRecord
+    higher_is_better: bool = False
+    from_rounds: str | None = None  # statistic of the raw round times that gives it: median, p99, mean
+
+    def of(self, record: dict[str, Any]) -> float | None:
+        value: Any = record
+        for key in self.path:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return None
+        return float(value)
+
+    def display(self, value: float | None) -> str:
+        if value is None:
+            return "-"
+        if self.unit == "s":
+            return _ms(value)
+        if self.unit == "bytes":
+            return f"{value / MIB:.1f} MiB"
+        return f"{value:.4g} {self.unit}" if value < 1000 else f"{value:.0f} {self.unit}"
+
+    @property
+    def display_unit(self) -> str:
+        return {"s": "ms", "bytes": "MiB"}.get(self.unit, self.unit)
+
+    def scaled(self, value: float | None) -> float | None:
+        """The value in display units (ms, MiB)."""
+        if value is None:
+            return None
+        return value * 1e3 if self.unit == "s" else value / MIB if self.unit == "bytes" else value
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("median", "median latency", "s", "median_s", ("latency_s", "median"), from_rounds="median"),
+        Metric("p90", "p90 latency", "s", "p90_s", ("latency_s", "p90")),
+        Metric("p99", "p99 latency", "s", "p99_s", ("latency_s", "p99"), from_rounds="p99"),
+        Metric("mean", "mean latency", "s", "mean_s", ("latency_s", "mean"), from_rounds="mean"),
+        Metric(
+            "throughput", "throughput", "samples/s", "throughput_samples_per_s", ("throughput_samples_per_s",),
+            higher_is_better=True, from_rounds="mean",
+        ),
+        Metric("load", "load time", "s", "load_s", ("load_s",)),
+        Metric("first_inference", "first inference", "s", "first_inference_s", ("first_inference_s",)),
+        Metric("peak_rss", "peak RSS (sampled)", "bytes", "peak_rss_bytes", ("rss_bytes", "peak")),
+        Metric(
+            "peak_rss_kernel", "peak RSS (kernel VmHWM)", "bytes", "peak_rss_kernel_bytes", ("peak_rss_kernel_bytes",),
+        ),
+    )
+}  # fmt: skip
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    if ms >= 100:
+        return f"{ms:.1f} ms"
+    if ms >= 1:
+        return f"{ms:.3f} ms"
+    return f"{ms:.4f} ms"
+
+
+# --- a run, from its folder or from the history --------------------------------------------------
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario of one run: the record as written and its raw round times (None when unknown)."""
+
+    scenario_id: str
+    record: dict[str, Any]
+    round_times: list[float] | None = None
+
+    @property
+    def status(self) -> str:
+        return str(self.record.get("status") or "failed")
+
+    @property
+    def reason(self) -> str | None:
+        return self.record.get("reason")
+
+
+@dataclass
+class RunSnapshot:
+    """Everything compare needs of a run, whether read from a run folder or from the history."""
+
+    run_id: str
+    source: str  # the folder, or "history:<path>"
+    started_at: str | None
+    git_sha: str | None
+    branch: str | None
+    label: str | None
+    suite: str | None
+    environment: dict[str, Any]
+    info: dict[str, Any]
+    results: dict[str, ScenarioResult]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str | None:
+        fp = self.environment.get("fingerprint")
+        if fp:
+            return str(fp)
+        for result in self.results.values():
+            if result.record.get("environment_fingerprint"):
+                return str(result.record["environment_fingerprint"])
+        return None
+
+    def describe(self) -> str:
+        parts = [self.run_id]
+        if self.git_sha:
+            parts.append(f"sha {self.git_sha[:10]}")
+        if self.label:
+            parts.append(f"label {self.label}")
+        if self.branch:
+            parts.append(f"branch {self.branch}")
+        return ", ".join(parts)
+
+
+def read_run_folder(path: Path) -> RunSnapshot:
+    """A run folder written by `bench run`; UserError when it is not one.
+
+    Tolerant like the report: a truncated last line or a missing benchmark JSON becomes a
+    warning, not an error.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such folder (expected a run folder containing {RESULTS})")
+    if not path.is_dir():
+        raise UserError(f"{path} is a file, not a run folder (expected a folder containing {RESULTS})")
+    results_path = path / RESULTS
+    if not results_path.is_file():
+        raise UserError(
+            f"{path} is not a run folder: it has no {RESULTS}. Pass a folder written by `bench run`, "
+            "e.g. reports/<run-id>/"
+        )
+    warnings: list[str] = []
+    info = _read_json_object(path / "run.json", warnings)
+    environment = _read_json_object(path / "environment.json", warnings)
+    records = _read_results(results_path, warnings)
+    run_id = str(info.get("run_id") or (records[0].get("run_id") if records else None) or path.name)
+    results: dict[str, ScenarioResult] = {}
+    for record in records:
+        sid = str(record["scenario_id"])
+        if sid in results:
+            warnings.append(f"{results_path}: scenario {sid} appears twice; the last row is used")
+        rounds = None
+        if record.get("status") == "ok":
+            rounds = _read_round_times(path, record, warnings)
+        results[sid] = ScenarioResult(sid, record, rounds)
+    git = environment.get("git") if isinstance(environment.get("git"), dict) else {}
+    sha = git.get("sha") or next((r.get("git_sha") for r in records if r.get("git_sha")), None)
+    branch = git.get("branch")
+    return RunSnapshot(
+        run_id=run_id,
+        source=str(path),
+        started_at=info.get("started_at") or _started_from(records, run_id),
+        git_sha=sha,
+        branch=None if branch in (None, "HEAD") else str(branch),
+        label=None,
+        suite=info.get("suite") or (records[0].get("suite") if records else None),
+        environment=environment,
+        info=info,
+        results=results,
+        warnings=warnings,
+    )
+
+
+def _read_json_object(path: Path, warnings: list[str]) -> dict[str, Any]:
+    if not path.is_file():
+        warnings.append(f"{path.name} is missing from {path.parent}")
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, json.JSONDecodeError) as exc:
+        warnings.append(f"{path}: could not be read ({type(exc).__name__}: {exc})")
+        return {}
+    if not isinstance(value, dict):
+        warnings.append(f"{path}: expected a JSON object, found {type(value).__name__}")
+        return {}
+    return value
+
+
+def _read_results(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    except OSError as exc:
+        raise UserError(f"{path} could not be read: {exc.strerror or exc}") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            last = all(not rest.strip() for rest in lines[number:])
+            what = "is truncated (the run was probably cut off)" if last else "is not valid JSON"
+            warnings.append(f"{path}: line {number} {what}; skipped")
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("scenario_id"), str) or not data["scenario_id"]:
+            warnings.append(f"{path}: line {number} is not a result record; skipped")
+            continue
+        records.append(data)
+    return records
+
+
+def _read_round_times(run_dir: Path, record: dict[str, Any], warnings: list[str]) -> list[float] | None:
+    files = record.get("files") if isinstance(record.get("files"), dict) else {}
+    relative = files.get("benchmark_json") or f"benchmark/{record['scenario_id']}.json"
+    candidate = (run_dir / relative).resolve()
+    root = run_dir.resolve()
+    if root not in candidate.parents:
+        warnings.append(f"{record['scenario_id']}: {relative} is outside the run folder; no raw round times")
+        return None
+    try:
+        data = json.loads(candidate.read_text(encoding="utf-8"))
+        times = [float(t) for entry in data["benchmarks"] for t in entry["stats"]["data"]]
+    except FileNotFoundError:
+        warnings.append(f"{record['scenario_id']}: {relative} is missing; no raw round times")
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.append(
+            f"{record['scenario_id']}: {relative} could not be read ({type(exc).__name__}); no raw round times"
+        )
+        return None
+    if not times or not all(math.isfinite(t) and t >= 0 for t in times):
+        warnings.append(f"{record['scenario_id']}: {relative} holds no usable round times")
+        return None
+    return times
+
+
+def _started_from(records: list[dict[str, Any]], run_id: str) -> str | None:
+    times = sorted(str(r["started_at"]) for r in records if r.get("started_at"))
+    if times:
+        return times[0]
+    try:  # run ids start with the UTC time: 20261123-143725-suite
+        stamp = dt.datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return stamp.isoformat(timespec="seconds")
+
+
+# --- the database --------------------------------------------------------------------------------
+
+_METRIC_COLUMNS = {m.column: m for m in METRICS.values()}
+
+
+def _migration_1(db: sqlite3.Connection) -> None:
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute(
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL UNIQUE,
+            started_at TEXT,
+            finished_at TEXT,
+            status TEXT,
+            suite TEXT,
+            git_sha TEXT,
+            git_dirty INTEGER,
+            branch TEXT,
+            label TEXT,
+            environment_fingerprint TEXT,
+            environment_json TEXT NOT NULL,
+            run_json TEXT NOT NULL,
+            source_path TEXT,
+            results_digest TEXT,
+            recorded_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX runs_by_time ON runs(started_at)")
+    db.execute("CREATE INDEX runs_by_label ON runs(label, started_at)")
+    db.execute("CREATE INDEX runs_by_branch ON runs(branch, started_at)")
+    db.execute(
+        """CREATE TABLE results (
+            id INTEGER PRIMARY KEY,
+            run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            scenario_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT,
+            model TEXT,
+            batch_size INTEGER,
+            threads INTEGER,
+            interop_threads INTEGER,
+            precision TEXT,
+            load TEXT,
+            runtime TEXT,
+            input_shape TEXT,
+            median_s REAL,
+            p99_s REAL,
+            mean_s REAL,
+            throughput_samples_per_s REAL,
+            load_s REAL,
+            peak_rss_bytes INTEGER,
+            rounds INTEGER,
+            round_times BLOB,
+            record_json TEXT NOT NULL,
+            UNIQUE (run, scenario_id)
+        )"""
+    )
+    db.execute("CREATE INDEX results_by_scenario ON results(scenario_id)")
+
+
+def _migration_2(db: sqlite3.Connection) -> None:
+    """More figures as columns, filled from the records already stored (nothing is dropped)."""
+    for column, kind, path in (
+        ("p90_s", "REAL", "$.latency_s.p90"),
+        ("first_inference_s", "REAL", "$.first_inference_s"),
+        ("peak_rss_kernel_bytes", "INTEGER", "$.peak_rss_kernel_bytes"),
+    ):
+        db.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
+        db.execute(f"UPDATE results SET {column} = json_extract(record_json, '{path}')")
+    db.execute("CREATE INDEX results_by_model ON results(model, precision, load)")
+
+
+# Append only: the position in this list is the schema version (PRAGMA user_version).
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    ("runs and results", _migration_1),
+    ("p90, first inference and kernel peak RSS columns", _migration_2),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _corrupted(path: Path, exc: Exception) -> HistoryError:
+    return HistoryError(
+        f"{path} is not a usable bench history: it is corrupted or not an SQLite file ({exc}). "
+        "Your run folders are untouched: move the file aside and rebuild the history with "
+        f"`bench history import reports/*/ --history {path}`"
+    )
+
+
+@contextlib.contextmanager
+def _sqlite_errors(path: Path, timeout_s: float) -> Iterator[None]:
+    """sqlite3's exceptions as messages a person can act on."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise HistoryError(
+                f"the history {path} is locked by another process writing to it (waited {timeout_s:g} s). "
+                "Try again when it has finished, or give a longer wait with --history-timeout"
+            ) from None
+        if "unable to open" in text or "readonly" in text or "read-only" in text:
+            raise HistoryError(f"the history {path} cannot be opened for writing: {text}") from None
+        if "no such table" in text or "no such column" in text:
+            raise _corrupted(path, exc) from None
+        raise
+    except sqlite3.DatabaseError as exc:  # malformed image, not a database, ...
+        raise _corrupted(path, exc) from None
+
+
+@contextlib.contextmanager
+def open_history(
+    path: Path, *, create: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Iterator[sqlite3.Connection]:
+    """A connection to an up-to-date history (migrated if needed), closed on exit.
+
+    With create=False a missing file is a HistoryError; with create=True it is created,
+    with its folder.
+    """
+    path = Path(path)
+    if not path.exists():
+        if not create:
+            raise HistoryError(
+                f"no history at {path}: runs are recorded there by `bench run`, or imported with "
+                f"`bench history import RUN_DIR...` (choose another file with --history PATH)"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HistoryError(f"cannot create the folder of the history {path}: {exc.strerror or exc}") from None
+    elif path.is_dir():
+        raise HistoryError(
+            f"the history {path} is a folder; --history takes an SQLite file, e.g. reports/history.sqlite"
+        )
+    with _sqlite_errors(path, timeout_s):
+        db = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA foreign_keys = ON")
+            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":
+                with contextlib.suppress(sqlite3.OperationalError):  # e.g. a read-only folder
+                    db.execute("PRAGMA journal_mode = WAL")
+            _migrate(db, path)
+            yield db
+        finally:
+            db.close()
+
+
+def _migrate(db: sqlite3.Connection, path: Path, migrations: Sequence[tuple[str, Callable]] | None = None) -> None:
+    migrations = MIGRATIONS if migrations is None else migrations
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version >= len(migrations):
+        _check_ours(db, path, version, len(migrations))
+        return
+    # Another process may be creating or upgrading the file right now: look again, and decide,
+    # inside the write transaction.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
+        _check_ours(db, path, version, len(migrations))
+        for number in range(version + 1, len(migrations) + 1):
+            migrations[number - 1][1](db)
+            db.execute(f"PRAGMA user_version = {number}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _check_ours(db: sqlite3.Connection, path: Path, version: int, known: int) -> None:
+    if version == 0:
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if tables:
+            raise HistoryError(
+                f"{path} is an SQLite database but not a bench history (it has tables and no bench schema "
+                "version); give another file with --history"
+            )
+        return
+    app = db.execute("PRAGMA application_id").fetchone()[0]
+    if app != APPLICATION_ID:
+        raise HistoryError(f"{path} is an SQLite database but not a bench history; give another file with --history")
+    if version > known:
+        raise HistoryError(
+            f"the history {path} has schema version {version}, written by a newer bench (this one knows up to "
+            f"{known}); upgrade bench to read it. The file was not changed"
+        )
+
+
+@contextlib.contextmanager
+def _write(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One transaction that takes the write lock at once (waiting up to the connection's timeout)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+# --- recording runs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    run_id: str
+    action: str  # "added", "updated" (the folder had changed since), "unchanged" (already there)
+    scenarios: int
+    without_round_times: list[str]  # ok scenarios whose raw round times could not be read
+    warnings: list[str]
+
+    def describe(self) -> str:
+        text = {
+            "added": f"recorded run {self.run_id} ({self.scenarios} scenarios)",
+            "updated": f"updated run {self.run_id} ({self.scenarios} scenarios; its folder had changed)",
+            "unchanged": f"run {self.run_id} is already in the history",
+        }[self.action]
+        if self.without_round_times and self.action != "unchanged":
+            text += f"; {len(self.without_round_times)} ok scenario(s) without raw round times"
+        return text
+
+
+def record_run(
+    history_path: Path,
+    run_dir: Path,
+    label: str | None = None,
+    *,
+    branch: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> RecordOutcome:
+    """Record one run folder in the history (created if missing). Idempotent.
+
+    Recording a run that is already there with the same results.jsonl changes nothing
+    (except its label or branch, when given); one whose results.jsonl changed since (it was
+    imported while still running) has its rows replaced, in one transaction. A different
+    run with the same run id (another machine) is refused.
+    """
+    run_dir = Path(run_dir)
+    snapshot = read_run_folder(run_dir)
+    digest = hashlib.sha256((run_dir / RESULTS).read_bytes()).hexdigest()
+    if label is not None:
+        label = label.strip() or None
+    git = snapshot.environment.get("git") if isinstance(snapshot.environment.get("git"), dict) else {}
+    run_row = {
+        "run_id": snapshot.run_id,
+        "started_at": snapshot.started_at,
+        "finished_at": snapshot.info.get("finished_at"),
+        "status": snapshot.info.get("status"),
+        "suite": snapshot.suite,
+        "git_sha": snapshot.git_sha,
+        "git_dirty": None if git.get("dirty") is None else int(bool(git.get("dirty"))),
+        "branch": branch or snapshot.branch,
+        "label": label,
+        "environment_fingerprint": snapshot.fingerprint,
+        "environment_json": json.dumps(snapshot.environment, sort_keys=True),
+        "run_json": json.dumps(snapshot.info, sort_keys=True),
+        "source_path": str(run_dir.resolve()),
+        "results_digest": digest,
+        "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    without_rounds = [s.scenario_id for s in snapshot.results.values() if s.status == "ok" and s.round_times is None]
+    with (
+        open_history(history_path, create=True, timeout_s=timeout_s) as db,
+        _sqlite_errors(history_path, timeout_s),
+        _write(db),
+    ):
+        existing = db.execute(
+            "SELECT id, results_digest, environment_fingerprint, started_at, label, branch FROM runs WHERE run_id = ?",
+            (snapshot.run_id,),
+        ).fetchone()
+        if existing is not None:
+            if (existing["environment_fingerprint"], existing["started_at"]) != (
+                run_row["environment_fingerprint"],
+                run_row["started_at"],
+            ):
+                raise HistoryError(
+                    f"the history {history_path} already holds a different run with the id {snapshot.run_id} "
+                    f"(started {existing['started_at']}, environment {existing['environment_fingerprint']}); "
+                    f"this one ({run_dir}) was not recorded"
+                )
+            if label is None:
+                run_row["label"] = existing["label"]
+            if branch is None and existing["branch"] is not None:
+                run_row["branch"] = existing["branch"]
+            if existing["results_digest"] == digest:
+                db.execute(
+                    "UPDATE runs SET label = ?, branch = ? WHERE id = ?",
+                    (run_row["label"], run_row["branch"], existing["id"]),
+                )
+                return RecordOutcome(snapshot.run_id, "unchanged", len(snapshot.results), without_rounds,
+                                     snapshot.warnings)  # fmt: skip
+            run_pk = existing["id"]
+            assignments = ", ".join(f"{k} = :{k}" for k in run_row)
+            db.execute(f"UPDATE runs SET {assignments} WHERE id = :pk", {**run_row, "pk": run_pk})
+            db.execute("DELETE FROM results WHERE run = ?", (run_pk,))
+            action = "updated"
+        else:
+            columns = ", ".join(run_row)
+            marks = ", ".join(f":{k}" for k in run_row)
+            run_pk = db.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", run_row).lastrowid
+            action = "added"
+        for result in snapshot.results.values():
+            _insert_result(db, run_pk, result)
+    return RecordOutcome(snapshot.run_id, action, len(snapshot.results), without_rounds, snapshot.warnings)
+
+
+def _insert_result(db: sqlite3.Connection, run_pk: int, result: ScenarioResult) -> None:
+    record = result.record
+
+    def scalar(key: str) -> Any:
+        value = record.get(key)
+        return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+
+    row: dict[str, Any] = {
+        "run": run_pk,
+        "scenario_id": result.scenario_id,
+        "status": result.status,
+        "reason": scalar("reason"),
+        "model": scalar("model"),
+        "batch_size": scalar("batch_size"),
+        "threads": scalar("threads"),
+        "interop_threads": scalar("interop_threads"),
+        "precision": scalar("precision"),
+        "load": scalar("load"),
+        "runtime": scalar("runtime"),
+        "input_shape": json.dumps(record.get("input_shape")),
+        "rounds": len(result.round_times) if result.round_times is not None else None,
+        "round_times": pack_times(result.round_times) if result.round_times is not None else None,
+        "record_json": json.dumps(record, sort_keys=False),
+    }
+    for column, metric in _METRIC_COLUMNS.items():
+        row[column] = metric.of(record)
+    columns = ", ".join(row)
+    marks = ", ".join(f":{k}" for k in row)
+    db.execute(f"INSERT OR REPLACE INTO results ({columns}) VALUES ({marks})", row)
+
+
+def pack_times(times: Sequence[float]) -> bytes:
+    return struct.pack(f"<{len(times)}d", *times)
+
+
+def unpack_times(blob: bytes | None) -> list[float] | None:
+    if blob is None:
+        return None
+    return list(struct.unpack(f"<{len(blob) // 8}d", blob))
+
+
+# --- reading the history -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    started_at: str | None
+    suite: str | None
+    git_sha: str | None
+    git_dirty: bool | None
+    branch: str | None
+    label: str | None
+    fingerprint: str | None
+    status: str | None
+    scenarios: int
+    ok: int
+
+
+def list_runs(
+    history_path: Path,
+    *,
+    label: str | None = None,
+    branch: str | None = None,
+    limit: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> list[RunRow]:
+    """Runs in the history, oldest first (the newest `limit` of them when given)."""
+    where, params = _run_filter(label, branch)
+    query = f"""
+        SELECT runs.*, count(results.id) AS scenarios, sum(results.status = 'ok') AS ok
+        FROM runs LEFT JOIN results ON results.run = runs.id {where}
+        GROUP BY runs.id ORDER BY runs.started_at DESC, runs.id DESC"""
+    if limit is not None:
+        query += f" LIMIT {int(limit)}"
+    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+        rows = db.execute(query, params).fetchall()
+    return [
+        RunRow(
+            run_id=r["run_id"],
+            started_at=r["started_at"],
+            suite=r["suite"],
+            git_sha=r["git_sha"],
+            git_dirty=None if r["git_dirty"] is None else bool(r["git_dirty"]),
+            branch=r["branch"],
+            label=r["label"],
+            fingerprint=r["environment_fingerprint"],
+            status=r["status"],
+            scenarios=r["scenarios"] or 0,
+            ok=r["ok"] or 0,
+        )  # fmt: skip
+        for r in reversed(rows)
+    ]
+
+
+def _run_filter(label: str | None, branch: str | None, prefix: str = "WHERE") -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if label is not None:
+        clauses.append("runs.label = ?")
+        params.append(label)
+    if branch is not None:
+        clauses.append("runs.branch = ?")
+        params.append(branch)
+    return (f"{prefix} " + " AND ".join(clauses)) if clauses else "", params
+
+
+def load_run(history_path: Path, run_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> RunSnapshot:
+    """A run from the history by its id (or an unambiguous prefix of it)."""
+    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+        row = db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            matches = db.execute(
+                "SELECT * FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY started_at", (len(run_id), run_id)
+            ).fetchall()
+            if len(matches) == 1:
+                row = matches[0]
+            elif len(matches) > 1:
+                names = ", ".join(m["run_id"] for m in matches[:5])
+                raise UserError(f"the run id {run_id!r} is ambiguous in {history_path}: it starts {names}")
+            else:
+                ids = [r[0] for r in db.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 200")]
+                hint = difflib.get_close_matches(run_id, ids, n=3, cutoff=0.6)
+                recent = ", ".join(ids[:3]) or "none"
+                raise UserError(
+                    f"unknown run id {run_id!r}: it is not in the history {history_path} and is not a run folder"
+                    + (f"; did you mean {', '.join(hint)}?" if hint else f" (most recent runs: {recent})")
+                )
+        return _snapshot_from_row(db, row, history_path)
+
+
+def latest_run(
+    history_path: Path,
+    name: str,
+    *,
+    exclude_run_id: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> RunSnapshot:
+    """The most recent run whose label is `name`, or failing that whose branch is `name`."""
+    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+        for column in ("label", "branch"):
+            row = db.execute(
+                f"SELECT * FROM runs WHERE {column} = ? AND run_id IS NOT ? ORDER BY started_at DESC, id DESC LIMIT 1",
+                (name, exclude_run_id),
+            ).fetchone()
+            if row is not None:
+                return _snapshot_from_row(db, row, history_path)
+        labels = [r[0] for r in db.execute("SELECT DISTINCT label FROM runs WHERE label IS NOT NULL")]
+        branches = [r[0] for r in db.execute("SELECT DISTINCT branch FROM runs WHERE branch IS NOT NULL")]
+    known = ", ".join(sorted(labels)) or "none"
+    known_b = ", ".join(sorted(branches)) or "none"
+    raise UserError(
+        f"no run in the history {history_path} has the label or branch {name!r}"
+        + (" (other than the candidate itself)" if exclude_run_id else "")
+        + f". Labels: {known}; branches: {known_b}. Record one with `bench run SUITE --label {name}` or "
+        f"`bench history import RUN_DIR --label {name}`"
+    )
+
+
+def _snapshot_from_row(db: sqlite3.Connection, row: sqlite3.Row, history_path: Path) -> RunSnapshot:
+    results: dict[str, ScenarioResult] = {}
+    for r in db.execute(
+        "SELECT scenario_id, record_json, round_times FROM results WHERE run = ? ORDER BY id", (row["id"],)
+    ):
+        results[r["scenario_id"]] = ScenarioResult(
+            r["scenario_id"], json.loads(r["record_json"]), unpack_times(r["round_times"])
+        )
+    return RunSnapshot(
+        run_id=row["run_id"],
+        source=f"history:{history_path}",
+        started_at=row["started_at"],
+        git_sha=row["git_sha"],
+        branch=row["branch"],
+        label=row["label"],
+        suite=row["suite"],
+        environment=json.loads(row["environment_json"]),
+        info=json.loads(row["run_json"]),
+        results=results,
+    )
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    run_id: str
+    started_at: str | None
+    git_sha: str | None
+    branch: str | None
+    label: str | None
+    fingerprint: str | None
+    status: str
+    value: float | None  # None when the scenario was not ok in that run
+
+
+def scenario_ids(history_path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[str]:
+    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+        return [r[0] for r in db.execute("SELECT DISTINCT scenario_id FROM results ORDER BY scenario_id")]
+
+
+def scenario_history(
+    history_path: Path,
+    scenario_id: str,
+    metric: str = "median",
+    *,
+    label: str | None = None,
+    branch: str | None = None,
+    limit: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> list[HistoryPoint]:
+    """One metric of one scenario in every run that has it, oldest first (the newest `limit`)."""
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    column = METRICS[metric].column
+    where, params = _run_filter(label, branch, prefix="AND")
+    query = f"""
+        SELECT runs.run_id, runs.started_at, runs.git_sha, runs.branch, runs.label,
+               runs.environment_fingerprint, results.status, results.{column} AS value
+        FROM results JOIN runs ON results.run = runs.id
+        WHERE results.scenario_id = ? {where}
+        ORDER BY runs.started_at DESC, runs.id DESC"""
+    if limit is not None:
+        query += f" LIMIT {int(limit)}"
+    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+        rows = db.execute(query, [scenario_id, *params]).fetchall()
+        if not rows:
+            known = [r[0] for r in db.execute("SELECT DISTINCT scenario_id FROM results")]
+    if not rows:
+        hint = difflib.get_close_matches(scenario_id, known, n=3, cutoff=0.5)
+        raise UserError(
+            f"no run in the history {history_path} has the scenario {scenario_id!r}"
+            + (" with that label/branch" if where else "")
+            + (f"; did you mean {', '.join(hint)}?" if hint else f" ({len(known)} scenario ids are known; "
+               "`bench history export FILE.csv` lists them all)")
+        )  # fmt: skip
+    return [
+        HistoryPoint(
+            run_id=r["run_id"],
+            started_at=r["started_at"],
+            git_sha=r["git_sha"],
+            branch=r["branch"],
+            label=r["label"],
+            fingerprint=r["environment_fingerprint"],
+            status=r["status"],
+            value=float(r["value"]) if r["status"] == "ok" and r["value"] is not None else None,
+        )  # fmt: skip
+        for r in reversed(rows)
+    ]
+
+
+_RUN_CSV_COLUMNS = ("run_id", "started_at", "suite", "git_sha", "git_dirty", "branch", "label",
+                    "environment_fingerprint")  # fmt: skip
+
+
+def export_csv(
+    history_path: Path,
+    out_path: Path,
+    *,
+    scenario_id: str | None = None,
+    with_round_times: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> int:
+    """Every result row (of one scenario, when given) as CSV: run columns, then every record
+    field flattened with dots (latency_s.median, rss_bytes.peak, ...). Returns the row count."""
+    query = f"""
+        SELECT {", ".join(f"runs.{c}" for c in _RUN_CSV_COLUMNS)}, results.record_json, results.round_times
+        FROM results JOIN runs ON results.run = runs.id
+        {"WHERE results.scenario_id = ?" if scenario_id else ""}
+        ORDER BY runs.started_at, runs.id, results.id"""
+    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+        rows = db.execute(query, [scenario_id] if scenario_id else []).fetchall()
+    flat_rows: list[dict[str, Any]] = []
+    record_columns: dict[str, None] = {}
+    for row in rows:
+        flat = _flatten(json.loads(row["record_json"]))
+        for key in flat:
+            record_columns.setdefault(key, None)
+        out = {f"run.{c}": row[c] for c in _RUN_CSV_COLUMNS}
+        out.update(flat)
+        if with_round_times:
+            times = unpack_times(row["round_times"])
+            out["round_times_s"] = json.dumps(times) if times is not None else ""
+        flat_rows.append(out)
+    header = [f"run.{c}" for c in _RUN_CSV_COLUMNS] + list(record_columns)
+    if with_round_times:
+        header.append("round_times_s")
+    out_path = Path(out_path)
+    try:
+        if out_path.parent != Path():
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(flat_rows)
+        tmp.replace(out_path)
+    except OSError as exc:
+        raise UserError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+    return len(flat_rows)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(_flatten(sub, f"{prefix}{key}."))
+        return out
+    if isinstance(value, list):
+        return {prefix[:-1]: json.dumps(value)}
+    return {prefix[:-1]: value}
+
+
+# --- command line --------------------------------------------------------------------------------
+
+HISTORY_USAGE = """\
+bench history [--history PATH] [--label L] [--branch B] [--limit N]
+       bench history --scenario ID [--metric NAME] [--threshold PCT] [...]
+       bench history --html FILE [--scenario ID] [--metric NAME] [...]
+       bench history import RUN_DIR... [--label L] [--history PATH]
+       bench history export FILE.csv [--scenario ID] [--round-times] [--history PATH]"""
+
+HISTORY_EPILOG = """\
+examples:
+  bench history                                   list the runs in reports/history.sqlite
+  bench history --scenario resnet18-b1-t2-fp32-eager
+                                                  its median latency run after run, steps marked
+  bench history --scenario resnet18-b1-t2-fp32-eager --metric peak_rss
+  bench history --html trends.html                a chart per scenario, steps marked
+  bench history import reports/*/ --label main    record run folders made before the history
+  bench history export history.csv                every row of every run, as CSV
+
+`bench run` records every run here by itself (unless --no-history). Metrics: median, p90,
+p99, mean (latency), throughput, load, first_inference, peak_rss (sampled), peak_rss_kernel.
+"""
+
+
+def add_history_option(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:
+    """--history and --history-timeout (on subcommands with SUPPRESS, so the parent's value stands)."""
+    parser.add_argument(
+        "--history",
+        type=Path,
+        metavar="PATH",
+        default=argparse.SUPPRESS if sub else DEFAULT_HISTORY,
+        help=f"the history file (default: {DEFAULT_HISTORY})",
+    )
+    parser.add_argument(
+        "--history-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=argparse.SUPPRESS if sub else DEFAULT_TIMEOUT_S,
+        help=f"how long to wait for another process writing the history (default {DEFAULT_TIMEOUT_S:g})",
+    )
+
+
+def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register `bench history` (list, show a scenario, import, export) on the CLI's subparsers."""
+    history = commands.add_parser(
+        "history",
+        parents=[common],
+        usage=HISTORY_USAGE,
+        help="list recorded runs; a scenario's metric over time; import and export",
+        description=textwrap.fill(
+            "The history store: every run recorded by `bench run` (or imported), its rows and raw round "
+            "times, in one SQLite file. Without a subcommand, list the runs; with --scenario, show one metric of "
+            "one scenario run after run, with detected step changes marked at the commit where they happened.",
+            88,
+        ),
+        epilog=HISTORY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_history_option(history)
+    history.add_argument(
+        "--scenario", metavar="ID", help="show this scenario's metric over time instead of the run list"
+    )
+    history.add_argument(
+        "--metric",
+        default="median",
+        choices=list(METRICS),
+        metavar="NAME",
+        help="with --scenario: the metric to show (default: median latency; the list is below)",
+    )
+    history.add_argument("--label", help="only runs with this label")
+    history.add_argument("--branch", help="only runs on this git branch")
+    history.add_argument("--limit", type=int, metavar="N", help="only the newest N runs")
+    history.add_argument(
+        "--threshold",
+        type=float,
+        default=5.0,
+        metavar="PCT",
+        help="with --scenario: smallest step change to mark, in percent (default 5)",
+    )
+    history.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write a page of trend charts (every scenario, or the --scenario given) with the steps marked",
+    )
+    history.set_defaults(handler=cli_history, history_command=None)
+
+    sub_common = argparse.ArgumentParser(add_help=False)
+    sub_common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
+    )
+    add_history_option(sub_common, sub=True)
+    actions = history.add_subparsers(title="subcommands (optional)", metavar="{import,export}", dest="history_command")
+
+    do_import = actions.add_parser(
+        "import",
+        parents=[sub_common],
+        help="record existing run folders in the history",
+        description="Record run folders in the history. Importing a run that is already there changes nothing "
+        "(a run imported while still running is brought up to date); --label sets or replaces its label.",
+    )
+    do_import.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="run folder(s), e.g. reports/*/")
+    do_import.add_argument(
+        "--label", help="a label for these runs, e.g. main or pr-123 (for `bench compare --baseline`)"
+    )
+    do_import.add_argument("--branch", help="the git branch to record (default: from environment.json)")
+    do_import.set_defaults(handler=cli_history_import)
+
+    export = actions.add_parser(
+        "export",
+        parents=[sub_common],
+        help="write every recorded row as CSV",
+        description="Write every result row of every run (run columns, then each record field flattened, "
+        "e.g. latency_s.median) as one CSV file.",
+    )
+    export.add_argument("out", type=Path, metavar="FILE.csv", help="the CSV file to write")
+    export.add_argument("--scenario", metavar="ID", help="only this scenario")
+    export.add_argument("--round-times", action="store_true", help="add a column with every raw round time (JSON)")
+    export.set_defaults(handler=cli_history_export)
+
+
+def cli_history(args: argparse.Namespace) -> int:
+    if args.html:
+        charts = write_trend_html(
+            args.history, args.html, args.metric, scenario_id=args.scenario, label=args.label, branch=args.branch,
+            limit=args.limit, threshold=args.threshold / 100, timeout_s=args.history_timeout,
+        )  # fmt: skip
+        print(f"wrote {charts} chart(s) of {METRICS[args.metric].title} to {args.html}")
+        return 0
+    if args.scenario:
+        print(
+            format_scenario_history(
+                args.history, args.scenario, args.metric, label=args.label, branch=args.branch, limit=args.limit,
+                threshold=args.threshold / 100, timeout_s=args.history_timeout,
+            )
+        )  # fmt: skip
+        return 0
+    runs = list_runs(
+        args.history, label=args.label, branch=args.branch, limit=args.limit, timeout_s=args.history_timeout
+    )
+    print(format_runs(runs, args.history))
+    return 0
+
+
+def cli_history_import(args: argparse.Namespace) -> int:
+    for run_dir in args.runs:
+        outcome = record_run(
+            args.history, run_dir, label=args.label, branch=args.branch, timeout_s=args.history_timeout
+        )
+        for warning in outcome.warnings:
+            print(f"bench: warning: {warning}", file=sys.stderr)
+        print(f"{outcome.describe()} ({run_dir})")
+    print(f"history: {args.history}")
+    return 0
+
+
+def cli_history_export(args: argparse.Namespace) -> int:
+    count = export_csv(
+        args.history, args.out, scenario_id=args.scenario, with_round_times=args.round_times,
+        timeout_s=args.history_timeout,
+    )  # fmt: skip
+    print(f"wrote {count} rows to {args.out}")
+    return 0
+
+
+def record_after_run(history_path: Path, run_dir: Path, label: str | None = None, branch: str | None = None) -> None:
+    """For `bench run`: record the finished run, and never let a history problem lose the run."""
+    try:
+        outcome = record_run(history_path, run_dir, label=label, branch=branch)
+    except Exception as exc:  # UserError or a bug: the run folder is complete either way
+        print(
+            f"bench: warning: the run was not recorded in the history ({exc}); the run folder is complete; "
+            f"record it later with 'bench history import {run_dir} --history {history_path}'",
+            file=sys.stderr,
+        )
+        return
+    print(f"history: {outcome.describe()} in {history_path}", file=sys.stderr)
+
+
+# --- text output ---------------------------------------------------------------------------------
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return iso.replace("T", " ")[:19]
+
+
+def format_runs(runs: Sequence[RunRow], history_path: Path) -> str:
+    if not runs:
+        return f"no runs in {history_path}"
+    rows = [
+        (
+            _when(r.started_at), r.run_id, r.suite or "-",
+            (r.git_sha[:10] + ("+" if r.git_dirty else "")) if r.git_sha else "-",
+            r.branch or "-", r.label or "-", f"{r.ok}/{r.scenarios}", r.status or "-", r.fingerprint or "-",
+        )
+        for r in runs
+    ]  # fmt: skip
+    header = ("started (UTC)", "run id", "suite", "git sha", "branch", "label", "ok", "status", "environment")
+    return (
+        format_table(header, rows, right=(6,))
+        + f"\n\n{len(runs)} run(s) in {history_path} (+ after a sha: uncommitted changes)"
+    )
+
+
+def format_scenario_history(
+    history_path: Path,
+    scenario_id: str,
+    metric: str = "median",
+    *,
+    label: str | None = None,
+    branch: str | None = None,
+    limit: int | None = None,
+    threshold: float = 0.05,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> str:
+    from bench.changepoint import detect_steps
+
+    points = scenario_history(
+        history_path, scenario_id, metric, label=label, branch=branch, limit=limit, timeout_s=timeout_s
+    )
+    m = METRICS[metric]
+    measured = [(i, p) for i, p in enumerate(points) if p.value is not None and p.value > 0]
+    fit = detect_steps([p.value for _, p in measured], threshold=threshold)
+    marks: dict[int, str] = {}
+    step_lines = []
+    for step in fit.steps:
+        index, point = measured[step.index]
+        worse = (step.change > 0) != m.higher_is_better
+        env_note = ""
+        previous = measured[step.index - 1][1]
+        if previous.fingerprint != point.fingerprint:
+            env_note = " (the environment changed here too)"
+        sha = point.git_sha[:10] if point.git_sha else "no sha"
+        marks[index] = f"{'^' if step.change > 0 else 'v'} step {step.change:+.1%} ({'worse' if worse else 'better'})"
+        step_lines.append(
+            f"  at {point.run_id} (sha {sha}): {m.display(step.before)} -> {m.display(step.after)} "
+            f"({step.change:+.1%}, {'worse' if worse else 'better'}){env_note}"
+        )
+    rows = []
+    last_fp = None
+    for i, p in enumerate(points):
+        env = "" if last_fp in (None, p.fingerprint) else "changed"
+        last_fp = p.fingerprint or last_fp
+        value = m.display(p.value) if p.value is not None else p.status
+        rows.append(
+            (_when(p.started_at), p.run_id, p.git_sha[:10] if p.git_sha else "-", p.label or p.branch or "-",
+             value, env, marks.get(i, ""))
+        )  # fmt: skip
+    header = ("started (UTC)", "run id", "git sha", "label/branch", m.title, "environment", "step")
+    out = [
+        f"{scenario_id}: {m.title}, {len(points)} run(s)",
+        "",
+        format_table(header, rows, right=(4,)),
+        "",
+    ]
+    if step_lines:
+        out.append(f"{len(step_lines)} step change(s):")
+        out.extend(step_lines)
+    else:
+        out.append("no step change")
+    out.append(
+        f"(steps: piecewise-constant L1 fit on log values, kept when >= {threshold:.0%} and >= 2x the "
+        f"run-to-run noise, here {fit.noise:.1%}; a new level needs 2 runs)"
+    )
+    return "\n".join(out)
+
+
+# --- trend charts (bench history --html) ----------------------------------------------------------
+
+
+def _trend_png(scenario_id: str, metric: Metric, points: Sequence[HistoryPoint], threshold: float) -> bytes | None:
+    """A chart of one scenario's metric run after run: points, fitted levels, steps marked with their commit."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from bench.changepoint import detect_steps
+
+    measured = [(i, p) for i, p in enumerate(points) if p.value is not None and p.value > 0]
+    if not measured:
+        return None
+    fit = detect_steps([p.value for _, p in measured], threshold=threshold)
+    fig = Figure(figsize=(9, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    xs = [i for i, _ in measured]
+    ax.plot(xs, [metric.scaled(p.value) for _, p in measured], "o", color="#1f77b4", markersize=4, label=metric.title)
+    for segment in fit.segments:
+        x0, x1 = measured[segment.start][0], measured[segment.stop - 1][0]
+        level = metric.scaled(segment.level)
+        ax.hlines(level, x0 - 0.3, x1 + 0.3, colors="#ff7f0e", linewidth=2)
+    for step in fit.steps:
+        index, point = measured[step.index]
+        worse = (step.change > 0) != metric.higher_is_better
+        ax.axvline(index - 0.5, color="#d62728" if worse else "#2ca02c", linestyle="--", linewidth=1)
+        sha = point.git_sha[:8] if point.git_sha else point.run_id
+        ax.annotate(
+            f"{step.change:+.1%} at {sha}",
+            (index - 0.5, 1.0),
+            xycoords=("data", "axes fraction"),
+            textcoords="offset points",
+            xytext=(3, -12),
+            fontsize=8,
+            color="#d62728" if worse else "#2ca02c",
+        )
+    for i, p in enumerate(points):
+        if p.value is None:
+            ax.axvspan(i - 0.4, i + 0.4, color="#cccccc", alpha=0.5)  # not ok in that run
+    ticks = list(range(len(points)))
+    step_every = max(1, len(points) // 12)
+    ax.set_xticks(ticks[::step_every])
+    ax.set_xticklabels([(p.git_sha or p.run_id)[:8] for p in points][::step_every], rotation=30, fontsize=7)
+    ax.set_ylabel(f"{metric.title} ({metric.display_unit})")
+    ax.set_title(scenario_id, fontsize=10)
+    ax.set_ylim(0, max(metric.scaled(p.value) for _, p in measured) * 1.25)  # room for the step labels
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def write_trend_html(
+    history_path: Path,
+    out_path: Path,
+    metric: str = "median",
+    *,
+    scenario_id: str | None = None,
+    label: str | None = None,
+    branch: str | None = None,
+    limit: int | None = None,
+    threshold: float = 0.05,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> int:
+    """One self-contained HTML page: a chart per scenario (or the one given) of `metric` over
+    the runs, with the fitted levels and the detected steps marked with their commit. Returns
+    the number of charts."""
+    import base64
+    import html
+
+    from bench.changepoint import detect_steps
+
+    m = METRICS[metric]
+    ids = [scenario_id] if scenario_id else scenario_ids(history_path, timeout_s=timeout_s)
+    sections = []
+    for sid in ids:
+        points = scenario_history(
+            history_path, sid, metric, label=label, branch=branch, limit=limit, timeout_s=timeout_s
+        )
+        png = _trend_png(sid, m, points, threshold)
+        measured = [p for p in points if p.value is not None and p.value > 0]
+        fit = detect_steps([p.value for p in measured], threshold=threshold)
+        steps = "".join(
+            f"<li>{html.escape(measured[s.index].run_id)} (sha {html.escape((measured[s.index].git_sha or '-')[:10])})"
+            f": {html.escape(m.display(s.before))} &rarr; {html.escape(m.display(s.after))} ({s.change:+.1%})</li>"
+            for s in fit.steps
+        )
+        body = (
+            f'<img alt="{html.escape(sid)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            if png
+            else "<p>no ok run to chart</p>"
+        )
+        sections.append(
+            f"<section><h2>{html.escape(sid)}</h2>{body}"
+            + (f"<ul>{steps}</ul>" if steps else "<p>no step change</p>")
+            + "</section>"
+        )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>bench history: {html.escape(m.title)}</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:auto}img{max-width:100%}</style></head><body>"
+        f"<h1>{html.escape(m.title)} over runs</h1><p>{len(ids)} scenario(s) from {html.escape(str(history_path))}. "
+        f"Orange: the fitted levels; dashed: a step change of at least {threshold:.0%} and twice the run-to-run "
+        "noise (piecewise-constant L1 fit on log values), labelled with the commit where it appeared; grey: the "
+        "scenario was not ok in that run.</p>" + "".join(sections) + "</body></html>"
+    )
+    out_path = Path(out_path)
+    try:
+        if out_path.parent != Path():
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+    return len(ids)

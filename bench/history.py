@@ -41,11 +41,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
+from bench.record import RESULTS_FILE, require_run_folder
 
 DEFAULT_HISTORY = Path("reports") / "history.sqlite"
 DEFAULT_TIMEOUT_S = 30.0
 APPLICATION_ID = 0x62656E63  # "benc": marks the file as a bench history
-RESULTS = "results.jsonl"
+RESULTS = RESULTS_FILE
 MIB = 1024 * 1024
 
 
@@ -189,17 +190,8 @@ def read_run_folder(path: Path) -> RunSnapshot:
     Tolerant like the report: a truncated last line or a missing benchmark JSON becomes a
     warning, not an error.
     """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such folder (expected a run folder containing {RESULTS})")
-    if not path.is_dir():
-        raise UserError(f"{path} is a file, not a run folder (expected a folder containing {RESULTS})")
+    path = require_run_folder(Path(path))
     results_path = path / RESULTS
-    if not results_path.is_file():
-        raise UserError(
-            f"{path} is not a run folder: it has no {RESULTS}. Pass a folder written by `bench run`, "
-            "e.g. reports/<run-id>/"
-        )
     warnings: list[str] = []
     info = _read_json_object(path / "run.json", warnings)
     environment = _read_json_object(path / "environment.json", warnings)

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UserError
-from bench.record import Fidelity, KernelPeaks, ResultRecord, RssFigures
+from bench.record import RESULTS_FILE, Fidelity, KernelPeaks, ResultRecord, RssFigures, require_run_folder
 from bench.stats import LatencyStats
 
-RESULTS = "results.jsonl"
+RESULTS = RESULTS_FILE
 
 # Defaults for ResultRecord's required fields, for rows written by an older schema.
 _REQUIRED_DEFAULTS: dict[str, Any] = {
@@ -64,17 +63,8 @@ class RunData:
 
 def load_run(path: Path) -> RunData:
     """Read one run folder; raises UserError when `path` is not a run folder."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such folder (expected a run folder containing {RESULTS})")
-    if not path.is_dir():
-        raise UserError(f"{path} is a file, not a run folder (expected a folder containing {RESULTS})")
+    path = require_run_folder(Path(path))
     results = path / RESULTS
-    if not results.is_file():
-        raise UserError(
-            f"{path} is not a run folder: it has no {RESULTS}. "
-            "Pass a folder written by `bench run`, e.g. reports/<run-id>/"
-        )
     warnings: list[str] = []
     info = _read_json_object(path / "run.json", warnings, optional=False)
     environment = _read_json_object(path / "environment.json", warnings, optional=False)

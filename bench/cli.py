@@ -118,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="history file to record the run in (default: history.sqlite in the --reports folder)",
     )
     run.add_argument("--no-history", action="store_true", help="do not record the run in the history")
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the scenarios on a Dask fleet, e.g. tcp://10.0.0.5:8786: each worker host (started with "
+        "`dask worker ADDRESS --nthreads 1`) measures its scenarios one at a time; rows come back here "
+        "(needs: pip install .[fleet])",
+    )
+    run.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --scheduler: give up if the scheduler does not answer within this time (default 10)",
+    )
     run.set_defaults(handler=_cmd_run)
 
     validate = commands.add_parser(
@@ -243,6 +257,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--rss-interval must be a number of seconds > 0, got {args.rss_interval}")
     if (args.suite is None) == (args.resume is None):
         raise UserError("give either a suite file to run or --resume RUN_DIR (not both)")
+    client = None
+    if args.scheduler is not None:
+        from bench import fleet
+
+        client = fleet.connect(args.scheduler, args.connect_timeout)
     if args.resume is not None:
         context = resume_run(args.resume, rss_interval_s=args.rss_interval)
         print(
@@ -252,12 +271,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     else:
         suite = load_suite(args.suite, max_scenarios=args.max_scenarios)
-        _warn_oversubscription(suite, args.suite, cpu_count())
+        if suite.hosts and client is None:
+            raise UserError(
+                f"{args.suite}: the suite names host groups (hosts: {', '.join(suite.hosts)}), which only a "
+                "fleet run has; run it with --scheduler ADDRESS, or remove 'hosts' to run it here"
+            )
+        if client is None:
+            _warn_oversubscription(suite, args.suite, cpu_count())
         _check_writable(args.reports)
+        if client is not None:  # before a run folder exists: a fleet that cannot run the suite leaves nothing
+            fleet.check_workers(client, suite)
         context = start_run(suite, args.reports, rss_interval_s=args.rss_interval)
         print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
     try:
-        run_suite(context, ConsoleProgress())
+        if client is None:
+            run_suite(context, ConsoleProgress())
+        else:
+            _run_on_fleet(context, client, args.scheduler)
     except KeyboardInterrupt:
         print(
             f"\nbench: run interrupted; finished rows are in {context.results_path}; "
@@ -280,6 +310,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"bench: {len(failed)} scenario(s) failed; reasons are in results.jsonl", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_on_fleet(context, client, address: str) -> None:
+    from bench import fleet
+    from bench.console import ConsoleProgress
+    from bench.runner import write_run_info
+
+    workers = fleet.check_workers(client, context.suite)
+    for host, addresses in fleet.shared_hosts(workers).items():
+        print(
+            f"bench: warning: {len(addresses)} Dask workers share host {host}: their scenarios run at the same "
+            "time and disturb each other's figures; run one worker per host for real measurements",
+            file=sys.stderr,
+        )
+    write_run_info(context, scheduler=address, fleet_workers=[w.address for w in workers])
+    print(f"bench: sending the scenarios to {len(workers)} worker(s) at {address}", file=sys.stderr)
+    try:
+        fleet.run_suite_on_fleet(context, client, ConsoleProgress())
+    finally:
+        client.close()
 
 
 def _warn_oversubscription(suite, path: Path, cores: int) -> None:

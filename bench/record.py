@@ -77,6 +77,17 @@ class ProfileFigures:
 
 
 @dataclass(frozen=True)
+class FleetPlacement:
+    """Where a fleet run measured the row (bench.fleet); absent in local runs."""
+
+    worker: str | None = None  # the Dask worker's address
+    host: str | None = None  # its host name
+    started_unix_s: float | None = None  # the scenario's start and end on that host's clock
+    ended_unix_s: float | None = None
+    lost_attempts: list[dict[str, Any]] = field(default_factory=list)  # [{worker, reason}] before this one
+
+
+@dataclass(frozen=True)
 class ResultRecord:
     run_id: str
     scenario_id: str
@@ -122,6 +133,8 @@ class ResultRecord:
     git_sha: str | None = None
     files: dict[str, str] = field(default_factory=dict)  # run-folder-relative paths of raw outputs
     profile: ProfileFigures | None = None  # only with `profile: true`
+    host_group: str | None = None  # fleet runs with `hosts:`: the host group that measured the row
+    fleet: FleetPlacement | None = None  # fleet runs: the worker, host and times of the measurement
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -145,6 +158,7 @@ class ResultRecord:
             "peak_rss_kernel_phase_bytes": KernelPeaks,
             "fidelity": Fidelity,
             "profile": ProfileFigures,
+            "fleet": FleetPlacement,
         }
         names = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}

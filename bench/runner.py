@@ -37,7 +37,7 @@ from bench.record import (
 )
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite
-from bench.worker import SPEC_ENV, WINDOW_END_PHASE, describe_exit, thread_env
+from bench.worker import PARENT_PID_ENV, SPEC_ENV, WINDOW_END_PHASE, describe_exit, thread_env
 
 HARNESS_PATH = Path(__file__).with_name("harness.py")
 _STDERR_TAIL_LINES = 12
@@ -50,7 +50,7 @@ class Progress(Protocol):
     def scenario_finished(self, record: ResultRecord) -> None: ...
 
 
-class _Silent:
+class Silent:
     def scenario_started(self, index: int, total: int, scenario_id: str) -> None:
         pass
 
@@ -116,7 +116,7 @@ def start_run(suite: Suite, reports_dir: Path, *, rss_interval_s: float | None =
     _write_json(run_dir / "environment.json", environment)
     _write_json(run_dir / "scenarios.json", [s.to_dict() for s in suite.scenarios])
     context = RunContext(run_id, run_dir, suite, environment, reports_dir / ".cache" / "artifacts", rss_interval_s)
-    _write_run_info(context, status="running", started_at=utc_now())
+    write_run_info(context, status="running", started_at=utc_now())
     context.results_path.touch()
     return context
 
@@ -142,7 +142,7 @@ def resume_run(run_dir: Path, *, rss_interval_s: float | None = None) -> RunCont
     done = {r.scenario_id for r in records}
     context.pending = [s for s in suite.scenarios if s.id not in done]
     info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    _write_run_info(context, status="running", resumed_at=[*info.get("resumed_at", []), utc_now()])
+    write_run_info(context, status="running", resumed_at=[*info.get("resumed_at", []), utc_now()])
     return context
 
 
@@ -161,7 +161,7 @@ def _set_aside_partial_line(results_path: Path) -> None:
 
 def run_suite(context: RunContext, progress: Progress | None = None) -> list[ResultRecord]:
     """Run the context's pending scenarios (all of them for a new run), appending a row for each."""
-    progress = progress or _Silent()
+    progress = progress or Silent()
     scenarios = context.pending if context.pending is not None else list(context.suite.scenarios)
     total = len(scenarios)
     try:
@@ -172,9 +172,9 @@ def run_suite(context: RunContext, progress: Progress | None = None) -> list[Res
             context.records.append(record)
             progress.scenario_finished(record)
     except KeyboardInterrupt:
-        _write_run_info(context, status="interrupted", finished_at=utc_now())
+        write_run_info(context, status="interrupted", finished_at=utc_now())
         raise
-    _write_run_info(context, status="complete", finished_at=utc_now())
+    write_run_info(context, status="complete", finished_at=utc_now())
     return context.records
 
 
@@ -184,7 +184,7 @@ def run_scenario(
     """Measure one scenario; its raw files are named after `file_stem` (default: the scenario id)."""
     file_stem = file_stem or scenario.id
     started_at, started = utc_now(), time.perf_counter()
-    base = _record_base(context, scenario, started_at)
+    base = record_base(context, scenario, started_at)
     reason = backends.unsupported_reason(scenario)
     if reason is not None:
         return ResultRecord(**base, status="unsupported", reason=reason, duration_s=0.0)
@@ -269,7 +269,7 @@ def run_worker(
     reference_path: Path | None = None,
 ) -> WorkerOutcome:
     """Run one scenario in a fresh `python -m pytest` process while sampling its RSS."""
-    progress = progress or _Silent()
+    progress = progress or Silent()
     out_dir.mkdir(parents=True, exist_ok=True)
     benchmark_json.parent.mkdir(parents=True, exist_ok=True)
     spec_path = out_dir / "spec.json"
@@ -339,6 +339,7 @@ def worker_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
     # The worker must import this very `bench`, whether installed or run from a checkout.
     package_root = str(Path(bench.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env[PARENT_PID_ENV] = str(os.getpid())
     env.update(extra)
     return env
 
@@ -442,7 +443,7 @@ def _failure_reason(scenario: Scenario, outcome: WorkerOutcome) -> str | None:
     return f"{reason}; last output:\n{tail}" if tail else reason
 
 
-def _record_base(context: RunContext, scenario: Scenario, started_at: str) -> dict[str, Any]:
+def record_base(context: RunContext, scenario: Scenario, started_at: str) -> dict[str, Any]:
     return dict(
         run_id=context.run_id,
         scenario_id=scenario.id,
@@ -456,6 +457,7 @@ def _record_base(context: RunContext, scenario: Scenario, started_at: str) -> di
         runtime=backends.runtime_of(scenario),
         artifact_format=backends.artifact_format(scenario),
         input_shape=list(scenario.input_shape),
+        host_group=scenario.host_group,
         environment_fingerprint=context.environment["fingerprint"],
         git_sha=context.environment["git"]["sha"],
         started_at=started_at,
@@ -495,7 +497,7 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
 
 
-def _write_run_info(context: RunContext, **changes: Any) -> None:
+def write_run_info(context: RunContext, **changes: Any) -> None:
     path = context.run_dir / "run.json"
     info = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {
         "run_id": context.run_id,

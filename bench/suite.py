@@ -1,7 +1,8 @@
 """Suite files: YAML in, a validated Suite and its expanded Scenarios out.
 
 A suite is `name`, `description`, `defaults`, a `matrix` of axes, and optional
-`exclude` / `include` lists. Every error names the file, the line and the field.
+`exclude` / `include` lists and `hosts` (host groups of a fleet run, bench.fleet).
+Every error names the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime")
 AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape")
 # Keys allowed in `defaults` and `include` entries on top of the axes.
 SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile")
-TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include")
+TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
 AXIS_DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
     "threads": 1,
@@ -92,6 +93,7 @@ class Scenario:
     max_rss_bytes: int | None = None  # the parent kills a worker whose sampled RSS goes above it
     seed: int = 0
     profile: bool = False  # after the timed run, profile it again in its own process (bench.profiling)
+    host_group: str | None = None  # fleet runs: the host group (a Dask worker resource) that measures it
 
     @property
     def id(self) -> str:
@@ -102,7 +104,8 @@ class Scenario:
             parts.append(f"i{self.interop_threads}")
         if self.input_shape != models.default_input_shape(self.model):
             parts.append("s" + "x".join(str(d) for d in self.input_shape))
-        return "-".join(parts)
+        scenario_id = "-".join(parts)
+        return scenario_id if self.host_group is None else f"{scenario_id}@{self.host_group}"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -126,6 +129,7 @@ class Suite:
     description: str
     scenarios: tuple[Scenario, ...]
     text: str  # the file as written, kept in every run folder
+    hosts: tuple[str, ...] = ()  # host groups: every scenario runs once on each (fleet runs only)
 
 
 def load_suite(path: str | Path, *, max_scenarios: int = DEFAULT_MAX_SCENARIOS) -> Suite:
@@ -269,7 +273,29 @@ class _Validator:
                 )
             seen[scenario.id] = where
             scenarios.append(scenario)
-        return Suite(file_path, name, description, tuple(scenarios), text)
+        hosts = self.host_groups(doc)
+        if hosts:
+            scenarios = [dataclasses.replace(s, host_group=group) for group in hosts for s in scenarios]
+            if len(scenarios) > max_scenarios:
+                raise self.fail(("hosts",), f"gives {len(scenarios)} scenarios, more than the limit of {max_scenarios}")
+        return Suite(file_path, name, description, tuple(scenarios), text, hosts)
+
+    def host_groups(self, doc: dict[str, Any]) -> tuple[str, ...]:
+        value = doc.get("hosts")
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not value:
+            raise self.fail(("hosts",), f"expected a non-empty list of host group names, got {_kind(value)}")
+        for i, group in enumerate(value):
+            if not isinstance(group, str) or not _NAME_RE.match(group):
+                raise self.fail(
+                    ("hosts", i),
+                    "expected a host group name of letters, digits, '_', '.' or '-' (the Dask worker "
+                    f"resource its workers offer), got {group!r}",
+                )
+            if value.index(group) != i:
+                raise self.fail(("hosts", i), f"names host group '{group}' twice")
+        return tuple(value)
 
     def grid(self, matrix: Any, where: Path_) -> dict[str, list[Any]]:
         """One matrix's axes and their validated values."""

@@ -29,6 +29,7 @@ from bench.memory import max_rss_rusage_bytes, read_status_bytes, reset_peak_rss
 from bench.suite import Scenario
 
 SPEC_ENV = "BENCH_WORKER_SPEC"
+PARENT_PID_ENV = "BENCH_PARENT_PID"  # the worker dies with this process (bench.harness_plugin)
 # Memory is compared between sampler and kernel from the start of `load` to this event.
 WINDOW_END_PHASE = "after_steady"
 _UNMEASURED_PHASES = ("startup", WINDOW_END_PHASE, "fidelity", "done")

@@ -53,6 +53,8 @@ class RunData:
     warnings: list[str] = field(default_factory=list)
     # scenario ids whose rows lacked fields the current schema has (filled with defaults)
     old_schema_rows: list[str] = field(default_factory=list)
+    # fleet runs (bench.fleet): each measuring host's environment.json, by fingerprint
+    host_environments: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def missing_scenarios(self) -> list[str]:
@@ -88,6 +90,9 @@ def load_run(path: Path) -> RunData:
         expected_scenarios=expected,
         warnings=warnings,
         old_schema_rows=old_rows,
+        host_environments={
+            p.stem: _read_json_object(p, warnings, optional=True) for p in sorted(path.glob("environments/*.json"))
+        },
     )
     if run.missing_scenarios:
         warnings.append(

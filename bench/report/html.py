@@ -25,7 +25,7 @@ from bench.report.tables import (
     Column,
     cell_text,
     display_columns,
-    environment_rows,
+    environment_columns,
     first_line,
     format_value,
     row_notes,
@@ -228,19 +228,17 @@ def _summary_table(report: Report) -> str:
 
 
 def _environment(report: Report) -> str:
-    per_run = [dict(environment_rows(run)) for run in report.runs]
+    columns = environment_columns(report.runs)
     labels: list[str] = []
-    for rows in per_run:
-        for label in rows:
-            if label not in labels:
-                labels.append(label)
-    if len(report.runs) == 1:
-        body = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in per_run[0].items())
+    for _, rows in columns:
+        labels += [label for label in rows if label not in labels]
+    if len(columns) == 1:
+        body = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in columns[0][1].items())
         return f'<div class="table-wrap" style="display:inline-block"><table class="env">{body}</table></div>'
-    head = "<tr><th></th>" + "".join(f"<th>run {i}</th>" for i in range(1, len(report.runs) + 1)) + "</tr>"
+    head = "<tr><th></th>" + "".join(f"<th>{e(heading)}</th>" for heading, _ in columns) + "</tr>"
     body = ""
     for label in labels:
-        values = [rows.get(label, "") for rows in per_run]
+        values = [rows.get(label, "") for _, rows in columns]
         differs = len(set(values)) > 1 and label not in ("run", "started / finished", "folder")
         style = ' style="background:#fff4dc"' if differs else ""
         body += f"<tr{style}><th>{e(label)}</th>" + "".join(f"<td>{e(v)}</td>" for v in values) + "</tr>"

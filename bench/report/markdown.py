@@ -15,7 +15,7 @@ from bench.report.tables import (
     CLIFF_RATIO,
     cell_text,
     display_columns,
-    environment_rows,
+    environment_columns,
     first_line,
     format_value,
     row_notes,
@@ -78,14 +78,14 @@ def _summary(report: Report) -> str:
 
 
 def _environment(report: Report) -> str:
-    per_run = [dict(environment_rows(run)) for run in report.runs]
+    columns = environment_columns(report.runs)
     labels: list[str] = []
-    for rows in per_run:
+    for _, rows in columns:
         labels += [k for k in rows if k not in labels]
-    if len(report.runs) == 1:
-        return _table(["", "value"], [[text(k), text(v)] for k, v in per_run[0].items()], ["l", "l"])
-    headers = [""] + [f"run {i}" for i in range(1, len(report.runs) + 1)]
-    rows = [[text(label)] + [text(r.get(label, "")) for r in per_run] for label in labels]
+    if len(columns) == 1:
+        return _table(["", "value"], [[text(k), text(v)] for k, v in columns[0][1].items()], ["l", "l"])
+    headers = [""] + [text(heading) for heading, _ in columns]
+    rows = [[text(label)] + [text(r.get(label, "")) for _, r in columns] for label in labels]
     return _table(headers, rows, ["l"] * len(headers))
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ REFERENCE_PRECISION = "fp32"
 # Columns of results.csv, in order.
 COLUMNS = [
     "run_id", "scenario_id", "suite", "model", "batch_size", "threads", "interop_threads",
-    "precision", "load", "runtime", "input_shape", "status", "reason",
+    "precision", "load", "runtime", "input_shape", "host_group", "status", "reason",
     "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_min_ms",
     "latency_max_ms", "latency_stddev_ms", "rounds", "throughput_samples_per_s",
     "load_ms", "first_inference_ms", "peak_rss_mib", "rss_before_load_mib", "peak_rss_anon_mib",
@@ -36,7 +37,7 @@ COLUMNS = [
     "environment_fingerprint", "git_sha", "started_at", "duration_s", "schema_version",
 ]  # fmt: skip
 # Identifies "the same configuration" for the fp32 reference: everything but precision.
-CONFIG_KEY = ["run_id", "model", "batch_size", "threads", "interop_threads", "load", "input_shape"]
+CONFIG_KEY = ["run_id", "host_group", "model", "batch_size", "threads", "interop_threads", "load", "input_shape"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
         "load": record.load,
         "runtime": record.runtime,
         "input_shape": shape_text(record.input_shape),
+        "host_group": getattr(record, "host_group", None) or "",
         "status": record.status,
         "reason": record.reason or "",
         "latency_median_ms": _num(_get(lat, "median"), 1e3),
@@ -161,7 +163,9 @@ def summary_frame(runs: Sequence[RunData]) -> pd.DataFrame:
     """One row per scenario per run, in run order then results.jsonl order; with vs_fp32 and cliff."""
     rows = []
     for run in runs:
-        for record in run.records:
+        # The suite's order, which keeps a fleet run's host groups together (rows arrive as hosts finish).
+        order = {scenario_id: i for i, scenario_id in enumerate(run.expected_scenarios)}
+        for record in sorted(run.records, key=lambda r: order.get(r.scenario_id, len(order))):
             row = record_row(record)
             row["run_id"] = run.label  # unique even when two folders share a run id
             rows.append(row)
@@ -384,6 +388,25 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
         ("folder", str(run.path)),
     ]  # fmt: skip
     return [(k, v) for k, v in rows if v]
+
+
+def environment_columns(runs: Sequence[RunData]) -> list[tuple[str, dict[str, str]]]:
+    """(heading, label -> value) per environment: one per run, or one per measuring host of a fleet run."""
+    columns: list[tuple[str, dict[str, str]]] = []
+    for number, run in enumerate(runs, start=1):
+        prefix = f"run {number}" if len(runs) > 1 else ""
+        if not run.host_environments:
+            columns.append((prefix or "value", dict(environment_rows(run))))
+            continue
+        for fingerprint, environment in run.host_environments.items():
+            records = [r for r in run.records if r.environment_fingerprint == fingerprint]
+            groups = ", ".join(sorted({r.host_group for r in records if r.host_group}))
+            hosts = ", ".join(sorted({r.fleet.host for r in records if r.fleet and r.fleet.host}))
+            rows = {"host group": groups, "hosts": hosts, "rows measured": str(len(records))}
+            rows.update(environment_rows(dataclasses.replace(run, environment=environment, records=records)))
+            heading = " · ".join(p for p in (prefix, groups or hosts) if p)
+            columns.append((heading, {k: v for k, v in rows.items() if v}))
+    return columns
 
 
 def _join(*parts: Any) -> str:

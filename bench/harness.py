@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.worker import WorkerSession
+from bench.worker import WorkerSession, die_with_parent
 
+die_with_parent()
 SELFCHECK_BLOCKS = int(os.environ.get("BENCH_SELFCHECK_BLOCKS", "0"))
 
 

@@ -2,8 +2,7 @@
 
 pytest-benchmark describes the machine with py-cpuinfo and the commit with git when it
 writes its JSON, facts the run already keeps in environment.json: these hooks give it the
-short version. The worker dies with its parent (pytest_configure) and leaves as soon as
-pytest is done (pytest_unconfigure).
+short version. And the worker leaves as soon as pytest is done (see pytest_unconfigure).
 """
 
 from __future__ import annotations
@@ -32,25 +31,6 @@ def pytest_benchmark_generate_machine_info(config):
 @pytest.hookimpl(tryfirst=True)
 def pytest_benchmark_generate_commit_info(config):
     return {"note": "bench keeps the git sha in the run folder's environment.json"}
-
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def pytest_configure(config):
-    """A worker whose parent is killed (`bench run`, or a fleet host's Dask worker) must not
-    live on, measuring for no one and disturbing whatever runs next on the host."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    from bench.worker import PARENT_PID_ENV
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    expected = os.environ.get(PARENT_PID_ENV)
-    if expected and os.getppid() != int(expected):  # the parent died before prctl took effect
-        os._exit(1)
 
 
 _exit_status = 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -51,6 +52,21 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exit code {returncode}"
+
+
+def die_with_parent() -> None:
+    """A worker whose parent is killed (`bench run`, or a fleet host's Dask worker) must not
+    live on, measuring for no one and disturbing whatever runs next on the host."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    expected = os.environ.get(PARENT_PID_ENV)
+    if expected and os.getppid() != int(expected):  # the parent died before prctl took effect
+        os._exit(1)
 
 
 class WorkerSession:

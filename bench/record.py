@@ -159,22 +159,6 @@ class ResultRecord:
         return cls(**values)
 
 
-def require_run_folder(path: Path) -> Path:
-    """`path` if it is a run folder (it holds results.jsonl); otherwise a UserError saying what it is."""
-    from bench.errors import UserError
-
-    if not path.exists():
-        raise UserError(f"{path}: no such folder (expected a run folder containing {RESULTS_FILE})")
-    if not path.is_dir():
-        raise UserError(f"{path} is a file, not a run folder (expected a folder containing {RESULTS_FILE})")
-    if not (path / RESULTS_FILE).is_file():
-        raise UserError(
-            f"{path} is not a run folder: it has no {RESULTS_FILE}. "
-            "Pass a folder written by `bench run`, e.g. reports/<run-id>/"
-        )
-    return path
-
-
 def append_record(path: Path, record: ResultRecord) -> None:
     """Append one line and make it durable before the next scenario starts."""
     line = record.to_json() + "\n"

@@ -23,8 +23,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
-from bench.report.data import RunData, round_times, rss_samples
+from bench.report.data import RunData
 from bench.report.tables import pareto_front
+from bench.runfolder import round_times, rss_samples
 
 DPI = 100
 MIB = 1024 * 1024
@@ -209,7 +210,7 @@ def latency_distribution(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: 
         for record in run.records:
             if record.status != "ok":
                 continue
-            times, why = round_times(run, record)
+            times, why = round_times(run.path, record.files, record.scenario_id)
             tag = tags[run.label]
             name = f"{record.scenario_id} · {tag}" if tag else record.scenario_id
             if times is None:
@@ -439,7 +440,7 @@ def memory_over_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path
             if record.status == "unsupported":
                 continue
             name = f"{record.scenario_id} · {tags[run.label]}" if tags[run.label] else record.scenario_id
-            samples, why = rss_samples(run, record)
+            samples, why = rss_samples(run.path, record.files, record.scenario_id)
             if samples is None:
                 if record.status == "ok":  # a failed row may never have started a worker
                     missing.append(f"{name}: {why}")

@@ -65,6 +65,7 @@ class ProfileFigures:
     runtime: str | None = None
     iterations: int | None = None  # profiled calls
     median_latency_s: float | None = None  # median call under the profiler (not the timed figure)
+    profiler_overhead: float | None = None  # torch: that median / the median warmup call without the profiler
     self_cpu_median_per_iter_s: float | None = None  # self time on the calling thread, median per call
     explained_ratio: float | None = None  # calling thread's self time / wall, median per call (~1)
     ops_only_ratio: float | None = None  # the same without time outside operators (Python, dispatch)
@@ -74,6 +75,11 @@ class ProfileFigures:
     achieved_gflops: float | None = None  # flops / the timed median latency
     peak_gflops: float | None = None  # this CPU's matmul peak at the row's threads and dtype
     percent_of_peak: float | None = None
+    # torch's live CPU allocations in the profiling process (profile/<scenario>/memory.csv), peak per phase:
+    allocated_load_bytes: int | None = None
+    allocated_first_inference_bytes: int | None = None
+    allocated_steady_bytes: int | None = None  # over the profiled calls
+    allocated_per_call_bytes: int | None = None  # median over profiled calls of a call's peak above its start
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
-from bench.record import RESULTS_FILE, Fidelity, KernelPeaks, ResultRecord, RssFigures
+from bench.record import RESULTS_FILE, Fidelity, KernelPeaks, ProfileFigures, ResultRecord, RssFigures
 from bench.stats import LatencyStats
 
 RUN_INFO_FILE = "run.json"
@@ -43,6 +43,7 @@ _NESTED = {
     "rss_bytes": RssFigures,
     "peak_rss_kernel_phase_bytes": KernelPeaks,
     "fidelity": Fidelity,
+    "profile": ProfileFigures,
 }
 
 
@@ -229,7 +230,7 @@ def _record_from_dict(data: dict[str, Any], folder: RunFolder) -> tuple[ResultRe
                 filled.extend(f"{key}.{n}" for n in missing)
             # Required fields an older schema lacked become None; optional ones keep their defaults.
             data[key] = {
-                f.name: _number_or_none(value.get(f.name))
+                f.name: _clean(value.get(f.name), str(f.type))
                 for f in fields
                 if f.name in value or f.default is dataclasses.MISSING
             }
@@ -240,12 +241,13 @@ def _record_from_dict(data: dict[str, Any], folder: RunFolder) -> tuple[ResultRe
     return ResultRecord.from_dict(data), filled
 
 
-def _number_or_none(value: Any) -> Any:
+def _clean(value: Any, kind: str) -> Any:
+    """A finite number, or a string where the field is one (`kind`: its annotation); else None."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | float):
         return value if math.isfinite(value) else None
-    return None
+    return value if isinstance(value, str) and "str" in kind else None
 
 
 # --- a row's raw files ------------------------------------------------------------------------------

@@ -83,14 +83,17 @@ def test_rows_of_an_older_schema_are_filled_and_named(tmp_path):
         del old[key]
     old["latency_s"] = {"median": 0.002, "mean": 0.002}
     old["fidelity"] = "not a dict"
+    old["profile"] = {"status": "ok", "flops": "many", "explained_ratio": 1.0, "future_field": 3}
     with open(run_dir / "results.jsonl", "a") as f:
         f.write(json.dumps(old) + "\n" + json.dumps({"scenario_id": "bogus", "status": "nonsense"}) + "\n")
     folder = runfolder.read_folder(run_dir)
     records, old_rows = runfolder.result_records(folder)
-    assert [r.scenario_id for r in records] == [MLP, "tiny_cnn-b1-t1-fp32-eager"] and old_rows == [records[1].scenario_id]
+    assert [r.scenario_id for r in records] == [MLP, "tiny_cnn-b1-t1-fp32-eager"]
+    assert old_rows == ["tiny_cnn-b1-t1-fp32-eager"]
     filled = records[1]
     assert filled.status == "ok" and filled.runtime == "torch" and filled.files == {} and filled.fidelity is None
     assert filled.latency_s.median == 0.002 and filled.latency_s.p99 is None
+    assert (filled.profile.status, filled.profile.flops, filled.profile.explained_ratio) == ("ok", None, 1.0)
     warning = next(w for w in folder.warnings if "older schema" in w)
     assert "line 2" in warning and "runtime" in warning and "latency_s.p99" in warning
     assert any("line 3 is not a result record" in w and "status must be one of" in w for w in folder.warnings)

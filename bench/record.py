@@ -145,13 +145,7 @@ class ResultRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
         """Build a record from JSON; keys from newer schemas are ignored, missing optional ones default."""
-        nested = {
-            "latency_s": LatencyStats,
-            "rss_bytes": RssFigures,
-            "peak_rss_kernel_phase_bytes": KernelPeaks,
-            "fidelity": Fidelity,
-            "profile": ProfileFigures,
-        }
+        nested = NESTED_FIELDS
         names = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for key, value in data.items():
@@ -163,6 +157,16 @@ class ResultRecord:
                 value = sub(**{k: v for k, v in value.items() if k in sub_names})
             values[key] = value
         return cls(**values)
+
+
+# The record's fields that are dataclasses of their own, and their classes.
+NESTED_FIELDS: dict[str, type] = {
+    "latency_s": LatencyStats,
+    "rss_bytes": RssFigures,
+    "peak_rss_kernel_phase_bytes": KernelPeaks,
+    "fidelity": Fidelity,
+    "profile": ProfileFigures,
+}
 
 
 def append_record(path: Path, record: ResultRecord) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
-from bench.record import RESULTS_FILE, Fidelity, KernelPeaks, ProfileFigures, ResultRecord, RssFigures
+from bench.record import NESTED_FIELDS, RESULTS_FILE, Fidelity, ResultRecord
 from bench.stats import LatencyStats
 
 RUN_INFO_FILE = "run.json"
@@ -37,13 +37,6 @@ _REQUIRED_DEFAULTS: dict[str, Any] = {
     "load": "eager",
     "runtime": "torch",
     "input_shape": [],
-}
-_NESTED = {
-    "latency_s": LatencyStats,
-    "rss_bytes": RssFigures,
-    "peak_rss_kernel_phase_bytes": KernelPeaks,
-    "fidelity": Fidelity,
-    "profile": ProfileFigures,
 }
 
 
@@ -220,7 +213,7 @@ def _record_from_dict(data: dict[str, Any], folder: RunFolder) -> tuple[ResultRe
         filled.append("status")
     if data["status"] != "ok" and not data.get("reason"):
         data["reason"] = "(no reason recorded)"
-    for key, cls in _NESTED.items():
+    for key, cls in NESTED_FIELDS.items():
         value = data.get(key)
         if isinstance(value, dict):
             fields = dataclasses.fields(cls)

@@ -79,6 +79,7 @@ class ProfileFigures:
     runtime: str | None = None
     iterations: int | None = None  # profiled calls
     median_latency_s: float | None = None  # median call under the profiler (not the timed figure)
+    profiler_overhead: float | None = None  # torch: that median / the median warmup call without the profiler
     self_cpu_median_per_iter_s: float | None = None  # self time on the calling thread, median per call
     explained_ratio: float | None = None  # calling thread's self time / wall, median per call (~1)
     ops_only_ratio: float | None = None  # the same without time outside operators (Python, dispatch)
@@ -88,6 +89,11 @@ class ProfileFigures:
     achieved_gflops: float | None = None  # flops / the timed median latency
     peak_gflops: float | None = None  # this CPU's matmul peak at the row's threads and dtype
     percent_of_peak: float | None = None
+    # torch's live CPU allocations in the profiling process (profile/<scenario>/memory.csv), peak per phase:
+    allocated_load_bytes: int | None = None
+    allocated_first_inference_bytes: int | None = None
+    allocated_steady_bytes: int | None = None  # over the profiled calls
+    allocated_per_call_bytes: int | None = None  # median over profiled calls of a call's peak above its start
 
 
 @dataclass(frozen=True)
@@ -168,15 +174,7 @@ class ResultRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
         """Build a record from JSON; keys from newer schemas are ignored, missing optional ones default."""
-        nested = {
-            "latency_s": LatencyStats,
-            "rss_bytes": RssFigures,
-            "peak_rss_kernel_phase_bytes": KernelPeaks,
-            "fidelity": Fidelity,
-            "profile": ProfileFigures,
-            "fleet": FleetPlacement,
-            "model_source": ModelSourceInfo,
-        }
+        nested = NESTED_FIELDS
         names = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for key, value in data.items():
@@ -190,20 +188,16 @@ class ResultRecord:
         return cls(**values)
 
 
-def require_run_folder(path: Path) -> Path:
-    """`path` if it is a run folder (it holds results.jsonl); otherwise a UserError saying what it is."""
-    from bench.errors import UserError
-
-    if not path.exists():
-        raise UserError(f"{path}: no such folder (expected a run folder containing {RESULTS_FILE})")
-    if not path.is_dir():
-        raise UserError(f"{path} is a file, not a run folder (expected a folder containing {RESULTS_FILE})")
-    if not (path / RESULTS_FILE).is_file():
-        raise UserError(
-            f"{path} is not a run folder: it has no {RESULTS_FILE}. "
-            "Pass a folder written by `bench run`, e.g. reports/<run-id>/"
-        )
-    return path
+# The record's fields that are dataclasses of their own, and their classes.
+NESTED_FIELDS: dict[str, type] = {
+    "latency_s": LatencyStats,
+    "rss_bytes": RssFigures,
+    "peak_rss_kernel_phase_bytes": KernelPeaks,
+    "fidelity": Fidelity,
+    "profile": ProfileFigures,
+    "fleet": FleetPlacement,
+    "model_source": ModelSourceInfo,
+}
 
 
 def append_record(path: Path, record: ResultRecord) -> None:

@@ -36,6 +36,7 @@ from bench.record import (
     append_record,
     read_records,
 )
+from bench.runfolder import benchmark_round_times
 from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite
@@ -350,11 +351,6 @@ def worker_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def read_round_times(benchmark_json: Path) -> list[float]:
-    data = json.loads(benchmark_json.read_text(encoding="utf-8"))
-    return [t for entry in data["benchmarks"] for t in entry["stats"]["data"]]
-
-
 def build_record(
     base: dict[str, Any],
     scenario: Scenario,
@@ -408,7 +404,7 @@ def build_record(
     failure = _failure_reason(scenario, outcome)
     if failure is not None:
         return ResultRecord(**base, **measured, status="failed", reason=failure)
-    latency = LatencyStats.from_times(read_round_times(benchmark_json))
+    latency = LatencyStats.from_times(benchmark_round_times(benchmark_json))
     fidelity = worker.get("fidelity")
     return ResultRecord(
         **base,

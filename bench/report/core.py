@@ -14,6 +14,7 @@ from bench import __version__
 from bench.errors import UserError
 from bench.report.data import RunData, label_runs, load_run
 from bench.report.figures import FIGURE_PREFIXES, FigureResult, draw_all
+from bench.report.profiles import ProfileSection, memory_phase_frame, profile_sections
 from bench.report.tables import comparison_frame, csv_frame, summary_frame
 
 HTML_NAME = "report.html"
@@ -35,6 +36,8 @@ class Report:
     fidelity_measured: bool
     out_dir: Path
     generated_at: str
+    profiles: list[ProfileSection] = field(default_factory=list)  # rows with `profile: true`
+    memory_phases: pd.DataFrame = field(default_factory=pd.DataFrame)  # memory_phase_frame
     bench_version: str = __version__
 
     @property
@@ -87,6 +90,8 @@ def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
         fidelity_measured=fidelity_measured,
         out_dir=out_dir,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        profiles=profile_sections(runs, out_dir),
+        memory_phases=memory_phase_frame(runs),
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from bench.profiling import profiles_html
+from bench.report.capacity import capacity_html
 from bench.report.core import Report
 from bench.report.figures import FigureResult
 from bench.report.tables import (
@@ -383,6 +384,8 @@ def _toc(report: Report) -> str:
         links.append(("problems", "Failed / unsupported"))
     if any(getattr(r, "profile", None) is not None for run in report.runs for r in run.records):
         links.append(("profiles", "Operator profiles"))
+    if report.capacity is not None:
+        links.append(("capacity", "Capacity"))
     if report.comparison is not None:
         links.append(("comparison", "Runs side by side"))
     if report.figures:
@@ -431,6 +434,7 @@ def render_html(report: Report) -> str:
 {_summary_table(report)}
 {_problems(report)}
 {profiles_html(report)}
+{capacity_html(report.capacity)}
 {_comparison(report)}
 {_figures(report)}
 <footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv.

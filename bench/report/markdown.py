@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench.report.capacity import capacity_markdown
 from bench.report.core import Report
 from bench.report.tables import (
     CLIFF_RATIO,
@@ -172,6 +173,7 @@ def render_markdown(report: Report) -> str:
             fence = "~~~~" if "```" in reason else "```"
             block = "\n".join("  " + line for line in [fence + "text", *reason.splitlines(), fence])
             out.append(f"- **{text(row['status'])}** {code(row['scenario_id'])}{where}:\n\n{block}\n")
+    out.append(capacity_markdown(report.capacity, report.out_dir))
     out.append(_comparison(report))
     out.append(_figures(report))
     return "\n".join(part for part in out if part is not None).rstrip() + "\n"

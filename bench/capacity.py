@@ -113,8 +113,9 @@ def sweep_counts(instances: int, sweep: bool) -> list[int]:
 class InstanceGroup:
     """N instances of one width, started together; the parent writes requests into their shared pipe."""
 
-    def __init__(self, scenario: Scenario, artifact_path: Path, cores: list[list[int]], log_dir: Path,
-                 batch_sizes: list[int]):  # fmt: skip
+    def __init__(
+        self, scenario: Scenario, artifact_path: Path, cores: list[list[int]], log_dir: Path, batch_sizes: list[int]
+    ):
         self.scenario = scenario
         self.artifact_path = artifact_path
         self.cores = cores
@@ -377,8 +378,9 @@ def measure_capacity(scenario: Scenario, artifact_path: Path, out_dir: Path, pha
             continue
         largest = max(la.instances for la in fitting)
         counts = sorted(set(sweep_counts(largest, policy.sweep)) | {la.instances for la in fitting})
-        results.update(_measure_width(scenario, artifact_path, out_dir, policy, threads, largest, counts,
-                                      {la.instances for la in fitting}, usable, phase))  # fmt: skip
+        requested = {la.instances for la in fitting}
+        cores = [usable[i * threads : (i + 1) * threads] for i in range(largest)]
+        results.update(_measure_width(scenario, artifact_path, out_dir, policy, cores, counts, requested, phase))
     ordered = [results[la] for la in layouts] + [f for la, f in results.items() if la not in layouts]
     best = _best_layout(ordered)
     ok = any(f.status == "ok" and f.requested for f in ordered)
@@ -408,26 +410,24 @@ def _measure_width(
     artifact_path: Path,
     out_dir: Path,
     policy: CapacityPolicy,
-    threads: int,
-    largest: int,
+    cores: list[list[int]],
     counts: list[int],
     requested: set[int],
-    usable: list[int],
     phase: Phase,
 ) -> dict[Layout, LayoutFigures]:
-    """One group of `largest` instances of `threads` threads, measured at each instance count."""
+    """One group of instances (one per entry of `cores`), measured with the first k for each k in `counts`."""
+    threads = len(cores[0])
     results: dict[Layout, LayoutFigures] = {}
     instance_scenario = dataclasses.replace(scenario, threads=threads)
-    cores = [usable[i * threads : (i + 1) * threads] for i in range(largest)]
-    phase(f"capacity: starting {largest} instance(s) of {threads} thread(s)")
+    phase(f"capacity: starting {len(cores)} instance(s) of {threads} thread(s)")
     floor_p99_s = None
+    log_dir = out_dir / f"t{threads}"
     try:
-        with InstanceGroup(instance_scenario, artifact_path, cores, out_dir / f"t{threads}",
-                           [policy.offline_batch_size]) as group:  # fmt: skip
+        with InstanceGroup(instance_scenario, artifact_path, cores, log_dir, [policy.offline_batch_size]) as group:
             for k in counts:
                 layout = Layout(k, threads)
-                figures = measure_point(group, k, policy, floor_p99_s, k in requested, phase,
-                                        out_dir / f"{layout.name}.npz")  # fmt: skip
+                raw_path = out_dir / f"{layout.name}.npz"
+                figures = measure_point(group, k, policy, floor_p99_s, k in requested, phase, raw_path)
                 if k == 1:
                     floor_p99_s = figures.closed_loop.latency_s.p99 if figures.closed_loop else None
                 results[layout] = figures

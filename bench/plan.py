@@ -103,6 +103,8 @@ class ScenarioPlan:
     status: str  # ok, unreachable, does_not_fit, not_measured
     reason: str | None
     measured_slo_p99_s: float | None  # the SLO server mode searched against in the run
+    step_min_requests: int | None = None  # every valid server step had at least this many requests ...
+    step_min_duration_s: float | None = None  # ... and lasted at least this long
     chosen: WidthOption | None = None
     options: list[WidthOption] = field(default_factory=list)
     hosts: int | None = None
@@ -240,7 +242,7 @@ def width_option(points: list[SweepPoint], threads: int, request: PlanRequest) -
         threads_per_instance=threads, measured_instances=largest.instances,
         per_instance_per_s=largest.per_instance_per_s, doubling_efficiency=efficiency,
         efficiency_measured=from_sweep, instances_cpu_bound=cpu_bound, instances_memory_bound=memory_bound,
-        instances=instances, sweep=points, rate_is_lower_bound=any(p.rate_is_lower_bound for p in measured),
+        instances=instances, sweep=points,
     )  # fmt: skip
     if instances < 1:
         if cpu_bound < 1:
@@ -259,6 +261,7 @@ def width_option(points: list[SweepPoint], threads: int, request: PlanRequest) -
     return WidthOption(
         status="ok", reason=None, binds=binds, qps_per_host=instances * rate, per_instance_at_host_per_s=rate,
         doublings_beyond_measured=max(0.0, math.log2(instances / source)),
+        rate_is_lower_bound=next(p.rate_is_lower_bound for p in measured if p.instances == source),
         memory_per_host_bytes=instances * uss + shared if uss else None, **base,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -270,9 +273,15 @@ def plan_scenario(record: ResultRecord, request: PlanRequest) -> ScenarioPlan:
         return ScenarioPlan(record.scenario_id, record.batch_size, "not_measured", why, None)
     widths = list(dict.fromkeys(f.threads_per_instance for f in capacity.layouts if f.status == "ok"))
     options = [width_option(sweep_points(capacity, t, request.slo_p99_s), t, request) for t in widths]
+    if not options:
+        return ScenarioPlan(record.scenario_id, record.batch_size, "not_measured", "no layout was measured", None)
     ok = [o for o in options if o.status == "ok"]
-    base = dict(scenario_id=record.scenario_id, batch_size=record.batch_size, measured_slo_p99_s=capacity.slo_p99_s,
-                options=options)  # fmt: skip
+    server = next((f.server for f in capacity.layouts if f.server is not None), None)
+    base = dict(
+        scenario_id=record.scenario_id, batch_size=record.batch_size, measured_slo_p99_s=capacity.slo_p99_s,
+        options=options, step_min_requests=server.min_requests if server else None,
+        step_min_duration_s=server.min_duration_s if server else None,
+    )  # fmt: skip
     if not ok:
         reasons = "; ".join(f"{o.threads_per_instance} thread(s) per instance: {o.reason}" for o in options)
         if any(o.status == "unreachable" for o in options):
@@ -283,7 +292,7 @@ def plan_scenario(record: ResultRecord, request: PlanRequest) -> ScenarioPlan:
             )
         else:
             status, reason = "does_not_fit", f"no instance fits on the host ({reasons})"
-        return ScenarioPlan(status=status, reason=reason if options else "no layout was measured", **base)  # type: ignore[arg-type]
+        return ScenarioPlan(status=status, reason=reason, **base)  # type: ignore[arg-type]
     chosen = max(ok, key=lambda o: o.qps_per_host or 0.0)
     usable = (chosen.qps_per_host or 0.0) * (1 - request.headroom)
     hosts = math.ceil(request.target_qps / usable)
@@ -405,9 +414,11 @@ def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
             "",
         ]
     else:
-        word = {"unreachable": "**Unreachable**", "does_not_fit": "**Does not fit on this host**"}.get(
-            scenario.status, f"**{scenario.status}**"
-        )
+        word = {
+            "unreachable": "**Unreachable**",
+            "does_not_fit": "**Does not fit on this host**",
+            "not_measured": "**Not measured**",
+        }[scenario.status]
         out += [f"{word}: {scenario.reason}", ""]
     if scenario.measured_slo_p99_s is not None and abs(scenario.measured_slo_p99_s - plan.request.slo_p99_s) > 1e-12:
         out += [
@@ -422,7 +433,8 @@ def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
             _table(WIDTH_HEADERS, [_width_row(o) for o in scenario.options]),
             "",
             "Sweep measured on this machine (the scaling assumption rests on it; batch "
-            f"{scenario.batch_size} per request):",
+            f"{scenario.batch_size} per request; every rate comes from server steps of at least "
+            f"{_int(scenario.step_min_requests)} requests and {_num(scenario.step_min_duration_s, 1)} s):",
             "",
             _table(SWEEP_HEADERS, [_sweep_row(p) for o in scenario.options for p in o.sweep]),
             "",
@@ -490,7 +502,8 @@ examples:
 RUN is a run folder (reports/<run-id>) or a run id in the history, measured with a
 `capacity:` block in its suite. Without --host-* the host is the measured machine.
 One request is one call on the scenario's batch. exit status: 0 every scenario has a plan,
-1 some target cannot be met (unreachable SLO, or no instance fits the host), 2 bad input.
+1 some scenario has none (an unreachable SLO, no instance fits the host, or its capacity
+measurement failed), 2 bad input.
 """
 
 

@@ -197,10 +197,11 @@ def test_server_mode_search_stops_below_an_overload_whose_p99_grows_without_boun
     assert long.latency_p99_s > 1.5 * short.latency_p99_s, (short.latency_p99_s, long.latency_p99_s)
     assert long.achieved_per_s < overload / 2 * 1.05  # served no faster than physically possible
 
-    # Well below capacity: close to the single-stream p99, and far from the overload.
+    # Well below capacity: close to the single-stream p99 (a wake-up on a busy core can cost a few ms
+    # more than a call in a tight loop), well within the SLO, and far from the overload.
     low = step(search.max_rate_per_s / 10, 102)
     assert low.passed, low.reasons
-    assert low.latency_p99_s <= 3 * single_p99 + 0.005, (low.latency_p99_s, single_p99)
+    assert low.latency_p99_s <= 5 * single_p99 + 0.01, (low.latency_p99_s, single_p99)  # the SLO is 10x + 20 ms
     assert low.latency_p99_s < short.latency_p99_s / 5
     assert low.loadgen_cpu_fraction < 0.2  # the generator sleeps between sends
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.lines import Line2D
 
-from bench.record import LayoutFigures, ResultRecord, ServerStep
+from bench.record import LayoutFigures, ResultRecord, ServerFigures, ServerStep
 from bench.report.data import RunData
 from bench.report.figures import EXTRA_COLORS, STYLE, FigureResult, _fixed_grid, _grid, _nice_log, _save
 
@@ -28,8 +28,8 @@ CAPTION = (
     "Server mode: each point is one step of Poisson arrivals at a fixed offered rate; x is the requests completed "
     "per second, y the step's p99 latency from each request's scheduled arrival (nearest rank; log scale). Filled: "
     "the step met the SLO; cross: it did not; hollow: invalid (too short or too few requests); square: the "
-    "low-load step at a tenth of the highest passing rate. Above capacity the p99 grows with the step's length "
-    "(the queue has no bound), which is why the curve turns up."
+    "low-load step at a tenth of the highest passing rate (hollow when invalid). Above capacity the p99 grows "
+    "with the step's length (the queue has no bound), which is why the curve turns up."
 )
 
 
@@ -105,7 +105,9 @@ def _draw(records: list[tuple[str, ResultRecord]], fig_dir: Path) -> FigureResul
                 ax.plot([x], [y], marker=marker, markersize=6, color=color, markerfacecolor=face, linestyle="")
             low = layout.server.low_load_step if layout.server else None
             if low is not None and low.latency_p99_s is not None and low.achieved_per_s > 0:
-                ax.plot([low.achieved_per_s], [low.latency_p99_s * 1e3], marker="s", color=color, linestyle="")
+                face = color if low.valid else "white"
+                ax.plot([low.achieved_per_s], [low.latency_p99_s * 1e3], marker="s", color=color,
+                        markerfacecolor=face, linestyle="")  # fmt: skip
             handles.append(Line2D([], [], color=color, marker="o", label=label))
         slo_ms = capacity.slo_p99_s * 1e3
         ax.axhline(slo_ms, color="#b3261e", linestyle="--", linewidth=1.2)
@@ -144,6 +146,17 @@ def _largest(values: list[int | None]) -> float | None:
     return max(known) / MIB if known else None
 
 
+def _search(server: ServerFigures | None) -> str:
+    if server is None:
+        return "-"
+    if not server.steps:
+        return server.stop_reason
+    return (
+        f"{len(server.steps)} steps of >= {server.min_requests} requests and >= {server.min_duration_s:g} s; "
+        f"{server.stop_reason}"
+    )
+
+
 def _cells(row: CapacityRow) -> list[str]:
     f = row.layout
     if f.status != "ok":
@@ -165,7 +178,7 @@ def _cells(row: CapacityRow) -> list[str]:
         _fmt(_largest([m.pss_bytes for m in f.memory])),
         _fmt(_largest([m.rss_bytes for m in f.memory])),
         f"{max(loadgen):.2f}; {max(lags) * 1e3:.3g}" if loadgen and lags else "-",
-        f"{len(server.steps)} steps; {server.stop_reason}" if server else "-",
+        _search(server),
     ]
 
 

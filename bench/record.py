@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
+import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +110,111 @@ class FleetPlacement:
 
 
 @dataclass(frozen=True)
+class InstanceRun:
+    """One instance's share of a closed-loop or offline run (bench.capacity)."""
+
+    instance: int
+    cores: list[int]  # the CPUs it was pinned to (os.sched_setaffinity)
+    calls: int
+    samples_per_s: float  # calls x batch / its own wall time
+    latency_s: LatencyStats | None  # per call
+    cpu_s: float | None = None  # the instance's process CPU time over the run
+
+
+@dataclass(frozen=True)
+class ClosedLoopFigures:
+    """Every instance calling back to back, all started together, for a fixed duration."""
+
+    batch_size: int
+    duration_s: float
+    samples_per_s: float  # aggregate: the instances' throughputs summed
+    requests_per_s: float  # aggregate calls per second
+    latency_s: LatencyStats | None  # every instance's calls pooled
+    instances: list[InstanceRun] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServerStep:
+    """One step of server mode: Poisson arrivals at a fixed offered rate (bench.loadgen)."""
+
+    rate_per_s: float  # offered
+    requests: int  # scheduled
+    completed: int  # finished before the drain deadline
+    duration_s: float  # from the step's start to its last scheduled arrival
+    achieved_per_s: float  # completed / duration_s
+    latency_p50_s: float | None  # from each request's scheduled arrival to the end of its inference
+    latency_p90_s: float | None
+    latency_p99_s: float | None
+    latency_max_s: float | None
+    p99_lower_bound: bool  # the p99 fell on an unfinished request: the true p99 is at least this
+    wait_p99_s: float | None  # scheduled arrival -> an instance took the request (queueing + dispatch)
+    service_p99_s: float | None  # the inference alone
+    send_lag_p99_s: float | None  # how late the generator sent requests (counted in the latency)
+    loadgen_cpu_s: float  # CPU time of the generator's thread during the step
+    loadgen_cpu_fraction: float  # loadgen_cpu_s / step wall time: the share of a core it took
+    instances_cpu_s: float | None  # the serving instances' CPU time during the step
+    valid: bool  # long enough and enough requests for its p99 to mean something
+    passed: bool  # valid and p99 within the SLO
+    reasons: list[str] = field(default_factory=list)  # why invalid or failed
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ServerFigures:
+    """Server mode's search for the highest rate whose p99 meets the SLO."""
+
+    slo_p99_s: float
+    max_rate_per_s: float | None  # highest passing offered rate; None: no rate met the SLO
+    stop_reason: str
+    min_duration_s: float
+    min_requests: int
+    steps: list[ServerStep] = field(default_factory=list)
+    low_load_step: ServerStep | None = None  # at a tenth of max_rate_per_s (or the least a valid step allows)
+
+
+@dataclass(frozen=True)
+class InstanceMemory:
+    """One instance's memory after serving (psutil memory_full_info; VmHWM from /proc)."""
+
+    instance: int
+    rss_bytes: int | None
+    uss_bytes: int | None  # pages no other process shares
+    pss_bytes: int | None  # shared pages split among the processes sharing them
+    peak_rss_kernel_bytes: int | None  # VmHWM over the instance's life (offline's big batches included)
+
+
+@dataclass(frozen=True)
+class LayoutFigures:
+    """One layout: `instances` processes with `threads_per_instance` threads on disjoint cores."""
+
+    layout: str  # e.g. "2x1": 2 instances x 1 thread
+    instances: int
+    threads_per_instance: int
+    requested: bool  # listed in the suite (or by `auto`); false: a point of the instance-count sweep
+    status: str  # ok, failed or skipped
+    note: str | None = None
+    cores: list[list[int]] = field(default_factory=list)
+    closed_loop: ClosedLoopFigures | None = None  # batch_size = the scenario's; 1 instance: SingleStream
+    offline: ClosedLoopFigures | None = None  # large batches: max throughput
+    server: ServerFigures | None = None
+    memory: list[InstanceMemory] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CapacityFigures:
+    """Capacity measurement of a scenario (`capacity:` in a suite; bench.capacity)."""
+
+    status: str  # ok or failed: capacity never fails the row
+    note: str | None
+    slo_p99_s: float
+    usable_cores: int
+    best_layout: str | None  # the requested layout with the highest rate at the SLO
+    layouts: list[LayoutFigures] = field(default_factory=list)
+    percentile_rule: str | None = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
 class ResultRecord:
     run_id: str
     scenario_id: str
@@ -157,6 +264,7 @@ class ResultRecord:
     fleet: FleetPlacement | None = None  # fleet runs: the worker, host and times of the measurement
     model_source: ModelSourceInfo | None = None  # the user's model file or factory, when `model` names one
     model_freed_on_release: bool | None = None  # a weak reference to the model died after del + gc.collect()
+    capacity: CapacityFigures | None = None  # only with a `capacity:` block
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -174,16 +282,13 @@ class ResultRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
         """Build a record from JSON; keys from newer schemas are ignored, missing optional ones default."""
-        nested = NESTED_FIELDS
         names = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in names:
                 continue
-            if key in nested and isinstance(value, dict):
-                sub = nested[key]
-                sub_names = {f.name for f in dataclasses.fields(sub)}
-                value = sub(**{k: v for k, v in value.items() if k in sub_names})
+            if key in NESTED_FIELDS and isinstance(value, dict):
+                value = from_json(NESTED_FIELDS[key], value)
             values[key] = value
         return cls(**values)
 
@@ -197,7 +302,26 @@ NESTED_FIELDS: dict[str, type] = {
     "profile": ProfileFigures,
     "fleet": FleetPlacement,
     "model_source": ModelSourceInfo,
+    "capacity": CapacityFigures,
 }
+
+
+def from_json(hint: Any, value: Any) -> Any:
+    """A JSON value as type `hint`: dataclasses (recursively, unknown keys dropped), lists, optionals."""
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return from_json(inner[0], value) if len(inner) == 1 else value
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(hint)
+        return [from_json(item, v) for v in value]
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        hints = typing.get_type_hints(hint)
+        names = {f.name for f in dataclasses.fields(hint)}
+        return hint(**{k: from_json(hints[k], v) for k, v in value.items() if k in names})
+    return value
 
 
 def append_record(path: Path, record: ResultRecord) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.report.capacity import capacity_html
 from bench.report.core import Report
 from bench.report.figures import FigureResult
 from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
@@ -439,6 +440,8 @@ def _toc(report: Report) -> str:
         links.append(("profiles", "Operator profiles"))
     if not report.memory_phases.empty:
         links.append(("memory-phases", "Memory by phase"))
+    if report.capacity is not None:
+        links.append(("capacity", "Capacity"))
     if report.comparison is not None:
         links.append(("comparison", "Runs side by side"))
     if report.figures:
@@ -488,6 +491,7 @@ def render_html(report: Report) -> str:
 {_problems(report)}
 {profiles_html(report)}
 {memory_phases_html(report)}
+{capacity_html(report.capacity)}
 {_comparison(report)}
 {_figures(report)}
 <footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv,

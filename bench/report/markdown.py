@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from bench.report.capacity import capacity_markdown
 from bench.report.core import Report
 from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
 from bench.report.tables import (
@@ -220,6 +221,7 @@ def render_markdown(report: Report) -> str:
             out.append(f"- **{text(row['status'])}** {code(row['scenario_id'])}{where}:\n\n{block}\n")
     out.append(profiles_markdown(report))
     out.append(memory_phases_markdown(report))
+    out.append(capacity_markdown(report.capacity, report.out_dir))
     out.append(_comparison(report))
     out.append(_figures(report))
     return "\n".join(part for part in out if part is not None).rstrip() + "\n"

@@ -238,8 +238,10 @@ def _record_from_dict(data: dict[str, Any], folder: RunFolder) -> tuple[ResultRe
 
 
 def _clean(value: Any, kind: str) -> Any:
-    """A finite number, or a string where the field is one (`kind`: its annotation); else None."""
-    if isinstance(value, bool) or value is None:
+    """A finite number, or a string where the field is one (`kind`: its annotation); else None.
+
+    Lists and mappings (capacity layouts, fleet attempts) pass as they are: from_dict types them."""
+    if isinstance(value, bool | list | dict) or value is None:
         return value
     if isinstance(value, int | float):
         return value if math.isfinite(value) else None

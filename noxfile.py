@@ -37,8 +37,9 @@ def _install_chromium(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    """Install into .venv (and Debian's chromium, for the report's browser test) and run every test."""
-    _install(session)
+    """Install into .venv (with the tflite extra, so LiteRT is tested too; and Debian's chromium, for the
+    report's browser test) and run every test."""
+    _install(session, "test,tflite")
     _install_chromium(session)
     session.run(str(BIN / "python"), "-m", "pytest", *session.posargs, external=True)
 

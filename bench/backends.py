@@ -9,14 +9,17 @@ trying tells; it becomes an `unsupported` row, never a crash or a gap.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import models
+from bench import models, sources
 from bench.artifacts import Artifact, cached_artifact, file_sha256
+from bench.sources import FORMAT_NAMES, ModelSource, SourceError
 from bench.suite import Scenario
 
 # Layer types torch's dynamic quantization replaces with int8 versions.
@@ -27,10 +30,11 @@ _FORMATS = {
     "torchscript": "torchscript",
     "export": "exported_program",
     "onnxruntime": "onnx",
+    "litert": "tflite",
 }
+_RUNTIMES = {"onnxruntime": "onnxruntime", "litert": "litert"}  # every other load mode runs in torch
 _SUFFIXES = {"state_dict": ".pt", "torchscript": ".ts.pt", "exported_program": ".pt2", "onnx": ".onnx"}
-# Nodes ONNX Runtime's dynamic quantizer puts where it replaced a float MatMul/Conv/Gemm.
-_ORT_INT8_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+LITERT_MISSING = "LiteRT is not installed: pip install .[tflite] (the ai-edge-litert package)"
 
 
 class Unsupported(Exception):
@@ -42,12 +46,18 @@ def import_libraries(scenario: Scenario) -> None:
     (torchvision alone takes ~2 s to import, longer than loading resnet18)."""
     if scenario.load == "onnxruntime":
         import onnxruntime  # noqa: F401
-    if scenario.model not in models.BUILTIN:
+    if scenario.load == "litert":
+        _litert_interpreter()
+    source = scenario.source
+    architecture = source.architecture if source else scenario.model
+    if architecture and sources.is_factory(architecture):
+        sources.import_factory_module(source)  # the user's module, and whatever it imports
+    elif architecture and architecture not in models.BUILTIN:
         import torchvision  # noqa: F401
 
 
 def runtime_of(scenario: Scenario) -> str:
-    return "onnxruntime" if scenario.load == "onnxruntime" else "torch"
+    return _RUNTIMES.get(scenario.load, "torch")
 
 
 def artifact_format(scenario: Scenario) -> str:
@@ -56,6 +66,14 @@ def artifact_format(scenario: Scenario) -> str:
 
 def unsupported_reason(scenario: Scenario) -> str | None:
     """Reasons known without trying."""
+    source = scenario.source
+    if source is not None and source.compiled:
+        return _compiled_file_reason(source, scenario)
+    if scenario.load == "litert":
+        return (
+            "load litert runs .tflite files given as a model source (tflite: FILE); bench does not "
+            "convert torch models to TFLite"
+        )
     if scenario.load == "mmap" and scenario.precision == "int8_dynamic":
         return (
             "mmap cannot load int8_dynamic: dynamically quantized layers keep their weights in "
@@ -68,6 +86,31 @@ def unsupported_reason(scenario: Scenario) -> str | None:
         )
     if scenario.load == "onnxruntime" and scenario.precision == "bf16":
         return "ONNX Runtime's CPU execution provider has no bfloat16 kernels for these operators"
+    return None
+
+
+def _compiled_file_reason(source: ModelSource, scenario: Scenario) -> str | None:
+    """A compiled file runs as saved, with its own load mode; ONNX fp32 can also be quantized to int8."""
+    what = FORMAT_NAMES[source.kind]
+    if scenario.load != source.native_load:
+        return (
+            f"a {what} file given as a model source runs only with load: {source.native_load} "
+            "(bench does not convert it to other formats)"
+        )
+    onnx_int8 = source.kind == "onnx" and source.saved_precision == "fp32" and scenario.precision == "int8_dynamic"
+    if scenario.precision != source.saved_precision and not onnx_int8:
+        also = " or, from an fp32 file, int8_dynamic (ONNX Runtime's quantizer)" if source.kind == "onnx" else ""
+        return (
+            f"a {what} file runs in the precision it was saved in (saved_precision: {source.saved_precision}){also}; "
+            f"for {scenario.precision}, give the checkpoint and its architecture instead"
+        )
+    if scenario.load == "onnxruntime" and scenario.precision == "bf16":
+        return "ONNX Runtime's CPU execution provider has no bfloat16 kernels for these operators"
+    if scenario.load == "litert":
+        if scenario.precision == "bf16":
+            return "LiteRT takes numpy input, and numpy has no bfloat16"
+        if not sources.spec_available("ai_edge_litert"):
+            return LITERT_MISSING
     return None
 
 
@@ -119,13 +162,37 @@ def make_batch(scenario: Scenario, batch_size: int | None = None) -> Any:
 def to_runtime_input(scenario: Scenario, batch: Any) -> Any:
     if scenario.precision in ("fp16", "bf16"):
         batch = batch.to(torch_dtype(scenario.precision))
-    return batch.numpy() if runtime_of(scenario) == "onnxruntime" else batch
+    return batch if runtime_of(scenario) == "torch" else batch.numpy()
+
+
+def build_fp32(scenario: Scenario, device: Any = None, *, with_weights: bool = True) -> Any:
+    """The scenario's model in fp32 eval mode: seeded random weights, then the source's own if it has any."""
+    return sources.build_module(scenario.model, scenario.source, scenario.seed, device, with_weights=with_weights)
+
+
+def source_record(scenario: Scenario) -> dict[str, Any] | None:
+    """The record's `model_source`: kind, path, size, sha256 and architecture; None for a model name.
+
+    A file that has vanished since the suite was read gives its path with null size and hash
+    (the row's reason says what went wrong)."""
+    source = scenario.source
+    if source is None:
+        return None
+    info = {"kind": source.kind, "path": source.path, "bytes": None, "sha256": None,
+            "architecture": source.architecture}  # fmt: skip
+    try:
+        facts = sources.source_facts(source)
+    except SourceError:
+        return info
+    return {**info, "path": facts.path, "bytes": facts.bytes, "sha256": facts.sha256}
 
 
 def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
     """Write (or reuse) the file this scenario loads. Runs in the parent; imports torch."""
     import torch
 
+    if scenario.source is not None and scenario.source.compiled:
+        return _given_file_artifact(scenario, cache_dir)
     fmt = artifact_format(scenario)
     key = {**model_key(scenario), "precision": scenario.precision, "format": fmt}
     if fmt == "onnx":
@@ -138,7 +205,7 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
     def write(path: Path) -> dict[str, Any]:
         if fmt == "onnx":
             return _write_onnx(scenario, path)
-        model, facts = convert(models.build_model(scenario.model, scenario.seed), scenario.precision)
+        model, facts = convert(build_fp32(scenario), scenario.precision)
         if fmt == "state_dict":
             torch.save(model.state_dict(), path)
         elif fmt == "exported_program":
@@ -147,7 +214,13 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
             _write_torchscript(model, make_batch(scenario, batch_size=1), path)
         return facts
 
-    return cached_artifact(cache_dir, key, f"{scenario.model}-{scenario.precision}{_SUFFIXES[fmt]}", write)
+    return cached_artifact(cache_dir, key, f"{_file_stem(scenario)}-{scenario.precision}{_SUFFIXES[fmt]}", write)
+
+
+def _file_stem(scenario: Scenario) -> str:
+    """An artifact's file name: the model's name, or a source's content (its cache entry is found by content)."""
+    source = scenario.source
+    return f"{source.kind}-{sources.source_facts(source).sha256[:16]}" if source else scenario.model
 
 
 def _write_torchscript(model: Any, example: Any, path: Path) -> None:
@@ -172,14 +245,47 @@ def _write_exported_program(model: Any, example: Any, path: Path) -> None:
     torch.export.save(exported, str(path))
 
 
+def _given_file_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
+    """A compiled file given as the source is loaded where it is, once checked; only ONNX fp32 to
+    int8_dynamic makes a new file, cached by the given file's sha256 (not its path)."""
+    source = scenario.source
+    assert source is not None
+    reason = _compiled_file_reason(source, scenario)
+    if reason is not None:
+        raise Unsupported(reason)
+    started = time.perf_counter()
+    facts = sources.check_file(source)
+    found: dict[str, Any] = {}
+    if source.kind == "onnx":
+        info = sources.check_onnx_input(source, facts.sha256, scenario.batch_size, scenario.input_shape)
+        found["quantized_layers"] = info.int8_nodes or None
+    if scenario.precision == source.saved_precision:
+        return Artifact(Path(facts.path), facts.sha256, facts.bytes, time.perf_counter() - started, False, found)
+    import onnxruntime
+
+    key = {"source_sha256": facts.sha256, "kind": "onnx", "precision": scenario.precision,
+           "onnxruntime": onnxruntime.__version__}  # fmt: skip
+    filename = f"{_file_stem(scenario)}-{scenario.precision}.onnx"
+    return cached_artifact(cache_dir, key, filename, lambda path: _ort_quantize(Path(facts.path), path))
+
+
 def model_key(scenario: Scenario) -> dict[str, Any]:
-    """What decides a model's weights and graph: name, seed, and the code that builds it."""
+    """What decides a model's weights and graph: name (or the source's content), seed, and the code that builds it."""
     import torch
 
-    key = {"model": scenario.model, "seed": scenario.seed, "torch": torch.__version__}
-    if scenario.model in models.BUILTIN:
+    source = scenario.source
+    architecture = source.architecture if source else scenario.model
+    key: dict[str, Any] = {"model": scenario.model, "seed": scenario.seed, "torch": torch.__version__}
+    if source is not None:  # by content, never by name or path: a renamed or moved file is the same model
+        key = {"source": source.kind, "architecture": architecture, "kwargs": source.kwargs,
+               "seed": scenario.seed, "torch": torch.__version__,
+               "sources_code_sha256": file_sha256(Path(sources.__file__)),
+               "source_sha256": sources.source_facts(source).sha256}  # fmt: skip
+        if sources.is_factory(architecture):
+            key["factory_module_sha256"] = sources.factory_file(source).sha256
+    if architecture in models.BUILTIN:
         key["models_source_sha256"] = file_sha256(Path(models.__file__))
-    else:
+    elif not sources.is_factory(architecture):
         key["torchvision"] = importlib.metadata.version("torchvision")
     return key
 
@@ -188,7 +294,7 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
     """Export fp32 (or fp16) with a dynamic batch axis; int8 is ONNX Runtime's dynamic quantization."""
     import torch
 
-    fp32 = models.build_model(scenario.model, scenario.seed)
+    fp32 = build_fp32(scenario)
     export_precision = "fp16" if scenario.precision == "fp16" else "fp32"
     model, _ = convert(fp32, export_precision)
     example = models.make_input(scenario.input_shape, 1, scenario.seed).to(torch_dtype(export_precision))
@@ -209,24 +315,46 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
         )
     if scenario.precision == "int8_dynamic":
-        from onnxruntime.quantization import QuantType
-        from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
-
         try:
-            ort_quantize_dynamic(str(target), str(path), weight_type=QuantType.QInt8)
+            return _ort_quantize(target, path)
         finally:
             target.unlink(missing_ok=True)
-        import onnx
-
-        graph = onnx.load(str(path), load_external_data=False).graph
-        return {"quantized_layers": sum(1 for node in graph.node if node.op_type in _ORT_INT8_OPS)}
     return {}
+
+
+def _ort_quantize(source_path: Path, path: Path) -> dict[str, Any]:
+    """ONNX Runtime's dynamic quantization (QInt8 weights) of an fp32 ONNX file, and its integer nodes."""
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    ort_quantize_dynamic(str(source_path), str(path), weight_type=QuantType.QInt8)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {"quantized_layers": sum(1 for node in graph.node if node.op_type in sources.ORT_INT8_OPS)}
 
 
 def load_model(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any], dict[str, Any]]:
     """From file to a ready `infer(batch)`, plus facts for the record. This whole call is `load_s`."""
+    source = scenario.source
+    if source is None or not source.compiled:
+        return _load(scenario, artifact_path)
+    try:
+        return _load(scenario, artifact_path)
+    except (Unsupported, SourceError):
+        raise
+    except Exception as exc:  # a user's file the runtime cannot read: say which file, and what it is
+        raise SourceError(
+            source, f"{runtime_of(scenario)} could not load it as a {FORMAT_NAMES[source.kind]} file: "
+            f"{type(exc).__name__}: {sources.short(exc)}",
+            path=str(artifact_path),
+        ) from exc  # fmt: skip
+
+
+def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any], dict[str, Any]]:
     if scenario.load == "onnxruntime":
         return _load_onnxruntime(scenario, artifact_path)
+    if scenario.load == "litert":
+        return _load_litert(scenario, artifact_path)
     import torch
 
     if scenario.load == "torchscript":
@@ -235,11 +363,11 @@ def load_model(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any],
         return torch.export.load(str(artifact_path)).module(), {}
     if scenario.load == "mmap":
         # Build on the meta device (no memory, no init) and adopt the mapped tensors as they are.
-        model = models.build_model(scenario.model, scenario.seed, device="meta")
+        model = build_fp32(scenario, device="meta", with_weights=False)
         state = torch.load(artifact_path, map_location="cpu", weights_only=True, mmap=True)
         model.load_state_dict(state, assign=True)
         return model.eval(), {}
-    model, facts = convert(models.build_model(scenario.model, scenario.seed), scenario.precision)
+    model, facts = convert(build_fp32(scenario, with_weights=False), scenario.precision)
     state = torch.load(artifact_path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model, facts
@@ -261,28 +389,118 @@ def _load_onnxruntime(scenario: Scenario, artifact_path: Path) -> tuple[Callable
         if "NOT_IMPLEMENTED" in str(exc) or "Could not find an implementation" in str(exc):
             raise Unsupported(f"ONNX Runtime cannot run this model in {scenario.precision}: {exc}") from exc
         raise
-    input_name = session.get_inputs()[0].name
+    first = session.get_inputs()[0]
 
     def infer(batch: Any) -> Any:
-        return session.run(None, {input_name: batch})[0]
+        return session.run(None, {first.name: batch})[0]
 
-    return infer, {"ort_graph_optimization_level": level}
+    return infer, {"ort_graph_optimization_level": level, "fixed_batch": sources.fixed_batch(first.shape)}
 
 
-def reference_outputs(scenario: Scenario, cache_dir: Path, inputs: int) -> Artifact:
-    """fp32 eager outputs on `inputs` seeded samples: what every precision's fidelity is measured against."""
+def _litert_interpreter() -> Any:
+    """LiteRT's Interpreter class; Unsupported (not a failure) when the optional extra is missing."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as exc:
+        raise Unsupported(f"{LITERT_MISSING} ({exc})") from exc
+    return Interpreter
+
+
+def _load_litert(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any], dict[str, Any]]:
+    """A .tflite file in LiteRT's interpreter with the scenario's threads, its input sized to the batch."""
+    source = scenario.source
+    assert source is not None
+    interpreter = _litert_interpreter()(model_path=str(artifact_path), num_threads=scenario.threads)
+    inputs = interpreter.get_input_details()
+    if len(inputs) != 1:
+        raise SourceError(source, f"has {len(inputs)} inputs; bench feeds the model one tensor")
+    first = inputs[0]
+    accepts = [int(d) for d in (first["shape_signature"] if len(first["shape_signature"]) else first["shape"])]
+    fed = [scenario.batch_size, *scenario.input_shape]
+    if len(accepts) != len(fed) or any(a > 0 and a != f for a, f in zip(accepts, fed, strict=False)):
+        raise SourceError(
+            source, f"input '{first['name']}' has shape {accepts} (-1: any size), but the scenario feeds "
+            f"{fed} (batch_size {scenario.batch_size}, input_shape {list(scenario.input_shape)})", field="input_shape",
+        )  # fmt: skip
+    import numpy as np
+
+    dtype = np.dtype(np.float16 if scenario.precision == "fp16" else np.float32)  # what make_batch feeds
+    if first["dtype"] != dtype:
+        raise SourceError(
+            source, f"input '{first['name']}' takes {first['dtype'].__name__}, but saved_precision "
+            f"{source.saved_precision} feeds {dtype}", field="saved_precision",
+        )  # fmt: skip
+    index, output = first["index"], interpreter.get_output_details()[0]["index"]
+    shape = [tuple(int(d) for d in first["shape"])]
+
+    def resize(wanted: tuple[int, ...]) -> None:
+        if wanted != shape[0]:  # only dimensions the file leaves open (checked above) ever change
+            interpreter.resize_tensor_input(index, list(wanted))
+        interpreter.allocate_tensors()
+        shape[0] = wanted
+
+    resize(tuple(fed))  # sized for the scenario's batch while loading, so the first call runs as is
+
+    def infer(batch: Any) -> Any:
+        if batch.shape != shape[0]:  # fidelity's inputs; the timed batch keeps the loaded shape
+            resize(batch.shape)
+        interpreter.set_tensor(index, batch)
+        interpreter.invoke()
+        return interpreter.get_tensor(output)
+
+    return infer, {"fixed_batch": sources.fixed_batch(accepts)}
+
+
+def reference_outputs(scenario: Scenario, cache_dir: Path, inputs: int) -> Artifact | None:
+    """fp32 outputs on `inputs` seeded samples: what every precision's fidelity is measured against.
+
+    The fp32 eager model for a model name or module source; the file itself in ONNX Runtime for
+    an fp32 ONNX file (its int8_dynamic rows are measured against it). None for other compiled
+    files: they run only as saved, so there is nothing to compare with.
+    """
     import torch
+
+    source = scenario.source
+    if source is not None and source.compiled:
+        if source.kind != "onnx" or source.saved_precision != "fp32":
+            return None
+        facts = sources.check_file(source)
+        info = sources.check_onnx_input(source, facts.sha256, scenario.batch_size, scenario.input_shape)
+        batch = sources.fixed_batch(info.dims)
+        if batch not in (None, 1):
+            return None  # the 4 fidelity inputs fit neither one call nor one call each
+        import onnxruntime
+
+        key = {"source_sha256": facts.sha256, "onnxruntime": onnxruntime.__version__, "kind": "reference_outputs",
+               "input_shape": list(scenario.input_shape), "inputs": inputs, "seed": scenario.seed}  # fmt: skip
+        reference = dataclasses.replace(scenario, load="onnxruntime", precision="fp32", threads=1, interop_threads=1)
+
+        def write_onnx(path: Path) -> None:
+            infer, _ = _load_onnxruntime(reference, Path(facts.path))
+            batch_inputs = to_runtime_input(reference, fidelity_inputs(scenario.input_shape, scenario.seed, inputs))
+            torch.save(torch.as_tensor(run_inputs(infer, batch_inputs, batch)).float(), path)
+
+        return cached_artifact(cache_dir, key, f"{_file_stem(scenario)}-reference.pt", write_onnx)
 
     key = {**model_key(scenario), "input_shape": list(scenario.input_shape), "inputs": inputs,
            "kind": "reference_outputs"}  # fmt: skip
 
     def write(path: Path) -> None:
-        model = models.build_model(scenario.model, scenario.seed)
+        model = build_fp32(scenario)
         with torch.inference_mode():
             output = model(fidelity_inputs(scenario.input_shape, scenario.seed, inputs))
         torch.save(output.float(), path)
 
-    return cached_artifact(cache_dir, key, f"{scenario.model}-reference.pt", write)
+    return cached_artifact(cache_dir, key, f"{_file_stem(scenario)}-reference.pt", write)
+
+
+def run_inputs(infer: Callable[[Any], Any], inputs: Any, fixed_batch: int | None) -> Any:
+    """Outputs for a batch of inputs: one call, or one call per input for a model fixed at batch 1."""
+    if fixed_batch != 1 or len(inputs) == 1:
+        return infer(inputs)
+    import numpy as np
+
+    return np.concatenate([np.asarray(infer(inputs[i : i + 1])) for i in range(len(inputs))])
 
 
 def fidelity_inputs(shape: tuple[int, ...], seed: int, inputs: int) -> Any:

@@ -408,6 +408,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     print("torchvision (weights=None, seeded):")
     for name in models.torchvision_models():
         print(f"  {name}")
+    print("your own models (checkpoints, safetensors, factories, TorchScript / ONNX / .pt2 / .tflite files):")
+    print("  a mapping in the suite's model list; see README.md, 'Your own models'")
     return 0
 
 

@@ -9,6 +9,7 @@ are the reference the sampler is checked against.
 from __future__ import annotations
 
 import csv
+import ctypes
 import os
 import resource
 import threading
@@ -51,6 +52,20 @@ def reset_peak_rss() -> bool:
 def max_rss_rusage_bytes() -> int:
     """The lifetime peak RSS from getrusage; never reset, unlike VmHWM."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+def malloc_trim() -> bool:
+    """glibc's malloc_trim(0): give the heap's free memory back to the kernel. False without glibc.
+
+    Freed memory often stays in the allocator's arenas (RSS does not drop) until this is called.
+    """
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl, macOS: no such library or function
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Model sources: built-in tiny models and torchvision classification models by name.
+"""Models by name: built-in tiny models and torchvision classification models (bench.sources: the user's own).
 
 torchvision models are built with weights=None and a fixed seed: no hub, no download.
 torch is imported lazily so that validating a suite of built-in models stays fast.
@@ -45,23 +45,29 @@ def default_input_shape(name: str) -> tuple[int, ...]:
     return _TORCHVISION_SHAPES.get(name, _TORCHVISION_DEFAULT_SHAPE)
 
 
-def build_model(name: str, seed: int = 0, device: Any = None) -> torch.nn.Module:
-    """A model in eval mode with seeded random weights (or on `device`, e.g. 'meta')."""
+def build_model(name: str, seed: int = 0, device: Any = None, kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
+    """A model in eval mode with seeded random weights (or on `device`, e.g. 'meta').
+
+    `kwargs` go to the torchvision builder (e.g. num_classes for a user's checkpoint); the
+    built-in models take none.
+    """
     import torch
 
     torch.manual_seed(seed)
     with torch.device(device) if device is not None else nullcontext():
         if name in BUILTIN:
+            if kwargs:
+                raise ValueError(f"the built-in model {name} takes no kwargs, got {kwargs}")
             model = _build_builtin(name)
         else:
             import torchvision
 
-            kwargs: dict[str, Any] = {"weights": None}
+            options: dict[str, Any] = {"weights": None}
             if name in ("inception_v3", "googlenet"):
                 # Their auxiliary heads only matter for training; init_weights=False keeps
                 # construction fast and silences the scipy-based init warning.
-                kwargs.update(aux_logits=False, init_weights=False)
-            model = torchvision.models.get_model(name, **kwargs)
+                options.update(aux_logits=False, init_weights=False)
+            model = torchvision.models.get_model(name, **{**options, **(kwargs or {})})
     return model.eval()
 
 

@@ -150,6 +150,8 @@ def profile_scenario(
         from bench import backends
 
         reason = backends.unsupported_reason(scenario)
+        if reason is None and backends.runtime_of(scenario) == "litert":
+            reason = "bench has no operator profiler for LiteRT"
         if reason is not None:
             return ProfileResult(scenario.id, "unsupported", f"not profiled: {reason}", out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -548,7 +550,9 @@ def compare_ops(profile_a_csv: Path | str, profile_b_csv: Path | str, *, toleran
 # ---------------------------------------------------------------- FLOPs
 
 
-def flop_count(model_name: str, input_shape: tuple[int, ...] | list[int], batch_size: int, seed: int = 0) -> dict:
+def flop_count(
+    model_name: str, input_shape: tuple[int, ...] | list[int], batch_size: int, seed: int = 0, source: Any = None
+) -> dict:
     """FLOPs of one call of the fp32 eager model, and the ops FlopCounterMode saw but has no formula for.
 
     {'flops': int | None, 'uncounted_ops': [...], 'note': str | None}. Runs in this process
@@ -559,9 +563,9 @@ def flop_count(model_name: str, input_shape: tuple[int, ...] | list[int], batch_
         from torch.utils._python_dispatch import TorchDispatchMode
         from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-        from bench import models
+        from bench import models, sources
 
-        model = models.build_model(model_name, seed)
+        model = sources.build_module(model_name, source, seed)  # a compiled file has none: not counted
         batch = models.make_input(tuple(input_shape), batch_size, seed)
         counted = set(flop_registry)
         seen: set[str] = set()
@@ -582,15 +586,15 @@ def flop_count(model_name: str, input_shape: tuple[int, ...] | list[int], batch_
 
 
 @functools.lru_cache(maxsize=256)
-def _flop_count_cached(model_name: str, input_shape: tuple[int, ...], batch_size: int, seed: int) -> str:
-    return json.dumps(flop_count(model_name, input_shape, batch_size, seed))
+def _flop_count_cached(model_name: str, input_shape: tuple[int, ...], batch_size: int, seed: int, source: Any) -> str:
+    return json.dumps(flop_count(model_name, input_shape, batch_size, seed, source))
 
 
 def count_flops(
-    model_name: str, input_shape: tuple[int, ...] | list[int], batch_size: int, seed: int = 0
+    model_name: str, input_shape: tuple[int, ...] | list[int], batch_size: int, seed: int = 0, source: Any = None
 ) -> int | None:
     """FLOPs of one call (batch included) of the fp32 model; None when they cannot be counted. See FLOPS_NOTE."""
-    return json.loads(_flop_count_cached(model_name, tuple(input_shape), batch_size, seed))["flops"]
+    return json.loads(_flop_count_cached(model_name, tuple(input_shape), batch_size, seed, source))["flops"]
 
 
 def achieved_gflops(flops: int | None, median_latency_s: float | None) -> float | None:
@@ -642,7 +646,7 @@ def flops_figures(
 ) -> dict[str, Any]:
     """flops, achieved_gflops, peak_gflops, percent_of_peak for one row (None where unknown)."""
     try:
-        flops = count_flops(scenario.model, scenario.input_shape, scenario.batch_size, scenario.seed)
+        flops = count_flops(scenario.model, scenario.input_shape, scenario.batch_size, scenario.seed, scenario.source)
         achieved = achieved_gflops(flops, median_latency_s)
         peak = None
         if achieved is not None:

@@ -33,6 +33,9 @@ class RssFigures:
     peak_file: int | None = None  # RssFile + RssShmem at the sampled peak (mmap'd weights)
     peak_uss: int | None = None  # highest USS (pages no other process shares): sampled, and read at phase ends
     peak_worker_lifetime: int | None = None  # highest sampled RSS including the harness's start and exit
+    before_release: int | None = None  # at the end of the scenario, the model still loaded
+    after_release: int | None = None  # after deleting the model and gc.collect()
+    after_malloc_trim: int | None = None  # then after glibc's malloc_trim(0) (null without glibc)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,17 @@ class Fidelity:
     top1_agreement: float | None  # same centering
     inputs: int | None = None
     non_finite_outputs: int = 0  # NaN/inf values in the output; the three figures are then null
+
+
+@dataclass(frozen=True)
+class ModelSourceInfo:
+    """The user's own model a row measured (a suite `model:` mapping; bench.sources); null for a model name."""
+
+    kind: str  # checkpoint, safetensors, factory, torchscript, onnx, exported_program or tflite
+    path: str | None = None  # the file or folder (a factory: its module's file)
+    bytes: int | None = None  # its size (a folder: all its weight files)
+    sha256: str | None = None  # its content hash (a folder: see README)
+    architecture: str | None = None  # checkpoint / safetensors: the model name or factory they fill
 
 
 @dataclass(frozen=True)
@@ -116,7 +130,7 @@ class ResultRecord:
     torch_num_interop_threads: int | None = None
     cpu_utilization: float | None = None  # worker CPU time / wall time in steady state
     fidelity: Fidelity | None = None
-    artifact_format: str | None = None  # state_dict, torchscript or onnx
+    artifact_format: str | None = None  # state_dict, torchscript, exported_program, onnx or tflite
     artifact_prepare_s: float | None = None  # 0.0 when taken from the cache
     artifact_cached: bool | None = None
     quantized_layers: int | None = None  # int8_dynamic: layers torch replaced with int8 versions
@@ -135,6 +149,8 @@ class ResultRecord:
     profile: ProfileFigures | None = None  # only with `profile: true`
     host_group: str | None = None  # fleet runs with `hosts:`: the host group that measured the row
     fleet: FleetPlacement | None = None  # fleet runs: the worker, host and times of the measurement
+    model_source: ModelSourceInfo | None = None  # the user's model file or factory, when `model` names one
+    model_freed_on_release: bool | None = None  # a weak reference to the model died after del + gc.collect()
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -159,6 +175,7 @@ class ResultRecord:
             "fidelity": Fidelity,
             "profile": ProfileFigures,
             "fleet": FleetPlacement,
+            "model_source": ModelSourceInfo,
         }
         names = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}

@@ -29,12 +29,14 @@ from bench.memory import RssSample, RssSampler, write_samples_csv
 from bench.record import (
     Fidelity,
     KernelPeaks,
+    ModelSourceInfo,
     ProfileFigures,
     ResultRecord,
     RssFigures,
     append_record,
     read_records,
 )
+from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite
 from bench.worker import PARENT_PID_ENV, SPEC_ENV, WINDOW_END_PHASE, describe_exit, thread_env
@@ -126,7 +128,10 @@ def resume_run(run_dir: Path, *, rss_interval_s: float | None = None) -> RunCont
     results_path, suite_path = run_dir / "results.jsonl", run_dir / "suite.yaml"
     if not results_path.is_file() or not suite_path.is_file():
         raise UserError(f"{run_dir} is not a run folder (expected results.jsonl and suite.yaml in it)")
-    suite = parse_suite(suite_path.read_text(encoding="utf-8"), str(suite_path), max_scenarios=10**9)
+    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    # The copy in the run folder reads model paths from the original suite's folder.
+    base_dir = Path(info["suite_dir"]) if info.get("suite_dir") else None
+    suite = parse_suite(suite_path.read_text(encoding="utf-8"), str(suite_path), max_scenarios=10**9, base_dir=base_dir)
     _set_aside_partial_line(results_path)
     records, _ = read_records(results_path)
     environment = collect_environment()
@@ -141,7 +146,6 @@ def resume_run(run_dir: Path, *, rss_interval_s: float | None = None) -> RunCont
     )
     done = {r.scenario_id for r in records}
     context.pending = [s for s in suite.scenarios if s.id not in done]
-    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     write_run_info(context, status="running", resumed_at=[*info.get("resumed_at", []), utc_now()])
     return context
 
@@ -194,6 +198,8 @@ def run_scenario(
         reference = backends.reference_outputs(scenario, context.cache_dir, FIDELITY_INPUTS)
     except backends.Unsupported as exc:
         return ResultRecord(**base, status="unsupported", reason=str(exc), duration_s=time.perf_counter() - started)
+    except SourceError as exc:  # the user's file or factory: the message names it and the suite field
+        return ResultRecord(**base, status="failed", reason=str(exc), duration_s=time.perf_counter() - started)
     except Exception as exc:  # a model that cannot be built, converted or saved is this row's failure
         return ResultRecord(
             **base, status="failed", reason=f"preparing the artifact failed: {type(exc).__name__}: {exc}",
@@ -213,7 +219,7 @@ def run_scenario(
     outcome = run_worker(
         scenario, artifact.path, out_dir, benchmark_json,
         rss_interval_s=interval_s, rss_steady_interval_s=scenario.measure.rss_steady_interval_s,
-        progress=progress, reference_path=reference.path,
+        progress=progress, reference_path=reference.path if reference else None,
     )  # fmt: skip
     rss_csv = context.run_dir / "rss" / f"{file_stem}.csv"
     phase_starts = [(e["t_s"], e["phase"]) for e in outcome.events]
@@ -376,7 +382,11 @@ def build_record(
             peak_file=peak_sample.rss_file_bytes if peak_sample else None,
             peak_uss=max(uss_values) if uss_values else None,
             peak_worker_lifetime=max((s.rss_bytes for s in outcome.samples), default=None),
+            before_release=worker.get("rss_before_release_bytes"),
+            after_release=worker.get("rss_after_release_bytes"),
+            after_malloc_trim=worker.get("rss_after_malloc_trim_bytes"),
         ),
+        model_freed_on_release=worker.get("model_freed_on_release"),
         peak_rss_kernel_bytes=max(kernel_values) if kernel_values else None,
         peak_rss_kernel_phase_bytes=KernelPeaks(
             **{k: kernel.get(k) for k in ("load", "first_inference", "warmup", "steady")}
@@ -461,6 +471,7 @@ def record_base(context: RunContext, scenario: Scenario, started_at: str) -> dic
         environment_fingerprint=context.environment["fingerprint"],
         git_sha=context.environment["git"]["sha"],
         started_at=started_at,
+        model_source=ModelSourceInfo(**info) if (info := backends.source_record(scenario)) else None,
     )
 
 
@@ -503,6 +514,7 @@ def write_run_info(context: RunContext, **changes: Any) -> None:
         "run_id": context.run_id,
         "suite": context.suite.name,
         "suite_file": str(context.suite.path),
+        "suite_dir": str(context.suite.path.absolute().parent),
         "scenarios": len(context.suite.scenarios),
         "bench_version": bench.__version__,
         "command": sys.argv,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,11 +19,12 @@ from typing import Any
 
 import yaml
 
-from bench import models
+from bench import models, sources
 from bench.errors import SuiteError
+from bench.sources import ModelSource, SourceError
 
 PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16")
-LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime")
+LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert")
 
 # Axes that may vary in `matrix`, in the order they appear in a scenario id.
 AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape")
@@ -94,6 +96,7 @@ class Scenario:
     seed: int = 0
     profile: bool = False  # after the timed run, profile it again in its own process (bench.profiling)
     host_group: str | None = None  # fleet runs: the host group (a Dask worker resource) that measures it
+    source: ModelSource | None = None  # the user's own model (bench.sources); `model` is then its name
 
     @property
     def id(self) -> str:
@@ -102,7 +105,7 @@ class Scenario:
         # scenario gets the same id in any suite.
         if self.interop_threads != AXIS_DEFAULTS["interop_threads"]:
             parts.append(f"i{self.interop_threads}")
-        if self.input_shape != models.default_input_shape(self.model):
+        if self.input_shape != default_input_shape(self.source or self.model):
             parts.append("s" + "x".join(str(d) for d in self.input_shape))
         scenario_id = "-".join(parts)
         return scenario_id if self.host_group is None else f"{scenario_id}@{self.host_group}"
@@ -110,6 +113,7 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["input_shape"] = list(self.input_shape)
+        data["source"] = self.source.to_dict() if self.source else None
         data["scenario_id"] = self.id
         return data
 
@@ -119,6 +123,7 @@ class Scenario:
         values = {k: v for k, v in data.items() if k in fields}
         values["input_shape"] = tuple(values["input_shape"])
         values["measure"] = MeasurePolicy(**values.get("measure", {}))
+        values["source"] = ModelSource.from_dict(values["source"]) if values.get("source") else None
         return cls(**values)
 
 
@@ -130,6 +135,11 @@ class Suite:
     scenarios: tuple[Scenario, ...]
     text: str  # the file as written, kept in every run folder
     hosts: tuple[str, ...] = ()  # host groups: every scenario runs once on each (fleet runs only)
+
+
+def default_input_shape(model: str | ModelSource) -> tuple[int, ...]:
+    """A model name's or a model source's input shape, the one a scenario id leaves out."""
+    return model.input_shape if isinstance(model, ModelSource) else models.default_input_shape(model)
 
 
 def load_suite(path: str | Path, *, max_scenarios: int = DEFAULT_MAX_SCENARIOS) -> Suite:
@@ -150,9 +160,13 @@ def parse_suite(
     *,
     max_scenarios: int = DEFAULT_MAX_SCENARIOS,
     file_path: Path | None = None,
+    base_dir: Path | None = None,
 ) -> Suite:
+    """`base_dir`: where the suite's relative model paths start (default: the suite file's folder)."""
     doc, lines = _load_yaml(text, source)
-    return _Validator(source, lines).suite(doc, text, max_scenarios, file_path or Path(source))
+    file_path = file_path or Path(source)
+    base_dir = (base_dir or file_path.parent).absolute()
+    return _Validator(source, lines, base_dir).suite(doc, text, max_scenarios, file_path)
 
 
 def _load_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
@@ -190,9 +204,11 @@ def _index_lines(node: yaml.Node, where: Path_, lines: dict[Path_, int], count: 
 class _Validator:
     """Checks a parsed document; every failure is a SuiteError with file, line and field."""
 
-    def __init__(self, source: str, lines: dict[Path_, int]):
+    def __init__(self, source: str, lines: dict[Path_, int], base_dir: Path):
         self.source = source
         self.lines = lines
+        self.base_dir = base_dir
+        self.model_sources: dict[str, ModelSource] = {}  # by name: a name means one source in a suite
 
     def fail(self, where: Path_, message: str) -> SuiteError:
         line = None
@@ -359,15 +375,20 @@ class _Validator:
 
     def axis_value(self, key: str, value: Any, where: Path_) -> Any:
         if key == "model":
+            if isinstance(value, dict):
+                return self.model_source(value, where)
             if not isinstance(value, str):
-                raise self.fail(where, f"expected a model name, got {_kind(value)}")
+                raise self.fail(where, f"expected a model name or a model source (a mapping), got {_kind(value)}")
+            if value in self.model_sources:  # a source defined earlier in the suite, by its name
+                return self.model_sources[value]
             if not models.is_known(value):
-                hint = difflib.get_close_matches(value, models.known_models(), n=3)
+                hint = difflib.get_close_matches(value, [*models.known_models(), *self.model_sources], n=3)
                 suggestion = f" Did you mean {', '.join(hint)}?" if hint else ""
                 raise self.fail(
                     where,
-                    f"unknown model '{value}'; expected a built-in model ({', '.join(models.BUILTIN)}) "
-                    f"or a torchvision classification model name (see 'bench models').{suggestion}",
+                    f"unknown model '{value}'; expected a built-in model ({', '.join(models.BUILTIN)}), "
+                    f"a torchvision classification model name (see 'bench models'), or a mapping for your own "
+                    f"model, e.g. {{name: mine, checkpoint: mine.pth, architecture: resnet18}}.{suggestion}",
                 )
             return value
         if key in ("batch_size", "threads", "interop_threads"):
@@ -387,6 +408,109 @@ class _Validator:
                 )
             return tuple(value)
         raise AssertionError(f"unhandled axis {key}")
+
+    def model_source(self, value: dict[str, Any], where: Path_) -> ModelSource:
+        """A `model:` mapping: the user's own model (see bench.sources), its files checked."""
+        self.mapping(value, where, sources.KEYS)
+        name = value.get("name")
+        if not isinstance(name, str) or not sources.NAME_RE.match(name):
+            raise self.fail(
+                (*where, "name"),
+                f"expected a name of letters, digits, '_' or '.' (it starts the scenario ids), got {name!r}",
+            )
+        if models.is_known(name):
+            raise self.fail(
+                (*where, "name"), f"'{name}' is already a built-in or torchvision model; pick another name "
+                "so that its rows are never taken for that model's",
+            )  # fmt: skip
+        kinds = [kind for kind in sources.KINDS if kind in value]
+        if len(kinds) != 1:
+            raise self.fail(where, f"give exactly one of {', '.join(sources.KINDS)} (got {', '.join(kinds) or 'none'})")
+        kind = kinds[0]
+        spec = value[kind]
+        if not isinstance(spec, str) or not spec.strip():
+            expected = "'package.module:function'" if kind == "factory" else "a path"
+            raise self.fail((*where, kind), f"expected {expected}, got {_kind(spec)}")
+        if kind == "factory" and not sources.is_factory(spec):
+            raise self.fail((*where, kind), f"expected 'package.module:function', got {spec!r}")
+        allowed = {
+            "architecture": kind in sources.WEIGHT_KINDS,
+            "kwargs": kind in sources.MODULE_KINDS,
+            "trust_pickle": kind == "checkpoint",
+            "saved_precision": kind in sources.NATIVE_LOAD,
+            "sha256": kind in sources.FILE_KINDS,
+        }
+        for key, ok in allowed.items():
+            if key in value and not ok:
+                raise self.fail((*where, key), f"does not apply to {kind} sources")
+        architecture = spec if kind == "factory" else None
+        if kind in sources.WEIGHT_KINDS:
+            architecture = self.architecture(value, kind, where)
+        kwargs = value.get("kwargs", {})
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise self.fail((*where, "kwargs"), f"expected a mapping of argument names to values, got {_kind(kwargs)}")
+        try:  # the worker gets them as JSON: a YAML date, say, would arrive as a string
+            json.dumps(kwargs, allow_nan=False)
+        except (TypeError, ValueError):
+            raise self.fail(
+                (*where, "kwargs"), "values must be numbers, strings, booleans, lists or mappings of those"
+            ) from None
+        if kwargs and architecture in models.BUILTIN:
+            raise self.fail((*where, "kwargs"), f"the built-in model {architecture} takes no kwargs")
+        trust_pickle = value.get("trust_pickle", False)
+        if not isinstance(trust_pickle, bool):
+            raise self.fail((*where, "trust_pickle"), f"expected true or false, got {_kind(trust_pickle)}")
+        sha256 = value.get("sha256")
+        if sha256 is not None and not (isinstance(sha256, str) and sources.SHA256_RE.match(sha256)):
+            raise self.fail((*where, "sha256"), f"expected 64 hexadecimal digits, got {sha256!r}")
+        if "input_shape" in value:
+            input_shape = self.axis_value("input_shape", value["input_shape"], (*where, "input_shape"))
+        elif architecture and models.is_known(architecture):
+            input_shape = models.default_input_shape(architecture)
+        else:
+            raise self.fail(
+                where, f"needs input_shape: one sample's shape without the batch, e.g. [3, 224, 224] "
+                f"(a {kind} source has no default)",
+            )  # fmt: skip
+        source = ModelSource(
+            name=name, kind=kind, input_shape=input_shape,
+            path=sources.resolve_path(spec, self.base_dir) if kind in sources.FILE_KINDS else None,
+            architecture=architecture, kwargs=kwargs, sha256=sha256.lower() if sha256 else None,
+            trust_pickle=trust_pickle,
+            saved_precision=self.choice(value.get("saved_precision", "fp32"), (*where, "saved_precision"), PRECISIONS),
+            search_path=str(self.base_dir),
+        )  # fmt: skip
+        known = self.model_sources.get(name)
+        if known is not None and known != source:
+            raise self.fail((*where, "name"), f"'{name}' names a different model source earlier in the suite")
+        if known is None:
+            # Refused before anything runs: a missing, empty or changed file, a factory that does
+            # not import. Reading the file's contents waits for the run (it needs torch / onnx).
+            try:
+                if kind in sources.FILE_KINDS:
+                    sources.check_file(source)
+                if architecture and sources.is_factory(architecture):
+                    sources.resolve_factory(source)
+            except SourceError as exc:
+                raise self.fail((*where, exc.field), str(exc)) from None
+            self.model_sources[name] = source
+        return source
+
+    def architecture(self, value: dict[str, Any], kind: str, where: Path_) -> str:
+        architecture = value.get("architecture")
+        if not isinstance(architecture, str):
+            raise self.fail(
+                (*where, "architecture"), f"a {kind} source needs an architecture: a built-in or torchvision "
+                f"model name, or a factory 'package.module:function'; got {_kind(architecture)}",
+            )  # fmt: skip
+        if not models.is_known(architecture) and not sources.is_factory(architecture):
+            hint = difflib.get_close_matches(architecture, models.known_models(), n=3)
+            suggestion = f" Did you mean {', '.join(hint)}?" if hint else ""
+            raise self.fail(
+                (*where, "architecture"), f"unknown architecture '{architecture}'; expected a built-in or "
+                f"torchvision model name, or a factory 'package.module:function'.{suggestion}",
+            )  # fmt: skip
+        return architecture
 
     def choice(self, value: Any, where: Path_, allowed: tuple[str, ...]) -> str:
         if value not in allowed:
@@ -415,9 +539,12 @@ class _Validator:
     def scenario(self, point: dict[str, Any], settings: dict[str, Any], where: Path_) -> Scenario:
         if "model" not in point:
             raise self.fail(where, "has no model; set 'model' in the matrix, in defaults or in this entry")
-        values = {**AXIS_DEFAULTS, **point}
-        values.setdefault("input_shape", models.default_input_shape(values["model"]))
+        source = point["model"] if isinstance(point["model"], ModelSource) else None
+        values = {**AXIS_DEFAULTS, **_source_defaults(source), **point}
+        values["model"] = source.name if source else point["model"]
+        values.setdefault("input_shape", default_input_shape(source or values["model"]))
         return Scenario(
+            source=source,
             measure=MeasurePolicy(**settings.get("measure", {})),
             timeout_s=settings.get("timeout_s", DEFAULT_TIMEOUT_S),
             max_rss_bytes=settings.get("max_rss_bytes"),
@@ -430,14 +557,29 @@ class _Validator:
 def _matches(rule: dict[str, Any], point: dict[str, Any]) -> bool:
     """Whether a point (possibly relying on defaults) has every value an exclude rule names."""
 
+    model = point.get("model")
+    source = model if isinstance(model, ModelSource) else None
+
     def value_of(key: str) -> Any:
         if key in point:
-            return point[key]
-        if key == "input_shape" and "model" in point:
-            return models.default_input_shape(point["model"])
-        return AXIS_DEFAULTS.get(key)
+            return point[key].name if key == "model" and source else point[key]
+        if key == "input_shape" and model is not None:
+            return default_input_shape(model)
+        return _source_defaults(source).get(key, AXIS_DEFAULTS.get(key))
 
-    return all(value_of(k) == (tuple(v) if k == "input_shape" else v) for k, v in rule.items())
+    def wanted(key: str, value: Any) -> Any:
+        if key == "input_shape":
+            return tuple(value)
+        return value.name if isinstance(value, ModelSource) else value
+
+    return all(value_of(k) == wanted(k, v) for k, v in rule.items())
+
+
+def _source_defaults(source: ModelSource | None) -> dict[str, Any]:
+    """A compiled file runs as saved: its load mode and precision are the defaults of its scenarios."""
+    if source is None or not source.compiled:
+        return {}
+    return {"load": source.native_load, "precision": source.saved_precision}
 
 
 def _kind(value: Any) -> str:

@@ -26,14 +26,14 @@ import psutil
 
 from bench import backends
 from bench.fidelity import compare
-from bench.memory import max_rss_rusage_bytes, read_status_bytes, reset_peak_rss
+from bench.memory import malloc_trim, max_rss_rusage_bytes, read_status_bytes, reset_peak_rss
 from bench.suite import Scenario
 
 SPEC_ENV = "BENCH_WORKER_SPEC"
 PARENT_PID_ENV = "BENCH_PARENT_PID"  # the worker dies with this process (bench.harness_plugin)
 # Memory is compared between sampler and kernel from the start of `load` to this event.
 WINDOW_END_PHASE = "after_steady"
-_UNMEASURED_PHASES = ("startup", WINDOW_END_PHASE, "fidelity", "done")
+_UNMEASURED_PHASES = ("startup", WINDOW_END_PHASE, "fidelity", "release", "done")
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -223,8 +223,31 @@ class WorkerSession:
         self._enter("fidelity")
         reference = torch.load(self.reference_path, map_location="cpu", weights_only=True)
         inputs = backends.fidelity_inputs(self.scenario.input_shape, self.scenario.seed, reference.shape[0])
-        output = self.infer(backends.to_runtime_input(self.scenario, inputs))
+        batch = backends.to_runtime_input(self.scenario, inputs)
+        output = backends.run_inputs(self.infer, batch, self.result.get("fixed_batch"))
         self.result["fidelity"] = compare(output, reference)
+
+    def release(self) -> None:
+        """Drop the model, collect garbage, then trim the C heap: RSS after each step (untimed, last).
+
+        What "releasing memory" gives back in a long-lived server: freed objects often stay in
+        the allocator's arenas until malloc_trim returns them to the kernel.
+        """
+        import gc
+        import weakref
+
+        self._enter("release")
+        self.result["rss_before_release_bytes"] = read_status_bytes().get("VmRSS")
+        try:
+            model = weakref.ref(self.infer)
+        except TypeError:  # a callable that takes no weak reference: freed or not, we cannot tell
+            model = None
+        self.infer = None
+        gc.collect()
+        self.result["model_freed_on_release"] = model() is None if model is not None else None
+        self.result["rss_after_release_bytes"] = read_status_bytes().get("VmRSS")
+        if malloc_trim():
+            self.result["rss_after_malloc_trim_bytes"] = read_status_bytes().get("VmRSS")
 
     def run_scenario(self, benchmark: Any) -> None:
         with self.guard():
@@ -233,4 +256,5 @@ class WorkerSession:
             rounds = self.warmup()
             self.result["round_starts_s"] = self.steady(benchmark, rounds)
             self.fidelity()
+            self.release()
             self.result["status"] = "ok"

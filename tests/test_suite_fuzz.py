@@ -9,13 +9,19 @@ from hypothesis import strategies as st
 from bench.errors import SuiteError
 from bench.suite import AXES, SETTINGS, TOP_KEYS, parse_suite
 
-KEYS = st.sampled_from([*TOP_KEYS, *AXES, *SETTINGS, "warmup_rounds", "min_rounds", "max_time_s", "bogus", "<<"])
+# Model-source keys too, so that `model:` mappings (bench.sources) are fuzzed as well.
+SOURCE_KEYS = ["checkpoint", "onnx", "factory", "architecture", "kwargs", "sha256", "trust_pickle", "saved_precision"]
+KEYS = st.sampled_from(
+    [*TOP_KEYS, *AXES, *SETTINGS, *SOURCE_KEYS, "warmup_rounds", "min_rounds", "max_time_s", "bogus", "<<"]
+)
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-3, 10),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(["tiny_mlp", "tiny_cnn", "fp32", "bf16", "eager", "mmap", "x", "", "tiny_mlp/../x"]),
+    st.sampled_from(
+        ["tiny_mlp", "tiny_cnn", "fp32", "bf16", "eager", "mmap", "x", "", "tiny_mlp/../x", "m:f", "a" * 64, "x\0y"]
+    ),
 )
 VALUES = st.recursive(
     SCALARS,

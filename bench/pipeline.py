@@ -90,8 +90,10 @@ def check_data_spec(spec: DataSpec, input_shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def build_loader(spec: DataSpec, input_shape: tuple[int, ...], batch_size: int) -> Any:
-    """A DataLoader over the folder with the standard transforms sized to the scenario's input."""
+def build_loader(spec: DataSpec, input_shape: tuple[int, ...], batch_size: int, *, drop_last: bool = False) -> Any:
+    """A DataLoader over the folder with the standard transforms sized to the scenario's input.
+
+    `drop_last`: leave out a last, smaller batch (for a model whose batch size is fixed)."""
     import torch
     from torchvision import datasets, transforms
 
@@ -108,7 +110,7 @@ def build_loader(spec: DataSpec, input_shape: tuple[int, ...], batch_size: int) 
     if spec.max_images is not None and spec.max_images < len(dataset):
         dataset = torch.utils.data.Subset(dataset, range(spec.max_images))
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=spec.loader_workers, drop_last=False
+        dataset, batch_size=batch_size, shuffle=False, num_workers=spec.loader_workers, drop_last=drop_last
     )
 
 

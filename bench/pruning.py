@@ -86,11 +86,18 @@ def apply_variant(model: Any, variant: Variant) -> tuple[Any, dict[str, Any]]:
 
 
 def fit_to_state_dict(model: Any, state: dict[str, Any]) -> Any:
-    """Resize the model's layers to a shrunk state_dict's shapes, so that load_state_dict takes it."""
+    """Resize the model's layers to a shrunk state_dict's shapes, so that load_state_dict takes it.
+
+    `state` may be the int8_dynamic model's: its Linear weights are read from the packed params,
+    so the fp32 model can be fitted before it is quantized."""
     from torch import nn
 
     for name, module in list(model.named_modules()):
-        weight = state.get(f"{name}.weight" if name else "weight")
+        prefix = f"{name}." if name else ""
+        weight = state.get(f"{prefix}weight")
+        packed = state.get(f"{prefix}_packed_params._packed_params")  # a dynamically quantized Linear
+        if weight is None and isinstance(packed, tuple):
+            weight = packed[0]
         if weight is None or not hasattr(module, "weight") or module.weight.shape == weight.shape:
             continue
         factory = {"device": module.weight.device, "dtype": module.weight.dtype}

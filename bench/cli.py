@@ -30,6 +30,8 @@ examples:
   bench history                              list the runs recorded in reports/history.sqlite
   bench compare --baseline main reports/RUN-ID   did this run regress against main? (exit 1 if so)
   bench selfcheck                            check the harness against torch's own timer
+  bench plan --run reports/RUN-ID --slo-p99-ms 50 --target-qps 20000
+                                             hosts needed for a load, from a capacity run
   bench profile tiny_cnn-b1-t1-fp32-eager --suite scenarios/quickstart.yaml
                                              where one scenario's time goes, op by op
 """
@@ -196,10 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--reports", type=Path, default=Path("reports"), help="reports folder (artifact cache)")
     profile.set_defaults(handler=_cmd_profile)
 
-    from bench import compare, history
+    from bench import compare, history, plan
 
     history.add_parsers(commands, common)
     compare.add_parsers(commands, common)
+    plan.add_parsers(commands, common)
     return parser
 
 

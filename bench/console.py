@@ -39,6 +39,10 @@ class ConsoleProgress:
             detail = f"{record.status}: {(record.reason or '').splitlines()[0]}"
         lead = "\r\033[K" if self.live else ""
         print(f"{lead}{self._prefix}  {detail}", file=self.stream, flush=True)
+        if record.capacity is not None:
+            from bench.capacity import summary
+
+            print(f"    {summary(record.capacity)}", file=self.stream, flush=True)
 
 
 def _ms(seconds: float | None) -> str:

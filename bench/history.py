@@ -40,13 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import runfolder
 from bench.errors import UserError
-from bench.record import RESULTS_FILE, require_run_folder
+from bench.record import RESULTS_FILE
 
 DEFAULT_HISTORY = Path("reports") / "history.sqlite"
 DEFAULT_TIMEOUT_S = 30.0
 APPLICATION_ID = 0x62656E63  # "benc": marks the file as a bench history
-RESULTS = RESULTS_FILE
 MIB = 1024 * 1024
 
 
@@ -187,104 +187,40 @@ class RunSnapshot:
 def read_run_folder(path: Path) -> RunSnapshot:
     """A run folder written by `bench run`; UserError when it is not one.
 
-    Tolerant like the report: a truncated last line or a missing benchmark JSON becomes a
-    warning, not an error.
+    Tolerant like the report (bench.runfolder): a truncated last line or a missing
+    benchmark JSON becomes a warning, not an error. Records are kept as written.
     """
-    path = require_run_folder(Path(path))
-    results_path = path / RESULTS
-    warnings: list[str] = []
-    info = _read_json_object(path / "run.json", warnings)
-    environment = _read_json_object(path / "environment.json", warnings)
-    records = _read_results(results_path, warnings)
-    run_id = str(info.get("run_id") or (records[0].get("run_id") if records else None) or path.name)
+    folder = runfolder.read_folder(Path(path))
+    warnings = folder.warnings
+    records = [line.data for line in folder.lines]
     results: dict[str, ScenarioResult] = {}
     for record in records:
-        sid = str(record["scenario_id"])
+        sid = record["scenario_id"]
         if sid in results:
-            warnings.append(f"{results_path}: scenario {sid} appears twice; the last row is used")
+            warnings.append(f"{folder.results_path}: scenario {sid} appears twice; the last row is used")
         rounds = None
         if record.get("status") == "ok":
-            rounds = _read_round_times(path, record, warnings)
+            rounds, why = runfolder.round_times(folder.path, record.get("files"), sid)
+            if why:
+                warnings.append(f"{sid}: {why}; no raw round times")
         results[sid] = ScenarioResult(sid, record, rounds)
+    environment, info = folder.environment, folder.info
     git = environment.get("git") if isinstance(environment.get("git"), dict) else {}
     sha = git.get("sha") or next((r.get("git_sha") for r in records if r.get("git_sha")), None)
     branch = git.get("branch")
     return RunSnapshot(
-        run_id=run_id,
-        source=str(path),
-        started_at=info.get("started_at") or _started_from(records, run_id),
+        run_id=folder.run_id,
+        source=str(folder.path),
+        started_at=info.get("started_at") or _started_from(records, folder.run_id),
         git_sha=sha,
         branch=None if branch in (None, "HEAD") else str(branch),
         label=None,
-        suite=info.get("suite") or (records[0].get("suite") if records else None),
+        suite=folder.suite,
         environment=environment,
         info=info,
         results=results,
         warnings=warnings,
     )
-
-
-def _read_json_object(path: Path, warnings: list[str]) -> dict[str, Any]:
-    if not path.is_file():
-        warnings.append(f"{path.name} is missing from {path.parent}")
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, json.JSONDecodeError) as exc:
-        warnings.append(f"{path}: could not be read ({type(exc).__name__}: {exc})")
-        return {}
-    if not isinstance(value, dict):
-        warnings.append(f"{path}: expected a JSON object, found {type(value).__name__}")
-        return {}
-    return value
-
-
-def _read_results(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    except OSError as exc:
-        raise UserError(f"{path} could not be read: {exc.strerror or exc}") from None
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            last = all(not rest.strip() for rest in lines[number:])
-            what = "is truncated (the run was probably cut off)" if last else "is not valid JSON"
-            warnings.append(f"{path}: line {number} {what}; skipped")
-            continue
-        if not isinstance(data, dict) or not isinstance(data.get("scenario_id"), str) or not data["scenario_id"]:
-            warnings.append(f"{path}: line {number} is not a result record; skipped")
-            continue
-        records.append(data)
-    return records
-
-
-def _read_round_times(run_dir: Path, record: dict[str, Any], warnings: list[str]) -> list[float] | None:
-    files = record.get("files") if isinstance(record.get("files"), dict) else {}
-    relative = files.get("benchmark_json") or f"benchmark/{record['scenario_id']}.json"
-    candidate = (run_dir / relative).resolve()
-    root = run_dir.resolve()
-    if root not in candidate.parents:
-        warnings.append(f"{record['scenario_id']}: {relative} is outside the run folder; no raw round times")
-        return None
-    try:
-        data = json.loads(candidate.read_text(encoding="utf-8"))
-        times = [float(t) for entry in data["benchmarks"] for t in entry["stats"]["data"]]
-    except FileNotFoundError:
-        warnings.append(f"{record['scenario_id']}: {relative} is missing; no raw round times")
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        warnings.append(
-            f"{record['scenario_id']}: {relative} could not be read ({type(exc).__name__}); no raw round times"
-        )
-        return None
-    if not times or not all(math.isfinite(t) and t >= 0 for t in times):
-        warnings.append(f"{record['scenario_id']}: {relative} holds no usable round times")
-        return None
-    return times
 
 
 def _started_from(records: list[dict[str, Any]], run_id: str) -> str | None:
@@ -537,7 +473,7 @@ def record_run(
     """
     run_dir = Path(run_dir)
     snapshot = read_run_folder(run_dir)
-    digest = hashlib.sha256((run_dir / RESULTS).read_bytes()).hexdigest()
+    digest = hashlib.sha256((run_dir / RESULTS_FILE).read_bytes()).hexdigest()
     if label is not None:
         label = label.strip() or None
     git = snapshot.environment.get("git") if isinstance(snapshot.environment.get("git"), dict) else {}

@@ -7,19 +7,25 @@ model is built and loaded exactly as the timed worker does it (`backends.load_mo
 
 - torch load modes (eager, mmap, torchscript; any precision): torch.profiler with CPU
   activity, record_shapes and profile_memory over `iterations` calls after `warmup`
-  untimed calls. Each call is wrapped in a `bench::iteration` range; the range's own
-  self time is the time spent *outside every operator* (Python, nn.Module dispatch and
-  the profiler's own bookkeeping between ops) and is kept in the table as the row
-  `[outside operators]`, so that the table accounts for the whole call.
+  calls without it (whose median gives `profiler_overhead`); load and the first call
+  run under a memory-only profiler session of their own, so that torch's allocation
+  events of every phase are kept (memory.csv). Each call is wrapped in a
+  `bench::iteration` range; the range's own self time is the time spent *outside every
+  operator* (Python, nn.Module dispatch and the profiler's own bookkeeping between ops)
+  and is kept in the table as the row `[outside operators]`, so that the table accounts
+  for the whole call.
 - onnxruntime: the session's own profiler (SessionOptions.enable_profiling); its JSON
   is the trace, and `Node` kernel events summed by `op_name` make the table. The
   session's own time outside its kernels is the row `[session overhead]`.
 
 Files written into `out_dir`: `ops.csv` (OPS_COLUMNS), `trace.json` (Chrome/Perfetto
-trace: opens in ui.perfetto.dev or chrome://tracing), `profile.json` (the summary) and
-the child's `stdout.log` / `stderr.log`. A profiler that cannot run (a runtime that is
-missing, an unsupported scenario, a crash, a timeout) gives a ProfileResult whose
-status is `unsupported` or `failed` with a note; `profile_scenario` never raises for it.
+trace: opens in ui.perfetto.dev or chrome://tracing), torch only: `load_trace.json` (load
+and the first call) and `memory.csv` (MEMORY_COLUMNS), `profile.json` (the summary, with
+the child's pid and time.monotonic() at its start, around the profiled calls and at its
+end: one clock with the timed worker's events) and the child's `stdout.log` /
+`stderr.log`. A profiler that cannot run (a runtime that is missing, an unsupported
+scenario, a crash, a timeout) gives a ProfileResult whose status is `unsupported` or
+`failed` with a note; `profile_scenario` never raises for it.
 
 "Does the profile explain the time?": `explained_ratio` is the median over iterations
 of (self CPU time of everything recorded on the calling thread during that iteration,
@@ -76,6 +82,18 @@ OUTSIDE_OPS = "[outside operators]"
 SESSION_OVERHEAD = "[session overhead]"
 PSEUDO_OPS = (OUTSIDE_OPS, SESSION_OVERHEAD)
 PROFILE_SUMMARY = "profile.json"
+MEMORY_CSV = "memory.csv"
+MEMORY_COLUMNS = [
+    "t_s",  # seconds since load began in the profiling process (time on the profiled calls is profiler time)
+    "phase",  # load, first_inference (the first call) or steady (the profiled calls)
+    "call",  # steady: which profiled call (0-based); empty otherwise
+    "bytes",  # this allocation (+) or free (-)
+    "allocated_bytes",  # live bytes torch's CPU allocator had handed out since load began, after this event
+]
+MEMORY_PHASES = ("load", "first_inference", "steady")
+ALLOCATION_FIELDS = tuple(f"allocated_{p}_bytes" for p in (*MEMORY_PHASES, "per_call"))
+LOAD_RANGE = "bench::load"
+FIRST_CALL_RANGE = "bench::first_inference"
 # Ops that exist to change representation: quantize / dequantize / dtype conversion / copies.
 CONVERSION_OP = re.compile(
     r"quantiz|dequant|_to_copy|aten::to$|copy_|convert|^Cast$|DynamicQuantize|Integer|_dynamic|fbgemm|qlinear",
@@ -87,7 +105,7 @@ FLOPS_NOTE = (
     "It does not count element-wise ops, activations, normalisation, pooling or bias adds (small next to "
     "matmuls/convolutions), quantized kernels (an int8 row reuses the fp32 count of the same model), nor "
     "ops it has no formula for, such as CPU scaled-dot-product attention (aten::_scaled_dot_product_"
-    "flash_attention_for_cpu); those are listed in `uncounted_ops`."
+    "flash_attention_for_cpu); those are listed in uncounted_ops."
 )
 
 
@@ -121,6 +139,8 @@ class ProfileResult:
             "ops_only_ratio": s.get("ops_only_ratio"),
             "top_op": (s.get("top_ops") or [{}])[0].get("op"),
             "top_op_pct": (s.get("top_ops") or [{}])[0].get("self_cpu_pct"),
+            "profiler_overhead": s.get("profiler_overhead"),
+            **{key: s.get(key) for key in ALLOCATION_FIELDS},
         }
 
 
@@ -155,7 +175,7 @@ def profile_scenario(
         if reason is not None:
             return ProfileResult(scenario.id, "unsupported", f"not profiled: {reason}", out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("ops.csv", "trace.json", PROFILE_SUMMARY):
+        for name in ("ops.csv", "trace.json", PROFILE_SUMMARY, MEMORY_CSV, "load_trace.json"):
             (out_dir / name).unlink(missing_ok=True)
         spec_path = out_dir / "profile_spec.json"
         spec = {
@@ -230,7 +250,9 @@ def _tail(path: Path, lines: int = 12) -> str:
 def _child_main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     out_dir = Path(spec["out_dir"])
-    summary: dict[str, Any] = {"status": "failed", "phase": "startup"}
+    # time.monotonic() is one clock for every process on Linux: the runner's worker events use it too.
+    summary: dict[str, Any] = {"status": "failed", "phase": "startup", "pid": os.getpid(),
+                               "started_monotonic_s": time.monotonic()}  # fmt: skip
     try:
         scenario = Scenario.from_dict(spec["scenario"])
         summary.update(scenario_id=scenario.id, runtime="onnxruntime" if scenario.load == "onnxruntime" else "torch")
@@ -247,6 +269,7 @@ def _child_main(spec_path: str) -> int:
         summary.update(status=status, note=f"{type(exc).__name__} during {summary['phase']}: {exc}")
         summary["traceback"] = traceback.format_exc()
     summary.pop("phase", None)
+    summary["ended_monotonic_s"] = time.monotonic()
     (out_dir / PROFILE_SUMMARY).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     return 0
 
@@ -277,29 +300,100 @@ def _profile_here(
     with torch.inference_mode():
         if scenario.load == "onnxruntime":
             return _profile_onnxruntime(scenario, artifact_path, out_dir, batch, iterations, warmup, summary)
-        infer, _ = backends.load_model(scenario, artifact_path)
-        return _profile_torch(infer, batch, out_dir, iterations, warmup, scenario, summary)
+        infer, memory = _load_and_first_call(scenario, artifact_path, batch, out_dir, summary)
+        return _profile_torch(infer, batch, out_dir, iterations, warmup, scenario, summary, memory)
+
+
+def _load_and_first_call(
+    scenario: Scenario, artifact_path: Path, batch: Any, out_dir: Path, summary: dict[str, Any]
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Load and make the first call under a memory-only profiler (load_trace.json): their allocation events."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from bench import backends
+
+    starts_s = []
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        starts_s.append(time.monotonic())
+        summary["load_started_monotonic_s"] = starts_s[0]
+        with record_function(LOAD_RANGE):
+            infer, _ = backends.load_model(scenario, artifact_path)
+        summary["phase"] = "first_inference"
+        starts_s.append(time.monotonic())
+        with record_function(FIRST_CALL_RANGE):
+            infer(batch)
+    prof.export_chrome_trace(str(out_dir / "load_trace.json"))
+    trace = json.loads((out_dir / "load_trace.json").read_text(encoding="utf-8"))["traceEvents"]
+    ranges = {LOAD_RANGE: "load", FIRST_CALL_RANGE: "first_inference"}
+    return infer, _allocation_events(trace, ranges, starts_s)
+
+
+def _allocation_events(trace: list[dict[str, Any]], ranges: dict[str, str], starts_s: list[float]) -> list[dict]:
+    """The trace's `[memory]` events inside the named ranges: {t_s, phase, call, bytes, allocated_bytes}.
+
+    Trace timestamps are not comparable between profiler sessions, so each range is placed on
+    the monotonic clock by `starts_s` (time.monotonic() taken as each range began, in order).
+    `allocated_bytes` is torch's running count of live bytes among the CPU allocations made
+    while a profiler recorded memory; frees of other allocations are not counted.
+    """
+    spans = sorted((e["ts"], e["ts"] + e.get("dur", 0), ranges[e["name"]]) for e in trace
+                   if e.get("ph") == "X" and e.get("name") in ranges)  # fmt: skip
+    begins = [span[0] for span in spans]
+    calls: dict[str, int] = {}
+    numbered = []
+    for span in spans:
+        calls[span[2]] = calls.get(span[2], -1) + 1
+        numbered.append(calls[span[2]])
+    events = []
+    for event in trace:
+        if event.get("name") != "[memory]":
+            continue
+        i = bisect.bisect_right(begins, event["ts"]) - 1
+        if i < 0 or event["ts"] > spans[i][1] or i >= len(starts_s):
+            continue  # outside every range: the profiler's own start and stop
+        args = event.get("args", {})
+        events.append({
+            "t_s": starts_s[i] + (event["ts"] - spans[i][0]) / 1e6,
+            "phase": spans[i][2],
+            "call": numbered[i] if spans[i][2] == "steady" else None,
+            "bytes": int(args.get("Bytes", 0)),
+            "allocated_bytes": int(args.get("Total Allocated", 0)),
+        })  # fmt: skip
+    return events
 
 
 def _profile_torch(
-    infer: Any, batch: Any, out_dir: Path, iterations: int, warmup: int, scenario: Scenario, summary: dict[str, Any]
+    infer: Any,
+    batch: Any,
+    out_dir: Path,
+    iterations: int,
+    warmup: int,
+    scenario: Scenario,
+    summary: dict[str, Any],
+    memory: list[dict[str, Any]],
 ) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
     summary["phase"] = "warmup"
-    _warm_up(infer, batch, warmup, summary.get("max_time_s"))
+    warm_s = _warm_up(infer, batch, warmup, summary.get("max_time_s"))
     summary["phase"] = "profile"
     walls_s: list[float] = []
+    call_starts_s: list[float] = []
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True, profile_memory=True) as prof:
         for _ in _iterations(iterations, summary.get("max_time_s")):
+            call_starts_s.append(time.monotonic())
             with record_function(ITERATION_RANGE):
                 started = time.perf_counter()
                 infer(batch)
                 walls_s.append(time.perf_counter() - started)
+    profiled_to_s = time.monotonic()
     iterations = len(walls_s)
     summary["phase"] = "export"
     prof.export_chrome_trace(str(out_dir / "trace.json"))
+    trace = json.loads((out_dir / "trace.json").read_text(encoding="utf-8"))["traceEvents"]
+    memory = memory + _allocation_events(trace, {ITERATION_RANGE: "steady"}, call_starts_s)
+    _write_memory_csv(memory, out_dir / MEMORY_CSV, summary["load_started_monotonic_s"])
 
     # Per iteration: self time of everything on the calling thread inside the iteration's range.
     events = list(prof.events())
@@ -344,15 +438,63 @@ def _profile_torch(
         "explained_ratio_mean_based": main_total_s / iterations / median_s,
         "torch_num_threads": torch.get_num_threads(),
         "trace_format": "chrome trace (torch.profiler export_chrome_trace): {'traceEvents': [...]}",
+        # The same calls without the profiler, just before it: what profiling costs a call (~1 = little).
+        "unprofiled_median_s": statistics.median(warm_s) if warm_s else None,
+        "profiler_overhead": median_s / statistics.median(warm_s) if warm_s else None,
+        "profiled_from_monotonic_s": call_starts_s[0],
+        "profiled_to_monotonic_s": profiled_to_s,
+        **allocation_figures(memory, iterations),
     }
 
 
-def _warm_up(infer: Any, batch: Any, calls: int, max_time_s: float | None) -> None:
-    started = time.perf_counter()
+def _write_memory_csv(events: list[dict[str, Any]], path: Path, origin_s: float) -> None:
+    """memory.csv (MEMORY_COLUMNS), t_s counted from `origin_s` (the start of load in this process)."""
+    import pandas as pd
+
+    table = pd.DataFrame(events, columns=MEMORY_COLUMNS)
+    table["t_s"] = table["t_s"] - origin_s
+    table["call"] = table["call"].astype("Int64")
+    table.to_csv(path, index=False, float_format="%.6f")
+
+
+def allocation_figures(events: list[dict[str, Any]], calls: int) -> dict[str, int | None]:
+    """Peak live bytes torch had allocated in each phase, and the median transient peak of a profiled call.
+
+    `events` are memory.csv's rows in time order. A phase's peak is its highest live level,
+    counting the level it began at (so a phase that allocated nothing keeps the level before
+    it); a call's transient peak is its highest level above the level it began at (0 for a
+    call that allocated nothing). All None when there is no event at all (e.g. onnxruntime).
+    """
+    if not events:
+        return dict.fromkeys(ALLOCATION_FIELDS)
+    figures: dict[str, int | None] = {}
+    level = 0
+    for phase in MEMORY_PHASES:
+        peak = level
+        for event in (e for e in events if e["phase"] == phase):
+            level = event["allocated_bytes"]
+            peak = max(peak, level)
+        figures[f"allocated_{phase}_bytes"] = peak
+    per_call: dict[int, tuple[int, int]] = {}  # call -> (level at its start, its peak)
+    for event in events:
+        if event["call"] is not None:
+            start, peak = per_call.get(event["call"], (event["allocated_bytes"] - event["bytes"],) * 2)
+            per_call[event["call"]] = (start, max(peak, event["allocated_bytes"]))
+    transient = [peak - start for start, peak in per_call.values()] + [0] * max(0, calls - len(per_call))
+    figures["allocated_per_call_bytes"] = int(statistics.median(transient)) if transient else None
+    return figures
+
+
+def _warm_up(infer: Any, batch: Any, calls: int, max_time_s: float | None) -> list[float]:
+    """Up to `calls` calls (fewer once max_time_s has passed); each call's wall time."""
+    walls_s: list[float] = []
     for _ in range(calls):
+        started = time.perf_counter()
         infer(batch)
-        if max_time_s is not None and time.perf_counter() - started > max_time_s:
+        walls_s.append(time.perf_counter() - started)
+        if max_time_s is not None and sum(walls_s) > max_time_s:
             break
+    return walls_s
 
 
 def _iterations(count: int, max_time_s: float | None) -> Any:
@@ -633,7 +775,8 @@ def profile_for_run(
     )  # fmt: skip
     files = {}
     for key, path in (("ops_csv", result.ops_csv), ("trace_json", result.trace_json),
-                      ("profile_json", out_dir / PROFILE_SUMMARY)):  # fmt: skip
+                      ("profile_json", out_dir / PROFILE_SUMMARY), ("memory_csv", out_dir / MEMORY_CSV),
+                      ("load_trace_json", out_dir / "load_trace.json")):  # fmt: skip
         if path is not None and path.exists():
             files[key] = str(path.relative_to(run_dir))
     fields = result.record_fields()
@@ -666,7 +809,14 @@ def format_profile(result: ProfileResult, *, top: int = TOP_OPS) -> str:
         lines.append(
             f"{s['iterations']} profiled calls after {s['warmup']} warmup calls, {s['threads']} thread(s); "
             f"median {s['profiled_median_s'] * 1e3:.3f} ms under the profiler"
+            + (f" ({s['profiler_overhead']:.2f}x a call without it)" if s.get("profiler_overhead") else "")
         )
+        if s.get("allocated_load_bytes") is not None:
+            lines.append(
+                f"torch's live CPU allocations: {s['allocated_load_bytes'] / 2**20:.2f} MiB at the peak of load, "
+                f"{s['allocated_first_inference_bytes'] / 2**20:.2f} MiB at the peak of the first call, "
+                f"{s['allocated_per_call_bytes'] / 1024:.1f} KiB working memory per call"
+            )
         lines.append(
             f"self time explains {100 * s['explained_ratio']:.0f}% of the median call "
             f"(operators alone: {100 * s['ops_only_ratio']:.0f}%)"
@@ -679,87 +829,11 @@ def format_profile(result: ProfileResult, *, top: int = TOP_OPS) -> str:
                 f"{op['self_cpu_pct']:>7.1f}  {op['input_shapes'][:60]}"
             )
         lines.append("")
-    for label, path in (("ops", result.ops_csv), ("trace", result.trace_json)):
-        if path is not None:
+    memory_csv = result.out_dir / MEMORY_CSV if result.out_dir is not None else None
+    for label, path in (("ops", result.ops_csv), ("trace", result.trace_json), ("memory", memory_csv)):
+        if path is not None and path.exists():
             lines.append(f"{label}: {path}")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- the report's section
-
-
-def profiles_html(report: Any, *, top: int = TOP_OPS) -> str:
-    """The report's "Operator profiles" section: per profiled row, its top ops and a link to its trace.
-
-    `report` is a bench.report Report (only .runs[i].path, .runs[i].records and .out_dir are
-    used; records need .scenario_id, .files and .profile). "" when no row was profiled.
-    """
-    from html import escape
-
-    parts: list[str] = []
-    for run in report.runs:
-        for record in run.records:
-            figures = getattr(record, "profile", None)
-            if figures is None:
-                continue
-            files = record.files if isinstance(record.files, dict) else {}
-            title = f"<h3><code>{escape(record.scenario_id)}</code>"
-            if len(report.runs) > 1:
-                title += f' <span class="meta">({escape(str(getattr(run, "label", run.path.name)))})</span>'
-            parts.append(title + "</h3>")
-            if figures.status != "ok":
-                parts.append(f"<p>Not profiled ({escape(str(figures.status))}): {escape(str(figures.note))}</p>")
-                continue
-            facts = [f"{figures.iterations} profiled calls, median {_ms(figures.median_latency_s)} under the profiler"]
-            if figures.explained_ratio is not None:
-                facts.append(
-                    f"self time explains {100 * figures.explained_ratio:.0f}% of a call "
-                    f"(operators alone {100 * (figures.ops_only_ratio or 0):.0f}%)"
-                )
-            if figures.achieved_gflops is not None:
-                peak = f", {figures.percent_of_peak:.1f}% of this CPU's matmul peak" if figures.percent_of_peak else ""
-                facts.append(f"{figures.flops:,} FLOPs per call, {figures.achieved_gflops:.2f} GFLOP/s{peak}")
-            links = []
-            for key, label in (("trace_json", "trace (ui.perfetto.dev, chrome://tracing)"), ("ops_csv", "ops.csv")):
-                if files.get(key) and (run.path / files[key]).is_file():
-                    href = os.path.relpath(run.path / files[key], report.out_dir)
-                    links.append(f'<a href="{escape(href)}">{escape(label)}</a>')
-            parts.append(f"<p>{escape('; '.join(facts))}. {' · '.join(links)}</p>")
-            ops_path = run.path / files["ops_csv"] if files.get("ops_csv") else None
-            if ops_path is None or not ops_path.is_file():
-                parts.append("<p>ops.csv is missing.</p>")
-                continue
-            try:
-                table = read_ops(ops_path).head(top)
-            except Exception as exc:
-                parts.append(f"<p>ops.csv cannot be read: {escape(str(exc))}</p>")
-                continue
-            rows = "".join(
-                f'<tr><td class="id">{escape(str(r.op))}</td><td class="num">{r.calls_per_iter:g}</td>'
-                f'<td class="num">{r.self_cpu_per_iter_s * 1e3:.4f}</td><td class="num">{r.self_cpu_pct:.1f}</td>'
-                f'<td class="num">{r.total_cpu_s / max(figures.iterations or 1, 1) * 1e3:.4f}</td>'
-                f'<td class="num">{r.cpu_memory_bytes / max(figures.iterations or 1, 1) / 1024:.1f}</td>'
-                f"<td>{escape(str(r.input_shapes)[:120])}</td></tr>"
-                for r in table.itertuples()
-            )
-            parts.append(
-                "<table><thead><tr><th>op</th><th>calls/call</th><th>self ms/call</th><th>self %</th>"
-                "<th>total ms/call</th><th>memory KiB/call</th><th>input shapes</th></tr></thead>"
-                f"<tbody>{rows}</tbody></table>"
-            )
-    if not parts:
-        return ""
-    intro = (
-        "<p>Each profiled scenario ran a second time, in its own process after its timed run, under "
-        "torch.profiler (ONNX Runtime: the session profiler); these times include profiler overhead and are "
-        "not the timed figures. [outside operators] is time in a call but in no operator (Python, module "
-        f"dispatch). Top {top} operators by self time. {escape(FLOPS_NOTE)}</p>"
-    )
-    return '<h2 id="profiles">Operator profiles</h2>' + intro + "".join(parts)
-
-
-def _ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1e3:.3f} ms"
 
 
 # ---------------------------------------------------------------- this CPU's peak

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
+import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +106,7 @@ class ProfileFigures:
     runtime: str | None = None
     iterations: int | None = None  # profiled calls
     median_latency_s: float | None = None  # median call under the profiler (not the timed figure)
+    profiler_overhead: float | None = None  # torch: that median / the median warmup call without the profiler
     self_cpu_median_per_iter_s: float | None = None  # self time on the calling thread, median per call
     explained_ratio: float | None = None  # calling thread's self time / wall, median per call (~1)
     ops_only_ratio: float | None = None  # the same without time outside operators (Python, dispatch)
@@ -113,6 +116,11 @@ class ProfileFigures:
     achieved_gflops: float | None = None  # flops / the timed median latency
     peak_gflops: float | None = None  # this CPU's matmul peak at the row's threads and dtype
     percent_of_peak: float | None = None
+    # torch's live CPU allocations in the profiling process (profile/<scenario>/memory.csv), peak per phase:
+    allocated_load_bytes: int | None = None
+    allocated_first_inference_bytes: int | None = None
+    allocated_steady_bytes: int | None = None  # over the profiled calls
+    allocated_per_call_bytes: int | None = None  # median over profiled calls of a call's peak above its start
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,111 @@ class FleetPlacement:
     started_unix_s: float | None = None  # the scenario's start and end on that host's clock
     ended_unix_s: float | None = None
     lost_attempts: list[dict[str, Any]] = field(default_factory=list)  # [{worker, reason}] before this one
+
+
+@dataclass(frozen=True)
+class InstanceRun:
+    """One instance's share of a closed-loop or offline run (bench.capacity)."""
+
+    instance: int
+    cores: list[int]  # the CPUs it was pinned to (os.sched_setaffinity)
+    calls: int
+    samples_per_s: float  # calls x batch / its own wall time
+    latency_s: LatencyStats | None  # per call
+    cpu_s: float | None = None  # the instance's process CPU time over the run
+
+
+@dataclass(frozen=True)
+class ClosedLoopFigures:
+    """Every instance calling back to back, all started together, for a fixed duration."""
+
+    batch_size: int
+    duration_s: float
+    samples_per_s: float  # aggregate: the instances' throughputs summed
+    requests_per_s: float  # aggregate calls per second
+    latency_s: LatencyStats | None  # every instance's calls pooled
+    instances: list[InstanceRun] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServerStep:
+    """One step of server mode: Poisson arrivals at a fixed offered rate (bench.loadgen)."""
+
+    rate_per_s: float  # offered
+    requests: int  # scheduled
+    completed: int  # finished before the drain deadline
+    duration_s: float  # from the step's start to its last scheduled arrival
+    achieved_per_s: float  # completed / duration_s
+    latency_p50_s: float | None  # from each request's scheduled arrival to the end of its inference
+    latency_p90_s: float | None
+    latency_p99_s: float | None
+    latency_max_s: float | None
+    p99_lower_bound: bool  # the p99 fell on an unfinished request: the true p99 is at least this
+    wait_p99_s: float | None  # scheduled arrival -> an instance took the request (queueing + dispatch)
+    service_p99_s: float | None  # the inference alone
+    send_lag_p99_s: float | None  # how late the generator sent requests (counted in the latency)
+    loadgen_cpu_s: float  # CPU time of the generator's thread during the step
+    loadgen_cpu_fraction: float  # loadgen_cpu_s / step wall time: the share of a core it took
+    instances_cpu_s: float | None  # the serving instances' CPU time during the step
+    valid: bool  # long enough and enough requests for its p99 to mean something
+    passed: bool  # valid and p99 within the SLO
+    reasons: list[str] = field(default_factory=list)  # why invalid or failed
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ServerFigures:
+    """Server mode's search for the highest rate whose p99 meets the SLO."""
+
+    slo_p99_s: float
+    max_rate_per_s: float | None  # highest passing offered rate; None: no rate met the SLO
+    stop_reason: str
+    min_duration_s: float
+    min_requests: int
+    steps: list[ServerStep] = field(default_factory=list)
+    low_load_step: ServerStep | None = None  # at a tenth of max_rate_per_s (or the least a valid step allows)
+
+
+@dataclass(frozen=True)
+class InstanceMemory:
+    """One instance's memory after serving (psutil memory_full_info; VmHWM from /proc)."""
+
+    instance: int
+    rss_bytes: int | None
+    uss_bytes: int | None  # pages no other process shares
+    pss_bytes: int | None  # shared pages split among the processes sharing them
+    peak_rss_kernel_bytes: int | None  # VmHWM over the instance's life (offline's big batches included)
+
+
+@dataclass(frozen=True)
+class LayoutFigures:
+    """One layout: `instances` processes with `threads_per_instance` threads on disjoint cores."""
+
+    layout: str  # e.g. "2x1": 2 instances x 1 thread
+    instances: int
+    threads_per_instance: int
+    requested: bool  # listed in the suite (or by `auto`); false: a point of the instance-count sweep
+    status: str  # ok, failed or skipped
+    note: str | None = None
+    cores: list[list[int]] = field(default_factory=list)
+    closed_loop: ClosedLoopFigures | None = None  # batch_size = the scenario's; 1 instance: SingleStream
+    offline: ClosedLoopFigures | None = None  # large batches: max throughput
+    server: ServerFigures | None = None
+    memory: list[InstanceMemory] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CapacityFigures:
+    """Capacity measurement of a scenario (`capacity:` in a suite; bench.capacity)."""
+
+    status: str  # ok or failed: capacity never fails the row
+    note: str | None
+    slo_p99_s: float
+    usable_cores: int
+    best_layout: str | None  # the requested layout with the highest rate at the SLO
+    layouts: list[LayoutFigures] = field(default_factory=list)
+    percentile_rule: str | None = None
+    duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +292,7 @@ class ResultRecord:
     pruning: PruningFacts | None = None
     pipeline: PipelineFigures | None = None  # only with `data:`
     model_freed_on_release: bool | None = None  # a weak reference to the model died after del + gc.collect()
+    capacity: CapacityFigures | None = None  # only with a `capacity:` block
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -196,44 +310,48 @@ class ResultRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
         """Build a record from JSON; keys from newer schemas are ignored, missing optional ones default."""
-        nested = {
-            "latency_s": LatencyStats,
-            "rss_bytes": RssFigures,
-            "peak_rss_kernel_phase_bytes": KernelPeaks,
-            "fidelity": Fidelity,
-            "profile": ProfileFigures,
-            "fleet": FleetPlacement,
-            "model_source": ModelSourceInfo,
-            "pruning": PruningFacts,
-            "pipeline": PipelineFigures,
-        }
         names = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in names:
                 continue
-            if key in nested and isinstance(value, dict):
-                sub = nested[key]
-                sub_names = {f.name for f in dataclasses.fields(sub)}
-                value = sub(**{k: v for k, v in value.items() if k in sub_names})
+            if key in NESTED_FIELDS and isinstance(value, dict):
+                value = from_json(NESTED_FIELDS[key], value)
             values[key] = value
         return cls(**values)
 
 
-def require_run_folder(path: Path) -> Path:
-    """`path` if it is a run folder (it holds results.jsonl); otherwise a UserError saying what it is."""
-    from bench.errors import UserError
+# The record's fields that are dataclasses of their own, and their classes.
+NESTED_FIELDS: dict[str, type] = {
+    "latency_s": LatencyStats,
+    "rss_bytes": RssFigures,
+    "peak_rss_kernel_phase_bytes": KernelPeaks,
+    "fidelity": Fidelity,
+    "profile": ProfileFigures,
+    "fleet": FleetPlacement,
+    "model_source": ModelSourceInfo,
+    "capacity": CapacityFigures,
+    "pruning": PruningFacts,
+    "pipeline": PipelineFigures,
+}
 
-    if not path.exists():
-        raise UserError(f"{path}: no such folder (expected a run folder containing {RESULTS_FILE})")
-    if not path.is_dir():
-        raise UserError(f"{path} is a file, not a run folder (expected a folder containing {RESULTS_FILE})")
-    if not (path / RESULTS_FILE).is_file():
-        raise UserError(
-            f"{path} is not a run folder: it has no {RESULTS_FILE}. "
-            "Pass a folder written by `bench run`, e.g. reports/<run-id>/"
-        )
-    return path
+
+def from_json(hint: Any, value: Any) -> Any:
+    """A JSON value as type `hint`: dataclasses (recursively, unknown keys dropped), lists, optionals."""
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return from_json(inner[0], value) if len(inner) == 1 else value
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(hint)
+        return [from_json(item, v) for v in value]
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        hints = typing.get_type_hints(hint)
+        names = {f.name for f in dataclasses.fields(hint)}
+        return hint(**{k: from_json(hints[k], v) for k, v in value.items() if k in names})
+    return value
 
 
 def append_record(path: Path, record: ResultRecord) -> None:

@@ -38,6 +38,7 @@ from bench.record import (
     append_record,
     read_records,
 )
+from bench.runfolder import benchmark_round_times
 from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite
@@ -236,7 +237,32 @@ def run_scenario(
     record = build_record(base, scenario, outcome, benchmark_json, interval_s, time.perf_counter() - started)
     if scenario.profile and record.status == "ok":
         record = _with_profile(context, scenario, artifact.path, file_stem, record, progress)
+    if scenario.capacity is not None and record.status == "ok":
+        record = _with_capacity(context, scenario, artifact.path, file_stem, record, progress)
     return record
+
+
+def _with_capacity(
+    context: RunContext,
+    scenario: Scenario,
+    artifact_path: Path,
+    file_stem: str,
+    record: ResultRecord,
+    progress: Progress,
+) -> ResultRecord:
+    """Measure serving capacity with pinned instance processes, after the timed worker has ended."""
+    from bench.capacity import measure_capacity, not_measured
+
+    out_dir = context.run_dir / "capacity" / file_stem
+    started = time.perf_counter()
+    try:
+        figures = measure_capacity(
+            scenario, artifact_path, out_dir, lambda text: progress.scenario_phase(text, time.perf_counter() - started)
+        )
+    except Exception as exc:  # capacity is an extra: like a profile, it never fails the timed row
+        figures = not_measured(scenario, f"capacity measurement failed: {type(exc).__name__}: {exc}")
+    return dataclasses.replace(record, files={**record.files, "capacity_dir": _relative(out_dir, context.run_dir)},
+                               capacity=figures)  # fmt: skip
 
 
 def _with_profile(
@@ -353,11 +379,6 @@ def worker_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def read_round_times(benchmark_json: Path) -> list[float]:
-    data = json.loads(benchmark_json.read_text(encoding="utf-8"))
-    return [t for entry in data["benchmarks"] for t in entry["stats"]["data"]]
-
-
 def build_record(
     base: dict[str, Any],
     scenario: Scenario,
@@ -411,7 +432,7 @@ def build_record(
     failure = _failure_reason(scenario, outcome)
     if failure is not None:
         return ResultRecord(**base, **measured, status="failed", reason=failure)
-    latency = LatencyStats.from_times(read_round_times(benchmark_json))
+    latency = LatencyStats.from_times(benchmark_round_times(benchmark_json))
     fidelity, pipeline = worker.get("fidelity"), worker.get("pipeline")
     return ResultRecord(
         **base,

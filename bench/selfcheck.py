@@ -23,7 +23,8 @@ from bench.console import ConsoleProgress
 from bench.errors import UserError
 from bench.memory import cpu_count
 from bench.record import ResultRecord, append_record
-from bench.runner import read_round_times, run_scenario, run_worker, start_run
+from bench.runfolder import benchmark_round_times
+from bench.runner import run_scenario, run_worker, start_run
 from bench.stats import coefficient_of_variation
 from bench.suite import MeasurePolicy, Scenario, Suite
 
@@ -187,7 +188,7 @@ def _harness_vs_timer(benchmark_json: Path, worker: dict) -> Check:
 
 
 def _sampler_cost(benchmark_json: Path, outcome) -> Check:
-    times_s = read_round_times(benchmark_json)
+    times_s = benchmark_round_times(benchmark_json)
     starts_s = [t for b in outcome.worker["selfcheck_blocks"] for t in b["round_starts_s"]]
     on, off = [], []
     for start_s, time_s in zip(starts_s, times_s, strict=True):

@@ -30,7 +30,7 @@ LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert")
 # Axes that may vary in `matrix`, in the order they appear in a scenario id.
 AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape", "variant")
 # Keys allowed in `defaults` and `include` entries on top of the axes.
-SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "data")
+SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data")
 TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
 AXIS_DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
@@ -49,6 +49,7 @@ _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)\s*$", re.IGNOR
 _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
                "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+LAYOUT_RE = re.compile(r"^([1-9][0-9]{0,3})x([1-9][0-9]{0,3})$")  # instances x threads per instance
 
 Path_ = tuple[Any, ...]  # a location inside the YAML document, e.g. ("matrix", "threads", 1)
 
@@ -82,6 +83,26 @@ class MeasurePolicy:
 
 
 @dataclass(frozen=True)
+class CapacityPolicy:
+    """How a scenario's serving capacity is measured (bench.capacity): `capacity:` in a suite."""
+
+    slo_p99_ms: float  # the latency bound server mode searches against
+    layouts: tuple[str, ...] = ("auto",)  # "NxT": N instances x T threads; auto: every N x T = usable cores
+    sweep: bool = True  # also measure 1, 2, 4 ... instances of each layout's width (the scaling sweep)
+    duration_s: float = 2.0  # closed-loop and offline runs
+    offline_batch_size: int = 16
+    step_min_duration_s: float = 1.0  # server mode: each step lasts at least this long ...
+    step_min_requests: int = 500  # ... and has at least this many requests ...
+    step_max_duration_s: float = 10.0  # ... unless that would take longer than this (the step is then invalid)
+    max_steps: int = 12  # server mode steps per layout, at most
+    tolerance: float = 0.1  # stop bisecting when (fail - pass) / pass is at most this
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CapacityPolicy:
+        return cls(**{**data, "layouts": tuple(data.get("layouts", cls.layouts))})
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One fully specified point of a suite's matrix."""
 
@@ -101,6 +122,7 @@ class Scenario:
     source: ModelSource | None = None  # the user's own model (bench.sources); `model` is then its name
     variant: str = pruning.DENSE  # pruned variants of the model (bench.pruning)
     data: DataSpec | None = None  # an image folder to run through the input pipeline (bench.pipeline)
+    capacity: CapacityPolicy | None = None  # after the timed run, measure serving capacity (bench.capacity)
 
     @property
     def id(self) -> str:
@@ -133,6 +155,8 @@ class Scenario:
         if values.get("data"):
             data = values["data"]
             values["data"] = DataSpec(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
+        if values.get("capacity") is not None:
+            values["capacity"] = CapacityPolicy.from_dict(values["capacity"])
         return cls(**values)
 
 
@@ -382,6 +406,8 @@ class _Validator:
             out["profile"] = source["profile"]
         if "data" in source:
             out["data"] = self.data_spec(source["data"], (*where, "data"))
+        if "capacity" in source:
+            out["capacity"] = self.capacity(source["capacity"], (*where, "capacity"), out.get("capacity", {}))
         return out
 
     def data_spec(self, value: Any, where: Path_) -> DataSpec:
@@ -420,6 +446,51 @@ class _Validator:
                     raise self.fail((*where, key), f"expected three numbers, one per colour channel, got {numbers!r}")
                 spec[key] = tuple(float(n) for n in numbers)
         return DataSpec(**spec)
+
+    def capacity(self, block: Any, where: Path_, inherited: dict[str, Any]) -> dict[str, Any]:
+        """A `capacity:` block merged over the one it inherits (from defaults)."""
+        allowed = tuple(f.name for f in dataclasses.fields(CapacityPolicy))
+        self.mapping(block, where, allowed)
+        merged = dict(inherited)
+        for key, value in block.items():
+            at = (*where, key)
+            if key == "layouts":
+                merged[key] = self.layouts(value, at)
+            elif key == "sweep":
+                if not isinstance(value, bool):
+                    raise self.fail(at, f"expected true or false, got {_kind(value)}")
+                merged[key] = value
+            elif key in ("offline_batch_size", "step_min_requests", "max_steps"):
+                merged[key] = self.integer(value, at, 1)
+            elif key == "tolerance":
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+                    raise self.fail(at, f"expected a fraction between 0 and 1 (e.g. 0.1 for 10 %), got {value!r}")
+                merged[key] = float(value)
+            elif key == "slo_p99_ms":
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+                    raise self.fail(at, f"expected a latency bound in milliseconds > 0, e.g. 50, got {value!r}")
+                merged[key] = float(value)
+            else:
+                merged[key] = self.positive_number(value, at)
+        if "slo_p99_ms" not in merged:
+            raise self.fail(where, "has no 'slo_p99_ms': server mode needs the p99 latency bound to search against")
+        policy = CapacityPolicy.from_dict(merged)
+        if policy.step_min_duration_s > policy.step_max_duration_s:
+            raise self.fail(where, "step_min_duration_s is larger than step_max_duration_s")
+        return merged
+
+    def layouts(self, value: Any, where: Path_) -> list[str]:
+        if value == "auto":
+            return ["auto"]
+        if not isinstance(value, list) or not value:
+            raise self.fail(where, f"expected 'auto' or a non-empty list such as [2x1, 1x2], got {_kind(value)}")
+        for i, item in enumerate(value):
+            if item != "auto" and not (isinstance(item, str) and LAYOUT_RE.match(item)):
+                raise self.fail(
+                    (*where, i),
+                    f"expected a layout 'NxT' (N instances x T threads per instance, e.g. 2x1) or 'auto', got {item!r}",
+                )
+        return list(dict.fromkeys(value))
 
     def axis_value(self, key: str, value: Any, where: Path_) -> Any:
         if key == "model":
@@ -605,6 +676,7 @@ class _Validator:
             seed=settings.get("seed", 0),
             profile=settings.get("profile", False),
             data=settings.get("data"),
+            capacity=CapacityPolicy.from_dict(settings["capacity"]) if "capacity" in settings else None,
             **values,
         )
         if scenario.data is not None and (reason := check_data_spec(scenario.data, scenario.input_shape)):

@@ -149,3 +149,78 @@ def assert_png(path: Path) -> None:
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC, path
     assert len(data) > 5000, f"{path} is suspiciously small ({len(data)} bytes)"
+
+
+def update_row(run_dir: Path, scenario_id: str, changes: dict) -> None:
+    """Merge `changes` into one row of a hand-made run's results.jsonl (nested dicts are merged too)."""
+    lines = []
+    for line in (run_dir / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["scenario_id"] == scenario_id:
+            for key, value in changes.items():
+                record[key] = {**record[key], **value} if isinstance(record.get(key), dict) else value
+        lines.append(json.dumps(record))
+    (run_dir / "results.jsonl").write_text("".join(line + "\n" for line in lines))
+
+
+def allocation_events_demo(calls: int = 10) -> list[dict]:
+    """memory.csv rows: load allocates 2 MiB, the first call keeps 0.5 MiB (1.5 MiB at its peak), then each
+    profiled call allocates 64 KiB and frees it."""
+    events, level, t = [], 0, 0.0
+
+    def add(phase: str, nbytes: int, call: int | None = None) -> None:
+        nonlocal level, t
+        level += nbytes
+        t += 0.001
+        events.append({"t_s": t, "phase": phase, "call": call, "bytes": nbytes, "allocated_bytes": level})
+
+    for _ in range(4):
+        add("load", MIB // 2)
+    add("first_inference", MIB)
+    add("first_inference", -MIB // 2)
+    for call in range(calls):
+        add("steady", 64 * 1024, call)
+        add("steady", -64 * 1024, call)
+    return events
+
+
+def add_profile(run_dir: Path, scenario_id: str, *, status: str = "ok", note: str | None = None) -> None:
+    """Give one row of a hand-made run what `profile: true` leaves: profile/<id>/ files and record.profile."""
+    import pandas as pd
+
+    from bench import profiling
+
+    if status != "ok":
+        update_row(run_dir, scenario_id, {"profile": {"status": status, "note": note}})
+        return
+    folder = run_dir / "profile" / scenario_id
+    folder.mkdir(parents=True)
+    ops = [("aten::addmm", 0.002, 80.0), (EVIL, 0.0005, 20.0)]
+    pd.DataFrame(
+        [
+            {
+                "op": op,
+                "calls": 20,
+                "calls_per_iter": 2.0,
+                "self_cpu_s": t,
+                "total_cpu_s": t,
+                "self_cpu_pct": pct,
+                "self_cpu_per_iter_s": t / 10,
+                "cpu_memory_bytes": 4096,
+                "input_shapes": "[[1, 64]]",
+            }
+            for op, t, pct in ops
+        ]  # fmt: skip
+    )[profiling.OPS_COLUMNS].to_csv(folder / "ops.csv", index=False)
+    (folder / "trace.json").write_text('{"traceEvents": []}')
+    events = allocation_events_demo()
+    pd.DataFrame(events, columns=profiling.MEMORY_COLUMNS).to_csv(folder / "memory.csv", index=False)
+    names = {"ops_csv": "ops.csv", "trace_json": "trace.json", "memory_csv": "memory.csv"}
+    files = {key: f"profile/{scenario_id}/{name}" for key, name in names.items()}
+    figures = {
+        "status": "ok", "note": None, "runtime": "torch", "iterations": 10, "median_latency_s": 2.5e-4,
+        "explained_ratio": 1.02, "ops_only_ratio": 0.8, "top_op": "aten::addmm", "top_op_pct": 80.0,
+        "flops": 168960, "achieved_gflops": 0.7, "peak_gflops": 70.0, "percent_of_peak": 1.0,
+        **profiling.allocation_figures(events, 10),
+    }  # fmt: skip
+    update_row(run_dir, scenario_id, {"profile": figures, "files": files})

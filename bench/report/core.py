@@ -12,8 +12,11 @@ import pandas as pd
 
 from bench import __version__
 from bench.errors import UserError
+from bench.report.capacity import FIGURE_PREFIX as CAPACITY_FIGURE_PREFIX
+from bench.report.capacity import CapacitySection, build_capacity
 from bench.report.data import RunData, label_runs, load_run
 from bench.report.figures import FIGURE_PREFIXES, FigureResult, draw_all
+from bench.report.profiles import ProfileSection, memory_phase_frame, profile_sections
 from bench.report.tables import comparison_frame, csv_frame, summary_frame
 
 HTML_NAME = "report.html"
@@ -35,7 +38,10 @@ class Report:
     fidelity_measured: bool
     out_dir: Path
     generated_at: str
+    profiles: list[ProfileSection] = field(default_factory=list)  # rows with `profile: true`
+    memory_phases: pd.DataFrame = field(default_factory=pd.DataFrame)  # memory_phase_frame
     bench_version: str = __version__
+    capacity: CapacitySection | None = None  # rows with capacity figures: tables and the throughput/p99 figure
 
     @property
     def title(self) -> str:
@@ -75,7 +81,7 @@ def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
         )
     fig_dir = out_dir / FIGURES_DIR
     for old in fig_dir.glob("*.png") if fig_dir.is_dir() else []:  # figures of an earlier report
-        if old.name.startswith(FIGURE_PREFIXES):
+        if old.name.startswith((*FIGURE_PREFIXES, CAPACITY_FIGURE_PREFIX)):
             old.unlink(missing_ok=True)
     figures = draw_all(runs, frame, fig_dir, fidelity_measured) if not frame.empty else []
     return Report(
@@ -87,6 +93,9 @@ def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
         fidelity_measured=fidelity_measured,
         out_dir=out_dir,
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        profiles=profile_sections(runs, out_dir),
+        memory_phases=memory_phase_frame(runs),
+        capacity=build_capacity(runs, fig_dir),
     )
 
 
@@ -132,7 +141,8 @@ def write_report(run_dirs: Sequence[Path] | Path, out_dir: Path | None = None) -
         html=html_path,
         markdown=md_path,
         csv=csv_path,
-        figures=[p for f in report.figures for p in f.files],
+        figures=[p for f in report.figures for p in f.files]
+        + (report.capacity.figure.files if report.capacity and report.capacity.figure else []),
         rows=len(report.frame),
         warnings=list(report.warnings),
         comparison_csv=comparison_csv,

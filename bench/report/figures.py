@@ -23,8 +23,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
-from bench.report.data import RunData, round_times, rss_samples
+from bench.profiling import MEMORY_PHASES
+from bench.report.data import RunData
 from bench.report.tables import pareto_front
+from bench.runfolder import allocation_events, round_times, rss_samples
 
 DPI = 100
 MIB = 1024 * 1024
@@ -69,6 +71,7 @@ PHASE_COLORS = {
     "teardown": "#e6e6e6",
     "done": "#e6e6e6",
 }
+ALLOCATION_COLOR = "#e07a2e"
 PHASE_ORDER = ["startup", "load", "first_inference", "warmup", "steady", "teardown", "done"]
 
 
@@ -209,7 +212,7 @@ def latency_distribution(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: 
         for record in run.records:
             if record.status != "ok":
                 continue
-            times, why = round_times(run, record)
+            times, why = round_times(run.path, record.files, record.scenario_id)
             tag = tags[run.label]
             name = f"{record.scenario_id} · {tag}" if tag else record.scenario_id
             if times is None:
@@ -421,6 +424,25 @@ def _measured_window(samples: pd.DataFrame) -> pd.DataFrame:
     return window if len(window) >= 2 else samples
 
 
+def _allocation_overlay(shown: pd.DataFrame, events: pd.DataFrame, baseline: float) -> tuple[list[float], list[float]]:
+    """x (worker time) and y (MiB) of baseline + torch's live bytes, each phase's events spread over its worker span."""
+    spans: dict[str, tuple[float, float]] = {}
+    for phase, t0, t1 in _phase_spans(shown):
+        spans.setdefault(phase, (t0, t1))
+    xs: list[float] = []
+    ys: list[float] = []
+    for phase in MEMORY_PHASES:
+        rows = events[events["phase"].eq(phase)]
+        if rows.empty or phase not in spans:
+            continue
+        (w0, w1), (e0, e1) = spans[phase], (rows["t_s"].iloc[0], rows["t_s"].iloc[-1])
+        scale = (w1 - w0) / (e1 - e0) if e1 > e0 else 0.0
+        xs += [*(w0 + (rows["t_s"] - e0) * scale).tolist(), w1, math.nan]  # NaN: no line across other phases
+        levels = ((baseline + rows["allocated_bytes"]) / MIB).tolist()
+        ys += [*levels, levels[-1], math.nan]
+    return xs, ys
+
+
 def memory_over_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     result = FigureResult(
         "memory",
@@ -429,25 +451,37 @@ def memory_over_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path
         "worker's phases as the samples saw them (a phase shorter than the sampling interval may not "
         "show). Each panel shows the last second of start-up (interpreter and torch import) through the "
         "end of the measurement; the harness's own exit afterwards is cropped. Dotted: RSS before load, "
-        "the baseline. The y axis does not start at zero.",
+        "the baseline. The y axis does not start at zero. Orange, on profiled rows: RSS before load plus the "
+        "bytes torch's CPU allocator had live in the separate profiling process (its allocation events, "
+        "counted from the start of load): each phase's events are spread over the timed worker's span of that "
+        "phase, so their order within a phase is real and their times are scaled. Where the RSS climbs above "
+        "the orange line, the memory is not torch tensors (libraries, allocator caches, mapped files).",
     )
     tags = _run_tags(runs)
     panels = []
-    missing = []
+    missing: list[str] = []
+    missing_events: list[str] = []
     for run in runs:
         for record in run.records:
             if record.status == "unsupported":
                 continue
             name = f"{record.scenario_id} · {tags[run.label]}" if tags[run.label] else record.scenario_id
-            samples, why = rss_samples(run, record)
+            samples, why = rss_samples(run.path, record.files, record.scenario_id)
             if samples is None:
                 if record.status == "ok":  # a failed row may never have started a worker
                     missing.append(f"{name}: {why}")
                 continue
             baseline = record.rss_bytes.before_load if record.rss_bytes else None
-            panels.append((name, samples, baseline, record.status))
+            events = None
+            if getattr(record, "profile", None) is not None and record.profile.status == "ok":
+                events, why = allocation_events(run.path, record.files, record.scenario_id)
+                if events is None and record.runtime == "torch":
+                    missing_events.append(f"{name}: {why}")
+            panels.append((name, samples, baseline, record.status, events))
     if missing:
         result.notes.append("No RSS samples for: " + "; ".join(missing))
+    if missing_events:
+        result.notes.append("No allocation events for: " + "; ".join(missing_events))
     if not panels:
         result.notes.insert(0, "Not drawn: no scenario has RSS samples.")
         return result
@@ -457,19 +491,29 @@ def memory_over_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path
     chunks = [panels[i : i + size] for i in range(0, len(panels), size)]
     for number, chunk in enumerate(chunks, start=1):
         n_rows, n_cols = _grid(len(chunk))
-        fig, axes = _fixed_grid(n_rows, n_cols, panel_w=4.3, panel_h=2.55)
-        seen_phases: list[str] = []
-        for index, (name, samples, baseline, status) in enumerate(chunk):
+        windows = [_measured_window(samples) for _, samples, *_ in chunk]
+        phases = sorted({p for shown in windows for p, _, _ in _phase_spans(shown)},
+                        key=lambda p: PHASE_ORDER.index(p) if p in PHASE_ORDER else 99)  # fmt: skip
+        handles = [Patch(facecolor=PHASE_COLORS.get(p, "#eeeeee"), label=p.replace("_", " ")) for p in phases]
+        handles += [
+            Line2D([], [], color="#1f3b73", linewidth=1.4, label="RSS"),
+            Line2D([], [], color="#555555", linewidth=0.9, linestyle=":", label="RSS before load"),
+        ]
+        if any(baseline and events is not None for _, _, baseline, _, events in chunk):
+            handles.append(Line2D([], [], color=ALLOCATION_COLOR, linewidth=1.0, label="+ torch live (profile run)"))
+        legend_cols = _legend_cols([h.get_label() for h in handles], 0.9 + 4.3 * n_cols, most=10)
+        top = 0.5 + 0.22 * (math.ceil(len(handles) / legend_cols) - 1)
+        fig, axes = _fixed_grid(n_rows, n_cols, panel_w=4.3, panel_h=2.55, top=top)
+        for index, ((name, _, baseline, status, events), shown) in enumerate(zip(chunk, windows, strict=True)):
             ax = axes[index // n_cols][index % n_cols]
-            shown = _measured_window(samples)
             for phase, t0, t1 in _phase_spans(shown):
-                color = PHASE_COLORS.get(phase, "#eeeeee")
-                ax.axvspan(t0, t1, color=color, alpha=0.9, linewidth=0, zorder=0)
-                if phase not in seen_phases:
-                    seen_phases.append(phase)
+                ax.axvspan(t0, t1, color=PHASE_COLORS.get(phase, "#eeeeee"), alpha=0.9, linewidth=0, zorder=0)
             ax.plot(shown["t_s"], shown["rss_bytes"] / MIB, color="#1f3b73", linewidth=1.4, label="RSS")
             if baseline:
                 ax.axhline(baseline / MIB, color="#555555", linewidth=0.9, linestyle=":")
+                if events is not None:
+                    xs, ys = _allocation_overlay(shown, events, baseline)
+                    ax.step(xs, ys, where="post", color=ALLOCATION_COLOR, linewidth=1.0, zorder=3)
             _plain_linear(ax, "y", 4)
             ax.set_xlim(shown["t_s"].iloc[0], shown["t_s"].iloc[-1] if len(shown) > 1 else shown["t_s"].iloc[0] + 1)
             ax.grid(axis="x", visible=False)
@@ -481,13 +525,7 @@ def memory_over_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path
             ax.tick_params(labelsize=7.5)
         for index in range(len(chunk), n_rows * n_cols):
             axes[index // n_cols][index % n_cols].set_visible(False)
-        ordered = sorted(seen_phases, key=lambda p: PHASE_ORDER.index(p) if p in PHASE_ORDER else 99)
-        handles = [Patch(facecolor=PHASE_COLORS.get(p, "#eeeeee"), label=p.replace("_", " ")) for p in ordered]
-        handles += [
-            Line2D([], [], color="#1f3b73", linewidth=1.4, label="RSS"),
-            Line2D([], [], color="#555555", linewidth=0.9, linestyle=":", label="RSS before load"),
-        ]
-        fig.legend(handles=handles, loc="upper center", ncols=min(len(handles), 10), bbox_to_anchor=(0.5, 1.0))
+        fig.legend(handles=handles, loc="upper center", ncols=legend_cols, bbox_to_anchor=(0.5, 1.0))
         suffix = "" if number == 1 else f"_{number}"
         result.files.append(_save(fig, fig_dir / f"memory_over_time{suffix}.png"))
     return result

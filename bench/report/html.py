@@ -17,9 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench.profiling import profiles_html
+from bench.report.capacity import capacity_html
 from bench.report.core import Report
 from bench.report.figures import FigureResult
+from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
 from bench.report.tables import (
     CLIFF_RATIO,
     Column,
@@ -347,6 +348,62 @@ def _figures(report: Report) -> str:
     return "".join(parts)
 
 
+def profiles_html(report: Report) -> str:
+    """The "Operator profiles" section: per profiled row, its facts, links and top operators."""
+    if not report.profiles:
+        return ""
+    parts = ['<h2 id="profiles">Operator profiles</h2>', f"<p>{e(PROFILE_INTRO)}</p>"]
+    for section in report.profiles:
+        run = f' <span class="meta">({e(section.run)})</span>' if section.run else ""
+        parts.append(f"<h3><code>{e(section.scenario_id)}</code>{run}</h3>")
+        if section.status != "ok":
+            parts.append(f"<p>Not profiled ({e(section.status)}): {e(section.note)}</p>")
+            continue
+        links = " · ".join(f'<a href="{e(href)}">{e(label)}</a>' for label, href in section.links)
+        parts.append(f"<p>{e('; '.join(section.facts))}. {links}</p>")
+        if section.problem:
+            parts.append(f'<div class="note">No operator table: {e(section.problem)}</div>')
+            continue
+        # op name, numbers, input shapes
+        kinds = ["id"] + ["num"] * (len(OPS_HEADERS) - 2) + [""]
+        heads = "".join(f'<th data-type="{"num" if k == "num" else "text"}">{e(h)}</th>'
+                        for k, h in zip(kinds, OPS_HEADERS, strict=True))  # fmt: skip
+        rows = "".join(
+            "<tr>" + "".join(f'<td class="{k}">{e(c)}</td>' for k, c in zip(kinds, cells, strict=True)) + "</tr>"
+            for cells in section.ops_rows
+        )
+        table = f"<table><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table>"
+        parts.append(f'<div class="table-wrap">{table}</div>')
+    return "".join(parts)
+
+
+def memory_phases_html(report: Report) -> str:
+    """The "Memory by phase" section: one row per ok scenario."""
+    frame = report.memory_phases
+    if frame.empty:
+        return ""
+    columns = memory_phase_columns(frame)
+    multi = len(report.runs) > 1
+    heads = ([_th(Column("run_id", "run", digits="text"))] if multi else []) + [_th(c) for c in columns]
+    body = []
+    for _, row in frame.iterrows():
+        cells = [f'<td class="mono nowrap">{e(row["run_id"])}</td>'] if multi else []
+        for column in columns:
+            value = row[column.key]
+            if column.digits == "text":
+                cls = "id" if column.key == "scenario_id" else "nowrap"
+                cells.append(f'<td class="{cls}">{e(value)}</td>')
+            else:
+                text = format_value(value, column.digits)
+                cells.append(f'<td class="num" data-v="{_num_attr(value)}">{e(text)}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f'<h2 id="memory-phases">Memory by phase</h2><p>{e(memory_phase_caption(columns))}</p>'
+        f'<div class="table-wrap"><table id="memory-phase-table" class="sortable"><thead><tr>{"".join(heads)}</tr>'
+        f"</thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
 def _cards(report: Report) -> str:
     counts = status_counts(report.frame)
     cliffs = int(report.frame["cliff"].sum()) if not report.frame.empty else 0
@@ -379,8 +436,12 @@ def _toc(report: Report) -> str:
     links = list(links)
     if not report.frame.empty and report.frame["status"].ne("ok").any():
         links.append(("problems", "Failed / unsupported"))
-    if any(getattr(r, "profile", None) is not None for run in report.runs for r in run.records):
+    if report.profiles:
         links.append(("profiles", "Operator profiles"))
+    if not report.memory_phases.empty:
+        links.append(("memory-phases", "Memory by phase"))
+    if report.capacity is not None:
+        links.append(("capacity", "Capacity"))
     if report.comparison is not None:
         links.append(("comparison", "Runs side by side"))
     if report.figures:
@@ -429,9 +490,12 @@ def render_html(report: Report) -> str:
 {_summary_table(report)}
 {_problems(report)}
 {profiles_html(report)}
+{memory_phases_html(report)}
+{capacity_html(report.capacity)}
 {_comparison(report)}
 {_figures(report)}
-<footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv.
+<footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv,
+profile/*/ (with profile: true).
 <div id="render-check" data-state="pending">render check: scripts did not run</div></footer>
 </main>
 <script>{SORT_JS}</script>

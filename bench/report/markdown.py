@@ -7,12 +7,17 @@ code spans or escaped, so a reason or a model name cannot break a table or injec
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from bench.report.capacity import capacity_markdown
 from bench.report.core import Report
+from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
 from bench.report.tables import (
     CLIFF_RATIO,
+    Column,
     cell_text,
     display_columns,
     environment_columns,
@@ -53,6 +58,25 @@ def _summary(report: Report) -> str:
     if frame.empty:
         return "_No result rows: results.jsonl has no readable record._"
     columns = display_columns(fidelity=report.fidelity_measured, status_first=False)
+    return _row_table(report, frame, columns, _summary_cell)
+
+
+def _summary_cell(row: Any, column: Column) -> str:
+    value = row[column.key]
+    if column.key == "scenario_id":
+        return code(value)
+    if column.key == "status":
+        reason = first_line(row["reason"], 100)
+        notes = "".join(f"; {text(n)}" for n in row_notes(row))
+        return (f"**{text(value)}**: {code(reason)}" if reason else text(value)) + notes
+    if column.key == "vs_fp32":
+        shown = format_value(value, column.digits)
+        return f"⚠ **{shown}**" if row["cliff"] else shown
+    return cell_text(row, column)
+
+
+def _row_table(report: Report, frame: Any, columns: list[Column], cell: Callable[[Any, Column], str]) -> str:
+    """A table of one row per scenario per run: a `run N` column first when the report has several runs."""
     multi = len(report.runs) > 1
     tags = {r.label: f"run {i}" for i, r in enumerate(report.runs, start=1)}
     headers = (["run"] if multi else []) + [c.title + (f" ({c.unit})" if c.unit else "") for c in columns]
@@ -60,20 +84,7 @@ def _summary(report: Report) -> str:
     rows = []
     for _, row in frame.iterrows():
         cells = [tags.get(row["run_id"], text(row["run_id"]))] if multi else []
-        for column in columns:
-            value = row[column.key]
-            if column.key == "scenario_id":
-                cells.append(code(value))
-            elif column.key == "status":
-                reason = first_line(row["reason"], 100)
-                notes = "".join(f"; {text(n)}" for n in row_notes(row))
-                cells.append((f"**{text(value)}**: {code(reason)}" if reason else text(value)) + notes)
-            elif column.key == "vs_fp32":
-                shown = format_value(value, column.digits)
-                cells.append(f"⚠ **{shown}**" if row["cliff"] else shown)
-            else:
-                cells.append(cell_text(row, column))
-        rows.append(cells)
+        rows.append(cells + [cell(row, column) for column in columns])
     return _table(headers, rows, align)
 
 
@@ -111,6 +122,42 @@ def _comparison(report: Report) -> str:
         "(above 1: slower than run 1).\n\n"
         f"{legend}\n\n{_table(headers, rows, ['l'] + ['r'] * (len(headers) - 1))}\n"
     )
+
+
+def profiles_markdown(report: Report) -> str:
+    """The "Operator profiles" section: per profiled row, its facts, links and top operators."""
+    if not report.profiles:
+        return ""
+    parts = ["## Operator profiles\n", f"{text(PROFILE_INTRO)}\n"]
+    for section in report.profiles:
+        run = f" ({code(section.run)})" if section.run else ""
+        parts.append(f"### {code(section.scenario_id)}{run}\n")
+        if section.status != "ok":
+            parts.append(f"Not profiled ({text(section.status)}): {code(first_line(section.note, 300))}\n")
+            continue
+        links = " · ".join(f"[{text(label)}]({quote(href)})" for label, href in section.links)
+        parts.append(f"{text('; '.join(section.facts))}. {links}\n")
+        if section.problem:
+            parts.append(f"> No operator table: {text(section.problem)}\n")
+            continue
+        rows = [[code(cells[0]), *cells[1:-1], code(cells[-1])] for cells in section.ops_rows]
+        parts.append(_table(OPS_HEADERS, rows, ["l"] + ["r"] * (len(OPS_HEADERS) - 2) + ["l"]) + "\n")
+    return "\n".join(parts)
+
+
+def memory_phases_markdown(report: Report) -> str:
+    """The "Memory by phase" section: one row per ok scenario."""
+    frame = report.memory_phases
+    if frame.empty:
+        return ""
+    columns = memory_phase_columns(frame)
+
+    def cell(row: Any, column: Column) -> str:
+        value = format_value(row[column.key], column.digits)
+        return code(value) if column.key == "scenario_id" else text(value)
+
+    table = _row_table(report, frame, columns, cell)
+    return f"## Memory by phase\n\n{text(memory_phase_caption(columns))}\n\n{table}\n"
 
 
 def _figures(report: Report) -> str:
@@ -172,6 +219,9 @@ def render_markdown(report: Report) -> str:
             fence = "~~~~" if "```" in reason else "```"
             block = "\n".join("  " + line for line in [fence + "text", *reason.splitlines(), fence])
             out.append(f"- **{text(row['status'])}** {code(row['scenario_id'])}{where}:\n\n{block}\n")
+    out.append(profiles_markdown(report))
+    out.append(memory_phases_markdown(report))
+    out.append(capacity_markdown(report.capacity, report.out_dir))
     out.append(_comparison(report))
     out.append(_figures(report))
     return "\n".join(part for part in out if part is not None).rstrip() + "\n"

@@ -1,0 +1,474 @@
+"""Capacity: what one host serves for a scenario, measured with several pinned instances at once.
+
+A *layout* N x T is N instance processes (bench.instance), each pinned with
+os.sched_setaffinity to its own T cores and running T threads. For each thread width T
+the parent starts the largest N asked for, all at once, and measures with the first k of
+them, for k = 1, 2, 4 ... N (the instance-count sweep that the planner's scaling
+assumption rests on):
+
+1. closed loop: every instance calls the model back to back on the scenario's batch, all
+   started together, for `duration_s`: per-instance and aggregate throughput and latency.
+   With one instance this is MLPerf's SingleStream: the latency floor of that width.
+2. memory: RSS, USS and PSS of every instance (psutil memory_full_info), so pages the
+   instances share (libraries, mmap'd weights) are not counted once per instance.
+3. server: Poisson arrivals from bench.loadgen through one pipe that all k instances read
+   (a free instance takes the next request), searching for the highest rate whose p99
+   meets the SLO; then one step at a tenth of that rate (the serving overhead at low load).
+4. offline: as the closed loop, with large batches: the most samples per second.
+
+The generator runs in this process, unpinned, and competes with the instances for the
+cores; each step records its CPU time. Raw per-call and per-request times are kept in
+capacity/<scenario>/<layout>.npz.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import fcntl
+import mmap
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from bench.instance import HEADER_SLOTS, STOP, InstanceError, InstanceProcess, step_file_slots
+from bench.loadgen import (
+    StepLimits,
+    StepTimes,
+    evaluate_step,
+    next_seed,
+    poisson_schedule,
+    precise_sleep,
+    search_max_rate,
+    send_schedule,
+)
+from bench.memory import cpu_count, read_status_bytes
+from bench.record import (
+    CapacityFigures,
+    ClosedLoopFigures,
+    InstanceMemory,
+    InstanceRun,
+    LayoutFigures,
+    ServerFigures,
+    ServerStep,
+)
+from bench.stats import PERCENTILE_RULE, LatencyStats
+from bench.suite import LAYOUT_RE, CapacityPolicy, Scenario
+
+PIPE_BYTES = 1 << 20  # room for 131072 queued requests before the generator's write blocks
+START_DELAY_S = 0.05  # instances get their command, then all start at the same monotonic time
+LOW_LOAD_FRACTION = 0.1
+LOW_LOAD_MARGIN = 1.25  # Poisson counts vary: aim 25 % above the fewest requests a valid step needs
+# Server mode halves a failing rate at most down to start / 32: far below capacity the p99 is the
+# serving overhead plus single-stream latency, and halving further only makes the steps longer.
+MIN_RATE_DIVISOR = 32
+_DRAIN_MIN_S = 0.5
+
+Phase = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Layout:
+    instances: int
+    threads: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.instances}x{self.threads}"
+
+    @classmethod
+    def parse(cls, text: str) -> Layout:
+        match = LAYOUT_RE.match(text)
+        if not match:
+            raise ValueError(f"not a layout: {text!r} (expected NxT, e.g. 2x1)")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+
+def requested_layouts(policy: CapacityPolicy, usable_cores: int) -> list[Layout]:
+    """The suite's layouts; `auto` is every N x T that fills the usable cores."""
+    layouts: list[Layout] = []
+    for item in policy.layouts:
+        if item == "auto":
+            layouts += [Layout(usable_cores // t, t) for t in range(1, usable_cores + 1) if usable_cores % t == 0]
+        else:
+            layouts.append(Layout.parse(item))
+    return list(dict.fromkeys(layouts))
+
+
+def sweep_counts(instances: int, sweep: bool) -> list[int]:
+    """Instance counts measured for a width: 1 (the SingleStream floor), powers of 2 with `sweep`, and N."""
+    counts = {1, instances}
+    if sweep:
+        counts.update(2**i for i in range(1, instances.bit_length()) if 2**i < instances)
+    return sorted(counts)
+
+
+class InstanceGroup:
+    """N instances of one width, started together; the parent writes requests into their shared pipe."""
+
+    def __init__(
+        self, scenario: Scenario, artifact_path: Path, cores: list[list[int]], log_dir: Path, batch_sizes: list[int]
+    ):
+        self.scenario = scenario
+        self.artifact_path = artifact_path
+        self.cores = cores
+        self.log_dir = log_dir
+        self.batch_sizes = batch_sizes
+        self.instances: list[InstanceProcess] = []
+        self.request_fd = -1
+
+    def __enter__(self) -> InstanceGroup:
+        from bench.runner import worker_env  # the timed worker's environment: thread pools sized before start
+
+        read_fd, self.request_fd = os.pipe()
+        try:
+            with contextlib.suppress(OSError):  # a smaller pipe only makes the generator block sooner
+                fcntl.fcntl(self.request_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            spec = {
+                "scenario": self.scenario.to_dict(),
+                "artifact_path": str(self.artifact_path),
+                "batch_sizes": self.batch_sizes,
+            }
+            env = worker_env(self.scenario.threads, {})
+            for index, cores in enumerate(self.cores):
+                self.instances.append(InstanceProcess.start(index, cores, spec, read_fd, env, self.log_dir))
+            for instance in self.instances:
+                instance.ready = instance.receive(self.scenario.timeout_s)
+        except BaseException as exc:
+            self.__exit__(type(exc))
+            raise
+        finally:
+            os.close(read_fd)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None = None, *exc: object) -> None:
+        for instance in self.instances:
+            instance.close(graceful=exc_type is None)  # after an error (Ctrl-C) an instance may be busy: kill it
+        if self.request_fd >= 0:
+            os.close(self.request_fd)
+            self.request_fd = -1
+
+    def timeout_s(self, planned_s: float) -> float:
+        return planned_s + self.scenario.timeout_s
+
+
+def closed_loop(group: InstanceGroup, k: int, batch_size: int, duration_s: float) -> tuple[ClosedLoopFigures, dict]:
+    """The first k instances call back to back on `batch_size` samples, all started at once."""
+    active = group.instances[:k]
+    start_at = time.monotonic() + START_DELAY_S
+    for instance in active:
+        instance.send({"cmd": "closed_loop", "start_at": start_at, "duration_s": duration_s, "batch_size": batch_size})
+    replies = [instance.receive(group.timeout_s(START_DELAY_S + duration_s)) for instance in active]
+    runs, pooled, raw = [], [], {}
+    for instance, reply in zip(active, replies, strict=True):
+        times = np.frombuffer(base64.b64decode(reply["times_b64"]), dtype="<f8")
+        raw[f"i{instance.index}"] = times
+        pooled.extend(times.tolist())
+        runs.append(
+            InstanceRun(
+                instance=instance.index,
+                cores=instance.cores,
+                calls=reply["calls"],
+                samples_per_s=reply["calls"] * batch_size / reply["wall_s"],
+                latency_s=LatencyStats.from_times(times.tolist()),
+                cpu_s=reply["cpu_s"],
+            )
+        )
+    figures = ClosedLoopFigures(
+        batch_size=batch_size,
+        duration_s=duration_s,
+        samples_per_s=sum(r.samples_per_s for r in runs),
+        requests_per_s=sum(r.samples_per_s for r in runs) / batch_size,
+        latency_s=LatencyStats.from_times(pooled),
+        instances=runs,
+    )
+    return figures, raw
+
+
+def server_step(
+    group: InstanceGroup, k: int, rate_per_s: float, seed: int, limits: StepLimits, slo_p99_s: float
+) -> tuple[ServerStep, dict]:
+    """One open-loop step at `rate_per_s` against the first k instances."""
+    offsets = poisson_schedule(rate_per_s, limits, seed)
+    n = len(offsets)
+    active = group.instances[:k]
+    drain_s = max(_DRAIN_MIN_S, 2 * slo_p99_s)
+    with _step_file(n) as (path, slots):
+        for instance in active:
+            instance.send({"cmd": "serve", "path": path, "requests": n})
+        for instance in active:
+            instance.receive(group.timeout_s(0))  # "serving": blocked on the request pipe
+        wall_started, cpu_started = time.monotonic(), time.thread_time()
+        step_start = wall_started + START_DELAY_S
+        scheduled = [step_start + offset for offset in offsets]
+        ended = slots[HEADER_SLOTS + n : HEADER_SLOTS + 2 * n]
+        try:
+            with precise_sleep():
+                sent = send_schedule(group.request_fd, scheduled)
+                drain_end = _drain(ended, (scheduled[-1] if n else step_start) + drain_s)
+            if np.count_nonzero(ended) < n:
+                slots[0] = 1.0  # cancel: the instances drop the backlog unserved
+            os.write(group.request_fd, b"".join(STOP.to_bytes(8, "little") for _ in active))
+        except BrokenPipeError:
+            raise InstanceError("every instance had closed the request pipe (they died)") from None
+        loadgen_cpu_s = time.thread_time() - cpu_started
+        replies = [instance.receive(group.timeout_s(drain_s + (offsets[-1] if n else 0))) for instance in active]
+        wall_s = time.monotonic() - wall_started
+        times = StepTimes(
+            scheduled=scheduled,
+            sent=sent,
+            started=slots[HEADER_SLOTS : HEADER_SLOTS + n].tolist(),
+            ended=ended.tolist(),
+            step_start=step_start,
+            drain_end=drain_end,
+        )
+        step = evaluate_step(
+            rate_per_s, times, limits, slo_p99_s, loadgen_cpu_s=loadgen_cpu_s, wall_s=wall_s,
+            instances_cpu_s=sum(r["cpu_s"] for r in replies), seed=seed,
+        )  # fmt: skip
+        raw = {
+            "scheduled": np.asarray(scheduled) - step_start,
+            "sent": np.asarray(sent) - step_start,
+            "started": np.where(times.started, np.asarray(times.started) - step_start, np.nan),
+            "ended": np.where(ended > 0, ended - step_start, np.nan),
+            "instance": slots[HEADER_SLOTS + 2 * n : HEADER_SLOTS + 3 * n].copy(),
+        }
+    return step, raw
+
+
+def _drain(ended: np.ndarray, deadline: float) -> float:
+    """Wait, sleeping, until every request has ended or the deadline has passed; returns when it stopped."""
+    while np.count_nonzero(ended) < len(ended):
+        now = time.monotonic()
+        if now >= deadline:
+            return now
+        time.sleep(min(0.01, deadline - now))
+    return time.monotonic()
+
+
+@contextlib.contextmanager
+def _step_file(requests: int) -> Iterator[tuple[str, np.ndarray]]:
+    """A zeroed float64 file in shared memory that the instances map: per-request start, end, instance.
+
+    The mapping is released when the last array viewing it is garbage (closing it under a live
+    view would fail); the file itself is removed on the way out.
+    """
+    folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    fd, path = tempfile.mkstemp(prefix="bench-step-", dir=folder)
+    try:
+        size = 8 * step_file_slots(requests)
+        os.ftruncate(fd, size)
+        yield path, np.frombuffer(mmap.mmap(fd, size), dtype="<f8")
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def instance_memory(group: InstanceGroup, k: int) -> list[InstanceMemory]:
+    out = []
+    for instance in group.instances[:k]:
+        try:
+            full = psutil.Process(instance.process.pid).memory_full_info()
+            rss, uss, pss = full.rss, full.uss, getattr(full, "pss", None)
+        except (psutil.Error, OSError):
+            rss = uss = pss = None
+        peak = read_status_bytes(instance.process.pid).get("VmHWM")
+        out.append(InstanceMemory(instance.index, rss, uss, pss, peak))
+    return out
+
+
+def measure_point(
+    group: InstanceGroup,
+    k: int,
+    policy: CapacityPolicy,
+    floor_p99_s: float | None,
+    requested: bool,
+    phase: Phase,
+    raw_path: Path,
+) -> LayoutFigures:
+    """Every mode with the first k instances of a group: closed loop, memory, server, offline."""
+    threads = group.scenario.threads
+    layout = Layout(k, threads).name
+    slo_s = policy.slo_p99_ms / 1e3
+    raw: dict[str, np.ndarray] = {}
+    phase(f"capacity {layout}: closed loop")
+    closed, closed_raw = closed_loop(group, k, group.scenario.batch_size, policy.duration_s)
+    raw.update({f"closed_loop_{key}": v for key, v in closed_raw.items()})
+
+    limits = StepLimits(policy.step_min_duration_s, policy.step_min_requests, policy.step_max_duration_s)
+    floor_p99_s = floor_p99_s if floor_p99_s is not None else closed.latency_s.p99  # k = 1: its own
+
+    def run_step(rate: float, index: int) -> ServerStep:
+        phase(f"capacity {layout}: server step {index + 1} at {rate:,.0f} requests/s")
+        step, step_raw = server_step(group, k, rate, next_seed(group.scenario.seed, index), limits, slo_s)
+        raw.update({f"server_step{index}_{key}": v for key, v in step_raw.items()})
+        return step
+
+    if floor_p99_s > slo_s:
+        search_steps, max_rate = [], None
+        stop = (
+            f"not searched: the SLO ({policy.slo_p99_ms:g} ms) is below the single-stream p99 latency "
+            f"at {threads} thread(s) per instance ({floor_p99_s * 1e3:.3g} ms); no rate can meet it"
+        )
+    else:
+        search = search_max_rate(
+            run_step, start_rate_per_s=closed.requests_per_s / 2, tolerance=policy.tolerance,
+            max_steps=policy.max_steps, min_rate_per_s=closed.requests_per_s / 2 / MIN_RATE_DIVISOR,
+        )  # fmt: skip
+        search_steps, max_rate, stop = search.steps, search.max_rate_per_s, search.stop_reason
+    low_load = None
+    if max_rate is not None:
+        # A tenth of the capacity, or the lowest rate whose step can still have min_requests in time.
+        fits = LOW_LOAD_MARGIN * policy.step_min_requests / policy.step_max_duration_s
+        low_load = run_step(max(max_rate * LOW_LOAD_FRACTION, fits), len(search_steps))
+    memory = instance_memory(group, k)  # after serving; before offline's big batches (VmHWM keeps those)
+
+    phase(f"capacity {layout}: offline (batch {policy.offline_batch_size})")
+    offline, offline_raw = closed_loop(group, k, policy.offline_batch_size, policy.duration_s)
+    raw.update({f"offline_{key}": v for key, v in offline_raw.items()})
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(raw_path, **raw)
+    return LayoutFigures(
+        layout=layout,
+        instances=k,
+        threads_per_instance=threads,
+        requested=requested,
+        status="ok",
+        cores=[instance.cores for instance in group.instances[:k]],
+        closed_loop=closed,
+        offline=offline,
+        server=ServerFigures(
+            slo_p99_s=slo_s,
+            max_rate_per_s=max_rate,
+            stop_reason=stop,
+            min_duration_s=policy.step_min_duration_s,
+            min_requests=policy.step_min_requests,
+            steps=search_steps,
+            low_load_step=low_load,
+        ),
+        memory=memory,
+    )
+
+
+def measure_capacity(scenario: Scenario, artifact_path: Path, out_dir: Path, phase: Phase) -> CapacityFigures:
+    """Measure every layout of the scenario's capacity policy; failures become notes, never exceptions."""
+    policy = scenario.capacity
+    assert policy is not None
+    started = time.monotonic()
+    usable = sorted(os.sched_getaffinity(0))
+    layouts = requested_layouts(policy, len(usable))
+    results: dict[Layout, LayoutFigures] = {}
+    for layout in layouts:
+        if layout.instances * layout.threads > len(usable):
+            results[layout] = LayoutFigures(
+                layout=layout.name, instances=layout.instances, threads_per_instance=layout.threads, requested=True,
+                status="skipped",
+                note=f"needs {layout.instances * layout.threads} cores; this process may use {len(usable)}",
+            )  # fmt: skip
+    for threads in dict.fromkeys(layout.threads for layout in layouts):
+        fitting = [la for la in layouts if la.threads == threads and la not in results]
+        if not fitting:
+            continue
+        largest = max(la.instances for la in fitting)
+        counts = sorted(set(sweep_counts(largest, policy.sweep)) | {la.instances for la in fitting})
+        requested = {la.instances for la in fitting}
+        cores = [usable[i * threads : (i + 1) * threads] for i in range(largest)]
+        results.update(_measure_width(scenario, artifact_path, out_dir, policy, cores, counts, requested, phase))
+    ordered = [results[la] for la in layouts] + [f for la, f in results.items() if la not in layouts]
+    best = _best_layout(ordered)
+    ok = any(f.status == "ok" and f.requested for f in ordered)
+    notes = [f"{f.layout}: {f.note}" for f in ordered if f.status != "ok" and f.note]
+    return CapacityFigures(
+        status="ok" if ok else "failed",
+        note="; ".join(notes) or None,
+        slo_p99_s=policy.slo_p99_ms / 1e3,
+        usable_cores=len(usable),
+        best_layout=best,
+        layouts=ordered,
+        percentile_rule=PERCENTILE_RULE.replace("round times", "call or request times"),
+        duration_s=time.monotonic() - started,
+    )
+
+
+def not_measured(scenario: Scenario, note: str) -> CapacityFigures:
+    assert scenario.capacity is not None
+    return CapacityFigures(
+        status="failed", note=note, slo_p99_s=scenario.capacity.slo_p99_ms / 1e3, usable_cores=cpu_count(),
+        best_layout=None,
+    )  # fmt: skip
+
+
+def _measure_width(
+    scenario: Scenario,
+    artifact_path: Path,
+    out_dir: Path,
+    policy: CapacityPolicy,
+    cores: list[list[int]],
+    counts: list[int],
+    requested: set[int],
+    phase: Phase,
+) -> dict[Layout, LayoutFigures]:
+    """One group of instances (one per entry of `cores`), measured with the first k for each k in `counts`."""
+    threads = len(cores[0])
+    results: dict[Layout, LayoutFigures] = {}
+    instance_scenario = dataclasses.replace(scenario, threads=threads)
+    phase(f"capacity: starting {len(cores)} instance(s) of {threads} thread(s)")
+    floor_p99_s = None
+    log_dir = out_dir / f"t{threads}"
+    try:
+        with InstanceGroup(instance_scenario, artifact_path, cores, log_dir, [policy.offline_batch_size]) as group:
+            for k in counts:
+                layout = Layout(k, threads)
+                raw_path = out_dir / f"{layout.name}.npz"
+                figures = measure_point(group, k, policy, floor_p99_s, k in requested, phase, raw_path)
+                if k == 1:
+                    floor_p99_s = figures.closed_loop.latency_s.p99 if figures.closed_loop else None
+                results[layout] = figures
+    except InstanceError as exc:
+        for k in counts:
+            layout = Layout(k, threads)
+            if layout not in results:
+                results[layout] = LayoutFigures(
+                    layout=layout.name, instances=k, threads_per_instance=threads, requested=k in requested,
+                    status="failed", note=str(exc),
+                )  # fmt: skip
+    return results
+
+
+def _best_layout(layouts: list[LayoutFigures]) -> str | None:
+    """The requested layout with the highest rate at the SLO (ties: more offline throughput)."""
+    candidates = [
+        f for f in layouts if f.requested and f.status == "ok" and f.server and f.server.max_rate_per_s is not None
+    ]
+    if not candidates:
+        return None
+
+    def key(f: LayoutFigures) -> tuple[float, float]:
+        return (f.server.max_rate_per_s or 0.0, f.offline.samples_per_s if f.offline else 0.0)
+
+    return max(candidates, key=key).layout
+
+
+def summary(figures: CapacityFigures) -> str:
+    """One line for the console: each requested layout's rate at the SLO, and the best."""
+    if figures.status != "ok":
+        return f"capacity: {figures.status}: {(figures.note or '').splitlines()[0] if figures.note else ''}"
+    parts = []
+    for f in figures.layouts:
+        if not f.requested:
+            continue
+        if f.status != "ok" or f.server is None:
+            parts.append(f"{f.layout} {f.status}")
+        elif f.server.max_rate_per_s is None:
+            parts.append(f"{f.layout} SLO unreachable")
+        else:
+            parts.append(f"{f.layout} {f.server.max_rate_per_s:,.0f}/s")
+    best = f"; best {figures.best_layout}" if figures.best_layout else ""
+    return f"capacity at p99 <= {figures.slo_p99_s * 1e3:g} ms: " + ", ".join(parts) + best

@@ -1,0 +1,271 @@
+"""A serving instance: one process pinned to its own cores, running one scenario's model.
+
+The parent (bench.capacity) starts N of these with `python -m bench.instance`, hands each
+a spec on stdin (scenario, artifact, cores, thread count) and then drives them with one
+JSON command per line. Each instance pins itself with os.sched_setaffinity before torch
+starts its thread pools, loads the model through bench.backends (so every precision and
+load mode works here too), warms up and says `ready`; replies go to a separate pipe, so
+nothing a library prints can garble them.
+
+Commands:
+- `closed_loop`: call the model back to back on a batch of `batch_size` from `start_at`
+  (time.monotonic, shared by all processes on Linux) for `duration_s`; reply with the
+  number of calls and every call's time.
+- `serve`: take requests from the shared request pipe (8-byte request numbers, written by
+  bench.loadgen; every instance reads the same pipe, so a free instance takes the next
+  request) until a STOP number; write each request's start and end time into the step's
+  shared file. A request read after the step was cancelled is dropped unserved.
+- `exit`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import mmap
+import os
+import select
+import struct
+import subprocess
+import sys
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REQUEST = struct.Struct("<Q")
+STOP = 2**64 - 1
+# The step file: [cancel flag, start_0..start_n-1, end_0..end_n-1, instance_0..instance_n-1] as float64.
+HEADER_SLOTS = 1
+WARMUP_CALLS = 5
+
+
+class InstanceError(Exception):
+    """An instance died, timed out or reported an error; the message says which and why."""
+
+
+def step_file_slots(requests: int) -> int:
+    return HEADER_SLOTS + 3 * requests
+
+
+# --- the instance process -------------------------------------------------------------------
+
+
+def main() -> None:
+    spec = json.loads(sys.stdin.readline())
+    # Pin first: OpenMP threads started later inherit the mask.
+    os.sched_setaffinity(0, spec["cores"])
+    replies = os.fdopen(spec["reply_fd"], "w", buffering=1, encoding="utf-8")
+    try:
+        _serve_commands(spec, replies)
+    except BaseException as exc:  # the parent turns this into the layout's note
+        replies.write(json.dumps({"event": "error", "error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        raise
+    # Asked to exit: tearing torch down at interpreter exit takes seconds and serves no one.
+    replies.flush()
+    os._exit(0)
+
+
+def _serve_commands(spec: dict[str, Any], replies: Any) -> None:
+    import torch
+
+    from bench import backends
+    from bench.suite import Scenario
+
+    scenario = Scenario.from_dict(spec["scenario"])
+    torch.set_num_threads(scenario.threads)
+    torch.set_num_interop_threads(scenario.interop_threads)
+    backends.import_libraries(scenario)
+    with torch.inference_mode():
+        started = time.perf_counter()
+        infer, _ = backends.load_model(scenario, Path(spec["artifact_path"]))
+        load_s = time.perf_counter() - started
+        batches = {scenario.batch_size: backends.make_batch(scenario)}
+        for size in spec["batch_sizes"]:
+            batches.setdefault(size, backends.make_batch(scenario, batch_size=size))
+        for batch in batches.values():
+            for _ in range(WARMUP_CALLS):
+                infer(batch)
+        ready = {
+            "event": "ready",
+            "load_s": load_s,
+            "torch_num_threads": torch.get_num_threads(),
+            "affinity": sorted(os.sched_getaffinity(0)),
+        }
+        replies.write(json.dumps(ready) + "\n")
+        for line in sys.stdin:
+            command = json.loads(line)
+            if command["cmd"] == "exit":
+                return
+            if command["cmd"] == "closed_loop":
+                reply = _closed_loop(infer, batches[command["batch_size"]], command)
+            elif command["cmd"] == "serve":
+                reply = _serve(infer, batches[scenario.batch_size], command, spec, replies)
+            else:
+                raise ValueError(f"unknown command {command['cmd']!r}")
+            replies.write(json.dumps(reply) + "\n")
+
+
+def _closed_loop(infer: Any, batch: Any, command: dict[str, Any]) -> dict[str, Any]:
+    start_at = command["start_at"]
+    end_at = start_at + command["duration_s"]
+    delay = start_at - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    started = time.monotonic()
+    times = array("d")
+    cpu_started = time.process_time()
+    while True:
+        t0 = time.monotonic()
+        infer(batch)
+        t1 = time.monotonic()
+        times.append(t1 - t0)
+        if t1 >= end_at:
+            break
+    return {
+        "event": "done",
+        "calls": len(times),
+        "wall_s": t1 - started,
+        "cpu_s": time.process_time() - cpu_started,
+        "times_b64": base64.b64encode(times.tobytes()).decode("ascii"),
+    }
+
+
+def _serve(infer: Any, batch: Any, command: dict[str, Any], spec: dict[str, Any], replies: Any) -> dict[str, Any]:
+    requests, index, request_fd = command["requests"], float(spec["index"]), spec["request_fd"]
+    with open(command["path"], "r+b") as f, mmap.mmap(f.fileno(), 8 * step_file_slots(requests)) as shared:
+        slots = memoryview(shared).cast("d")
+        try:
+            replies.write(json.dumps({"event": "serving"}) + "\n")
+            served = 0
+            cpu_started = time.process_time()
+            while True:
+                data = os.read(request_fd, REQUEST.size)
+                if len(data) != REQUEST.size:
+                    raise RuntimeError(f"the request pipe gave {len(data)} bytes, expected {REQUEST.size}")
+                (number,) = REQUEST.unpack(data)
+                if number == STOP:
+                    break
+                if slots[0] != 0.0:  # cancelled: drop the backlog unserved
+                    continue
+                t0 = time.monotonic()
+                infer(batch)
+                t1 = time.monotonic()
+                slots[HEADER_SLOTS + number] = t0
+                slots[HEADER_SLOTS + requests + number] = t1
+                slots[HEADER_SLOTS + 2 * requests + number] = index
+                served += 1
+            return {"event": "done", "served": served, "cpu_s": time.process_time() - cpu_started}
+        finally:
+            slots.release()
+
+
+# --- the parent's handle --------------------------------------------------------------------
+
+
+@dataclass
+class InstanceProcess:
+    """The parent's side of one instance: its process, its command pipe and its reply pipe."""
+
+    index: int
+    cores: list[int]
+    process: subprocess.Popen
+    reply_fd: int
+    log_dir: Path
+    ready: dict[str, Any] = field(default_factory=dict)
+    _buffer: bytes = b""
+
+    @classmethod
+    def start(
+        cls,
+        index: int,
+        cores: list[int],
+        spec: dict[str, Any],
+        request_fd: int,
+        env: dict[str, str],
+        log_dir: Path,
+    ) -> InstanceProcess:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        reply_read, reply_write = os.pipe()
+        try:
+            with (
+                open(log_dir / f"instance{index}.stdout.log", "wb") as out,
+                open(log_dir / f"instance{index}.stderr.log", "wb") as err,
+            ):
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "bench.instance"],
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=err,
+                    env=env,
+                    pass_fds=(reply_write, request_fd),
+                )
+        except BaseException:
+            os.close(reply_read)
+            raise
+        finally:
+            os.close(reply_write)
+        handle = cls(index, cores, process, reply_read, log_dir)
+        handle.send({**spec, "index": index, "cores": cores, "reply_fd": reply_write, "request_fd": request_fd})
+        return handle
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise InstanceError(self._died(f"could not be sent a command ({exc})")) from None
+
+    def receive(self, timeout_s: float) -> dict[str, Any]:
+        """The next reply; InstanceError if it reports an error, dies or says nothing for timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.reply_fd], [], [], left)[0]:
+                raise InstanceError(f"instance {self.index} said nothing for {timeout_s:.0f} s")
+            chunk = os.read(self.reply_fd, 1 << 20)
+            if not chunk:
+                raise InstanceError(self._died("ended"))
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        reply = json.loads(line)
+        if reply.get("event") == "error":
+            raise InstanceError(f"instance {self.index} failed: {reply['error']}")
+        return reply
+
+    def _died(self, what: str) -> str:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        from bench.worker import describe_exit
+
+        status = describe_exit(code) if code is not None else "still running"
+        tail = _tail(self.log_dir / f"instance{self.index}.stderr.log")
+        return f"instance {self.index} {what} ({status})" + (f"; last output:\n{tail}" if tail else "")
+
+    def close(self, graceful: bool = True) -> None:
+        """Ask it to exit (kill it if it does not within a few seconds), or kill it at once."""
+        if graceful and self.process.poll() is None:
+            with contextlib.suppress(InstanceError, OSError, subprocess.TimeoutExpired):
+                self.send({"cmd": "exit"})
+                self.process.stdin.close()  # type: ignore[union-attr]
+                self.process.wait(timeout=5)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.reply_fd)
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,616 @@
+"""The capacity planner: measured capacity rows in; instances, hosts and cost for a target load out.
+
+Pure functions over ResultRecords (their `capacity` figures, bench.capacity): for each
+scenario and each measured thread width T,
+
+- the rate at the SLO of each measured instance count k (the sweep): the highest offered
+  rate of a valid server step whose p99 met the plan's SLO;
+- instances per host: min(host cores // T, (host memory - shared) // USS), where USS is the
+  largest instance's unique memory and `shared` its resident pages shared with other
+  processes (libraries, mmap'd weights), counted once per host; whichever is smaller binds;
+- requests/s per host: instances x the per-instance rate measured at the largest k, scaled
+  beyond k by the sweep's measured efficiency per doubling of instances (1.0: linear in cores);
+- hosts = ceil(target / (requests/s per host x (1 - headroom))), and their cost.
+
+The width giving the most requests/s per host is chosen. An SLO that no measured step
+met is `unreachable` (never 0 hosts); a host too small for one instance `does_not_fit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+from bench.record import CapacityFigures, LayoutFigures, ResultRecord, ServerStep
+from bench.stats import PERCENTILE_RULE
+
+GIB = 1024**3
+MIB = 1024**2
+DEFAULT_HEADROOM = 0.3
+
+
+@dataclass(frozen=True)
+class Host:
+    cores: int
+    memory_bytes: int
+    cost_per_hour: float | None
+    source: str  # "given" or "the measured machine"
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    slo_p99_s: float
+    target_qps: float  # requests per second; one request = one call on the scenario's batch
+    headroom: float  # hosts are loaded to at most (1 - headroom) of their rate at the SLO
+    host: Host
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One measured layout of a width, as the plan sees it."""
+
+    layout: str
+    instances: int
+    threads_per_instance: int
+    rate_at_slo_per_s: float | None  # highest valid step rate whose p99 met the plan's SLO
+    rate_is_lower_bound: bool  # no step above it failed the plan's SLO: the true rate may be higher
+    per_instance_per_s: float | None
+    vs_one_instance: float | None  # per-instance rate / the 1-instance rate: 1.0 = linear
+    single_stream_p99_s: float | None  # 1-instance closed loop at this width (MLPerf SingleStream)
+    lowest_server_p99_s: float | None  # the best p99 any server step of this layout had
+    closed_loop_samples_per_s: float | None
+    offline_samples_per_s: float | None
+    uss_bytes: int | None  # largest instance's
+    shared_bytes: int | None  # largest RSS - USS of an instance
+
+
+@dataclass(frozen=True)
+class WidthOption:
+    """What a host does with instances of `threads_per_instance` threads."""
+
+    threads_per_instance: int
+    status: str  # ok, unreachable, does_not_fit
+    reason: str | None
+    measured_instances: int | None = None  # the instance count the per-instance rate comes from
+    per_instance_per_s: float | None = None  # at measured_instances
+    doubling_efficiency: float | None = None  # applied per doubling beyond measured_instances
+    efficiency_measured: bool = False  # false: no sweep at this width, linear assumed
+    instances_cpu_bound: int | None = None
+    instances_memory_bound: int | None = None
+    instances: int | None = None
+    binds: str | None = None  # CPU, memory, or CPU and memory
+    qps_per_host: float | None = None
+    per_instance_at_host_per_s: float | None = None  # the per-instance rate at `instances`, projected
+    doublings_beyond_measured: float = 0.0  # log2(instances / measured_instances) when above it, else 0
+    rate_is_lower_bound: bool = False
+    memory_per_host_bytes: int | None = None  # instances x USS + shared once
+    sweep: list[SweepPoint] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScenarioPlan:
+    scenario_id: str
+    batch_size: int
+    status: str  # ok, unreachable, does_not_fit, not_measured
+    reason: str | None
+    measured_slo_p99_s: float | None  # the SLO server mode searched against in the run
+    step_min_requests: int | None = None  # every valid server step had at least this many requests ...
+    step_min_duration_s: float | None = None  # ... and lasted at least this long
+    chosen: WidthOption | None = None
+    options: list[WidthOption] = field(default_factory=list)
+    hosts: int | None = None
+    usable_qps_per_host: float | None = None  # qps_per_host x (1 - headroom)
+    cost_per_hour: float | None = None
+    cost_per_million_requests: float | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    run_id: str
+    request: PlanRequest
+    measured_cores: int | None
+    measured_memory_bytes: int | None
+    cpu_model: str | None
+    percentile_rule: str
+    assumptions: list[str]
+    scenarios: list[ScenarioPlan]
+
+    @property
+    def complete(self) -> bool:
+        return all(s.status == "ok" for s in self.scenarios)
+
+
+# --- the arithmetic ------------------------------------------------------------------------------
+
+
+def rate_at_slo(steps: Sequence[ServerStep], slo_p99_s: float) -> tuple[float | None, bool]:
+    """The highest rate of a valid step whose p99 met `slo_p99_s`, and whether it is only a lower bound."""
+    meeting = [
+        s.rate_per_s
+        for s in steps
+        if s.valid and s.latency_p99_s is not None and not s.p99_lower_bound and s.latency_p99_s <= slo_p99_s
+    ]
+    if not meeting:
+        return None, False
+    best = max(meeting)
+    failed_above = any(s.valid and s.rate_per_s > best for s in steps)
+    return best, not failed_above
+
+
+def _server_steps(layout: LayoutFigures) -> list[ServerStep]:
+    if layout.server is None:
+        return []
+    return list(layout.server.steps) + ([layout.server.low_load_step] if layout.server.low_load_step else [])
+
+
+def sweep_points(capacity: CapacityFigures, threads: int, slo_p99_s: float) -> list[SweepPoint]:
+    layouts = sorted(
+        (f for f in capacity.layouts if f.threads_per_instance == threads and f.status == "ok"),
+        key=lambda f: f.instances,
+    )
+    single = next((f.closed_loop for f in layouts if f.instances == 1), None)
+    single_p99 = single.latency_s.p99 if single and single.latency_s else None
+    points: list[SweepPoint] = []
+    one_instance_rate: float | None = None
+    for f in layouts:
+        steps = _server_steps(f)
+        rate, lower_bound = rate_at_slo(steps, slo_p99_s)
+        per_instance = rate / f.instances if rate is not None else None
+        if f.instances == 1:
+            one_instance_rate = per_instance
+        p99s = [s.latency_p99_s for s in steps if s.latency_p99_s is not None]
+        uss = [m.uss_bytes for m in f.memory if m.uss_bytes is not None]
+        shared = [m.rss_bytes - m.uss_bytes for m in f.memory if m.rss_bytes is not None and m.uss_bytes is not None]
+        points.append(
+            SweepPoint(
+                layout=f.layout,
+                instances=f.instances,
+                threads_per_instance=threads,
+                rate_at_slo_per_s=rate,
+                rate_is_lower_bound=lower_bound,
+                per_instance_per_s=per_instance,
+                vs_one_instance=per_instance / one_instance_rate if per_instance and one_instance_rate else None,
+                single_stream_p99_s=single_p99,
+                lowest_server_p99_s=min(p99s) if p99s else None,
+                closed_loop_samples_per_s=f.closed_loop.samples_per_s if f.closed_loop else None,
+                offline_samples_per_s=f.offline.samples_per_s if f.offline else None,
+                uss_bytes=max(uss) if uss else None,
+                shared_bytes=max(shared) if shared else None,
+            )
+        )
+    return points
+
+
+def doubling_efficiency(points: Sequence[SweepPoint]) -> tuple[float, bool]:
+    """Per-instance rate kept per doubling of instances, from the two largest measured counts (<= 1).
+
+    (1.0, False) when the sweep has fewer than two counts with a rate: linear is then assumed.
+    """
+    measured = [p for p in points if p.per_instance_per_s]
+    if len(measured) < 2:
+        return 1.0, False
+    small, large = measured[-2], measured[-1]
+    ratio = large.per_instance_per_s / small.per_instance_per_s  # type: ignore[operator]
+    return min(1.0, ratio ** (1 / math.log2(large.instances / small.instances))), True
+
+
+def per_instance_rate(points: Sequence[SweepPoint], instances: int, efficiency: float) -> tuple[float, int]:
+    """The per-instance rate at `instances`, and the measured count it comes from.
+
+    Up to the largest measured count: the smallest measured count >= instances (more
+    contention than asked, so not optimistic). Beyond it: scaled by `efficiency` per doubling.
+    """
+    measured = [p for p in points if p.per_instance_per_s]
+    for p in measured:
+        if p.instances >= instances:
+            return p.per_instance_per_s, p.instances  # type: ignore[return-value]
+    largest = measured[-1]
+    scale = efficiency ** math.log2(instances / largest.instances)
+    return largest.per_instance_per_s * scale, largest.instances  # type: ignore[operator]
+
+
+def width_option(points: list[SweepPoint], threads: int, request: PlanRequest) -> WidthOption:
+    host = request.host
+    slo_ms = request.slo_p99_s * 1e3
+    measured = [p for p in points if p.per_instance_per_s]
+    if not measured:
+        single = next((p.single_stream_p99_s for p in points if p.single_stream_p99_s is not None), None)
+        lowest = min((p.lowest_server_p99_s for p in points if p.lowest_server_p99_s is not None), default=None)
+        if single is not None and single > request.slo_p99_s:
+            why = f"the single-stream p99 is {single * 1e3:.3g} ms, above the SLO"
+        elif lowest is not None:
+            why = f"no server step met p99 <= {slo_ms:g} ms (the lowest p99 of any step: {lowest * 1e3:.3g} ms)"
+        else:
+            why = "server mode was not measured at this width"
+        return WidthOption(threads, "unreachable", why, sweep=points)
+    efficiency, from_sweep = doubling_efficiency(points)
+    largest = measured[-1]
+    uss, shared = largest.uss_bytes, largest.shared_bytes or 0
+    cpu_bound = host.cores // threads
+    memory_bound = (host.memory_bytes - shared) // uss if uss else None
+    instances = cpu_bound if memory_bound is None else min(cpu_bound, max(memory_bound, 0))
+    base = dict(
+        threads_per_instance=threads, measured_instances=largest.instances,
+        per_instance_per_s=largest.per_instance_per_s, doubling_efficiency=efficiency,
+        efficiency_measured=from_sweep, instances_cpu_bound=cpu_bound, instances_memory_bound=memory_bound,
+        instances=instances, sweep=points,
+    )  # fmt: skip
+    if instances < 1:
+        if cpu_bound < 1:
+            why = f"an instance needs {threads} cores and the host has {host.cores}"
+        else:
+            why = (
+                f"an instance needs {uss / GIB:.2f} GiB of its own (USS) plus {shared / GIB:.2f} GiB shared "
+                f"and the host has {host.memory_bytes / GIB:.2f} GiB"
+            )
+        return WidthOption(status="does_not_fit", reason=why, **base)  # type: ignore[arg-type]
+    rate, source = per_instance_rate(points, instances, efficiency)
+    if memory_bound is None:
+        binds = "CPU (memory not measured)"
+    else:
+        binds = "memory" if memory_bound < cpu_bound else "CPU" if cpu_bound < memory_bound else "CPU and memory"
+    return WidthOption(
+        status="ok", reason=None, binds=binds, qps_per_host=instances * rate, per_instance_at_host_per_s=rate,
+        doublings_beyond_measured=max(0.0, math.log2(instances / source)),
+        rate_is_lower_bound=next(p.rate_is_lower_bound for p in measured if p.instances == source),
+        memory_per_host_bytes=instances * uss + shared if uss else None, **base,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def plan_scenario(record: ResultRecord, request: PlanRequest) -> ScenarioPlan:
+    capacity = record.capacity
+    if capacity is None or capacity.status != "ok":
+        why = "no capacity measurement" if capacity is None else f"capacity {capacity.status}: {capacity.note}"
+        return ScenarioPlan(record.scenario_id, record.batch_size, "not_measured", why, None)
+    widths = list(dict.fromkeys(f.threads_per_instance for f in capacity.layouts if f.status == "ok"))
+    options = [width_option(sweep_points(capacity, t, request.slo_p99_s), t, request) for t in widths]
+    if not options:
+        return ScenarioPlan(record.scenario_id, record.batch_size, "not_measured", "no layout was measured", None)
+    ok = [o for o in options if o.status == "ok"]
+    server = next((f.server for f in capacity.layouts if f.server is not None), None)
+    base = dict(
+        scenario_id=record.scenario_id, batch_size=record.batch_size, measured_slo_p99_s=capacity.slo_p99_s,
+        options=options, step_min_requests=server.min_requests if server else None,
+        step_min_duration_s=server.min_duration_s if server else None,
+    )  # fmt: skip
+    if not ok:
+        reasons = "; ".join(f"{o.threads_per_instance} thread(s) per instance: {o.reason}" for o in options)
+        if any(o.status == "unreachable" for o in options):
+            status = "unreachable"
+            reason = (
+                f"p99 <= {request.slo_p99_s * 1e3:g} ms is unreachable with the measured layouts ({reasons}). "
+                "More hosts cannot make one request faster: loosen the SLO, or measure a faster configuration"
+            )
+        else:
+            status, reason = "does_not_fit", f"no instance fits on the host ({reasons})"
+        return ScenarioPlan(status=status, reason=reason, **base)  # type: ignore[arg-type]
+    chosen = max(ok, key=lambda o: o.qps_per_host or 0.0)
+    usable = (chosen.qps_per_host or 0.0) * (1 - request.headroom)
+    hosts = math.ceil(request.target_qps / usable)
+    cost = request.host.cost_per_hour
+    cost_per_hour = hosts * cost if cost is not None else None
+    per_million = cost_per_hour / (request.target_qps * 3600) * 1e6 if cost_per_hour is not None else None
+    return ScenarioPlan(
+        status="ok", reason=None, chosen=chosen, hosts=hosts, usable_qps_per_host=usable,
+        cost_per_hour=cost_per_hour, cost_per_million_requests=per_million, **base,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def make_plan(run_id: str, records: Sequence[ResultRecord], environment: dict[str, Any], request: PlanRequest) -> Plan:
+    measured_cores = next((r.capacity.usable_cores for r in records if r.capacity), environment.get("usable_cores"))
+    scenarios = [plan_scenario(r, request) for r in records if r.capacity is not None]
+    return Plan(
+        run_id=run_id,
+        request=request,
+        measured_cores=measured_cores,
+        measured_memory_bytes=environment.get("memory_total_bytes"),
+        cpu_model=environment.get("cpu_model"),
+        percentile_rule=PERCENTILE_RULE.replace("round times", "request latencies of a server step"),
+        assumptions=assumptions(request, measured_cores),
+        scenarios=scenarios,
+    )
+
+
+def assumptions(request: PlanRequest, measured_cores: int | None) -> list[str]:
+    on = f"{measured_cores} cores" if measured_cores else "the measured machine"
+    return [
+        "Scaling: requests/s per host = instances per host x requests/s per instance, the per-instance rate "
+        f"measured with N instances on {on}. Beyond N, each doubling of instances keeps the fraction "
+        "'efficiency per doubling' of the per-instance rate, as the instance-count sweep measured it from the "
+        "two largest counts (capped at 1.0; 1.0 is linear in cores). A width without a sweep is assumed linear. "
+        "A host with other cores (frequency, cache, memory bandwidth, SMT) is not modelled: measure on it.",
+        "Memory: instances x USS (each instance's own pages) + the largest instance's shared resident pages "
+        "(RSS - USS: libraries, mmap'd weights) once per host; nothing is reserved for the OS or other services.",
+        f"Headroom: hosts are loaded to at most {1 - request.headroom:.0%} of their rate at the SLO.",
+        "A rate at the SLO is the highest offered Poisson rate of a valid server step whose p99 met it; when the "
+        "plan's SLO differs from the one the run searched against, it comes from the steps measured and is "
+        "coarser ('at least' when no step above it failed).",
+    ]
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1e3:.3g}"
+
+
+def _int(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / MIB:,.0f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(plan: Plan) -> str:
+    request, host = plan.request, plan.request.host
+    cost = f", ${host.cost_per_hour:,.2f} per hour" if host.cost_per_hour is not None else ", no cost given"
+    measured = (
+        f"{plan.measured_cores} usable cores, {plan.measured_memory_bytes / GIB:.1f} GiB"
+        if plan.measured_cores and plan.measured_memory_bytes
+        else "unknown"
+    )
+    out = [
+        f"# Capacity plan for run `{plan.run_id}`",
+        "",
+        f"- Target: **{request.target_qps:,.0f} requests/s** at **p99 <= {request.slo_p99_s * 1e3:g} ms**; "
+        f"headroom {request.headroom:.0%}",
+        f"- Host ({host.source}): {host.cores} cores, {host.memory_bytes / GIB:.1f} GiB{cost}",
+        f"- Measured on: {plan.cpu_model or 'unknown CPU'}, {measured}",
+        f"- Percentiles: {plan.percentile_rule}",
+        "",
+    ]
+    for scenario in plan.scenarios:
+        out += _scenario_markdown(scenario, plan)
+    out += ["## Assumptions", ""] + [f"- {a}" for a in plan.assumptions]
+    return "\n".join(out) + "\n"
+
+
+def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
+    out = [f"## `{scenario.scenario_id}`", ""]
+    host = plan.request.host
+    if scenario.status == "ok" and scenario.chosen is not None:
+        c = scenario.chosen
+        at_least = "at least " if c.rate_is_lower_bound else ""
+        cost = ""
+        if scenario.cost_per_hour is not None:
+            cost = (
+                f" Cost: **${scenario.cost_per_hour:,.2f} per hour**, "
+                f"${scenario.cost_per_million_requests:,.4f} per million requests at the target."
+            )
+        projection = (
+            f"measured with {c.measured_instances} instance(s) and projected {c.doublings_beyond_measured:.2g} "
+            f"doubling(s) further at efficiency {c.doubling_efficiency:.2f}"
+            if c.doublings_beyond_measured > 0
+            else "as measured"
+        )
+        out += [
+            f"**{scenario.hosts} host(s)**, each running **{c.instances} instance(s) x {c.threads_per_instance} "
+            f"thread(s)** ({c.binds} binds: {c.instances_cpu_bound} by cores, "
+            f"{'-' if c.instances_memory_bound is None else c.instances_memory_bound} by memory), "
+            f"{at_least}{c.qps_per_host:,.0f} requests/s per host at the SLO "
+            f"({c.per_instance_at_host_per_s:,.1f} per instance, {projection}), "
+            f"{scenario.usable_qps_per_host:,.0f} with headroom.{cost}",
+            "",
+        ]
+    else:
+        word = {
+            "unreachable": "**Unreachable**",
+            "does_not_fit": "**Does not fit on this host**",
+            "not_measured": "**Not measured**",
+        }[scenario.status]
+        out += [f"{word}: {scenario.reason}", ""]
+    if scenario.measured_slo_p99_s is not None and abs(scenario.measured_slo_p99_s - plan.request.slo_p99_s) > 1e-12:
+        out += [
+            f"_The run searched against p99 <= {scenario.measured_slo_p99_s * 1e3:g} ms; rates at "
+            f"{plan.request.slo_p99_s * 1e3:g} ms come from the steps it measured._",
+            "",
+        ]
+    if scenario.options:
+        out += [
+            f"Per thread width, on the host ({host.cores} cores, {host.memory_bytes / GIB:.1f} GiB):",
+            "",
+            _table(WIDTH_HEADERS, [_width_row(o) for o in scenario.options]),
+            "",
+            "Sweep measured on this machine (the scaling assumption rests on it; batch "
+            f"{scenario.batch_size} per request; every rate comes from server steps of at least "
+            f"{_int(scenario.step_min_requests)} requests and {_num(scenario.step_min_duration_s, 1)} s):",
+            "",
+            _table(SWEEP_HEADERS, [_sweep_row(p) for o in scenario.options for p in o.sweep]),
+            "",
+        ]
+    return out
+
+
+WIDTH_HEADERS = [
+    "threads/instance", "status", "requests/s per instance (measured at N)", "efficiency per doubling",
+    "instances by cores", "instances by memory", "instances", "binds", "requests/s per host", "memory per host MiB",
+]  # fmt: skip
+SWEEP_HEADERS = [
+    "layout", "rate at SLO /s", "per instance /s", "vs 1 instance", "single-stream p99 ms", "lowest server p99 ms",
+    "closed-loop samples/s", "offline samples/s", "USS MiB", "shared MiB",
+]  # fmt: skip
+
+
+def _width_row(o: WidthOption) -> list[str]:
+    efficiency = "-"
+    if o.doubling_efficiency is not None:
+        efficiency = f"{o.doubling_efficiency:.2f}" + ("" if o.efficiency_measured else " (assumed)")
+    return [
+        str(o.threads_per_instance),
+        o.status,
+        _num(o.per_instance_per_s) + (f" (at {o.measured_instances})" if o.measured_instances else ""),
+        efficiency,
+        _int(o.instances_cpu_bound),
+        _int(o.instances_memory_bound),
+        _int(o.instances),
+        o.binds or o.reason or "-",
+        _num(o.qps_per_host),
+        _mib(o.memory_per_host_bytes),
+    ]
+
+
+def _sweep_row(p: SweepPoint) -> list[str]:
+    return [
+        p.layout,
+        ("at least " if p.rate_is_lower_bound else "") + _num(p.rate_at_slo_per_s),
+        _num(p.per_instance_per_s),
+        "-" if p.vs_one_instance is None else f"{p.vs_one_instance:.2f}",
+        _ms(p.single_stream_p99_s),
+        _ms(p.lowest_server_p99_s),
+        _num(p.closed_loop_samples_per_s),
+        _num(p.offline_samples_per_s),
+        _mib(p.uss_bytes),
+        _mib(p.shared_bytes),
+    ]
+
+
+def render_json(plan: Plan) -> str:
+    data = dataclasses.asdict(plan)
+    data["complete"] = plan.complete
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+PLAN_EPILOG = """\
+examples:
+  bench plan --run reports/RUN-ID --slo-p99-ms 50 --target-qps 20000
+  bench plan --run reports/RUN-ID --slo-p99-ms 50 --target-qps 20000 \\
+      --host-cores 64 --host-mem-gib 256 --host-cost-per-hour 2.5 --headroom 0.3 --format json
+
+RUN is a run folder (reports/<run-id>) or a run id in the history, measured with a
+`capacity:` block in its suite. Without --host-* the host is the measured machine.
+One request is one call on the scenario's batch. exit status: 0 every scenario has a plan,
+1 some scenario has none (an unreachable SLO, no instance fits the host, or its capacity
+measurement failed), 2 bad input.
+"""
+
+
+def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register `bench plan` on the CLI's subparsers."""
+    from bench.history import add_history_option
+
+    plan = commands.add_parser(
+        "plan",
+        parents=[common],
+        help="how many hosts a target load needs, from measured capacity",
+        description=textwrap.fill(
+            "From a run's capacity measurements (suites with a `capacity:` block), answer per scenario: "
+            "instances per host (bounded by cores and by memory), requests/s per host at the p99 SLO, hosts "
+            "needed with headroom, cost per hour and per million requests, and which resource binds. The "
+            "scaling assumption and the sweep behind it are printed with the plan.",
+            88,
+        ),
+        epilog=PLAN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plan.add_argument("--run", required=True, metavar="RUN", help="run folder or run id with capacity rows")
+    plan.add_argument("--slo-p99-ms", type=float, required=True, metavar="MS", help="p99 latency bound, ms")
+    plan.add_argument("--target-qps", type=float, required=True, metavar="QPS", help="target requests per second")
+    plan.add_argument("--host-cores", type=int, metavar="N", help="cores per host (default: the measured machine's)")
+    plan.add_argument("--host-mem-gib", type=float, metavar="GIB", help="memory per host, GiB (default: measured)")
+    plan.add_argument("--host-cost-per-hour", type=float, metavar="COST", help="price of one host per hour")
+    plan.add_argument(
+        "--headroom", type=float, default=DEFAULT_HEADROOM, metavar="FRACTION",
+        help=f"spare capacity kept per host, 0 to <1 (default {DEFAULT_HEADROOM})",
+    )  # fmt: skip
+    plan.add_argument("--scenario", action="append", metavar="ID", help="only this scenario (repeatable)")
+    plan.add_argument("--format", choices=("markdown", "json"), default="markdown", help="default: markdown")
+    plan.add_argument("--output", type=Path, metavar="FILE", help="write there instead of to stdout")
+    add_history_option(plan)
+    plan.set_defaults(handler=run_plan_command)
+
+
+def _check(ok: bool, flag: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise UserError(
+            f"{flag} {value!r} is not a usable figure: expected {expected}. The plan divides by these figures, "
+            "so a nonsense value would give a nonsense number of hosts; nothing was computed."
+        )
+
+
+def check_figures(args: argparse.Namespace) -> None:
+    """UserError (exit 2) for any figure that cannot describe a load or a host."""
+
+    def finite(v: float | None) -> bool:
+        return v is not None and math.isfinite(v)
+
+    _check(finite(args.slo_p99_ms) and args.slo_p99_ms > 0, "--slo-p99-ms", args.slo_p99_ms, "milliseconds > 0")
+    _check(finite(args.target_qps) and args.target_qps > 0, "--target-qps", args.target_qps, "requests/s > 0")
+    _check(finite(args.headroom) and 0 <= args.headroom < 1, "--headroom", args.headroom,
+           "a fraction from 0 to below 1 (0.3 keeps 30 % spare)")  # fmt: skip
+    if args.host_cores is not None:
+        _check(args.host_cores >= 1, "--host-cores", args.host_cores, "a whole number of cores >= 1")
+    if args.host_mem_gib is not None:
+        _check(finite(args.host_mem_gib) and args.host_mem_gib > 0, "--host-mem-gib", args.host_mem_gib, "GiB > 0")
+    if args.host_cost_per_hour is not None:
+        _check(finite(args.host_cost_per_hour) and args.host_cost_per_hour >= 0, "--host-cost-per-hour",
+               args.host_cost_per_hour, "a price >= 0")  # fmt: skip
+
+
+def plan_request(args: argparse.Namespace, environment: dict[str, Any], measured_cores: int | None) -> PlanRequest:
+    """The load and the host: the figures given, the rest from the measured machine."""
+    given = args.host_cores is not None or args.host_mem_gib is not None
+    cores = args.host_cores if args.host_cores is not None else measured_cores
+    memory = int(args.host_mem_gib * GIB) if args.host_mem_gib is not None else environment.get("memory_total_bytes")
+    if cores is None or memory is None:
+        raise UserError(
+            "the run does not say how many cores or how much memory its machine had (environment.json); "
+            "give --host-cores and --host-mem-gib"
+        )
+    source = "given" if given else "the measured machine"
+    if given and (args.host_cores is None or args.host_mem_gib is None):
+        source = "given, the rest from the measured machine"
+    host = Host(cores=int(cores), memory_bytes=int(memory), cost_per_hour=args.host_cost_per_hour, source=source)
+    return PlanRequest(args.slo_p99_ms / 1e3, args.target_qps, args.headroom, host)
+
+
+def run_plan_command(args: argparse.Namespace) -> int:
+    from bench.compare import resolve
+
+    check_figures(args)
+    snapshot = resolve(args.run, args.history, args.history_timeout)
+    records = [ResultRecord.from_dict(result.record) for result in snapshot.results.values()]
+    if args.scenario:
+        unknown = [s for s in args.scenario if s not in snapshot.results]
+        if unknown:
+            raise UserError(f"run {snapshot.run_id} has no scenario {', '.join(unknown)}")
+        records = [r for r in records if r.scenario_id in args.scenario]
+    with_capacity = [r for r in records if r.capacity is not None]
+    if not with_capacity:
+        raise UserError(
+            f"run {snapshot.run_id} ({snapshot.source}) has no capacity measurements: add a `capacity:` block "
+            "(with slo_p99_ms) to the suite's defaults or include entries and run it again, e.g. "
+            "scenarios/capacity.yaml"
+        )
+    measured_cores = next((r.capacity.usable_cores for r in with_capacity if r.capacity), None)
+    request = plan_request(args, snapshot.environment, measured_cores or snapshot.environment.get("usable_cores"))
+    plan = make_plan(snapshot.run_id, with_capacity, snapshot.environment, request)
+    text = render_json(plan) if args.format == "json" else render_markdown(plan)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"plan: {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0 if plan.complete else 1

@@ -1,0 +1,240 @@
+"""The report's capacity section: per scenario, throughput against p99 latency in server mode, and the layouts.
+
+Shown only when some row has `capacity` figures (a suite with a `capacity:` block). Each
+server-mode step is one point: x = requests completed per second, y = its p99 latency from
+scheduled arrival (nearest rank); one line per layout; the SLO is a dashed line.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+from matplotlib.lines import Line2D
+
+from bench.record import LayoutFigures, ResultRecord, ServerFigures, ServerStep
+from bench.report.data import RunData
+from bench.report.figures import EXTRA_COLORS, STYLE, FigureResult, _fixed_grid, _grid, _nice_log, _save
+
+FIGURE_PREFIX = "capacity_"
+MIB = 1024 * 1024
+LAYOUT_COLORS = ["#1f6fb4", "#e07a2e", "#2a9d8f", "#d1495b", "#8e6bbf", *EXTRA_COLORS]
+CAPTION = (
+    "Server mode: each point is one step of Poisson arrivals at a fixed offered rate; x is the requests completed "
+    "per second, y the step's p99 latency from each request's scheduled arrival (nearest rank; log scale). Filled: "
+    "the step met the SLO; cross: it did not; hollow: invalid (too short or too few requests); square: the "
+    "low-load step at a tenth of the highest passing rate (hollow when invalid). Above capacity the p99 grows "
+    "with the step's length (the queue has no bound), which is why the curve turns up."
+)
+
+
+@dataclass
+class CapacityRow:
+    run: str  # run tag ("" for one run)
+    scenario_id: str
+    layout: LayoutFigures
+    slo_p99_s: float
+    best: bool
+
+
+@dataclass
+class CapacitySection:
+    rows: list[CapacityRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # capacity measurements that failed
+    figure: FigureResult | None = None
+
+
+def _records(runs: Sequence[RunData]) -> list[tuple[str, ResultRecord]]:
+    tags = {run.label: ("" if len(runs) == 1 else f"run {i}") for i, run in enumerate(runs, start=1)}
+    return [(tags[run.label], r) for run in runs for r in run.records if r.capacity is not None]
+
+
+def build_capacity(runs: Sequence[RunData], fig_dir: Path) -> CapacitySection | None:
+    """The section's table rows and its figure, or None when no row measured capacity."""
+    records = _records(runs)
+    if not records:
+        return None
+    section = CapacitySection()
+    for tag, record in records:
+        capacity = record.capacity
+        assert capacity is not None
+        if capacity.status != "ok":
+            section.notes.append(f"{record.scenario_id}{f' ({tag})' if tag else ''}: {capacity.note}")
+        for layout in capacity.layouts:
+            best = layout.layout == capacity.best_layout and layout.requested
+            section.rows.append(CapacityRow(tag, record.scenario_id, layout, capacity.slo_p99_s, best))
+    try:
+        with matplotlib.rc_context(STYLE):
+            section.figure = _draw(records, fig_dir)
+    except Exception as exc:  # a report with a figure missing beats no report
+        section.figure = FigureResult("capacity", "Throughput versus p99 latency", "", notes=[f"Not drawn: {exc}"])
+    return section
+
+
+def _steps(layout: LayoutFigures) -> list[ServerStep]:
+    return sorted(layout.server.steps, key=lambda s: s.rate_per_s) if layout.server else []
+
+
+def _draw(records: list[tuple[str, ResultRecord]], fig_dir: Path) -> FigureResult:
+    result = FigureResult("capacity", "Throughput versus p99 latency (server mode)", CAPTION)
+    panels = [(tag, r) for tag, r in records if r.capacity and any(_steps(f) for f in r.capacity.layouts)]
+    if not panels:
+        result.notes.append("Not drawn: no server-mode step was measured.")
+        return result
+    n_rows, n_cols = _grid(len(panels), max_cols=2)
+    fig, axes = _fixed_grid(n_rows, n_cols, panel_w=5.6, panel_h=3.6, top=0.4, bottom=0.55)
+    for index, (tag, record) in enumerate(panels):
+        ax = axes[index // n_cols][index % n_cols]
+        capacity = record.capacity
+        assert capacity is not None
+        handles = []
+        for i, layout in enumerate(f for f in capacity.layouts if _steps(f)):
+            color = LAYOUT_COLORS[i % len(LAYOUT_COLORS)]
+            steps = [s for s in _steps(layout) if s.latency_p99_s is not None and s.achieved_per_s > 0]
+            xs = [s.achieved_per_s for s in steps]
+            ys = [s.latency_p99_s * 1e3 for s in steps]  # type: ignore[operator]
+            label = layout.layout + ("" if layout.requested else " (sweep)")
+            ax.plot(xs, ys, color=color, linewidth=1.3, linestyle="-" if layout.requested else ":")
+            for s, x, y in zip(steps, xs, ys, strict=True):
+                marker, face = ("o", color) if s.passed else ("X", color) if s.valid else ("o", "white")
+                ax.plot([x], [y], marker=marker, markersize=6, color=color, markerfacecolor=face, linestyle="")
+            low = layout.server.low_load_step if layout.server else None
+            if low is not None and low.latency_p99_s is not None and low.achieved_per_s > 0:
+                face = color if low.valid else "white"
+                ax.plot([low.achieved_per_s], [low.latency_p99_s * 1e3], marker="s", color=color,
+                        markerfacecolor=face, linestyle="")  # fmt: skip
+            handles.append(Line2D([], [], color=color, marker="o", label=label))
+        slo_ms = capacity.slo_p99_s * 1e3
+        ax.axhline(slo_ms, color="#b3261e", linestyle="--", linewidth=1.2)
+        handles.append(Line2D([], [], color="#b3261e", linestyle="--", label=f"SLO p99 {slo_ms:g} ms"))
+        ax.set_yscale("log")
+        _nice_log(ax, "y")
+        ax.set_xlabel("requests completed per second")
+        ax.set_ylabel("p99 latency (ms, log)")
+        ax.set_title(f"{record.scenario_id}{f' · {tag}' if tag else ''}", loc="left")
+        ax.legend(handles=handles, loc="upper left", fontsize=8)
+    for index in range(len(panels), n_rows * n_cols):
+        axes[index // n_cols][index % n_cols].set_visible(False)
+    result.files.append(_save(fig, fig_dir / f"{FIGURE_PREFIX}throughput_vs_p99.png"))
+    return result
+
+
+# --- text -------------------------------------------------------------------------------------------
+
+HEADERS = [
+    ("scenario", ""), ("layout", "instances x threads"), ("closed loop", "samples/s"), ("offline", "samples/s"),
+    ("rate at SLO", "requests/s"), ("single-stream p99", "ms"), ("low-load p99", "ms"), ("USS / instance", "MiB"),
+    ("PSS / instance", "MiB"), ("RSS / instance", "MiB"), ("generator", "cores; send lag p99 ms, max"), ("search", ""),
+]  # fmt: skip
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1e3:.3g}"
+
+
+def _largest(values: list[int | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) / MIB if known else None
+
+
+def _search(server: ServerFigures | None) -> str:
+    if server is None:
+        return "-"
+    if not server.steps:
+        return server.stop_reason
+    return (
+        f"{len(server.steps)} steps of >= {server.min_requests} requests and >= {server.min_duration_s:g} s; "
+        f"{server.stop_reason}"
+    )
+
+
+def _cells(row: CapacityRow) -> list[str]:
+    f = row.layout
+    if f.status != "ok":
+        return [row.scenario_id, f.layout, "-", "-", "-", "-", "-", "-", "-", "-", "-", f"{f.status}: {f.note}"]
+    server = f.server
+    low = server.low_load_step if server else None
+    loadgen = [s.loadgen_cpu_fraction for s in (server.steps if server else [])]
+    lags = [s.send_lag_p99_s for s in (server.steps if server else []) if s.send_lag_p99_s is not None]
+    rate = server.max_rate_per_s if server else None
+    return [
+        row.scenario_id + (f" ({row.run})" if row.run else ""),
+        f.layout + ("" if f.requested else " (sweep)") + (" ★ best" if row.best else ""),
+        _fmt(f.closed_loop.samples_per_s if f.closed_loop else None),
+        _fmt(f.offline.samples_per_s if f.offline else None),
+        "unreachable" if server and rate is None else _fmt(rate),
+        _ms(f.closed_loop.latency_s.p99 if f.instances == 1 and f.closed_loop and f.closed_loop.latency_s else None),
+        _ms(low.latency_p99_s if low else None),
+        _fmt(_largest([m.uss_bytes for m in f.memory])),
+        _fmt(_largest([m.pss_bytes for m in f.memory])),
+        _fmt(_largest([m.rss_bytes for m in f.memory])),
+        f"{max(loadgen):.2f}; {max(lags) * 1e3:.3g}" if loadgen and lags else "-",
+        _search(server),
+    ]
+
+
+INTRO = (
+    "Several instances of each scenario, each pinned to its own cores, measured together. Closed loop: every "
+    "instance calls back to back on the scenario's batch (one instance: SingleStream). Offline: the same with "
+    "large batches. Rate at SLO: the highest Poisson arrival rate whose p99 latency, from each request's "
+    "scheduled arrival, met the SLO (server mode). Memory after serving, per instance: USS is its own, PSS "
+    "splits shared pages. Generator: the load generator's share of a core, which it takes from the "
+    "instances, and how late it sent requests (counted in the latency). `bench plan --run RUN` turns this into "
+    "hosts and cost."
+)
+
+
+def capacity_html(section: CapacitySection | None) -> str:
+    if section is None:
+        return ""
+    e = html.escape
+    parts = ['<h2 id="capacity">Capacity</h2>', f"<p>{e(INTRO)}</p>"]
+    parts += [f'<div class="note">{e(note)}</div>' for note in section.notes]
+    heads = "".join(f'<th>{e(t)}<span class="unit">{e(u)}</span></th>' for t, u in HEADERS)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{"id" if i < 2 else "num" if i < len(HEADERS) - 1 else ""}">{e(c)}</td>'
+            for i, c in enumerate(_cells(row))
+        )
+        + "</tr>"
+        for row in section.rows
+    )
+    parts.append(
+        f'<div class="table-wrap"><table id="capacity-table"><thead><tr>{heads}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
+    if section.figure is not None:
+        from bench.report.html import _figure  # here: html imports this module
+
+        parts.append(_figure(section.figure))
+    return "".join(parts)
+
+
+def capacity_markdown(section: CapacitySection | None, out_dir: Path) -> str:
+    if section is None:
+        return ""
+    from bench.report.markdown import _table, text  # here: markdown imports this module
+
+    out = ["## Capacity\n", INTRO + "\n"]
+    out += [f"> {text(note)}\n" for note in section.notes]
+    headers = [f"{t} ({u})" if u else t for t, u in HEADERS]
+    rows = [[text(c) for c in _cells(row)] for row in section.rows]
+    out.append(_table(headers, rows, ["l", "l"] + ["r"] * (len(HEADERS) - 3) + ["l"]) + "\n")
+    figure = section.figure
+    if figure is not None:
+        out += [f"> {text(n)}\n" for n in figure.notes]
+        for path in figure.files:
+            out.append(f"![{figure.title}]({Path(os.path.relpath(path, out_dir)).as_posix()})\n")
+        if figure.files:
+            out.append(f"_{figure.caption}_\n")
+    return "\n".join(out)

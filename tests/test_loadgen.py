@@ -1,0 +1,171 @@
+"""Server mode's load generator (bench.loadgen): schedules, step verdicts and the rate search, without instances."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import time
+
+import pytest
+
+from bench.loadgen import (
+    StepLimits,
+    StepTimes,
+    evaluate_step,
+    poisson_schedule,
+    search_max_rate,
+    send_schedule,
+)
+from bench.record import ServerStep
+
+LIMITS = StepLimits(min_duration_s=1.0, min_requests=200, max_duration_s=10.0)
+
+
+def test_poisson_schedule_lasts_long_enough_has_enough_requests_and_is_seeded():
+    fast = poisson_schedule(1000, LIMITS, seed=1)
+    assert fast[-1] >= 1.0 and len(fast) >= 200
+    assert fast == poisson_schedule(1000, LIMITS, seed=1) != poisson_schedule(1000, LIMITS, seed=2)
+    assert all(b > a for a, b in zip(fast, fast[1:], strict=False))
+    slow = poisson_schedule(50, LIMITS, seed=1)  # 200 requests take ~4 s at 50/s
+    assert len(slow) == 200 and slow[-1] > 1.0
+    gaps = [b - a for a, b in zip([0.0, *fast], fast, strict=False)]
+    many = poisson_schedule(1000, StepLimits(20.0, 1, 30.0), seed=3)
+    many_gaps = [b - a for a, b in zip([0.0, *many], many, strict=False)]
+    # Exponential gaps: mean 1/rate, standard deviation equal to the mean.
+    assert statistics.fmean(many_gaps) == pytest.approx(1e-3, rel=0.03)
+    assert statistics.stdev(many_gaps) == pytest.approx(1e-3, rel=0.05)
+    assert min(gaps) > 0
+
+
+def test_a_step_that_cannot_reach_its_minimum_within_the_time_limit_is_too_short_and_too_few():
+    offsets = poisson_schedule(10, StepLimits(1.0, 200, 2.0), seed=0)
+    assert offsets[-1] <= 2.0 and len(offsets) < 200
+    step = _evaluate(offsets, service_s=0.001, limits=StepLimits(3.0, 200, 2.0))
+    assert not step.valid and not step.passed
+    assert any(r.startswith("too short") for r in step.reasons)
+    assert any(r.startswith("too few requests") for r in step.reasons)
+
+
+def _evaluate(offsets, *, service_s, limits=LIMITS, slo_s=0.01, late_s=0.0, unfinished=(), drain_s=0.5):
+    """A step in which every request waits behind the one before it on one instance."""
+    scheduled = [100.0 + t for t in offsets]
+    sent = [t + late_s for t in scheduled]
+    started, ended, free_at = [], [], 0.0
+    for i, t in enumerate(sent):
+        start = max(t, free_at)
+        free_at = start + service_s
+        started.append(start if i not in unfinished else 0.0)
+        ended.append(free_at if i not in unfinished else 0.0)
+    times = StepTimes(scheduled, sent, started, ended, 100.0, drain_end=scheduled[-1] + drain_s)
+    return evaluate_step(
+        len(offsets) / offsets[-1], times, limits, slo_s, loadgen_cpu_s=0.01, wall_s=offsets[-1], instances_cpu_s=0.5,
+        seed=0,
+    )  # fmt: skip
+
+
+def test_latency_runs_from_the_scheduled_arrival_so_a_late_sender_cannot_hide_queueing():
+    offsets = [i * 0.005 for i in range(1, 301)]  # 200/s, 1.5 s
+    on_time = _evaluate(offsets, service_s=0.001)
+    assert on_time.passed and on_time.latency_p99_s == pytest.approx(0.001)
+    late = _evaluate(offsets, service_s=0.001, late_s=0.02)  # the generator stalled 20 ms on every request
+    assert late.latency_p99_s == pytest.approx(0.021)
+    assert late.send_lag_p99_s == pytest.approx(0.02)
+    assert late.service_p99_s == pytest.approx(0.001)
+    assert not late.passed and "p99 21 ms over the SLO 10 ms" in late.reasons
+
+
+def test_p99_is_the_nearest_rank_over_every_request_and_unfinished_ones_count_as_slowest():
+    offsets = [i * 0.01 for i in range(1, 201)]  # 200 requests: p99 is the 198th latency
+    step = _evaluate(offsets, service_s=0.001, unfinished={7, 50})
+    assert step.completed == 198 and step.requests == 200
+    assert step.latency_p99_s == pytest.approx(0.001) and not step.p99_lower_bound and step.passed
+    step = _evaluate(offsets, service_s=0.001, unfinished={7, 50, 90})
+    assert step.p99_lower_bound and not step.passed
+    # The unfinished request at the p99 rank waited at least until the drain deadline.
+    assert step.latency_p99_s >= 0.5
+    assert any("at least" in r and "3 requests unfinished" in r for r in step.reasons)
+
+
+def _fake_system(capacity_per_s: float, floor_p99_s: float = 0.001, slo_s: float = 0.01):
+    """A server whose p99 is low below `capacity_per_s` and unbounded above it."""
+    rates: list[float] = []
+
+    def run_step(rate: float, index: int) -> ServerStep:
+        rates.append(rate)
+        p99 = floor_p99_s if rate <= capacity_per_s else 1.0
+        return ServerStep(
+            rate_per_s=rate, requests=1000, completed=1000, duration_s=1.0, achieved_per_s=min(rate, capacity_per_s),
+            latency_p50_s=p99, latency_p90_s=p99, latency_p99_s=p99, latency_max_s=p99, p99_lower_bound=False,
+            wait_p99_s=None, service_p99_s=None, send_lag_p99_s=None, loadgen_cpu_s=0.0, loadgen_cpu_fraction=0.0,
+            instances_cpu_s=None, valid=True, passed=p99 <= slo_s, reasons=[] if p99 <= slo_s else ["over"],
+        )  # fmt: skip
+
+    return run_step, rates
+
+
+def test_the_search_widens_exponentially_until_a_step_fails_then_bisects():
+    run_step, rates = _fake_system(capacity_per_s=1000)
+    result = search_max_rate(run_step, start_rate_per_s=100, tolerance=0.05, max_steps=20)
+    assert rates[:5] == [100, 200, 400, 800, 1600]  # x2 until 1,600 fails
+    assert rates[5] == 1200  # then halfway between the highest pass and the lowest failure
+    assert result.stop_reason.startswith("converged")
+    assert 1000 / 1.05 <= result.max_rate_per_s <= 1000
+    failed = [s.rate_per_s for s in result.steps if not s.passed]
+    assert min(failed) > result.max_rate_per_s
+    assert (min(failed) - result.max_rate_per_s) / result.max_rate_per_s <= 0.05
+
+
+def test_the_search_halves_from_a_start_above_capacity():
+    run_step, rates = _fake_system(capacity_per_s=300)
+    result = search_max_rate(run_step, start_rate_per_s=2000, tolerance=0.1, max_steps=20)
+    assert rates[:4] == [2000, 1000, 500, 250]
+    assert 300 / 1.1 <= result.max_rate_per_s <= 300
+
+
+def test_an_slo_no_rate_meets_ends_the_search_with_no_rate_and_says_why():
+    run_step, rates = _fake_system(capacity_per_s=1000, floor_p99_s=0.05)  # every step's p99 is over 10 ms
+    result = search_max_rate(run_step, start_rate_per_s=1000, tolerance=0.1, max_steps=20, min_rate_per_s=1000 / 32)
+    assert result.max_rate_per_s is None
+    assert min(rates) >= 1000 / 32 and len(rates) == 6
+    assert "no step met the SLO" in result.stop_reason and "p99 50 ms" in result.stop_reason
+    result = search_max_rate(run_step, start_rate_per_s=1000, tolerance=0.1, max_steps=3)
+    assert result.stop_reason.startswith("stopped after max_steps (3)") and len(result.steps) == 3
+
+
+def test_the_search_stops_at_an_invalid_step():
+    run_step, _ = _fake_system(capacity_per_s=10)
+
+    def too_few_below_100(rate, index):
+        step = run_step(rate, index)
+        if rate < 100:
+            return dataclasses.replace(step, valid=False, passed=False, reasons=["too few requests"])
+        return step
+
+    result = search_max_rate(too_few_below_100, start_rate_per_s=400, tolerance=0.1, max_steps=20)
+    assert [s.rate_per_s for s in result.steps] == [400, 200, 100, 50]
+    assert result.max_rate_per_s is None and "invalid step (too few requests)" in result.stop_reason
+
+
+def test_the_sender_writes_each_request_at_its_time_and_sleeps_in_between():
+    read_fd, write_fd = os.pipe()
+    try:
+        start = time.monotonic() + 0.01
+        scheduled = [start + i * 0.002 for i in range(50)]  # 100 ms of requests
+        sleeps: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            time.sleep(seconds)
+
+        cpu_started = time.thread_time()
+        sent = send_schedule(write_fd, scheduled, sleep)
+        cpu_s = time.thread_time() - cpu_started
+        data = os.read(read_fd, 4096)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert [int.from_bytes(data[i : i + 8], "little") for i in range(0, len(data), 8)] == list(range(50))
+    assert all(s >= t for s, t in zip(sent, scheduled, strict=True))  # never early
+    assert sum(sleeps) >= 0.09  # it slept through the gaps ...
+    assert cpu_s < 0.05  # ... rather than spinning through them

@@ -1,0 +1,172 @@
+"""The capacity planner (bench.plan) on hand-made capacity figures: its arithmetic, its choices, its refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from capacity_fakes import MIB, capacity, layout, record, two_core_run
+from demo_runs import Spec, make_run
+
+from bench.cli import main
+from bench.plan import GIB, Host, PlanRequest, make_plan, plan_scenario, rate_at_slo, render_markdown
+
+SLO_S = 0.05
+
+
+def _request(cores=2, memory_gib=16.0, cost=None, target=10_000.0, headroom=0.3, slo_s=SLO_S) -> PlanRequest:
+    return PlanRequest(slo_s, target, headroom, Host(cores, int(memory_gib * GIB), cost, "given"))
+
+
+def test_the_plan_picks_the_layout_that_serves_more_and_says_cpu_binds():
+    plan = plan_scenario(record(two_core_run()), _request(cost=2.5))
+    assert plan.status == "ok"
+    chosen = plan.chosen
+    # 2 pinned single-thread instances (1,800/s together) beat 1 instance of 2 threads (1,200/s).
+    assert (chosen.threads_per_instance, chosen.instances) == (1, 2)
+    assert chosen.qps_per_host == pytest.approx(1800)
+    assert {o.threads_per_instance: o.qps_per_host for o in plan.options} == {1: 1800, 2: 1200}
+    assert chosen.binds == "CPU"
+    # 10,000/s with 30 % headroom: 1,800 x 0.7 = 1,260/s per host -> 7.94 -> 8 hosts.
+    assert plan.usable_qps_per_host == pytest.approx(1260)
+    assert plan.hosts == 8
+    assert plan.cost_per_hour == pytest.approx(20.0)
+    assert plan.cost_per_million_requests == pytest.approx(20.0 / (10_000 * 3600) * 1e6)
+
+
+def test_memory_binds_when_memory_allows_fewer_instances_than_the_cores():
+    # 64 cores but 2 GiB: (2048 MiB - 200 MiB shared) // 300 MiB USS = 6 instances of either width.
+    plan = plan_scenario(record(two_core_run()), _request(cores=64, memory_gib=2))
+    by_width = {o.threads_per_instance: o for o in plan.options}
+    assert (by_width[1].instances_cpu_bound, by_width[1].instances_memory_bound) == (64, 6)
+    assert (by_width[2].instances_cpu_bound, by_width[2].instances_memory_bound) == (32, 6)
+    assert plan.chosen.binds == "memory"
+    assert plan.chosen.instances == 6
+    assert plan.chosen.memory_per_host_bytes == 6 * 300 * MIB + 200 * MIB
+    # With 6 instances either way, the wider instances serve more: 6 x 1,200 beats 1-thread instances
+    # scaled past the 2 measured by the sweep's efficiency (0.9 per doubling): 6 x 900 x 0.9^log2(3).
+    assert by_width[1].qps_per_host == pytest.approx(6 * 900 * 0.9 ** math.log2(3))
+    assert plan.chosen.threads_per_instance == 2 and plan.chosen.qps_per_host == pytest.approx(7200)
+    assert "memory binds" in render_markdown(make_plan("r", [record(two_core_run())], {}, _request(64, 2)))
+
+
+def test_scaling_beyond_the_measured_machine_follows_the_sweep():
+    plan = plan_scenario(record(two_core_run()), _request(cores=8, memory_gib=256))
+    by_width = {o.threads_per_instance: o for o in plan.options}
+    one = by_width[1]
+    # 1 instance: 1,000/s; 2 instances: 900/s each -> 0.9 kept per doubling; 8 instances = 2 more doublings.
+    assert one.doubling_efficiency == pytest.approx(0.9) and one.efficiency_measured
+    assert one.qps_per_host == pytest.approx(8 * 900 * 0.81)
+    assert one.per_instance_at_host_per_s == pytest.approx(729) and one.doublings_beyond_measured == 2
+    # One width-2 instance was measured: no sweep, linear assumed, and the plan says so.
+    two = by_width[2]
+    assert two.doubling_efficiency == 1.0 and not two.efficiency_measured
+    assert two.qps_per_host == pytest.approx(4 * 1200)
+    text = render_markdown(make_plan("r", [record(two_core_run())], {}, _request(8, 256)))
+    assert "1.00 (assumed)" in text and "0.90" in text
+    projection = "729.0 per instance, measured with 2 instance(s) and projected 2 doubling(s) further at efficiency"
+    assert projection in text
+    assert "Scaling:" in text and "linear in cores" in text
+    assert "| 1x1 | 1,000 | 1,000 | 1.00 |" in text and "| 2x1 | 1,800 | 900 | 0.90 |" in text
+
+
+def test_a_superlinear_sweep_is_not_extrapolated_beyond_linear():
+    figures = capacity(
+        [layout(1, 1, [(1000, 0.01), (1100, 0.09)], SLO_S), layout(2, 1, [(2400, 0.01), (2600, 0.09)], SLO_S)],
+        SLO_S,
+    )
+    option = plan_scenario(record(figures), _request(cores=8, memory_gib=256)).chosen
+    assert option.doubling_efficiency == 1.0
+    assert option.qps_per_host == pytest.approx(8 * 1200)
+
+
+def test_an_slo_below_the_single_stream_latency_is_unreachable_not_zero_hosts():
+    request = _request(slo_s=0.001)  # single-stream p99 is 2 ms; the best server step had 4 ms
+    plan = plan_scenario(record(two_core_run()), request)
+    assert plan.status == "unreachable"
+    assert plan.hosts is None and plan.cost_per_hour is None
+    assert "single-stream p99" in plan.reason and "2 ms" in plan.reason
+    text = render_markdown(make_plan("r", [record(two_core_run())], {}, request))
+    assert "**Unreachable**" in text
+    assert "0 host" not in text
+
+
+def test_an_instance_that_fits_nowhere_on_the_host_does_not_fit():
+    plan = plan_scenario(record(two_core_run()), _request(cores=2, memory_gib=0.25))
+    assert plan.status == "does_not_fit" and plan.hosts is None
+    assert "GiB" in plan.reason
+
+
+def test_rate_at_a_looser_slo_than_searched_is_a_lower_bound_when_nothing_above_failed():
+    steps = two_core_run().layouts[0].server.steps  # rates 900, 1800, 2000, 3600; p99 10, 30, 90, 500 ms
+    assert rate_at_slo(steps, 0.05) == (1800, False)
+    assert rate_at_slo(steps, 0.1) == (2000, False)  # 3,600/s failed it
+    assert rate_at_slo(steps, 1.0) == (3600, True)  # nothing above was tried
+    assert rate_at_slo(steps, 0.005) == (None, False)
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def capacity_run(tmp_path):
+    return make_run(tmp_path, [Spec(extra={"capacity": two_core_run()})])
+
+
+def _plan(capsys, *args):
+    code = main(["plan", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_bench_plan_prints_the_plan_the_assumption_and_the_sweep(capacity_run, capsys):
+    code, out, _ = _plan(capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "10000",
+                         "--host-cost-per-hour", "2.5")  # fmt: skip
+    assert code == 0
+    assert "**8 host(s)**" in out and "2 instance(s) x 1 thread(s)" in out and "CPU binds" in out
+    assert "$20.00 per hour" in out
+    assert "Sweep measured on this machine" in out and "| 2x1 |" in out and "| 1x2 |" in out
+    assert "## Assumptions" in out and "nearest-rank" in out
+
+    code, out, _ = _plan(capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "10000",
+                         "--host-cores", "64", "--host-mem-gib", "2", "--format", "json")  # fmt: skip
+    data = json.loads(out)
+    assert code == 0 and data["complete"] is True
+    (scenario,) = data["scenarios"]
+    assert scenario["chosen"]["binds"] == "memory"
+    assert data["request"]["host"] == {"cores": 64, "memory_bytes": 2 * GIB, "cost_per_hour": None, "source": "given"}
+
+
+def test_bench_plan_says_unreachable_and_exits_1(capacity_run, capsys):
+    code, out, _ = _plan(capsys, "--run", str(capacity_run), "--slo-p99-ms", "1", "--target-qps", "10000")
+    assert code == 1
+    assert "**Unreachable**" in out and "host(s)**" not in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--host-cores", "0", "a whole number of cores >= 1"),
+        ("--host-cost-per-hour", "-1", "a price >= 0"),
+        ("--host-mem-gib", "0", "GiB > 0"),
+        ("--host-mem-gib", "nan", "GiB > 0"),
+        ("--headroom", "1", "a fraction from 0 to below 1"),
+        ("--target-qps", "-5", "requests/s > 0"),
+        ("--slo-p99-ms", "0", "milliseconds > 0"),
+    ],
+)
+def test_nonsense_figures_are_refused_with_exit_2(capacity_run, capsys, flag, value, expected):
+    args = {"--slo-p99-ms": "50", "--target-qps": "1000", flag: value}
+    code, out, err = _plan(capsys, "--run", str(capacity_run), *[x for kv in args.items() for x in kv])
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"bench: error: {flag} ") and expected in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_without_capacity_rows_is_refused_with_what_to_do(tmp_path, capsys):
+    run = make_run(tmp_path, [Spec()])
+    code, _, err = _plan(capsys, "--run", str(run), "--slo-p99-ms", "50", "--target-qps", "1000")
+    assert code == 2
+    assert "no capacity measurements" in err and "capacity:" in err

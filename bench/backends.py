@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import models, sources
+from bench import models, pruning, sources
 from bench.artifacts import Artifact, cached_artifact, file_sha256
 from bench.sources import FORMAT_NAMES, ModelSource, SourceError
 from bench.suite import Scenario
@@ -67,6 +67,11 @@ def artifact_format(scenario: Scenario) -> str:
 def unsupported_reason(scenario: Scenario) -> str | None:
     """Reasons known without trying."""
     source = scenario.source
+    if source is not None and source.compiled and scenario.variant != pruning.DENSE:
+        return (
+            f"variant {scenario.variant} prunes the model's weights, and a {FORMAT_NAMES[source.kind]} file "
+            "has no module to prune; give the checkpoint and its architecture instead"
+        )
     if source is not None and source.compiled:
         return _compiled_file_reason(source, scenario)
     if scenario.load == "litert":
@@ -170,6 +175,25 @@ def build_fp32(scenario: Scenario, device: Any = None, *, with_weights: bool = T
     return sources.build_module(scenario.model, scenario.source, scenario.seed, device, with_weights=with_weights)
 
 
+def build_variant(scenario: Scenario) -> tuple[Any, dict[str, Any]]:
+    """The fp32 model pruned as the scenario's variant says, and the pruning facts for the record."""
+    model = build_fp32(scenario)
+    if scenario.variant == pruning.DENSE:
+        return model, {}
+    try:
+        model, facts = pruning.apply_variant(model, pruning.parse_variant(scenario.variant))
+    except ValueError as exc:
+        raise Unsupported(f"variant {scenario.variant}: {exc}") from None
+    return model.eval(), {"pruning": facts}
+
+
+def _fit_variant(scenario: Scenario, model: Any, state: dict[str, Any]) -> Any:
+    """A shrunk variant's layers are smaller than the architecture's: resize them to the file's."""
+    if pruning.parse_variant(scenario.variant).changes_shapes:
+        return pruning.fit_to_state_dict(model, state)
+    return model
+
+
 def source_record(scenario: Scenario) -> dict[str, Any] | None:
     """The record's `model_source`: kind, path, size, sha256 and architecture; None for a model name.
 
@@ -205,7 +229,9 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
     def write(path: Path) -> dict[str, Any]:
         if fmt == "onnx":
             return _write_onnx(scenario, path)
-        model, facts = convert(build_fp32(scenario), scenario.precision)
+        pruned, pruning_facts = build_variant(scenario)
+        model, facts = convert(pruned, scenario.precision)
+        facts.update(pruning_facts)
         if fmt == "state_dict":
             torch.save(model.state_dict(), path)
         elif fmt == "exported_program":
@@ -214,7 +240,9 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
             _write_torchscript(model, make_batch(scenario, batch_size=1), path)
         return facts
 
-    return cached_artifact(cache_dir, key, f"{_file_stem(scenario)}-{scenario.precision}{_SUFFIXES[fmt]}", write)
+    variant = "" if scenario.variant == pruning.DENSE else f"-{scenario.variant}"
+    filename = f"{_file_stem(scenario)}{variant}-{scenario.precision}{_SUFFIXES[fmt]}"
+    return cached_artifact(cache_dir, key, filename, write)
 
 
 def _file_stem(scenario: Scenario) -> str:
@@ -283,6 +311,9 @@ def model_key(scenario: Scenario) -> dict[str, Any]:
                "source_sha256": sources.source_facts(source).sha256}  # fmt: skip
         if sources.is_factory(architecture):
             key["factory_module_sha256"] = sources.factory_file(source).sha256
+    if scenario.variant != pruning.DENSE:
+        key["variant"] = scenario.variant
+        key["pruning_code_sha256"] = file_sha256(Path(pruning.__file__))
     if architecture in models.BUILTIN:
         key["models_source_sha256"] = file_sha256(Path(models.__file__))
     elif not sources.is_factory(architecture):
@@ -294,7 +325,7 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
     """Export fp32 (or fp16) with a dynamic batch axis; int8 is ONNX Runtime's dynamic quantization."""
     import torch
 
-    fp32 = build_fp32(scenario)
+    fp32, facts = build_variant(scenario)
     export_precision = "fp16" if scenario.precision == "fp16" else "fp32"
     model, _ = convert(fp32, export_precision)
     example = models.make_input(scenario.input_shape, 1, scenario.seed).to(torch_dtype(export_precision))
@@ -316,10 +347,10 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
         )
     if scenario.precision == "int8_dynamic":
         try:
-            return _ort_quantize(target, path)
+            return {**facts, **_ort_quantize(target, path)}
         finally:
             target.unlink(missing_ok=True)
-    return {}
+    return facts
 
 
 def _ort_quantize(source_path: Path, path: Path) -> dict[str, Any]:
@@ -365,10 +396,11 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
         # Build on the meta device (no memory, no init) and adopt the mapped tensors as they are.
         model = build_fp32(scenario, device="meta", with_weights=False)
         state = torch.load(artifact_path, map_location="cpu", weights_only=True, mmap=True)
-        model.load_state_dict(state, assign=True)
+        _fit_variant(scenario, model, state).load_state_dict(state, assign=True)
         return model.eval(), {}
-    model, facts = convert(build_fp32(scenario, with_weights=False), scenario.precision)
     state = torch.load(artifact_path, map_location="cpu", weights_only=True)
+    model = _fit_variant(scenario, build_fp32(scenario, with_weights=False), state)
+    model, facts = convert(model, scenario.precision)
     model.load_state_dict(state)
     return model, facts
 

@@ -73,6 +73,31 @@ class ModelSourceInfo:
 
 
 @dataclass(frozen=True)
+class PruningFacts:
+    """What a pruned variant did to the fp32 model (`variant`; bench.pruning)."""
+
+    pruned_layers: int | None = None  # layers pruned (shrunk-channels: layers that lost output channels)
+    weight_sparsity: float | None = None  # share of zero weights in Linear/Conv layers afterwards
+    parameters_before: int | None = None
+    parameters_after: int | None = None  # fewer only when channels were removed for real
+
+
+@dataclass(frozen=True)
+class PipelineFigures:
+    """The input pipeline run after the timed steady state (`data:`; bench.pipeline)."""
+
+    images: int | None = None
+    batches: int | None = None
+    stage_median_s: dict[str, float] = field(default_factory=dict)  # per batch: load_preprocess, copy, ...
+    stage_total_s: dict[str, float] = field(default_factory=dict)  # over every batch
+    end_to_end_images_per_s: float | None = None  # images / the sum of every stage's time
+    top1_accuracy: float | None = None  # against the folder's labels (its class sub-folders)
+    top5_accuracy: float | None = None
+    classes: int | None = None  # the model's outputs; top-5 of fewer than ~10 classes says little
+    loader_workers: int | None = None
+
+
+@dataclass(frozen=True)
 class ProfileFigures:
     """The operator profile, run after the timed run in its own process (`profile: true`; bench.profiling)."""
 
@@ -263,6 +288,9 @@ class ResultRecord:
     host_group: str | None = None  # fleet runs with `hosts:`: the host group that measured the row
     fleet: FleetPlacement | None = None  # fleet runs: the worker, host and times of the measurement
     model_source: ModelSourceInfo | None = None  # the user's model file or factory, when `model` names one
+    variant: str = "dense"  # dense, or how the model was pruned (bench.pruning)
+    pruning: PruningFacts | None = None
+    pipeline: PipelineFigures | None = None  # only with `data:`
     model_freed_on_release: bool | None = None  # a weak reference to the model died after del + gc.collect()
     capacity: CapacityFigures | None = None  # only with a `capacity:` block
     schema_version: int = SCHEMA_VERSION
@@ -303,6 +331,8 @@ NESTED_FIELDS: dict[str, type] = {
     "fleet": FleetPlacement,
     "model_source": ModelSourceInfo,
     "capacity": CapacityFigures,
+    "pruning": PruningFacts,
+    "pipeline": PipelineFigures,
 }
 
 

@@ -30,7 +30,9 @@ from bench.record import (
     Fidelity,
     KernelPeaks,
     ModelSourceInfo,
+    PipelineFigures,
     ProfileFigures,
+    PruningFacts,
     ResultRecord,
     RssFigures,
     append_record,
@@ -212,6 +214,7 @@ def run_scenario(
         artifact_prepare_s=artifact.prepare_s,
         artifact_cached=artifact.cached,
         quantized_layers=artifact.facts.get("quantized_layers"),
+        pruning=PruningFacts(**artifact.facts["pruning"]) if artifact.facts.get("pruning") else None,
     )
 
     out_dir = context.run_dir / "workers" / file_stem
@@ -430,12 +433,13 @@ def build_record(
     if failure is not None:
         return ResultRecord(**base, **measured, status="failed", reason=failure)
     latency = LatencyStats.from_times(benchmark_round_times(benchmark_json))
-    fidelity = worker.get("fidelity")
+    fidelity, pipeline = worker.get("fidelity"), worker.get("pipeline")
     return ResultRecord(
         **base,
         **measured,
         status="ok",
         fidelity=Fidelity(**fidelity) if fidelity else None,
+        pipeline=PipelineFigures(**pipeline) if pipeline else None,
         latency_s=latency,
         throughput_samples_per_s=scenario.batch_size / latency.mean,
         percentile_rule=PERCENTILE_RULE,
@@ -492,6 +496,7 @@ def record_base(context: RunContext, scenario: Scenario, started_at: str) -> dic
         environment_fingerprint=context.environment["fingerprint"],
         git_sha=context.environment["git"]["sha"],
         started_at=started_at,
+        variant=scenario.variant,
         model_source=ModelSourceInfo(**info) if (info := backends.source_record(scenario)) else None,
     )
 

@@ -19,17 +19,18 @@ from typing import Any
 
 import yaml
 
-from bench import models, sources
+from bench import models, pruning, sources
 from bench.errors import SuiteError
+from bench.pipeline import CLASS_INDEX_CHOICES, DataSpec, check_data_spec
 from bench.sources import ModelSource, SourceError
 
 PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16")
 LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert")
 
 # Axes that may vary in `matrix`, in the order they appear in a scenario id.
-AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape")
+AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape", "variant")
 # Keys allowed in `defaults` and `include` entries on top of the axes.
-SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity")
+SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data")
 TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
 AXIS_DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
@@ -37,6 +38,7 @@ AXIS_DEFAULTS: dict[str, Any] = {
     "interop_threads": 1,
     "precision": "fp32",
     "load": "eager",
+    "variant": pruning.DENSE,
 }
 DEFAULT_TIMEOUT_S = 900.0
 DEFAULT_MAX_SCENARIOS = 1000
@@ -118,6 +120,8 @@ class Scenario:
     profile: bool = False  # after the timed run, profile it again in its own process (bench.profiling)
     host_group: str | None = None  # fleet runs: the host group (a Dask worker resource) that measures it
     source: ModelSource | None = None  # the user's own model (bench.sources); `model` is then its name
+    variant: str = pruning.DENSE  # pruned variants of the model (bench.pruning)
+    data: DataSpec | None = None  # an image folder to run through the input pipeline (bench.pipeline)
     capacity: CapacityPolicy | None = None  # after the timed run, measure serving capacity (bench.capacity)
 
     @property
@@ -129,6 +133,8 @@ class Scenario:
             parts.append(f"i{self.interop_threads}")
         if self.input_shape != default_input_shape(self.source or self.model):
             parts.append("s" + "x".join(str(d) for d in self.input_shape))
+        if self.variant != pruning.DENSE:
+            parts.append(self.variant)
         scenario_id = "-".join(parts)
         return scenario_id if self.host_group is None else f"{scenario_id}@{self.host_group}"
 
@@ -146,6 +152,9 @@ class Scenario:
         values["input_shape"] = tuple(values["input_shape"])
         values["measure"] = MeasurePolicy(**values.get("measure", {}))
         values["source"] = ModelSource.from_dict(values["source"]) if values.get("source") else None
+        if values.get("data"):
+            data = values["data"]
+            values["data"] = DataSpec(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
         if values.get("capacity") is not None:
             values["capacity"] = CapacityPolicy.from_dict(values["capacity"])
         return cls(**values)
@@ -395,9 +404,48 @@ class _Validator:
             if not isinstance(source["profile"], bool):
                 raise self.fail((*where, "profile"), f"expected true or false, got {_kind(source['profile'])}")
             out["profile"] = source["profile"]
+        if "data" in source:
+            out["data"] = self.data_spec(source["data"], (*where, "data"))
         if "capacity" in source:
             out["capacity"] = self.capacity(source["capacity"], (*where, "capacity"), out.get("capacity", {}))
         return out
+
+    def data_spec(self, value: Any, where: Path_) -> DataSpec:
+        keys = tuple(f.name for f in dataclasses.fields(DataSpec))
+        self.mapping(value, where, keys)
+        if not isinstance(value.get("folder"), str):
+            raise self.fail((*where, "folder"), "expected the path of an image folder (FOLDER/CLASS/IMAGE)")
+        folder = self.base_dir / value["folder"]
+        if not folder.is_dir():
+            raise self.fail((*where, "folder"), f"{folder} is not a folder")
+        spec: dict[str, Any] = {"folder": str(folder)}
+        class_index = value.get("class_index", "sorted")
+        if not isinstance(class_index, str):
+            raise self.fail((*where, "class_index"), f"expected 'sorted', 'name' or a JSON file, got {class_index!r}")
+        if class_index not in CLASS_INDEX_CHOICES:
+            class_index = str(self.base_dir / class_index)
+            if not Path(class_index).is_file():
+                raise self.fail(
+                    (*where, "class_index"), f"expected 'sorted', 'name' or a JSON file; {class_index} is none"
+                )
+        spec["class_index"] = class_index
+        if "resize" in value:
+            spec["resize"] = self.integer(value["resize"], (*where, "resize"), 1)
+        if "loader_workers" in value:
+            spec["loader_workers"] = self.integer(value["loader_workers"], (*where, "loader_workers"), 0)
+        if "max_images" in value:
+            spec["max_images"] = self.integer(value["max_images"], (*where, "max_images"), 1)
+        for key in ("mean", "std"):
+            if key in value:
+                numbers = value[key]
+                if not (
+                    isinstance(numbers, list)
+                    and len(numbers) == 3
+                    and all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers)
+                ):
+                    raise self.fail((*where, key), f"expected three numbers, one per colour channel, got {numbers!r}")
+                spec[key] = tuple(float(n) for n in numbers)
+        return DataSpec(**spec)
 
     def capacity(self, block: Any, where: Path_, inherited: dict[str, Any]) -> dict[str, Any]:
         """A `capacity:` block merged over the one it inherits (from defaults)."""
@@ -464,6 +512,12 @@ class _Validator:
             return value
         if key in ("batch_size", "threads", "interop_threads"):
             return self.integer(value, where, 1)
+        if key == "variant":
+            try:
+                pruning.parse_variant(value)
+            except ValueError as exc:
+                raise self.fail(where, str(exc)) from None
+            return value
         if key == "precision":
             return self.choice(value, where, PRECISIONS)
         if key == "load":
@@ -614,16 +668,20 @@ class _Validator:
         values = {**AXIS_DEFAULTS, **_source_defaults(source), **point}
         values["model"] = source.name if source else point["model"]
         values.setdefault("input_shape", default_input_shape(source or values["model"]))
-        return Scenario(
+        scenario = Scenario(
             source=source,
             measure=MeasurePolicy(**settings.get("measure", {})),
             timeout_s=settings.get("timeout_s", DEFAULT_TIMEOUT_S),
             max_rss_bytes=settings.get("max_rss_bytes"),
             seed=settings.get("seed", 0),
             profile=settings.get("profile", False),
+            data=settings.get("data"),
             capacity=CapacityPolicy.from_dict(settings["capacity"]) if "capacity" in settings else None,
             **values,
         )
+        if scenario.data is not None and (reason := check_data_spec(scenario.data, scenario.input_shape)):
+            raise self.fail(where, f"scenario '{scenario.id}': {reason}")
+        return scenario
 
 
 def _matches(rule: dict[str, Any], point: dict[str, Any]) -> bool:

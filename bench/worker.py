@@ -33,7 +33,7 @@ SPEC_ENV = "BENCH_WORKER_SPEC"
 PARENT_PID_ENV = "BENCH_PARENT_PID"  # the worker dies with this process (bench.harness_plugin)
 # Memory is compared between sampler and kernel from the start of `load` to this event.
 WINDOW_END_PHASE = "after_steady"
-_UNMEASURED_PHASES = ("startup", WINDOW_END_PHASE, "fidelity", "release", "done")
+_UNMEASURED_PHASES = ("startup", WINDOW_END_PHASE, "fidelity", "pipeline", "release", "done")
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -213,6 +213,22 @@ class WorkerSession:
         self._enter(WINDOW_END_PHASE)
         return round_starts_s
 
+    def pipeline(self) -> None:
+        """With `data:`: the folder's images through transforms, copy, model and top-k, each stage
+        timed apart (bench.pipeline); after the steady state, so it never disturbs the timed figures."""
+        spec = self.scenario.data
+        if spec is None:
+            return
+        from bench.pipeline import build_loader, run_pipeline
+
+        self._enter("pipeline")
+        fixed = self.result.get("fixed_batch") is not None
+        loader = build_loader(spec, self.scenario.input_shape, self.scenario.batch_size, drop_last=fixed)
+        result = run_pipeline(loader, self.infer, lambda batch: backends.to_runtime_input(self.scenario, batch))
+        if result.images == 0:
+            raise ValueError(f"data.folder {spec.folder} gave no image (expected FOLDER/CLASS/IMAGE files)")
+        self.result["pipeline"] = {**result.figures(), "loader_workers": spec.loader_workers}
+
     def fidelity(self) -> None:
         """Outputs on the fidelity inputs against the fp32 eager reference; after timing, untimed."""
         if self.reference_path is None:
@@ -256,5 +272,6 @@ class WorkerSession:
             rounds = self.warmup()
             self.result["round_starts_s"] = self.steady(benchmark, rounds)
             self.fidelity()
+            self.pipeline()
             self.release()
             self.result["status"] = "ok"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,18 +222,13 @@ def capacity_html(section: CapacitySection | None) -> str:
 def capacity_markdown(section: CapacitySection | None, out_dir: Path) -> str:
     if section is None:
         return ""
-    from bench.report.markdown import _table, text  # here: markdown imports this module
+    from bench.report.markdown import _table, figure_markdown, text  # here: markdown imports this module
 
     out = ["## Capacity\n", INTRO + "\n"]
     out += [f"> {text(note)}\n" for note in section.notes]
     headers = [f"{t} ({u})" if u else t for t, u in HEADERS]
     rows = [[text(c) for c in _cells(row)] for row in section.rows]
     out.append(_table(headers, rows, ["l", "l"] + ["r"] * (len(HEADERS) - 3) + ["l"]) + "\n")
-    figure = section.figure
-    if figure is not None:
-        out += [f"> {text(n)}\n" for n in figure.notes]
-        for path in figure.files:
-            out.append(f"![{figure.title}]({Path(os.path.relpath(path, out_dir)).as_posix()})\n")
-        if figure.files:
-            out.append(f"_{figure.caption}_\n")
+    if section.figure is not None:
+        out += figure_markdown(section.figure, out_dir)
     return "\n".join(out)

@@ -16,6 +16,8 @@ from bench.report.capacity import FIGURE_PREFIX as CAPACITY_FIGURE_PREFIX
 from bench.report.capacity import CapacitySection, build_capacity
 from bench.report.data import RunData, label_runs, load_run
 from bench.report.figures import FIGURE_PREFIXES, FigureResult, draw_all
+from bench.report.pipeline import FIGURE_PREFIX as PIPELINE_FIGURE_PREFIX
+from bench.report.pipeline import PipelineSection, build_pipeline
 from bench.report.profiles import ProfileSection, memory_phase_frame, profile_sections
 from bench.report.tables import comparison_frame, csv_frame, summary_frame
 
@@ -42,6 +44,12 @@ class Report:
     memory_phases: pd.DataFrame = field(default_factory=pd.DataFrame)  # memory_phase_frame
     bench_version: str = __version__
     capacity: CapacitySection | None = None  # rows with capacity figures: tables and the throughput/p99 figure
+    pipeline: PipelineSection | None = None  # rows with input-pipeline figures: stage times and accuracy
+
+    @property
+    def has_variants(self) -> bool:
+        """Whether some row is a pruned variant (the summary then shows its ratio to the dense row)."""
+        return not self.frame.empty and bool(self.frame["variant"].ne("dense").any())
 
     @property
     def title(self) -> str:
@@ -81,7 +89,7 @@ def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
         )
     fig_dir = out_dir / FIGURES_DIR
     for old in fig_dir.glob("*.png") if fig_dir.is_dir() else []:  # figures of an earlier report
-        if old.name.startswith((*FIGURE_PREFIXES, CAPACITY_FIGURE_PREFIX)):
+        if old.name.startswith((*FIGURE_PREFIXES, CAPACITY_FIGURE_PREFIX, PIPELINE_FIGURE_PREFIX)):
             old.unlink(missing_ok=True)
     figures = draw_all(runs, frame, fig_dir, fidelity_measured) if not frame.empty else []
     return Report(
@@ -96,6 +104,7 @@ def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
         profiles=profile_sections(runs, out_dir),
         memory_phases=memory_phase_frame(runs),
         capacity=build_capacity(runs, fig_dir),
+        pipeline=build_pipeline(runs, fig_dir),
     )
 
 
@@ -142,7 +151,7 @@ def write_report(run_dirs: Sequence[Path] | Path, out_dir: Path | None = None) -
         markdown=md_path,
         csv=csv_path,
         figures=[p for f in report.figures for p in f.files]
-        + (report.capacity.figure.files if report.capacity and report.capacity.figure else []),
+        + [p for s in (report.capacity, report.pipeline) if s and s.figure for p in s.figure.files],
         rows=len(report.frame),
         warnings=list(report.warnings),
         comparison_csv=comparison_csv,

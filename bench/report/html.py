@@ -20,6 +20,7 @@ import pandas as pd
 from bench.report.capacity import capacity_html
 from bench.report.core import Report
 from bench.report.figures import FigureResult
+from bench.report.pipeline import pipeline_html
 from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
 from bench.report.tables import (
     CLIFF_RATIO,
@@ -189,7 +190,7 @@ def _summary_table(report: Report) -> str:
     if frame.empty:
         return '<p class="empty">No result rows: results.jsonl has no readable record.</p>'
     multi = len(report.runs) > 1
-    columns = display_columns(fidelity=report.fidelity_measured, status_first=True)
+    columns = display_columns(fidelity=report.fidelity_measured, variants=report.has_variants, status_first=True)
     heads = ([_th(Column("run_id", "run", digits="text"))] if multi else []) + [_th(c) for c in columns]
     tags = {r.label: f"run {i}" for i, r in enumerate(report.runs, start=1)}
     body = []
@@ -442,6 +443,8 @@ def _toc(report: Report) -> str:
         links.append(("memory-phases", "Memory by phase"))
     if report.capacity is not None:
         links.append(("capacity", "Capacity"))
+    if report.pipeline is not None:
+        links.append(("pipeline", "Input pipeline"))
     if report.comparison is not None:
         links.append(("comparison", "Runs side by side"))
     if report.figures:
@@ -492,6 +495,7 @@ def render_html(report: Report) -> str:
 {profiles_html(report)}
 {memory_phases_html(report)}
 {capacity_html(report.capacity)}
+{pipeline_html(report.pipeline)}
 {_comparison(report)}
 {_figures(report)}
 <footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv,

@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 from bench.report.capacity import capacity_markdown
 from bench.report.core import Report
+from bench.report.figures import FigureResult
+from bench.report.pipeline import pipeline_markdown
 from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
 from bench.report.tables import (
     CLIFF_RATIO,
@@ -57,7 +59,7 @@ def _summary(report: Report) -> str:
     frame = report.frame
     if frame.empty:
         return "_No result rows: results.jsonl has no readable record._"
-    columns = display_columns(fidelity=report.fidelity_measured, status_first=False)
+    columns = display_columns(fidelity=report.fidelity_measured, variants=report.has_variants, status_first=False)
     return _row_table(report, frame, columns, _summary_cell)
 
 
@@ -160,17 +162,20 @@ def memory_phases_markdown(report: Report) -> str:
     return f"## Memory by phase\n\n{text(memory_phase_caption(columns))}\n\n{table}\n"
 
 
+def figure_markdown(figure: FigureResult, out_dir: Path) -> list[str]:
+    """A figure's notes, image links (relative to the report) and caption."""
+    parts = [f"> {text(note)}\n" for note in figure.notes]
+    parts += [f"![{figure.title}]({Path(os.path.relpath(p, out_dir)).as_posix()})\n" for p in figure.files]
+    if figure.files and figure.caption:
+        parts.append(f"_{figure.caption}_\n")
+    return parts
+
+
 def _figures(report: Report) -> str:
     parts = []
     for figure in report.figures:
         parts.append(f"### {figure.title}\n")
-        for note in figure.notes:
-            parts.append(f"> {text(note)}\n")
-        for path in figure.files:
-            rel = Path(os.path.relpath(path, report.out_dir)).as_posix()
-            parts.append(f"![{figure.title}]({rel})\n")
-        if figure.files and figure.caption:
-            parts.append(f"_{figure.caption}_\n")
+        parts += figure_markdown(figure, report.out_dir)
         for panel, ids in (figure.extra.get("fronts") or {}).items():
             parts.append(f"- Pareto front, {text(panel)}: " + ", ".join(code(s) for s in ids))
         if figure.extra.get("fronts"):
@@ -222,6 +227,7 @@ def render_markdown(report: Report) -> str:
     out.append(profiles_markdown(report))
     out.append(memory_phases_markdown(report))
     out.append(capacity_markdown(report.capacity, report.out_dir))
+    out.append(pipeline_markdown(report.pipeline, report.out_dir))
     out.append(_comparison(report))
     out.append(_figures(report))
     return "\n".join(part for part in out if part is not None).rstrip() + "\n"

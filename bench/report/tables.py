@@ -25,19 +25,24 @@ REFERENCE_PRECISION = "fp32"
 # Columns of results.csv, in order.
 COLUMNS = [
     "run_id", "scenario_id", "suite", "model", "batch_size", "threads", "interop_threads",
-    "precision", "load", "runtime", "input_shape", "host_group", "status", "reason",
+    "precision", "load", "runtime", "input_shape", "variant", "host_group", "status", "reason",
     "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_min_ms",
     "latency_max_ms", "latency_stddev_ms", "rounds", "throughput_samples_per_s",
     "load_ms", "first_inference_ms", "peak_rss_mib", "rss_before_load_mib", "peak_rss_anon_mib",
     "peak_rss_file_mib", "peak_uss_mib", "artifact_mib",
     "fidelity_max_abs_error", "fidelity_cosine_similarity", "fidelity_top1_agreement",
     "fidelity_inputs", "fidelity_non_finite_outputs",
-    "vs_fp32", "cliff", "rounds_limited_by_time", "artifact_format", "artifact_cached", "quantized_layers",
+    "vs_fp32", "cliff", "vs_dense", "weight_sparsity", "parameters",
+    "pipeline_images_per_s", "top1_accuracy", "top5_accuracy",
+    "rounds_limited_by_time", "artifact_format", "artifact_cached", "quantized_layers",
     "ort_graph_optimization_level", "cpu_utilization", "torch_num_threads", "torch_num_interop_threads",
     "environment_fingerprint", "git_sha", "started_at", "duration_s", "schema_version",
 ]  # fmt: skip
 # Identifies "the same configuration" for the fp32 reference: everything but precision.
-CONFIG_KEY = ["run_id", "host_group", "model", "batch_size", "threads", "interop_threads", "load", "input_shape"]
+CONFIG_KEY = [
+    "run_id", "host_group", "model", "batch_size", "threads", "interop_threads", "load", "input_shape", "variant",
+]  # fmt: skip
+DENSE = "dense"
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ DISPLAY_COLUMNS = [
     Column("vs_fp32", "vs fp32", "×", digits="ratio"),
     Column("status", "status", digits="text"),
 ]
+VARIANT_COLUMNS = [Column("vs_dense", "vs dense", "×", digits="ratio")]
 FIDELITY_COLUMNS = [
     Column("fidelity_cosine_similarity", "cosine sim.", digits="cosine"),
     Column("fidelity_top1_agreement", "top-1 agree", "%", digits="percent"),
@@ -71,9 +77,11 @@ FIDELITY_COLUMNS = [
 ]
 
 
-def display_columns(*, fidelity: bool, status_first: bool) -> list[Column]:
-    """The summary table's columns: fidelity ones only when measured; status second or last."""
+def display_columns(*, fidelity: bool, status_first: bool, variants: bool = False) -> list[Column]:
+    """The summary table's columns: fidelity and pruning ones only when measured; status second or last."""
     columns = [c for c in DISPLAY_COLUMNS if c.key != "status"]
+    if variants:
+        columns += VARIANT_COLUMNS
     if fidelity:
         columns += FIDELITY_COLUMNS
     status = next(c for c in DISPLAY_COLUMNS if c.key == "status")
@@ -142,6 +150,13 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
         "fidelity_non_finite_outputs": _num(_get(fid, "non_finite_outputs")),
         "vs_fp32": math.nan,
         "cliff": False,
+        "vs_dense": math.nan,
+        "variant": getattr(record, "variant", None) or DENSE,
+        "weight_sparsity": _num(_get(getattr(record, "pruning", None), "weight_sparsity")),
+        "parameters": _num(_get(getattr(record, "pruning", None), "parameters_after")),
+        "pipeline_images_per_s": _num(_get(getattr(record, "pipeline", None), "end_to_end_images_per_s")),
+        "top1_accuracy": _num(_get(getattr(record, "pipeline", None), "top1_accuracy")),
+        "top5_accuracy": _num(_get(getattr(record, "pipeline", None), "top5_accuracy")),
         # Fields of newer schemas, read with getattr so that the report also runs against older code.
         "rounds_limited_by_time": bool(getattr(record, "rounds_limited_by_time", None)),
         "artifact_format": getattr(record, "artifact_format", None) or "",
@@ -177,7 +192,7 @@ def summary_frame(runs: Sequence[RunData]) -> pd.DataFrame:
 
 INTEGER_COLUMNS = (
     "batch_size", "threads", "interop_threads", "rounds", "torch_num_threads", "torch_num_interop_threads",
-    "schema_version", "fidelity_inputs", "fidelity_non_finite_outputs", "quantized_layers",
+    "schema_version", "fidelity_inputs", "fidelity_non_finite_outputs", "quantized_layers", "parameters",
 )  # fmt: skip
 
 
@@ -201,6 +216,19 @@ def add_precision_ratios(frame: pd.DataFrame) -> pd.DataFrame:
     ratio[frame["precision"].eq(REFERENCE_PRECISION)] = math.nan
     frame["vs_fp32"] = ratio
     frame["cliff"] = ratio.gt(CLIFF_RATIO).fillna(False).astype(bool)
+    return add_variant_ratios(frame)
+
+
+def add_variant_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """vs_dense: a pruned variant's median latency / the dense row's of the same configuration and precision."""
+    others = [c for c in CONFIG_KEY if c != "variant"] + ["precision"]
+    key = frame[others].astype(str).agg("|".join, axis=1)
+    reference = frame["variant"].eq(DENSE) & frame["latency_median_ms"].gt(0)
+    dense = frame.loc[reference].assign(_key=key[reference]).drop_duplicates("_key", keep="last")
+    base = key.map(dict(zip(dense["_key"], dense["latency_median_ms"], strict=True))).astype(float)
+    ratio = frame["latency_median_ms"] / base
+    ratio[frame["variant"].eq(DENSE)] = math.nan
+    frame["vs_dense"] = ratio
     return frame
 
 

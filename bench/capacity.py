@@ -394,6 +394,7 @@ def measure_capacity(scenario: Scenario, artifact_path: Path, out_dir: Path, pha
         layouts=ordered,
         percentile_rule=PERCENTILE_RULE.replace("round times", "call or request times"),
         duration_s=time.monotonic() - started,
+        memory_total_bytes=psutil.virtual_memory().total,
     )
 
 

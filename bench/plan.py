@@ -103,6 +103,8 @@ class ScenarioPlan:
     status: str  # ok, unreachable, does_not_fit, not_measured
     reason: str | None
     measured_slo_p99_s: float | None  # the SLO server mode searched against in the run
+    host: Host | None = None  # the host planned for (a fleet run: its host group's)
+    host_group: str | None = None
     step_min_requests: int | None = None  # every valid server step had at least this many requests ...
     step_min_duration_s: float | None = None  # ... and lasted at least this long
     chosen: WidthOption | None = None
@@ -111,6 +113,16 @@ class ScenarioPlan:
     usable_qps_per_host: float | None = None  # qps_per_host x (1 - headroom)
     cost_per_hour: float | None = None
     cost_per_million_requests: float | None = None
+
+
+@dataclass(frozen=True)
+class HostTypeChoice:
+    """A fleet run's scenario measured on several host groups: which one serves the target cheapest."""
+
+    scenario: str  # the scenario id without its @group
+    groups: list[str]  # in the order of cost (cheapest first) when every cost is known
+    cheapest: str | None  # None when a group has no cost or no plan
+    note: str
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,7 @@ class Plan:
     percentile_rule: str
     assumptions: list[str]
     scenarios: list[ScenarioPlan]
+    host_types: list[HostTypeChoice] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -268,19 +281,22 @@ def width_option(points: list[SweepPoint], threads: int, request: PlanRequest) -
 
 def plan_scenario(record: ResultRecord, request: PlanRequest) -> ScenarioPlan:
     capacity = record.capacity
+    where = {"host": request.host, "host_group": record.host_group}
     if capacity is None or capacity.status != "ok":
         why = "no capacity measurement" if capacity is None else f"capacity {capacity.status}: {capacity.note}"
-        return ScenarioPlan(record.scenario_id, record.batch_size, "not_measured", why, None)
+        return ScenarioPlan(record.scenario_id, record.batch_size, "not_measured", why, None, **where)
     widths = list(dict.fromkeys(f.threads_per_instance for f in capacity.layouts if f.status == "ok"))
     options = [width_option(sweep_points(capacity, t, request.slo_p99_s), t, request) for t in widths]
     if not options:
-        return ScenarioPlan(record.scenario_id, record.batch_size, "not_measured", "no layout was measured", None)
+        return ScenarioPlan(
+            record.scenario_id, record.batch_size, "not_measured", "no layout was measured", None, **where
+        )
     ok = [o for o in options if o.status == "ok"]
     server = next((f.server for f in capacity.layouts if f.server is not None), None)
     base = dict(
         scenario_id=record.scenario_id, batch_size=record.batch_size, measured_slo_p99_s=capacity.slo_p99_s,
         options=options, step_min_requests=server.min_requests if server else None,
-        step_min_duration_s=server.min_duration_s if server else None,
+        step_min_duration_s=server.min_duration_s if server else None, **where,
     )  # fmt: skip
     if not ok:
         reasons = "; ".join(f"{o.threads_per_instance} thread(s) per instance: {o.reason}" for o in options)
@@ -305,9 +321,19 @@ def plan_scenario(record: ResultRecord, request: PlanRequest) -> ScenarioPlan:
     )  # fmt: skip
 
 
-def make_plan(run_id: str, records: Sequence[ResultRecord], environment: dict[str, Any], request: PlanRequest) -> Plan:
+def make_plan(
+    run_id: str,
+    records: Sequence[ResultRecord],
+    environment: dict[str, Any],
+    request: PlanRequest,
+    group_requests: dict[str, PlanRequest] | None = None,
+) -> Plan:
+    """The plan per scenario; rows of a fleet run's host groups use their group's request (host and cost)."""
     measured_cores = next((r.capacity.usable_cores for r in records if r.capacity), environment.get("usable_cores"))
-    scenarios = [plan_scenario(r, request) for r in records if r.capacity is not None]
+    group_requests = group_requests or {}
+    scenarios = [
+        plan_scenario(r, group_requests.get(r.host_group or "", request)) for r in records if r.capacity is not None
+    ]
     return Plan(
         run_id=run_id,
         request=request,
@@ -317,7 +343,37 @@ def make_plan(run_id: str, records: Sequence[ResultRecord], environment: dict[st
         percentile_rule=PERCENTILE_RULE.replace("round times", "request latencies of a server step"),
         assumptions=assumptions(request, measured_cores),
         scenarios=scenarios,
+        host_types=host_type_choices(scenarios),
     )
+
+
+def host_type_choices(scenarios: Sequence[ScenarioPlan]) -> list[HostTypeChoice]:
+    """For each scenario measured on more than one host group, the group that meets the target cheapest."""
+    by_scenario: dict[str, list[ScenarioPlan]] = {}
+    for plan in scenarios:
+        if plan.host_group is not None:
+            by_scenario.setdefault(plan.scenario_id.rsplit("@", 1)[0], []).append(plan)
+    choices = []
+    for scenario, plans in by_scenario.items():
+        if len(plans) < 2:
+            continue
+        groups = [p.host_group or "" for p in plans]
+        planned = [p for p in plans if p.status == "ok"]
+        unpriced = [p.host_group or "" for p in planned if p.cost_per_hour is None]
+        if not planned:
+            choices.append(HostTypeChoice(scenario, groups, None, "no host group meets the SLO (see each plan)"))
+        elif unpriced:
+            note = f"no price for host group(s) {', '.join(unpriced)}: give --host-cost GROUP=PRICE to compare"
+            choices.append(HostTypeChoice(scenario, groups, None, note))
+        else:
+            ranked = sorted(planned, key=lambda p: p.cost_per_hour or 0.0)
+            best = ranked[0]
+            rest = [p.host_group or "" for p in plans if p not in ranked]
+            note = f"{best.host_group}: {best.hosts} host(s), ${best.cost_per_hour:,.2f} per hour" + (
+                f"; {', '.join(rest)} cannot meet it" if rest else ""
+            )
+            choices.append(HostTypeChoice(scenario, [p.host_group or "" for p in ranked] + rest, best.host_group, note))
+    return choices
 
 
 def assumptions(request: PlanRequest, measured_cores: int | None) -> list[str]:
@@ -380,6 +436,38 @@ def render_markdown(plan: Plan) -> str:
         f"- Percentiles: {plan.percentile_rule}",
         "",
     ]
+    if plan.host_types:
+        rows = []
+        for choice in plan.host_types:
+            for group in choice.groups:
+                p = next(s for s in plan.scenarios if s.scenario_id == f"{choice.scenario}@{group}")
+                rows.append([
+                    f"`{choice.scenario}`", group + (" **cheapest**" if group == choice.cheapest else ""),
+                    p.status, _int(p.hosts),
+                    _num(p.usable_qps_per_host), "-" if p.cost_per_hour is None else f"${p.cost_per_hour:,.2f}",
+                    "-" if p.cost_per_million_requests is None else f"${p.cost_per_million_requests:,.4f}",
+                ])  # fmt: skip
+        out += [
+            "## Host types",
+            "",
+            "The same scenario measured on each host group of the fleet run, each planned on its own "
+            "measured machine (or the --host-* figures) and price:",
+            "",
+            _table(
+                [
+                    "scenario",
+                    "host group",
+                    "plan",
+                    "hosts",
+                    "requests/s per host (with headroom)",
+                    "cost per hour",
+                    "per million requests",
+                ],
+                rows,
+            ),  # fmt: skip
+            "",
+        ]
+        out += [f"- `{c.scenario}`: {c.note}" for c in plan.host_types] + [""]
     for scenario in plan.scenarios:
         out += _scenario_markdown(scenario, plan)
     out += ["## Assumptions", ""] + [f"- {a}" for a in plan.assumptions]
@@ -388,7 +476,14 @@ def render_markdown(plan: Plan) -> str:
 
 def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
     out = [f"## `{scenario.scenario_id}`", ""]
-    host = plan.request.host
+    host = scenario.host or plan.request.host
+    if scenario.host_group is not None:
+        cost = "no cost given" if host.cost_per_hour is None else f"${host.cost_per_hour:,.2f} per hour"
+        out += [
+            f"Host group **{scenario.host_group}** ({host.source}): {host.cores} cores, "
+            f"{host.memory_bytes / GIB:.1f} GiB, {cost}.",
+            "",
+        ]
     if scenario.status == "ok" and scenario.chosen is not None:
         c = scenario.chosen
         at_least = "at least " if c.rate_is_lower_bound else ""
@@ -535,6 +630,11 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         "--headroom", type=float, default=DEFAULT_HEADROOM, metavar="FRACTION",
         help=f"spare capacity kept per host, 0 to <1 (default {DEFAULT_HEADROOM})",
     )  # fmt: skip
+    plan.add_argument(
+        "--host-cost", action="append", default=[], metavar="GROUP=PRICE",
+        help="a fleet run's host group and its price per hour (repeatable), e.g. c7i-8xlarge=1.43: each group "
+        "is planned on its own measured machine and the cheapest is named",
+    )  # fmt: skip
     plan.add_argument("--scenario", action="append", metavar="ID", help="only this scenario (repeatable)")
     plan.add_argument("--format", choices=("markdown", "json"), default="markdown", help="default: markdown")
     plan.add_argument("--output", type=Path, metavar="FILE", help="write there instead of to stdout")
@@ -567,6 +667,51 @@ def check_figures(args: argparse.Namespace) -> None:
     if args.host_cost_per_hour is not None:
         _check(finite(args.host_cost_per_hour) and args.host_cost_per_hour >= 0, "--host-cost-per-hour",
                args.host_cost_per_hour, "a price >= 0")  # fmt: skip
+    group_costs(args)
+
+
+def group_costs(args: argparse.Namespace) -> dict[str, float]:
+    """--host-cost GROUP=PRICE as a mapping; UserError for anything else."""
+    costs: dict[str, float] = {}
+    for item in args.host_cost:
+        group, _, price = item.partition("=")
+        try:
+            value = float(price)
+        except ValueError:
+            value = math.nan
+        _check(bool(group) and math.isfinite(value) and value >= 0, "--host-cost", item,
+               "GROUP=PRICE with a price >= 0, e.g. c7i-8xlarge=1.43")  # fmt: skip
+        costs[group] = value
+    return costs
+
+
+def group_requests(
+    args: argparse.Namespace, records: Sequence[ResultRecord], base: PlanRequest
+) -> dict[str, PlanRequest]:
+    """Per host group of a fleet run: its own measured machine (unless --host-* say otherwise) and price."""
+    costs = group_costs(args)
+    groups = {r.host_group: r for r in records if r.host_group and r.capacity}
+    unknown = sorted(set(costs) - set(groups))
+    if unknown:
+        raise UserError(
+            f"--host-cost names host group(s) {', '.join(unknown)} that the run has no capacity rows for "
+            f"(it has: {', '.join(sorted(groups)) or 'none'})"
+        )
+    requests = {}
+    for group, record in groups.items():
+        capacity = record.capacity
+        assert capacity is not None
+        cores = args.host_cores if args.host_cores is not None else capacity.usable_cores
+        memory = int(args.host_mem_gib * GIB) if args.host_mem_gib is not None else capacity.memory_total_bytes
+        if memory is None:
+            raise UserError(
+                f"the run does not say how much memory host group {group}'s machine had (its capacity rows "
+                "predate that field); give --host-mem-gib"
+            )
+        source = "given" if args.host_cores is not None and args.host_mem_gib is not None else f"{group}'s machine"
+        host = Host(cores, memory, costs.get(group, args.host_cost_per_hour), source)
+        requests[group] = dataclasses.replace(base, host=host)
+    return requests
 
 
 def plan_request(args: argparse.Namespace, environment: dict[str, Any], measured_cores: int | None) -> PlanRequest:
@@ -606,7 +751,8 @@ def run_plan_command(args: argparse.Namespace) -> int:
         )
     measured_cores = next((r.capacity.usable_cores for r in with_capacity if r.capacity), None)
     request = plan_request(args, snapshot.environment, measured_cores or snapshot.environment.get("usable_cores"))
-    plan = make_plan(snapshot.run_id, with_capacity, snapshot.environment, request)
+    groups = group_requests(args, with_capacity, request)
+    plan = make_plan(snapshot.run_id, with_capacity, snapshot.environment, request, groups)
     text = render_json(plan) if args.format == "json" else render_markdown(plan)
     if args.output:
         args.output.write_text(text, encoding="utf-8")

@@ -237,6 +237,7 @@ class CapacityFigures:
     layouts: list[LayoutFigures] = field(default_factory=list)
     percentile_rule: str | None = None
     duration_s: float | None = None
+    memory_total_bytes: int | None = None  # the measuring machine's memory: a fleet plan's host per host group
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -170,3 +171,46 @@ def test_a_run_without_capacity_rows_is_refused_with_what_to_do(tmp_path, capsys
     code, _, err = _plan(capsys, "--run", str(run), "--slo-p99-ms", "50", "--target-qps", "1000")
     assert code == 2
     assert "no capacity measurements" in err and "capacity:" in err
+
+
+# --- fleet runs: one scenario on several host groups -------------------------------------------------
+
+
+def _on(group: str, figures) -> object:
+    return dataclasses.replace(record(figures, f"tiny_mlp-b1-t1-fp32-eager@{group}"), host_group=group)
+
+
+def test_a_fleet_plan_plans_each_host_group_on_its_own_machine_and_names_the_cheapest():
+    small = _on("c2", dataclasses.replace(two_core_run(), memory_total_bytes=16 * GIB))
+    big = _on("c64", dataclasses.replace(two_core_run(), usable_cores=64, memory_total_bytes=256 * GIB))
+    base = _request(cost=None)
+    groups = {
+        "c2": dataclasses.replace(base, host=Host(2, 16 * GIB, 0.1, "c2's machine")),
+        "c64": dataclasses.replace(base, host=Host(64, 256 * GIB, 2.0, "c64's machine")),
+    }
+    plan = make_plan("r", [small, big], {}, base, groups)
+    by_group = {p.host_group: p for p in plan.scenarios}
+    # c2: 1,800/s x 0.7 per host -> 8 hosts at $0.10; c64: 64 instances at 900/s x 0.9^5 -> 1 host at $2.00.
+    assert by_group["c2"].hosts == 8 and by_group["c2"].cost_per_hour == pytest.approx(0.8)
+    assert by_group["c64"].hosts == 1 and by_group["c64"].cost_per_hour == pytest.approx(2.0)
+    (choice,) = plan.host_types
+    assert (choice.scenario, choice.cheapest, choice.groups) == ("tiny_mlp-b1-t1-fp32-eager", "c2", ["c2", "c64"])
+    text = render_markdown(plan)
+    assert "## Host types" in text and "c2 **cheapest**" in text and "Host group **c64**" in text
+
+    unpriced = {**groups, "c64": dataclasses.replace(base, host=Host(64, 256 * GIB, None, "c64's machine"))}
+    (choice,) = make_plan("r", [small, big], {}, base, unpriced).host_types
+    assert choice.cheapest is None and "--host-cost GROUP=PRICE" in choice.note
+
+
+@pytest.mark.parametrize("value", ["c2", "c2=-1", "=1", "c2=cheap"])
+def test_bad_host_costs_are_refused(capacity_run, capsys, value):
+    code, _, err = _plan(capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "1000",
+                         "--host-cost", value)  # fmt: skip
+    assert code == 2 and "--host-cost" in err and "GROUP=PRICE" in err
+
+
+def test_a_host_cost_for_a_group_the_run_does_not_have_is_refused(capacity_run, capsys):
+    code, _, err = _plan(capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "1000",
+                         "--host-cost", "c7i=1.5")  # fmt: skip
+    assert code == 2 and "host group(s) c7i" in err

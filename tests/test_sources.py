@@ -487,9 +487,10 @@ def test_release_reports_what_deleting_the_model_gives_back(tmp_path):
         session._events.close()
     result = session.result
     assert result["model_freed_on_release"] is True and session.infer is None
-    assert result["rss_before_release_bytes"] - result["rss_after_release_bytes"] > 0.9 * weights
+    assert result["rss_before_release_bytes"] - result["rss_after_release_bytes"] > 0.9 * weights, result
     if platform.libc_ver()[0] == "glibc":
-        assert result["rss_after_malloc_trim_bytes"] <= result["rss_after_release_bytes"] + (1 << 20)
+        # Trimming never grows RSS; the slack is for this long-lived test process's other threads.
+        assert result["rss_after_malloc_trim_bytes"] <= result["rss_after_release_bytes"] + (4 << 20), result
     else:
         assert "rss_after_malloc_trim_bytes" not in result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import sys
@@ -120,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="history file to record the run in (default: history.sqlite in the --reports folder)",
     )
     run.add_argument("--no-history", action="store_true", help="do not record the run in the history")
+    run.add_argument(
+        "--shuffle",
+        type=int,
+        nargs="?",
+        const=-1,
+        metavar="SEED",
+        help="run the scenarios in a random order (seeded; the seed is printed and kept in run.json), so that the "
+        "machine's drift over a long run does not favour the scenarios that come first in the suite",
+    )
     run.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -260,6 +270,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--rss-interval must be a number of seconds > 0, got {args.rss_interval}")
     if (args.suite is None) == (args.resume is None):
         raise UserError("give either a suite file to run or --resume RUN_DIR (not both)")
+    if args.shuffle is not None and args.scheduler is not None:
+        raise UserError("--shuffle orders a local run; a fleet run's scenarios already run side by side on its hosts")
     client = None
     if args.scheduler is not None:
         from bench import fleet
@@ -288,7 +300,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
     try:
         if client is None:
-            run_suite(context, ConsoleProgress())
+            seed = random.randrange(2**31) if args.shuffle == -1 else args.shuffle
+            if seed is not None:
+                print(f"bench: running the scenarios in a shuffled order (--shuffle {seed})", file=sys.stderr)
+            run_suite(context, ConsoleProgress(), shuffle_seed=seed)
         else:
             _run_on_fleet(context, client, args.scheduler)
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -166,10 +167,18 @@ def _set_aside_partial_line(results_path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def run_suite(context: RunContext, progress: Progress | None = None) -> list[ResultRecord]:
-    """Run the context's pending scenarios (all of them for a new run), appending a row for each."""
+def run_suite(
+    context: RunContext, progress: Progress | None = None, *, shuffle_seed: int | None = None
+) -> list[ResultRecord]:
+    """Run the context's pending scenarios (all of them for a new run), appending a row for each.
+
+    `shuffle_seed`: run them in a seeded random order (recorded in run.json), so that a host's
+    slow drift over the run does not line up with the suite's order (dense first, say)."""
     progress = progress or Silent()
     scenarios = context.pending if context.pending is not None else list(context.suite.scenarios)
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(scenarios)
+        write_run_info(context, shuffle_seed=shuffle_seed)
     total = len(scenarios)
     try:
         for index, scenario in enumerate(scenarios, start=1):

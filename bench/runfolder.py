@@ -134,8 +134,10 @@ def _scenario_ids(value: Any) -> list[str]:
     ids: list[str] = []
     if isinstance(value, list):
         for item in value:
-            if isinstance(item, dict) and isinstance(item.get("id"), str):
-                ids.append(item["id"])
+            # bench run writes Scenario.to_dict() (`scenario_id`); `id` is kept for hand-made folders.
+            scenario_id = item.get("scenario_id", item.get("id")) if isinstance(item, dict) else None
+            if isinstance(scenario_id, str):
+                ids.append(scenario_id)
             elif isinstance(item, str):
                 ids.append(item)
     return ids

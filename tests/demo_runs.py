@@ -130,7 +130,7 @@ def make_run(
     run_dir.mkdir(parents=True)
     (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "suite": suite, "status": status}))
     (run_dir / "environment.json").write_text(json.dumps(ENVIRONMENT))
-    (run_dir / "scenarios.json").write_text(json.dumps([{"id": s.scenario_id} for s in specs]))
+    (run_dir / "scenarios.json").write_text(json.dumps([{"scenario_id": s.scenario_id} for s in specs]))
     lines = []
     for spec in specs:
         record, times = make_record(spec, run_id, suite, scale)

@@ -143,3 +143,13 @@ def test_rss_samples_are_sorted_and_tolerate_odd_csvs(tmp_path):
     assert "could not be read" in runfolder.rss_samples(run_dir, {}, MLP)[1]
     path.write_text("t_s,rss_bytes\n")
     assert runfolder.rss_samples(run_dir, {}, MLP)[1].endswith("has no samples")
+
+
+def test_the_scenarios_bench_run_writes_are_the_expected_ones(tmp_path):
+    from bench.suite import parse_suite
+
+    suite = parse_suite("name: s\nmatrix: {model: [tiny_mlp], batch_size: [1, 2]}\n")
+    run_dir = make_run(tmp_path, DEMO[:1])
+    (run_dir / "scenarios.json").write_text(json.dumps([s.to_dict() for s in suite.scenarios]))
+    folder = runfolder.read_folder(run_dir)
+    assert folder.expected_scenarios == ["tiny_mlp-b1-t1-fp32-eager", "tiny_mlp-b2-t1-fp32-eager"]

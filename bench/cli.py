@@ -35,6 +35,8 @@ examples:
                                              hosts needed for a load, from a capacity run
   bench profile tiny_cnn-b1-t1-fp32-eager --suite scenarios/quickstart.yaml
                                              where one scenario's time goes, op by op
+  bench run scenarios/pruning.yaml --shuffle run in a seeded random order (drift spread evenly)
+  bench run SUITE --scheduler tcp://HOST:8786   measure it on a Dask fleet of hosts
 """
 
 

@@ -408,6 +408,21 @@ def environment_differences(baseline: RunSnapshot, candidate: RunSnapshot) -> li
     return out
 
 
+def is_fleet_run(run: RunSnapshot) -> bool:
+    """Every row measured on a fleet host (bench.fleet): the run's environment.json is the client's."""
+    return bool(run.results) and all(r.record.get("fleet") for r in run.results.values())
+
+
+def host_differences(pairs: Sequence[tuple[str, ScenarioResult, ScenarioResult]]) -> list[str]:
+    """Fleet rows: paired scenarios whose measuring hosts' environment fingerprints differ."""
+    out = []
+    for label, base, cand in pairs:
+        fa, fb = base.record.get("environment_fingerprint"), cand.record.get("environment_fingerprint")
+        if fa and fb and fa != fb:
+            out.append(f"{label}: measured on host environment {fa} (baseline) vs {fb} (candidate)")
+    return out
+
+
 def _show(value: Any) -> str:
     return "missing" if value is None else str(value)
 
@@ -565,8 +580,12 @@ def compare_runs(
 ) -> Comparison:
     """Compare two runs; IncomparableError (a UserError) when they measured different things."""
     rule = rule or Rule()
-    env_diffs = environment_differences(baseline, candidate)
     pairs, thread_diffs, only_base, only_cand = _pair_scenarios(baseline, candidate)
+    if is_fleet_run(baseline) and is_fleet_run(candidate):
+        # The client that sent the scenarios measured nothing: compare each row's own host.
+        env_diffs = host_differences(pairs)
+    else:
+        env_diffs = environment_differences(baseline, candidate)
     if (env_diffs or thread_diffs) and not allow_env_mismatch:
         parts = []
         if env_diffs:

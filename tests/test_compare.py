@@ -544,3 +544,25 @@ def test_demo_runs_compare_with_themselves_as_unchanged(tmp_path):
     comparison = compare_runs(run, run)
     assert comparison.count("regressed") == comparison.count("improved") == 0
     assert comparison.scenarios == len(DEMO)
+
+
+# --- fleet runs: each row's own host, not the client, decides comparability ---------------------
+
+
+def _as_fleet(fingerprints: dict[str, str]):
+    def edit(record):
+        record["fleet"] = {"worker": "tcp://h:1", "host": "h"}
+        record["environment_fingerprint"] = fingerprints.get(record["scenario_id"], "host-a")
+
+    return edit
+
+
+def test_fleet_runs_are_compared_host_by_host_not_by_their_clients(tmp_path):
+    # Same hosts, different clients (another laptop sent the candidate's scenarios): comparable.
+    base, cand = pair(tmp_path, environment={"cpu_model": "the candidate's laptop"}, edit_record=_as_fleet({}))
+    base = read_run_folder(edit_run(Path(base.source), edit_record=_as_fleet({})))
+    assert compare_runs(base, cand).environment_differences == []
+    # One scenario's host changed (another CPU in that host group): refused, naming the scenario.
+    changed = pair(tmp_path / "2", edit_record=_as_fleet({MLP: "host-b"}))[1]
+    with pytest.raises(UserError, match=f"{MLP}: measured on host environment host-a .baseline. vs host-b"):
+        compare_runs(base, changed)

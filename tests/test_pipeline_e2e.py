@@ -74,6 +74,12 @@ def test_a_labelled_folder_gives_stage_times_and_accuracy_per_variant(run_cli, w
     assert shrunk.artifact_bytes < dense.artifact_bytes  # the smaller matrices are what is saved and loaded
     assert rows["tiny_cnn-b1-t1-fp32-eager-shrunk-channels-50"].fidelity.inputs  # measured against dense fp32
 
+    report = (results.parent / "report.md").read_text(encoding="utf-8")
+    assert "## Input pipeline" in report and "| colour-b4-t1-fp32-eager | 15 |" in report
+    assert "vs dense (×)" in report  # the summary's ratio to the dense row, shown because variants exist
+    assert (results.parent / "figures" / "pipeline_stages.png").stat().st_size > 0
+    assert 'id="pipeline"' in (results.parent / "report.html").read_text(encoding="utf-8")
+
 
 def test_a_missing_data_folder_and_a_bad_variant_are_refused_before_anything_runs(run_cli, write_suite):
     suite = write_suite("name: s\ndefaults: {data: {folder: nowhere}}\nmatrix: {model: [resnet18]}\n")

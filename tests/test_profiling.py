@@ -239,12 +239,15 @@ def test_the_report_shows_each_profile_in_html_and_markdown(profiled_run):
 
 
 def test_memory_by_phase_says_where_the_peak_is(profiled_run):
+    release = {"before_release": 700 * MIB, "after_release": 650 * MIB, "after_malloc_trim": 640 * MIB}
+    update_row(profiled_run, DEMO[0].scenario_id, {"rss_bytes": release})
     result = write_report([profiled_run])
     frame = load_memory_phases(profiled_run).set_index("scenario_id")
     profiled, failed, plain = (s.scenario_id for s in DEMO[:3])
     row = frame.loc[profiled]
     assert row["source"] == "kernel" and row["peak_phase"] == "load" and row["load_mib"] == 600
     assert row["before_load_mib"] == 500 and row["first_call_kept_mib"] == 10
+    assert (row["released_mib"], row["trimmed_mib"]) == (50, 10)  # what del + gc, then malloc_trim gave back
     assert row["torch_load_mib"] == 2 and row["torch_first_inference_mib"] == 3
     assert row["torch_steady_mib"] == pytest.approx(2.5 + 1 / 16) and row["torch_per_call_kib"] == 64
     # without kernel figures the sampled RSS of each phase stands in (demo csv: steady ends at the peak)
@@ -256,7 +259,7 @@ def test_memory_by_phase_says_where_the_peak_is(profiled_run):
     assert 'id="memory-phase-table"' in html and "torch live: load" in html
     table = markdown[markdown.index("## Memory by phase") :]
     assert "| scenario | before load (MiB) | load (MiB) |" in table and "torch per call (KiB)" in table
-    assert f"| `{profiled}` | 500.0 | 600.0 | 560.0 | 540.0 | 545.0 | load | 10.00 | kernel |" in table
+    assert f"| `{profiled}` | 500.0 | 600.0 | 560.0 | 540.0 | 545.0 | load | 10.00 | 50.00 | 10.00 | kernel |" in table
     # with no profiled row the torch columns are not shown at all
     plain_only = write_report([make_run(profiled_run.parent / "plain", DEMO[2:3])])
     assert "torch live" not in plain_only.markdown.read_text(encoding="utf-8")

@@ -44,6 +44,9 @@ def load_run(path: Path) -> RunData:
     """Read one run folder; raises UserError when `path` is not a run folder."""
     folder = read_folder(Path(path))
     records, old_rows = result_records(folder)
+    # In the suite's order, whatever order they ran in (--shuffle, or a fleet's hosts finishing in turn).
+    order = {scenario_id: i for i, scenario_id in enumerate(folder.expected_scenarios)}
+    records.sort(key=lambda r: order.get(r.scenario_id, len(order)))
     warnings = folder.warnings
     status = folder.info.get("status")
     if status and status != "complete":

@@ -129,6 +129,8 @@ MEMORY_PHASE_COLUMNS = [
     *(Column(f"{phase}_mib", phase.replace("_", " "), "MiB") for phase in WORKER_PHASES),
     Column("peak_phase", "peak in", digits="text"),
     Column("first_call_kept_mib", "kept by 1st call", "MiB"),
+    Column("released_mib", "freed by del + gc", "MiB"),
+    Column("trimmed_mib", "then by malloc_trim", "MiB"),
     Column("source", "peaks from", digits="text"),
 ]
 ALLOCATION_COLUMNS = [
@@ -142,7 +144,8 @@ MEMORY_PHASE_CAPTION = (
     "between phases, or the parent's RSS samples where the kernel figure is missing (peaks from: sampled). "
     "Before load is the interpreter and torch, reported, never subtracted. Peak in: the phase with the "
     "highest peak. Kept by 1st call: RSS after the first inference minus RSS after load (lazy initialisation, "
-    "weight prepacking, caches)."
+    "weight prepacking, caches). Freed by del + gc: what RSS gave back when the worker dropped the model at the "
+    "end; then by malloc_trim: what returning the C heap's free memory to the kernel gave back on top (glibc)."
 )
 ALLOCATION_CAPTION = (
     "Torch columns (profiled rows only): the live bytes torch's CPU allocator had handed out in the separate "
@@ -188,6 +191,9 @@ def _phase_peaks(run: RunData, record: Any) -> dict[str, Any]:
         kept = (rss.after_first_inference - rss.after_load) / MIB
     profile = getattr(record, "profile", None)
 
+    def freed(before: int | None, after: int | None) -> float:
+        return math.nan if before is None or after is None else (before - after) / MIB
+
     def allocated(name: str, unit: int = MIB) -> float:
         value = getattr(profile, name, None) if profile is not None else None
         return math.nan if value is None else value / unit
@@ -197,6 +203,8 @@ def _phase_peaks(run: RunData, record: Any) -> dict[str, Any]:
         **{f"{phase}_mib": peaks[phase] / MIB if phase in peaks else math.nan for phase in WORKER_PHASES},
         "peak_phase": max(peaks, key=peaks.__getitem__).replace("_", " ") if peaks else "",
         "first_call_kept_mib": math.nan if kept is None else kept,
+        "released_mib": freed(getattr(rss, "before_release", None), getattr(rss, "after_release", None)),
+        "trimmed_mib": freed(getattr(rss, "after_release", None), getattr(rss, "after_malloc_trim", None)),
         "source": " + ".join(sorted(sources)),
         "torch_load_mib": allocated("allocated_load_bytes"),
         "torch_first_inference_mib": allocated("allocated_first_inference_bytes"),

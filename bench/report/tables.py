@@ -175,12 +175,10 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
 
 
 def summary_frame(runs: Sequence[RunData]) -> pd.DataFrame:
-    """One row per scenario per run, in run order then results.jsonl order; with vs_fp32 and cliff."""
+    """One row per scenario per run, in run order then suite order; with vs_fp32 and cliff."""
     rows = []
     for run in runs:
-        # The suite's order, which keeps a fleet run's host groups together (rows arrive as hosts finish).
-        order = {scenario_id: i for i, scenario_id in enumerate(run.expected_scenarios)}
-        for record in sorted(run.records, key=lambda r: order.get(r.scenario_id, len(order))):
+        for record in run.records:
             row = record_row(record)
             row["run_id"] = run.label  # unique even when two folders share a run id
             rows.append(row)

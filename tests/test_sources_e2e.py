@@ -93,6 +93,9 @@ def test_user_models_run_and_bad_files_become_failed_rows(run_cli, write_suite, 
     assert gpu.model_source.bytes == (tmp_path / "gpu.pth").stat().st_size
     assert gpu.model_source.sha256 == sources.check_file(load_suite(suite).scenarios[0].source).sha256
     assert gpu.model_source.architecture == "tiny_mlp"
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "### Your models" in report
+    assert f"| gpu_ckpt | checkpoint | {tmp_path / 'gpu.pth'} |" in report and gpu.model_source.sha256[:16] in report
     assert gpu.fidelity.max_abs_error == 0.0 and gpu_int8.quantized_layers == 3
     assert 0 < gpu_int8.fidelity.max_abs_error < 0.1 and gpu_int8.fidelity.cosine_similarity > 0.99
 

@@ -24,12 +24,14 @@ from bench.report.pipeline import pipeline_html
 from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
 from bench.report.tables import (
     CLIFF_RATIO,
+    MODEL_SOURCE_HEADERS,
     Column,
     cell_text,
     display_columns,
     environment_columns,
     first_line,
     format_value,
+    model_source_rows,
     row_notes,
     status_counts,
 )
@@ -247,6 +249,19 @@ def _environment(report: Report) -> str:
     return (
         '<div class="table-wrap" style="display:inline-block;max-width:100%"><table class="env">'
         f"<thead>{head}</thead><tbody>{body}</tbody></table></div>"
+    )
+
+
+def _model_sources(report: Report) -> str:
+    rows = model_source_rows(report.runs)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{e(h)}</th>" for h in MODEL_SOURCE_HEADERS)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return (
+        "<h3>Your models</h3><p>The files and factories the rows measured (sha256: the first 16 hex digits).</p>"
+        f'<div class="table-wrap"><table id="model-sources"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
     )
 
 
@@ -487,6 +502,7 @@ def render_html(report: Report) -> str:
 {_cards(report)}
 <h2 id="environment">Environment</h2>
 {_environment(report)}
+{_model_sources(report)}
 <h2 id="results">Results</h2>
 {fidelity_note}
 {results_intro if not report.frame.empty else ""}

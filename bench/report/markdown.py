@@ -19,12 +19,14 @@ from bench.report.pipeline import pipeline_markdown
 from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
 from bench.report.tables import (
     CLIFF_RATIO,
+    MODEL_SOURCE_HEADERS,
     Column,
     cell_text,
     display_columns,
     environment_columns,
     first_line,
     format_value,
+    model_source_rows,
     row_notes,
     status_counts,
 )
@@ -205,6 +207,9 @@ def render_markdown(report: Report) -> str:
     )
     out.append("## Environment\n")
     out.append(_environment(report) + "\n")
+    if sources := model_source_rows(report.runs):
+        out.append("### Your models\n")
+        out.append(_table(MODEL_SOURCE_HEADERS, [[text(c) for c in row] for row in sources], ["l"] * 6) + "\n")
     out.append("## Results\n")
     if not frame.empty and not report.fidelity_measured:
         out.append("_Fidelity is not measured yet (every row has `fidelity: null`); no fidelity columns._\n")

@@ -435,5 +435,23 @@ def environment_columns(runs: Sequence[RunData]) -> list[tuple[str, dict[str, st
     return columns
 
 
+MODEL_SOURCE_HEADERS = ["model", "kind", "file", "size MiB", "sha256", "architecture"]
+
+
+def model_source_rows(runs: Sequence[RunData]) -> list[list[str]]:
+    """The user's own models the runs measured (a suite `model:` mapping), once per name and content."""
+    seen: dict[tuple[str, str | None], list[str]] = {}
+    for run in runs:
+        for record in run.records:
+            source = getattr(record, "model_source", None)
+            if source is None:
+                continue
+            size = "" if source.bytes is None else f"{source.bytes / MIB:.1f}"
+            row = [record.model, source.kind, source.path or "", size, (source.sha256 or "")[:16],
+                   source.architecture or ""]  # fmt: skip
+            seen.setdefault((record.model, source.sha256), row)
+    return list(seen.values())
+
+
 def _join(*parts: Any) -> str:
     return ", ".join(str(p) for p in parts if p)

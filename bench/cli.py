@@ -347,7 +347,9 @@ def _run_on_fleet(context, client, address: str) -> None:
     write_run_info(context, scheduler=address, fleet_workers=[w.address for w in workers])
     print(f"bench: sending the scenarios to {len(workers)} worker(s) at {address}", file=sys.stderr)
     try:
-        fleet.run_suite_on_fleet(context, client, ConsoleProgress())
+        fleet.run_suite_on_fleet(
+            context, client, ConsoleProgress(), announce=lambda line: print(f"  {line}", file=sys.stderr, flush=True)
+        )
     finally:
         client.close()
 

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,15 +127,20 @@ def shared_hosts(workers: list[FleetWorker]) -> dict[str, list[str]]:
 class _Attempts:
     """Which workers started each scenario, from the tasks' own events (Dask retries lost tasks silently)."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: Callable[[str], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._started: dict[str, list[str]] = defaultdict(list)
+        self._announce = announce  # a line per start: the progress of a run whose rows come back late
 
     def on_event(self, event: tuple[float, Any]) -> None:
         message = event[1]
         if isinstance(message, dict) and "scenario_id" in message:
             with self._lock:
-                self._started[message["scenario_id"]].append(message["worker"])
+                workers = self._started[message["scenario_id"]]
+                workers.append(message["worker"])
+                again = f" (attempt {len(workers)}: a worker was lost)" if len(workers) > 1 else ""
+            if self._announce is not None:
+                self._announce(f"{message['scenario_id']} started on {message['worker']}{again}")
 
     def started(self, scenario_id: str) -> list[str]:
         with self._lock:
@@ -142,12 +148,17 @@ class _Attempts:
 
 
 def run_suite_on_fleet(
-    context: runner.RunContext, client, progress: runner.Progress | None = None
+    context: runner.RunContext,
+    client,
+    progress: runner.Progress | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> list[ResultRecord]:
-    """Run the context's pending scenarios on the fleet, appending each row as it comes back."""
+    """Run the context's pending scenarios on the fleet, appending each row as it comes back.
+
+    `announce` gets a line each time a host starts a scenario."""
     progress = progress or runner.Silent()
     scenarios = context.pending if context.pending is not None else list(context.suite.scenarios)
-    attempts = _Attempts()
+    attempts = _Attempts(announce)
     client.subscribe_topic(EVENT_TOPIC, attempts.on_event)
     futures = {}
     for scenario in scenarios:

@@ -69,6 +69,7 @@ def test_a_fleet_run_gives_the_rows_of_a_local_run_each_with_its_worker_and_neve
     done = _bench("run", str(suite), "--scheduler", cluster.scheduler_address, "--reports", "fleet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "2 Dask workers share host" in done.stderr  # both workers are on this machine: said, not hidden
+    assert done.stderr.count("@lab started on tcp://") == 4  # the progress while rows are still out
     rows = _rows(tmp_path / "fleet")
 
     local_suite = _suite(tmp_path, 0.2)
@@ -122,6 +123,7 @@ def test_a_worker_lost_mid_scenario_costs_a_retry_not_a_row(cluster, tmp_path):
     assert len(retried) == 1, rows
     assert retried[0]["fleet"]["lost_attempts"] == [{"worker": victim, "reason": "worker lost"}]
     assert retried[0]["fleet"]["worker"] != victim
+    assert f"{retried[0]['scenario_id']} started on" in stderr and "(attempt 2: a worker was lost)" in stderr
 
 
 def _pid() -> int:

@@ -281,6 +281,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         client = fleet.connect(args.scheduler, args.connect_timeout)
     if args.resume is not None:
         context = resume_run(args.resume, rss_interval_s=args.rss_interval)
+        workers = fleet.check_workers(client, context.suite) if client is not None else []
         print(
             f"bench: resuming {context.run_id}: {len(context.pending)} of {len(context.suite.scenarios)} "
             "scenarios have no row yet",
@@ -296,8 +297,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if client is None:
             _warn_oversubscription(suite, args.suite, cpu_count())
         _check_writable(args.reports)
-        if client is not None:  # before a run folder exists: a fleet that cannot run the suite leaves nothing
-            fleet.check_workers(client, suite)
+        # Before a run folder exists: a fleet that cannot run the suite leaves nothing behind.
+        workers = fleet.check_workers(client, suite) if client is not None else []
         context = start_run(suite, args.reports, rss_interval_s=args.rss_interval)
         print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
     try:
@@ -307,7 +308,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(f"bench: running the scenarios in a shuffled order (--shuffle {seed})", file=sys.stderr)
             run_suite(context, ConsoleProgress(), shuffle_seed=seed)
         else:
-            _run_on_fleet(context, client, args.scheduler)
+            _run_on_fleet(context, client, args.scheduler, workers)
     except KeyboardInterrupt:
         print(
             f"\nbench: run interrupted; finished rows are in {context.results_path}; "
@@ -332,12 +333,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_on_fleet(context, client, address: str) -> None:
+def _run_on_fleet(context, client, address: str, workers) -> None:
+    """`workers`: the fleet as fleet.check_workers found it fit for the suite."""
     from bench import fleet
     from bench.console import ConsoleProgress
     from bench.runner import write_run_info
 
-    workers = fleet.check_workers(client, context.suite)
     for host, addresses in fleet.shared_hosts(workers).items():
         print(
             f"bench: warning: {len(addresses)} Dask workers share host {host}: their scenarios run at the same "

@@ -198,23 +198,11 @@ def capacity_html(section: CapacitySection | None) -> str:
     e = html.escape
     parts = ['<h2 id="capacity">Capacity</h2>', f"<p>{e(INTRO)}</p>"]
     parts += [f'<div class="note">{e(note)}</div>' for note in section.notes]
-    heads = "".join(f'<th>{e(t)}<span class="unit">{e(u)}</span></th>' for t, u in HEADERS)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="{"id" if i < 2 else "num" if i < len(HEADERS) - 1 else ""}">{e(c)}</td>'
-            for i, c in enumerate(_cells(row))
-        )
-        + "</tr>"
-        for row in section.rows
-    )
-    parts.append(
-        f'<div class="table-wrap"><table id="capacity-table"><thead><tr>{heads}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>"
-    )
-    if section.figure is not None:
-        from bench.report.html import _figure  # here: html imports this module
+    from bench.report.html import _figure, section_table  # here: html imports this module
 
+    classes = ["id", "id"] + ["num"] * (len(HEADERS) - 3) + [""]
+    parts.append(section_table("capacity-table", HEADERS, (_cells(row) for row in section.rows), classes))
+    if section.figure is not None:
         parts.append(_figure(section.figure))
     return "".join(parts)
 
@@ -222,11 +210,11 @@ def capacity_html(section: CapacitySection | None) -> str:
 def capacity_markdown(section: CapacitySection | None, out_dir: Path) -> str:
     if section is None:
         return ""
-    from bench.report.markdown import _table, figure_markdown, text  # here: markdown imports this module
+    from bench.report.markdown import _table, figure_markdown, text, unit_headers  # markdown imports this module
 
     out = ["## Capacity\n", INTRO + "\n"]
     out += [f"> {text(note)}\n" for note in section.notes]
-    headers = [f"{t} ({u})" if u else t for t, u in HEADERS]
+    headers = unit_headers(HEADERS)
     rows = [[text(c) for c in _cells(row)] for row in section.rows]
     out.append(_table(headers, rows, ["l", "l"] + ["r"] * (len(HEADERS) - 3) + ["l"]) + "\n")
     if section.figure is not None:

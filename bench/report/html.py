@@ -252,16 +252,29 @@ def _environment(report: Report) -> str:
     )
 
 
+def section_table(
+    table_id: str, headers: Sequence[tuple[str, str]], rows: Iterable[Sequence[str]], classes: Sequence[str]
+) -> str:
+    """A section's table: (title, unit) headers, and every cell escaped with its column's CSS class."""
+    heads = "".join(f'<th>{e(t)}<span class="unit">{e(u)}</span></th>' if u else f"<th>{e(t)}</th>" for t, u in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{c}">{e(v)}</td>' for c, v in zip(classes, row, strict=True)) + "</tr>"
+        for row in rows
+    )
+    return (
+        f'<div class="table-wrap"><table id="{e(table_id)}"><thead><tr>{heads}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
 def _model_sources(report: Report) -> str:
     rows = model_source_rows(report.runs)
     if not rows:
         return ""
-    head = "".join(f"<th>{e(h)}</th>" for h in MODEL_SOURCE_HEADERS)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    headers = [(h, "") for h in MODEL_SOURCE_HEADERS]
     return (
         "<h3>Your models</h3><p>The files and factories the rows measured (sha256: the first 16 hex digits).</p>"
-        f'<div class="table-wrap"><table id="model-sources"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>"
+        + section_table("model-sources", headers, rows, [""] * len(headers))
     )
 
 

@@ -164,6 +164,11 @@ def memory_phases_markdown(report: Report) -> str:
     return f"## Memory by phase\n\n{text(memory_phase_caption(columns))}\n\n{table}\n"
 
 
+def unit_headers(headers: list[tuple[str, str]]) -> list[str]:
+    """(title, unit) headers as Markdown column titles: 'title (unit)'."""
+    return [f"{t} ({u})" if u else t for t, u in headers]
+
+
 def figure_markdown(figure: FigureResult, out_dir: Path) -> list[str]:
     """A figure's notes, image links (relative to the report) and caption."""
     parts = [f"> {text(note)}\n" for note in figure.notes]

@@ -113,22 +113,15 @@ def _cells(tag: str, record: ResultRecord) -> list[str]:
 def pipeline_html(section: PipelineSection | None) -> str:
     if section is None:
         return ""
-    e = html.escape
-    heads = "".join(f'<th>{e(t)}<span class="unit">{e(u)}</span></th>' for t, u in HEADERS)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{"id" if i == 0 else "num"}">{e(c)}</td>' for i, c in enumerate(_cells(*row)))
-        + "</tr>"
-        for row in section.rows
-    )  # fmt: skip
+    from bench.report.html import _figure, section_table  # here: html imports this module
+
+    classes = ["id"] + ["num"] * (len(HEADERS) - 1)
     parts = [
         '<h2 id="pipeline">Input pipeline</h2>',
-        f"<p>{e(INTRO)}</p>",
-        f'<div class="table-wrap"><table id="pipeline-table"><thead><tr>{heads}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>",
+        f"<p>{html.escape(INTRO)}</p>",
+        section_table("pipeline-table", HEADERS, (_cells(*row) for row in section.rows), classes),
     ]
     if section.figure is not None:
-        from bench.report.html import _figure  # here: html imports this module
-
         parts.append(_figure(section.figure))
     return "".join(parts)
 
@@ -136,9 +129,9 @@ def pipeline_html(section: PipelineSection | None) -> str:
 def pipeline_markdown(section: PipelineSection | None, out_dir: Path) -> str:
     if section is None:
         return ""
-    from bench.report.markdown import _table, figure_markdown, text  # here: markdown imports this module
+    from bench.report.markdown import _table, figure_markdown, text, unit_headers  # markdown imports this module
 
-    headers = [f"{t} ({u})" if u else t for t, u in HEADERS]
+    headers = unit_headers(HEADERS)
     rows = [[text(c) for c in _cells(*row)] for row in section.rows]
     out = ["## Input pipeline\n", INTRO + "\n", _table(headers, rows, ["l"] + ["r"] * (len(HEADERS) - 1)) + "\n"]
     if section.figure is not None:

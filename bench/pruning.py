@@ -75,8 +75,9 @@ def apply_variant(model: Any, variant: Variant) -> tuple[Any, dict[str, Any]]:
                 prune.ln_structured(module, "weight", amount=amount, n=2, dim=0)
             prune.remove(module, "weight")  # permanent: a plain tensor with zeros, saved like any other
         facts = {"pruned_layers": len(layers)}
-    zeros = sum(int((m.weight == 0).sum()) for m in _weight_layers(model))
-    weights = sum(m.weight.numel() for m in _weight_layers(model))
+    pruned = _weight_layers(model)  # shrinking replaced some of `layers`
+    zeros = sum(int((m.weight == 0).sum()) for m in pruned)
+    weights = sum(m.weight.numel() for m in pruned)
     facts.update(
         weight_sparsity=zeros / weights,
         parameters_before=parameters_before,

@@ -94,7 +94,9 @@ def test_torch_profile_files_and_the_self_time_explains_the_latency(profile):
     json.loads((result.out_dir / "load_trace.json").read_text(encoding="utf-8"))["traceEvents"]
     assert summary["started_monotonic_s"] < summary["profiled_from_monotonic_s"] < summary["profiled_to_monotonic_s"]
     assert summary["profiled_to_monotonic_s"] <= summary["ended_monotonic_s"] and summary["pid"] != os.getpid()
-    assert summary["unprofiled_median_s"] > 0 and summary["profiler_overhead"] > 1  # recording shapes and memory costs
+    # The overhead is reported, not asserted: on a noisy host the profiled calls can beat the unprofiled ones.
+    assert summary["unprofiled_median_s"] > 0
+    assert summary["profiler_overhead"] == pytest.approx(summary["profiled_median_s"] / summary["unprofiled_median_s"])
 
 
 @pytest.mark.slow

@@ -301,31 +301,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workers = fleet.check_workers(client, suite) if client is not None else []
         context = start_run(suite, args.reports, rss_interval_s=args.rss_interval)
         print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
+    progress = ConsoleProgress()
+    history = None
+    if not args.no_history:
+        from bench.history import RecordAsItRuns
+
+        history_path = args.history or context.run_dir.parent / "history.sqlite"
+        progress = history = RecordAsItRuns(progress, history_path, context.run_dir, label=args.label)
     try:
         if client is None:
             seed = random.randrange(2**31) if args.shuffle == -1 else args.shuffle
             if seed is not None:
                 print(f"bench: running the scenarios in a shuffled order (--shuffle {seed})", file=sys.stderr)
-            run_suite(context, ConsoleProgress(), shuffle_seed=seed)
+            run_suite(context, progress, shuffle_seed=seed)
         else:
-            _run_on_fleet(context, client, args.scheduler, workers)
+            _run_on_fleet(context, client, args.scheduler, workers, progress)
     except KeyboardInterrupt:
         print(
             f"\nbench: run interrupted; finished rows are in {context.results_path}; "
             f"continue it with: bench run --resume {context.run_dir}",
             file=sys.stderr,
         )
+        if history is not None:
+            history.finish()
         raise
     records = context.records
     print()
     print(summary_table(records))
     print(f"\nrun folder: {context.run_dir}")
     _report_after_run(context.run_dir)
-    if not args.no_history:
-        from bench.history import record_after_run
-
-        history_path = args.history or context.run_dir.parent / "history.sqlite"
-        record_after_run(history_path, context.run_dir, label=args.label)
+    if history is not None:
+        history.finish()
     failed = [r for r in records if r.status == "failed"]
     if failed:
         print(f"bench: {len(failed)} scenario(s) failed; reasons are in results.jsonl", file=sys.stderr)
@@ -333,10 +339,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_on_fleet(context, client, address: str, workers) -> None:
+def _run_on_fleet(context, client, address: str, workers, progress) -> None:
     """`workers`: the fleet as fleet.check_workers found it fit for the suite."""
     from bench import fleet
-    from bench.console import ConsoleProgress
     from bench.runner import write_run_info
 
     for host, addresses in fleet.shared_hosts(workers).items():
@@ -349,7 +354,7 @@ def _run_on_fleet(context, client, address: str, workers) -> None:
     print(f"bench: sending the scenarios to {len(workers)} worker(s) at {address}", file=sys.stderr)
     try:
         fleet.run_suite_on_fleet(
-            context, client, ConsoleProgress(), announce=lambda line: print(f"  {line}", file=sys.stderr, flush=True)
+            context, client, progress, announce=lambda line: print(f"  {line}", file=sys.stderr, flush=True)
         )
     finally:
         client.close()

@@ -501,7 +501,8 @@ def record_run(
         _write(db),
     ):
         existing = db.execute(
-            "SELECT id, results_digest, environment_fingerprint, started_at, label, branch FROM runs WHERE run_id = ?",
+            "SELECT id, results_digest, environment_fingerprint, started_at, label, branch, run_json FROM runs "
+            "WHERE run_id = ?",
             (snapshot.run_id,),
         ).fetchone()
         if existing is not None:
@@ -519,12 +520,15 @@ def record_run(
             if branch is None and existing["branch"] is not None:
                 run_row["branch"] = existing["branch"]
             if existing["results_digest"] == digest:
+                # the rows stand; run.json may have moved on (a run that ended since: status, finished_at)
+                info_changed = existing["run_json"] != run_row["run_json"]
                 db.execute(
-                    "UPDATE runs SET label = ?, branch = ? WHERE id = ?",
-                    (run_row["label"], run_row["branch"], existing["id"]),
-                )
-                return RecordOutcome(snapshot.run_id, "unchanged", len(snapshot.results), without_rounds,
-                                     snapshot.warnings)  # fmt: skip
+                    "UPDATE runs SET label = ?, branch = ?, status = ?, finished_at = ?, run_json = ? WHERE id = ?",
+                    (run_row["label"], run_row["branch"], run_row["status"], run_row["finished_at"],
+                     run_row["run_json"], existing["id"]),
+                )  # fmt: skip
+                return RecordOutcome(snapshot.run_id, "updated" if info_changed else "unchanged",
+                                     len(snapshot.results), without_rounds, snapshot.warnings)  # fmt: skip
             run_pk = existing["id"]
             assignments = ", ".join(f"{k} = :{k}" for k in run_row)
             db.execute(f"UPDATE runs SET {assignments} WHERE id = :pk", {**run_row, "pk": run_pk})
@@ -677,11 +681,15 @@ def latest_run(
     exclude_run_id: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> RunSnapshot:
-    """The most recent run whose label is `name`, or failing that whose branch is `name`."""
+    """The most recent run whose label is `name`, or failing that whose branch is `name`.
+
+    Runs that have ended come first: `bench run` records its rows as they finish, so a run
+    still going (or one whose process was killed) holds only part of its suite."""
     with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
         for column in ("label", "branch"):
             row = db.execute(
-                f"SELECT * FROM runs WHERE {column} = ? AND run_id IS NOT ? ORDER BY started_at DESC, id DESC LIMIT 1",
+                f"SELECT * FROM runs WHERE {column} = ? AND run_id IS NOT ? "
+                "ORDER BY coalesce(status, '') = 'running', started_at DESC, id DESC LIMIT 1",
                 (name, exclude_run_id),
             ).fetchone()
             if row is not None:
@@ -1014,18 +1022,43 @@ def cli_history_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def record_after_run(history_path: Path, run_dir: Path, label: str | None = None, branch: str | None = None) -> None:
-    """For `bench run`: record the finished run, and never let a history problem lose the run."""
-    try:
-        outcome = record_run(history_path, run_dir, label=label, branch=branch)
-    except Exception as exc:  # UserError or a bug: the run folder is complete either way
-        print(
-            f"bench: warning: the run was not recorded in the history ({exc}); the run folder is complete; "
-            f"record it later with 'bench history import {run_dir} --history {history_path}'",
-            file=sys.stderr,
-        )
-        return
-    print(f"history: {outcome.describe()} in {history_path}", file=sys.stderr)
+class RecordAsItRuns:
+    """For `bench run`: a runner.Progress that passes each event on to `inner` and records
+    the run in the history after each finished row, so the history holds every row that is
+    on disk: a crash or Ctrl-C loses none, and a fleet run's rows arrive as hosts finish.
+
+    A history problem never stops or loses the run: a failed recording is tried again at
+    the next row and at `finish`, which says once what happened."""
+
+    def __init__(self, inner: Any, history_path: Path, run_dir: Path, label: str | None = None) -> None:
+        self.inner, self.history_path, self.run_dir, self.label = inner, history_path, run_dir, label
+
+    def scenario_started(self, index: int, total: int, scenario_id: str) -> None:
+        self.inner.scenario_started(index, total, scenario_id)
+
+    def scenario_phase(self, phase: str, elapsed_s: float) -> None:
+        self.inner.scenario_phase(phase, elapsed_s)
+
+    def scenario_finished(self, record: Any) -> None:
+        self.inner.scenario_finished(record)
+        with contextlib.suppress(Exception):  # said at `finish`, which tries again
+            record_run(self.history_path, self.run_dir, label=self.label)
+
+    def finish(self) -> None:
+        """Record the run's final state (its status and end time, any row not yet recorded)."""
+        try:
+            outcome = record_run(self.history_path, self.run_dir, label=self.label)
+        except Exception as exc:  # UserError or a bug: the run folder is complete either way
+            print(
+                f"bench: warning: the run was not recorded in the history ({exc}); the run folder is complete; "
+                f"record it later with 'bench history import {self.run_dir} --history {self.history_path}'",
+                file=sys.stderr,
+            )
+            return
+        text = f"recorded run {outcome.run_id} ({outcome.scenarios} scenarios, each as it finished)"
+        if outcome.without_round_times:
+            text += f"; {len(outcome.without_round_times)} ok scenario(s) without raw round times"
+        print(f"history: {text} in {self.history_path}", file=sys.stderr)
 
 
 # --- text output ---------------------------------------------------------------------------------

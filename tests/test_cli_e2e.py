@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import history
 from bench.record import read_records
 
 pytestmark = pytest.mark.slow
@@ -211,6 +212,9 @@ def test_sigterm_stops_the_run_keeps_its_rows_and_leaves_no_worker_behind(write_
     assert [r.scenario_id for r in records] == ["tiny_mlp-b1-t1-fp32-eager"] and problems == []
     assert json.loads((results.parent / "run.json").read_text())["status"] == "interrupted"
     assert f"bench run --resume {results.parent.relative_to(tmp_path)}" in stderr
+    history_path = tmp_path / "reports" / "history.sqlite"
+    [recorded] = history.list_runs(history_path)  # the finished row reached the history too
+    assert (recorded.run_id, recorded.scenarios, recorded.status) == (results.parent.name, 1, "interrupted")
 
     # As if the parent had been killed mid-write: half a line at the end. Resume keeps it aside.
     with open(results, "a") as f:
@@ -229,6 +233,8 @@ def test_sigterm_stops_the_run_keeps_its_rows_and_leaves_no_worker_behind(write_
     assert partial.read_text() == '{"run_id": "half a line'
     assert json.loads((results.parent / "run.json").read_text())["status"] == "complete"
     assert (results.parent / "report.html").exists()
+    [recorded] = history.list_runs(history_path)
+    assert (recorded.scenarios, recorded.ok, recorded.status) == (3, 3, "complete")
 
 
 def test_a_worker_above_max_rss_bytes_is_killed_and_the_run_goes_on(run_cli, write_suite, tmp_path):

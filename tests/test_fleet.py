@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench import fleet
+from bench import fleet, history
 from bench.errors import UserError
 from bench.suite import parse_suite
 
@@ -87,6 +87,8 @@ def test_a_fleet_run_gives_the_rows_of_a_local_run_each_with_its_worker_and_neve
         assert all((run_dir / path).exists() for path in r["files"].values()), r["files"]
         assert (run_dir / "environments" / f"{r['environment_fingerprint']}.json").is_file()
     assert (run_dir / "report.html").is_file()
+    [recorded] = history.list_runs(tmp_path / "fleet" / "history.sqlite")  # each row, as it came back
+    assert (recorded.run_id, recorded.scenarios, recorded.ok, recorded.status) == (run_dir.name, 4, 4, "complete")
 
     by_worker: dict[str, list[tuple[float, float]]] = {}
     for r in rows:

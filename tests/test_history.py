@@ -24,13 +24,13 @@ from bench.history import (
     MIGRATIONS,
     SCHEMA_VERSION,
     HistoryError,
+    RecordAsItRuns,
     export_csv,
     latest_run,
     list_runs,
     load_run,
     open_history,
     read_run_folder,
-    record_after_run,
     record_run,
     scenario_history,
     unpack_times,
@@ -185,14 +185,57 @@ def test_not_a_run_folder_is_a_user_error(hist, tmp_path):
     assert not hist.exists()
 
 
-def test_record_after_run_never_raises(hist, demo, capsys, tmp_path):
+class Events:
+    """The console's side of a runner.Progress: what it was told, in order."""
+
+    def __init__(self):
+        self.seen = []
+
+    def scenario_started(self, index, total, scenario_id):
+        self.seen.append(("started", scenario_id))
+
+    def scenario_phase(self, phase, elapsed_s):
+        self.seen.append(("phase", phase))
+
+    def scenario_finished(self, record):
+        self.seen.append(("finished", record))
+
+
+def test_bench_run_records_each_row_in_the_history_as_it_finishes(hist, tmp_path, capsys):
+    full = make_run(tmp_path / "full", DEMO[:3])
+    run = make_run(tmp_path, DEMO[:1], run_id=full.name, status="running")
+    events = Events()
+    recorder = RecordAsItRuns(events, hist, run, label="main")
+    for count in (1, 2, 3):
+        # the runner appends the row (and its round times) to the run folder, then says it finished
+        lines = (full / "results.jsonl").read_text().splitlines(keepends=True)[:count]
+        (run / "results.jsonl").write_text("".join(lines))
+        for path in (full / "benchmark").iterdir():
+            (run / "benchmark" / path.name).write_bytes(path.read_bytes())
+        recorder.scenario_started(count, 3, DEMO[count - 1].scenario_id)
+        recorder.scenario_phase("measuring", 0.5)
+        recorder.scenario_finished(f"row {count}")
+        [row] = list_runs(hist)
+        assert (row.scenarios, row.status, row.label) == (count, "running", "main")
+    assert events.seen[:3] == [("started", DEMO[0].scenario_id), ("phase", "measuring"), ("finished", "row 1")]
+    assert len(events.seen) == 9 and capsys.readouterr().err == ""  # the console's line stays clean
+    (run / "run.json").write_text((full / "run.json").read_text())  # the run ended
+    recorder.finish()
+    [row] = list_runs(hist)
+    assert (row.scenarios, row.status, row.label) == (3, "complete", "main")
+    assert load_run(hist, run.name).info["status"] == "complete"
+    assert f"history: recorded run {run.name} (3 scenarios, each as it finished)" in capsys.readouterr().err
+
+
+def test_a_history_problem_never_stops_the_run(hist, demo, capsys, tmp_path):
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"this is not a database at all" * 100)
-    record_after_run(bad, demo)
+    recorder = RecordAsItRuns(Events(), bad, demo)
+    recorder.scenario_finished("row")  # said once, at the end
+    assert capsys.readouterr().err == ""
+    recorder.finish()
     err = capsys.readouterr().err
     assert "was not recorded in the history" in err and "bench history import" in err
-    record_after_run(hist, demo, label="main")
-    assert "recorded run" in capsys.readouterr().err
     assert bad.read_bytes() == b"this is not a database at all" * 100
 
 
@@ -228,6 +271,10 @@ def test_load_run_by_id_prefix_and_latest_by_label_or_branch(hist, tmp_path):
         load_run(hist, "nope")
     with pytest.raises(UserError, match="did you mean 20260102-120000-demo"):
         load_run(hist, "20260102-120000-dmeo")
+    assert latest_run(hist, "main").run_id == runs[1].name
+    # a newer `main` run still going (or killed) holds part of its suite: an ended one comes first
+    going = make_run(tmp_path, [Spec(median_ms=1.0)], run_id="20260109-120000-demo", status="running")
+    record_run(hist, going, label="main")
     assert latest_run(hist, "main").run_id == runs[1].name
     assert latest_run(hist, "main", exclude_run_id=runs[1].name).run_id == runs[0].name
     assert latest_run(hist, "pr").run_id == runs[2].name

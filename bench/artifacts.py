@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 # Bump when the way artifacts are written changes, so old cache entries are not reused.
-ARTIFACT_FORMAT_VERSION = 1
+ARTIFACT_FORMAT_VERSION = 2  # 2: ONNX Runtime int8 files are pre-processed before quantization
 
 
 @dataclass(frozen=True)

@@ -471,9 +471,11 @@ def record_run(
     imported while still running) has its rows replaced, in one transaction. A different
     run with the same run id (another machine) is refused.
     """
-    run_dir = Path(run_dir)
-    snapshot = read_run_folder(run_dir)
+    run_dir = runfolder.require_run_folder(Path(run_dir))
+    # Hashed before it is read: a row appended in between makes the digest stale, so the next
+    # recording brings the row in (the other way round, the digest would claim a row never stored).
     digest = hashlib.sha256((run_dir / RESULTS_FILE).read_bytes()).hexdigest()
+    snapshot = read_run_folder(run_dir)
     if label is not None:
         label = label.strip() or None
     git = snapshot.environment.get("git") if isinstance(snapshot.environment.get("git"), dict) else {}
@@ -674,6 +676,10 @@ def load_run(history_path: Path, run_id: str, *, timeout_s: float = DEFAULT_TIME
         return _snapshot_from_row(db, row, history_path)
 
 
+# a run imported from a folder without a status counts as complete
+_UNFINISHED_LAST = "CASE coalesce(status, 'complete') WHEN 'complete' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END"
+
+
 def latest_run(
     history_path: Path,
     name: str,
@@ -683,13 +689,13 @@ def latest_run(
 ) -> RunSnapshot:
     """The most recent run whose label is `name`, or failing that whose branch is `name`.
 
-    Runs that have ended come first: `bench run` records its rows as they finish, so a run
-    still going (or one whose process was killed) holds only part of its suite."""
+    Complete runs come first, then interrupted ones, then runs still going (or whose process
+    was killed): `bench run` records rows as they finish, so the latter hold part of a suite."""
     with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
         for column in ("label", "branch"):
             row = db.execute(
                 f"SELECT * FROM runs WHERE {column} = ? AND run_id IS NOT ? "
-                "ORDER BY coalesce(status, '') = 'running', started_at DESC, id DESC LIMIT 1",
+                f"ORDER BY {_UNFINISHED_LAST}, started_at DESC, id DESC LIMIT 1",
                 (name, exclude_run_id),
             ).fetchone()
             if row is not None:
@@ -762,7 +768,9 @@ def scenario_history(
     where, params = _run_filter(label, branch, prefix="AND")
     query = f"""
         SELECT runs.run_id, runs.started_at, runs.git_sha, runs.branch, runs.label,
-               runs.environment_fingerprint, results.status, results.{column} AS value
+               coalesce(json_extract(results.record_json, '$.environment_fingerprint'),
+                        runs.environment_fingerprint) AS environment_fingerprint,
+               results.status, results.{column} AS value
         FROM results JOIN runs ON results.run = runs.id
         WHERE results.scenario_id = ? {where}
         ORDER BY runs.started_at DESC, runs.id DESC"""

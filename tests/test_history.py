@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from demo_runs import DEMO, Spec, make_run
+from demo_runs import DEMO, Spec, make_run, update_row
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -133,6 +133,25 @@ def test_a_run_imported_while_running_is_brought_up_to_date(hist, tmp_path):
     assert outcome.action == "updated" and outcome.scenarios == 3
     [row] = list_runs(hist)
     assert (row.scenarios, row.status) == (3, "complete")
+
+
+def test_a_row_appended_while_the_run_is_recorded_comes_in_next_time(hist, tmp_path, monkeypatch):
+    full = make_run(tmp_path / "full", DEMO[:2])
+    run = make_run(tmp_path, DEMO[:1], run_id=full.name, status="running")
+    for path in (full / "benchmark").iterdir():
+        (run / "benchmark" / path.name).write_bytes(path.read_bytes())
+    read = history.read_run_folder
+
+    def read_then_append(path):
+        snapshot = read(path)
+        (run / "results.jsonl").write_text((full / "results.jsonl").read_text())  # the runner's next row
+        return snapshot
+
+    monkeypatch.setattr(history, "read_run_folder", read_then_append)
+    assert record_run(hist, run).scenarios == 1
+    monkeypatch.undo()
+    outcome = record_run(hist, run)
+    assert (outcome.action, outcome.scenarios) == ("updated", 2)
 
 
 def test_a_different_run_with_the_same_id_is_refused(hist, tmp_path):
@@ -272,11 +291,16 @@ def test_load_run_by_id_prefix_and_latest_by_label_or_branch(hist, tmp_path):
     with pytest.raises(UserError, match="did you mean 20260102-120000-demo"):
         load_run(hist, "20260102-120000-dmeo")
     assert latest_run(hist, "main").run_id == runs[1].name
-    # a newer `main` run still going (or killed) holds part of its suite: an ended one comes first
-    going = make_run(tmp_path, [Spec(median_ms=1.0)], run_id="20260109-120000-demo", status="running")
-    record_run(hist, going, label="main")
+    # newer `main` runs still going (or killed) or interrupted hold part of the suite: a complete one
+    # comes first, then an interrupted one
+    for day, status in ((9, "running"), (8, "interrupted")):
+        partial = make_run(tmp_path, [Spec(median_ms=1.0)], run_id=f"202601{day:02d}-120000-demo", status=status)
+        record_run(hist, partial, label="main")
     assert latest_run(hist, "main").run_id == runs[1].name
     assert latest_run(hist, "main", exclude_run_id=runs[1].name).run_id == runs[0].name
+    for day in (9, 8):
+        record_run(hist, tmp_path / f"202601{day:02d}-120000-demo", label="wip")
+    assert latest_run(hist, "wip").run_id == "20260108-120000-demo"  # interrupted, before the newer one going
     assert latest_run(hist, "pr").run_id == runs[2].name
     assert latest_run(hist, "main").branch == "main"
     with pytest.raises(UserError, match="no run in the history .* has the label or branch 'nightly'.*Labels: main, pr"):
@@ -294,6 +318,12 @@ def test_scenario_history_follows_a_metric(hist, tmp_path):
     assert points[1].value / points[0].value == pytest.approx(1.5)
     rss = scenario_history(hist, MLP, "peak_rss")
     assert rss[0].value == 540 * 1024 * 1024
+    # a fleet row carries its host's fingerprint, which is the one its trend point shows
+    assert points[0].fingerprint == read_run_folder(runs[0]).fingerprint
+    fleet_run = make_run(tmp_path / "fleet", [Spec(median_ms=1.0)], run_id="20260109-120000-demo")
+    update_row(fleet_run, MLP, {"environment_fingerprint": "h0s7f1ngerpr1nt0"})
+    record_run(hist, fleet_run)
+    assert scenario_history(hist, MLP)[-1].fingerprint == "h0s7f1ngerpr1nt0"
     failed = scenario_history(hist, "tiny_cnn-b1-t1-fp32-eager")
     assert [p.status for p in failed] == ["failed", "failed"] and failed[0].value is None
     with pytest.raises(UserError, match="did you mean tiny_mlp-b1-t1-fp32-eager"):

@@ -223,8 +223,9 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
         import onnxruntime
 
         key["onnxruntime"] = onnxruntime.__version__
-    elif fmt in ("torchscript", "exported_program"):
-        key["input_shape"] = list(scenario.input_shape)  # tracing specialises on the example's shape
+    if fmt in ("onnx", "torchscript", "exported_program"):
+        # the export fixes every dimension but the batch; tracing specialises on the example's shape
+        key["input_shape"] = list(scenario.input_shape)
 
     def write(path: Path) -> dict[str, Any]:
         if fmt == "onnx":
@@ -402,7 +403,7 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
     import torch
 
     if scenario.load == "torchscript":
-        return torch.jit.load(str(artifact_path), map_location="cpu"), {}
+        return torch.jit.load(str(artifact_path), map_location="cpu").eval(), {}  # a user's file may be in train mode
     if scenario.load == "export":
         return torch.export.load(str(artifact_path)).module(), {}
     if scenario.load == "mmap":
@@ -415,7 +416,7 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
     model = _fit_variant(scenario, build_fp32(scenario, with_weights=False), state)
     model, facts = convert(model, scenario.precision)
     model.load_state_dict(state)
-    return model, facts
+    return model.eval(), facts
 
 
 def _load_onnxruntime(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any], dict[str, Any]]:

@@ -108,10 +108,18 @@ def build_loader(spec: DataSpec, input_shape: tuple[int, ...], batch_size: int, 
     )
     dataset = datasets.ImageFolder(spec.folder, transform=transform, target_transform=_target_map(spec))
     if spec.max_images is not None and spec.max_images < len(dataset):
-        dataset = torch.utils.data.Subset(dataset, range(spec.max_images))
+        # evenly strided, not the first N: ImageFolder lists images class by class
+        dataset = torch.utils.data.Subset(dataset, evenly_spaced(len(dataset), spec.max_images))
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=spec.loader_workers, drop_last=drop_last
     )
+
+
+def evenly_spaced(total: int, count: int) -> list[int]:
+    """`count` indices spread evenly over range(total), first and last included when count > 1."""
+    if count <= 1:
+        return list(range(min(count, total)))
+    return [round(i * (total - 1) / (count - 1)) for i in range(count)]
 
 
 def _target_map(spec: DataSpec) -> Callable[[int], int] | None:

@@ -114,7 +114,7 @@ def fit_to_state_dict(model: Any, state: dict[str, Any]) -> Any:
             new = type(module)(weight.shape[0], module.eps, module.momentum, module.affine, **factory)
         else:
             continue
-        _set_submodule(model, name, new)
+        _set_submodule(model, name, new.train(module.training))  # a new layer starts in training mode
     return model
 
 

@@ -356,7 +356,8 @@ def _read_safetensors(source: ModelSource) -> dict[str, Any]:
 def load_into(module: Any, state: dict[str, Any], source: ModelSource) -> None:
     """load_state_dict, after saying exactly how the file and the architecture disagree, if they do."""
     expected = module.state_dict()
-    missing = [key for key in expected if key not in state]
+    # BatchNorm's load_state_dict adds a missing num_batches_tracked itself (older checkpoints lack it)
+    missing = [key for key in expected if key not in state and not key.endswith(".num_batches_tracked")]
     unexpected = [key for key in state if key not in expected]
     shapes = [
         f"{key} (file {list(state[key].shape)}, model {list(value.shape)})"

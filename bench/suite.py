@@ -415,7 +415,7 @@ class _Validator:
         self.mapping(value, where, keys)
         if not isinstance(value.get("folder"), str):
             raise self.fail((*where, "folder"), "expected the path of an image folder (FOLDER/CLASS/IMAGE)")
-        folder = self.base_dir / value["folder"]
+        folder = Path(sources.resolve_path(value["folder"], self.base_dir))
         if not folder.is_dir():
             raise self.fail((*where, "folder"), f"{folder} is not a folder")
         spec: dict[str, Any] = {"folder": str(folder)}
@@ -423,7 +423,7 @@ class _Validator:
         if not isinstance(class_index, str):
             raise self.fail((*where, "class_index"), f"expected 'sorted', 'name' or a JSON file, got {class_index!r}")
         if class_index not in CLASS_INDEX_CHOICES:
-            class_index = str(self.base_dir / class_index)
+            class_index = sources.resolve_path(class_index, self.base_dir)
             if not Path(class_index).is_file():
                 raise self.fail(
                     (*where, "class_index"), f"expected 'sorted', 'name' or a JSON file; {class_index} is none"

@@ -7,7 +7,15 @@ import json
 import pytest
 import torch
 
-from bench.pipeline import STAGES, DataSpec, build_loader, check_data_spec, run_pipeline, write_image_folder
+from bench.pipeline import (
+    STAGES,
+    DataSpec,
+    build_loader,
+    check_data_spec,
+    evenly_spaced,
+    run_pipeline,
+    write_image_folder,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +75,13 @@ def test_max_images_and_the_runtime_conversion_apply(folder):
     figures = _run(DataSpec(folder=str(folder), max_images=5), lambda x: _colour_model()(torch.from_numpy(x)).numpy(),
                    to_runtime=to_runtime)  # fmt: skip
     assert figures["images"] == 5 and seen == [torch.float32, torch.float32]
+
+
+def test_max_images_spreads_over_every_class(folder):
+    assert evenly_spaced(18, 3) == [0, 8, 17] and evenly_spaced(5, 5) == [0, 1, 2, 3, 4]
+    assert evenly_spaced(18, 1) == [0] and evenly_spaced(18, 0) == []
+    subset = build_loader(DataSpec(folder=str(folder), max_images=3), (3, 32, 32), 4).dataset
+    assert sorted(subset.dataset.targets[i] for i in subset.indices) == [0, 1, 2]  # not 3 of class 0
 
 
 def test_specs_that_cannot_feed_the_model_say_why(folder, tmp_path):

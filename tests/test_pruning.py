@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import models
+from bench import backends, models
 from bench.pruning import Variant, apply_variant, fit_to_state_dict, parse_variant
+from bench.suite import parse_suite
 
 
 @pytest.mark.parametrize(
@@ -58,6 +59,21 @@ def test_shrinking_removes_channels_for_real_and_the_file_loads_into_a_fresh_mod
         fresh.load_state_dict(state)
         assert torch.equal(fresh.eval()(x), expected)
     assert expected.shape[1] == _model(name)(x).shape[1]  # the outputs (classes) are never shrunk
+
+
+@pytest.mark.parametrize("load", ["eager", "mmap"])
+def test_a_shrunk_file_loads_in_eval_mode_and_gives_the_shrunk_models_outputs(load, tmp_path):
+    [scenario] = parse_suite(
+        f"name: s\nmatrix: {{model: [resnet18], variant: [shrunk-channels-50], load: [{load}], "
+        "input_shape: [[3, 32, 32]]}\n"
+    ).scenarios
+    artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
+    infer, _ = backends.load_model(scenario, artifact.path)
+    assert not any(m.training for m in infer.modules())  # resized BatchNorm layers included
+    shrunk, _ = backends.build_variant(scenario)
+    x = models.make_input((3, 32, 32), 2)
+    with torch.inference_mode():
+        assert torch.allclose(infer(x), shrunk(x), atol=1e-5)
 
 
 def test_shrinking_keeps_the_channels_with_the_largest_norm():

@@ -296,6 +296,38 @@ def test_a_checkpoint_for_another_architecture_lists_every_difference(tmp_path):
     assert "shape mismatches [4.weight (file [5, 256], model [10, 256])]" in message
 
 
+def test_a_checkpoint_without_num_batches_tracked_loads_as_torch_loads_it(tmp_path):
+    state = {k: v for k, v in models.build_model("resnet18", 3).state_dict().items()
+             if not k.endswith("num_batches_tracked")}  # fmt: skip
+    torch.save(state, tmp_path / "old.pth")
+    source = _source(tmp_path / "old.pth", architecture="resnet18", input_shape=(3, 32, 32))
+    module = sources.build_module("mine", source)
+    assert torch.equal(module.conv1.weight, state["conv1.weight"]) and not module.training
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning")  # TorchScript's deprecation, as in bench's own use
+def test_a_torchscript_file_saved_in_train_mode_runs_in_eval_mode(tmp_path):
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(64, 8), nn.BatchNorm1d(8), nn.Dropout(0.5)))
+    assert scripted.training
+    scripted.save(str(tmp_path / "train.pt"))
+    source = _source(tmp_path / "train.pt", kind="torchscript", architecture=None)
+    infer, _ = backends.load_model(_scenario(source), tmp_path / "train.pt")
+    x = torch.randn(1, 64)  # batch 1: BatchNorm in train mode would refuse it
+    with torch.inference_mode():
+        assert torch.equal(infer(x), infer(x))  # no dropout
+    assert not infer.training
+
+
+def test_onnx_artifacts_are_keyed_by_input_shape(tmp_path):
+    small, large = (_scenario(None, model="tiny_cnn", load="onnxruntime", input_shape=shape)
+                    for shape in ((3, 32, 32), (3, 48, 48)))  # fmt: skip
+    first = backends.prepare_artifact(small, tmp_path / "cache")
+    second = backends.prepare_artifact(large, tmp_path / "cache")
+    assert not second.cached and second.path != first.path
+    infer, _ = backends.load_model(large, second.path)
+    assert infer(models.make_input((3, 48, 48), 1).numpy()).shape == (1, 10)
+
+
 def test_a_dict_without_weights_says_what_it_holds(tmp_path):
     torch.save({"epoch": 3, "optimizer": {"lr": 0.1}}, tmp_path / "opt.pth")
     with pytest.raises(SourceError, match=r"holds a dict with keys \['epoch', 'optimizer'\], not a state_dict"):

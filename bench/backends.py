@@ -284,6 +284,8 @@ def _given_file_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
         raise Unsupported(reason)
     started = time.perf_counter()
     facts = sources.check_file(source)
+    if source.kind == "exported_program":
+        sources.check_exported_program(source)
     found: dict[str, Any] = {}
     if source.kind == "onnx":
         info = sources.check_onnx_input(source, facts.sha256, scenario.batch_size, scenario.input_shape)

@@ -24,10 +24,11 @@ import json
 import os
 import re
 import sys
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bench import models
 from bench.artifacts import file_sha256
@@ -72,7 +73,7 @@ class ModelSource:
     architecture: str | None = None  # weight kinds: a model name or factory; kind `factory`: the factory
     kwargs: dict[str, Any] = field(default_factory=dict, hash=False)  # passed to the architecture
     sha256: str | None = None  # as declared in the suite; verified before loading
-    trust_pickle: bool = False  # checkpoint: torch.load(weights_only=False)
+    trust_pickle: bool = False  # checkpoint: torch.load(weights_only=False); exported_program: skip the pickle check
     saved_precision: str = "fp32"  # compiled files: the precision they were saved in
     search_path: str | None = None  # the suite's folder: factories' modules are imported from there too
 
@@ -376,6 +377,67 @@ def load_into(module: Any, state: dict[str, Any], source: ModelSource) -> None:
             field="architecture",
         )  # fmt: skip
     module.load_state_dict(state)
+
+
+# ---------------------------------------------------------------- torch.export archives
+
+
+def check_exported_program(source: ModelSource) -> None:
+    """Refuse a .pt2 archive whose loading would unpickle untrusted data or run compiled code,
+    unless the entry says `trust_pickle: true`.
+
+    torch.export.load (torch 2.14) unpickles with weights_only=False every weight or tensor
+    constant saved with `use_pickle`, every custom or opaque object constant, and any .pt
+    payload (sample inputs, legacy weights) that the safe unpickler refuses; it also loads
+    AOTInductor's shared libraries. torch.export.save of an ordinary module writes none of
+    these, only sample inputs that load with weights_only=True."""
+    if source.trust_pickle:
+        return
+    import io
+    import json
+    import zipfile
+
+    import torch
+    from torch.export.pt2_archive import constants as pt2
+
+    def refuse(what: str) -> NoReturn:
+        raise SourceError(
+            source, f"{what}, which torch.export.load would load without weights_only=True. To load it anyway, "
+            f"set `trust_pickle: true` in this model entry: {PICKLE_RISK}", field="trust_pickle",
+        )  # fmt: skip
+
+    def check_pickle(member: str, data: bytes) -> None:
+        try:
+            with warnings.catch_warnings():  # its notes on pickle protocols: the refusal says enough
+                warnings.simplefilter("ignore")
+                torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            refuse(f"holds {member}, a pickle that torch.load(weights_only=True) refuses ({short(exc)})")
+
+    try:
+        with zipfile.ZipFile(source.path) as archive:
+            # members sit under one root folder, whose name torch.export.save takes from the file's
+            members = {name.split("/", 1)[1]: name for name in archive.namelist() if "/" in name}
+            if pt2.ARCHIVE_FORMAT_PATH not in members:
+                refuse("is not in the torch.export archive format of torch >= 2.8 (older archives are unpickled)")
+            if any(rel.startswith(pt2.AOTINDUCTOR_DIR) for rel in members):
+                refuse("holds AOTInductor-compiled code (shared libraries)")
+            for rel, name in members.items():
+                directory = next((d for d in (pt2.WEIGHTS_DIR, pt2.CONSTANTS_DIR) if rel.startswith(d)), None)
+                if directory is not None and rel.endswith("_config.json"):
+                    config = json.loads(archive.read(name)).get("config", {})
+                    for fqn, entry in config.items():
+                        payload = str(entry.get("path_name", ""))
+                        if payload.startswith((pt2.CUSTOM_OBJ_FILENAME_PREFIX, pt2.OPAQUE_OBJ_FILENAME_PREFIX)):
+                            refuse(f"holds a Python object constant ({fqn}), unpickled as it loads")
+                        if entry.get("use_pickle"):
+                            check_pickle(f"{directory}{payload} ({fqn})", archive.read(members[directory + payload]))
+                elif rel.endswith(".pt"):
+                    check_pickle(rel, archive.read(name))
+    except (zipfile.BadZipFile, KeyError, ValueError, AttributeError) as exc:
+        raise SourceError(
+            source, f"is not a readable torch.export archive: {type(exc).__name__}: {short(exc)}"
+        ) from None
 
 
 # ---------------------------------------------------------------- ONNX files

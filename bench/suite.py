@@ -561,7 +561,7 @@ class _Validator:
         allowed = {
             "architecture": kind in sources.WEIGHT_KINDS,
             "kwargs": kind in sources.MODULE_KINDS,
-            "trust_pickle": kind == "checkpoint",
+            "trust_pickle": kind in ("checkpoint", "exported_program"),
             "saved_precision": kind in sources.NATIVE_LOAD,
             "sha256": kind in sources.FILE_KINDS,
         }

@@ -328,6 +328,77 @@ def test_onnx_artifacts_are_keyed_by_input_shape(tmp_path):
     assert infer(models.make_input((3, 48, 48), 1).numpy()).shape == (1, 10)
 
 
+class _RunsCode:
+    """A pickle payload that writes a marker file when unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+def _rewrite_pt2(path: Path, change) -> None:
+    """Rewrite a .pt2 archive's members: `change(relative_name, bytes)` gives the new bytes, or a dict
+    of members to add."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    root = next(iter(members)).split("/", 1)[0]
+    out = {}
+    for name, data in members.items():
+        result = change(name.split("/", 1)[1], data)
+        out.update({f"{root}/{k}": v for k, v in result.items()} if isinstance(result, dict) else {name: result})
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in out.items():
+            archive.writestr(name, data)
+
+
+def test_a_pt2_file_loads_and_one_that_would_unpickle_code_is_refused(tmp_path):
+    import pickle
+
+    module = nn.Sequential(nn.Linear(16, 4)).eval()
+    x = torch.randn(2, 16)
+    torch.export.save(torch.export.export(module, (x,)), str(tmp_path / "good.pt2"))
+    good = _source(tmp_path / "good.pt2", kind="exported_program", architecture=None, input_shape=(16,))
+    artifact = backends.prepare_artifact(_scenario(good, batch_size=2), tmp_path / "cache")
+    infer, _ = backends.load_model(_scenario(good, batch_size=2), artifact.path)
+    with torch.inference_mode():
+        assert torch.allclose(infer(x), module(x))
+
+    marker = tmp_path / "pwned.txt"
+    evil = pickle.dumps(_RunsCode(marker))
+
+    def pickled_weight(rel, data):
+        if rel.endswith("_weights_config.json"):
+            config = json.loads(data)
+            first = next(iter(config["config"].values()))
+            first.update(use_pickle=True, path_name="evil_weight")
+            return {rel: json.dumps(config).encode(), "data/weights/evil_weight": evil}
+        return data
+
+    def evil_sample_inputs(rel, data):
+        return evil if rel.startswith("data/sample_inputs/") else data
+
+    for name, change, fragment in (
+        ("weight.pt2", pickled_weight, "holds data/weights/evil_weight (0.weight), a pickle"),
+        ("inputs.pt2", evil_sample_inputs, "holds data/sample_inputs/model.pt, a pickle"),
+    ):
+        shutil.copy(tmp_path / "good.pt2", tmp_path / name)
+        _rewrite_pt2(tmp_path / name, change)
+        bad = dataclasses.replace(good, path=str(tmp_path / name))
+        with pytest.raises(SourceError) as info:
+            backends.prepare_artifact(_scenario(bad), tmp_path / "cache")
+        assert fragment in str(info.value) and "trust_pickle: true" in str(info.value)
+        assert info.value.field == "trust_pickle" and not marker.exists()
+        sources.check_exported_program(dataclasses.replace(bad, trust_pickle=True))  # the user's call
+    assert not marker.exists()
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip at all" * 10)
+    with pytest.raises(SourceError, match="is not a readable torch.export archive"):
+        sources.check_exported_program(dataclasses.replace(good, path=str(tmp_path / "junk.pt2")))
+
+
 def test_a_dict_without_weights_says_what_it_holds(tmp_path):
     torch.save({"epoch": 3, "optimizer": {"lr": 0.1}}, tmp_path / "opt.pth")
     with pytest.raises(SourceError, match=r"holds a dict with keys \['epoch', 'optimizer'\], not a state_dict"):

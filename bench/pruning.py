@@ -5,13 +5,19 @@ dense CPU kernel turns into speed:
 - `pruned-l1-N`: unstructured, the N % smallest weights of every Linear/Conv layer set to
   zero (torch.nn.utils.prune.l1_unstructured, made permanent). The tensors keep their
   shape, so dense kernels do the same work.
-- `pruned-channels-N`: structured, the N % of output channels with the smallest L2 norm
-  zeroed (prune.ln_structured). Still the same shapes and the same work.
-- `shrunk-channels-N`: the same channels removed for real: the layer gets fewer output
-  channels and the layer that consumes them fewer inputs, so the matrices are smaller.
-  Done where a layer's output reaches exactly one next Linear/Conv through per-channel
-  operations only (activations, pooling, batch norm); residual additions and reshapes
-  keep their layers whole. The last layer (the model's outputs) is never shrunk.
+- `shrunk-channels-N`: structured, the N % of a layer's output channels with the smallest
+  L2 norm removed for real: the layer gets fewer output channels and the layer that consumes
+  them fewer inputs, so the matrices are smaller. Done where a layer's output reaches
+  exactly one next Linear/Conv through per-channel operations only (activations, pooling,
+  batch norm); residual additions and reshapes keep their layers whole. The last layer (the
+  model's outputs) is never shrunk.
+- `pruned-channels-N`: the very channels that `shrunk-channels-N` removes, zeroed instead
+  (the producer's rows and bias, the consumer's matching input columns): the same outputs
+  as the shrunk model, with the dense shapes and the dense work. The pair isolates what
+  removing the channels buys a dense kernel.
+
+Both channel variants choose their channels once, from the weights as trained, so a chain
+of layers loses the same channels either way.
 """
 
 from __future__ import annotations
@@ -59,22 +65,20 @@ def apply_variant(model: Any, variant: Variant) -> tuple[Any, dict[str, Any]]:
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear or Conv layer to prune")
     parameters_before = _parameter_count(model)
-    if variant.kind == "shrunk-channels":
-        shrunk = _shrink_channels(model, amount)
-        if not shrunk:
+    if variant.kind == "pruned-l1":
+        for module in layers:
+            prune.l1_unstructured(module, "weight", amount=amount)
+            prune.remove(module, "weight")  # permanent: a plain tensor with zeros, saved like any other
+        facts = {"pruned_layers": len(layers)}
+    else:
+        plan = _channel_plan(model, amount)
+        if not plan:
             raise ValueError(
                 "no layer of this model can lose channels: every Linear/Conv output reaches a residual "
                 "addition, a reshape or the model's output rather than exactly one next layer"
             )
-        facts = {"pruned_layers": shrunk}
-    else:
-        for module in layers:
-            if variant.kind == "pruned-l1":
-                prune.l1_unstructured(module, "weight", amount=amount)
-            else:
-                prune.ln_structured(module, "weight", amount=amount, n=2, dim=0)
-            prune.remove(module, "weight")  # permanent: a plain tensor with zeros, saved like any other
-        facts = {"pruned_layers": len(layers)}
+        (_shrink_channels if variant.kind == "shrunk-channels" else _zero_channels)(model, plan)
+        facts = {"pruned_layers": len(plan)}
     pruned = _weight_layers(model)  # shrinking replaced some of `layers`
     zeros = sum(int((m.weight == 0).sum()) for m in pruned)
     weights = sum(m.weight.numel() for m in pruned)
@@ -128,21 +132,47 @@ def _parameter_count(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _shrink_channels(model: Any, amount: float) -> int:
-    """Remove the lowest-norm output channels of every layer that feeds exactly one next layer."""
+@dataclass(frozen=True)
+class ChannelCut:
+    producer: str  # the layer whose output channels go
+    per_channel: list[str]  # batch norms between it and the consumer, cut alike
+    consumer: str  # the layer that reads those channels
+    keep: Any  # sorted indices of the producer's output channels that stay
+
+
+def _channel_plan(model: Any, amount: float) -> list[ChannelCut]:
+    """Per layer that feeds exactly one next layer: its output channels with the largest L2
+    norm, 1 - `amount` of them, from the weights before any change."""
     import torch
 
-    pairs = _producer_consumer_pairs(model)
-    for producer_name, per_channel_names, consumer_name in pairs:
-        producer = model.get_submodule(producer_name)
-        norms = producer.weight.detach().flatten(1).norm(dim=1)
+    plan = []
+    for producer, per_channel, consumer in _producer_consumer_pairs(model):
+        norms = model.get_submodule(producer).weight.detach().flatten(1).norm(dim=1)
         keep_count = max(1, round(norms.numel() * (1 - amount)))
         keep = torch.sort(torch.topk(norms, keep_count).indices).values
-        _slice_outputs(model, producer_name, keep)
-        for name in per_channel_names:
-            _slice_outputs(model, name, keep)
-        _slice_inputs(model, consumer_name, keep)
-    return len(pairs)
+        plan.append(ChannelCut(producer, per_channel, consumer, keep))
+    return plan
+
+
+def _shrink_channels(model: Any, plan: list[ChannelCut]) -> None:
+    for cut in plan:  # in a chain a layer is a consumer, then a producer: rows and columns are cut apart
+        for name in (cut.producer, *cut.per_channel):
+            _slice_outputs(model, name, cut.keep)
+        _slice_inputs(model, cut.consumer, cut.keep)
+
+
+def _zero_channels(model: Any, plan: list[ChannelCut]) -> None:
+    import torch
+
+    with torch.no_grad():
+        for cut in plan:
+            producer, consumer = model.get_submodule(cut.producer), model.get_submodule(cut.consumer)
+            dropped = torch.ones(producer.weight.shape[0], dtype=torch.bool)
+            dropped[cut.keep] = False
+            producer.weight[dropped] = 0
+            if producer.bias is not None:
+                producer.bias[dropped] = 0
+            consumer.weight[:, dropped] = 0  # what a batch norm or bias makes of a zero channel goes no further
 
 
 def _producer_consumer_pairs(model: Any) -> list[tuple[str, list[str], str]]:

@@ -76,6 +76,19 @@ def test_a_shrunk_file_loads_in_eval_mode_and_gives_the_shrunk_models_outputs(lo
         assert torch.allclose(infer(x), shrunk(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["tiny_mlp", "tiny_cnn", "small_transformer", "resnet18"])
+def test_zeroed_channels_are_the_removed_ones(name):
+    """pruned-channels-N and shrunk-channels-N are the same model, with and without the zeros."""
+    zeroed, zeroed_facts = apply_variant(_model(name), parse_variant("pruned-channels-50"))
+    shrunk, shrunk_facts = apply_variant(_model(name), parse_variant("shrunk-channels-50"))
+    assert zeroed_facts["pruned_layers"] == shrunk_facts["pruned_layers"]
+    assert zeroed_facts["parameters_after"] == zeroed_facts["parameters_before"]
+    x = models.make_input(models.default_input_shape(name), 2)
+    with torch.inference_mode():
+        assert torch.allclose(zeroed(x), shrunk(x), atol=1e-5), (zeroed(x) - shrunk(x)).abs().max()
+        assert not torch.allclose(zeroed(x), _model(name)(x), atol=1e-3)  # and not the dense model
+
+
 def test_shrinking_keeps_the_channels_with_the_largest_norm():
     dense = _model()
     norms = dense[0].weight.norm(dim=1)

@@ -226,6 +226,11 @@ class WorkerSession:
         loader = build_loader(spec, self.scenario.input_shape, self.scenario.batch_size, drop_last=fixed)
         result = run_pipeline(loader, self.infer, lambda batch: backends.to_runtime_input(self.scenario, batch))
         if result.images == 0:
+            if fixed and len(loader.dataset):
+                raise ValueError(
+                    f"data.folder {spec.folder} has {len(loader.dataset)} image(s) (after max_images), fewer than "
+                    f"the model's fixed batch size {self.scenario.batch_size}: no whole batch to run"
+                )
             raise ValueError(f"data.folder {spec.folder} gave no image (expected FOLDER/CLASS/IMAGE files)")
         self.result["pipeline"] = {**result.figures(), "loader_workers": spec.loader_workers}
 

@@ -265,7 +265,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.console import ConsoleProgress, summary_table
     from bench.memory import cpu_count
-    from bench.runner import resume_run, run_suite, start_run
+    from bench.runner import check_resume_mode, resume_run, run_suite, start_run
     from bench.suite import load_suite
 
     if args.rss_interval is not None and not args.rss_interval > 0:
@@ -274,13 +274,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserError("give either a suite file to run or --resume RUN_DIR (not both)")
     if args.shuffle is not None and args.scheduler is not None:
         raise UserError("--shuffle orders a local run; a fleet run's scenarios already run side by side on its hosts")
+    if args.resume is not None:  # before connecting: a fleet run resumes on a fleet only, a local one here only
+        check_resume_mode(args.resume, on_fleet=args.scheduler is not None)
     client = None
     if args.scheduler is not None:
         from bench import fleet
 
         client = fleet.connect(args.scheduler, args.connect_timeout)
     if args.resume is not None:
-        context = resume_run(args.resume, rss_interval_s=args.rss_interval)
+        context = resume_run(args.resume, rss_interval_s=args.rss_interval, on_fleet=client is not None)
         workers = fleet.check_workers(client, context.suite) if client is not None else []
         print(
             f"bench: resuming {context.run_id}: {len(context.pending)} of {len(context.suite.scenarios)} "
@@ -319,7 +321,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(
             f"\nbench: run interrupted; finished rows are in {context.results_path}; "
-            f"continue it with: bench run --resume {context.run_dir}",
+            f"continue it with: bench run --resume {context.run_dir}"
+            + (f" --scheduler {args.scheduler}" if client is not None else ""),
             file=sys.stderr,
         )
         if history is not None:

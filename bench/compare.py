@@ -26,8 +26,11 @@ gets a verdict:
 Runs are comparable only when their environments agree on what matters (the fingerprint's
 keys: CPU model and instruction sets, core counts, kernel, Python and library versions;
 plus the allocator and the OpenMP/MKL variables) and every matched scenario ran with the
-same thread settings. Otherwise the comparison is refused, naming the differences, unless
-allow_env_mismatch is set; then every row carries a warning.
+same thread settings. When either run is a fleet run, its environment.json is the client's,
+which measured nothing: then each matched row's own environment fingerprint is compared with the
+other side's row, explained from the hosts' environments/<fingerprint>.json. Otherwise the
+comparison is refused, naming the differences, unless allow_env_mismatch is set; then every row
+carries a warning.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import textwrap
 import zlib
@@ -57,6 +61,7 @@ from bench.history import (
     load_run,
     read_run_folder,
 )
+from bench.pruning import DENSE
 
 VERDICTS = ("regressed", "improved", "unchanged", "inconclusive")
 COMPARED = ("median", "p99", "throughput", "load", "peak_rss")
@@ -398,6 +403,10 @@ def environment_differences(baseline: RunSnapshot, candidate: RunSnapshot) -> li
             missing = "baseline" if not a else "candidate"
             return [f"environment fingerprints differ ({fa} vs {fb}); the {missing} has no environment.json to say how"]
         return []
+    return _view_differences(a, b)
+
+
+def _view_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     va, vb = _comparable_view(a), _comparable_view(b)
     out = []
     for key in sorted(set(va) | set(vb)):
@@ -413,14 +422,57 @@ def is_fleet_run(run: RunSnapshot) -> bool:
     return bool(run.results) and all(r.record.get("fleet") for r in run.results.values())
 
 
-def host_differences(pairs: Sequence[tuple[str, ScenarioResult, ScenarioResult]]) -> list[str]:
-    """Fleet rows: paired scenarios whose measuring hosts' environment fingerprints differ."""
+def _row_environment(run: RunSnapshot, fp: str) -> dict[str, Any] | None:
+    """The environment a row with fingerprint `fp` was measured in, when the run keeps it: a fleet
+    run folder's environments/<fp>.json; a local run's environment.json if it has that fingerprint
+    (a fleet run's environment.json is its client's, which measured nothing, whatever its fingerprint)."""
+    if not is_fleet_run(run):
+        return run.environment if run.environment.get("fingerprint") == fp else None
+    if run.source.startswith("history:") or not re.fullmatch(r"[A-Za-z0-9_-]+", fp):  # history: the run's only
+        return None
+    path = Path(run.source) / "environments" / f"{fp}.json"
+    try:
+        environment = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return environment if isinstance(environment, dict) else None
+
+
+def host_differences(
+    pairs: Sequence[tuple[str, ScenarioResult, ScenarioResult]], baseline: RunSnapshot, candidate: RunSnapshot
+) -> list[str]:
+    """When either run is a fleet run: paired scenarios whose measuring hosts' environments differ.
+
+    Each row's own environment_fingerprint is compared (a local run's rows carry the local
+    machine's; a fleet run's environment.json is the client's, which measured nothing), and the
+    difference is explained key by key from the environments the runs keep
+    (environments/<fingerprint>.json in a fleet run folder, environment.json of a local one)."""
     out = []
+    why: dict[tuple[str, str], str | None] = {}
     for label, base, cand in pairs:
         fa, fb = base.record.get("environment_fingerprint"), cand.record.get("environment_fingerprint")
-        if fa and fb and fa != fb:
-            out.append(f"{label}: measured on host environment {fa} (baseline) vs {fb} (candidate)")
+        if not fa or not fb:
+            continue  # a row measured nowhere (a fleet scenario given up): its status says so
+        key = (str(fa), str(fb))
+        if key not in why:
+            why[key] = _explain_hosts(baseline, candidate, *key)
+        if why[key] is not None:
+            out.append(f"{label}: measured on host environment {fa} (baseline) vs {fb} (candidate){why[key]}")
     return out
+
+
+def _explain_hosts(baseline: RunSnapshot, candidate: RunSnapshot, fa: str, fb: str) -> str | None:
+    """None when the two hosts' environments are comparable; else what differs, as a suffix."""
+    ea, eb = _row_environment(baseline, fa), _row_environment(candidate, fb)
+    if ea is not None and eb is not None:
+        keys = _view_differences(ea, eb)
+        if keys:
+            return " (" + "; ".join(keys) + ")"
+        return None if fa == fb else ""
+    if fa == fb:
+        return None
+    missing = [f"{side} host ({fp})" for side, fp, env in (("baseline", fa, ea), ("candidate", fb, eb)) if env is None]
+    return f" (no environment is kept for the {' or the '.join(missing)} to say how)"
 
 
 def _show(value: Any) -> str:
@@ -428,9 +480,11 @@ def _show(value: Any) -> str:
 
 
 def _shape_key(record: dict[str, Any]) -> tuple:
+    """What a scenario is, but for its thread settings (the id's other parts, host group and variant included)."""
     shape = record.get("input_shape")
     return (record.get("model"), record.get("batch_size"), record.get("precision"), record.get("load"),
-            tuple(shape) if isinstance(shape, list) else shape)  # fmt: skip
+            tuple(shape) if isinstance(shape, list) else shape, record.get("host_group"),
+            record.get("variant") or DENSE)  # fmt: skip
 
 
 def _threads_of(record: dict[str, Any]) -> str:
@@ -474,8 +528,11 @@ def _pair_scenarios(
     for base_list, cand_list in by_shape.values():
         if not base_list or not cand_list:
             continue
-        base_threads = ", ".join(sorted({_threads_of(r.record) for r in base_list}))
-        cand_threads = ", ".join(sorted({_threads_of(r.record) for r in cand_list}))
+        base_set = {_threads_of(r.record) for r in base_list}
+        cand_set = {_threads_of(r.record) for r in cand_list}
+        if base_set == cand_set:
+            continue  # the same thread settings: whatever makes their ids differ, it is not threads
+        base_threads, cand_threads = ", ".join(sorted(base_set)), ", ".join(sorted(cand_set))
         names = " / ".join(r.scenario_id for r in base_list + cand_list)
         differences.append(f"{names}: {base_threads} in the baseline, {cand_threads} in the candidate")
         if len(base_list) == 1 and len(cand_list) == 1:
@@ -581,9 +638,11 @@ def compare_runs(
     """Compare two runs; IncomparableError (a UserError) when they measured different things."""
     rule = rule or Rule()
     pairs, thread_diffs, only_base, only_cand = _pair_scenarios(baseline, candidate)
-    if is_fleet_run(baseline) and is_fleet_run(candidate):
-        # The client that sent the scenarios measured nothing: compare each row's own host.
-        env_diffs = host_differences(pairs)
+    host_wise = is_fleet_run(baseline) or is_fleet_run(candidate)
+    if host_wise:
+        # A fleet run's environment.json is the client's, which measured nothing: compare each
+        # matched row's own host (a local run's rows carry the local machine's fingerprint).
+        env_diffs = host_differences(pairs, baseline, candidate)
     else:
         env_diffs = environment_differences(baseline, candidate)
     if (env_diffs or thread_diffs) and not allow_env_mismatch:
@@ -612,10 +671,15 @@ def compare_runs(
     mismatch = env_diffs + thread_diffs
     if mismatch:
         warnings.insert(0, "compared despite differences (--allow-env-mismatch): " + "; ".join(mismatch))
-        env_keys = sorted({d.split(":")[0] for d in env_diffs})
+        env_keys = [] if host_wise else sorted({d.split(":")[0] for d in env_diffs})
         for row in rows:
-            scenario_thread = any(d.startswith(row.scenario_id.split(" vs ")[0]) for d in thread_diffs)
+            # Differences name their scenario first: "ID: ..." or, for a pair told apart by its
+            # threads, "BASE_ID / CAND_ID: ..." (the row "BASE_ID vs CAND_ID"). Whole ids, not prefixes.
+            sid = row.scenario_id.split(" vs ")[0]
+            scenario_thread = any(d.startswith((f"{sid}: ", f"{sid} / ")) for d in thread_diffs)
             what = []
+            if host_wise and any(d.startswith(f"{row.scenario_id}: ") for d in env_diffs):
+                what.append("host environment differs")
             if env_keys:
                 what.append(
                     "environment differs (" + ", ".join(env_keys[:4]) + (" ..." if len(env_keys) > 4 else "") + ")"

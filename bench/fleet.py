@@ -11,8 +11,11 @@ Rules that keep the numbers honest:
 - `hosts:` in a suite names host groups, which are Dask worker resources
   (`dask worker ... --resources "GROUP=1"`); each scenario runs once per group;
 - a worker lost mid-scenario (its host died) costs only that scenario: Dask starts it
-  again on another worker of the same group, and the row records the lost attempt; a
-  second loss makes the row `failed` with "worker lost".
+  again on another worker of the same group, and the row records the lost attempt; after a
+  second loss its next start is cancelled and the row is `failed` ("worker lost on 2
+  attempts"), listing only the two lost workers;
+- a host group without a live worker at every check for 30 s (two checks at least) fails
+  its queued scenarios (a worker restarting for a moment does not).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 2  # the first try and one retry after a lost worker
 _POLL_S = 0.5
 _WORKER_CHECK_S = 5.0
+NO_WORKER_GRACE_S = 30.0  # a group without a live worker this long (and at two checks) fails its queued scenarios
 
 
 @dataclass(frozen=True)
@@ -178,25 +182,29 @@ def run_suite_on_fleet(
         futures[future] = scenario
     pending = set(futures)
     last_check_s = time.monotonic()
+    absent = _AbsentGroups()
     try:
         while pending:
-            finished = {f: None for f in pending if f.done()}
-            if not finished:
-                time.sleep(_POLL_S)
-            given_up = {
-                f: cause for f in pending - finished.keys() if (cause := _too_many_attempts(futures[f], attempts))
-            }
+            # future: (why, whether its last start is one we cancel rather than one whose worker was lost)
+            given_up = {f: (cause, True) for f in pending if (cause := _too_many_attempts(futures[f], attempts))}
             if time.monotonic() - last_check_s > _WORKER_CHECK_S:
                 last_check_s = time.monotonic()
-                live = _live_groups(client)
-                waiting = pending - finished.keys() - given_up.keys()
-                given_up.update((f, cause) for f in waiting if (cause := _no_worker_left(futures[f], live)))
-            for future in given_up:
-                future.cancel()
-            for future, cause in {**finished, **given_up}.items():
+                gone = absent.update(_live_groups(client), {futures[f].host_group for f in pending}, last_check_s)
+                waiting = pending - given_up.keys()
+                given_up.update((f, (cause, False)) for f in waiting if (cause := _no_worker_left(futures[f], gone)))
+            for future in list(given_up):
+                if future.done():  # it ended after all (since the loop looked): its result is kept
+                    del given_up[future]
+                else:
+                    future.cancel()
+            finished = {f: None for f in pending - given_up.keys() if f.done()}
+            if not finished and not given_up:
+                time.sleep(_POLL_S)
+                continue
+            for future, why in {**finished, **given_up}.items():
                 pending.discard(future)
                 scenario = futures[future]
-                record = _record_of(context, future, scenario, attempts.started(scenario.id), cause)
+                record = _record_of(context, future, scenario, attempts.started(scenario.id), why)
                 progress.scenario_started(len(futures) - len(pending), len(futures), scenario.id)
                 append_record(context.results_path, record)
                 context.records.append(record)
@@ -213,15 +221,44 @@ def run_suite_on_fleet(
 
 
 def _too_many_attempts(scenario: Scenario, attempts: _Attempts) -> str | None:
-    if len(attempts.started(scenario.id)) > MAX_ATTEMPTS:  # its hosts keep dying under it
-        return f"worker lost on {MAX_ATTEMPTS} attempts"
+    starts = attempts.started(scenario.id)
+    if len(starts) > MAX_ATTEMPTS:  # its hosts keep dying under it: the new start is not waited for
+        return (
+            f"worker lost on {len(starts) - 1} attempts; attempt {len(starts)}, on {starts[-1]}, "
+            "was cancelled by bench (not lost)"
+        )
     return None
 
 
-def _no_worker_left(scenario: Scenario, live_groups: set[str | None]) -> str | None:
-    if scenario.host_group in live_groups:
+class _AbsentGroups:
+    """Host groups with no live worker, given up on only once absent at two checks in a row and for
+    NO_WORKER_GRACE_S: a group's only worker restarting (a nanny restart, a brief disconnect) is
+    not a group gone for good."""
+
+    def __init__(self) -> None:
+        self._since: dict[str | None, tuple[float, int]] = {}  # group: (first seen absent, checks absent)
+
+    def update(self, live: set[str | None], groups: set[str | None], now: float) -> set[str | None]:
+        """Record one check; the groups (of `groups`) gone long enough to give their scenarios up."""
+        for group in list(self._since):
+            if group in live:
+                del self._since[group]  # back: the count starts again at its next absence
+        gone = set()
+        for group in groups - live:
+            first, checks = self._since.get(group, (now, 0))
+            self._since[group] = (first, checks + 1)
+            if checks + 1 >= 2 and now - first >= NO_WORKER_GRACE_S:
+                gone.add(group)
+        return gone
+
+
+def _no_worker_left(scenario: Scenario, gone_groups: set[str | None]) -> str | None:
+    if scenario.host_group not in gone_groups:
         return None
-    return f"no worker{f' of host group {scenario.host_group}' if scenario.host_group else ''} is left to run it"
+    return (
+        f"no worker{f' of host group {scenario.host_group}' if scenario.host_group else ''} is left to run it "
+        f"(none seen for {NO_WORKER_GRACE_S:g} s)"
+    )
 
 
 def _live_groups(client) -> set[str | None]:
@@ -232,15 +269,22 @@ def _live_groups(client) -> set[str | None]:
 
 
 def _record_of(
-    context: runner.RunContext, future, scenario: Scenario, starts: list[str], given_up: str | None
+    context: runner.RunContext, future, scenario: Scenario, starts: list[str], given_up: tuple[str, bool] | None
 ) -> ResultRecord:
-    """The row for a finished future: the host's record with its files stored here, or a failed row."""
+    """The row for a finished future: the host's record with its files stored here, or a failed row.
+
+    `given_up`: (why, last_cancelled) when the loop gave the scenario up. Every start but the
+    last lost its worker (Dask starts a task again only then); the last one was cancelled here
+    (last_cancelled: too many losses) or its worker is gone as well (no worker left)."""
     if given_up is not None:
-        return _failed_row(context, scenario, starts, given_up)
+        cause, last_cancelled = given_up
+        return _failed_row(context, scenario, starts, starts[:-1] if last_cancelled else starts, cause)
     try:
         payload = future.result()
     except Exception as exc:  # Dask's KilledWorker (lost too often), or bench broke on the host
-        return _failed_row(context, scenario, starts, f"the fleet task failed: {type(exc).__name__}: {exc}")
+        # KilledWorker: every start lost its worker; anything else was raised by the last start.
+        lost = starts if type(exc).__name__ == "KilledWorker" else starts[:-1]
+        return _failed_row(context, scenario, starts, lost, f"the fleet task failed: {type(exc).__name__}: {exc}")
     _store_files(context.run_dir, payload["files"])
     _store_environment(context.run_dir, payload["environment"])
     record = ResultRecord.from_dict(payload["record"])
@@ -256,11 +300,14 @@ def _lost(starts: list[str], final_worker: str) -> list[dict[str, Any]]:
     return [{"worker": w, "reason": "worker lost"} for w in lost]
 
 
-def _failed_row(context: runner.RunContext, scenario: Scenario, starts: list[str], cause: str) -> ResultRecord:
+def _failed_row(
+    context: runner.RunContext, scenario: Scenario, starts: list[str], lost: list[str], cause: str
+) -> ResultRecord:
+    """A failed row; fleet.lost_attempts lists only the starts whose worker was really lost."""
     reason = f"{cause} (started on: {', '.join(starts) or 'no worker'})"
     base = runner.record_base(context, scenario, runner.utc_now())
     base["environment_fingerprint"] = None  # measured nowhere
-    attempts = [{"worker": w, "reason": cause} for w in starts]
+    attempts = [{"worker": w, "reason": "worker lost"} for w in lost]
     return ResultRecord(**base, status="failed", reason=reason, fleet=FleetPlacement(lost_attempts=attempts))
 
 

@@ -127,8 +127,8 @@ def start_run(suite: Suite, reports_dir: Path, *, rss_interval_s: float | None =
     return context
 
 
-def resume_run(run_dir: Path, *, rss_interval_s: float | None = None) -> RunContext:
-    """Reopen an interrupted run folder; `pending` lists the scenarios that have no row yet."""
+def _read_resumable(run_dir: Path) -> tuple[dict[str, Any], Suite]:
+    """run.json and the suite of a run folder to resume; UserError when it is not one."""
     results_path, suite_path = run_dir / "results.jsonl", run_dir / "suite.yaml"
     if not results_path.is_file() or not suite_path.is_file():
         raise UserError(f"{run_dir} is not a run folder (expected results.jsonl and suite.yaml in it)")
@@ -136,6 +136,64 @@ def resume_run(run_dir: Path, *, rss_interval_s: float | None = None) -> RunCont
     # The copy in the run folder reads model paths from the original suite's folder.
     base_dir = Path(info["suite_dir"]) if info.get("suite_dir") else None
     suite = parse_suite(suite_path.read_text(encoding="utf-8"), str(suite_path), max_scenarios=10**9, base_dir=base_dir)
+    return info, suite
+
+
+def check_resume_mode(run_dir: Path, *, on_fleet: bool) -> None:
+    """Refuse to resume a fleet run here, or a local run on a fleet: its rows would mix two kinds of host.
+
+    A fleet run is one whose run.json names a scheduler, whose suite names host groups, or
+    that has a row measured on a fleet host."""
+    info, suite = _read_resumable(run_dir)
+    _check_resume_mode(run_dir, info, suite, on_fleet)
+
+
+def _fleet_rows(results_path: Path) -> int:
+    count = 0
+    for line in results_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue  # a half-written last line: resume_run sets it aside and says so
+        count += isinstance(data, dict) and bool(data.get("fleet"))
+    return count
+
+
+def _check_resume_mode(run_dir: Path, info: dict[str, Any], suite: Suite, on_fleet: bool) -> None:
+    fleet_rows = _fleet_rows(run_dir / "results.jsonl")
+    if info.get("scheduler"):
+        why = f"it was started on the Dask scheduler {info['scheduler']}"
+    elif suite.hosts:
+        why = f"its suite names host groups (hosts: {', '.join(suite.hosts)})"
+    elif fleet_rows:
+        why = f"{fleet_rows} of its rows were measured on fleet hosts"
+    else:
+        why = None
+    if why and not on_fleet:
+        scheduler = info.get("scheduler") or "ADDRESS"
+        raise UserError(
+            f"cannot resume {run_dir} here: it is a fleet run ({why}). Without --scheduler its remaining "
+            "scenarios would be measured on this machine, the client, and their rows mixed with the fleet "
+            "hosts' rows as if they came from the same hosts. Resume it on the fleet: "
+            f"bench run --resume {run_dir} --scheduler {scheduler}"
+        )
+    if not why and on_fleet:
+        raise UserError(
+            f"cannot resume {run_dir} on a fleet: it is a local run (its run.json names no scheduler and none of "
+            "its rows came from a fleet host), so its rows were measured on the machine that started it, and "
+            "rows from fleet hosts would be mixed with them as if from the same machine. Resume it on that "
+            f"machine without --scheduler: bench run --resume {run_dir}; or start a new fleet run of its suite"
+        )
+
+
+def resume_run(run_dir: Path, *, rss_interval_s: float | None = None, on_fleet: bool = False) -> RunContext:
+    """Reopen an interrupted run folder; `pending` lists the scenarios that have no row yet.
+
+    `on_fleet`: the caller will send the pending scenarios to a fleet (a fleet run must be
+    resumed on one, a local run must not be)."""
+    info, suite = _read_resumable(run_dir)
+    _check_resume_mode(run_dir, info, suite, on_fleet)
+    results_path = run_dir / "results.jsonl"
     _set_aside_partial_line(results_path)
     records, _ = read_records(results_path)
     environment = collect_environment()
@@ -145,13 +203,70 @@ def resume_run(run_dir: Path, *, rss_interval_s: float | None = None) -> RunCont
             f"cannot resume {run_dir} here: the environment differs from the one it started on "
             "(CPU, cores, kernel, Python or library versions); start a new run instead"
         )
+    started_on, now_on = recorded.get("git"), environment.get("git")
+    if isinstance(started_on, dict) and started_on.get("dirty") is False:
+        now_on = _git_apart_from(now_on, run_dir.parent)  # the run's own files are no code change
+    git_problem = git_difference(started_on, now_on)
+    if git_problem:
+        raise UserError(f"cannot resume {run_dir} here: {git_problem}")
     context = RunContext(
         run_dir.name, run_dir, suite, recorded, run_dir.parent / ".cache" / "artifacts", rss_interval_s, records
     )
     done = {r.scenario_id for r in records}
     context.pending = [s for s in suite.scenarios if s.id not in done]
-    write_run_info(context, status="running", resumed_at=[*info.get("resumed_at", []), utc_now()])
+    # finished_at belonged to the interrupted part; the run has not finished while it runs again.
+    write_run_info(context, status="running", finished_at=None, resumed_at=[*info.get("resumed_at", []), utc_now()])
     return context
+
+
+def _git_apart_from(git: Any, reports_dir: Path) -> Any:
+    """`git` (environment.git_info()), not counting the reports folder as uncommitted changes: a
+    run folder inside the checkout (and not git-ignored) is the run's own output, not a code change."""
+    if not isinstance(git, dict) or not git.get("dirty"):
+        return git
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--", ":/", f":(exclude){reports_dir.resolve()}"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return git
+    if done.returncode != 0:  # e.g. the reports folder is outside the checkout: nothing to leave out
+        return git
+    return {**git, "dirty": bool(done.stdout.strip())}
+
+
+def git_difference(recorded: Any, current: Any) -> str | None:
+    """Why the code checked out now is not the code a run started on, or None.
+
+    Its rows are stamped with the run's recorded git sha, so rows measured from other code
+    would carry a false sha. None too when either side cannot tell (no git, not a checkout)."""
+    if not isinstance(recorded, dict) or not isinstance(current, dict):
+        return None
+    old_sha, new_sha = recorded.get("sha"), current.get("sha")
+    if not old_sha or not new_sha:
+        return None
+    old_dirty, new_dirty = recorded.get("dirty"), current.get("dirty")
+    if old_sha == new_sha and (old_dirty is None or new_dirty is None or old_dirty == new_dirty):
+        return None
+
+    def state(sha: str, dirty: bool | None, branch: Any) -> str:
+        where = f" (branch {branch})" if branch and branch != "HEAD" else ""
+        return f"commit {sha[:12]}{where}" + (", with uncommitted changes" if dirty else "")
+
+    started = state(old_sha, old_dirty, recorded.get("branch"))
+    now = state(new_sha, new_dirty, current.get("branch"))
+    if old_sha != new_sha:
+        back = f"`git checkout {old_sha[:12]}`" + (" and restore its uncommitted changes" if old_dirty else "")
+    elif old_dirty:
+        back = "restore the uncommitted changes it ran with"
+    else:
+        back = "set the changes made since aside (`git stash`; `git stash pop` once the run is done)"
+    return (
+        f"the run was started on {started}, and the checkout is now at {now}. Its rows are stamped with the "
+        f"commit they ran on, so rows measured from other code would carry a false sha and mix two versions in "
+        f"one run. To continue it, go back: {back}, then resume; or start a new run for the current code"
+    )
 
 
 def _set_aside_partial_line(results_path: Path) -> None:

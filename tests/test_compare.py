@@ -566,3 +566,85 @@ def test_fleet_runs_are_compared_host_by_host_not_by_their_clients(tmp_path):
     changed = pair(tmp_path / "2", edit_record=_as_fleet({MLP: "host-b"}))[1]
     with pytest.raises(UserError, match=f"{MLP}: measured on host environment host-a .baseline. vs host-b"):
         compare_runs(base, changed)
+
+
+def _fleet_candidate(tmp_path: Path, fingerprint: str, host_environment: dict | None):
+    """The same suite measured on a fleet: its environment.json is the client's (here: identical to the
+    local run's), each row carries its host's fingerprint, environments/<fp>.json keeps that host's."""
+    base, cand = pair(tmp_path, edit_record=_as_fleet({s.scenario_id: fingerprint for s in SPECS}))
+    if host_environment is not None:
+        folder = Path(cand.source) / "environments"
+        folder.mkdir()
+        env = {**json.loads((Path(cand.source) / "environment.json").read_text()), **host_environment}
+        (folder / f"{fingerprint}.json").write_text(json.dumps({**env, "fingerprint": fingerprint}))
+    return base, read_run_folder(Path(cand.source))
+
+
+def test_a_local_run_against_a_fleet_run_compares_each_rows_host_not_the_client(tmp_path):
+    # The client's environment.json matches the local run's, but the hosts that measured were other CPUs.
+    base, cand = _fleet_candidate(tmp_path, "host-a", {"cpu_model": "Fleet CPU"})
+    with pytest.raises(IncomparableError) as info:
+        compare_runs(base, cand)
+    expected = (
+        f"{MLP}: measured on host environment f00dfeedf00dfeed (baseline) vs host-a (candidate) "
+        "(cpu_model: Test CPU 9000 (baseline) vs Fleet CPU (candidate))"
+    )
+    assert expected in str(info.value)
+    with pytest.raises(IncomparableError, match="cpu_model: Fleet CPU .baseline. vs Test CPU 9000 .candidate."):
+        compare_runs(cand, base)  # either side may be the fleet run
+    comparison = compare_runs(base, cand, allow_env_mismatch=True)
+    assert all(r.note.startswith("WARNING: host environment differs") for r in comparison.rows)
+
+    # A host whose environment is not kept: still refused, saying it cannot say how.
+    base, cand = _fleet_candidate(tmp_path / "unkept", "host-b", None)
+    with pytest.raises(IncomparableError, match="no environment is kept for the candidate host .host-b."):
+        compare_runs(base, cand)
+
+    # Fleet hosts with the local machine's environment: comparable, whatever the client was.
+    base, cand = _fleet_candidate(tmp_path / "same", "f00dfeedf00dfeed", None)
+    edit_run(Path(cand.source), environment={"cpu_model": "the client's laptop"})
+    assert compare_runs(base, read_run_folder(Path(cand.source))).comparable
+
+
+def _rename(old: str, new: str, **fields):
+    def edit(record):
+        if record["scenario_id"] == old:
+            record.update(scenario_id=new, **fields)
+
+    return edit
+
+
+CNN = "tiny_cnn-b1-t1-fp32-eager"
+
+
+@pytest.mark.parametrize(
+    ("new_id", "fields"),
+    [(f"{CNN}@lab", {"host_group": "lab"}), (f"{CNN}-pruned-l1-50", {"variant": "pruned-l1-50"})],
+)
+def test_scenarios_on_another_host_group_or_variant_are_not_a_thread_difference(tmp_path, new_id, fields):
+    base, cand = pair(tmp_path, seed_c=1, edit_record=_rename(CNN, new_id, **fields))
+    comparison = compare_runs(base, cand)  # not refused: nothing about threads differs
+    assert comparison.thread_differences == []
+    assert comparison.baseline_only == [CNN] and comparison.candidate_only == [new_id]
+    assert comparison.scenarios == 2
+
+
+def test_ids_that_differ_but_not_in_threads_are_never_called_a_thread_difference(tmp_path):
+    base, cand = pair(tmp_path, seed_c=1, edit_record=_rename(CNN, f"{CNN}-other"))
+    comparison = compare_runs(base, cand)
+    assert comparison.thread_differences == [] and comparison.candidate_only == [f"{CNN}-other"]
+
+
+def test_a_thread_warning_marks_only_its_own_scenario_not_those_whose_id_it_extends(tmp_path):
+    longer = f"{MLP}-s64x2"  # MLP is a prefix of this id
+    rename = _rename("tiny_mlp-b4-t1-fp32-eager", longer)
+    base, cand = pair(
+        tmp_path, seed_c=1,
+        edit_record=lambda r: (rename(r), r.update(torch_num_threads=4 if r["scenario_id"] == longer else 1)),
+    )  # fmt: skip
+    base = read_run_folder(edit_run(Path(base.source), lambda r: (rename(r), r.update(torch_num_threads=1))))
+    comparison = compare_runs(base, cand, allow_env_mismatch=True)
+    assert comparison.thread_differences == [f"{longer}: torch_num_threads 1 vs 4 (baseline vs candidate)"]
+    notes = {r.scenario_id: r.note for r in comparison.rows if r.metric == "median"}
+    assert "thread settings differ" in notes[longer]
+    assert "thread settings differ" not in notes[MLP]

@@ -66,6 +66,7 @@ PIPE_BYTES = 1 << 20  # room for 131072 queued requests before the generator's w
 START_DELAY_S = 0.05  # instances get their command, then all start at the same monotonic time
 LOW_LOAD_FRACTION = 0.1
 LOW_LOAD_MARGIN = 1.25  # Poisson counts vary: aim 25 % above the fewest requests a valid step needs
+LOW_LOAD_CEILING = 0.5  # a "low-load" step above half the capacity would not be one
 # Server mode halves a failing rate at most down to start / 32: far below capacity the p99 is the
 # serving overhead plus single-stream latency, and halving further only makes the steps longer.
 MIN_RATE_DIVISOR = 32
@@ -303,6 +304,7 @@ def measure_point(
     raw.update({f"closed_loop_{key}": v for key, v in closed_raw.items()})
 
     limits = StepLimits(policy.step_min_duration_s, policy.step_min_requests, policy.step_max_duration_s)
+    fits = LOW_LOAD_MARGIN * policy.step_min_requests / policy.step_max_duration_s
     floor_p99_s = floor_p99_s if floor_p99_s is not None else closed.latency_s.p99  # k = 1: its own
 
     def run_step(rate: float, index: int) -> ServerStep:
@@ -318,16 +320,30 @@ def measure_point(
             f"at {threads} thread(s) per instance ({floor_p99_s * 1e3:.3g} ms); no rate can meet it"
         )
     else:
+        # Below `fits` a step cannot hold step_min_requests within step_max_duration_s: never
+        # start or halve below it, or a slow model's search ends at an invalid step.
+        lowest = closed.requests_per_s / 2 / MIN_RATE_DIVISOR
         search = search_max_rate(
-            run_step, start_rate_per_s=closed.requests_per_s / 2, tolerance=policy.tolerance,
-            max_steps=policy.max_steps, min_rate_per_s=closed.requests_per_s / 2 / MIN_RATE_DIVISOR,
+            run_step, start_rate_per_s=max(closed.requests_per_s / 2, fits), tolerance=policy.tolerance,
+            max_steps=policy.max_steps, min_rate_per_s=max(lowest, fits),
+            min_rate_why=(
+                f"the lowest rate whose step holds step_min_requests ({policy.step_min_requests}) within "
+                f"step_max_duration_s ({policy.step_max_duration_s:g} s); raise step_max_duration_s to try lower rates"
+            ) if fits > lowest else "the lowest rate tried",
         )  # fmt: skip
         search_steps, max_rate, stop = search.steps, search.max_rate_per_s, search.stop_reason
     low_load = None
     if max_rate is not None:
-        # A tenth of the capacity, or the lowest rate whose step can still have min_requests in time.
-        fits = LOW_LOAD_MARGIN * policy.step_min_requests / policy.step_max_duration_s
-        low_load = run_step(max(max_rate * LOW_LOAD_FRACTION, fits), len(search_steps))
+        # A tenth of the capacity, or the lowest rate whose step can still be valid; not at all
+        # when that is close to the capacity: it would no longer be a low load.
+        rate = max(max_rate * LOW_LOAD_FRACTION, fits)
+        if rate <= max_rate * LOW_LOAD_CEILING:
+            low_load = run_step(rate, len(search_steps))
+        else:
+            stop += (
+                f"; no low-load step: the lowest rate a valid step allows ({fits:.4g}/s) is over "
+                f"{LOW_LOAD_CEILING:.0%} of the highest passing rate"
+            )
     memory = instance_memory(group, k)  # after serving; before offline's big batches (VmHWM keeps those)
 
     phase(f"capacity {layout}: offline (batch {policy.offline_batch_size})")

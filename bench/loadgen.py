@@ -132,18 +132,20 @@ def evaluate_step(
     n = len(times.scheduled)
     duration_s = (times.scheduled[-1] - times.step_start) if n else 0.0
     finished = [i for i in range(n) if times.ended[i] > 0.0]
-    # Unfinished requests are slower than any finished one; all we know is a lower bound.
+    # Unfinished requests are slower than any finished one: each has waited at least until the
+    # drain ended, and will take at least as long as the slowest finished one. A lower bound.
+    slowest = max((times.ended[i] - times.scheduled[i] for i in finished), default=0.0)
     latencies = sorted(
         [(times.ended[i] - times.scheduled[i], False) for i in finished]
-        + [(times.drain_end - times.scheduled[i], True) for i in range(n) if times.ended[i] <= 0.0],
+        + [(max(times.drain_end - times.scheduled[i], slowest), True) for i in range(n) if times.ended[i] <= 0.0],
         key=lambda pair: (pair[1], pair[0]),
     )
 
     def percentile(p: float) -> tuple[float | None, bool]:
         return nearest_rank(latencies, p) if latencies else (None, False)
 
-    p50, _ = percentile(50)
-    p90, _ = percentile(90)
+    p50, p50_bound = percentile(50)
+    p90, p90_bound = percentile(90)
     p99, p99_bound = percentile(99)
     waits = sorted(times.started[i] - times.scheduled[i] for i in finished)
     services = sorted(times.ended[i] - times.started[i] for i in finished)
@@ -177,6 +179,8 @@ def evaluate_step(
         latency_p99_s=p99,
         latency_max_s=latencies[-1][0] if latencies else None,
         p99_lower_bound=p99_bound,
+        p50_lower_bound=p50_bound,
+        p90_lower_bound=p90_bound,
         wait_p99_s=nearest_rank(waits, 99) if waits else None,
         service_p99_s=nearest_rank(services, 99) if services else None,
         send_lag_p99_s=nearest_rank(lags, 99) if lags else None,
@@ -204,6 +208,7 @@ def search_max_rate(
     tolerance: float,
     max_steps: int,
     min_rate_per_s: float = 0.0,
+    min_rate_why: str = "the lowest rate to try",
 ) -> SearchResult:
     """Widen the rate x2 until a step fails (or halve it until one passes), then bisect.
 
@@ -231,7 +236,7 @@ def search_max_rate(
             failed = rate
         if passed is None:
             if rate / 2 < min_rate_per_s:
-                reason = f"stopped: halving again would go below the lowest rate tried, {min_rate_per_s:.4g}/s"
+                reason = f"stopped: halving again would go below {min_rate_per_s:.4g}/s, {min_rate_why}"
                 break
             rate /= 2
         elif failed is None:

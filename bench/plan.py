@@ -66,7 +66,8 @@ class SweepPoint:
     per_instance_per_s: float | None
     vs_one_instance: float | None  # per-instance rate / the 1-instance rate: 1.0 = linear
     single_stream_p99_s: float | None  # 1-instance closed loop at this width (MLPerf SingleStream)
-    lowest_server_p99_s: float | None  # the best p99 any server step of this layout had
+    lowest_server_p99_s: float | None  # the best p99 any valid server step of this layout had
+    server_steps: int  # server steps run, valid or not
     closed_loop_samples_per_s: float | None
     offline_samples_per_s: float | None
     uss_bytes: int | None  # largest instance's
@@ -180,7 +181,7 @@ def sweep_points(capacity: CapacityFigures, threads: int, slo_p99_s: float) -> l
         per_instance = rate / f.instances if rate is not None else None
         if f.instances == 1:
             one_instance_rate = per_instance
-        p99s = [s.latency_p99_s for s in steps if s.latency_p99_s is not None]
+        p99s = [s.latency_p99_s for s in steps if s.valid and s.latency_p99_s is not None]
         uss = [m.uss_bytes for m in f.memory if m.uss_bytes is not None]
         shared = [m.rss_bytes - m.uss_bytes for m in f.memory if m.rss_bytes is not None and m.uss_bytes is not None]
         points.append(
@@ -194,6 +195,7 @@ def sweep_points(capacity: CapacityFigures, threads: int, slo_p99_s: float) -> l
                 vs_one_instance=per_instance / one_instance_rate if per_instance and one_instance_rate else None,
                 single_stream_p99_s=single_p99,
                 lowest_server_p99_s=min(p99s) if p99s else None,
+                server_steps=len(steps),
                 closed_loop_samples_per_s=f.closed_loop.samples_per_s if f.closed_loop else None,
                 offline_samples_per_s=f.offline.samples_per_s if f.offline else None,
                 uss_bytes=max(uss) if uss else None,
@@ -241,7 +243,12 @@ def width_option(points: list[SweepPoint], threads: int, request: PlanRequest) -
         if single is not None and single > request.slo_p99_s:
             why = f"the single-stream p99 is {single * 1e3:.3g} ms, above the SLO"
         elif lowest is not None:
-            why = f"no server step met p99 <= {slo_ms:g} ms (the lowest p99 of any step: {lowest * 1e3:.3g} ms)"
+            why = f"no server step met p99 <= {slo_ms:g} ms (the lowest p99 of any valid step: {lowest * 1e3:.3g} ms)"
+        elif any(p.server_steps for p in points):
+            why = (
+                "no server step was valid: none held step_min_requests within step_max_duration_s, so no rate "
+                "was judged (lower step_min_requests or raise step_max_duration_s)"
+            )
         else:
             why = "server mode was not measured at this width"
         return WidthOption(threads, "unreachable", why, sweep=points)
@@ -249,8 +256,8 @@ def width_option(points: list[SweepPoint], threads: int, request: PlanRequest) -
     largest = measured[-1]
     uss, shared = largest.uss_bytes, largest.shared_bytes or 0
     cpu_bound = host.cores // threads
-    memory_bound = (host.memory_bytes - shared) // uss if uss else None
-    instances = cpu_bound if memory_bound is None else min(cpu_bound, max(memory_bound, 0))
+    memory_bound = max(0, (host.memory_bytes - shared) // uss) if uss else None
+    instances = cpu_bound if memory_bound is None else min(cpu_bound, memory_bound)
     base = dict(
         threads_per_instance=threads, measured_instances=largest.instances,
         per_instance_per_s=largest.per_instance_per_s, doubling_efficiency=efficiency,
@@ -300,18 +307,21 @@ def plan_scenario(record: ResultRecord, request: PlanRequest) -> ScenarioPlan:
     )  # fmt: skip
     if not ok:
         reasons = "; ".join(f"{o.threads_per_instance} thread(s) per instance: {o.reason}" for o in options)
-        if any(o.status == "unreachable" for o in options):
+        # A width that meets the SLO where it was measured but does not fit this host makes the
+        # host the problem, whatever the other widths do.
+        if all(o.status == "unreachable" for o in options):
             status = "unreachable"
             reason = (
                 f"p99 <= {request.slo_p99_s * 1e3:g} ms is unreachable with the measured layouts ({reasons}). "
                 "More hosts cannot make one request faster: loosen the SLO, or measure a faster configuration"
             )
         else:
-            status, reason = "does_not_fit", f"no instance fits on the host ({reasons})"
+            status = "does_not_fit"
+            reason = f"no instance that meets the SLO fits on the host ({reasons})"
         return ScenarioPlan(status=status, reason=reason, **base)  # type: ignore[arg-type]
     chosen = max(ok, key=lambda o: o.qps_per_host or 0.0)
     usable = (chosen.qps_per_host or 0.0) * (1 - request.headroom)
-    hosts = math.ceil(request.target_qps / usable)
+    hosts = math.ceil(round(request.target_qps / usable, 9))  # 490 / (700 * 0.7) is 1.0000000000000002
     cost = request.host.cost_per_hour
     cost_per_hour = hosts * cost if cost is not None else None
     per_million = cost_per_hour / (request.target_qps * 3600) * 1e6 if cost_per_hour is not None else None
@@ -436,6 +446,13 @@ def render_markdown(plan: Plan) -> str:
         f"- Percentiles: {plan.percentile_rule}",
         "",
     ]
+    if plan.host_types:  # environment.json is the client's, which measured nothing
+        out[4:6] = [
+            f"- Host: {host.cores} cores, {host.memory_bytes / GIB:.1f} GiB (given) for every host group"
+            if host.source == "given"
+            else "- Host: each host group's own measured machine, at its --host-cost price",
+            "- Measured on: each host group's hosts (see Host types and each group's plan below)",
+        ]
     if plan.host_types:
         rows = []
         for choice in plan.host_types:

@@ -182,6 +182,8 @@ class ServerStep:
     passed: bool  # valid and p99 within the SLO
     reasons: list[str] = field(default_factory=list)  # why invalid or failed
     seed: int = 0
+    p50_lower_bound: bool = False  # as p99_lower_bound, for the p50
+    p90_lower_bound: bool = False
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,27 @@ def test_p99_is_the_nearest_rank_over_every_request_and_unfinished_ones_count_as
     assert any("at least" in r and "3 requests unfinished" in r for r in step.reasons)
 
 
+def test_an_unfinished_request_is_never_counted_faster_than_a_finished_one():
+    offsets = [i * 0.01 for i in range(1, 101)]  # 100/s into one instance serving 50/s: the queue grows
+    step = _evaluate(offsets, service_s=0.02, unfinished=set(range(89, 100)), drain_s=0.001)
+    finished_max = 0.02 * 89 - 0.01 * 88  # request 89 (index 88) waited behind the 88 before it
+    assert step.completed == 89
+    assert step.latency_max_s >= finished_max - 1e-9 and step.latency_p99_s >= finished_max - 1e-9
+    # p90 (rank 90 of 100) falls on the first unfinished request, p50 on a finished one
+    assert step.p90_lower_bound and step.p99_lower_bound and not step.p50_lower_bound
+    assert step.latency_p90_s >= finished_max - 1e-9
+
+
+def test_the_search_never_goes_below_the_lowest_rate_and_says_why():
+    run_step, rates = _fake_system(capacity_per_s=30)  # serves 30/s; a valid step needs 62.5/s
+    result = search_max_rate(run_step, start_rate_per_s=62.5, tolerance=0.1, max_steps=20, min_rate_per_s=62.5,
+                             min_rate_why="the lowest rate whose step holds step_min_requests")  # fmt: skip
+    assert rates == [62.5] and result.max_rate_per_s is None
+    assert "halving again would go below 62.5/s, the lowest rate whose step holds step_min_requests" in (
+        result.stop_reason
+    )
+
+
 def _fake_system(capacity_per_s: float, floor_p99_s: float = 0.001, slo_s: float = 0.01):
     """A server whose p99 is low below `capacity_per_s` and unbounded above it."""
     rates: list[float] = []

@@ -99,6 +99,37 @@ def test_an_instance_that_fits_nowhere_on_the_host_does_not_fit():
     assert "GiB" in plan.reason
 
 
+def test_a_target_that_one_host_serves_exactly_needs_one_host():
+    one_core = capacity([layout(1, 1, [(700, 0.01), (800, 0.09)], SLO_S)], SLO_S, usable_cores=1)
+    plan = plan_scenario(record(one_core), _request(cores=1, target=490))  # 700 x (1 - 0.3) is 489.99999999999994
+    assert plan.usable_qps_per_host == pytest.approx(490) and plan.hosts == 1
+
+
+def test_unreachable_names_the_lowest_p99_of_valid_steps_and_a_run_without_any():
+    slow = layout(1, 1, [(100, 0.08), (200, 0.09)], SLO_S)
+    early = dataclasses.replace(slow.server.steps[0], rate_per_s=50, latency_p99_s=0.015, valid=False, passed=False)
+    slow = dataclasses.replace(slow, server=dataclasses.replace(slow.server, steps=[early, *slow.server.steps]))
+    plan = plan_scenario(record(capacity([slow], SLO_S)), _request())
+    assert plan.status == "unreachable" and "the lowest p99 of any valid step: 80 ms" in plan.reason, plan.reason
+    invalid_only = dataclasses.replace(slow, server=dataclasses.replace(slow.server, steps=[early]))
+    plan = plan_scenario(record(capacity([invalid_only], SLO_S)), _request())
+    assert plan.status == "unreachable" and "no server step was valid" in plan.reason, plan.reason
+    assert "step_max_duration_s" in plan.reason
+
+
+def test_a_width_that_meets_the_slo_but_not_the_host_is_does_not_fit_not_unreachable():
+    wide_meets = layout(1, 2, [(600, 0.005), (1200, 0.09)], SLO_S)
+    narrow_misses = layout(1, 1, [(300, 0.08)], SLO_S, single_p99_s=0.06)
+    plan = plan_scenario(record(capacity([wide_meets, narrow_misses], SLO_S)), _request(cores=1))
+    assert plan.status == "does_not_fit", plan.reason
+    assert "needs 2 cores and the host has 1" in plan.reason
+
+
+def test_shared_memory_above_the_hosts_memory_leaves_room_for_no_instance_not_fewer_than_none():
+    plan = plan_scenario(record(two_core_run()), _request(memory_gib=0.1))  # 200 MiB shared > 102 MiB
+    assert {o.instances_memory_bound for o in plan.options} == {0} and plan.status == "does_not_fit"
+
+
 def test_rate_at_a_looser_slo_than_searched_is_a_lower_bound_when_nothing_above_failed():
     steps = two_core_run().layouts[0].server.steps  # rates 900, 1800, 2000, 3600; p99 10, 30, 90, 500 ms
     assert rate_at_slo(steps, 0.05) == (1800, False)
@@ -197,6 +228,8 @@ def test_a_fleet_plan_plans_each_host_group_on_its_own_machine_and_names_the_che
     assert (choice.scenario, choice.cheapest, choice.groups) == ("tiny_mlp-b1-t1-fp32-eager", "c2", ["c2", "c64"])
     text = render_markdown(plan)
     assert "## Host types" in text and "c2 **cheapest**" in text and "Host group **c64**" in text
+    # the run's environment.json is the client's: the header describes no single machine
+    assert "- Measured on: each host group's hosts" in text and "usable cores" not in text.split("## Host types")[0]
 
     unpriced = {**groups, "c64": dataclasses.replace(base, host=Host(64, 256 * GIB, None, "c64's machine"))}
     (choice,) = make_plan("r", [small, big], {}, base, unpriced).host_types

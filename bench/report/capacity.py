@@ -27,7 +27,8 @@ CAPTION = (
     "Server mode: each point is one step of Poisson arrivals at a fixed offered rate; x is the requests completed "
     "per second, y the step's p99 latency from each request's scheduled arrival (nearest rank; log scale). Filled: "
     "the step met the SLO; cross: it did not; hollow: invalid (too short or too few requests); square: the "
-    "low-load step at a tenth of the highest passing rate (hollow when invalid). Above capacity the p99 grows "
+    "low-load step at a tenth of the highest passing rate, or the lowest rate a valid step allows (hollow when "
+    "invalid). Above capacity the p99 grows "
     "with the step's length (the queue has no bound), which is why the curve turns up."
 )
 

@@ -188,5 +188,6 @@ def test_the_sender_writes_each_request_at_its_time_and_sleeps_in_between():
         os.close(write_fd)
     assert [int.from_bytes(data[i : i + 8], "little") for i in range(0, len(data), 8)] == list(range(50))
     assert all(s >= t for s, t in zip(sent, scheduled, strict=True))  # never early
-    assert sum(sleeps) >= 0.09  # it slept through the gaps ...
-    assert cpu_s < 0.05  # ... rather than spinning through them
+    # It slept through the gaps rather than spinning: judged by its CPU time, since a stall of
+    # a busy host makes requests due at once and so shortens the sleeps (seen in a helper's run).
+    assert sleeps and cpu_s < 0.05

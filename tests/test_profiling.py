@@ -396,13 +396,15 @@ def test_profiling_never_leaks_into_the_timed_figures(tmp_path):
     overhead, which the profile measures in its own process (the median profiled call over the
     median warmup call just before it, ~2x for tiny_mlp); an attempt counts only when the bound is
     below that (decisive), so the test can fail. An attempt beyond the bound or too noisy to tell
-    is followed by another (profiled, plain) pair, up to three: the first decisive attempt within
-    the bound passes; none, and any beyond it, fails; only too-noisy attempts skip, saying so.
-    (With a profiler injected into the timed worker, a first attempt gave 26.5 / 27.5 us plain and
-    51.4 us profiled: beyond.) On a machine whose speed flips between runs this statistical check
-    can still be fooled (two slow plain runs around a fast leaky one); the structural guarantee is
-    checked always: each profile started after its timed worker's last event, so in another
-    process and never during the timed rounds.
+    is followed by another (profiled, plain) pair, up to five: the first decisive attempt within
+    the bound passes; two decisive attempts beyond it fail (a leak is beyond every time, while one
+    can be bad luck: in a CI run tiny_mlp's plain medians were 27.0 and 26.8 us, the profiled run's
+    44.1 us, then the plain runs went 55.9 and 42.8 us with no profiler near them); otherwise the
+    test skips, saying why. (With a profiler injected into the timed worker, a first attempt gave
+    26.5 / 27.5 us plain and 51.4 us profiled: beyond.) On a machine whose speed flips between
+    runs this statistical check can still be fooled (two slow plain runs around a fast leaky
+    one); the structural guarantee is checked always: each profile started after its timed
+    worker's last event, so in another process and never during the timed rounds.
     """
     from bench.runner import run_suite, start_run
     from bench.suite import parse_suite
@@ -418,8 +420,8 @@ def test_profiling_never_leaks_into_the_timed_figures(tmp_path):
         return record, context.run_dir
 
     before, _ = run(plain)
-    attempts, beyond = [], False
-    for _ in range(3):
+    attempts, beyond = [], 0  # decisive attempts beyond the bound
+    for _ in range(5):
         record, run_dir = run(profiled)
         after, _ = run(plain)
         assert before.profile is None and after.profile is None
@@ -434,12 +436,15 @@ def test_profiling_never_leaks_into_the_timed_figures(tmp_path):
             f"bound {bound:.1%}; a leak would shift {leak:.1%} (overhead {record.profile.profiler_overhead:.2f}x)"
         )
         print(attempts[-1])
-        if shift <= bound < leak:
-            return
-        beyond = beyond or shift > bound
+        if bound < leak:
+            if shift <= bound:
+                return
+            beyond += 1
+            if beyond == 2:
+                pytest.fail(
+                    "two decisive attempts put a profiled run's timed median beyond noise:\n" + "\n".join(attempts)
+                )
         before = after
-    if beyond:
-        pytest.fail("a profiled run's timed median is beyond noise, and no attempt was within:\n" + "\n".join(attempts))
     pytest.skip("too noisy to tell a leak from noise here:\n" + "\n".join(attempts))
 
 

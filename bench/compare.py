@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import textwrap
 import zlib
@@ -428,14 +427,7 @@ def _row_environment(run: RunSnapshot, fp: str) -> dict[str, Any] | None:
     (a fleet run's environment.json is its client's, which measured nothing, whatever its fingerprint)."""
     if not is_fleet_run(run):
         return run.environment if run.environment.get("fingerprint") == fp else None
-    if run.source.startswith("history:") or not re.fullmatch(r"[A-Za-z0-9_-]+", fp):  # history: the run's only
-        return None
-    path = Path(run.source) / "environments" / f"{fp}.json"
-    try:
-        environment = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return environment if isinstance(environment, dict) else None
+    return run.host_environments.get(fp) or None  # {}: the file was unreadable (runfolder warned)
 
 
 def host_differences(

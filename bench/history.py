@@ -162,6 +162,8 @@ class RunSnapshot:
     info: dict[str, Any]
     results: dict[str, ScenarioResult]
     warnings: list[str] = field(default_factory=list)
+    # a fleet run folder's environments/<fingerprint>.json (the history keeps none)
+    host_environments: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str | None:
@@ -220,6 +222,7 @@ def read_run_folder(path: Path) -> RunSnapshot:
         info=info,
         results=results,
         warnings=warnings,
+        host_environments=folder.host_environments,
     )
 
 

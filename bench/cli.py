@@ -37,6 +37,8 @@ examples:
                                              where one scenario's time goes, op by op
   bench run scenarios/pruning.yaml --shuffle run in a seeded random order (drift spread evenly)
   bench run SUITE --scheduler tcp://HOST:8786   measure it on a Dask fleet of hosts
+  bench export reports/RUN-ID --format bencher   a run's rows for a dashboard (also github-action-benchmark,
+                                             openmetrics)
 """
 
 
@@ -210,11 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--reports", type=Path, default=Path("reports"), help="reports folder (artifact cache)")
     profile.set_defaults(handler=_cmd_profile)
 
-    from bench import compare, history, plan
+    from bench import compare, export, history, plan
 
     history.add_parsers(commands, common)
     compare.add_parsers(commands, common)
     plan.add_parsers(commands, common)
+    export.add_parsers(commands, common)
     return parser
 
 

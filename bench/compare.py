@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import textwrap
 import zlib
@@ -787,9 +788,12 @@ def _md(text: Any) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
 
 
-def format_markdown(comparison: Comparison) -> str:
+def format_markdown(comparison: Comparison, *, status_mark: bool = False) -> str:
+    """A pull-request comment; `status_mark` starts the heading with a pass/fail mark (a job summary)."""
     counts = {v: comparison.count(v) for v in VERDICTS}
     headline = ", ".join(f"**{n} {v}**" if v == "regressed" and n else f"{n} {v}" for v, n in counts.items())
+    if status_mark:
+        headline = (":x: " if comparison.regressed else ":white_check_mark: ") + headline
     b, c = comparison.baseline, comparison.candidate
     lines = [
         f"### bench compare: {headline}",
@@ -824,6 +828,23 @@ def format_markdown(comparison: Comparison) -> str:
     lines += table(comparison.rows)
     lines += ["", "</details>", "", f"<sub>{_md(comparison.rule.describe())}</sub>", ""]
     return "\n".join(lines)
+
+
+def _annotation(text: str) -> str:
+    """A workflow command's message: GitHub reads %, CR and LF as escapes there."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def github_annotations(comparison: Comparison) -> list[str]:
+    """One `::error` line per regressed metric and one `::warning` per warning, for the job's log and summary."""
+    lines = [
+        f"::error title=bench compare: {_annotation(row.scenario_id)}::{_annotation(row.title)} regressed "
+        f"({_pct(row.change)}: {_value(row, row.baseline)} -> {_value(row, row.candidate)})"
+        for row in comparison.rows
+        if row.verdict == "regressed"
+    ]
+    lines += [f"::warning title=bench compare::{_annotation(w)}" for w in comparison.warnings]
+    return lines
 
 
 def _md_sha(run: RunSnapshot) -> str:
@@ -871,6 +892,7 @@ examples:
   bench compare reports/20261120-101010-quickstart reports/20261123-143725-quickstart
   bench compare --baseline main reports/20261123-143725-quickstart --format markdown --output comment.md
   bench compare 20261120-101010-quickstart 20261123-143725-quickstart --format json
+  bench compare --baseline main reports/20261123-143725-quickstart --format github   (in a GitHub Actions step)
 """
 
 
@@ -933,7 +955,14 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         help="compare runs from different environments or thread settings anyway (every row warns)",
     )
     out = compare.add_argument_group("output")
-    out.add_argument("--format", choices=("table", "markdown", "json"), default="table", help="default: table")
+    out.add_argument(
+        "--format",
+        choices=("table", "markdown", "json", "github"),
+        default="table",
+        help="default: table. github: Markdown for a GitHub Actions job summary (regressions first, the rest "
+        "folded), appended to $GITHUB_STEP_SUMMARY when it is set and --output is not given, and an ::error "
+        "annotation per regressed metric on standard output",
+    )
     out.add_argument("--output", type=Path, metavar="FILE", help="write there instead of to stdout")
     out.add_argument("--changes-only", action="store_true", help="table: leave out unchanged rows")
     compare.set_defaults(handler=cli_compare)  # fmt: skip
@@ -968,10 +997,22 @@ def cli_compare(args: argparse.Namespace) -> int:
     comparison = compare_runs(baseline, candidate, rule, allow_env_mismatch=args.allow_env_mismatch)
     if args.format == "json":
         text = json.dumps(to_json(comparison), indent=2)
-    elif args.format == "markdown":
-        text = format_markdown(comparison)
+    elif args.format in ("markdown", "github"):
+        text = format_markdown(comparison, status_mark=args.format == "github")
     else:
         text = format_text(comparison, changes_only=args.changes_only)
+    if args.format == "github":
+        for line in github_annotations(comparison):
+            print(line)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if args.output is None and summary:
+            try:
+                with open(summary, "a", encoding="utf-8") as f:  # other steps' summaries stay
+                    f.write(text + "\n")
+            except OSError as exc:
+                raise UserError(f"cannot append to $GITHUB_STEP_SUMMARY ({summary}): {exc.strerror or exc}") from None
+            print(f"{comparison.summary()}; appended to the job summary", file=sys.stderr)
+            return 1 if comparison.regressed else 0
     if args.output:
         try:
             Path(args.output).write_text(text + "\n", encoding="utf-8")

@@ -451,6 +451,26 @@ def test_markdown_escapes_what_would_break_a_table(tmp_path):
     assert "a \\| b &lt;script>" in text and "<script>" not in text
 
 
+def test_github_format_appends_a_job_summary_and_annotates_each_regression(tmp_path, monkeypatch, capsys):
+    base, cand = pair(tmp_path, slow=1.3)
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("earlier step's summary\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert main(["compare", base.source, cand.source, "--format", "github"]) == 1
+    text = summary.read_text()
+    assert text.startswith("earlier step's summary\n### bench compare: :x: **")  # appended, never replaced
+    assert "<details><summary>All 15 comparisons</summary>" in text
+    errors = [line for line in capsys.readouterr().out.splitlines() if line.startswith("::error ")]
+    regressed = [r for r in compare_runs(base, cand).rows if r.verdict == "regressed"]
+    assert len(errors) == len(regressed) >= 6
+    assert any(line.startswith(f"::error title=bench compare: {MLP}::median latency regressed (+") for line in errors)
+
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY")
+    same, again = pair(tmp_path / "same")
+    assert main(["compare", same.source, again.source, "--format", "github"]) == 0
+    assert capsys.readouterr().out.startswith("### bench compare: :white_check_mark: ")  # no annotation, to stdout
+
+
 def test_json_is_complete_and_reproducible(tmp_path):
     base, cand = pair(tmp_path, slow=1.3)
     first = to_json(compare_runs(base, cand))

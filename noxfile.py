@@ -14,14 +14,20 @@ from pathlib import Path
 import nox
 
 nox.options.sessions = ["tests"]
-VENV = Path(__file__).parent / ".venv"
+ROOT = Path(__file__).parent
+VENV = ROOT / ".venv"
 BIN = VENV / "bin"
+# The exact versions CI and the README's commands install (pyproject.toml states ranges). Made with
+# `python3 -m nox -s lock` from a working .venv; see that session.
+LOCK = ROOT / "requirements-lock.txt"
 
 
 def _install(session: nox.Session, extras: str = "test") -> None:
     if not (BIN / "python").exists():
         session.run(sys.executable, "-m", "venv", str(VENV), external=True)
-    session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "-e", f".[{extras}]", external=True)
+    session.run(
+        str(BIN / "python"), "-m", "pip", "install", "-q", "-c", str(LOCK), "-e", f".[{extras}]", external=True
+    )
 
 
 def _install_chromium(session: nox.Session) -> None:
@@ -58,3 +64,30 @@ def lint(session: nox.Session) -> None:
     _install(session)
     session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "ruff==0.17.6", external=True)
     session.run(str(BIN / "ruff"), "check", "bench", "tests", "conftest.py", "noxfile.py", external=True)
+
+
+@nox.session(name="tests-latest", venv_backend="none")
+def tests_latest(session: nox.Session) -> None:
+    """The fast tests (not `slow`) against the newest torch, torchvision, ONNX Runtime and numpy that PyPI
+    serves, in .venv-latest, without the lock: does the next upgrade break us?"""
+    venv = ROOT / ".venv-latest"
+    python = str(venv / "bin" / "python")
+    if not (venv / "bin" / "python").exists():
+        session.run(sys.executable, "-m", "venv", str(venv), external=True)
+    # An empty constraint file replaces any site-wide pip constraint that caps these packages.
+    empty = venv / "no-constraints.txt"
+    empty.write_text("")
+    newest = ["torch", "torchvision", "onnxruntime", "onnx", "numpy"]
+    env = {"PIP_CONSTRAINT": str(empty)}
+    session.run(python, "-m", "pip", "install", "-q", "--upgrade", "-e", ".[test]", *newest, external=True, env=env)
+    session.run(python, "-m", "pip", "list", external=True)
+    session.run(python, "-m", "pytest", "-m", "not slow", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def lock(session: nox.Session) -> None:
+    """Rewrite requirements-lock.txt from .venv (after `pip install -e .[test,tflite,...]` there with new versions)."""
+    frozen = session.run(str(BIN / "python"), "-m", "pip", "freeze", "--exclude-editable", external=True, silent=True)
+    pins = [line for line in frozen.splitlines() if "==" in line and not line.startswith("ruff==")]
+    header = "# Exact versions for CI and the README's commands; made by `python3 -m nox -s lock`.\n"
+    LOCK.write_text(header + "\n".join(sorted(pins, key=str.lower)) + "\n")

@@ -22,12 +22,17 @@ BIN = VENV / "bin"
 LOCK = ROOT / "requirements-lock.txt"
 
 
+def _pip_install(python: Path) -> list[str]:
+    """uv's pip when uv is installed (the README's commands install it: it fetches and unpacks the 6 GB
+    in parallel), else pip. The venv itself is made by `venv`, so it has pip for later installs."""
+    uv = shutil.which("uv")
+    return [uv, "pip", "install", "--python", str(python)] if uv else [str(python), "-m", "pip", "install"]
+
+
 def _install(session: nox.Session, extras: str = "test") -> None:
     if not (BIN / "python").exists():
         session.run(sys.executable, "-m", "venv", str(VENV), external=True)
-    session.run(
-        str(BIN / "python"), "-m", "pip", "install", "-q", "-c", str(LOCK), "-e", f".[{extras}]", external=True
-    )
+    session.run(*_pip_install(BIN / "python"), "-q", "-c", str(LOCK), "-e", f".[{extras}]", external=True)
 
 
 def _install_chromium(session: nox.Session) -> None:
@@ -79,7 +84,7 @@ def tests_latest(session: nox.Session) -> None:
     empty.write_text("")
     newest = ["torch", "torchvision", "onnxruntime", "onnx", "numpy"]
     env = {"PIP_CONSTRAINT": str(empty)}
-    session.run(python, "-m", "pip", "install", "-q", "--upgrade", "-e", ".[test]", *newest, external=True, env=env)
+    session.run(*_pip_install(Path(python)), "-q", "--upgrade", "-e", ".[test]", *newest, external=True, env=env)
     session.run(python, "-m", "pip", "list", external=True)
     session.run(python, "-m", "pytest", "-m", "not slow", *session.posargs, external=True)
 

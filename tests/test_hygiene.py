@@ -198,8 +198,10 @@ def test_the_section_sets_each_row_against_the_default_and_sums_up_each_model():
     assert train[8:10] == ["25", "0.4000"]
     assert by_id["resnet18-b8-t1-fp32-eager"][4] == "-"  # the default against itself: nothing
     (sentence,) = section.sentences
-    assert sentence.startswith("resnet18: Forgetting no_grad costs +100.0 MiB peak RSS and +30% latency at batch 8")
-    assert "autograd holds 90.0 MiB per call" in sentence
+    assert sentence.startswith(
+        "resnet18: Forgetting no_grad costs +100.0 MiB peak RSS at batch 8 (autograd holds 90.0 MiB per call), "
+        "latency +30%;"
+    )
     assert "forgetting eval() changes top-1 on 3 of 4 inputs" in sentence
     assert "eval() afterwards still differs" in sentence
     assert build_hygiene([_run(HYGIENE_RECORDS[:1])]) is None  # only default rows: no section
@@ -220,3 +222,52 @@ def test_the_report_shows_the_section_in_html_and_markdown(tmp_path):
     assert '<h2 id="hygiene">Inference hygiene</h2>' in page and 'href="#hygiene"' in page
     assert "your model as given was in training mode with 62 parameter tensors requiring grad" in markdown
     assert result.csv.read_text().splitlines()[0].count("grad_mode") == 1
+
+
+# ------------------------------------------------------------------------------------- end to end
+
+FACTORY = """
+from torch import nn
+
+def net():  # returned in training mode, as every fresh nn.Module is
+    return nn.Sequential(nn.Linear(16, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.5), nn.Linear(64, 8))
+"""
+
+
+@pytest.mark.slow
+def test_bench_run_measures_the_forgotten_modes_and_reports_them(run_cli, write_suite, tmp_path):
+    (tmp_path / "bench_e2e_hygiene.py").write_text(FACTORY, encoding="utf-8")
+    suite = write_suite(
+        """
+        name: hygiene-e2e
+        defaults: {batch_size: 4, measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.05}}
+        matrix:
+          model: [{name: net, factory: "bench_e2e_hygiene:net", input_shape: [16]}]
+          grad_mode: [inference_mode, enabled]
+        include:
+          - {model: net, module_mode: train}
+          - {model: net, load: onnxruntime, grad_mode: no_grad}
+        """
+    )
+    result = run_cli("run", str(suite), "--no-history")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if not p.name.startswith(".")]
+    rows = {json.loads(line)["scenario_id"]: json.loads(line) for line in (run_dir / "results.jsonl").open()}
+    default, enabled = rows["net-b4-t1-fp32-eager"], rows["net-b4-t1-fp32-eager-grad_enabled"]
+    train, onnx = rows["net-b4-t1-fp32-eager-train"], rows["net-b4-t1-fp32-onnxruntime-no_grad"]
+    assert [r["status"] for r in (default, enabled, train)] == ["ok"] * 3
+    assert onnx["status"] == "unsupported" and "no autograd" in onnx["reason"]
+    # The factory gave a training-mode module with grad-requiring parameters; the default row measured it in eval().
+    assert default["hygiene"]["given_training"] is True and default["hygiene"]["given_parameters_requiring_grad"] == 6
+    assert default["hygiene"]["outputs_repeat"] is True and default["hygiene"]["vs_default"] is None
+    assert default["fidelity"]["max_abs_error"] < 1e-5  # eval(): the fp32 eager reference's outputs
+    assert (enabled["grad_mode"], enabled["module_mode"]) == ("enabled", "eval")
+    assert enabled["hygiene"]["autograd_saved_bytes"] > 0 and enabled["hygiene"]["vs_default"]["max_abs_error"] < 1e-5
+    assert train["hygiene"]["outputs_repeat"] is False  # Dropout
+    assert train["hygiene"]["vs_default"]["max_abs_error"] > 0.01
+    assert train["hygiene"]["eval_after_train_vs_default"]["max_abs_error"] > 0  # running statistics moved
+    markdown = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "## Inference hygiene" in markdown and "- net: Forgetting no_grad costs" in markdown
+    assert "forgetting eval() changes top-1" in markdown or "forgetting eval() moves the outputs" in markdown
+    assert "your model as given was in training mode with 6 parameter tensors requiring grad" in markdown
+    assert '<h2 id="hygiene">Inference hygiene</h2>' in (run_dir / "report.html").read_text(encoding="utf-8")

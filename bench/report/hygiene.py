@@ -120,11 +120,11 @@ def _sentence(model: str, groups: list[tuple[tuple, ResultRecord | None, list[Re
         latency = _fmt(_percent_change(_median_s(enabled), _median_s(default)), ".0f", signed=True)
         saved = enabled.hygiene.autograd_saved_bytes if enabled.hygiene else None
         held = f" (autograd holds {saved / MIB:.1f} MiB per call)" if saved is not None else ""
-        parts.append(f"forgetting no_grad costs {delta} MiB peak RSS and {latency}% latency at batch {batch}{held}")
+        parts.append(f"forgetting no_grad costs {delta} MiB peak RSS at batch {batch}{held}, latency {latency}%")
     no_grad = _find(rows, "no_grad", "eval")
     if no_grad is not None:
         latency = _fmt(_percent_change(_median_s(no_grad), _median_s(default)), ".0f", signed=True)
-        parts.append(f"no_grad instead of inference_mode: {latency}% latency")
+        parts.append(f"no_grad instead of inference_mode: latency {latency}%")
     train = _find(rows, "inference_mode", "train")
     if train is not None and train.hygiene and train.hygiene.vs_default:
         vs = train.hygiene.vs_default
@@ -132,8 +132,11 @@ def _sentence(model: str, groups: list[tuple[tuple, ResultRecord | None, list[Re
             parts.append("forgetting eval() leaves the outputs identical (no Dropout or BatchNorm behaviour changes)")
         elif vs.top1_agreement is not None and vs.inputs:
             changed = round((1 - vs.top1_agreement) * vs.inputs)
-            parts.append(f"forgetting eval() changes top-1 on {changed} of {vs.inputs} inputs "
-                         f"(max abs error {vs.max_abs_error:.3g})")  # fmt: skip
+            error = f"max abs error {vs.max_abs_error:.3g}"
+            if changed:
+                parts.append(f"forgetting eval() changes top-1 on {changed} of {vs.inputs} inputs ({error})")
+            else:
+                parts.append(f"forgetting eval() moves the outputs ({error}); top-1 holds on all {vs.inputs} inputs")
         if train.hygiene.outputs_repeat is False:
             parts.append("in training mode two calls on the same inputs disagree (Dropout)")
         after = train.hygiene.eval_after_train_vs_default

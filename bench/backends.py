@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import models, pruning, sources
+from bench import hygiene, models, pruning, sources
 from bench.artifacts import Artifact, cached_artifact, file_sha256
 from bench.sources import FORMAT_NAMES, ModelSource, SourceError
 from bench.suite import Scenario
@@ -66,6 +66,8 @@ def artifact_format(scenario: Scenario) -> str:
 
 def unsupported_reason(scenario: Scenario) -> str | None:
     """Reasons known without trying."""
+    if (reason := hygiene.unsupported_reason(scenario)) is not None:
+        return reason
     source = scenario.source
     if source is not None and source.compiled and scenario.variant != pruning.DENSE:
         return (
@@ -170,9 +172,12 @@ def to_runtime_input(scenario: Scenario, batch: Any) -> Any:
     return batch if runtime_of(scenario) == "torch" else batch.numpy()
 
 
-def build_fp32(scenario: Scenario, device: Any = None, *, with_weights: bool = True) -> Any:
-    """The scenario's model in fp32 eval mode: seeded random weights, then the source's own if it has any."""
-    return sources.build_module(scenario.model, scenario.source, scenario.seed, device, with_weights=with_weights)
+def build_fp32(scenario: Scenario, device: Any = None, *, with_weights: bool = True, as_given: bool = False) -> Any:
+    """The scenario's model in fp32 eval mode (`as_given`: in the mode its factory gave it): seeded random
+    weights, then the source's own if it has any."""
+    return sources.build_module(
+        scenario.model, scenario.source, scenario.seed, device, with_weights=with_weights, as_given=as_given
+    )
 
 
 def build_variant(scenario: Scenario) -> tuple[Any, dict[str, Any]]:
@@ -405,20 +410,26 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
     import torch
 
     if scenario.load == "torchscript":
-        return torch.jit.load(str(artifact_path), map_location="cpu").eval(), {}  # a user's file may be in train mode
+        module = torch.jit.load(str(artifact_path), map_location="cpu")
+        given = hygiene.given_facts(scenario, module)  # a user's file may be in train mode
+        return module.eval(), given
     if scenario.load == "export":
         return torch.export.load(str(artifact_path)).module(), {}
     if scenario.load == "mmap":
         # Build on the meta device (no memory, no init) and adopt the mapped tensors as they are.
-        model = build_fp32(scenario, device="meta", with_weights=False)
+        model = build_fp32(scenario, device="meta", with_weights=False, as_given=True)
+        given = hygiene.given_facts(scenario, model)
+        model.eval()
         state = torch.load(artifact_path, map_location="cpu", weights_only=True, mmap=True)
         _fit_variant(scenario, model, state).load_state_dict(state, assign=True)
-        return model.eval(), {}
+        return model.eval(), given
     state = torch.load(artifact_path, map_location="cpu", weights_only=True)
-    model = _fit_variant(scenario, build_fp32(scenario, with_weights=False), state)
-    model, facts = convert(model, scenario.precision)
+    model = build_fp32(scenario, with_weights=False, as_given=True)
+    given = hygiene.given_facts(scenario, model)
+    model.eval()
+    model, facts = convert(_fit_variant(scenario, model, state), scenario.precision)
     model.load_state_dict(state)
-    return model.eval(), facts
+    return model.eval(), {**facts, **given}
 
 
 def _load_onnxruntime(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any], dict[str, Any]]:

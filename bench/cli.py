@@ -36,6 +36,7 @@ examples:
   bench profile tiny_cnn-b1-t1-fp32-eager --suite scenarios/quickstart.yaml
                                              where one scenario's time goes, op by op
   bench run scenarios/pruning.yaml --shuffle run in a seeded random order (drift spread evenly)
+  bench run scenarios/hygiene.yaml          what forgetting eval() or no_grad costs (grad_mode, module_mode)
   bench run SUITE --scheduler tcp://HOST:8786   measure it on a Dask fleet of hosts
   bench export reports/RUN-ID --format bencher   a run's rows for a dashboard (also github-action-benchmark,
                                              openmetrics)

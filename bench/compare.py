@@ -473,11 +473,12 @@ def _show(value: Any) -> str:
 
 
 def _shape_key(record: dict[str, Any]) -> tuple:
-    """What a scenario is, but for its thread settings (the id's other parts, host group and variant included)."""
+    """What a scenario is, but for its thread settings (the id's other parts, host group, variant, modes)."""
     shape = record.get("input_shape")
     return (record.get("model"), record.get("batch_size"), record.get("precision"), record.get("load"),
             tuple(shape) if isinstance(shape, list) else shape, record.get("host_group"),
-            record.get("variant") or DENSE)  # fmt: skip
+            record.get("variant") or DENSE, record.get("grad_mode") or "inference_mode",
+            record.get("module_mode") or "eval")  # fmt: skip
 
 
 def _threads_of(record: dict[str, Any]) -> str:

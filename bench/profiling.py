@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import hygiene
 from bench.suite import Scenario
 
 OPS_COLUMNS = [
@@ -172,6 +173,8 @@ def profile_scenario(
         reason = backends.unsupported_reason(scenario)
         if reason is None and backends.runtime_of(scenario) == "litert":
             reason = "bench has no operator profiler for LiteRT"
+        if reason is None and not hygiene.is_default(scenario):
+            reason = "profiles run the model in eval() under inference_mode only (grad_mode, module_mode)"
         if reason is not None:
             return ProfileResult(scenario.id, "unsupported", f"not profiled: {reason}", out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,21 @@ class Fidelity:
 
 
 @dataclass(frozen=True)
+class HygieneFigures:
+    """How the model was called and what that changed (grad_mode / module_mode; bench.hygiene)."""
+
+    parameters_requiring_grad: int | None = None  # parameter tensors that required grad while measured
+    given_training: bool | None = None  # your factory's or TorchScript file's module came in training mode
+    given_parameters_requiring_grad: int | None = None  # ... with this many parameter tensors requiring grad
+    autograd_saved_bytes: int | None = None  # grad_mode enabled: what one call's graph saved, model weights aside
+    autograd_saved_tensors: int | None = None  # distinct storages behind those bytes
+    outputs_repeat: bool | None = None  # two calls on the same fidelity inputs gave identical outputs
+    repeat_max_abs_diff: float | None = None  # the largest difference between those two calls
+    vs_default: Fidelity | None = None  # outputs against the same model in eval() under inference_mode
+    eval_after_train_vs_default: Fidelity | None = None  # train rows: eval() outputs after the train-mode calls
+
+
+@dataclass(frozen=True)
 class ModelSourceInfo:
     """The user's own model a row measured (a suite `model:` mapping; bench.sources); null for a model name."""
 
@@ -296,6 +311,9 @@ class ResultRecord:
     pipeline: PipelineFigures | None = None  # only with `data:`
     model_freed_on_release: bool | None = None  # a weak reference to the model died after del + gc.collect()
     capacity: CapacityFigures | None = None  # only with a `capacity:` block
+    grad_mode: str = "inference_mode"  # inference_mode, no_grad or enabled (bench.hygiene)
+    module_mode: str = "eval"  # eval or train
+    hygiene: HygieneFigures | None = None  # torch rows: what the grad and module modes changed
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -336,6 +354,7 @@ NESTED_FIELDS: dict[str, type] = {
     "capacity": CapacityFigures,
     "pruning": PruningFacts,
     "pipeline": PipelineFigures,
+    "hygiene": HygieneFigures,
 }
 
 

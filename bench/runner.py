@@ -29,6 +29,7 @@ from bench.fidelity import FIDELITY_INPUTS
 from bench.memory import RssSample, RssSampler, write_samples_csv
 from bench.record import (
     Fidelity,
+    HygieneFigures,
     KernelPeaks,
     ModelSourceInfo,
     PipelineFigures,
@@ -37,6 +38,7 @@ from bench.record import (
     ResultRecord,
     RssFigures,
     append_record,
+    from_json,
     read_records,
 )
 from bench.runfolder import benchmark_round_times
@@ -535,6 +537,7 @@ def build_record(
             after_malloc_trim=worker.get("rss_after_malloc_trim_bytes"),
         ),
         model_freed_on_release=worker.get("model_freed_on_release"),
+        hygiene=from_json(HygieneFigures, worker.get("hygiene") or None),
         peak_rss_kernel_bytes=max(kernel_values) if kernel_values else None,
         peak_rss_kernel_phase_bytes=KernelPeaks(
             **{k: kernel.get(k) for k in ("load", "first_inference", "warmup", "steady")}
@@ -621,6 +624,8 @@ def record_base(context: RunContext, scenario: Scenario, started_at: str) -> dic
         git_sha=context.environment["git"]["sha"],
         started_at=started_at,
         variant=scenario.variant,
+        grad_mode=scenario.grad_mode,
+        module_mode=scenario.module_mode,
         model_source=ModelSourceInfo(**info) if (info := backends.source_record(scenario)) else None,
     )
 

@@ -237,11 +237,12 @@ def resolve_factory(source: ModelSource) -> Any:
 
 
 def build_module(model: str, source: ModelSource | None, seed: int = 0, device: Any = None, *,
-                 with_weights: bool = True) -> Any:  # fmt: skip
+                 with_weights: bool = True, as_given: bool = False) -> Any:  # fmt: skip
     """The fp32 nn.Module of a model name or a module source, in eval mode.
 
     Seeded random weights, then the source's own weights unless `with_weights` is false
-    (the worker builds the skeleton and loads the prepared artifact into it).
+    (the worker builds the skeleton and loads the prepared artifact into it). `as_given`:
+    left in the mode the factory gave it (the worker records it, then calls eval()).
     """
     if source is None:
         return models.build_model(model, seed, device)
@@ -250,7 +251,7 @@ def build_module(model: str, source: ModelSource | None, seed: int = 0, device: 
     module = _build_architecture(source, seed, device)
     if with_weights and source.kind in WEIGHT_KINDS:
         load_into(module, read_weights(source), source)
-    return module.eval()
+    return module if as_given else module.eval()
 
 
 def _build_architecture(source: ModelSource, seed: int, device: Any) -> Any:

@@ -26,9 +26,13 @@ from bench.sources import ModelSource, SourceError
 
 PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16")
 LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert")
+# How the model is called (bench.hygiene): the right way first, then the forgotten ones.
+GRAD_MODES = ("inference_mode", "no_grad", "enabled")
+MODULE_MODES = ("eval", "train")
 
 # Axes that may vary in `matrix`, in the order they appear in a scenario id.
-AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape", "variant")
+AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape", "variant",
+        "grad_mode", "module_mode")  # fmt: skip
 # Keys allowed in `defaults` and `include` entries on top of the axes.
 SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data")
 TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
@@ -39,7 +43,11 @@ AXIS_DEFAULTS: dict[str, Any] = {
     "precision": "fp32",
     "load": "eager",
     "variant": pruning.DENSE,
+    "grad_mode": GRAD_MODES[0],
+    "module_mode": MODULE_MODES[0],
 }
+# How a non-default grad_mode / module_mode shows in a scenario id.
+_MODE_ID_PARTS = {"no_grad": "no_grad", "enabled": "grad_enabled", "train": "train"}
 DEFAULT_TIMEOUT_S = 900.0
 DEFAULT_MAX_SCENARIOS = 1000
 _MAX_YAML_NODES = 100_000
@@ -123,6 +131,8 @@ class Scenario:
     variant: str = pruning.DENSE  # pruned variants of the model (bench.pruning)
     data: DataSpec | None = None  # an image folder to run through the input pipeline (bench.pipeline)
     capacity: CapacityPolicy | None = None  # after the timed run, measure serving capacity (bench.capacity)
+    grad_mode: str = GRAD_MODES[0]  # inference_mode, no_grad or enabled (bench.hygiene)
+    module_mode: str = MODULE_MODES[0]  # eval, or train: the forgotten eval()
 
     @property
     def id(self) -> str:
@@ -135,6 +145,7 @@ class Scenario:
             parts.append("s" + "x".join(str(d) for d in self.input_shape))
         if self.variant != pruning.DENSE:
             parts.append(self.variant)
+        parts += [_MODE_ID_PARTS[m] for m in (self.grad_mode, self.module_mode) if m in _MODE_ID_PARTS]
         scenario_id = "-".join(parts)
         return scenario_id if self.host_group is None else f"{scenario_id}@{self.host_group}"
 
@@ -522,6 +533,10 @@ class _Validator:
             return self.choice(value, where, PRECISIONS)
         if key == "load":
             return self.choice(value, where, LOADS)
+        if key == "grad_mode":
+            return self.choice(value, where, GRAD_MODES)
+        if key == "module_mode":
+            return self.choice(value, where, MODULE_MODES)
         if key == "input_shape":
             if (
                 not isinstance(value, list)
@@ -681,6 +696,14 @@ class _Validator:
         )
         if scenario.data is not None and (reason := check_data_spec(scenario.data, scenario.input_shape)):
             raise self.fail(where, f"scenario '{scenario.id}': {reason}")
+        hygiene = (scenario.grad_mode, scenario.module_mode) != (GRAD_MODES[0], MODULE_MODES[0])
+        extras = [key for key in ("profile", "capacity", "data") if settings.get(key)]
+        if hygiene and extras:
+            # Profiles and capacity load the model again in processes of their own, in eval() under inference_mode.
+            raise self.fail(
+                where, f"scenario '{scenario.id}': {' and '.join(extras)} is measured in eval() under "
+                "inference_mode only; leave grad_mode and module_mode at their defaults there",
+            )  # fmt: skip
         return scenario
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import psutil
 
-from bench import backends
-from bench.fidelity import compare
+from bench import backends, hygiene
+from bench.fidelity import FIDELITY_INPUTS, compare
 from bench.memory import malloc_trim, max_rss_rusage_bytes, read_status_bytes, reset_peak_rss
 from bench.suite import Scenario
 
@@ -33,7 +33,7 @@ SPEC_ENV = "BENCH_WORKER_SPEC"
 PARENT_PID_ENV = "BENCH_PARENT_PID"  # the worker dies with this process (bench.harness_plugin)
 # Memory is compared between sampler and kernel from the start of `load` to this event.
 WINDOW_END_PHASE = "after_steady"
-_UNMEASURED_PHASES = ("startup", WINDOW_END_PHASE, "fidelity", "pipeline", "release", "done")
+_UNMEASURED_PHASES = ("startup", WINDOW_END_PHASE, "fidelity", "hygiene", "pipeline", "release", "done")
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -87,6 +87,7 @@ class WorkerSession:
         self._stack = contextlib.ExitStack()
         self.infer: Callable[[Any], Any] | None = None
         self.batch: Any = None
+        self.saved_buffers: dict[str, Any] = {}  # module_mode train: the buffers as loaded (bench.hygiene)
 
     @classmethod
     def from_env(cls) -> WorkerSession:
@@ -106,7 +107,8 @@ class WorkerSession:
             self.result["torch_num_interop_threads"] = torch.get_num_interop_threads()
             self.result["clear_refs_works"] = reset_peak_rss()
             backends.import_libraries(self.scenario)
-            self._stack.enter_context(torch.inference_mode())
+            # Every phase runs in the scenario's grad mode (inference_mode unless the suite asks otherwise).
+            self._stack.enter_context(hygiene.grad_context(self.scenario.grad_mode))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -164,6 +166,8 @@ class WorkerSession:
         self.infer, facts = backends.load_model(self.scenario, self.artifact_path)
         self.result["load_s"] = time.perf_counter() - started
         self.result.update(facts)
+        self.saved_buffers, mode_facts = hygiene.prepare(self.scenario, self.infer)
+        self.result["hygiene"] = {**self.result.get("hygiene", {}), **mode_facts}
         self.result["rss_after_load_bytes"] = read_status_bytes().get("VmRSS")
 
     def first_inference(self) -> None:
@@ -248,6 +252,18 @@ class WorkerSession:
         output = backends.run_inputs(self.infer, batch, self.result.get("fixed_batch"))
         self.result["fidelity"] = compare(output, reference)
 
+    def check_hygiene(self) -> None:
+        """Torch rows, after timing: do outputs repeat, and what the grad and module modes changed (bench.hygiene)."""
+        if backends.runtime_of(self.scenario) != "torch":
+            return
+        if self.reference_path is None and hygiene.is_default(self.scenario):
+            return  # a compiled file of the user's: the fidelity inputs may not fit its fixed shapes
+        self._enter("hygiene")
+        shape, seed = self.scenario.input_shape, self.scenario.seed
+        inputs = backends.to_runtime_input(self.scenario, backends.fidelity_inputs(shape, seed, FIDELITY_INPUTS))
+        facts = hygiene.check(self.scenario, self.infer, inputs, self.batch, self.saved_buffers)
+        self.result["hygiene"] = {**self.result.get("hygiene", {}), **facts}
+
     def release(self) -> None:
         """Drop the model, collect garbage, then trim the C heap: RSS after each step (untimed, last).
 
@@ -277,6 +293,7 @@ class WorkerSession:
             rounds = self.warmup()
             self.result["round_starts_s"] = self.steady(benchmark, rounds)
             self.fidelity()
+            self.check_hygiene()
             self.pipeline()
             self.release()
             self.result["status"] = "ok"

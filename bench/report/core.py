@@ -16,6 +16,7 @@ from bench.report.capacity import FIGURE_PREFIX as CAPACITY_FIGURE_PREFIX
 from bench.report.capacity import CapacitySection, build_capacity
 from bench.report.data import RunData, label_runs, load_run
 from bench.report.figures import FIGURE_PREFIXES, FigureResult, draw_all
+from bench.report.hygiene import HygieneSection, build_hygiene
 from bench.report.pipeline import FIGURE_PREFIX as PIPELINE_FIGURE_PREFIX
 from bench.report.pipeline import PipelineSection, build_pipeline
 from bench.report.profiles import ProfileSection, memory_phase_frame, profile_sections
@@ -45,6 +46,7 @@ class Report:
     bench_version: str = __version__
     capacity: CapacitySection | None = None  # rows with capacity figures: tables and the throughput/p99 figure
     pipeline: PipelineSection | None = None  # rows with input-pipeline figures: stage times and accuracy
+    hygiene: HygieneSection | None = None  # rows with a non-default grad_mode or module_mode
 
     @property
     def has_variants(self) -> bool:
@@ -105,6 +107,7 @@ def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
         memory_phases=memory_phase_frame(runs),
         capacity=build_capacity(runs, fig_dir),
         pipeline=build_pipeline(runs, fig_dir),
+        hygiene=build_hygiene(runs),
     )
 
 

@@ -20,6 +20,9 @@ import pandas as pd
 from bench.report.capacity import capacity_html
 from bench.report.core import Report
 from bench.report.figures import FigureResult
+from bench.report.hygiene import HEADERS as HYGIENE_HEADERS
+from bench.report.hygiene import INTRO as HYGIENE_INTRO
+from bench.report.hygiene import TEXT_COLUMNS as HYGIENE_TEXT_COLUMNS
 from bench.report.pipeline import pipeline_html
 from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
 from bench.report.tables import (
@@ -297,6 +300,19 @@ def _problems(report: Report) -> str:
     return "".join(parts)
 
 
+def _hygiene(report: Report) -> str:
+    section = report.hygiene
+    if section is None:
+        return ""
+    classes = ["id" if i == 0 else "" if i in HYGIENE_TEXT_COLUMNS else "num" for i in range(len(HYGIENE_HEADERS))]
+    sentences = "".join(f"<li>{e(s)}</li>" for s in section.sentences)
+    return (
+        f'<h2 id="hygiene">Inference hygiene</h2><p>{e(HYGIENE_INTRO)}</p>'
+        + (f"<ul>{sentences}</ul>" if sentences else "")
+        + section_table("hygiene-table", HYGIENE_HEADERS, section.rows, classes)
+    )
+
+
 def _comparison(report: Report) -> str:
     comp = report.comparison
     if comp is None:
@@ -473,6 +489,8 @@ def _toc(report: Report) -> str:
         links.append(("capacity", "Capacity"))
     if report.pipeline is not None:
         links.append(("pipeline", "Input pipeline"))
+    if report.hygiene is not None:
+        links.append(("hygiene", "Inference hygiene"))
     if report.comparison is not None:
         links.append(("comparison", "Runs side by side"))
     if report.figures:
@@ -525,6 +543,7 @@ def render_html(report: Report) -> str:
 {memory_phases_html(report)}
 {capacity_html(report.capacity)}
 {pipeline_html(report.pipeline)}
+{_hygiene(report)}
 {_comparison(report)}
 {_figures(report)}
 <footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv,

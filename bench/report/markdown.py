@@ -15,6 +15,9 @@ from urllib.parse import quote
 from bench.report.capacity import capacity_markdown
 from bench.report.core import Report
 from bench.report.figures import FigureResult
+from bench.report.hygiene import HEADERS as HYGIENE_HEADERS
+from bench.report.hygiene import INTRO as HYGIENE_INTRO
+from bench.report.hygiene import TEXT_COLUMNS as HYGIENE_TEXT_COLUMNS
 from bench.report.pipeline import pipeline_markdown
 from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
 from bench.report.tables import (
@@ -90,6 +93,19 @@ def _row_table(report: Report, frame: Any, columns: list[Column], cell: Callable
         cells = [tags.get(row["run_id"], text(row["run_id"]))] if multi else []
         rows.append(cells + [cell(row, column) for column in columns])
     return _table(headers, rows, align)
+
+
+def _hygiene(report: Report) -> str:
+    section = report.hygiene
+    if section is None:
+        return ""
+    align = ["l" if i in HYGIENE_TEXT_COLUMNS else "r" for i in range(len(HYGIENE_HEADERS))]
+    rows = [[code(cells[0]), *(text(c) for c in cells[1:])] for cells in section.rows]
+    out = ["## Inference hygiene\n", text(HYGIENE_INTRO) + "\n"]
+    if section.sentences:
+        out.append("\n".join(f"- {text(s)}" for s in section.sentences) + "\n")
+    out.append(_table(unit_headers(HYGIENE_HEADERS), rows, align) + "\n")
+    return "\n".join(out)
 
 
 def _environment(report: Report) -> str:
@@ -238,6 +254,7 @@ def render_markdown(report: Report) -> str:
     out.append(memory_phases_markdown(report))
     out.append(capacity_markdown(report.capacity, report.out_dir))
     out.append(pipeline_markdown(report.pipeline, report.out_dir))
+    out.append(_hygiene(report))
     out.append(_comparison(report))
     out.append(_figures(report))
     return "\n".join(part for part in out if part is not None).rstrip() + "\n"

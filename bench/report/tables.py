@@ -25,7 +25,8 @@ REFERENCE_PRECISION = "fp32"
 # Columns of results.csv, in order.
 COLUMNS = [
     "run_id", "scenario_id", "suite", "model", "batch_size", "threads", "interop_threads",
-    "precision", "load", "runtime", "input_shape", "variant", "host_group", "status", "reason",
+    "precision", "load", "runtime", "input_shape", "variant", "grad_mode", "module_mode", "host_group", "status",
+    "reason",
     "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_min_ms",
     "latency_max_ms", "latency_stddev_ms", "rounds", "throughput_samples_per_s",
     "load_ms", "first_inference_ms", "peak_rss_mib", "rss_before_load_mib", "peak_rss_anon_mib",
@@ -34,6 +35,7 @@ COLUMNS = [
     "fidelity_inputs", "fidelity_non_finite_outputs",
     "vs_fp32", "cliff", "vs_dense", "weight_sparsity", "parameters",
     "pipeline_images_per_s", "top1_accuracy", "top5_accuracy",
+    "autograd_saved_mib", "outputs_repeat", "given_training", "given_parameters_requiring_grad",
     "rounds_limited_by_time", "artifact_format", "artifact_cached", "quantized_layers",
     "ort_graph_optimization_level", "cpu_utilization", "torch_num_threads", "torch_num_interop_threads",
     "environment_fingerprint", "git_sha", "started_at", "duration_s", "schema_version",
@@ -41,6 +43,7 @@ COLUMNS = [
 # Identifies "the same configuration" for the fp32 reference: everything but precision.
 CONFIG_KEY = [
     "run_id", "host_group", "model", "batch_size", "threads", "interop_threads", "load", "input_shape", "variant",
+    "grad_mode", "module_mode",
 ]  # fmt: skip
 DENSE = "dense"
 
@@ -111,6 +114,7 @@ def shape_text(shape: Any) -> str:
 def record_row(record: ResultRecord) -> dict[str, Any]:
     """One flat row of results.csv."""
     lat, rss, fid = record.latency_s, record.rss_bytes, record.fidelity
+    hygiene = getattr(record, "hygiene", None)
     return {
         "run_id": record.run_id,
         "scenario_id": record.scenario_id,
@@ -157,6 +161,12 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
         "pipeline_images_per_s": _num(_get(getattr(record, "pipeline", None), "end_to_end_images_per_s")),
         "top1_accuracy": _num(_get(getattr(record, "pipeline", None), "top1_accuracy")),
         "top5_accuracy": _num(_get(getattr(record, "pipeline", None), "top5_accuracy")),
+        "grad_mode": getattr(record, "grad_mode", None) or "inference_mode",
+        "module_mode": getattr(record, "module_mode", None) or "eval",
+        "autograd_saved_mib": _num(_get(hygiene, "autograd_saved_bytes"), 1 / MIB),
+        "outputs_repeat": _get(hygiene, "outputs_repeat"),
+        "given_training": _get(hygiene, "given_training"),
+        "given_parameters_requiring_grad": _num(_get(hygiene, "given_parameters_requiring_grad")),
         # Fields of newer schemas, read with getattr so that the report also runs against older code.
         "rounds_limited_by_time": bool(getattr(record, "rounds_limited_by_time", None)),
         "artifact_format": getattr(record, "artifact_format", None) or "",
@@ -191,6 +201,7 @@ def summary_frame(runs: Sequence[RunData]) -> pd.DataFrame:
 INTEGER_COLUMNS = (
     "batch_size", "threads", "interop_threads", "rounds", "torch_num_threads", "torch_num_interop_threads",
     "schema_version", "fidelity_inputs", "fidelity_non_finite_outputs", "quantized_layers", "parameters",
+    "given_parameters_requiring_grad",
 )  # fmt: skip
 
 
@@ -337,6 +348,13 @@ def row_notes(row: pd.Series) -> list[str]:
     non_finite = row.get("fidelity_non_finite_outputs")
     if non_finite is not None and not pd.isna(non_finite) and non_finite > 0:
         notes.append(f"{int(non_finite)} NaN/inf output values: no fidelity figures")
+    given = [("in training mode" if row.get("given_training") is True else "")]
+    grad = row.get("given_parameters_requiring_grad")
+    if grad is not None and not pd.isna(grad) and grad > 0:
+        given.append(f"with {int(grad)} parameter tensors requiring grad")
+    if any(given):
+        measured = f"{row.get('module_mode') or 'eval'}() with grad_mode {row.get('grad_mode') or 'inference_mode'}"
+        notes.append(f"your model as given was {' '.join(g for g in given if g)}; measured in {measured}")
     return notes
 
 

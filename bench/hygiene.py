@@ -1,0 +1,178 @@
+"""Inference hygiene: a torch model called in the scenario's grad mode and module mode, and what that changes.
+
+The right way to run a torch model for inference is eval() under torch.inference_mode(), and
+every scenario runs so by default. `grad_mode` (no_grad, enabled) and `module_mode` (train)
+measure what forgetting it costs: with grad enabled, autograd records a graph on every call and
+keeps the tensors it saves for backward alive until the output is dropped (memory and time);
+in training mode Dropout is active and BatchNorm normalises with the batch's own statistics
+(and updates its running ones on every call), so outputs change.
+
+The worker runs its whole life (load, first call, warmup, timed calls, fidelity) inside
+`grad_context`: a model loaded under inference_mode holds inference tensors that autograd
+refuses to use afterwards, and one mode for everything keeps the phases comparable.
+torch is imported lazily, as elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bench import sources
+from bench.fidelity import compare
+from bench.suite import GRAD_MODES, MODULE_MODES, Scenario
+
+DEFAULT_GRAD_MODE, DEFAULT_MODULE_MODE = GRAD_MODES[0], MODULE_MODES[0]
+MODULE_LOADS = ("eager", "mmap")  # an nn.Module in Python: both axes apply
+_TORCHSCRIPT = (
+    "bench freezes its TorchScript artifacts: weights become constants (no parameter to require grad) and "
+    "BatchNorm is folded into the convolutions in eval mode, so only grad_mode no_grad applies to load torchscript"
+)
+_EXPORT_TRAIN = (
+    "an exported program's graph is captured in eval mode (torch.export.load(...).module().train() raises "
+    "'not supported'); module_mode train applies to load eager and mmap"
+)
+
+
+def is_default(scenario: Scenario) -> bool:
+    return (scenario.grad_mode, scenario.module_mode) == (DEFAULT_GRAD_MODE, DEFAULT_MODULE_MODE)
+
+
+def unsupported_reason(scenario: Scenario) -> str | None:
+    """Why a non-default grad_mode or module_mode cannot apply to the scenario's load mode, or None."""
+    if is_default(scenario) or scenario.load in MODULE_LOADS:
+        return None
+    if scenario.load == "torchscript":
+        return _TORCHSCRIPT if (scenario.grad_mode, scenario.module_mode) != ("no_grad", "eval") else None
+    if scenario.load == "export":
+        return _EXPORT_TRAIN if scenario.module_mode == "train" else None
+    return (
+        f"grad_mode and module_mode apply to torch modules (load eager, mmap, export, torchscript); load "
+        f"{scenario.load} runs the model outside torch, with no autograd and no training mode"
+    )
+
+
+def grad_context(grad_mode: str) -> contextlib.AbstractContextManager[Any]:
+    """The context every call of a scenario runs in."""
+    import torch
+
+    if grad_mode == "inference_mode":
+        return torch.inference_mode()
+    if grad_mode == "no_grad":
+        return torch.no_grad()
+    return torch.enable_grad()  # `enabled`: a plain call, as in code that forgot both
+
+
+def _requiring_grad(module: Any) -> int:
+    return sum(1 for p in module.parameters() if p.requires_grad)
+
+
+def given_facts(scenario: Scenario, module: Any) -> dict[str, Any]:
+    """The user's module as their factory or TorchScript file gave it, before bench puts it in eval():
+    {"hygiene": {given_training, given_parameters_requiring_grad}}; {} for models bench builds itself."""
+    source = scenario.source
+    if source is None or not (source.kind == "torchscript" or sources.is_factory(source.architecture or "")):
+        return {}
+    given = {"given_training": bool(module.training), "given_parameters_requiring_grad": _requiring_grad(module)}
+    return {"hygiene": given}
+
+
+def prepare(scenario: Scenario, infer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Put the loaded (eval-mode) model in the scenario's module mode.
+
+    Returns a copy of its buffers when it goes into training mode (BatchNorm's running
+    statistics move with every call; `check` restores them for the default outputs), and
+    facts for the record."""
+    import torch
+
+    if not isinstance(infer, torch.nn.Module):
+        return {}, {}
+    saved: dict[str, Any] = {}
+    if scenario.module_mode == "train":
+        saved = {name: buffer.detach().clone() for name, buffer in infer.named_buffers()}
+        infer.train()
+    return saved, {"parameters_requiring_grad": _requiring_grad(infer)}
+
+
+def autograd_saved_bytes(module: Any, call: Callable[[], Any]) -> tuple[int | None, int]:
+    """Bytes of the distinct storages autograd saved for backward during `call()`, and how many.
+
+    Storages of the module's own parameters and buffers are left out: the model holds them
+    anyway; what remains (activations, mostly) lives only because of the graph. None when a
+    saved tensor has no storage to measure (an opaque or quantized tensor)."""
+    import torch
+
+    owned = {t.untyped_storage().data_ptr() for t in (*module.parameters(), *module.buffers())}
+    seen: dict[int, int] = {}
+    opaque = False
+
+    def pack(tensor: Any) -> Any:
+        nonlocal opaque
+        try:
+            storage = tensor.untyped_storage()
+        except (RuntimeError, NotImplementedError):
+            opaque = True
+            return tensor
+        if storage.data_ptr() not in owned:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = call()
+    del output  # the graph (and what it saved) goes with it
+    return (None if opaque else sum(seen.values())), len(seen)
+
+
+@contextlib.contextmanager
+def default_mode(scenario: Scenario, module: Any) -> Iterator[None]:
+    """The model in eval() under inference_mode for a while, then back in the scenario's modes."""
+    import torch
+
+    switch = scenario.load in MODULE_LOADS  # an exported or TorchScript module stays as loaded (eval)
+    if switch:
+        module.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if switch:
+            module.train(scenario.module_mode == "train")
+
+
+def _as_tensor(output: Any) -> Any:
+    import torch
+
+    return torch.as_tensor(output).detach().float()
+
+
+def check(scenario: Scenario, infer: Any, inputs: Any, batch: Any, saved_buffers: dict[str, Any]) -> dict[str, Any]:
+    """After the timed calls, in the scenario's modes: do outputs repeat over two calls on the same
+    inputs; for grad_mode enabled, what one call on the timed batch saved for backward; and for a
+    non-default row, its outputs against the same model in eval() under inference_mode."""
+    import torch
+
+    first, second = _as_tensor(infer(inputs)), _as_tensor(infer(inputs))
+    difference = float((first - second).abs().max()) if first.numel() else 0.0
+    facts: dict[str, Any] = {
+        "outputs_repeat": bool(torch.equal(first, second)),
+        "repeat_max_abs_diff": difference if math.isfinite(difference) else None,
+    }
+    if scenario.grad_mode == "enabled" and isinstance(infer, torch.nn.Module):
+        saved_bytes, tensors = autograd_saved_bytes(infer, lambda: infer(batch))
+        facts.update(autograd_saved_bytes=saved_bytes, autograd_saved_tensors=tensors)
+    if is_default(scenario) or not isinstance(infer, torch.nn.Module):
+        return facts
+    if saved_buffers:  # eval() after the train-mode calls, with the running statistics they left
+        with default_mode(scenario, infer):
+            after_train = _as_tensor(infer(inputs))
+        with torch.no_grad():
+            for name, buffer in infer.named_buffers():
+                buffer.copy_(saved_buffers[name])
+    with default_mode(scenario, infer):
+        default = _as_tensor(infer(inputs))
+    facts["vs_default"] = compare(first, default)
+    if saved_buffers:
+        facts["eval_after_train_vs_default"] = compare(after_train, default)
+    return facts

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench import __version__
 from bench.errors import UserError
+from bench.history import history_location
 
 DESCRIPTION = """\
 Benchmark PyTorch and ONNX Runtime models on CPUs.
@@ -40,8 +41,12 @@ examples:
 """
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stopped like Ctrl-C, but exits 143 (128 + 15) as the convention says; Ctrl-C exits 130."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signal.Signals(signum).name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # SIGTERM takes the same path as Ctrl-C: the running worker is killed, not orphaned,
     # and the run folder is marked interrupted.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.handler(args)
     except UserError as exc:
@@ -60,9 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `bench validate ... | head`: the reader has gone, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("bench: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 128 + signal.SIGINT
     except Exception as exc:  # anything else is our bug: say so briefly, trace on request
         if args.debug:
             traceback.print_exc()
@@ -118,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--history",
-        type=Path,
+        type=history_location,
         metavar="PATH",
         help="history file to record the run in (default: history.sqlite in the --reports folder)",
     )
@@ -422,6 +427,7 @@ def _check_writable(reports: Path) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from bench.sources import factory_modules
     from bench.suite import load_suite
 
     for path in args.suites:
@@ -429,6 +435,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"{path}: suite '{suite.name}' is valid: {len(suite.scenarios)} scenarios")
         for scenario in suite.scenarios:
             print(f"  {scenario.id}")
+        # A suite file is code, like a conftest.py: say which code, where the user reads the suite.
+        factories = factory_modules(s.source for s in suite.scenarios if s.source is not None)
+        if factories:
+            print(f"{path}: runs Python code: `bench run` imports these modules and calls these factories:")
+            for spec, origin in factories:
+                print(f"  {spec}  ({origin})")
     return 0
 
 

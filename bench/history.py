@@ -31,6 +31,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import sqlite3
 import struct
 import sys
@@ -52,6 +53,25 @@ MIB = 1024 * 1024
 
 class HistoryError(UserError):
     """A history file that cannot be used: missing, corrupted, locked, from a newer bench."""
+
+
+_URL_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # postgresql://..., sqlite:..., https://...
+
+
+def history_location(text: str) -> Path:
+    """--history's value checked: the one place that decides what a history location may be.
+
+    Only an SQLite file path is supported. A URL (postgresql://...) used to become a local
+    folder named after its scheme; it is refused instead. A backend for a URL scheme would be
+    accepted here. (An argparse `type`: the error is printed with the usage, exit 2.)"""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected the path of an SQLite file, e.g. reports/history.sqlite")
+    if _URL_SCHEME_RE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a URL, and the history is an SQLite file: give its path, e.g. reports/history.sqlite "
+            "(no database server is supported; for a file whose name has a colon, write ./NAME)"
+        )
+    return Path(text)
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -896,7 +916,7 @@ def add_history_option(parser: argparse.ArgumentParser, *, sub: bool = False) ->
     """--history and --history-timeout (on subcommands with SUPPRESS, so the parent's value stands)."""
     parser.add_argument(
         "--history",
-        type=Path,
+        type=history_location,
         metavar="PATH",
         default=argparse.SUPPRESS if sub else DEFAULT_HISTORY,
         help=f"the history file (default: {DEFAULT_HISTORY})",

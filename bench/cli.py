@@ -15,6 +15,7 @@ from pathlib import Path
 from bench import __version__
 from bench.errors import UserError
 from bench.history import history_location
+from bench.nospace import NoSpaceLeft
 
 DESCRIPTION = """\
 Benchmark PyTorch and ONNX Runtime models on CPUs.
@@ -330,6 +331,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             + (f" --scheduler {args.scheduler}" if client is not None else ""),
             file=sys.stderr,
         )
+        if history is not None:
+            history.finish()
+        raise
+    except NoSpaceLeft:  # its message says where the rows are and how to resume
         if history is not None:
             history.finish()
         raise

@@ -43,6 +43,7 @@ from typing import Any
 
 from bench import runfolder
 from bench.errors import UserError
+from bench.nospace import NoSpaceLeft, is_no_space
 from bench.record import RESULTS_FILE
 
 DEFAULT_HISTORY = Path("reports") / "history.sqlite"
@@ -1072,8 +1073,11 @@ class RecordAsItRuns:
 
     def scenario_finished(self, record: Any) -> None:
         self.inner.scenario_finished(record)
-        with contextlib.suppress(Exception):  # said at `finish`, which tries again
+        try:
             record_run(self.history_path, self.run_dir, label=self.label)
+        except Exception as exc:  # said at `finish`, which tries again; but a full disk ends the run
+            if is_no_space(exc):
+                raise NoSpaceLeft(self.history_path) from exc
 
     def finish(self) -> None:
         """Record the run's final state (its status and end time, any row not yet recorded)."""

@@ -359,11 +359,19 @@ def from_json(hint: Any, value: Any) -> Any:
 
 def append_record(path: Path, record: ResultRecord) -> None:
     """Append one line and make it durable before the next scenario starts."""
-    line = record.to_json() + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    data = memoryview((record.to_json() + "\n").encode("utf-8"))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except OSError as exc:  # e.g. a full disk: no half line stays behind for readers to trip on
+            os.ftruncate(fd, end)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,13 @@ goes on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +29,15 @@ from bench.environment import collect_environment
 from bench.errors import UserError
 from bench.fidelity import FIDELITY_INPUTS
 from bench.memory import RssSample, RssSampler, write_samples_csv
+from bench.nospace import (
+    NoSpaceLeft,
+    is_no_space,
+    nearly_full,
+    release_reserve,
+    reserve_space,
+    says_no_space,
+    where_no_space,
+)
 from bench.record import (
     Fidelity,
     KernelPeaks,
@@ -40,6 +51,7 @@ from bench.record import (
     read_records,
 )
 from bench.runfolder import benchmark_round_times
+from bench.runlock import lock_run_folder
 from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite
@@ -117,6 +129,7 @@ def create_run_dir(reports_dir: Path, suite_name: str) -> tuple[str, Path]:
 
 def start_run(suite: Suite, reports_dir: Path, *, rss_interval_s: float | None = None) -> RunContext:
     run_id, run_dir = create_run_dir(reports_dir, suite.name)
+    lock_run_folder(run_dir)
     environment = collect_environment()
     (run_dir / "suite.yaml").write_text(suite.text, encoding="utf-8")
     _write_json(run_dir / "environment.json", environment)
@@ -192,6 +205,7 @@ def resume_run(run_dir: Path, *, rss_interval_s: float | None = None, on_fleet: 
     `on_fleet`: the caller will send the pending scenarios to a fleet (a fleet run must be
     resumed on one, a local run must not be)."""
     info, suite = _read_resumable(run_dir)
+    lock_run_folder(run_dir)  # before anything is written: a second writer is refused here
     _check_resume_mode(run_dir, info, suite, on_fleet)
     results_path = run_dir / "results.jsonl"
     _set_aside_partial_line(results_path)
@@ -215,7 +229,8 @@ def resume_run(run_dir: Path, *, rss_interval_s: float | None = None, on_fleet: 
     done = {r.scenario_id for r in records}
     context.pending = [s for s in suite.scenarios if s.id not in done]
     # finished_at belonged to the interrupted part; the run has not finished while it runs again.
-    write_run_info(context, status="running", finished_at=None, resumed_at=[*info.get("resumed_at", []), utc_now()])
+    resumed_at = [*info.get("resumed_at", []), utc_now()]
+    write_run_info(context, status="running", finished_at=None, reason=None, resumed_at=resumed_at)
     return context
 
 
@@ -295,18 +310,48 @@ def run_suite(
         random.Random(shuffle_seed).shuffle(scenarios)
         write_run_info(context, shuffle_seed=shuffle_seed)
     total = len(scenarios)
+    unfinished = None  # the scenario being measured, until its row is on disk
     try:
+        reserve_space(context.run_dir)
         for index, scenario in enumerate(scenarios, start=1):
+            unfinished = scenario
             progress.scenario_started(index, total, scenario.id)
             record = run_scenario(context, scenario, progress)
             append_record(context.results_path, record)
+            unfinished = None
             context.records.append(record)
             progress.scenario_finished(record)
     except KeyboardInterrupt:
         write_run_info(context, status="interrupted", finished_at=utc_now())
         raise
+    except Exception as exc:
+        if not is_no_space(exc):
+            raise
+        raise _stop_for_space(context, where_no_space(exc, context.run_dir), unfinished) from exc
+    finally:
+        release_reserve(context.run_dir)
     write_run_info(context, status="complete", finished_at=utc_now())
     return context.records
+
+
+def _stop_for_space(context: RunContext, path: Path, unfinished: Scenario | None) -> NoSpaceLeft:
+    """End a run whose disk filled up: its rows stay, run.json says why, and how to go on."""
+    if unfinished is not None:  # its raw files have no row to go with; --resume measures it again
+        shutil.rmtree(context.run_dir / "workers" / unfinished.id, ignore_errors=True)
+        for raw in (
+            context.run_dir / "benchmark" / f"{unfinished.id}.json",
+            context.run_dir / "rss" / f"{unfinished.id}.csv",
+        ):
+            raw.unlink(missing_ok=True)
+    release_reserve(context.run_dir)  # the room to write run.json in
+    reason = f"no space left on {path}"
+    with contextlib.suppress(OSError):  # if even that fails, the message below still says it
+        write_run_info(context, status="interrupted", finished_at=utc_now(), reason=reason)
+    return NoSpaceLeft(
+        path, f"{reason}: the run stopped. Its {len(context.records)} finished row(s) are in {context.results_path}"
+        f"{'' if unfinished is None else f' ({unfinished.id} has none yet)'}; free some space, then continue it "
+        f"with: bench run --resume {context.run_dir}",
+    )  # fmt: skip
 
 
 def run_scenario(
@@ -328,6 +373,8 @@ def run_scenario(
     except SourceError as exc:  # the user's file or factory: the message names it and the suite field
         return ResultRecord(**base, status="failed", reason=str(exc), duration_s=time.perf_counter() - started)
     except Exception as exc:  # a model that cannot be built, converted or saved is this row's failure
+        if is_no_space(exc):  # ... unless the disk is full: that ends the run (run_suite)
+            raise NoSpaceLeft(where_no_space(exc, context.cache_dir)) from exc
         return ResultRecord(
             **base, status="failed", reason=f"preparing the artifact failed: {type(exc).__name__}: {exc}",
             duration_s=time.perf_counter() - started,
@@ -359,6 +406,8 @@ def run_scenario(
         "worker_dir": _relative(out_dir, context.run_dir),
     }
     record = build_record(base, scenario, outcome, benchmark_json, interval_s, time.perf_counter() - started)
+    if record.status == "failed" and (says_no_space(record.reason) or nearly_full(context.run_dir)):
+        raise NoSpaceLeft(context.run_dir)  # the worker could not write its files: not the scenario's failure
     if scenario.profile and record.status == "ok":
         record = _with_profile(context, scenario, artifact.path, file_stem, record, progress)
     if scenario.capacity is not None and record.status == "ok":
@@ -670,4 +719,10 @@ def write_run_info(context: RunContext, **changes: Any) -> None:
         "command": sys.argv,
     }  # fmt: skip
     info.update(changes)
-    _write_json(path, info)
+    # Whole or not at all: a write cut short (a full disk) must not leave run.json half-written.
+    tmp = path.with_name(f".run.json.{os.getpid()}.tmp")
+    try:
+        _write_json(tmp, info)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

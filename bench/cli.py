@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import __version__
+from bench.contention import ON_CONTENTION
 from bench.errors import UserError
 from bench.history import history_location
 from bench.nospace import NoSpaceLeft
@@ -138,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the scenarios in a random order (seeded; the seed is printed and kept in run.json), so that the "
         "machine's drift over a long run does not favour the scenarios that come first in the suite",
     )
+    run.add_argument(
+        "--on-contention",
+        choices=ON_CONTENTION,
+        default="mark",
+        help="a row measured while other processes took the CPU is marked contended (its contention field; "
+        "bench compare calls it inconclusive). mark (default): keep it, marked; retry: measure it again, up to "
+        "--contention-retries times; wait: before each scenario, wait up to --contention-wait seconds for a "
+        "quiet host",
+    )
+    run.add_argument("--contention-retries", type=int, default=2, metavar="N", help="with retry (default 2)")
+    run.add_argument("--contention-wait", type=float, default=120.0, metavar="SECONDS", help="with wait (default 120)")
     run.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -271,13 +283,17 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.console import ConsoleProgress, summary_table
     from bench.memory import cpu_count
-    from bench.runner import check_resume_mode, resume_run, run_suite, start_run
+    from bench.runner import ContentionPolicy, check_resume_mode, resume_run, run_suite, start_run
     from bench.suite import load_suite
 
     if args.rss_interval is not None and not args.rss_interval > 0:
         raise UserError(f"--rss-interval must be a number of seconds > 0, got {args.rss_interval}")
     if (args.suite is None) == (args.resume is None):
         raise UserError("give either a suite file to run or --resume RUN_DIR (not both)")
+    if args.contention_retries < 0 or not args.contention_wait >= 0:
+        raise UserError("--contention-retries and --contention-wait must be >= 0")
+    if args.on_contention != "mark" and args.scheduler is not None:
+        raise UserError("--on-contention retry or wait applies to a local run; a fleet run marks contended rows")
     if args.shuffle is not None and args.scheduler is not None:
         raise UserError("--shuffle orders a local run; a fleet run's scenarios already run side by side on its hosts")
     if args.resume is not None:  # before connecting: a fleet run resumes on a fleet only, a local one here only
@@ -321,7 +337,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             seed = random.randrange(2**31) if args.shuffle == -1 else args.shuffle
             if seed is not None:
                 print(f"bench: running the scenarios in a shuffled order (--shuffle {seed})", file=sys.stderr)
-            run_suite(context, progress, shuffle_seed=seed)
+            policy = ContentionPolicy(args.on_contention, args.contention_retries, args.contention_wait)
+            run_suite(context, progress, shuffle_seed=seed, on_contention=policy)
         else:
             _run_on_fleet(context, client, args.scheduler, workers, progress)
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.contention import Contention
 from bench.stats import LatencyStats
 
 SCHEMA_VERSION = 1
@@ -296,6 +297,7 @@ class ResultRecord:
     pipeline: PipelineFigures | None = None  # only with `data:`
     model_freed_on_release: bool | None = None  # a weak reference to the model died after del + gc.collect()
     capacity: CapacityFigures | None = None  # only with a `capacity:` block
+    contention: Contention | None = None  # others' CPU use and steal over the timed steady state (ok rows)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -303,6 +305,11 @@ class ResultRecord:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         if self.status != "ok" and not self.reason:
             raise ValueError(f"a '{self.status}' record needs a reason")
+
+    @property
+    def contended(self) -> bool:
+        """Measured while other processes or the hypervisor took the CPU (bench.contention)."""
+        return self.contention is not None and self.contention.verdict == "contended"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -336,6 +343,7 @@ NESTED_FIELDS: dict[str, type] = {
     "capacity": CapacityFigures,
     "pruning": PruningFacts,
     "pipeline": PipelineFigures,
+    "contention": Contention,
 }
 
 

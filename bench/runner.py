@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import bench
 from bench import backends
+from bench.contention import Contention, wait_for_quiet
 from bench.environment import collect_environment
 from bench.errors import UserError
 from bench.fidelity import FIDELITY_INPUTS
@@ -297,8 +298,21 @@ def _set_aside_partial_line(results_path: Path) -> None:
         os.fsync(f.fileno())
 
 
+@dataclass(frozen=True)
+class ContentionPolicy:
+    """`--on-contention`: what to do with a scenario measured on a contended host (bench.contention)."""
+
+    action: str = "mark"  # mark: keep the row, marked; retry: measure it again; wait: wait for quiet first
+    retries: int = 2  # retry: measurements beyond the first, at most
+    wait_limit_s: float = 120.0  # wait: give up waiting (and measure, marked if contended) after this
+
+
 def run_suite(
-    context: RunContext, progress: Progress | None = None, *, shuffle_seed: int | None = None
+    context: RunContext,
+    progress: Progress | None = None,
+    *,
+    shuffle_seed: int | None = None,
+    on_contention: ContentionPolicy | None = None,
 ) -> list[ResultRecord]:
     """Run the context's pending scenarios (all of them for a new run), appending a row for each.
 
@@ -316,7 +330,7 @@ def run_suite(
         for index, scenario in enumerate(scenarios, start=1):
             unfinished = scenario
             progress.scenario_started(index, total, scenario.id)
-            record = run_scenario(context, scenario, progress)
+            record = _measure(context, scenario, progress, on_contention or ContentionPolicy())
             append_record(context.results_path, record)
             unfinished = None
             context.records.append(record)
@@ -332,6 +346,23 @@ def run_suite(
         release_reserve(context.run_dir)
     write_run_info(context, status="complete", finished_at=utc_now())
     return context.records
+
+
+def _measure(context: RunContext, scenario: Scenario, progress: Progress, policy: ContentionPolicy) -> ResultRecord:
+    """run_scenario, with the --on-contention policy applied."""
+    waited_s = None
+    if policy.action == "wait":
+        _, waited_s = wait_for_quiet(scenario.threads, policy.wait_limit_s, announce=progress.scenario_phase)
+    record = run_scenario(context, scenario, progress)
+    attempts = 1
+    while policy.action == "retry" and record.contended and attempts <= policy.retries:
+        progress.scenario_phase(f"contended: measuring again ({attempts + 1} of {policy.retries + 1})", 0.0)
+        record = run_scenario(context, scenario, progress)
+        attempts += 1
+    if record.contention is not None and (attempts > 1 or waited_s is not None):
+        contention = dataclasses.replace(record.contention, attempts=attempts, waited_s=waited_s)
+        record = dataclasses.replace(record, contention=contention)
+    return record
 
 
 def _stop_for_space(context: RunContext, path: Path, unfinished: Scenario | None) -> NoSpaceLeft:
@@ -612,6 +643,7 @@ def build_record(
         **measured,
         status="ok",
         fidelity=Fidelity(**fidelity) if fidelity else None,
+        contention=Contention(**worker["contention"]) if worker.get("contention") else None,
         pipeline=PipelineFigures(**pipeline) if pipeline else None,
         latency_s=latency,
         throughput_samples_per_s=scenario.batch_size / latency.mean,

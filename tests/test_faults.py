@@ -136,8 +136,8 @@ def test_a_disk_that_fills_up_mid_run_ends_it_cleanly_and_resume_finishes_it(wri
     suite = write_suite(
         """
         name: full
-        defaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.5}}
-        matrix: {model: [tiny_mlp, tiny_cnn], batch_size: [1, 2]}
+        defaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.2}}
+        matrix: {model: [tiny_mlp, tiny_cnn]}  # tiny_cnn's artifact is written after the disk is full
         """
     )
     reports = small_filesystem / "reports"
@@ -160,7 +160,7 @@ def test_a_disk_that_fills_up_mid_run_ends_it_cleanly_and_resume_finishes_it(wri
     [run_dir] = [p for p in reports.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert "bench: error: no space left on " in stderr and f"bench run --resume {run_dir}" in stderr
     records, problems = read_records(run_dir / "results.jsonl")
-    assert problems == [] and 1 <= len(records) < 4  # finished rows kept, whole lines only
+    assert problems == [] and len(records) == 1  # finished rows kept, whole lines only
     assert all(r.status == "ok" for r in records), [r.reason for r in records]  # the disk failed no scenario
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "interrupted" and info["reason"].startswith("no space left on ")
@@ -176,8 +176,7 @@ def test_a_disk_that_fills_up_mid_run_ends_it_cleanly_and_resume_finishes_it(wri
     records, problems = read_records(run_dir / "results.jsonl")
     # every ok row says who else used the CPU while it was timed (no verdict asserted: a shared host)
     assert all(r.contention.verdict in ("quiet", "contended") and r.contention.wall_s > 0 for r in records)
-    assert problems == [] and sorted(r.scenario_id for r in records) == sorted(
-        f"{m}-b{b}-t1-fp32-eager" for m in ("tiny_mlp", "tiny_cnn") for b in (1, 2)
-    )
+    assert problems == []
+    assert [r.scenario_id for r in records] == ["tiny_mlp-b1-t1-fp32-eager", "tiny_cnn-b1-t1-fp32-eager"]
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "complete" and info["reason"] is None

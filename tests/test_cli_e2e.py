@@ -65,7 +65,9 @@ def test_run_writes_a_row_per_scenario_whatever_happens(run_cli, write_suite, tm
         assert row.load_s > 0 and row.first_inference_s > 0
         assert row.throughput_samples_per_s == pytest.approx(row.batch_size / lat.mean)
         assert row.torch_num_threads == 1 and row.torch_num_interop_threads == 1
-        assert 0.2 < row.cpu_utilization < 1.5, row  # one thread ran, and only one (loose: CI neighbours)
+        assert row.cpu_utilization < 1.5, row  # only one thread ran ...
+        if not row.contended:  # ... and it ran (on a contended host it was seen at 0.2 of a core)
+            assert row.cpu_utilization > 0.2, row
         rss = row.rss_bytes
         assert 0 < rss.before_load <= rss.peak and rss.peak_anon + rss.peak_file == rss.peak
         assert rss.peak_uss and rss.peak_uss <= rss.peak

@@ -166,18 +166,20 @@ def test_selfcheck_measures_itself(run_cli, tmp_path):
     assert "Traceback" not in result.stderr
     report = json.loads(next((tmp_path / "reports").glob("*/selfcheck.json")).read_text())
     checks = {c["name"]: c["value"] for c in report["checks"]}
+    for name in checks:
+        assert name in result.stdout
+    # Contended measurements are listed, and then no verdict is given: the figures mean little
+    # (a loaded host gave harness/Timer 0.22). This host is shared: either case may happen.
+    assert isinstance(report["contended"], list)
+    assert ("NO VERDICT" in result.stdout) == bool(report["contended"])
+    if report["contended"]:
+        assert not report["passed"] and result.returncode == 1
+        return
     # Loose sanity bounds: the targets themselves are for `bench selfcheck` on a quiet machine.
     assert 0.5 < checks["harness median / torch Timer median"] < 2.0
     assert 0.8 < checks["sampled peak RSS / kernel VmHWM"] <= 1.0
     assert -0.5 < checks["sampler overhead on median latency"] < 0.5
     assert 0 <= checks["run-to-run CV of the median"] < 1.0
-    for name in checks:
-        assert name in result.stdout
-    # contended measurements are listed, and then no verdict is given (this host is shared: either may happen)
-    assert isinstance(report["contended"], list)
-    assert ("NO VERDICT" in result.stdout) == bool(report["contended"])
-    if report["contended"]:
-        assert not report["passed"] and result.returncode == 1
 
 
 def test_sigterm_stops_the_run_keeps_its_rows_and_leaves_no_worker_behind(write_suite, tmp_path):

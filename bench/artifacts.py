@@ -69,6 +69,9 @@ def cached_artifact(
     prepare_s = time.perf_counter() - started
     meta = {"key": json.loads(key_text), "sha256": sha, "bytes": path.stat().st_size, "file": filename, "facts": facts}
     tmp_meta = entry / f".meta-{os.getpid()}.json"
-    tmp_meta.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    os.replace(tmp_meta, meta_path)
+    try:
+        tmp_meta.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        os.replace(tmp_meta, meta_path)
+    finally:
+        tmp_meta.unlink(missing_ok=True)  # a disk that filled up leaves no half-written file behind
     return Artifact(path, sha, meta["bytes"], prepare_s, cached=False, facts=facts)

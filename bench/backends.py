@@ -19,6 +19,7 @@ from typing import Any
 
 from bench import hygiene, models, pruning, sources
 from bench.artifacts import Artifact, cached_artifact, file_sha256
+from bench.nospace import write_via_memory
 from bench.sources import FORMAT_NAMES, ModelSource, SourceError
 from bench.suite import Scenario
 
@@ -239,7 +240,7 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
         model, facts = convert(pruned, scenario.precision)
         facts.update(pruning_facts)
         if fmt == "state_dict":
-            torch.save(model.state_dict(), path)
+            write_via_memory(path, lambda f: torch.save(model.state_dict(), f))
         elif fmt == "exported_program":
             _write_exported_program(model, make_batch(scenario, batch_size=2), path)
         else:
@@ -266,7 +267,7 @@ def _write_torchscript(model: Any, example: Any, path: Path) -> None:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, example)
         frozen = torch.jit.freeze(traced)
-    torch.jit.save(frozen, str(path))
+    write_via_memory(path, lambda f: torch.jit.save(frozen, f))  # torch's file writer aborts on a full disk
 
 
 def _write_exported_program(model: Any, example: Any, path: Path) -> None:
@@ -276,7 +277,7 @@ def _write_exported_program(model: Any, example: Any, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=65536)
     with torch.inference_mode(False), torch.no_grad():
         exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(exported, str(path))
+    write_via_memory(path, lambda f: torch.export.save(exported, f))
 
 
 def _given_file_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
@@ -537,7 +538,8 @@ def reference_outputs(scenario: Scenario, cache_dir: Path, inputs: int) -> Artif
         def write_onnx(path: Path) -> None:
             infer, _ = _load_onnxruntime(reference, Path(facts.path))
             batch_inputs = to_runtime_input(reference, fidelity_inputs(scenario.input_shape, scenario.seed, inputs))
-            torch.save(torch.as_tensor(run_inputs(infer, batch_inputs, batch)).float(), path)
+            outputs = torch.as_tensor(run_inputs(infer, batch_inputs, batch)).float()
+            write_via_memory(path, lambda f: torch.save(outputs, f))
 
         return cached_artifact(cache_dir, key, f"{_file_stem(scenario)}-reference.pt", write_onnx)
 
@@ -548,7 +550,7 @@ def reference_outputs(scenario: Scenario, cache_dir: Path, inputs: int) -> Artif
         model = build_fp32(scenario)
         with torch.inference_mode():
             output = model(fidelity_inputs(scenario.input_shape, scenario.seed, inputs))
-        torch.save(output.float(), path)
+        write_via_memory(path, lambda f: torch.save(output.float(), f))
 
     return cached_artifact(cache_dir, key, f"{_file_stem(scenario)}-reference.pt", write)
 

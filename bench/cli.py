@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import __version__
+from bench.contention import ON_CONTENTION
 from bench.errors import UserError
+from bench.history import history_location
+from bench.nospace import NoSpaceLeft
 
 DESCRIPTION = """\
 Benchmark PyTorch and ONNX Runtime models on CPUs.
@@ -43,8 +46,12 @@ examples:
 """
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stopped like Ctrl-C, but exits 143 (128 + 15) as the convention says; Ctrl-C exits 130."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signal.Signals(signum).name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # SIGTERM takes the same path as Ctrl-C: the running worker is killed, not orphaned,
     # and the run folder is marked interrupted.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.handler(args)
     except UserError as exc:
@@ -63,9 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `bench validate ... | head`: the reader has gone, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("bench: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 128 + signal.SIGINT
     except Exception as exc:  # anything else is our bug: say so briefly, trace on request
         if args.debug:
             traceback.print_exc()
@@ -121,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--history",
-        type=Path,
+        type=history_location,
         metavar="PATH",
         help="history file to record the run in (default: history.sqlite in the --reports folder)",
     )
@@ -135,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the scenarios in a random order (seeded; the seed is printed and kept in run.json), so that the "
         "machine's drift over a long run does not favour the scenarios that come first in the suite",
     )
+    run.add_argument(
+        "--on-contention",
+        choices=ON_CONTENTION,
+        default="mark",
+        help="a row measured while other processes took the CPU is marked contended (its contention field; "
+        "bench compare calls it inconclusive). mark (default): keep it, marked; retry: measure it again, up to "
+        "--contention-retries times; wait: before each scenario, wait up to --contention-wait seconds for a "
+        "quiet host",
+    )
+    run.add_argument("--contention-retries", type=int, default=2, metavar="N", help="with retry (default 2)")
+    run.add_argument("--contention-wait", type=float, default=120.0, metavar="SECONDS", help="with wait (default 120)")
     run.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -269,13 +287,17 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.console import ConsoleProgress, summary_table
     from bench.memory import cpu_count
-    from bench.runner import check_resume_mode, resume_run, run_suite, start_run
+    from bench.runner import ContentionPolicy, check_resume_mode, resume_run, run_suite, start_run
     from bench.suite import load_suite
 
     if args.rss_interval is not None and not args.rss_interval > 0:
         raise UserError(f"--rss-interval must be a number of seconds > 0, got {args.rss_interval}")
     if (args.suite is None) == (args.resume is None):
         raise UserError("give either a suite file to run or --resume RUN_DIR (not both)")
+    if args.contention_retries < 0 or not args.contention_wait >= 0:
+        raise UserError("--contention-retries and --contention-wait must be >= 0")
+    if args.on_contention != "mark" and args.scheduler is not None:
+        raise UserError("--on-contention retry or wait applies to a local run; a fleet run marks contended rows")
     if args.shuffle is not None and args.scheduler is not None:
         raise UserError("--shuffle orders a local run; a fleet run's scenarios already run side by side on its hosts")
     if args.resume is not None:  # before connecting: a fleet run resumes on a fleet only, a local one here only
@@ -319,7 +341,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             seed = random.randrange(2**31) if args.shuffle == -1 else args.shuffle
             if seed is not None:
                 print(f"bench: running the scenarios in a shuffled order (--shuffle {seed})", file=sys.stderr)
-            run_suite(context, progress, shuffle_seed=seed)
+            policy = ContentionPolicy(args.on_contention, args.contention_retries, args.contention_wait)
+            run_suite(context, progress, shuffle_seed=seed, on_contention=policy)
         else:
             _run_on_fleet(context, client, args.scheduler, workers, progress)
     except KeyboardInterrupt:
@@ -329,6 +352,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             + (f" --scheduler {args.scheduler}" if client is not None else ""),
             file=sys.stderr,
         )
+        if history is not None:
+            history.finish()
+        raise
+    except NoSpaceLeft:  # its message says where the rows are and how to resume
         if history is not None:
             history.finish()
         raise
@@ -426,6 +453,7 @@ def _check_writable(reports: Path) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from bench.sources import factory_modules
     from bench.suite import load_suite
 
     for path in args.suites:
@@ -433,6 +461,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"{path}: suite '{suite.name}' is valid: {len(suite.scenarios)} scenarios")
         for scenario in suite.scenarios:
             print(f"  {scenario.id}")
+        # A suite file is code, like a conftest.py: say which code, where the user reads the suite.
+        factories = factory_modules(s.source for s in suite.scenarios if s.source is not None)
+        if factories:
+            print(f"{path}: runs Python code: `bench run` imports these modules and calls these factories:")
+            for spec, origin in factories:
+                print(f"  {spec}  ({origin})")
     return 0
 
 

@@ -22,6 +22,8 @@ gets a verdict:
   `inconclusive`.
 - a scenario that was ok and now fails (or is unsupported) is `regressed`; the reverse is
   `improved`.
+- a row whose `contention` verdict is `contended` (bench.contention) in either run makes its
+  time figures `inconclusive`: other processes took the CPU while it was timed.
 
 Runs are comparable only when their environments agree on what matters (the fingerprint's
 keys: CPU model and instruction sets, core counts, kernel, Python and library versions;
@@ -623,7 +625,18 @@ def compare_scenario(label: str, base: ScenarioResult, cand: ScenarioResult, rul
                 row.verdict = "inconclusive"
             row.note = no_rounds_note
         rows.append(row)
+    contended = [side for side, r in (("baseline", base.record), ("candidate", cand.record)) if _contended(r)]
+    for row in rows if contended else ():
+        if row.metric != "peak_rss":  # time figures only: memory does not depend on the neighbours
+            row.verdict = "inconclusive"
+            note = f"the {' and '.join(contended)} row was measured on a contended host (see its contention)"
+            row.note = f"{note}; {row.note}" if row.note else note
     return rows
+
+
+def _contended(record: dict[str, Any]) -> bool:
+    value = record.get("contention")
+    return isinstance(value, dict) and value.get("verdict") == "contended"
 
 
 def compare_runs(

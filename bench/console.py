@@ -35,6 +35,8 @@ class ConsoleProgress:
                 f"({record.latency_s.rounds} rounds, {record.duration_s or 0:.1f} s"
                 f"{', cached artifact' if record.artifact_cached else ''})"
             )
+            if record.contended:
+                detail += "  CONTENDED: other processes took the CPU while it was timed"
         else:
             detail = f"{record.status}: {(record.reason or '').splitlines()[0]}"
         lead = "\r\033[K" if self.live else ""
@@ -62,7 +64,7 @@ def summary_table(records: Sequence[ResultRecord]) -> str:
                 f"{latency.p99 * 1e3:.3f}" if latency else "-",
                 f"{r.throughput_samples_per_s:.1f}" if r.throughput_samples_per_s else "-",
                 f"{r.rss_bytes.peak / MIB:.1f}" if r.rss_bytes.peak else "-",
-                r.status,
+                f"{r.status} (contended)" if r.contended else r.status,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -73,4 +75,10 @@ def summary_table(records: Sequence[ResultRecord]) -> str:
         lines.append("  ".join(cells))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
+    busy = sum(r.contended for r in records)
+    if busy:
+        lines.append(
+            f"\n{busy} row(s) measured on a contended host (other processes or the hypervisor took the CPU "
+            "while they were timed): their times are not comparable; bench compare calls them inconclusive"
+        )
     return "\n".join(lines)

@@ -51,6 +51,11 @@ def test_selfcheck_block(benchmark, session: WorkerSession, block: int) -> None:
         if not timer_first:
             timer_median_s = timer.blocked_autorange(min_run_time=budget_s).median
         session.result.setdefault("selfcheck_blocks", []).append(
-            {"block": block, "timer_median_s": timer_median_s, "round_starts_s": round_starts_s}
+            {
+                "block": block,
+                "timer_median_s": timer_median_s,
+                "round_starts_s": round_starts_s,
+                "contention": session.result.get("contention"),
+            }  # fmt: skip
         )
         session.result["status"] = "ok"

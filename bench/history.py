@@ -31,6 +31,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import sqlite3
 import struct
 import sys
@@ -42,6 +43,7 @@ from typing import Any
 
 from bench import runfolder
 from bench.errors import UserError
+from bench.nospace import NoSpaceLeft, is_no_space
 from bench.record import RESULTS_FILE
 
 DEFAULT_HISTORY = Path("reports") / "history.sqlite"
@@ -52,6 +54,25 @@ MIB = 1024 * 1024
 
 class HistoryError(UserError):
     """A history file that cannot be used: missing, corrupted, locked, from a newer bench."""
+
+
+_URL_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # postgresql://..., sqlite:..., https://...
+
+
+def history_location(text: str) -> Path:
+    """--history's value checked: the one place that decides what a history location may be.
+
+    Only an SQLite file path is supported. A URL (postgresql://...) used to become a local
+    folder named after its scheme; it is refused instead. A backend for a URL scheme would be
+    accepted here. (An argparse `type`: the error is printed with the usage, exit 2.)"""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected the path of an SQLite file, e.g. reports/history.sqlite")
+    if _URL_SCHEME_RE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a URL, and the history is an SQLite file: give its path, e.g. reports/history.sqlite "
+            "(no database server is supported; for a file whose name has a colon, write ./NAME)"
+        )
+    return Path(text)
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -549,6 +570,39 @@ def record_run(
     return RecordOutcome(snapshot.run_id, action, len(snapshot.results), without_rounds, snapshot.warnings)
 
 
+def record_rows(
+    history_path: Path, run_dir: Path, records: Sequence[dict[str, Any]], results_digest: str,
+    *, timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:  # fmt: skip
+    """Add rows just appended to a run already in the history, with their round times, and bring
+    the run's run.json and digest up to date: the cost of those rows, not of the whole run.
+
+    `results_digest`: the sha256 of results.jsonl with these rows (kept by the caller as the file
+    grows, so that a later record_run of the folder finds it unchanged). HistoryError when the run
+    is not in the history yet (record_run adds it)."""
+    info = runfolder.read_json_object(run_dir / runfolder.RUN_INFO_FILE, [])
+    run_id = str(info.get("run_id") or run_dir.name)
+    with (
+        open_history(history_path, timeout_s=timeout_s) as db,
+        _sqlite_errors(history_path, timeout_s),
+        _write(db),
+    ):
+        found = db.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if found is None:
+            raise HistoryError(f"run {run_id} is not in the history {history_path} yet")
+        for record in records:
+            sid = record["scenario_id"]
+            rounds = (
+                runfolder.round_times(run_dir, record.get("files"), sid)[0] if record.get("status") == "ok" else None
+            )
+            _insert_result(db, found["id"], ScenarioResult(sid, record, rounds))
+        run_json = json.dumps(info, sort_keys=True)
+        db.execute(
+            "UPDATE runs SET results_digest = ?, status = ?, finished_at = ?, run_json = ? WHERE id = ?",
+            (results_digest, info.get("status"), info.get("finished_at"), run_json, found["id"]),
+        )
+
+
 def _insert_result(db: sqlite3.Connection, run_pk: int, result: ScenarioResult) -> None:
     record = result.record
 
@@ -896,7 +950,7 @@ def add_history_option(parser: argparse.ArgumentParser, *, sub: bool = False) ->
     """--history and --history-timeout (on subcommands with SUPPRESS, so the parent's value stands)."""
     parser.add_argument(
         "--history",
-        type=Path,
+        type=history_location,
         metavar="PATH",
         default=argparse.SUPPRESS if sub else DEFAULT_HISTORY,
         help=f"the history file (default: {DEFAULT_HISTORY})",
@@ -1043,6 +1097,10 @@ class RecordAsItRuns:
 
     def __init__(self, inner: Any, history_path: Path, run_dir: Path, label: str | None = None) -> None:
         self.inner, self.history_path, self.run_dir, self.label = inner, history_path, run_dir, label
+        # results.jsonl as far as the history holds it: its sha256 so far and its length. None until
+        # the whole folder has been recorded once (and after any failure: recorded whole again).
+        self._digest: Any = None
+        self._recorded_bytes = 0
 
     def scenario_started(self, index: int, total: int, scenario_id: str) -> None:
         self.inner.scenario_started(index, total, scenario_id)
@@ -1052,8 +1110,32 @@ class RecordAsItRuns:
 
     def scenario_finished(self, record: Any) -> None:
         self.inner.scenario_finished(record)
-        with contextlib.suppress(Exception):  # said at `finish`, which tries again
+        try:
+            self._record_new_rows()
+        except Exception as exc:  # said at `finish`, which tries again; but a full disk ends the run
+            self._digest = None
+            if is_no_space(exc):
+                raise NoSpaceLeft(self.history_path) from exc
+
+    def _record_new_rows(self) -> None:
+        """The whole folder the first time; then only the lines appended since (one row per scenario),
+        so that recording costs the same at the last row of a long run as at the first."""
+        results = self.run_dir / RESULTS_FILE
+        if self._digest is None:
+            data = results.read_bytes()  # this process is the run folder's only writer (bench.runlock)
             record_run(self.history_path, self.run_dir, label=self.label)
+            self._digest, self._recorded_bytes = hashlib.sha256(data), len(data)
+            return
+        with open(results, "rb") as f:
+            f.seek(self._recorded_bytes)
+            new = f.read()
+        new = new[: new.rfind(b"\n") + 1]  # whole lines only
+        if not new:
+            return
+        self._digest.update(new)
+        self._recorded_bytes += len(new)
+        lines = runfolder.result_lines_of(new.decode("utf-8", errors="replace"), results, [])
+        record_rows(self.history_path, self.run_dir, [line.data for line in lines], self._digest.hexdigest())
 
     def finish(self) -> None:
         """Record the run's final state (its status and end time, any row not yet recorded)."""

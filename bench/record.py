@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.contention import Contention
 from bench.stats import LatencyStats
 
 SCHEMA_VERSION = 1
@@ -314,6 +315,7 @@ class ResultRecord:
     grad_mode: str = "inference_mode"  # inference_mode, no_grad or enabled (bench.hygiene)
     module_mode: str = "eval"  # eval or train
     hygiene: HygieneFigures | None = None  # torch rows: what the grad and module modes changed
+    contention: Contention | None = None  # others' CPU use and steal over the timed steady state (ok rows)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -321,6 +323,11 @@ class ResultRecord:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         if self.status != "ok" and not self.reason:
             raise ValueError(f"a '{self.status}' record needs a reason")
+
+    @property
+    def contended(self) -> bool:
+        """Measured while other processes or the hypervisor took the CPU (bench.contention)."""
+        return self.contention is not None and self.contention.verdict == "contended"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -355,6 +362,7 @@ NESTED_FIELDS: dict[str, type] = {
     "pruning": PruningFacts,
     "pipeline": PipelineFigures,
     "hygiene": HygieneFigures,
+    "contention": Contention,
 }
 
 
@@ -378,11 +386,19 @@ def from_json(hint: Any, value: Any) -> Any:
 
 def append_record(path: Path, record: ResultRecord) -> None:
     """Append one line and make it durable before the next scenario starts."""
-    line = record.to_json() + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    data = memoryview((record.to_json() + "\n").encode("utf-8"))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except OSError as exc:  # e.g. a full disk: no half line stays behind for readers to trip on
+            os.ftruncate(fd, end)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

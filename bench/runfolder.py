@@ -153,6 +153,11 @@ def read_result_lines(path: Path, warnings: list[str]) -> list[ResultLine]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise UserError(f"{path} could not be read: {exc.strerror or exc}") from None
+    return result_lines_of(text, path, warnings)
+
+
+def result_lines_of(text: str, path: Path, warnings: list[str]) -> list[ResultLine]:
+    """read_result_lines on text already read (e.g. only the lines appended since the last read)."""
     lines = text.split("\n")
     last = max((n for n, line in enumerate(lines, start=1) if line.strip()), default=0)
     out: list[ResultLine] = []

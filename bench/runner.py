@@ -9,11 +9,13 @@ goes on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -23,10 +25,20 @@ from typing import Any, Protocol
 
 import bench
 from bench import backends
+from bench.contention import Contention, wait_for_quiet
 from bench.environment import collect_environment
 from bench.errors import UserError
 from bench.fidelity import FIDELITY_INPUTS
 from bench.memory import RssSample, RssSampler, write_samples_csv
+from bench.nospace import (
+    NoSpaceLeft,
+    is_no_space,
+    nearly_full,
+    release_reserve,
+    reserve_space,
+    says_no_space,
+    where_no_space,
+)
 from bench.record import (
     Fidelity,
     HygieneFigures,
@@ -42,6 +54,7 @@ from bench.record import (
     read_records,
 )
 from bench.runfolder import benchmark_round_times
+from bench.runlock import lock_run_folder
 from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite
@@ -119,6 +132,7 @@ def create_run_dir(reports_dir: Path, suite_name: str) -> tuple[str, Path]:
 
 def start_run(suite: Suite, reports_dir: Path, *, rss_interval_s: float | None = None) -> RunContext:
     run_id, run_dir = create_run_dir(reports_dir, suite.name)
+    lock_run_folder(run_dir)
     environment = collect_environment()
     (run_dir / "suite.yaml").write_text(suite.text, encoding="utf-8")
     _write_json(run_dir / "environment.json", environment)
@@ -194,6 +208,7 @@ def resume_run(run_dir: Path, *, rss_interval_s: float | None = None, on_fleet: 
     `on_fleet`: the caller will send the pending scenarios to a fleet (a fleet run must be
     resumed on one, a local run must not be)."""
     info, suite = _read_resumable(run_dir)
+    lock_run_folder(run_dir)  # before anything is written: a second writer is refused here
     _check_resume_mode(run_dir, info, suite, on_fleet)
     results_path = run_dir / "results.jsonl"
     _set_aside_partial_line(results_path)
@@ -217,7 +232,8 @@ def resume_run(run_dir: Path, *, rss_interval_s: float | None = None, on_fleet: 
     done = {r.scenario_id for r in records}
     context.pending = [s for s in suite.scenarios if s.id not in done]
     # finished_at belonged to the interrupted part; the run has not finished while it runs again.
-    write_run_info(context, status="running", finished_at=None, resumed_at=[*info.get("resumed_at", []), utc_now()])
+    resumed_at = [*info.get("resumed_at", []), utc_now()]
+    write_run_info(context, status="running", finished_at=None, reason=None, resumed_at=resumed_at)
     return context
 
 
@@ -284,8 +300,21 @@ def _set_aside_partial_line(results_path: Path) -> None:
         os.fsync(f.fileno())
 
 
+@dataclass(frozen=True)
+class ContentionPolicy:
+    """`--on-contention`: what to do with a scenario measured on a contended host (bench.contention)."""
+
+    action: str = "mark"  # mark: keep the row, marked; retry: measure it again; wait: wait for quiet first
+    retries: int = 2  # retry: measurements beyond the first, at most
+    wait_limit_s: float = 120.0  # wait: give up waiting (and measure, marked if contended) after this
+
+
 def run_suite(
-    context: RunContext, progress: Progress | None = None, *, shuffle_seed: int | None = None
+    context: RunContext,
+    progress: Progress | None = None,
+    *,
+    shuffle_seed: int | None = None,
+    on_contention: ContentionPolicy | None = None,
 ) -> list[ResultRecord]:
     """Run the context's pending scenarios (all of them for a new run), appending a row for each.
 
@@ -297,18 +326,65 @@ def run_suite(
         random.Random(shuffle_seed).shuffle(scenarios)
         write_run_info(context, shuffle_seed=shuffle_seed)
     total = len(scenarios)
+    unfinished = None  # the scenario being measured, until its row is on disk
     try:
+        reserve_space(context.run_dir)
         for index, scenario in enumerate(scenarios, start=1):
+            unfinished = scenario
             progress.scenario_started(index, total, scenario.id)
-            record = run_scenario(context, scenario, progress)
+            record = _measure(context, scenario, progress, on_contention or ContentionPolicy())
             append_record(context.results_path, record)
+            unfinished = None
             context.records.append(record)
             progress.scenario_finished(record)
     except KeyboardInterrupt:
         write_run_info(context, status="interrupted", finished_at=utc_now())
         raise
+    except Exception as exc:
+        if not is_no_space(exc):
+            raise
+        raise _stop_for_space(context, where_no_space(exc, context.run_dir), unfinished) from exc
+    finally:
+        release_reserve(context.run_dir)
     write_run_info(context, status="complete", finished_at=utc_now())
     return context.records
+
+
+def _measure(context: RunContext, scenario: Scenario, progress: Progress, policy: ContentionPolicy) -> ResultRecord:
+    """run_scenario, with the --on-contention policy applied."""
+    waited_s = None
+    if policy.action == "wait":
+        _, waited_s = wait_for_quiet(scenario.threads, policy.wait_limit_s, announce=progress.scenario_phase)
+    record = run_scenario(context, scenario, progress)
+    attempts = 1
+    while policy.action == "retry" and record.contended and attempts <= policy.retries:
+        progress.scenario_phase(f"contended: measuring again ({attempts + 1} of {policy.retries + 1})", 0.0)
+        record = run_scenario(context, scenario, progress)
+        attempts += 1
+    if record.contention is not None and (attempts > 1 or waited_s is not None):
+        contention = dataclasses.replace(record.contention, attempts=attempts, waited_s=waited_s)
+        record = dataclasses.replace(record, contention=contention)
+    return record
+
+
+def _stop_for_space(context: RunContext, path: Path, unfinished: Scenario | None) -> NoSpaceLeft:
+    """End a run whose disk filled up: its rows stay, run.json says why, and how to go on."""
+    if unfinished is not None:  # its raw files have no row to go with; --resume measures it again
+        shutil.rmtree(context.run_dir / "workers" / unfinished.id, ignore_errors=True)
+        for raw in (
+            context.run_dir / "benchmark" / f"{unfinished.id}.json",
+            context.run_dir / "rss" / f"{unfinished.id}.csv",
+        ):
+            raw.unlink(missing_ok=True)
+    release_reserve(context.run_dir)  # the room to write run.json in
+    reason = f"no space left on {path}"
+    with contextlib.suppress(OSError):  # if even that fails, the message below still says it
+        write_run_info(context, status="interrupted", finished_at=utc_now(), reason=reason)
+    return NoSpaceLeft(
+        path, f"{reason}: the run stopped. Its {len(context.records)} finished row(s) are in {context.results_path}"
+        f"{'' if unfinished is None else f' ({unfinished.id} has none yet)'}; free some space, then continue it "
+        f"with: bench run --resume {context.run_dir}",
+    )  # fmt: skip
 
 
 def run_scenario(
@@ -330,6 +406,8 @@ def run_scenario(
     except SourceError as exc:  # the user's file or factory: the message names it and the suite field
         return ResultRecord(**base, status="failed", reason=str(exc), duration_s=time.perf_counter() - started)
     except Exception as exc:  # a model that cannot be built, converted or saved is this row's failure
+        if is_no_space(exc):  # ... unless the disk is full: that ends the run (run_suite)
+            raise NoSpaceLeft(where_no_space(exc, context.cache_dir)) from exc
         return ResultRecord(
             **base, status="failed", reason=f"preparing the artifact failed: {type(exc).__name__}: {exc}",
             duration_s=time.perf_counter() - started,
@@ -361,6 +439,8 @@ def run_scenario(
         "worker_dir": _relative(out_dir, context.run_dir),
     }
     record = build_record(base, scenario, outcome, benchmark_json, interval_s, time.perf_counter() - started)
+    if record.status == "failed" and (says_no_space(record.reason) or nearly_full(context.run_dir)):
+        raise NoSpaceLeft(context.run_dir)  # the worker could not write its files: not the scenario's failure
     if scenario.profile and record.status == "ok":
         record = _with_profile(context, scenario, artifact.path, file_stem, record, progress)
     if scenario.capacity is not None and record.status == "ok":
@@ -566,6 +646,7 @@ def build_record(
         **measured,
         status="ok",
         fidelity=Fidelity(**fidelity) if fidelity else None,
+        contention=Contention(**worker["contention"]) if worker.get("contention") else None,
         pipeline=PipelineFigures(**pipeline) if pipeline else None,
         latency_s=latency,
         throughput_samples_per_s=scenario.batch_size / latency.mean,
@@ -675,4 +756,10 @@ def write_run_info(context: RunContext, **changes: Any) -> None:
         "command": sys.argv,
     }  # fmt: skip
     info.update(changes)
-    _write_json(path, info)
+    # Whole or not at all: a write cut short (a full disk) must not leave run.json half-written.
+    tmp = path.with_name(f".run.json.{os.getpid()}.tmp")
+    try:
+        _write_json(tmp, info)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

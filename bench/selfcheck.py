@@ -14,7 +14,7 @@ import json
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -87,11 +87,12 @@ class SelfcheckResult:
     run_dir: Path
     scenario_id: str
     checks: list[Check]
+    contended: list[str] = field(default_factory=list)  # the measurements taken on a contended host, and why
 
     @property
     def passed(self) -> bool:
-        """No check clearly failed (an inconclusive one does not fail the run)."""
-        return all(c.verdict != "fail" for c in self.checks)
+        """No check clearly failed (an inconclusive one does not fail the run), on a host that was quiet."""
+        return not self.contended and all(c.verdict != "fail" for c in self.checks)
 
 
 def run_selfcheck(
@@ -156,12 +157,17 @@ def run_selfcheck(
         records.append(record)
     checks.append(_sampler_accuracy(records))
     checks.append(_run_to_run(records))
-    result = SelfcheckResult(context.run_dir, scenario.id, checks)
+    contended = [
+        f"interleaved block {b['block']}: {b['contention']['why']}"
+        for b in outcome.worker["selfcheck_blocks"] if (b.get("contention") or {}).get("verdict") == "contended"
+    ] + [f"fresh process {n}: {r.contention.why}" for n, r in enumerate(records, start=1) if r.contended]  # fmt: skip
+    result = SelfcheckResult(context.run_dir, scenario.id, checks, contended)
     (context.run_dir / "selfcheck.json").write_text(
         json.dumps(
             {
                 "scenario_id": scenario.id,
                 "passed": result.passed,
+                "contended": contended,
                 "checks": [{**asdict(c), "verdict": c.verdict} for c in checks],
             },
             indent=2,
@@ -253,10 +259,18 @@ def print_selfcheck(result: SelfcheckResult) -> None:
     for check in result.checks:
         value = "n/a" if check.value is None else _format(check, check.value)
         interval = f"  (95% CI {_format(check, check.ci[0])}..{_format(check, check.ci[1])})" if check.ci else ""
-        print(f"  {check.verdict.upper():12}  {check.name:38} {value:>10}   {_target_text(check)}{interval}")
+        label = "no verdict" if result.contended else check.verdict
+        print(f"  {label.upper():12}  {check.name:38} {value:>10}   {_target_text(check)}{interval}")
         print(f"                {check.detail}")
     verdicts = {c.verdict for c in result.checks}
-    if "fail" in verdicts:
+    if result.contended:
+        print(
+            f"NO VERDICT: the host was contended during {len(result.contended)} measurement(s), so these figures say "
+            "more about the other processes than about bench; rerun on a quiet host:"
+        )
+        for line in result.contended:
+            print(f"  {line}")
+    elif "fail" in verdicts:
         print("some checks FAILED")
     elif "inconclusive" in verdicts:
         print(

@@ -25,6 +25,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,18 @@ def import_factory_module(source: ModelSource) -> Any:
         ) from None  # fmt: skip
 
 
+def factory_modules(sources: Iterable[ModelSource]) -> list[tuple[str, str]]:
+    """(factory, the file of its module) for each distinct factory among `sources`: the Python code
+    a suite imports and calls (`bench validate` says so, since a suite file is code)."""
+    found = {}
+    for source in sources:
+        spec = source.architecture or ""
+        if is_factory(spec) and spec not in found:
+            module = import_factory_module(source)
+            found[spec] = getattr(module, "__file__", None) or "built into Python"
+    return sorted(found.items())
+
+
 def resolve_factory(source: ModelSource) -> Any:
     """The callable `package.module:function` names (attributes may be dotted, e.g. Class.create)."""
     target = import_factory_module(source)
@@ -300,20 +313,42 @@ def _read_checkpoint(source: ModelSource) -> dict[str, Any]:
         # map_location: a checkpoint saved on a GPU names cuda storages; they load here on the CPU.
         loaded = torch.load(source.path, map_location="cpu", weights_only=not source.trust_pickle)
     except pickle.UnpicklingError as exc:
-        needs = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if needs and not source.trust_pickle:
+        wanted = [] if source.trust_pickle else _unsafe_globals(source.path)
+        if wanted:
             raise SourceError(
-                source, f"holds a pickled Python object ({needs.group(1)}) that torch.load(weights_only=True) "
-                f"refuses to load. To load it with weights_only=False, set `trust_pickle: true` in this model "
-                f"entry: {PICKLE_RISK}", field="trust_pickle",
+                source, f"wants the Python global(s) {', '.join(wanted)}: loading it would run the code they name "
+                "(torch.load(weights_only=True) refused it, and nothing ran). To load it anyway, set "
+                f"`trust_pickle: true` in this model entry: {PICKLE_RISK}", field="trust_pickle",
             ) from None  # fmt: skip
-        raise SourceError(source, f"is not a readable PyTorch checkpoint: {short(exc)}") from None
-    except Exception as exc:  # truncated zip, random bytes, an old format torch cannot read
+        # torch's text advises weights_only=False; for bytes that are no checkpoint that is no fix.
+        raise SourceError(
+            source, f"is not a PyTorch checkpoint (not written by torch.save, or truncated or corrupted): "
+            f"{_unpickler_problem(exc)}",
+        ) from None  # fmt: skip
+    except Exception as exc:  # truncated zip, an old format torch cannot read
         raise SourceError(
             source, f"is not a readable PyTorch checkpoint (truncated, corrupted or not written by torch.save): "
             f"{type(exc).__name__}: {short(exc)}",
         ) from None  # fmt: skip
     return _unwrap(loaded, source)
+
+
+def _unsafe_globals(path: str | None) -> list[str]:
+    """The globals a checkpoint's pickle names beyond torch's safe list, read without unpickling it;
+    [] when the file is no torch.save archive."""
+    import torch
+
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # not a zip archive, no data.pkl, a pickle that does not parse
+        return []
+
+
+def _unpickler_problem(exc: BaseException) -> str:
+    """torch's UnpicklingError text without its advice (weights_only=False, filing an issue, the docs link)."""
+    advice = ("weights_only", "Please file an issue", "Check the documentation", "WeightsUnpickler error")
+    kept = [line.strip() for line in str(exc).splitlines() if line.strip() and not any(a in line for a in advice)]
+    return short(Exception(" ".join(kept) or "the unpickler refused it"))
 
 
 def _unwrap(loaded: Any, source: ModelSource) -> dict[str, Any]:

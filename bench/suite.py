@@ -51,6 +51,8 @@ _MODE_ID_PARTS = {"no_grad": "no_grad", "enabled": "grad_enabled", "train": "tra
 DEFAULT_TIMEOUT_S = 900.0
 DEFAULT_MAX_SCENARIOS = 1000
 _MAX_YAML_NODES = 100_000
+_MAX_YAML_DEPTH = 64  # real suites nest ~6 levels; PyYAML's composer recurses and overflows at ~300
+MAX_SUITE_BYTES = 2**20  # real suites are a few KiB; a huge one takes minutes to validate and is copied per run
 SLOW_FACTOR = 3  # a steady state may run up to 3x max_time_s to reach min_rounds ...
 SLOW_MIN_ROUNDS = 5  # ... beyond that it is cut to this many rounds at least, and flagged
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)\s*$", re.IGNORECASE)
@@ -190,11 +192,18 @@ def load_suite(path: str | Path, *, max_scenarios: int = DEFAULT_MAX_SCENARIOS) 
     """Read, validate and expand a suite file. Raises SuiteError on any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_SUITE_BYTES + 1)  # at most this much, whatever the file (a FIFO, /dev/zero)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise SuiteError(str(path), "no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SuiteError(str(path), f"cannot be read: {exc}") from None
+    if len(data) > MAX_SUITE_BYTES:
+        raise SuiteError(
+            str(path), f"is larger than {MAX_SUITE_BYTES >> 20} MiB, the most a suite file may be; a suite lists "
+            "axes that expand to scenarios and needs only a few KiB",
+        )  # fmt: skip
     return parse_suite(text, str(path), max_scenarios=max_scenarios, file_path=path)
 
 
@@ -216,6 +225,7 @@ def parse_suite(
 def _load_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
     """Parse YAML safely and remember the line of every key and list item."""
     try:
+        _check_depth(text, source)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -227,6 +237,23 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
     if root is not None:
         _index_lines(root, (), lines, [0], source)
     return doc, lines
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse a document nested deeper than _MAX_YAML_DEPTH before anything recursive reads it.
+
+    PyYAML's parser is a state machine (no recursion); its composer and constructor recurse."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > _MAX_YAML_DEPTH:
+                raise SuiteError(
+                    source, f"nests mappings and lists more than {_MAX_YAML_DEPTH} levels deep; a suite needs "
+                    "a handful", line=event.start_mark.line + 1,
+                )  # fmt: skip
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _index_lines(node: yaml.Node, where: Path_, lines: dict[Path_, int], count: list[int], source: str) -> None:

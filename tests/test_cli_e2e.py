@@ -65,7 +65,9 @@ def test_run_writes_a_row_per_scenario_whatever_happens(run_cli, write_suite, tm
         assert row.load_s > 0 and row.first_inference_s > 0
         assert row.throughput_samples_per_s == pytest.approx(row.batch_size / lat.mean)
         assert row.torch_num_threads == 1 and row.torch_num_interop_threads == 1
-        assert 0.2 < row.cpu_utilization < 1.5, row  # one thread ran, and only one (loose: CI neighbours)
+        assert row.cpu_utilization < 1.5, row  # only one thread ran ...
+        if not row.contended:  # ... and it ran (on a contended host it was seen at 0.2 of a core)
+            assert row.cpu_utilization > 0.2, row
         rss = row.rss_bytes
         assert 0 < rss.before_load <= rss.peak and rss.peak_anon + rss.peak_file == rss.peak
         assert rss.peak_uss and rss.peak_uss <= rss.peak
@@ -164,13 +166,20 @@ def test_selfcheck_measures_itself(run_cli, tmp_path):
     assert "Traceback" not in result.stderr
     report = json.loads(next((tmp_path / "reports").glob("*/selfcheck.json")).read_text())
     checks = {c["name"]: c["value"] for c in report["checks"]}
+    for name in checks:
+        assert name in result.stdout
+    # Contended measurements are listed, and then no verdict is given: the figures mean little
+    # (a loaded host gave harness/Timer 0.22). This host is shared: either case may happen.
+    assert isinstance(report["contended"], list)
+    assert ("NO VERDICT" in result.stdout) == bool(report["contended"])
+    if report["contended"]:
+        assert not report["passed"] and result.returncode == 1
+        return
     # Loose sanity bounds: the targets themselves are for `bench selfcheck` on a quiet machine.
     assert 0.5 < checks["harness median / torch Timer median"] < 2.0
     assert 0.8 < checks["sampled peak RSS / kernel VmHWM"] <= 1.0
     assert -0.5 < checks["sampler overhead on median latency"] < 0.5
     assert 0 <= checks["run-to-run CV of the median"] < 1.0
-    for name in checks:
-        assert name in result.stdout
 
 
 def test_sigterm_stops_the_run_keeps_its_rows_and_leaves_no_worker_behind(write_suite, tmp_path):
@@ -204,7 +213,7 @@ def test_sigterm_stops_the_run_keeps_its_rows_and_leaves_no_worker_behind(write_
     parent.terminate()
     _, stderr = parent.communicate(timeout=60)
 
-    assert parent.returncode == 130, stderr
+    assert parent.returncode == 143, stderr  # 128 + SIGTERM; Ctrl-C gives 130
     assert "interrupted" in stderr and "Traceback" not in stderr
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert alive == [], f"orphaned workers: {alive}"

@@ -353,6 +353,20 @@ def test_a_different_cpu_share_is_noted_but_does_not_decide(tmp_path):
     assert row.verdict == "regressed" and "CPU utilization 1.00 vs 0.60" in row.note
 
 
+def test_a_contended_row_is_inconclusive_never_regressed(tmp_path):
+    contended = {"verdict": "contended", "why": "other processes used 1.50 cores"}
+    base, cand = pair(tmp_path, slow=1.5, edit_record=lambda r: r.update(contention=contended))
+    comparison = compare_runs(base, cand)
+    assert set(verdicts(comparison, "median").values()) == {"inconclusive"}
+    assert set(verdicts(comparison, "throughput").values()) == {"inconclusive"}
+    assert not comparison.regressed
+    row = next(r for r in comparison.rows if r.scenario_id == MLP and r.metric == "median")
+    assert "candidate row was measured on a contended host" in row.note
+    quiet = {"verdict": "quiet", "why": "-"}
+    base, cand = pair(tmp_path / "quiet", slow=1.5, edit_record=lambda r: r.update(contention=quiet))
+    assert set(verdicts(compare_runs(base, cand), "median").values()) == {"regressed"}
+
+
 def test_missing_raw_rounds_give_no_interval(tmp_path):
     base, cand = pair(tmp_path, slow=1.3)
     (Path(cand.source) / f"benchmark/{MLP}.json").unlink()

@@ -246,6 +246,36 @@ def test_bench_run_records_each_row_in_the_history_as_it_finishes(hist, tmp_path
     assert f"history: recorded run {run.name} (3 scenarios, each as it finished)" in capsys.readouterr().err
 
 
+def test_recording_as_it_runs_reads_only_each_new_row(hist, tmp_path, monkeypatch):
+    # It used to re-hash results.jsonl and re-read every row and its round times after each
+    # scenario: quadratic over a run. Now the whole folder is read once, then each new row once.
+    full = make_run(tmp_path / "full", DEMO[:4])
+    run = make_run(tmp_path, DEMO[:1], run_id=full.name, status="running")
+    folder_reads, rounds_read = [], []
+    read_run_folder, round_times = history.read_run_folder, history.runfolder.round_times
+    monkeypatch.setattr(history, "read_run_folder", lambda path: folder_reads.append(path) or read_run_folder(path))
+    monkeypatch.setattr(
+        history.runfolder, "round_times", lambda d, f, sid: rounds_read.append(sid) or round_times(d, f, sid)
+    )
+    recorder = RecordAsItRuns(Events(), hist, run)
+    for count in (1, 2, 3, 4):
+        lines = (full / "results.jsonl").read_text().splitlines(keepends=True)[:count]
+        (run / "results.jsonl").write_text("".join(lines))
+        for path in (full / "benchmark").iterdir():
+            (run / "benchmark" / path.name).write_bytes(path.read_bytes())
+        recorder.scenario_finished(f"row {count}")
+    assert len(folder_reads) == 1  # the first row only
+    ok_ids = [spec.scenario_id for spec in DEMO[:4] if spec.status == "ok"]
+    assert rounds_read == ok_ids  # each row's round times read once
+    monkeypatch.undo()
+    assert record_run(hist, run).action == "unchanged"  # the digest kept row by row is the file's
+    imported = tmp_path / "imported.sqlite"
+    record_run(imported, run)
+    assert load_run(hist, run.name).results.keys() == load_run(imported, run.name).results.keys()
+    for sid, result in load_run(imported, run.name).results.items():
+        assert load_run(hist, run.name).results[sid].round_times == result.round_times
+
+
 def test_a_history_problem_never_stops_the_run(hist, demo, capsys, tmp_path):
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"this is not a database at all" * 100)

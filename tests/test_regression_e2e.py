@@ -114,7 +114,8 @@ class Workspace:
     def run(self, label: str, *, code: Path | None = None, threads: int = 1, max_time_s: float = 1.5) -> Path:
         suite = self.root / f"suite-t{threads}-{max_time_s}.yaml"
         suite.write_text(SUITE.format(threads=threads, max_time_s=max_time_s), encoding="utf-8")
-        result = self.bench("run", str(suite.name), "--label", label, code=code)
+        # retry: a row measured on a contended host is never called regressed (bench.contention)
+        result = self.bench("run", str(suite.name), "--label", label, "--on-contention", "retry", code=code)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Traceback" not in result.stderr
         assert "history: recorded run" in result.stderr, result.stderr  # `bench run` recorded it by itself
@@ -164,9 +165,13 @@ def test_an_injected_slowdown_is_regressed_with_exit_status_1(ws, base_runs):
     slow_run = ws.run("head", code=ws.head("slow", SLOW_PATCH))
     # the baseline by label from the history that `bench run` filled
     result, data = ws.compare("--baseline", "main", str(slow_run))
-    assert result.returncode == 1, result.stdout + result.stderr
     assert data["baseline"]["run_id"] == base_runs[1].name  # the latest `main` run
     [median] = rows(data, "median")
+    if _contended(base_runs[1]) or _contended(slow_run):
+        assert result.returncode == 0 and median["verdict"] == "inconclusive" and "contended host" in median["note"]
+        pytest.skip("the host was contended even after retries: compare rightly said inconclusive; "
+                    "the regression verdict needs a quiet host")  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
     # the whole row (its note names a run's drift, which makes the rule say inconclusive) when it fails
     assert median["verdict"] == "regressed" and median["change"] >= 0.5 and median["ci_low"] > 0, json.dumps(median)
     # throughput comes from the mean, which a busy machine's stalls move far more than the
@@ -176,6 +181,11 @@ def test_an_injected_slowdown_is_regressed_with_exit_status_1(ws, base_runs):
     markdown = ws.bench("compare", "--baseline", "main", str(slow_run), "--format", "markdown")
     assert markdown.returncode == 1
     assert markdown.stdout.startswith("### bench compare: **") and f"| {SCENARIO} | median latency |" in markdown.stdout
+
+
+def _contended(run_dir: Path) -> bool:
+    records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    return any((r.get("contention") or {}).get("verdict") == "contended" for r in records)
 
 
 def test_a_memory_increase_is_reported(ws, base_runs):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
 import shutil
 import sys
@@ -252,13 +253,18 @@ def test_truncated_random_and_missing_checkpoints_are_named_errors(tmp_path):
     data = (tmp_path / "w.pth").read_bytes()
     (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
     (tmp_path / "random.pth").write_bytes(np.random.default_rng(0).bytes(4096))
-    for name, fragment in (("truncated", "central directory"), ("random", "not a readable PyTorch checkpoint")):
+    for name, fragment in (("truncated", "not a readable PyTorch checkpoint"), ("random", "Unsupported operand")):
         with pytest.raises(SourceError) as info:
             sources.read_weights(_source(tmp_path / f"{name}.pth"))
         message = str(info.value)
         assert message.startswith(f"{tmp_path / name}.pth (checkpoint of model 'mine'): ")
-        assert "not a readable PyTorch checkpoint" in message and fragment in message
-        assert "trust_pickle" not in message  # random bytes are not a reason to unpickle
+        assert fragment in message
+        # random bytes are not a reason to unpickle: neither bench nor torch's advice says so
+        assert "trust_pickle" not in message and "weights_only=False" not in message and "succeed" not in message
+        if name == "truncated":
+            assert "central directory" in message
+        else:
+            assert "is not a PyTorch checkpoint" in message
     with pytest.raises(SourceError, match="no such file"):
         sources.read_weights(_source(tmp_path / "gone.pth"))
 
@@ -272,12 +278,34 @@ def test_a_pickle_that_needs_weights_only_false_is_refused_unless_trusted(tmp_pa
     assert info.value.field == "trust_pickle"
     assert "Pickled" in message and "trust_pickle: true" in message and "arbitrary" not in message
     assert "runs whatever code the file names" in message  # the risk, said plainly
+    assert "would run the code" in message
     trusted = sources.read_weights(_source(tmp_path / "pickled.pth", trust_pickle=True))
     assert all(torch.equal(trusted[k], v) for k, v in state.items())
     # A whole pickled module, trusted, gives its state_dict.
     torch.save(models.build_model("tiny_mlp", 3), tmp_path / "module.pth")
     whole = sources.read_weights(_source(tmp_path / "module.pth", trust_pickle=True))
     assert all(torch.equal(whole[k], v) for k, v in state.items())
+
+
+class _CallsSystem:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_call_os_system_names_the_global_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": _tiny_mlp_state(), "payload": _CallsSystem(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(SourceError) as info:
+        sources.read_weights(_source(tmp_path / "evil.pth"))
+    message = str(info.value)
+    assert info.value.field == "trust_pickle"
+    assert f"{os.system.__module__}.system" in message  # posix.system: the refused global, by name
+    assert "would run the code" in message and "trust_pickle: true" in message
+    assert "runs whatever code the file names" in message and "likely succeed" not in message
+    assert not marker.exists()
 
 
 def test_a_checkpoint_for_another_architecture_lists_every_difference(tmp_path):

@@ -37,8 +37,8 @@ COLUMNS = [
     "pipeline_images_per_s", "top1_accuracy", "top5_accuracy",
     "autograd_saved_mib", "outputs_repeat", "given_training", "given_parameters_requiring_grad",
     "rounds_limited_by_time", "artifact_format", "artifact_cached", "quantized_layers",
-    "ort_graph_optimization_level", "cpu_utilization", "torch_num_threads", "torch_num_interop_threads",
-    "environment_fingerprint", "git_sha", "started_at", "duration_s", "schema_version",
+    "ort_graph_optimization_level", "cpu_utilization", "contention", "contention_why", "torch_num_threads",
+    "torch_num_interop_threads", "environment_fingerprint", "git_sha", "started_at", "duration_s", "schema_version",
 ]  # fmt: skip
 # Identifies "the same configuration" for the fp32 reference: everything but precision.
 CONFIG_KEY = [
@@ -174,6 +174,8 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
         "quantized_layers": _num(getattr(record, "quantized_layers", None)),
         "ort_graph_optimization_level": getattr(record, "ort_graph_optimization_level", None) or "",
         "cpu_utilization": _num(record.cpu_utilization),
+        "contention": _get(getattr(record, "contention", None), "verdict") or "",
+        "contention_why": _get(getattr(record, "contention", None), "why") or "",
         "torch_num_threads": _num(record.torch_num_threads),
         "torch_num_interop_threads": _num(record.torch_num_interop_threads),
         "environment_fingerprint": record.environment_fingerprint or "",
@@ -343,6 +345,8 @@ def cell_text(row: pd.Series, column: Column) -> str:
 def row_notes(row: pd.Series) -> list[str]:
     """Short remarks on an ok row that its numbers alone do not say."""
     notes = []
+    if row.get("contention") == "contended":
+        notes.append(f"measured on a contended host: {row.get('contention_why')}")
     if row.get("rounds_limited_by_time"):
         notes.append("fewer rounds than min_rounds: max_time_s cut the steady state (very slow)")
     non_finite = row.get("fidelity_non_finite_outputs")

@@ -71,6 +71,7 @@ LOW_LOAD_FRACTION = 0.1
 PASSABLE_MARGIN = 1.25  # Poisson counts vary: aim 25 % above the fewest requests a passing step needs
 CONFIRM_FACTOR = 2  # a confirming step lasts at least this many times the step that passed
 LOW_LOAD_CEILING = 0.5  # a "low-load" step above half the capacity would not be one
+LOW_LOAD_REQUESTS, LOW_LOAD_MAX_S = 300, 5.0  # the low-load step: informational, so short
 # Server mode halves a failing rate at most down to start / 32: far below capacity the p99 is the
 # serving overhead plus single-stream latency, and halving further only makes the steps longer.
 MIN_RATE_DIVISOR = 32
@@ -369,15 +370,17 @@ def measure_point(
         confirmed = search.confirmed
     low_load = None
     if max_rate is not None:
-        # A tenth of the capacity, or the lowest rate whose step can still pass; not at all
-        # when that is close to the capacity: it would no longer be a low load.
-        rate = max(max_rate * LOW_LOAD_FRACTION, passable)
+        # A tenth of the capacity, at least LOW_LOAD_REQUESTS within LOW_LOAD_MAX_S (a p99 of fewer
+        # means little); not at all when that is close to the capacity: it would no longer be a low load.
+        rate = max(max_rate * LOW_LOAD_FRACTION, LOW_LOAD_REQUESTS / LOW_LOAD_MAX_S)
         if rate <= max_rate * LOW_LOAD_CEILING:
-            low_load = run_step(rate, len(search_steps), kind="low-load step")
+            max_s = max(policy.step_min_duration_s, min(policy.step_max_duration_s, LOW_LOAD_MAX_S))
+            short = dataclasses.replace(limits, max_duration_s=max_s)
+            low_load = run_step(rate, len(search_steps), short, "low-load step")
         else:
             stop += (
-                f"; no low-load step: the lowest rate at which a step can pass ({passable:.4g}/s) is over "
-                f"{LOW_LOAD_CEILING:.0%} of the highest confirmed rate"
+                f"; no low-load step: {LOW_LOAD_REQUESTS} requests within {LOW_LOAD_MAX_S:g} s "
+                f"({rate:.4g}/s) is over {LOW_LOAD_CEILING:.0%} of the confirmed rate"
             )
     memory = instance_memory(group, k)  # after serving; before offline's big batches (VmHWM keeps those)
 

@@ -29,7 +29,6 @@ import contextlib
 import ctypes
 import dataclasses
 import os
-import random
 import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -308,7 +307,9 @@ def search_max_rate(
         if ended:
             pass
         elif passed is not None and failed is not None and (failed - passed) / passed <= tolerance:
-            reason = f"converged: {passed:.4g}/s passed and {failed:.4g}/s did not, within the tolerance of {tolerance:.0%}"
+            reason = (
+                f"converged: {passed:.4g}/s passed and {failed:.4g}/s did not, within the tolerance of {tolerance:.0%}"
+            )
         elif search_steps() >= max_steps:
             reason = f"stopped after max_steps ({max_steps})"
         elif passed is None and failed is not None and rate < min_rate_per_s:

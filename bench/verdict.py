@@ -32,7 +32,7 @@ def _log_pmf(i: int, n: int, p: float) -> float:
 
 
 def _tail_sum(start: int, stop: int, step: int, n: int, p: float) -> float:
-    """Sum of pmf(i) for i from `start` towards `stop` (exclusive), away from the mode: terms shrink, so it ends early."""
+    """Sum of pmf(i) from `start` towards `stop` (exclusive), away from the mode: the terms shrink, so it ends early."""
     total, i = 0.0, start
     while i != stop:
         term = math.exp(_log_pmf(i, n, p))

@@ -7,9 +7,8 @@ import os
 import statistics
 import time
 
-import pytest
-
 import numpy as np
+import pytest
 
 from bench.loadgen import (
     MAX_CONFIRMATIONS,

@@ -24,7 +24,9 @@ def _exact_cdf(k: int, n: int, p: float) -> float:
     return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
 
 
-@pytest.mark.parametrize(("k", "n", "p"), [(0, 100, 0.01), (5, 1000, 0.01), (20, 1000, 0.01), (40, 50, 0.3), (3, 7, 0.5)])
+@pytest.mark.parametrize(
+    ("k", "n", "p"), [(0, 100, 0.01), (5, 1000, 0.01), (20, 1000, 0.01), (40, 50, 0.3), (3, 7, 0.5)]
+)
 def test_the_binomial_tails_match_the_exact_sums(k, n, p):
     assert binomial_cdf(k, n, p) == pytest.approx(_exact_cdf(k, n, p), rel=1e-9, abs=1e-15)
     exact_sf = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))

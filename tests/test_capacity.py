@@ -54,9 +54,10 @@ def test_a_capacity_block_is_validated_merged_over_defaults_and_survives_the_tri
         ("{slo_p99_ms: 5, layouts: []}", "defaults.capacity.layouts", "'auto' or a non-empty list"),
         ("{slo_p99_ms: 5, slo_p90_ms: 3}", "defaults.capacity.slo_p90_ms", "did you mean 'slo_p99_ms'"),
         ("{slo_p99_ms: 5, tolerance: 0}", "defaults.capacity.tolerance", "between 0 and 1"),
-        ("{slo_p99_ms: 5, step_min_requests: 0}", "defaults.capacity.step_min_requests", "integer >= 1"),
+        ("{slo_p99_ms: 5, step_min_requests: -1}", "defaults.capacity.step_min_requests", "integer >= 0"),
+        ("{slo_p99_ms: 5, confidence: 1}", "defaults.capacity.confidence", "between 0 and 1"),
         ("{slo_p99_ms: 5, sweep: 1}", "defaults.capacity.sweep", "true or false"),
-        ("{slo_p99_ms: 5, step_min_duration_s: 20}", "defaults.capacity", "larger than step_max_duration_s"),
+        ("{slo_p99_ms: 5, step_min_duration_s: 90}", "defaults.capacity", "larger than step_max_duration_s"),
         ("[2x1]", "defaults.capacity", "expected a mapping"),
     ],
 )

@@ -59,8 +59,9 @@ def main() -> None:
                 limits = StepLimits(args.requests / rate, args.requests, 2 * args.requests / rate)
                 step, _ = server_step(group, 1, rate, 10 + index, limits, 10.0)
                 predicted = md1_p99_s(rate, service_s)
-                print(f"rho {rho}: {rate:.1f}/s, {step.requests} requests: p99 {step.latency_p99_s * 1e3:.1f} ms, "
-                      f"M/D/1 {predicted * 1e3:.1f} ms ({step.latency_p99_s / predicted:.2f}x)", flush=True)  # fmt: skip
+                p99 = step.latency_p99_s
+                print(f"rho {rho}: {rate:.1f}/s, {step.requests} requests: p99 {p99 * 1e3:.1f} ms, "
+                      f"M/D/1 {predicted * 1e3:.1f} ms ({p99 / predicted:.2f}x)", flush=True)  # fmt: skip
         slo_ms = 5 * service_s * 1e3
         policy = CapacityPolicy(slo_p99_ms=slo_ms, layouts=("1x1",), sweep=False)
         figures = measure_capacity(

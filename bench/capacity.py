@@ -13,7 +13,9 @@ assumption rests on):
    instances share (libraries, mmap'd weights) are not counted once per instance.
 3. server: Poisson arrivals from bench.loadgen through one pipe that all k instances read
    (a free instance takes the next request), searching for the highest rate whose p99
-   meets the SLO; then one step at a tenth of that rate (the serving overhead at low load).
+   meets the SLO by bench.verdict's rule, each step running until its verdict is decided;
+   the answer is confirmed by a longer step; then one short step at a tenth of that rate
+   (the serving overhead at low load).
 4. offline: as the closed loop, with large batches: the most samples per second.
 
 The generator runs in this process, unpinned, and competes with the instances for the

@@ -301,6 +301,42 @@ def instance_memory(group: InstanceGroup, k: int) -> list[InstanceMemory]:
     return out
 
 
+def search_bounds(
+    policy: CapacityPolicy, threads: int, closed_rate_per_s: float, floor_p99_s: float
+) -> dict[str, float | str] | str:
+    """Where the rate search starts and how low it may go, or why there is no search (a stop reason).
+
+    No search when the SLO is below the single-stream p99, or when the instances serve fewer
+    requests per second, back to back, than a passing step needs within step_max_duration_s:
+    at least verdict.fewest_to_pass requests, all within the SLO (with a margin: Poisson counts vary).
+    """
+    fewest = max(fewest_to_pass(policy.confidence), policy.step_min_requests)
+    passable = PASSABLE_MARGIN * fewest / policy.step_max_duration_s
+    if floor_p99_s > policy.slo_p99_ms / 1e3:
+        return (
+            f"not searched: the SLO ({policy.slo_p99_ms:g} ms) is below the single-stream p99 latency "
+            f"at {threads} thread(s) per instance ({floor_p99_s * 1e3:.3g} ms); no rate can meet it"
+        )
+    if closed_rate_per_s < passable:
+        return (
+            f"not searched: too slow to plan within step_max_duration_s ({policy.step_max_duration_s:g} s): "
+            f"a step passes p99 <= {policy.slo_p99_ms:g} ms at {policy.confidence:.0%} confidence with at least "
+            f"{fewest} requests, which at the {closed_rate_per_s:.3g} requests/s these instances serve "
+            f"back to back takes {fewest / closed_rate_per_s:.0f} s; raise step_max_duration_s to at least "
+            f"{PASSABLE_MARGIN * fewest / closed_rate_per_s:.0f} s"
+        )
+    lowest = closed_rate_per_s / 2 / MIN_RATE_DIVISOR
+    why = (
+        f"the lowest rate at which a step can hold the {fewest} requests a pass needs within "
+        f"step_max_duration_s ({policy.step_max_duration_s:g} s); raise step_max_duration_s to try lower rates"
+    )
+    return {
+        "start_rate_per_s": max(closed_rate_per_s / 2, passable),
+        "min_rate_per_s": max(lowest, passable),
+        "min_rate_why": why if passable > lowest else "the lowest rate tried",
+    }
+
+
 def measure_point(
     group: InstanceGroup,
     k: int,
@@ -323,10 +359,6 @@ def measure_point(
     limits = StepLimits(
         policy.step_min_duration_s, policy.step_min_requests, policy.step_max_duration_s, policy.confidence
     )
-    # The lowest rate at which a step can pass within step_max_duration_s: it needs at least
-    # fewest_to_pass requests, all within the SLO (Poisson counts vary: a margin above).
-    fewest = max(fewest_to_pass(policy.confidence), policy.step_min_requests)
-    passable = PASSABLE_MARGIN * fewest / policy.step_max_duration_s
     floor_p99_s = floor_p99_s if floor_p99_s is not None else closed.latency_s.p99  # k = 1: its own
 
     def run_step(rate: float, index: int, step_limits: StepLimits = limits, kind: str = "step") -> ServerStep:
@@ -343,31 +375,12 @@ def measure_point(
         return run_step(rate, index, dataclasses.replace(limits, min_duration_s=min_s), "confirming step")
 
     confirmed = False
-    if floor_p99_s > slo_s:
-        search_steps, max_rate = [], None
-        stop = (
-            f"not searched: the SLO ({policy.slo_p99_ms:g} ms) is below the single-stream p99 latency "
-            f"at {threads} thread(s) per instance ({floor_p99_s * 1e3:.3g} ms); no rate can meet it"
-        )
-    elif closed.requests_per_s < passable:
-        search_steps, max_rate = [], None
-        stop = (
-            f"not searched: too slow to plan within step_max_duration_s ({policy.step_max_duration_s:g} s): "
-            f"a step passes p99 <= {policy.slo_p99_ms:g} ms at {policy.confidence:.0%} confidence with at least "
-            f"{fewest} requests, which at the {closed.requests_per_s:.3g} requests/s these instances serve "
-            f"back to back takes {fewest / closed.requests_per_s:.0f} s; raise step_max_duration_s to at least "
-            f"{PASSABLE_MARGIN * fewest / closed.requests_per_s:.0f} s"
-        )
+    bounds = search_bounds(policy, threads, closed.requests_per_s, floor_p99_s)
+    if isinstance(bounds, str):
+        search_steps, max_rate, stop = [], None, bounds
     else:
-        lowest = closed.requests_per_s / 2 / MIN_RATE_DIVISOR
-        search = search_max_rate(
-            run_step, start_rate_per_s=max(closed.requests_per_s / 2, passable), tolerance=policy.tolerance,
-            max_steps=policy.max_steps, min_rate_per_s=max(lowest, passable), confirm=confirm,
-            min_rate_why=(
-                f"the lowest rate at which a step can hold the {fewest} requests a pass needs within "
-                f"step_max_duration_s ({policy.step_max_duration_s:g} s); raise step_max_duration_s to try lower rates"
-            ) if passable > lowest else "the lowest rate tried",
-        )  # fmt: skip
+        search = search_max_rate(run_step, tolerance=policy.tolerance, max_steps=policy.max_steps, confirm=confirm,
+                                 **bounds)  # fmt: skip
         search_steps, max_rate, stop = search.steps, search.max_rate_per_s, search.stop_reason
         confirmed = search.confirmed
     low_load = None

@@ -46,17 +46,21 @@ MODELS = [
     ("fast", "tiny_mlp", 256, (64,)),
     ("slow", "mobilenet_v3_small", 1, (3, 112, 112)),
 ]
-SLO_FACTOR = 5  # the SLO: this many times the model's median single-call latency (rounded)
+# The SLO: 5 x the median single call, and at least 2 x the 99th percentile of 200 single calls
+# (on a busy host the tail is long, and an SLO below the single-stream p99 cannot be met).
+SLO_FACTOR, SLO_TAIL_FACTOR = 5, 2
 FACTORS = (0.85, 1.0, 1.15, 1.3)
 
 
-def single_call_median_s(infer, batch) -> float:
+def single_call_s(infer, batch) -> tuple[float, float]:
+    """The median and 99th percentile (nearest rank) of 200 single calls."""
     times = []
-    for _ in range(30):
+    for _ in range(200):
         started = time.perf_counter()
         infer(batch)
         times.append(time.perf_counter() - started)
-    return sorted(times)[15]
+    times.sort()
+    return times[100], times[197]
 
 
 def loadgen_run(infer, batch, rate: float, slo_s: float, seconds: float, outdir: Path) -> dict:
@@ -113,9 +117,10 @@ def compare(name: str, model: str, batch_size: int, shape: tuple[int, ...], seco
     with torch.inference_mode():
         infer, _ = backends.load_model(scenario, artifact.path)
         batch = backends.make_batch(scenario)
-        median_s = single_call_median_s(infer, batch)
-    slo_ms = float(f"{SLO_FACTOR * median_s * 1e3:.2g}")
-    print(f"{name}: {model} b{batch_size}: single call {median_s * 1e3:.2f} ms; SLO p99 <= {slo_ms:g} ms", flush=True)
+        median_s, p99_s = single_call_s(infer, batch)
+    slo_ms = float(f"{max(SLO_FACTOR * median_s, SLO_TAIL_FACTOR * p99_s) * 1e3:.2g}")
+    print(f"{name}: {model} b{batch_size}: single call median {median_s * 1e3:.2f} ms, p99 {p99_s * 1e3:.2f} ms; "
+          f"SLO p99 <= {slo_ms:g} ms", flush=True)  # fmt: skip
     policy = CapacityPolicy(slo_p99_ms=slo_ms, layouts=("1x1",), sweep=False)
     figures = measure_capacity(
         dataclasses.replace(scenario, capacity=policy), artifact.path, root / name, lambda _: None,
@@ -149,7 +154,7 @@ def compare(name: str, model: str, batch_size: int, shape: tuple[int, ...], seco
     )
     return {
         "name": name, "model": model, "batch_size": batch_size, "input_shape": list(shape),
-        "single_call_median_s": median_s, "slo_p99_ms": slo_ms, "bench_max_rate_per_s": bench_rate,
+        "single_call_median_s": median_s, "single_call_p99_s": p99_s, "slo_p99_ms": slo_ms, "bench_max_rate_per_s": bench_rate,
         "bench_stop_reason": server.stop_reason if server else figures.note,
         "bench_steps": [(s.rate_per_s, s.requests, s.over_slo, s.verdict, s.confirmation) for s in server.steps]
         if server else [],

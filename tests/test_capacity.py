@@ -283,3 +283,20 @@ def test_bench_run_measures_capacity_and_bench_plan_picks_the_better_layout(run_
                    "--host-cores", "64", "--host-mem-gib", f"{mem_gib:.4f}")  # fmt: skip
     assert plan.returncode == 0, plan.stderr
     assert "3 instance(s)" in plan.stdout and "(memory binds:" in plan.stdout
+
+
+def test_any_model_above_the_passable_rate_is_searched_with_defaults_and_a_slower_one_is_told_why():
+    from bench.capacity import search_bounds
+
+    policy = CapacityPolicy(slo_p99_ms=400.0)  # every other setting at its default
+    fast = search_bounds(policy, 1, closed_rate_per_s=1000.0, floor_p99_s=0.001)  # a 1 ms model
+    assert fast["start_rate_per_s"] == 500.0 and fast["min_rate_per_s"] == pytest.approx(1000 / 64)
+    slow = search_bounds(policy, 1, closed_rate_per_s=10.0, floor_p99_s=0.1)  # a 100 ms model
+    # A pass needs 299 requests within step_max_duration_s (60 s): 1.25 x 299 / 60 = 6.2/s at the least.
+    assert slow["start_rate_per_s"] == slow["min_rate_per_s"] == pytest.approx(1.25 * 299 / 60)
+    assert "raise step_max_duration_s" in slow["min_rate_why"]
+    too_slow = search_bounds(policy, 1, closed_rate_per_s=4.0, floor_p99_s=0.25)  # 250 ms per call
+    assert too_slow.startswith("not searched: too slow to plan within step_max_duration_s (60 s)")
+    assert "at least 299 requests" in too_slow and "at least 93 s" in too_slow
+    below = search_bounds(policy, 1, closed_rate_per_s=4.0, floor_p99_s=0.5)
+    assert below.startswith("not searched: the SLO (400 ms) is below the single-stream p99")

@@ -154,7 +154,8 @@ def compare(name: str, model: str, batch_size: int, shape: tuple[int, ...], seco
     )
     return {
         "name": name, "model": model, "batch_size": batch_size, "input_shape": list(shape),
-        "single_call_median_s": median_s, "single_call_p99_s": p99_s, "slo_p99_ms": slo_ms, "bench_max_rate_per_s": bench_rate,
+        "single_call_median_s": median_s, "single_call_p99_s": p99_s, "slo_p99_ms": slo_ms,
+        "bench_max_rate_per_s": bench_rate,
         "bench_stop_reason": server.stop_reason if server else figures.note,
         "bench_steps": [(s.rate_per_s, s.requests, s.over_slo, s.verdict, s.confirmation) for s in server.steps]
         if server else [],

@@ -312,7 +312,7 @@ def search_max_rate(
             )
         elif search_steps() >= max_steps:
             reason = f"stopped after max_steps ({max_steps})"
-        elif passed is None and failed is not None and rate < min_rate_per_s:
+        elif passed is None and failed is not None and failed <= min_rate_per_s * (1 + 1e-9):
             reason = f"stopped: halving again would go below {min_rate_per_s:.4g}/s, {min_rate_why}"
         else:
             step = run_step(rate, len(steps))
@@ -324,7 +324,9 @@ def search_max_rate(
             else:
                 failed = rate
             if not reason:
-                rate = rate * 2 if failed is None else (rate / 2 if passed is None else (passed + failed) / 2)
+                # Halving stops at min_rate_per_s: the floor itself is tried once.
+                halved = max(rate / 2, min_rate_per_s)
+                rate = rate * 2 if failed is None else (halved if passed is None else (passed + failed) / 2)
                 continue
         if reason.startswith("stopped"):
             ended = reason
@@ -346,7 +348,7 @@ def search_max_rate(
         failed = passed
         lower = [s.rate_per_s for s in steps if s.passed and not s.confirmation and s.rate_per_s < failed]
         passed = max(lower) if lower else None
-        rate = failed / 2 if passed is None else (passed + failed) / 2
+        rate = max(failed / 2, min_rate_per_s) if passed is None else (passed + failed) / 2
     reason = "; ".join([reason, *notes])
     if not any(s.passed for s in steps) and steps:
         lowest = min(steps, key=lambda s: s.rate_per_s)

@@ -254,3 +254,12 @@ def test_the_search_confirms_its_answer_and_goes_below_a_rate_that_fails_confirm
 def test_progress_names_rate_requests_over_slo_p99_and_verdict():
     step = _evaluate([i * 0.002 for i in range(1, 1001)], service_s=0.001)
     assert progress_line(step) == "step at 500/s: 1000 requests in 2.0 s, 0 over the SLO, p99 1 ms: pass"
+
+
+def test_halving_stops_at_the_lowest_rate_and_tries_it_once():
+    run_step, rates = _fake_system(capacity_per_s=7)  # serves 7/s; the floor is 6.2/s
+    result = search_max_rate(run_step, start_rate_per_s=12.4, tolerance=0.1, max_steps=20, min_rate_per_s=6.2)
+    assert rates[:2] == [12.4, 6.2] and result.max_rate_per_s is not None
+    run_step, rates = _fake_system(capacity_per_s=5)
+    result = search_max_rate(run_step, start_rate_per_s=12.4, tolerance=0.1, max_steps=20, min_rate_per_s=6.2)
+    assert rates == [12.4, 6.2] and result.max_rate_per_s is None and "below 6.2/s" in result.stop_reason

@@ -8,9 +8,9 @@ For each model: bench measures layout 1x1 (one instance pinned to one core, one 
 capacity's default settings at the SLO (bench.capacity, in this process). Then LoadGen's
 Server scenario (PerformanceOnly) drives the same model, at one thread, in a worker thread
 of this process pinned to the core bench's instance had, at rates around bench's answer
-(0.85x, 1x, 1.15x, 1.3x, and 0.7x when 0.85x
-fails), each for --loadgen-seconds. A LoadGen run passes when its result is VALID: p99 within
-the target latency, and LoadGen's early stopping (99 % confidence) satisfied.
+(0.85x, 1x, 1.15x, 1.3x, and 0.7x when 0.85x fails), each for --loadgen-seconds. A LoadGen
+run passes when its result is VALID: p99 within the target latency, and LoadGen's early
+stopping (99 % confidence) satisfied.
 
 Agreement (the issue's criterion): bench's rate lies between LoadGen's highest passing and
 lowest failing rate within +-15 %, and LoadGen passes at 0.85x bench's rate.

@@ -71,7 +71,10 @@ PIPE_BYTES = 1 << 20  # room for 131072 queued requests before the generator's w
 START_DELAY_S = 0.05  # instances get their command, then all start at the same monotonic time
 LOW_LOAD_FRACTION = 0.1
 PASSABLE_MARGIN = 1.25  # Poisson counts vary: aim 25 % above the fewest requests a passing step needs
-CONFIRM_FACTOR = 2  # a confirming step lasts at least this many times the step that passed
+CONFIRM_FACTOR = 2  # a confirming step lasts at least this many times the step that passed ...
+# ... and at least this long (capped at step_max_duration_s): a 1 s step on a host with bursty
+# background load can pass a rate that a longer run does not (seen against LoadGen's 30 s runs).
+CONFIRM_MIN_S = 10.0
 LOW_LOAD_CEILING = 0.5  # a "low-load" step above half the capacity would not be one
 LOW_LOAD_REQUESTS, LOW_LOAD_MAX_S = 300, 5.0  # the low-load step: informational, so short
 # Server mode halves a failing rate at most down to start / 32: far below capacity the p99 is the
@@ -370,8 +373,9 @@ def measure_point(
         return step
 
     def confirm(rate: float, index: int, passing: ServerStep) -> ServerStep:
-        # Longer than the step that passed: CONFIRM_FACTOR x its length, at least CONFIRM_FACTOR x the minimum.
-        min_s = min(policy.step_max_duration_s, CONFIRM_FACTOR * max(policy.step_min_duration_s, passing.duration_s))
+        # Longer than the step that passed: CONFIRM_FACTOR x its length, at least CONFIRM_MIN_S.
+        longer = max(CONFIRM_MIN_S, CONFIRM_FACTOR * max(policy.step_min_duration_s, passing.duration_s))
+        min_s = min(policy.step_max_duration_s, longer)
         return run_step(rate, index, dataclasses.replace(limits, min_duration_s=min_s), "confirming step")
 
     confirmed = False

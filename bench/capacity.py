@@ -18,8 +18,9 @@ assumption rests on):
    (the serving overhead at low load).
 4. offline: as the closed loop, with large batches: the most samples per second.
 
-The generator runs in this process, unpinned, and competes with the instances for the
-cores; each step records its CPU time. Raw per-call and per-request times are kept in
+The generator runs in this process: pinned to the usable cores no active instance has
+when there are any (recorded as `loadgen_cores`), else unpinned, competing with the instances
+for the cores; each step records its CPU time. Raw per-call and per-request times are kept in
 capacity/<scenario>/<layout>.npz.
 """
 
@@ -216,6 +217,8 @@ def server_step(
             instance.send({"cmd": "serve", "path": path, "requests": n})
         for instance in active:
             instance.receive(group.timeout_s(0))  # "serving": blocked on the request pipe
+        usable = sorted(os.sched_getaffinity(0))
+        generator_cores = _pin_generator(active, usable)
         wall_started, cpu_started = time.monotonic(), time.thread_time()
         step_start = wall_started + START_DELAY_S
         scheduled = np.asarray(offsets) + step_start
@@ -237,6 +240,9 @@ def server_step(
             os.write(group.request_fd, b"".join(STOP.to_bytes(8, "little") for _ in active))
         except BrokenPipeError:
             raise InstanceError("every instance had closed the request pipe (they died)") from None
+        finally:
+            if generator_cores is not None:
+                os.sched_setaffinity(0, usable)
         loadgen_cpu_s = time.thread_time() - cpu_started
         replies = [instance.receive(group.timeout_s(drain_s + (offsets[m - 1] if m else 0))) for instance in active]
         wall_s = time.monotonic() - wall_started
@@ -253,6 +259,7 @@ def server_step(
             rate_per_s, times, limits, slo_p99_s, loadgen_cpu_s=loadgen_cpu_s, wall_s=wall_s,
             instances_cpu_s=sum(r["cpu_s"] for r in replies), seed=seed,
         )  # fmt: skip
+        step = dataclasses.replace(step, loadgen_cores=generator_cores)
         raw = {
             "scheduled": scheduled[:m] - step_start,
             "sent": np.asarray(times.sent) - step_start,
@@ -261,6 +268,16 @@ def server_step(
             "instance": slots[HEADER_SLOTS + 2 * n : HEADER_SLOTS + 2 * n + m].copy(),
         }
     return step, raw
+
+
+def _pin_generator(active: list[InstanceProcess], usable: list[int]) -> list[int] | None:
+    """Pin this thread (the generator) to the usable cores no active instance has; None when there are none."""
+    busy = {core for instance in active for core in instance.cores}
+    spare = sorted(set(usable) - busy)
+    if not spare:
+        return None  # every core serves: the generator competes with the instances, and its cost is measured
+    os.sched_setaffinity(0, spare)  # pid 0: the calling thread only
+    return spare
 
 
 def _drain(ended: np.ndarray, deadline: float) -> float:

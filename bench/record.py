@@ -193,6 +193,7 @@ class ServerStep:
     verdict: str | None = None
     verdict_reason: str | None = None
     confirmation: bool = False  # the longer step that re-ran the search's answer
+    loadgen_cores: list[int] | None = None  # where the generator was pinned (cores no instance had); None: unpinned
 
 
 @dataclass(frozen=True)

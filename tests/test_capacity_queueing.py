@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -59,6 +60,8 @@ def test_a_20_ms_model_gets_a_confirmed_max_rate_with_default_settings(run_cli, 
     for step in server.steps:
         assert step.verdict in ("pass", "fail", "inconclusive") and step.over_slo is not None
         assert step.over_slo_lower_bound <= step.over_slo / step.requests <= step.over_slo_upper_bound
+    spare = sorted(os.sched_getaffinity(0))[1:] or None  # the instance has the first usable core
+    assert all(s.loadgen_cores == spare for s in server.steps), [s.loadgen_cores for s in server.steps]
     confirming = [s for s in server.steps if s.confirmation]
     assert confirming[-1].passed and confirming[-1].rate_per_s == server.max_rate_per_s
     # Never above where the M/D/1 p99 crosses the SLO (with the fastest call as the service time, the

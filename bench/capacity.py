@@ -13,11 +13,14 @@ assumption rests on):
    instances share (libraries, mmap'd weights) are not counted once per instance.
 3. server: Poisson arrivals from bench.loadgen through one pipe that all k instances read
    (a free instance takes the next request), searching for the highest rate whose p99
-   meets the SLO; then one step at a tenth of that rate (the serving overhead at low load).
+   meets the SLO by bench.verdict's rule, each step running until its verdict is decided;
+   the answer is confirmed by a longer step; then one short step at a tenth of that rate
+   (the serving overhead at low load).
 4. offline: as the closed loop, with large batches: the most samples per second.
 
-The generator runs in this process, unpinned, and competes with the instances for the
-cores; each step records its CPU time. Raw per-call and per-request times are kept in
+The generator runs in this process: pinned to the usable cores no active instance has
+when there are any (recorded as `loadgen_cores`), else unpinned, competing with the instances
+for the cores; each step records its CPU time. Raw per-call and per-request times are kept in
 capacity/<scenario>/<layout>.npz.
 """
 
@@ -46,6 +49,8 @@ from bench.loadgen import (
     next_seed,
     poisson_schedule,
     precise_sleep,
+    progress_line,
+    running_verdict,
     search_max_rate,
     send_schedule,
 )
@@ -61,12 +66,18 @@ from bench.record import (
 )
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import LAYOUT_RE, CapacityPolicy, Scenario
+from bench.verdict import RULE, UNDECIDED, fewest_to_pass
 
 PIPE_BYTES = 1 << 20  # room for 131072 queued requests before the generator's write blocks
 START_DELAY_S = 0.05  # instances get their command, then all start at the same monotonic time
 LOW_LOAD_FRACTION = 0.1
-LOW_LOAD_MARGIN = 1.25  # Poisson counts vary: aim 25 % above the fewest requests a valid step needs
+PASSABLE_MARGIN = 1.25  # Poisson counts vary: aim 25 % above the fewest requests a passing step needs
+CONFIRM_FACTOR = 2  # a confirming step lasts at least this many times the step that passed ...
+# ... and at least this long (capped at step_max_duration_s): a 1 s step on a host with bursty
+# background load can pass a rate that a longer run does not (seen against LoadGen's 30 s runs).
+CONFIRM_MIN_S = 10.0
 LOW_LOAD_CEILING = 0.5  # a "low-load" step above half the capacity would not be one
+LOW_LOAD_REQUESTS, LOW_LOAD_MAX_S = 300, 5.0  # the low-load step: informational, so short
 # Server mode halves a failing rate at most down to start / 32: far below capacity the p99 is the
 # serving overhead plus single-stream latency, and halving further only makes the steps longer.
 MIN_RATE_DIVISOR = 32
@@ -196,7 +207,7 @@ def closed_loop(group: InstanceGroup, k: int, batch_size: int, duration_s: float
 def server_step(
     group: InstanceGroup, k: int, rate_per_s: float, seed: int, limits: StepLimits, slo_p99_s: float
 ) -> tuple[ServerStep, dict]:
-    """One open-loop step at `rate_per_s` against the first k instances."""
+    """One open-loop step at `rate_per_s` against the first k instances, until its verdict is decided."""
     offsets = poisson_schedule(rate_per_s, limits, seed)
     n = len(offsets)
     active = group.instances[:k]
@@ -206,26 +217,40 @@ def server_step(
             instance.send({"cmd": "serve", "path": path, "requests": n})
         for instance in active:
             instance.receive(group.timeout_s(0))  # "serving": blocked on the request pipe
+        usable = sorted(os.sched_getaffinity(0))
+        generator_cores = _pin_generator(active, usable)
         wall_started, cpu_started = time.monotonic(), time.thread_time()
         step_start = wall_started + START_DELAY_S
-        scheduled = [step_start + offset for offset in offsets]
+        scheduled = np.asarray(offsets) + step_start
         ended = slots[HEADER_SLOTS + n : HEADER_SLOTS + 2 * n]
+
+        def decided(sent: int) -> bool:
+            now = time.monotonic()
+            if now - step_start < limits.min_duration_s or sent < max(1, limits.min_requests):
+                return False
+            return running_verdict(scheduled, ended, sent, now, slo_p99_s, limits.confidence) != UNDECIDED
+
         try:
             with precise_sleep():
-                sent = send_schedule(group.request_fd, scheduled)
-                drain_end = _drain(ended, (scheduled[-1] if n else step_start) + drain_s)
-            if np.count_nonzero(ended) < n:
+                sent = send_schedule(group.request_fd, scheduled.tolist(), stop=decided)
+                m = int(np.count_nonzero(np.frombuffer(sent, dtype="<f8")))  # sent in order: the first m
+                drain_end = _drain(ended[:m], (scheduled[m - 1] if m else step_start) + drain_s)
+            if np.count_nonzero(ended[:m]) < m:
                 slots[0] = 1.0  # cancel: the instances drop the backlog unserved
             os.write(group.request_fd, b"".join(STOP.to_bytes(8, "little") for _ in active))
         except BrokenPipeError:
             raise InstanceError("every instance had closed the request pipe (they died)") from None
+        finally:
+            if generator_cores is not None:
+                os.sched_setaffinity(0, usable)
         loadgen_cpu_s = time.thread_time() - cpu_started
-        replies = [instance.receive(group.timeout_s(drain_s + (offsets[-1] if n else 0))) for instance in active]
+        replies = [instance.receive(group.timeout_s(drain_s + (offsets[m - 1] if m else 0))) for instance in active]
         wall_s = time.monotonic() - wall_started
+        ended = ended[:m]
         times = StepTimes(
-            scheduled=scheduled,
-            sent=sent,
-            started=slots[HEADER_SLOTS : HEADER_SLOTS + n].tolist(),
+            scheduled=scheduled[:m].tolist(),
+            sent=sent[:m].tolist(),
+            started=slots[HEADER_SLOTS : HEADER_SLOTS + m].tolist(),
             ended=ended.tolist(),
             step_start=step_start,
             drain_end=drain_end,
@@ -234,14 +259,25 @@ def server_step(
             rate_per_s, times, limits, slo_p99_s, loadgen_cpu_s=loadgen_cpu_s, wall_s=wall_s,
             instances_cpu_s=sum(r["cpu_s"] for r in replies), seed=seed,
         )  # fmt: skip
+        step = dataclasses.replace(step, loadgen_cores=generator_cores)
         raw = {
-            "scheduled": np.asarray(scheduled) - step_start,
-            "sent": np.asarray(sent) - step_start,
+            "scheduled": scheduled[:m] - step_start,
+            "sent": np.asarray(times.sent) - step_start,
             "started": np.where(times.started, np.asarray(times.started) - step_start, np.nan),
             "ended": np.where(ended > 0, ended - step_start, np.nan),
-            "instance": slots[HEADER_SLOTS + 2 * n : HEADER_SLOTS + 3 * n].copy(),
+            "instance": slots[HEADER_SLOTS + 2 * n : HEADER_SLOTS + 2 * n + m].copy(),
         }
     return step, raw
+
+
+def _pin_generator(active: list[InstanceProcess], usable: list[int]) -> list[int] | None:
+    """Pin this thread (the generator) to the usable cores no active instance has; None when there are none."""
+    busy = {core for instance in active for core in instance.cores}
+    spare = sorted(set(usable) - busy)
+    if not spare:
+        return None  # every core serves: the generator competes with the instances, and its cost is measured
+    os.sched_setaffinity(0, spare)  # pid 0: the calling thread only
+    return spare
 
 
 def _drain(ended: np.ndarray, deadline: float) -> float:
@@ -285,6 +321,42 @@ def instance_memory(group: InstanceGroup, k: int) -> list[InstanceMemory]:
     return out
 
 
+def search_bounds(
+    policy: CapacityPolicy, threads: int, closed_rate_per_s: float, floor_p99_s: float
+) -> dict[str, float | str] | str:
+    """Where the rate search starts and how low it may go, or why there is no search (a stop reason).
+
+    No search when the SLO is below the single-stream p99, or when the instances serve fewer
+    requests per second, back to back, than a passing step needs within step_max_duration_s:
+    at least verdict.fewest_to_pass requests, all within the SLO (with a margin: Poisson counts vary).
+    """
+    fewest = max(fewest_to_pass(policy.confidence), policy.step_min_requests)
+    passable = PASSABLE_MARGIN * fewest / policy.step_max_duration_s
+    if floor_p99_s > policy.slo_p99_ms / 1e3:
+        return (
+            f"not searched: the SLO ({policy.slo_p99_ms:g} ms) is below the single-stream p99 latency "
+            f"at {threads} thread(s) per instance ({floor_p99_s * 1e3:.3g} ms); no rate can meet it"
+        )
+    if closed_rate_per_s < passable:
+        return (
+            f"not searched: too slow to plan within step_max_duration_s ({policy.step_max_duration_s:g} s): "
+            f"a step passes p99 <= {policy.slo_p99_ms:g} ms at {policy.confidence:.0%} confidence with at least "
+            f"{fewest} requests, which at the {closed_rate_per_s:.3g} requests/s these instances serve "
+            f"back to back takes {fewest / closed_rate_per_s:.0f} s; raise step_max_duration_s to at least "
+            f"{PASSABLE_MARGIN * fewest / closed_rate_per_s:.0f} s"
+        )
+    lowest = closed_rate_per_s / 2 / MIN_RATE_DIVISOR
+    why = (
+        f"the lowest rate at which a step can hold the {fewest} requests a pass needs within "
+        f"step_max_duration_s ({policy.step_max_duration_s:g} s); raise step_max_duration_s to try lower rates"
+    )
+    return {
+        "start_rate_per_s": max(closed_rate_per_s / 2, passable),
+        "min_rate_per_s": max(lowest, passable),
+        "min_rate_why": why if passable > lowest else "the lowest rate tried",
+    }
+
+
 def measure_point(
     group: InstanceGroup,
     k: int,
@@ -293,6 +365,7 @@ def measure_point(
     requested: bool,
     phase: Phase,
     raw_path: Path,
+    log: Phase = lambda _: None,
 ) -> LayoutFigures:
     """Every mode with the first k instances of a group: closed loop, memory, server, offline."""
     threads = group.scenario.threads
@@ -303,46 +376,47 @@ def measure_point(
     closed, closed_raw = closed_loop(group, k, group.scenario.batch_size, policy.duration_s)
     raw.update({f"closed_loop_{key}": v for key, v in closed_raw.items()})
 
-    limits = StepLimits(policy.step_min_duration_s, policy.step_min_requests, policy.step_max_duration_s)
-    fits = LOW_LOAD_MARGIN * policy.step_min_requests / policy.step_max_duration_s
+    limits = StepLimits(
+        policy.step_min_duration_s, policy.step_min_requests, policy.step_max_duration_s, policy.confidence
+    )
     floor_p99_s = floor_p99_s if floor_p99_s is not None else closed.latency_s.p99  # k = 1: its own
 
-    def run_step(rate: float, index: int) -> ServerStep:
-        phase(f"capacity {layout}: server step {index + 1} at {rate:,.0f} requests/s")
-        step, step_raw = server_step(group, k, rate, next_seed(group.scenario.seed, index), limits, slo_s)
+    def run_step(rate: float, index: int, step_limits: StepLimits = limits, kind: str = "step") -> ServerStep:
+        phase(f"capacity {layout}: server {kind} {index + 1} at {rate:,.4g} requests/s")
+        step, step_raw = server_step(group, k, rate, next_seed(group.scenario.seed, index), step_limits, slo_s)
+        step = dataclasses.replace(step, confirmation=kind == "confirming step")
         raw.update({f"server_step{index}_{key}": v for key, v in step_raw.items()})
+        log(f"capacity {layout}: {progress_line(step)}")
         return step
 
-    if floor_p99_s > slo_s:
-        search_steps, max_rate = [], None
-        stop = (
-            f"not searched: the SLO ({policy.slo_p99_ms:g} ms) is below the single-stream p99 latency "
-            f"at {threads} thread(s) per instance ({floor_p99_s * 1e3:.3g} ms); no rate can meet it"
-        )
+    def confirm(rate: float, index: int, passing: ServerStep) -> ServerStep:
+        # Longer than the step that passed: CONFIRM_FACTOR x its length, at least CONFIRM_MIN_S.
+        longer = max(CONFIRM_MIN_S, CONFIRM_FACTOR * max(policy.step_min_duration_s, passing.duration_s))
+        min_s = min(policy.step_max_duration_s, longer)
+        return run_step(rate, index, dataclasses.replace(limits, min_duration_s=min_s), "confirming step")
+
+    confirmed = False
+    bounds = search_bounds(policy, threads, closed.requests_per_s, floor_p99_s)
+    if isinstance(bounds, str):
+        search_steps, max_rate, stop = [], None, bounds
     else:
-        # Below `fits` a step cannot hold step_min_requests within step_max_duration_s: never
-        # start or halve below it, or a slow model's search ends at an invalid step.
-        lowest = closed.requests_per_s / 2 / MIN_RATE_DIVISOR
-        search = search_max_rate(
-            run_step, start_rate_per_s=max(closed.requests_per_s / 2, fits), tolerance=policy.tolerance,
-            max_steps=policy.max_steps, min_rate_per_s=max(lowest, fits),
-            min_rate_why=(
-                f"the lowest rate whose step holds step_min_requests ({policy.step_min_requests}) within "
-                f"step_max_duration_s ({policy.step_max_duration_s:g} s); raise step_max_duration_s to try lower rates"
-            ) if fits > lowest else "the lowest rate tried",
-        )  # fmt: skip
+        search = search_max_rate(run_step, tolerance=policy.tolerance, max_steps=policy.max_steps, confirm=confirm,
+                                 **bounds)  # fmt: skip
         search_steps, max_rate, stop = search.steps, search.max_rate_per_s, search.stop_reason
+        confirmed = search.confirmed
     low_load = None
     if max_rate is not None:
-        # A tenth of the capacity, or the lowest rate whose step can still be valid; not at all
-        # when that is close to the capacity: it would no longer be a low load.
-        rate = max(max_rate * LOW_LOAD_FRACTION, fits)
+        # A tenth of the capacity, at least LOW_LOAD_REQUESTS within LOW_LOAD_MAX_S (a p99 of fewer
+        # means little); not at all when that is close to the capacity: it would no longer be a low load.
+        rate = max(max_rate * LOW_LOAD_FRACTION, LOW_LOAD_REQUESTS / LOW_LOAD_MAX_S)
         if rate <= max_rate * LOW_LOAD_CEILING:
-            low_load = run_step(rate, len(search_steps))
+            max_s = max(policy.step_min_duration_s, min(policy.step_max_duration_s, LOW_LOAD_MAX_S))
+            short = dataclasses.replace(limits, max_duration_s=max_s)
+            low_load = run_step(rate, len(search_steps), short, "low-load step")
         else:
             stop += (
-                f"; no low-load step: the lowest rate a valid step allows ({fits:.4g}/s) is over "
-                f"{LOW_LOAD_CEILING:.0%} of the highest passing rate"
+                f"; no low-load step: {LOW_LOAD_REQUESTS} requests within {LOW_LOAD_MAX_S:g} s "
+                f"({rate:.4g}/s) is over {LOW_LOAD_CEILING:.0%} of the confirmed rate"
             )
     memory = instance_memory(group, k)  # after serving; before offline's big batches (VmHWM keeps those)
 
@@ -368,13 +442,20 @@ def measure_point(
             min_requests=policy.step_min_requests,
             steps=search_steps,
             low_load_step=low_load,
+            verdict_rule=RULE.format(confidence=policy.confidence),
+            confirmed=confirmed,
         ),
         memory=memory,
     )
 
 
-def measure_capacity(scenario: Scenario, artifact_path: Path, out_dir: Path, phase: Phase) -> CapacityFigures:
-    """Measure every layout of the scenario's capacity policy; failures become notes, never exceptions."""
+def measure_capacity(
+    scenario: Scenario, artifact_path: Path, out_dir: Path, phase: Phase, log: Phase = lambda _: None
+) -> CapacityFigures:
+    """Measure every layout of the scenario's capacity policy; failures become notes, never exceptions.
+
+    `phase` says what runs now; `log` gets one line per finished server step (the progress to keep).
+    """
     policy = scenario.capacity
     assert policy is not None
     started = time.monotonic()
@@ -396,7 +477,9 @@ def measure_capacity(scenario: Scenario, artifact_path: Path, out_dir: Path, pha
         counts = sorted(set(sweep_counts(largest, policy.sweep)) | {la.instances for la in fitting})
         requested = {la.instances for la in fitting}
         cores = [usable[i * threads : (i + 1) * threads] for i in range(largest)]
-        results.update(_measure_width(scenario, artifact_path, out_dir, policy, cores, counts, requested, phase))
+        results.update(
+            _measure_width(scenario, artifact_path, out_dir, policy, cores, counts, requested, phase, log)
+        )
     ordered = [results[la] for la in layouts] + [f for la, f in results.items() if la not in layouts]
     best = _best_layout(ordered)
     ok = any(f.status == "ok" and f.requested for f in ordered)
@@ -431,6 +514,7 @@ def _measure_width(
     counts: list[int],
     requested: set[int],
     phase: Phase,
+    log: Phase,
 ) -> dict[Layout, LayoutFigures]:
     """One group of instances (one per entry of `cores`), measured with the first k for each k in `counts`."""
     threads = len(cores[0])
@@ -444,7 +528,7 @@ def _measure_width(
             for k in counts:
                 layout = Layout(k, threads)
                 raw_path = out_dir / f"{layout.name}.npz"
-                figures = measure_point(group, k, policy, floor_p99_s, k in requested, phase, raw_path)
+                figures = measure_point(group, k, policy, floor_p99_s, k in requested, phase, raw_path, log)
                 if k == 1:
                     floor_p99_s = figures.closed_loop.latency_s.p99 if figures.closed_loop else None
                 results[layout] = figures

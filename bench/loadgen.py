@@ -6,12 +6,17 @@ As in MLPerf LoadGen's Server scenario:
 - A request's latency runs from its *scheduled* arrival to the end of its inference, so a
   generator held up by a stalled system cannot hide the queueing (no coordinated omission);
   how late the generator itself sent requests is measured too (`send_lag_p99_s`).
-- A step lasts at least `min_duration_s` and has at least `min_requests` requests; one
-  that cannot (it would run past `max_duration_s`) is invalid, and says so.
-- The search widens the rate exponentially (x2) from a start rate until a step fails,
-  then bisects between the highest pass and the lowest failure.
-- p99 is the nearest-rank percentile (bench.stats) over every scheduled request of the
-  step; a request unfinished at the drain deadline counts as slower than all finished ones.
+- A step's verdict is bench.verdict's binomial rule on the number of requests over the SLO
+  (LoadGen's early stopping). A step lasts at least `min_duration_s` and then runs until its
+  verdict is decided, at most `max_duration_s`: its length follows from the rate and from
+  what the p99 needs (at 95 % confidence, at least 299 requests, all within the SLO, to pass).
+  A step still undecided at its limit is `inconclusive`, which the search treats as not passed.
+- The search widens the rate exponentially (x2) from a start rate until a step does not
+  pass, then bisects between the highest pass and the lowest non-pass; the answer is then
+  re-run as a longer confirming step, and only a confirmed rate is the answer.
+- p99 is the nearest-rank percentile (bench.stats) over every request sent in the step; a
+  request unfinished at the drain deadline counts as slower than all finished ones, and as
+  over the SLO.
 
 The generator sleeps until each scheduled time (it never spins) and writes due requests
 in bursts, one write per burst, so its own CPU cost stays small; that cost is measured
@@ -22,46 +27,51 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
-import random
 import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from bench.record import ServerStep
 from bench.stats import nearest_rank
+from bench.verdict import FAIL, PASS, UNDECIDED, Verdict, decide
 
 REQUEST_BYTES = 8  # bench.instance.REQUEST: one little-endian uint64 request number
 BURST = 512  # requests per write: 4096 bytes = PIPE_BUF, so a write is atomic
+CHECK_EVERY_S = 0.25  # how often a running step checks whether its verdict is decided
+MAX_STEP_REQUESTS = 2_000_000  # a step's schedule holds at most this many arrivals (48 MB of step file)
+INCONCLUSIVE = "inconclusive"
 _PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30
 
 
 @dataclass(frozen=True)
 class StepLimits:
-    min_duration_s: float
-    min_requests: int
-    max_duration_s: float
+    min_duration_s: float  # a step runs at least this long ...
+    min_requests: int  # ... and sends at least this many requests (0: the verdict alone decides) ...
+    max_duration_s: float  # ... then until its verdict is decided, at most this long
+    confidence: float = 0.95  # of the verdict (bench.verdict)
 
 
 def poisson_schedule(rate_per_s: float, limits: StepLimits, seed: int) -> list[float]:
-    """Arrival offsets (seconds from the step's start) of a Poisson process at `rate_per_s`.
+    """Arrival offsets (seconds from the step's start) of a Poisson process at `rate_per_s`, up to max_duration_s.
 
-    Arrivals continue until the step has lasted min_duration_s *and* has min_requests
-    requests, or until max_duration_s (then the step is too short or has too few).
+    The step usually ends sooner, when its verdict is decided (send_schedule's `stop`).
     """
     if not rate_per_s > 0:
         raise ValueError(f"rate must be > 0, got {rate_per_s}")
-    rng = random.Random(seed)
-    offsets: list[float] = []
-    t = 0.0
-    while True:
-        t += rng.expovariate(rate_per_s)
-        if t > limits.max_duration_s:
-            return offsets
-        offsets.append(t)
-        if t >= limits.min_duration_s and len(offsets) >= limits.min_requests:
-            return offsets
+    rng = np.random.default_rng(seed)
+    chunks, t, count = [], 0.0, 0
+    while t <= limits.max_duration_s and count < MAX_STEP_REQUESTS:
+        size = int(min(MAX_STEP_REQUESTS - count, max(64, rate_per_s * limits.max_duration_s * 1.1 + 64)))
+        offsets = t + np.cumsum(rng.exponential(1 / rate_per_s, size))
+        chunks.append(offsets)
+        t, count = float(offsets[-1]), count + size
+    offsets = np.concatenate(chunks)
+    return offsets[offsets <= limits.max_duration_s][:MAX_STEP_REQUESTS].tolist()
 
 
 @contextlib.contextmanager
@@ -80,19 +90,30 @@ def precise_sleep() -> Iterator[None]:
             libc.prctl(_PR_SET_TIMERSLACK, previous, 0, 0, 0)
 
 
-def send_schedule(fd: int, scheduled: Sequence[float], sleep: Callable[[float], None] = time.sleep) -> array:
-    """Write request number i to `fd` at time.monotonic() == scheduled[i]; returns each send's time.
+def send_schedule(
+    fd: int,
+    scheduled: Sequence[float],
+    sleep: Callable[[float], None] = time.sleep,
+    stop: Callable[[int], bool] | None = None,
+) -> array:
+    """Write request number i to `fd` at time.monotonic() == scheduled[i]; returns each send's time (0.0: unsent).
 
     Sleeps until the next request is due; every request already due goes out in one write.
     A blocking write (a full pipe) delays later sends: their lateness counts in their latency.
+    Every CHECK_EVERY_S, `stop(number sent so far)` may end the step early (its verdict is decided).
     """
     n = len(scheduled)
     sent = array("d", bytes(8 * n))
     i = 0
+    next_check = time.monotonic() + CHECK_EVERY_S
     while i < n:
         now = time.monotonic()
+        if stop is not None and now >= next_check:
+            next_check = now + CHECK_EVERY_S
+            if stop(i):
+                break
         if scheduled[i] > now:
-            sleep(scheduled[i] - now)
+            sleep(min(scheduled[i] - now, CHECK_EVERY_S) if stop is not None else scheduled[i] - now)
             continue
         j = i + 1
         while j < n and j - i < BURST and scheduled[j] <= now:
@@ -103,6 +124,28 @@ def send_schedule(fd: int, scheduled: Sequence[float], sleep: Callable[[float], 
             sent[k] = after
         i = j
     return sent
+
+
+def running_verdict(
+    scheduled: np.ndarray, ended: np.ndarray, sent: int, now: float, slo_p99_s: float, confidence: float
+) -> str:
+    """The verdict of a running step on its first `sent` requests, whatever the ones in flight turn out to be.
+
+    A request in flight (unfinished, and not yet older than the SLO) may still end either side
+    of it: PASS only if the step passes with all of them over the SLO, FAIL only if it fails
+    with all of them within it, so the verdict cannot change when they end.
+    """
+    scheduled, ended = scheduled[:sent], ended[:sent]
+    finished = ended > 0
+    late = np.count_nonzero(finished & (ended - scheduled > slo_p99_s))
+    waiting = ~finished
+    overdue = np.count_nonzero(waiting & (now - scheduled > slo_p99_s))
+    in_flight = np.count_nonzero(waiting) - overdue
+    if decide(int(late + overdue + in_flight), sent, confidence) == PASS:
+        return PASS
+    if decide(int(late + overdue), sent, confidence) == FAIL:
+        return FAIL
+    return UNDECIDED
 
 
 @dataclass(frozen=True)
@@ -153,6 +196,8 @@ def evaluate_step(
     last_end = max((times.ended[i] for i in finished), default=times.step_start)
     span_s = max(last_end, times.scheduled[-1] if n else 0.0) - times.step_start
 
+    over = sum(1 for latency, unfinished in latencies if unfinished or latency > slo_p99_s)
+    verdict = Verdict.of(over, n, limits.confidence)
     reasons = []
     if duration_s < limits.min_duration_s:
         reasons.append(f"too short: {duration_s:.2f} s < {limits.min_duration_s:g} s")
@@ -162,7 +207,12 @@ def evaluate_step(
             f"({limits.max_duration_s:g} s) at {rate_per_s:.4g}/s"
         )
     valid = not reasons
-    passed = valid and p99 is not None and not p99_bound and p99 <= slo_p99_s
+    passed = valid and verdict.verdict == PASS
+    if verdict.verdict != PASS:
+        why = verdict.reason(limits.confidence)
+        if verdict.verdict == UNDECIDED:
+            why = f"{INCONCLUSIVE} after {duration_s:.1f} s (step_max_duration_s {limits.max_duration_s:g} s); {why}"
+        reasons.append(why)
     if p99 is not None and not (p99 <= slo_p99_s and not p99_bound):
         bound = f"{p99 * 1e3:.3g} ms"
         if p99_bound:
@@ -191,14 +241,34 @@ def evaluate_step(
         passed=passed,
         reasons=reasons,
         seed=seed,
+        over_slo=over,
+        over_slo_upper_bound=verdict.upper,
+        over_slo_lower_bound=verdict.lower,
+        confidence=limits.confidence,
+        verdict=INCONCLUSIVE if verdict.verdict == UNDECIDED else verdict.verdict,
+        verdict_reason=verdict.reason(limits.confidence),
+    )
+
+
+def progress_line(step: ServerStep) -> str:
+    """One line per finished step for the console: rate, requests, over the SLO, p99, verdict."""
+    p99 = "-" if step.latency_p99_s is None else f"{step.latency_p99_s * 1e3:.3g} ms"
+    kind = "confirming step" if step.confirmation else "step"
+    return (
+        f"{kind} at {step.rate_per_s:,.4g}/s: {step.requests} requests in {step.duration_s:.1f} s, "
+        f"{step.over_slo} over the SLO, p99 {p99}: {step.verdict if step.valid else 'invalid'}"
     )
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    max_rate_per_s: float | None  # the highest passing rate; None when no step passed
+    max_rate_per_s: float | None  # the highest passing rate (confirmed when the search had `confirm`); None: none
     stop_reason: str
-    steps: list[ServerStep]
+    steps: list[ServerStep]  # confirming steps included (ServerStep.confirmation)
+    confirmed: bool = False
+
+
+MAX_CONFIRMATIONS = 3
 
 
 def search_max_rate(
@@ -209,50 +279,82 @@ def search_max_rate(
     max_steps: int,
     min_rate_per_s: float = 0.0,
     min_rate_why: str = "the lowest rate to try",
+    confirm: Callable[[float, int, ServerStep], ServerStep] | None = None,
 ) -> SearchResult:
-    """Widen the rate x2 until a step fails (or halve it until one passes), then bisect.
+    """Widen the rate x2 until a step does not pass (or halve it until one passes), bisect, then confirm.
 
-    `run_step(rate, index)` measures one step. Stops when (lowest failure - highest pass) /
-    highest pass <= tolerance, when a step is invalid (too few requests: a lower rate cannot
-    do better within the step's time limit), when halving would go below min_rate_per_s
-    with nothing passed yet (the p99 at low load is over the SLO), or after max_steps.
+    `run_step(rate, index)` measures one step; a step that is not passed (failed or
+    inconclusive) counts as a failure. The search stops when (lowest failure - highest pass) /
+    highest pass <= tolerance, at an invalid step (too short, too few requests), when halving
+    would go below min_rate_per_s with nothing passed yet, or after max_steps search steps.
+    Then `confirm(rate, index, passing step)` re-runs the highest pass as a longer step: when
+    it does not pass, that rate counts as failed and the search goes on below it, at most
+    MAX_CONFIRMATIONS times. Without `confirm` the highest pass is the answer, unconfirmed.
     """
     steps: list[ServerStep] = []
-    passed: float | None = None  # highest passing rate
-    failed: float | None = None  # lowest failing rate
+    passed: float | None = None  # highest passing rate not refuted by a confirmation
+    failed: float | None = None  # lowest rate that did not pass
     rate = start_rate_per_s
+    confirmations = 0
+    notes: list[str] = []
+    ended = ""  # why the search itself cannot go on (then only confirmations run)
+
+    def search_steps() -> int:
+        return sum(not s.confirmation for s in steps)
+
     while True:
-        if len(steps) >= max_steps:
-            reason = f"stopped after max_steps ({max_steps})"
-            break
-        step = run_step(rate, len(steps))
-        steps.append(step)
-        if not step.valid:
-            reason = f"stopped at an invalid step ({'; '.join(step.reasons)})"
-            break
-        if step.passed:
-            passed = rate
-        else:
-            failed = rate
-        if passed is None:
-            if rate / 2 < min_rate_per_s:
-                reason = f"stopped: halving again would go below {min_rate_per_s:.4g}/s, {min_rate_why}"
-                break
-            rate /= 2
-        elif failed is None:
-            rate *= 2
-        elif (failed - passed) / passed <= tolerance:
+        reason = ended
+        if ended:
+            pass
+        elif passed is not None and failed is not None and (failed - passed) / passed <= tolerance:
             reason = (
-                f"converged: {passed:.4g}/s passed and {failed:.4g}/s failed, within the tolerance of {tolerance:.0%}"
+                f"converged: {passed:.4g}/s passed and {failed:.4g}/s did not, within the tolerance of {tolerance:.0%}"
             )
-            break
+        elif search_steps() >= max_steps:
+            reason = f"stopped after max_steps ({max_steps})"
+        elif passed is None and failed is not None and failed <= min_rate_per_s * (1 + 1e-9):
+            reason = f"stopped: halving again would go below {min_rate_per_s:.4g}/s, {min_rate_why}"
         else:
-            rate = (passed + failed) / 2
-    if passed is None and failed is not None:
+            step = run_step(rate, len(steps))
+            steps.append(step)
+            if not step.valid:
+                reason = f"stopped at an invalid step ({'; '.join(step.reasons)})"
+            elif step.passed:
+                passed = rate
+            else:
+                failed = rate
+            if not reason:
+                # Halving stops at min_rate_per_s: the floor itself is tried once.
+                halved = max(rate / 2, min_rate_per_s)
+                rate = rate * 2 if failed is None else (halved if passed is None else (passed + failed) / 2)
+                continue
+        if reason.startswith("stopped"):
+            ended = reason
+        # The search has its answer (or none): confirm it.
+        if passed is None or confirm is None:
+            break
+        if confirmations >= MAX_CONFIRMATIONS:
+            notes.append(f"no rate confirmed within {MAX_CONFIRMATIONS} confirming steps")
+            passed = None
+            break
+        confirmations += 1
+        passing = max((s for s in steps if s.passed and s.rate_per_s == passed), key=lambda s: s.duration_s)
+        check = dataclasses.replace(confirm(passed, len(steps), passing), confirmation=True)
+        steps.append(check)
+        if check.passed:
+            notes.append(f"{passed:.4g}/s confirmed by a {check.duration_s:.1f} s step of {check.requests} requests")
+            break
+        notes.append(f"{passed:.4g}/s passed but not its confirming step ({check.verdict})")
+        failed = passed
+        lower = [s.rate_per_s for s in steps if s.passed and not s.confirmation and s.rate_per_s < failed]
+        passed = max(lower) if lower else None
+        rate = max(failed / 2, min_rate_per_s) if passed is None else (passed + failed) / 2
+    reason = "; ".join([reason, *notes])
+    if not any(s.passed for s in steps) and steps:
         lowest = min(steps, key=lambda s: s.rate_per_s)
         p99 = f"p99 {lowest.latency_p99_s * 1e3:.3g} ms" if lowest.latency_p99_s is not None else "no p99"
         reason += f"; no step met the SLO (the lowest rate tried, {lowest.rate_per_s:.4g}/s, had {p99})"
-    return SearchResult(passed, reason, steps)
+    return SearchResult(passed, reason, steps, confirmed=confirm is not None and passed is not None)
 
 
 def next_seed(seed: int, index: int) -> int:

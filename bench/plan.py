@@ -3,8 +3,9 @@
 Pure functions over ResultRecords (their `capacity` figures, bench.capacity): for each
 scenario and each measured thread width T,
 
-- the rate at the SLO of each measured instance count k (the sweep): the highest offered
-  rate of a valid server step whose p99 met the plan's SLO;
+- the rate at the SLO of each measured instance count k (the sweep): the rate the run's
+  search confirmed (bench.loadgen, bench.verdict) at its SLO, used for the plan's SLO when
+  that is the same or looser ("at least" when looser); never a rate no confirming step passed;
 - instances per host: min(host cores // T, (host memory - shared) // USS), where USS is the
   largest instance's unique memory and `shared` its resident pages shared with other
   processes (libraries, mmap'd weights), counted once per host; whichever is smaller binds;
@@ -61,8 +62,8 @@ class SweepPoint:
     layout: str
     instances: int
     threads_per_instance: int
-    rate_at_slo_per_s: float | None  # highest valid step rate whose p99 met the plan's SLO
-    rate_is_lower_bound: bool  # no step above it failed the plan's SLO: the true rate may be higher
+    rate_at_slo_per_s: float | None  # the confirmed rate (bench.verdict), for the plan's SLO
+    rate_is_lower_bound: bool  # confirmed at a stricter SLO than the plan's: the true rate may be higher
     per_instance_per_s: float | None
     vs_one_instance: float | None  # per-instance rate / the 1-instance rate: 1.0 = linear
     single_stream_p99_s: float | None  # 1-instance closed loop at this width (MLPerf SingleStream)
@@ -72,6 +73,7 @@ class SweepPoint:
     offline_samples_per_s: float | None
     uss_bytes: int | None  # largest instance's
     shared_bytes: int | None  # largest RSS - USS of an instance
+    no_rate_reason: str | None = None  # why the layout has no confirmed rate for the plan, beyond its steps
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class ScenarioPlan:
     host_group: str | None = None
     step_min_requests: int | None = None  # every valid server step had at least this many requests ...
     step_min_duration_s: float | None = None  # ... and lasted at least this long
+    verdict_rule: str | None = None  # how the run's steps passed (bench.verdict.RULE)
     chosen: WidthOption | None = None
     options: list[WidthOption] = field(default_factory=list)
     hosts: int | None = None
@@ -146,18 +149,25 @@ class Plan:
 # --- the arithmetic ------------------------------------------------------------------------------
 
 
-def rate_at_slo(steps: Sequence[ServerStep], slo_p99_s: float) -> tuple[float | None, bool]:
-    """The highest rate of a valid step whose p99 met `slo_p99_s`, and whether it is only a lower bound."""
-    meeting = [
-        s.rate_per_s
-        for s in steps
-        if s.valid and s.latency_p99_s is not None and not s.p99_lower_bound and s.latency_p99_s <= slo_p99_s
-    ]
-    if not meeting:
-        return None, False
-    best = max(meeting)
-    failed_above = any(s.valid and s.rate_per_s > best for s in steps)
-    return best, not failed_above
+def rate_at_slo(layout: LayoutFigures, slo_p99_s: float) -> tuple[float | None, bool, str | None]:
+    """The layout's confirmed rate for `slo_p99_s`, whether it is only a lower bound, and why there is none.
+
+    Only a rate that passed its confirming step counts. It was confirmed at the run's SLO: it
+    holds for a looser SLO too (a lower bound there) but says nothing about a stricter one.
+    """
+    server = layout.server
+    if server is None:
+        return None, False, None
+    if server.verdict_rule is None:
+        return None, False, "measured before rates were confirmed (p99 verdicts); measure it again"
+    if slo_p99_s < server.slo_p99_s - 1e-12:
+        return None, False, (
+            f"the run confirmed rates at p99 <= {server.slo_p99_s * 1e3:g} ms; a stricter SLO needs a run "
+            "measured at it"
+        )
+    if not server.confirmed or server.max_rate_per_s is None:
+        return None, False, None
+    return server.max_rate_per_s, slo_p99_s > server.slo_p99_s + 1e-12, None
 
 
 def _server_steps(layout: LayoutFigures) -> list[ServerStep]:
@@ -177,7 +187,7 @@ def sweep_points(capacity: CapacityFigures, threads: int, slo_p99_s: float) -> l
     one_instance_rate: float | None = None
     for f in layouts:
         steps = _server_steps(f)
-        rate, lower_bound = rate_at_slo(steps, slo_p99_s)
+        rate, lower_bound, why_none = rate_at_slo(f, slo_p99_s)
         per_instance = rate / f.instances if rate is not None else None
         if f.instances == 1:
             one_instance_rate = per_instance
@@ -200,6 +210,7 @@ def sweep_points(capacity: CapacityFigures, threads: int, slo_p99_s: float) -> l
                 offline_samples_per_s=f.offline.samples_per_s if f.offline else None,
                 uss_bytes=max(uss) if uss else None,
                 shared_bytes=max(shared) if shared else None,
+                no_rate_reason=why_none,
             )
         )
     return points
@@ -240,14 +251,20 @@ def width_option(points: list[SweepPoint], threads: int, request: PlanRequest) -
     if not measured:
         single = next((p.single_stream_p99_s for p in points if p.single_stream_p99_s is not None), None)
         lowest = min((p.lowest_server_p99_s for p in points if p.lowest_server_p99_s is not None), default=None)
+        no_rate = next((p.no_rate_reason for p in points if p.no_rate_reason), None)
         if single is not None and single > request.slo_p99_s:
             why = f"the single-stream p99 is {single * 1e3:.3g} ms, above the SLO"
+        elif no_rate is not None:
+            why = no_rate
         elif lowest is not None:
-            why = f"no server step met p99 <= {slo_ms:g} ms (the lowest p99 of any valid step: {lowest * 1e3:.3g} ms)"
+            why = (
+                f"no rate was confirmed at p99 <= {slo_ms:g} ms (the lowest p99 of any valid step: "
+                f"{lowest * 1e3:.3g} ms)"
+            )
         elif any(p.server_steps for p in points):
             why = (
-                "no server step was valid: none held step_min_requests within step_max_duration_s, so no rate "
-                "was judged (lower step_min_requests or raise step_max_duration_s)"
+                "no server step was valid: each was too short or had too few requests, so no rate was judged "
+                "(lower step_min_requests or step_min_duration_s, or raise step_max_duration_s)"
             )
         else:
             why = "server mode was not measured at this width"
@@ -303,7 +320,8 @@ def plan_scenario(record: ResultRecord, request: PlanRequest) -> ScenarioPlan:
     base = dict(
         scenario_id=record.scenario_id, batch_size=record.batch_size, measured_slo_p99_s=capacity.slo_p99_s,
         options=options, step_min_requests=server.min_requests if server else None,
-        step_min_duration_s=server.min_duration_s if server else None, **where,
+        step_min_duration_s=server.min_duration_s if server else None,
+        verdict_rule=server.verdict_rule if server else None, **where,
     )  # fmt: skip
     if not ok:
         reasons = "; ".join(f"{o.threads_per_instance} thread(s) per instance: {o.reason}" for o in options)
@@ -397,9 +415,9 @@ def assumptions(request: PlanRequest, measured_cores: int | None) -> list[str]:
         "Memory: instances x USS (each instance's own pages) + the largest instance's shared resident pages "
         "(RSS - USS: libraries, mmap'd weights) once per host; nothing is reserved for the OS or other services.",
         f"Headroom: hosts are loaded to at most {1 - request.headroom:.0%} of their rate at the SLO.",
-        "A rate at the SLO is the highest offered Poisson rate of a valid server step whose p99 met it; when the "
-        "plan's SLO differs from the one the run searched against, it comes from the steps measured and is "
-        "coarser ('at least' when no step above it failed).",
+        "A rate at the SLO is the highest offered Poisson rate the run's search found and then confirmed with a "
+        "longer step, both passing its p99 verdict (below); it was confirmed at the run's SLO, so a looser plan "
+        "SLO reads it as 'at least' and a stricter one has no rate.",
     ]
 
 
@@ -534,8 +552,8 @@ def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
         out += [f"{word}: {scenario.reason}", ""]
     if scenario.measured_slo_p99_s is not None and abs(scenario.measured_slo_p99_s - plan.request.slo_p99_s) > 1e-12:
         out += [
-            f"_The run searched against p99 <= {scenario.measured_slo_p99_s * 1e3:g} ms; rates at "
-            f"{plan.request.slo_p99_s * 1e3:g} ms come from the steps it measured._",
+            f"_The run confirmed rates at p99 <= {scenario.measured_slo_p99_s * 1e3:g} ms; at "
+            f"{plan.request.slo_p99_s * 1e3:g} ms they are lower bounds if looser, and absent if stricter._",
             "",
         ]
     if scenario.options:
@@ -545,8 +563,10 @@ def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
             _table(WIDTH_HEADERS, [_width_row(o) for o in scenario.options]),
             "",
             "Sweep measured on this machine (the scaling assumption rests on it; batch "
-            f"{scenario.batch_size} per request; every rate comes from server steps of at least "
-            f"{_int(scenario.step_min_requests)} requests and {_num(scenario.step_min_duration_s, 1)} s):",
+            f"{scenario.batch_size} per request; every rate is a confirmed one, from server steps of at least "
+            f"{_num(scenario.step_min_duration_s, 1)} s):",
+            "",
+            f"Verdict rule: {scenario.verdict_rule or 'none recorded (a run before confirmed rates)'}.",
             "",
             _table(SWEEP_HEADERS, [_sweep_row(p) for o in scenario.options for p in o.sweep]),
             "",

@@ -200,6 +200,16 @@ class ServerStep:
     seed: int = 0
     p50_lower_bound: bool = False  # as p99_lower_bound, for the p50
     p90_lower_bound: bool = False
+    # The p99 verdict (bench.verdict): requests over the SLO (unfinished ones included), the
+    # bounds on the true over-SLO share at `confidence`, and pass / fail / inconclusive with why.
+    over_slo: int | None = None
+    over_slo_upper_bound: float | None = None
+    over_slo_lower_bound: float | None = None
+    confidence: float | None = None
+    verdict: str | None = None
+    verdict_reason: str | None = None
+    confirmation: bool = False  # the longer step that re-ran the search's answer
+    loadgen_cores: list[int] | None = None  # where the generator was pinned (cores no instance had); None: unpinned
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,8 @@ class ServerFigures:
     min_requests: int
     steps: list[ServerStep] = field(default_factory=list)
     low_load_step: ServerStep | None = None  # at a tenth of max_rate_per_s (or the least a valid step allows)
+    verdict_rule: str | None = None  # how a step passed (bench.verdict.RULE); None: recorded before verdicts
+    confirmed: bool = False  # max_rate_per_s passed a confirming step (records without verdicts: never)
 
 
 @dataclass(frozen=True)

@@ -463,12 +463,18 @@ def _with_capacity(
     started = time.perf_counter()
     try:
         figures = measure_capacity(
-            scenario, artifact_path, out_dir, lambda text: progress.scenario_phase(text, time.perf_counter() - started)
-        )
+            scenario, artifact_path, out_dir, lambda text: progress.scenario_phase(text, time.perf_counter() - started),
+            _print_step,
+        )  # fmt: skip
     except Exception as exc:  # capacity is an extra: like a profile, it never fails the timed row
         figures = not_measured(scenario, f"capacity measurement failed: {type(exc).__name__}: {exc}")
     return dataclasses.replace(record, files={**record.files, "capacity_dir": _relative(out_dir, context.run_dir)},
                                capacity=figures)  # fmt: skip
+
+
+def _print_step(line: str) -> None:
+    """A capacity step's result, kept on the console (a live phase line is cleared first)."""
+    print(("\r\033[K" if sys.stderr.isatty() else "") + f"    {line}", file=sys.stderr, flush=True)
 
 
 def _with_profile(

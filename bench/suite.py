@@ -102,10 +102,11 @@ class CapacityPolicy:
     duration_s: float = 2.0  # closed-loop and offline runs
     offline_batch_size: int = 16
     step_min_duration_s: float = 1.0  # server mode: each step lasts at least this long ...
-    step_min_requests: int = 500  # ... and has at least this many requests ...
-    step_max_duration_s: float = 10.0  # ... unless that would take longer than this (the step is then invalid)
-    max_steps: int = 12  # server mode steps per layout, at most
+    step_min_requests: int = 0  # ... and has at least this many requests (0: the verdict alone decides) ...
+    step_max_duration_s: float = 60.0  # ... then runs until its p99 verdict is decided, at most this long
+    max_steps: int = 12  # server mode search steps per layout, at most (confirming steps come on top)
     tolerance: float = 0.1  # stop bisecting when (fail - pass) / pass is at most this
+    confidence: float = 0.95  # of a step's p99 verdict (bench.verdict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CapacityPolicy:
@@ -498,9 +499,11 @@ class _Validator:
                 if not isinstance(value, bool):
                     raise self.fail(at, f"expected true or false, got {_kind(value)}")
                 merged[key] = value
-            elif key in ("offline_batch_size", "step_min_requests", "max_steps"):
+            elif key in ("offline_batch_size", "max_steps"):
                 merged[key] = self.integer(value, at, 1)
-            elif key == "tolerance":
+            elif key == "step_min_requests":
+                merged[key] = self.integer(value, at, 0)
+            elif key in ("tolerance", "confidence"):
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
                     raise self.fail(at, f"expected a fraction between 0 and 1 (e.g. 0.1 for 10 %), got {value!r}")
                 merged[key] = float(value)

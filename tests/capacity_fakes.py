@@ -12,6 +12,7 @@ from bench.record import (
     ServerStep,
 )
 from bench.stats import LatencyStats
+from bench.verdict import RULE
 
 MIB = 1024 * 1024
 
@@ -19,12 +20,13 @@ MIB = 1024 * 1024
 def step(rate: float, p99_s: float, slo_s: float, *, valid: bool = True, lower_bound: bool = False) -> ServerStep:
     passed = valid and not lower_bound and p99_s <= slo_s
     reasons = [] if passed else (["too few requests"] if not valid else [f"p99 {p99_s * 1e3:g} ms over the SLO"])
+    over = 2 if passed else 40  # of 1000: a pass and a fail of the 95 % rule
     return ServerStep(
         rate_per_s=rate, requests=1000, completed=1000, duration_s=1.0, achieved_per_s=rate,
         latency_p50_s=p99_s / 3, latency_p90_s=p99_s / 2, latency_p99_s=p99_s, latency_max_s=p99_s * 1.2,
         p99_lower_bound=lower_bound, wait_p99_s=p99_s / 2, service_p99_s=p99_s / 2, send_lag_p99_s=1e-4,
         loadgen_cpu_s=0.01, loadgen_cpu_fraction=0.01, instances_cpu_s=0.5, valid=valid, passed=passed,
-        reasons=reasons,
+        reasons=reasons, over_slo=over, confidence=0.95, verdict="pass" if passed else "fail",
     )  # fmt: skip
 
 
@@ -65,6 +67,8 @@ def layout(
             min_duration_s=1.0,
             min_requests=500,
             steps=server_steps,
+            verdict_rule=RULE.format(confidence=0.95),
+            confirmed=bool(passing),
         ),  # fmt: skip
         memory=[
             InstanceMemory(i, int(rss_mib * MIB), int(uss_mib * MIB), int((uss_mib + 50) * MIB), int(rss_mib * MIB))

@@ -54,9 +54,10 @@ def test_a_capacity_block_is_validated_merged_over_defaults_and_survives_the_tri
         ("{slo_p99_ms: 5, layouts: []}", "defaults.capacity.layouts", "'auto' or a non-empty list"),
         ("{slo_p99_ms: 5, slo_p90_ms: 3}", "defaults.capacity.slo_p90_ms", "did you mean 'slo_p99_ms'"),
         ("{slo_p99_ms: 5, tolerance: 0}", "defaults.capacity.tolerance", "between 0 and 1"),
-        ("{slo_p99_ms: 5, step_min_requests: 0}", "defaults.capacity.step_min_requests", "integer >= 1"),
+        ("{slo_p99_ms: 5, step_min_requests: -1}", "defaults.capacity.step_min_requests", "integer >= 0"),
+        ("{slo_p99_ms: 5, confidence: 1}", "defaults.capacity.confidence", "between 0 and 1"),
         ("{slo_p99_ms: 5, sweep: 1}", "defaults.capacity.sweep", "true or false"),
-        ("{slo_p99_ms: 5, step_min_duration_s: 20}", "defaults.capacity", "larger than step_max_duration_s"),
+        ("{slo_p99_ms: 5, step_min_duration_s: 90}", "defaults.capacity", "larger than step_max_duration_s"),
         ("[2x1]", "defaults.capacity", "expected a mapping"),
     ],
 )
@@ -199,7 +200,7 @@ def test_server_mode_search_stops_below_an_overload_whose_p99_grows_without_boun
 
     # Well below capacity: close to the single-stream p99 (a wake-up on a busy core can cost a few ms
     # more than a call in a tight loop), well within the SLO, and far from the overload.
-    low = step(search.max_rate_per_s / 10, 102)
+    low = step(search.max_rate_per_s / 10, 102, StepLimits(0.4, 100, 60.0))  # a pass needs 299 requests
     assert low.passed, low.reasons
     assert low.latency_p99_s <= 5 * single_p99 + 0.01, (low.latency_p99_s, single_p99)  # the SLO is 10x + 20 ms
     assert low.latency_p99_s < short.latency_p99_s / 5
@@ -282,3 +283,20 @@ def test_bench_run_measures_capacity_and_bench_plan_picks_the_better_layout(run_
                    "--host-cores", "64", "--host-mem-gib", f"{mem_gib:.4f}")  # fmt: skip
     assert plan.returncode == 0, plan.stderr
     assert "3 instance(s)" in plan.stdout and "(memory binds:" in plan.stdout
+
+
+def test_any_model_above_the_passable_rate_is_searched_with_defaults_and_a_slower_one_is_told_why():
+    from bench.capacity import search_bounds
+
+    policy = CapacityPolicy(slo_p99_ms=400.0)  # every other setting at its default
+    fast = search_bounds(policy, 1, closed_rate_per_s=1000.0, floor_p99_s=0.001)  # a 1 ms model
+    assert fast["start_rate_per_s"] == 500.0 and fast["min_rate_per_s"] == pytest.approx(1000 / 64)
+    slow = search_bounds(policy, 1, closed_rate_per_s=10.0, floor_p99_s=0.1)  # a 100 ms model
+    # A pass needs 299 requests within step_max_duration_s (60 s): 1.25 x 299 / 60 = 6.2/s at the least.
+    assert slow["start_rate_per_s"] == slow["min_rate_per_s"] == pytest.approx(1.25 * 299 / 60)
+    assert "raise step_max_duration_s" in slow["min_rate_why"]
+    too_slow = search_bounds(policy, 1, closed_rate_per_s=4.0, floor_p99_s=0.25)  # 250 ms per call
+    assert too_slow.startswith("not searched: too slow to plan within step_max_duration_s (60 s)")
+    assert "at least 299 requests" in too_slow and "at least 93 s" in too_slow
+    below = search_bounds(policy, 1, closed_rate_per_s=4.0, floor_p99_s=0.5)
+    assert below.startswith("not searched: the SLO (400 ms) is below the single-stream p99")

@@ -7,35 +7,37 @@ import os
 import statistics
 import time
 
+import numpy as np
 import pytest
 
 from bench.loadgen import (
+    MAX_CONFIRMATIONS,
     StepLimits,
     StepTimes,
     evaluate_step,
     poisson_schedule,
+    progress_line,
+    running_verdict,
     search_max_rate,
     send_schedule,
 )
 from bench.record import ServerStep
 
-LIMITS = StepLimits(min_duration_s=1.0, min_requests=200, max_duration_s=10.0)
+LIMITS = StepLimits(min_duration_s=1.0, min_requests=0, max_duration_s=10.0)
 
 
-def test_poisson_schedule_lasts_long_enough_has_enough_requests_and_is_seeded():
-    fast = poisson_schedule(1000, LIMITS, seed=1)
-    assert fast[-1] >= 1.0 and len(fast) >= 200
+def test_poisson_schedule_runs_to_the_step_limit_and_is_seeded():
+    fast = poisson_schedule(1000, LIMITS, seed=1)  # the step usually stops sooner: when its verdict is decided
+    assert 9.9 < fast[-1] <= 10.0 and 9000 < len(fast) < 11000
     assert fast == poisson_schedule(1000, LIMITS, seed=1) != poisson_schedule(1000, LIMITS, seed=2)
     assert all(b > a for a, b in zip(fast, fast[1:], strict=False))
-    slow = poisson_schedule(50, LIMITS, seed=1)  # 200 requests take ~4 s at 50/s
-    assert len(slow) == 200 and slow[-1] > 1.0
     gaps = [b - a for a, b in zip([0.0, *fast], fast, strict=False)]
-    many = poisson_schedule(1000, StepLimits(20.0, 1, 30.0), seed=3)
-    many_gaps = [b - a for a, b in zip([0.0, *many], many, strict=False)]
     # Exponential gaps: mean 1/rate, standard deviation equal to the mean.
-    assert statistics.fmean(many_gaps) == pytest.approx(1e-3, rel=0.03)
-    assert statistics.stdev(many_gaps) == pytest.approx(1e-3, rel=0.05)
+    assert statistics.fmean(gaps) == pytest.approx(1e-3, rel=0.03)
+    assert statistics.stdev(gaps) == pytest.approx(1e-3, rel=0.05)
     assert min(gaps) > 0
+    slow = poisson_schedule(0.5, LIMITS, seed=1)
+    assert len(slow) < 15 and all(t <= 10.0 for t in slow)
 
 
 def test_a_step_that_cannot_reach_its_minimum_within_the_time_limit_is_too_short_and_too_few():
@@ -75,16 +77,30 @@ def test_latency_runs_from_the_scheduled_arrival_so_a_late_sender_cannot_hide_qu
     assert not late.passed and "p99 21 ms over the SLO 10 ms" in late.reasons
 
 
-def test_p99_is_the_nearest_rank_over_every_request_and_unfinished_ones_count_as_slowest():
+def test_p99_is_the_nearest_rank_over_every_request_and_unfinished_ones_count_as_slowest_and_over():
     offsets = [i * 0.01 for i in range(1, 201)]  # 200 requests: p99 is the 198th latency
     step = _evaluate(offsets, service_s=0.001, unfinished={7, 50})
     assert step.completed == 198 and step.requests == 200
-    assert step.latency_p99_s == pytest.approx(0.001) and not step.p99_lower_bound and step.passed
+    assert step.latency_p99_s == pytest.approx(0.001) and not step.p99_lower_bound
+    # The p99 is within the SLO, but 2 of 200 over it cannot show that at most 1 % are: not a pass.
+    assert step.over_slo == 2 and step.verdict == "inconclusive" and not step.passed
+    assert step.over_slo_lower_bound < 0.01 < step.over_slo_upper_bound
     step = _evaluate(offsets, service_s=0.001, unfinished={7, 50, 90})
     assert step.p99_lower_bound and not step.passed
     # The unfinished request at the p99 rank waited at least until the drain deadline.
     assert step.latency_p99_s >= 0.5
     assert any("at least" in r and "3 requests unfinished" in r for r in step.reasons)
+
+
+def test_a_step_passes_only_when_the_bound_on_the_share_over_the_slo_is_within_one_percent():
+    offsets = [i * 0.002 for i in range(1, 1001)]  # 1,000 requests at 500/s, served in 1 ms each
+    step = _evaluate(offsets, service_s=0.001, unfinished={10, 20})
+    assert step.valid and step.passed and step.verdict == "pass" and step.over_slo == 2
+    assert step.over_slo_upper_bound <= 0.01 and step.confidence == 0.95
+    assert step.verdict_reason.startswith("pass: 2 of 1000 requests over the SLO")
+    late = _evaluate(offsets, service_s=0.001, unfinished=set(range(0, 1000, 40)))  # 25 of 1,000: 2.5 %
+    assert late.verdict == "fail" and late.over_slo_lower_bound > 0.01 and not late.passed
+    assert any(r.startswith("fail: 25 of 1000") for r in late.reasons)
 
 
 def test_an_unfinished_request_is_never_counted_faster_than_a_finished_one():
@@ -191,3 +207,59 @@ def test_the_sender_writes_each_request_at_its_time_and_sleeps_in_between():
     # It slept through the gaps rather than spinning: judged by its CPU time, since a stall of
     # a busy host makes requests due at once and so shortens the sleeps (seen in a helper's run).
     assert sleeps and cpu_s < 0.05
+
+
+def test_a_running_step_stops_only_on_a_verdict_the_requests_in_flight_cannot_change():
+    now, slo = 100.0, 0.01
+    scheduled = np.linspace(90.0, now, 400)  # 400 sent; the last ~0.4 request per ms is still in flight
+    ended = scheduled + 0.001
+    ended[-3:] = 0.0  # 3 in flight, younger than the SLO
+    # 0 over and 3 that may still be: a pass needs 299 with none over; 397 + 3 pending over -> not yet a pass
+    assert running_verdict(scheduled, ended, 400, now, slo, 0.95) == "undecided"
+    ended[-3:] = scheduled[-3:] + 0.5  # they ended, over the SLO: 3 of 400 over is neither a pass nor a fail
+    assert running_verdict(scheduled, ended, 400, now + 1.0, slo, 0.95) == "undecided"
+    ended[-3:] = scheduled[-3:] + 0.001
+    assert running_verdict(scheduled, ended, 400, now, slo, 0.95) == "pass"
+    ended[::20] += 1.0  # 20 of 400 (5 %) over the SLO
+    assert running_verdict(scheduled, ended, 400, now, slo, 0.95) == "fail"
+    assert running_verdict(scheduled, ended, 100, now, slo, 0.95) in ("fail", "undecided")
+
+
+def test_the_search_confirms_its_answer_and_goes_below_a_rate_that_fails_confirmation():
+    run_step, rates = _fake_system(capacity_per_s=1000)
+    confirmed: list[float] = []
+
+    def confirm(rate, index, passing):
+        confirmed.append(rate)
+        assert passing.passed and passing.rate_per_s == rate
+        step = run_step(rate, index)
+        if rate > 950:  # the search's passes above 950/s were luck: their longer re-runs fail
+            return dataclasses.replace(step, passed=False, verdict="fail", reasons=["fail"])
+        return step
+
+    result = search_max_rate(run_step, start_rate_per_s=100, tolerance=0.05, max_steps=20, confirm=confirm)
+    assert result.confirmed and result.max_rate_per_s <= 950 and confirmed[-1] == result.max_rate_per_s
+    assert len(confirmed) >= 2 and confirmed[0] > 950
+    assert [s.rate_per_s for s in result.steps if s.confirmation] == confirmed
+    assert "passed but not its confirming step" in result.stop_reason and "confirmed by" in result.stop_reason
+    never = search_max_rate(
+        run_step, start_rate_per_s=100, tolerance=0.05, max_steps=20,
+        confirm=lambda rate, index, passing: dataclasses.replace(run_step(rate, index), passed=False, verdict="fail"),
+    )  # fmt: skip
+    assert never.max_rate_per_s is None and not never.confirmed
+    assert sum(s.confirmation for s in never.steps) == MAX_CONFIRMATIONS
+    assert f"no rate confirmed within {MAX_CONFIRMATIONS} confirming steps" in never.stop_reason
+
+
+def test_progress_names_rate_requests_over_slo_p99_and_verdict():
+    step = _evaluate([i * 0.002 for i in range(1, 1001)], service_s=0.001)
+    assert progress_line(step) == "step at 500/s: 1000 requests in 2.0 s, 0 over the SLO, p99 1 ms: pass"
+
+
+def test_halving_stops_at_the_lowest_rate_and_tries_it_once():
+    run_step, rates = _fake_system(capacity_per_s=7)  # serves 7/s; the floor is 6.2/s
+    result = search_max_rate(run_step, start_rate_per_s=12.4, tolerance=0.1, max_steps=20, min_rate_per_s=6.2)
+    assert rates[:2] == [12.4, 6.2] and result.max_rate_per_s is not None
+    run_step, rates = _fake_system(capacity_per_s=5)
+    result = search_max_rate(run_step, start_rate_per_s=12.4, tolerance=0.1, max_steps=20, min_rate_per_s=6.2)
+    assert rates == [12.4, 6.2] and result.max_rate_per_s is None and "below 6.2/s" in result.stop_reason

@@ -130,12 +130,23 @@ def test_shared_memory_above_the_hosts_memory_leaves_room_for_no_instance_not_fe
     assert {o.instances_memory_bound for o in plan.options} == {0} and plan.status == "does_not_fit"
 
 
-def test_rate_at_a_looser_slo_than_searched_is_a_lower_bound_when_nothing_above_failed():
-    steps = two_core_run().layouts[0].server.steps  # rates 900, 1800, 2000, 3600; p99 10, 30, 90, 500 ms
-    assert rate_at_slo(steps, 0.05) == (1800, False)
-    assert rate_at_slo(steps, 0.1) == (2000, False)  # 3,600/s failed it
-    assert rate_at_slo(steps, 1.0) == (3600, True)  # nothing above was tried
-    assert rate_at_slo(steps, 0.005) == (None, False)
+def test_only_a_confirmed_rate_counts_and_only_at_the_runs_slo_or_looser():
+    measured = two_core_run().layouts[0]  # steps 900, 1800, 2000, 3600/s; 1,800/s confirmed at 50 ms
+    assert rate_at_slo(measured, 0.05) == (1800, False, None)
+    assert rate_at_slo(measured, 0.1) == (1800, True, None)  # a looser SLO: at least the confirmed rate
+    rate, _, why = rate_at_slo(measured, 0.03)  # a step had p99 30 ms at 1,800/s, but nothing was confirmed there
+    assert rate is None and "confirmed rates at p99 <= 50 ms" in why
+    unconfirmed = dataclasses.replace(measured, server=dataclasses.replace(measured.server, confirmed=False))
+    assert rate_at_slo(unconfirmed, 0.05) == (None, False, None)
+    old = dataclasses.replace(measured, server=dataclasses.replace(measured.server, verdict_rule=None))
+    rate, _, why = rate_at_slo(old, 0.05)
+    assert rate is None and "before rates were confirmed" in why
+    plan = plan_scenario(record(capacity([unconfirmed], SLO_S)), _request())
+    assert plan.status == "unreachable" and "no rate was confirmed at p99 <= 50 ms" in plan.reason
+    plan = plan_scenario(record(capacity([old], SLO_S)), _request())
+    assert plan.status == "unreachable" and "measure it again" in plan.reason
+    text = render_markdown(make_plan("r", [record(two_core_run())], {}, _request()))
+    assert "Verdict rule: p99 verdict: pass when the one-sided Clopper-Pearson upper bound" in text
 
 
 # --- the command ----------------------------------------------------------------------------------

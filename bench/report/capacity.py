@@ -151,9 +151,15 @@ def _search(server: ServerFigures | None) -> str:
         return "-"
     if not server.steps:
         return server.stop_reason
+    if server.verdict_rule is None:  # recorded before p99 verdicts: steps of fixed request counts
+        return (
+            f"{len(server.steps)} steps of >= {server.min_requests} requests and >= {server.min_duration_s:g} s; "
+            f"{server.stop_reason}"
+        )
+    confirming = sum(s.confirmation for s in server.steps)
     return (
-        f"{len(server.steps)} steps of >= {server.min_requests} requests and >= {server.min_duration_s:g} s; "
-        f"{server.stop_reason}"
+        f"{len(server.steps) - confirming} steps and {confirming} confirming step(s) of >= "
+        f"{server.min_duration_s:g} s, each until its verdict; {server.stop_reason}; {server.verdict_rule}"
     )
 
 

@@ -1,0 +1,26 @@
+"""A deterministic, sleep-based service for queueing tests: each call sleeps `ms` and uses almost no CPU.
+
+A factory model source (`sleepy_service:build`): an instance of it is an M/D/1 server whose
+service time is set by the test, not by how busy the host's cores are.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+class Sleepy(torch.nn.Module):
+    def __init__(self, ms: float):
+        super().__init__()
+        self.seconds = ms / 1e3
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.linear(x)
+
+
+def build(ms: float = 20.0) -> Sleepy:
+    return Sleepy(ms)

@@ -6,7 +6,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-WORDS = "the a cat dog sat on mat ran fast slow red blue big small house tree bird sang".split()
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "ran",
+    "fast",
+    "slow",
+    "red",
+    "blue",
+    "big",
+    "small",
+    "house",
+    "tree",
+    "bird",
+    "sang",
+]
 SENTENCES = [
     "the cat sat on the mat",
     "a dog ran fast",

@@ -35,6 +35,7 @@ from bench.report.tables import (
     row_notes,
     status_counts,
 )
+from bench.report.text import text_html
 
 
 def e(value: Any) -> str:
@@ -473,6 +474,8 @@ def _toc(report: Report) -> str:
         links.append(("capacity", "Capacity"))
     if report.pipeline is not None:
         links.append(("pipeline", "Input pipeline"))
+    if report.text is not None:
+        links.append(("text", "Text models"))
     if report.comparison is not None:
         links.append(("comparison", "Runs side by side"))
     if report.figures:
@@ -525,6 +528,7 @@ def render_html(report: Report) -> str:
 {memory_phases_html(report)}
 {capacity_html(report.capacity)}
 {pipeline_html(report.pipeline)}
+{text_html(report.text)}
 {_comparison(report)}
 {_figures(report)}
 <footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv,

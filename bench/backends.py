@@ -167,7 +167,7 @@ def make_batch(scenario: Scenario, batch_size: int | None = None) -> Any:
     """The seeded input batch, in the dtype and container the scenario's runtime takes."""
     size = batch_size or scenario.batch_size
     if named_inputs(scenario):
-        return to_runtime_input(scenario, sample_inputs(scenario, size, scenario.seed))
+        return to_runtime_input(scenario, sample_inputs(scenario, size, scenario.seed, skip=0))
     batch = models.make_input(scenario.input_shape, size, scenario.seed)
     return to_runtime_input(scenario, batch)
 
@@ -177,13 +177,12 @@ def named_inputs(scenario: Scenario) -> tuple[inputs.InputSpec, ...]:
     return scenario.source.inputs if scenario.source is not None else ()
 
 
-def sample_inputs(scenario: Scenario, count: int, seed: int) -> dict[str, Any]:
-    """`count` samples of named inputs: tokenized sentences with `text:` (the timed batch from the
-    first sentence, fidelity's from further on), else drawn as the specs say."""
+def sample_inputs(scenario: Scenario, count: int, seed: int, skip: int) -> dict[str, Any]:
+    """`count` samples of named inputs: with `text:`, sentences from the `skip`-th on, tokenized (the
+    timed batch starts at the first, fidelity's after it); else drawn with `seed` as the specs say."""
     source = scenario.source
     assert source is not None
     if source.text:
-        skip = 0 if seed == scenario.seed else scenario.batch_size
         return hf.tokenize(source, source.inputs, count, scenario.seq_len or 0, skip)
     return inputs.make_inputs(source.inputs, count, scenario.seq_len, seed)
 
@@ -451,7 +450,7 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
         names = [spec.name for spec in named_inputs(scenario)]
         model = inputs.positional(model, named_inputs(scenario), output_of(scenario))
         as_exported = dataclasses.replace(scenario, precision=export_precision, load="eager")  # torch tensors
-        example = tuple(to_runtime_input(as_exported, sample_inputs(scenario, 2, scenario.seed)).values())
+        example = tuple(to_runtime_input(as_exported, sample_inputs(scenario, 2, scenario.seed, skip=0)).values())
         axes = {name: {0: "batch", **({axis: "seq"} if axis else {})}
                 for name, axis in zip(names, _seq_axes(scenario), strict=True)}  # fmt: skip
     else:
@@ -706,5 +705,5 @@ def fidelity_count(scenario: Scenario) -> int:
 def fidelity_batch(scenario: Scenario, count: int) -> Any:
     """Fidelity's fp32 inputs (a tensor, or a dict of named inputs), seeded apart from the timed batch."""
     if named_inputs(scenario):
-        return sample_inputs(scenario, count, scenario.seed + 1000)
+        return sample_inputs(scenario, count, scenario.seed + 1000, skip=scenario.batch_size)
     return fidelity_inputs(scenario.input_shape, scenario.seed, count)

@@ -134,6 +134,8 @@ def tokenize(source: ModelSource, specs: tuple[InputSpec, ...], count: int, seq_
             tokenizer.pad_token = tokenizer.eos_token
         else:
             tokenizer.add_special_tokens({"pad_token": tokenizer.convert_ids_to_tokens(0)})
+    if source.task == "causal-lm":  # prompts end where generation starts: pad on the left
+        tokenizer.padding_side = "left"
     sentences = read_sentences(Path(source.text or ""))
     chosen = [sentences[(skip + i) % len(sentences)] for i in range(count)]
     encoded = tokenizer(chosen, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")

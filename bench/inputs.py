@@ -173,34 +173,31 @@ def _positional_class() -> type:
         """A keyword-input model as `forward(*tensors)` in the inputs' order, returning the selected
         tensor: the form TorchScript tracing, torch.export and the ONNX exporter take."""
 
-        def __init__(self, module: Any, names: tuple[str, ...], output: str | int | None, extra: dict[str, Any]):
+        def __init__(self, module: Any, names: tuple[str, ...], output: str | int | None):
             super().__init__()
             self.module = module
             self.names = names
             self.output = output
-            self.extra = extra  # fixed keywords, e.g. use_cache=False
 
         def forward(self, *tensors: Any) -> Any:
-            return select_output(self.module(**dict(zip(self.names, tensors, strict=True)), **self.extra), self.output)
+            return select_output(self.module(**dict(zip(self.names, tensors, strict=True))), self.output)
 
     return PositionalCall
 
 
-def positional(module: Any, specs: tuple[InputSpec, ...], output: str | int | None,
-               extra: dict[str, Any] | None = None) -> Any:  # fmt: skip
-    return _positional_class()(module, tuple(s.name for s in specs), output, extra or {}).eval()
+def positional(module: Any, specs: tuple[InputSpec, ...], output: str | int | None) -> Any:
+    return _positional_class()(module, tuple(s.name for s in specs), output).eval()
 
 
 class KeywordCall:
     """`infer(batch)` for a module fed a dict of named inputs: `model(**batch)`, then `output:`."""
 
-    def __init__(self, module: Any, output: str | int | None, extra: dict[str, Any] | None = None):
+    def __init__(self, module: Any, output: str | int | None):
         self.module = module
         self.output = output
-        self.extra = extra or {}
 
     def __call__(self, batch: dict[str, Any]) -> Any:
-        return select_output(self.module(**batch, **self.extra), self.output)
+        return select_output(self.module(**batch), self.output)
 
 
 class PositionalRun:

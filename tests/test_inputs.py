@@ -164,3 +164,30 @@ def test_text_classification_fidelity_is_top1_on_raw_logits():
     figures = compare_task("text-classification", output, reference)
     assert figures["top1_agreement"] == pytest.approx(2 / 3)
     assert figures["max_abs_error"] == pytest.approx(0.6)
+
+
+def test_hf_rows_without_transformers_are_unsupported_with_the_install_hint(tmp_path, monkeypatch):
+    from bench import backends, hf
+
+    _hf(tmp_path)
+    (scenario,) = _suite(tmp_path, "{name: enc, hf: folder, task: feature-extraction, random_weights: true}").scenarios
+    assert backends.unsupported_reason(scenario) is None
+    monkeypatch.setattr(hf, "available", lambda: False)
+    assert "pip install .[transformers]" in backends.unsupported_reason(scenario)
+
+
+def test_kv_cache_bytes_count_each_tensor_once():
+    from bench.generation import cache_bytes
+
+    keys = torch.zeros(2, 4, 8, dtype=torch.float32)
+
+    class Layer:
+        def __init__(self) -> None:
+            self.keys, self.values, self.same = keys, torch.zeros(2, 4, 8, dtype=torch.bfloat16), keys
+
+    class Cache:
+        def __init__(self) -> None:
+            self.layers = [Layer(), Layer()]
+
+    assert cache_bytes(Cache()) == 64 * 4 + 2 * 64 * 2  # the shared keys tensor counted once
+    assert cache_bytes(((keys, keys + 1),)) == 2 * 64 * 4

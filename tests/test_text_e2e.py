@@ -125,7 +125,7 @@ def test_text_models_run_in_every_load_mode_with_task_fidelity_and_generation(ru
     assert rows["cls-b2-t1-fp32-eager-s12"].fidelity.top1_agreement == 1.0
 
     lm = rows["lm-b2-t1-fp32-eager-s12"]
-    assert lm.fidelity.kl_divergence_mean == pytest.approx(0.0, abs=1e-6) and lm.fidelity.positions == 2 * 12 * 16
+    assert lm.fidelity.kl_divergence_mean == pytest.approx(0.0, abs=1e-6) and lm.fidelity.positions == 16 * 12
     generation = lm.generation
     assert (generation.prompt_tokens, generation.new_tokens, generation.batch_size) == (12, 4, 2)
     assert generation.ttft_s.rounds == 2 and generation.tpot_s.rounds == 2 * 3

@@ -224,8 +224,10 @@ def build_fp32(scenario: Scenario, device: Any = None, *, with_weights: bool = T
         model = hf.build(source, scenario.seed, device, with_weights=with_weights)
     else:
         model = sources.build_module(scenario.model, source, scenario.seed, device, with_weights=with_weights)
-    if source is not None and source.inputs and (problem := inputs.unaccepted(model, source.inputs)):
-        raise SourceError(source, problem, field="inputs")
+    if source is not None and source.inputs:
+        problem = inputs.unaccepted(model, source.inputs, named_only=source.kind == "hf")
+        if problem:
+            raise SourceError(source, problem, field="inputs")
     return model
 
 

@@ -91,14 +91,20 @@ def build(source: ModelSource, seed: int, device: Any = None, *, with_weights: b
     auto = getattr(transformers, TASK_CLASSES[source.task or "feature-extraction"])
     if with_weights and not source.random_weights:
         try:
+            # mismatched sizes are reported in `info` (below) rather than raised without the tensors' names
             model, info = auto.from_pretrained(folder, local_files_only=True, output_loading_info=True,
-                                               dtype=torch.float32)  # fmt: skip
-        except Exception as exc:  # a size mismatch, unreadable weights, an unknown model_type
+                                               ignore_mismatched_sizes=True, dtype=torch.float32)  # fmt: skip
+        except Exception as exc:  # unreadable weights, an unknown model_type
             raise SourceError(source, f"transformers could not load it: {type(exc).__name__}: {short(exc)}") from None
-        problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v}
-        if problems or info.get("error_msgs"):
-            raise SourceError(source, f"its weights do not fit its config.json ({short(str(problems or info))}); "
-                              "the model would run with randomly initialised layers")  # fmt: skip
+        problems = [
+            f"{kind.replace('_', ' ')}: " + ", ".join(
+                f"{item[0]} (file {list(item[1])}, config {list(item[2])})" if isinstance(item, tuple) else str(item)
+                for item in sorted(info[kind], key=str)[:8])
+            for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(kind)
+        ] + [str(message) for message in info.get("error_msgs") or []]  # fmt: skip
+        if problems:
+            raise SourceError(source, f"its weights do not fit its config.json ({short('; '.join(problems), 600)}); "
+                              "it would run with randomly initialised layers")  # fmt: skip
     else:
         try:
             config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)

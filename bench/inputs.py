@@ -130,15 +130,20 @@ def make_inputs(specs: tuple[InputSpec, ...], batch_size: int, seq_len: int | No
     return batch
 
 
-def unaccepted(module: Any, specs: tuple[InputSpec, ...]) -> str | None:
-    """Why `module(**inputs)` cannot take these names (listing the ones its forward accepts), or None."""
+def unaccepted(module: Any, specs: tuple[InputSpec, ...], *, named_only: bool = False) -> str | None:
+    """Why `module(**inputs)` cannot take these names (listing the ones its forward accepts), or None.
+
+    `named_only`: names must be forward's own parameters even if it also takes **kwargs
+    (transformers models pass those on as attention options, not as inputs)."""
     parameters = inspect.signature(module.forward).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    var_keyword = [n for n, p in parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    if var_keyword and not named_only:
         return None  # forward(**kwargs) takes any name
-    unknown = [spec.name for spec in specs if spec.name not in parameters]
+    accepted = [n for n, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    unknown = [spec.name for spec in specs if spec.name not in accepted]
     if not unknown:
         return None
-    return f"{type(module).__name__}.forward takes no {', '.join(unknown)}; it accepts {', '.join(parameters)}"
+    return f"{type(module).__name__}.forward takes no {', '.join(unknown)}; it accepts {', '.join(accepted)}"
 
 
 def select_output(output: Any, which: str | int | None) -> Any:

@@ -788,9 +788,10 @@ class _Validator:
         limit = self.max_positions.get(source.name)
         longest = (seq_len or 0) + settings.get("generate", {}).get("new_tokens", 0)
         if limit is not None and longest > limit:
-            generated = " plus generate.new_tokens" if "generate" in settings else ""
-            raise self.fail(where, f"seq_len {seq_len}{generated} is {longest}, more than {source.name}'s maximum "
-                            f"positions ({limit}, from its config.json)")  # fmt: skip
+            new = settings.get("generate", {}).get("new_tokens")
+            asked = f"seq_len {seq_len}" + (f" plus generate.new_tokens ({new}) is {longest}," if new else " is")
+            raise self.fail(where, f"{asked} more than {source.name}'s maximum positions ({limit}, from its "
+                            "config.json)")  # fmt: skip
         return source.inputs[0].sample_shape(seq_len)
 
 

@@ -128,7 +128,7 @@ def test_generation_cannot_run_past_the_models_positions(tmp_path):
     _hf(tmp_path, model_type="gpt2", n_positions=40, max_position_embeddings=None, type_vocab_size=None)
     model = "{name: lm, hf: folder, task: causal-lm, random_weights: true}"
     assert _suite(tmp_path, model, "defaults: {generate: {new_tokens: 24}}\n").scenarios[0].generate.new_tokens == 24
-    with pytest.raises(SuiteError, match="plus generate.new_tokens is 41"):
+    with pytest.raises(SuiteError, match=re.escape("plus generate.new_tokens (25) is 41")):
         _suite(tmp_path, model, "defaults: {generate: {new_tokens: 25}}\n")
 
 

@@ -78,12 +78,15 @@ def measure(model: Any, batch: dict[str, Any], policy: GeneratePolicy) -> dict[s
     pad = getattr(model.generation_config, "pad_token_id", None)
     if pad is None:  # without one generate warns on every call; padding never happens at a fixed length
         options["pad_token_id"] = getattr(model.generation_config, "eos_token_id", None) or 0
+    # RSS growth counts the warmup calls too: later calls reuse what the allocator kept from the first
+    growth: list[int] = []
     for _ in range(policy.warmup_rounds):
+        rss_before = read_status_bytes().get("VmRSS") or 0
         model.generate(**prompt, **options)
+        growth.append((read_status_bytes().get("VmRSS") or 0) - rss_before)
     ttft_s: list[float] = []
     steps_s: list[list[float]] = []
     totals_s: list[float] = []
-    growth: list[int] = []
     kv_bytes = 0
     for _ in range(policy.rounds):
         clock = clock_class()

@@ -81,7 +81,7 @@ class GenerationFigures:
     tokens_per_s: float | None  # batch x new_tokens / the median round's whole generate call
     decode_tokens_per_s: float | None = None  # batch / the median decoded step
     tpot_by_position_s: list[float] = field(default_factory=list)  # median step time per decoded position
-    rss_growth_bytes: int | None = None  # VmRSS after a generate call minus before it, the largest
+    rss_growth_bytes: int | None = None  # VmRSS after a generate call minus before it, the largest (warmup included)
     kv_cache_bytes: int | None = None  # the KV cache's tensors after the last token
     note: str | None = None  # why not measured
 

@@ -32,7 +32,8 @@ GENERATION_INTRO = (
     "Greedy generation with the KV cache (transformers' generate) after the timed run, on the scenario's "
     "batch of prompts of seq_len tokens. TTFT is the prefill and the first token, per round; TPOT is each "
     "later token, over every decoded step of every round. Tokens/s counts every prompt's new tokens over a "
-    "whole generate call (median round). RSS growth is VmRSS after a call minus before it (the largest); "
+    "whole generate call (median round). RSS growth is VmRSS after a call minus before it (the largest, "
+    "warmup calls included); "
     "the KV cache is its tensors' bytes after the last token."
 )
 CAPTION = "Median time of each decoded step (2nd new token onwards) against its position after the prompt."

@@ -105,11 +105,12 @@ def _num(value: float | None, scale: float = 1.0, fmt: str = "{:.4g}") -> str:
 
 def _fidelity_cells(tag: str, record: ResultRecord) -> list[str]:
     f = record.fidelity
+    cosines = [_num(getattr(f, k, None) if f else None, fmt="{:.6f}") for k in ("cosine_min", "cosine_median")]
     return [
         _label(tag, record), record.task or "-", str(record.seq_len or "-"), _num(f.inputs if f else None),
+        *cosines,  # 6 decimals: what separates precisions is often in the fourth
         *(_num(getattr(f, k, None) if f else None) for k in
-          ("cosine_min", "cosine_median", "nearest_neighbour_agreement", "top1_agreement", "kl_divergence_mean",
-           "max_abs_error")),
+          ("nearest_neighbour_agreement", "top1_agreement", "kl_divergence_mean", "max_abs_error")),
     ]  # fmt: skip
 
 

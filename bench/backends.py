@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import hygiene, models, pruning, sources
+from bench import hf, hygiene, inputs, models, pruning, sources
 from bench.artifacts import Artifact, cached_artifact, file_sha256
+from bench.fidelity import FIDELITY_INPUTS, TOKEN_FIDELITY_INPUTS
 from bench.nospace import write_via_memory
 from bench.sources import FORMAT_NAMES, ModelSource, SourceError
 from bench.suite import Scenario
@@ -51,7 +52,9 @@ def import_libraries(scenario: Scenario) -> None:
         _litert_interpreter()
     source = scenario.source
     architecture = source.architecture if source else scenario.model
-    if architecture and sources.is_factory(architecture):
+    if source is not None and source.kind == "hf":
+        hf.import_transformers()
+    elif architecture and sources.is_factory(architecture):
         sources.import_factory_module(source)  # the user's module, and whatever it imports
     elif architecture and architecture not in models.BUILTIN:
         import torchvision  # noqa: F401
@@ -70,6 +73,8 @@ def unsupported_reason(scenario: Scenario) -> str | None:
     if (reason := hygiene.unsupported_reason(scenario)) is not None:
         return reason
     source = scenario.source
+    if source is not None and source.kind == "hf" and not hf.available():
+        return hf.MISSING
     if source is not None and source.compiled and scenario.variant != pruning.DENSE:
         return (
             f"variant {scenario.variant} prunes the model's weights, and a {FORMAT_NAMES[source.kind]} file "
@@ -163,22 +168,73 @@ def convert(model: Any, precision: str) -> tuple[Any, dict[str, Any]]:
 
 def make_batch(scenario: Scenario, batch_size: int | None = None) -> Any:
     """The seeded input batch, in the dtype and container the scenario's runtime takes."""
-    batch = models.make_input(scenario.input_shape, batch_size or scenario.batch_size, scenario.seed)
+    size = batch_size or scenario.batch_size
+    if named_inputs(scenario):
+        return to_runtime_input(scenario, sample_inputs(scenario, size, scenario.seed, skip=0))
+    batch = models.make_input(scenario.input_shape, size, scenario.seed)
     return to_runtime_input(scenario, batch)
 
 
+def named_inputs(scenario: Scenario) -> tuple[inputs.InputSpec, ...]:
+    """The model's named inputs (bench.inputs); empty for a model fed one float tensor."""
+    return scenario.source.inputs if scenario.source is not None else ()
+
+
+def sample_inputs(scenario: Scenario, count: int, seed: int, skip: int) -> dict[str, Any]:
+    """`count` samples of named inputs: with `text:`, sentences from the `skip`-th on, tokenized (the
+    timed batch starts at the first, fidelity's after it); else drawn with `seed` as the specs say."""
+    source = scenario.source
+    assert source is not None
+    if source.text:
+        return hf.tokenize(source, source.inputs, count, scenario.seq_len or 0, skip)
+    return inputs.make_inputs(source.inputs, count, scenario.seq_len, seed)
+
+
 def to_runtime_input(scenario: Scenario, batch: Any) -> Any:
+    if isinstance(batch, dict):  # named inputs: only float ones take the precision's dtype
+        as_is = runtime_of(scenario) == "torch"
+        return {name: to_runtime_input(scenario, value) if value.is_floating_point() else
+                (value if as_is else value.numpy()) for name, value in batch.items()}  # fmt: skip
     if scenario.precision in ("fp16", "bf16"):
         batch = batch.to(torch_dtype(scenario.precision))
     return batch if runtime_of(scenario) == "torch" else batch.numpy()
 
 
+def inputs_record(scenario: Scenario) -> dict[str, Any]:
+    """The record's seq_len, named_inputs and task (all null for a model fed one float tensor)."""
+    specs = named_inputs(scenario)
+    source = scenario.source
+    return {
+        "seq_len": scenario.seq_len,
+        "named_inputs": [{"name": s.name, "shape": list(s.sample_shape(scenario.seq_len)), "dtype": s.dtype}
+                         for s in specs] or None,  # fmt: skip
+        "task": source.task if source else None,
+    }
+
+
+def output_of(scenario: Scenario) -> str | int | None:
+    """What the timed call returns: the entry's `output:`, else the task's usual tensor (hf), else the first."""
+    source = scenario.source
+    if source is None or source.output is not None:
+        return source.output if source else None
+    return hf.TASK_OUTPUTS[source.task] if source.kind == "hf" and source.task else None
+
+
 def build_fp32(scenario: Scenario, device: Any = None, *, with_weights: bool = True, as_given: bool = False) -> Any:
     """The scenario's model in fp32 eval mode (`as_given`: in the mode its factory gave it): seeded random
     weights, then the source's own if it has any."""
-    return sources.build_module(
-        scenario.model, scenario.source, scenario.seed, device, with_weights=with_weights, as_given=as_given
-    )
+    source = scenario.source
+    if source is not None and source.kind == "hf":
+        model = hf.build(source, scenario.seed, device, with_weights=with_weights)
+    else:
+        model = sources.build_module(
+            scenario.model, source, scenario.seed, device, with_weights=with_weights, as_given=as_given
+        )
+    if source is not None and source.inputs:
+        problem = inputs.unaccepted(model, source.inputs, named_only=source.kind == "hf")
+        if problem:
+            raise SourceError(source, problem, field="inputs")
+    return model
 
 
 def build_variant(scenario: Scenario) -> tuple[Any, dict[str, Any]]:
@@ -232,6 +288,9 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
     if fmt in ("onnx", "torchscript", "exported_program"):
         # the export fixes every dimension but the batch; tracing specialises on the example's shape
         key["input_shape"] = list(scenario.input_shape)
+        if named_inputs(scenario):
+            key["inputs"] = [spec.to_dict() for spec in named_inputs(scenario)]
+            key["output"] = output_of(scenario)
 
     def write(path: Path) -> dict[str, Any]:
         if fmt == "onnx":
@@ -240,7 +299,14 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
         model, facts = convert(pruned, scenario.precision)
         facts.update(pruning_facts)
         if fmt == "state_dict":
-            write_via_memory(path, lambda f: torch.save(model.state_dict(), f))
+            write_via_memory(path, lambda f: torch.save(state_with_buffers(model), f))
+        elif named_inputs(scenario):
+            module = inputs.positional(model, named_inputs(scenario), output_of(scenario))
+            example = tuple(make_batch(scenario, batch_size=2).values())  # 2 rows: batch is not specialised
+            if fmt == "exported_program":
+                _write_exported_program(module, example, path, seq_axes=_seq_axes(scenario))
+            else:
+                _write_torchscript(module, example, path)
         elif fmt == "exported_program":
             _write_exported_program(model, make_batch(scenario, batch_size=2), path)
         else:
@@ -258,6 +324,34 @@ def _file_stem(scenario: Scenario) -> str:
     return f"{source.kind}-{sources.source_facts(source).sha256[:16]}" if source else scenario.model
 
 
+_BUFFERS = "__bench_buffers__."  # non-persistent buffers, kept in the state file under this prefix
+
+
+def state_with_buffers(model: Any) -> dict[str, Any]:
+    """The state_dict plus the buffers it leaves out (persistent=False, e.g. transformers' position
+    ids): a model built on the meta device for mmap has no other way to get them."""
+    state = model.state_dict()  # itself: its _metadata tells quantized layers how to load
+    for name, buffer in model.named_buffers():
+        if name not in state and buffer is not None:
+            state[_BUFFERS + name] = buffer
+    return state
+
+
+def _load_state(model: Any, state: dict[str, Any], *, assign: bool = False) -> None:
+    """load_state_dict, then the non-persistent buffers `state_with_buffers` kept."""
+    buffers = {k[len(_BUFFERS) :]: state.pop(k) for k in [k for k in state if k.startswith(_BUFFERS)]}
+    model.load_state_dict(state, assign=assign)
+    for name, value in buffers.items():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        owner.register_buffer(leaf, value, persistent=False)
+
+
+def _seq_axes(scenario: Scenario) -> list[int | None]:
+    """Per named input, the axis (batch included) that is its `seq` dimension, or None."""
+    return [spec.shape.index(inputs.SEQ) + 1 if inputs.SEQ in spec.shape else None for spec in named_inputs(scenario)]
+
+
 def _write_torchscript(model: Any, example: Any, path: Path) -> None:
     import torch
 
@@ -265,18 +359,28 @@ def _write_torchscript(model: Any, example: Any, path: Path) -> None:
         # Tracing warns about data-dependent Python control flow; classification models have none
         # that changes with the input values, and the worker checks fidelity against fp32 eager.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(model, example)
+        # A model with named inputs is traced as inputs.positional: its forward(*tensors) calls the
+        # model with them as keywords, so the example is those tensors in the inputs' order.
+        traced = torch.jit.trace(model, example if isinstance(example, tuple) else (example,))
         frozen = torch.jit.freeze(traced)
     write_via_memory(path, lambda f: torch.jit.save(frozen, f))  # torch's file writer aborts on a full disk
 
 
-def _write_exported_program(model: Any, example: Any, path: Path) -> None:
-    """torch.export with a dynamic batch axis (the example has 2 rows so batch is not specialised)."""
+def _write_exported_program(model: Any, example: Any, path: Path, seq_axes: list[int | None] | None = None) -> None:
+    """torch.export with a dynamic batch axis (the example has 2 rows so batch is not specialised);
+    named inputs (a tuple example) also get their seq axis dynamic where the model allows it."""
     import torch
 
     batch = torch.export.Dim("batch", min=1, max=65536)
+    if isinstance(example, tuple):
+        shapes = tuple({0: batch, **({axis: torch.export.Dim.AUTO} if axis else {})} for axis in seq_axes or ())
+        args = example
+    else:
+        shapes, args = ({0: batch},), (example,)
     with torch.inference_mode(False), torch.no_grad():
-        exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        # a tuple example is inputs.positional's forward(*tensors): one argument holding them all
+        dynamic = (shapes,) if isinstance(example, tuple) else shapes
+        exported = torch.export.export(model, args, dynamic_shapes=dynamic)
     write_via_memory(path, lambda f: torch.export.save(exported, f))
 
 
@@ -294,7 +398,7 @@ def _given_file_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
         sources.check_exported_program(source)
     found: dict[str, Any] = {}
     if source.kind == "onnx":
-        info = sources.check_onnx_input(source, facts.sha256, scenario.batch_size, scenario.input_shape)
+        info = _check_onnx(scenario, facts.sha256)
         found["quantized_layers"] = info.int8_nodes or None
     if scenario.precision == source.saved_precision:
         return Artifact(Path(facts.path), facts.sha256, facts.bytes, time.perf_counter() - started, False, found)
@@ -304,6 +408,15 @@ def _given_file_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
            "onnxruntime": onnxruntime.__version__}  # fmt: skip
     filename = f"{_file_stem(scenario)}-{scenario.precision}.onnx"
     return cached_artifact(cache_dir, key, filename, lambda path: _ort_quantize(Path(facts.path), path))
+
+
+def _check_onnx(scenario: Scenario, sha256: str) -> sources.OnnxInput:
+    """A given ONNX file's input(s) against what the scenario feeds; its first input."""
+    source = scenario.source
+    assert source is not None
+    if source.inputs:
+        return sources.check_onnx_named_inputs(source, sha256, scenario.batch_size, scenario.seq_len)
+    return sources.check_onnx_input(source, sha256, scenario.batch_size, scenario.input_shape)
 
 
 def model_key(scenario: Scenario) -> dict[str, Any]:
@@ -318,14 +431,18 @@ def model_key(scenario: Scenario) -> dict[str, Any]:
                "seed": scenario.seed, "torch": torch.__version__,
                "sources_code_sha256": file_sha256(Path(sources.__file__)),
                "source_sha256": sources.source_facts(source).sha256}  # fmt: skip
-        if sources.is_factory(architecture):
+        if architecture and sources.is_factory(architecture):
             key["factory_module_sha256"] = sources.factory_file(source).sha256
+        if source.kind == "hf":
+            key.update(task=source.task, random_weights=source.random_weights,
+                       hf_code_sha256=file_sha256(Path(hf.__file__)),
+                       transformers=importlib.metadata.version("transformers"))  # fmt: skip
     if scenario.variant != pruning.DENSE:
         key["variant"] = scenario.variant
         key["pruning_code_sha256"] = file_sha256(Path(pruning.__file__))
     if architecture in models.BUILTIN:
         key["models_source_sha256"] = file_sha256(Path(models.__file__))
-    elif not sources.is_factory(architecture):
+    elif architecture and not sources.is_factory(architecture):
         key["torchvision"] = importlib.metadata.version("torchvision")
     return key
 
@@ -337,7 +454,17 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
     fp32, facts = build_variant(scenario)
     export_precision = "fp16" if scenario.precision == "fp16" else "fp32"
     model, _ = convert(fp32, export_precision)
-    example = models.make_input(scenario.input_shape, 1, scenario.seed).to(torch_dtype(export_precision))
+    if named_inputs(scenario):  # one ONNX input per named input, batch and seq axes dynamic
+        names = [spec.name for spec in named_inputs(scenario)]
+        model = inputs.positional(model, named_inputs(scenario), output_of(scenario))
+        as_exported = dataclasses.replace(scenario, precision=export_precision, load="eager")  # torch tensors
+        example = tuple(to_runtime_input(as_exported, sample_inputs(scenario, 2, scenario.seed, skip=0)).values())
+        axes = {name: {0: "batch", **({axis: "seq"} if axis else {})}
+                for name, axis in zip(names, _seq_axes(scenario), strict=True)}  # fmt: skip
+    else:
+        names = ["input"]
+        example = (models.make_input(scenario.input_shape, 1, scenario.seed).to(torch_dtype(export_precision)),)
+        axes = {"input": {0: "batch"}}
     target = path if scenario.precision != "int8_dynamic" else path.with_suffix(".fp32.onnx")
     with warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated but handles every torchvision classifier
@@ -347,12 +474,12 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             model,
-            (example,),
+            example,
             str(target),
             dynamo=False,
-            input_names=["input"],
+            input_names=names,
             output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            dynamic_axes={**axes, "output": {0: "batch"}},
         )
     if scenario.precision == "int8_dynamic":
         try:
@@ -410,27 +537,35 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
         return _load_litert(scenario, artifact_path)
     import torch
 
+    names = tuple(spec.name for spec in named_inputs(scenario))
     if scenario.load == "torchscript":
         module = torch.jit.load(str(artifact_path), map_location="cpu")
         given = hygiene.given_facts(scenario, module)  # a user's file may be in train mode
-        return module.eval(), given
+        module.eval()
+        return (inputs.PositionalRun(module, names) if names else module), given
     if scenario.load == "export":
-        return torch.export.load(str(artifact_path)).module(), {}
+        module = torch.export.load(str(artifact_path)).module()
+        return (inputs.PositionalRun(module, names) if names else module), {}
     if scenario.load == "mmap":
         # Build on the meta device (no memory, no init) and adopt the mapped tensors as they are.
         model = build_fp32(scenario, device="meta", with_weights=False, as_given=True)
         given = hygiene.given_facts(scenario, model)
         model.eval()
         state = torch.load(artifact_path, map_location="cpu", weights_only=True, mmap=True)
-        _fit_variant(scenario, model, state).load_state_dict(state, assign=True)
-        return model.eval(), given
+        _load_state(_fit_variant(scenario, model, state), state, assign=True)
+        return _named_call(scenario, model.eval()), given
     state = torch.load(artifact_path, map_location="cpu", weights_only=True)
     model = build_fp32(scenario, with_weights=False, as_given=True)
     given = hygiene.given_facts(scenario, model)
     model.eval()
     model, facts = convert(_fit_variant(scenario, model, state), scenario.precision)
-    model.load_state_dict(state)
-    return model.eval(), {**facts, **given}
+    _load_state(model, state)
+    return _named_call(scenario, model.eval()), {**facts, **given}
+
+
+def _named_call(scenario: Scenario, model: Any) -> Any:
+    """A module fed named inputs is called with keywords (inputs.KeywordCall); others as they are."""
+    return inputs.KeywordCall(model, output_of(scenario)) if named_inputs(scenario) else model
 
 
 def _load_onnxruntime(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any], dict[str, Any]]:
@@ -452,7 +587,7 @@ def _load_onnxruntime(scenario: Scenario, artifact_path: Path) -> tuple[Callable
     first = session.get_inputs()[0]
 
     def infer(batch: Any) -> Any:
-        return session.run(None, {first.name: batch})[0]
+        return session.run(None, batch if isinstance(batch, dict) else {first.name: batch})[0]
 
     return infer, {"ort_graph_optimization_level": level, "fixed_batch": sources.fixed_batch(first.shape)}
 
@@ -525,7 +660,7 @@ def reference_outputs(scenario: Scenario, cache_dir: Path, inputs: int) -> Artif
         if source.kind != "onnx" or source.saved_precision != "fp32":
             return None
         facts = sources.check_file(source)
-        info = sources.check_onnx_input(source, facts.sha256, scenario.batch_size, scenario.input_shape)
+        info = _check_onnx(scenario, facts.sha256)
         batch = sources.fixed_batch(info.dims)
         if batch not in (None, 1):
             return None  # the 4 fidelity inputs fit neither one call nor one call each
@@ -533,11 +668,13 @@ def reference_outputs(scenario: Scenario, cache_dir: Path, inputs: int) -> Artif
 
         key = {"source_sha256": facts.sha256, "onnxruntime": onnxruntime.__version__, "kind": "reference_outputs",
                "input_shape": list(scenario.input_shape), "inputs": inputs, "seed": scenario.seed}  # fmt: skip
+        if source.inputs:
+            key["named_inputs"] = [spec.to_dict() for spec in source.inputs]
         reference = dataclasses.replace(scenario, load="onnxruntime", precision="fp32", threads=1, interop_threads=1)
 
         def write_onnx(path: Path) -> None:
             infer, _ = _load_onnxruntime(reference, Path(facts.path))
-            batch_inputs = to_runtime_input(reference, fidelity_inputs(scenario.input_shape, scenario.seed, inputs))
+            batch_inputs = to_runtime_input(reference, fidelity_batch(scenario, inputs))
             outputs = torch.as_tensor(run_inputs(infer, batch_inputs, batch)).float()
             write_via_memory(path, lambda f: torch.save(outputs, f))
 
@@ -545,25 +682,43 @@ def reference_outputs(scenario: Scenario, cache_dir: Path, inputs: int) -> Artif
 
     key = {**model_key(scenario), "input_shape": list(scenario.input_shape), "inputs": inputs,
            "kind": "reference_outputs"}  # fmt: skip
+    if named_inputs(scenario):
+        key.update(named_inputs=[spec.to_dict() for spec in named_inputs(scenario)], output=output_of(scenario),
+                   text=file_sha256(Path(source.text)) if source and source.text else None)
 
     def write(path: Path) -> None:
-        model = build_fp32(scenario)
+        model = _named_call(scenario, build_fp32(scenario))
         with torch.inference_mode():
-            output = model(fidelity_inputs(scenario.input_shape, scenario.seed, inputs))
+            output = model(fidelity_batch(scenario, inputs))
         write_via_memory(path, lambda f: torch.save(output.float(), f))
 
     return cached_artifact(cache_dir, key, f"{_file_stem(scenario)}-reference.pt", write)
 
 
-def run_inputs(infer: Callable[[Any], Any], inputs: Any, fixed_batch: int | None) -> Any:
+def run_inputs(infer: Callable[[Any], Any], batch: Any, fixed_batch: int | None) -> Any:
     """Outputs for a batch of inputs: one call, or one call per input for a model fixed at batch 1."""
-    if fixed_batch != 1 or len(inputs) == 1:
-        return infer(inputs)
+    count = inputs.batch_len(batch)
+    if fixed_batch != 1 or count == 1:
+        return infer(batch)
     import numpy as np
 
-    return np.concatenate([np.asarray(infer(inputs[i : i + 1])) for i in range(len(inputs))])
+    return np.concatenate([np.asarray(infer(inputs.rows(batch, i, i + 1))) for i in range(count)])
 
 
 def fidelity_inputs(shape: tuple[int, ...], seed: int, inputs: int) -> Any:
     """Inputs for fidelity, seeded apart from the timed batch."""
     return models.make_input(shape, inputs, seed + 1000)
+
+
+def fidelity_count(scenario: Scenario) -> int:
+    """How many samples fidelity compares: more for text tasks, whose nearest-neighbour agreement
+    needs a few neighbours to mean anything."""
+    source = scenario.source
+    return TOKEN_FIDELITY_INPUTS if source is not None and source.task else FIDELITY_INPUTS
+
+
+def fidelity_batch(scenario: Scenario, count: int) -> Any:
+    """Fidelity's fp32 inputs (a tensor, or a dict of named inputs), seeded apart from the timed batch."""
+    if named_inputs(scenario):
+        return sample_inputs(scenario, count, scenario.seed + 1000, skip=scenario.batch_size)
+    return fidelity_inputs(scenario.input_shape, scenario.seed, count)

@@ -11,6 +11,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench import __version__
 from bench.contention import ON_CONTENTION
@@ -213,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--block-time", type=float, default=0.5, metavar="SECONDS", help="time per interleaved block (default 0.5)"
     )
     selfcheck.add_argument("--reports", type=Path, default=Path("reports"))
+    selfcheck.add_argument(
+        "--scenario", metavar="SCENARIO_ID", help="check on this scenario of --suite instead of --model (e.g. a text "
+        "model from scenarios/text.yaml); --threads overrides its threads",
+    )  # fmt: skip
+    selfcheck.add_argument("--suite", type=Path, help="the suite file that has --scenario")
     selfcheck.set_defaults(handler=_cmd_selfcheck)
 
     profile = commands.add_parser(
@@ -240,25 +246,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _find_scenario(suite_path: Path, scenario_id: str) -> Any:
+    """The suite's scenario with this id; a UserError with close ids when there is none."""
+    import difflib
+
+    from bench.suite import load_suite
+
+    suite = load_suite(suite_path, max_scenarios=10**9)
+    by_id = {s.id: s for s in suite.scenarios}
+    if scenario_id not in by_id:
+        hint = difflib.get_close_matches(scenario_id, list(by_id), n=3)
+        raise UserError(
+            f"{suite_path} has no scenario '{scenario_id}'"
+            + (f"; did you mean {', '.join(hint)}?" if hint else "; 'bench validate' lists its scenario ids")
+        )
+    return by_id[scenario_id]
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     import datetime as dt
-    import difflib
 
     from bench import backends
     from bench.profiling import flops_figures, format_profile, profile_scenario
-    from bench.suite import load_suite
 
     if args.iterations < 1:
         raise UserError(f"--iterations must be an integer >= 1, got {args.iterations}")
-    suite = load_suite(args.suite, max_scenarios=10**9)
-    by_id = {s.id: s for s in suite.scenarios}
-    if args.scenario_id not in by_id:
-        hint = difflib.get_close_matches(args.scenario_id, list(by_id), n=3)
-        raise UserError(
-            f"{args.suite} has no scenario '{args.scenario_id}'"
-            + (f"; did you mean {', '.join(hint)}?" if hint else "; 'bench validate' lists its scenario ids")
-        )
-    scenario = by_id[args.scenario_id]
+    scenario = _find_scenario(args.suite, args.scenario_id)
     _check_writable(args.reports)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     out = args.out or args.reports / f"profile-{stamp}-{scenario.id}"
@@ -485,7 +498,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_selfcheck(args: argparse.Namespace) -> int:
     from bench.selfcheck import print_selfcheck, run_selfcheck
 
+    scenario = None
+    if (args.scenario is None) != (args.suite is None):
+        raise UserError("--scenario and --suite go together: a scenario id and the suite file that has it")
+    if args.scenario is not None:
+        scenario = _find_scenario(args.suite, args.scenario)
     result = run_selfcheck(
+        scenario=scenario,
         model=args.model,
         threads=args.threads,
         batch_size=args.batch_size,

@@ -35,3 +35,76 @@ def compare(output: Any, reference: Any) -> dict[str, Any]:
         "inputs": out.shape[0],
         "non_finite_outputs": 0,
     }
+
+
+# ---------------------------------------------------------------- text tasks (models with named inputs)
+
+TOKEN_FIDELITY_INPUTS = 16  # samples: enough neighbours for nearest-neighbour agreement to mean something
+METRICS = {
+    None: "centered outputs: cosine and top-1 of each output minus the reference's mean output",
+    "feature-extraction": "mask-aware mean-pooled embeddings: cosine per sample (min, median) and "
+    "nearest-neighbour agreement among the samples",
+    "text-classification": "logits: top-1 agreement and max abs logit error",
+    "causal-lm": "next-token logits at every unmasked position: top-1 agreement and KL(reference || output)",
+}
+
+
+def compare_task(task: str | None, output: Any, reference: Any, mask: Any = None) -> dict[str, Any]:
+    """Fidelity as the task reads a model's output, named in `metric`. `mask` ([samples, seq], 1 for
+    a real token) keeps padding out of pooling and next-token figures. Never an argmax over
+    embedding dimensions."""
+    if task is None:
+        return {**compare(output, reference), "metric": METRICS[None]}
+    import torch
+
+    out = torch.as_tensor(output).float()
+    ref = torch.as_tensor(reference).float()
+    if out.shape != ref.shape:
+        raise ValueError(f"output shape {tuple(out.shape)} differs from the reference's {tuple(ref.shape)}")
+    base = {"metric": METRICS[task], "inputs": out.shape[0], "max_abs_error": None, "cosine_similarity": None,
+            "top1_agreement": None, "non_finite_outputs": int((~torch.isfinite(out)).sum())}  # fmt: skip
+    if base["non_finite_outputs"]:
+        return base
+    base["max_abs_error"] = float((out - ref).abs().max())
+    if task == "feature-extraction":
+        return {**base, **_embedding_figures(out, ref, mask)}
+    if task == "text-classification":
+        flat_out, flat_ref = out.flatten(1), ref.flatten(1)
+        return {**base, "top1_agreement": float((flat_out.argmax(1) == flat_ref.argmax(1)).float().mean())}
+    # causal-lm: [samples, seq, vocab]; every real position predicts its next token
+    keep = _mask_of(mask, out.shape[:2]).reshape(-1).bool()
+    out_pos, ref_pos = out.reshape(-1, out.shape[-1])[keep], ref.reshape(-1, ref.shape[-1])[keep]
+    log_ref, log_out = ref_pos.log_softmax(-1), out_pos.log_softmax(-1)
+    kl = (log_ref.exp() * (log_ref - log_out)).sum(-1).clamp(min=0)  # >= 0; rounding can dip below
+    return {**base, "top1_agreement": float((out_pos.argmax(-1) == ref_pos.argmax(-1)).float().mean()),
+            "kl_divergence_mean": float(kl.mean()), "kl_divergence_max": float(kl.max()),
+            "positions": int(keep.sum())}  # fmt: skip
+
+
+def _mask_of(mask: Any, shape: Any) -> Any:
+    import torch
+
+    return torch.ones(tuple(shape)) if mask is None else torch.as_tensor(mask).float()
+
+
+def _embedding_figures(out: Any, ref: Any, mask: Any) -> dict[str, Any]:
+    """[samples, seq, hidden] (or already pooled [samples, hidden]) -> pooled cosine and neighbours."""
+    import torch
+
+    if out.dim() == 3:
+        weights = _mask_of(mask, out.shape[:2]).unsqueeze(-1)
+        out = (out * weights).sum(1) / weights.sum(1).clamp(min=1)
+        ref = (ref * weights).sum(1) / weights.sum(1).clamp(min=1)
+    out, ref = out.flatten(1), ref.flatten(1)
+    cosine = torch.nn.functional.cosine_similarity(out, ref, dim=1)
+    figures = {"cosine_similarity": float(cosine.median()), "cosine_min": float(cosine.min()),
+               "cosine_median": float(cosine.median()), "nearest_neighbour_agreement": None}  # fmt: skip
+    if out.shape[0] >= 3:  # each sample's most similar other sample, in both
+        def neighbours(x: Any) -> Any:
+            unit = torch.nn.functional.normalize(x, dim=1)
+            similarity = unit @ unit.T
+            similarity.fill_diagonal_(-float("inf"))
+            return similarity.argmax(1)
+
+        figures["nearest_neighbour_agreement"] = float((neighbours(out) == neighbours(ref)).float().mean())
+    return figures

@@ -79,6 +79,12 @@ def given_facts(scenario: Scenario, module: Any) -> dict[str, Any]:
     return {"hygiene": given}
 
 
+def _module(infer: Any) -> Any:
+    """The torch module behind `infer`: a model fed named inputs is called through a wrapper
+    (bench.inputs.KeywordCall / PositionalRun) that holds it as `.module`."""
+    return getattr(infer, "module", infer)
+
+
 def prepare(scenario: Scenario, infer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Put the loaded (eval-mode) model in the scenario's module mode.
 
@@ -87,13 +93,14 @@ def prepare(scenario: Scenario, infer: Any) -> tuple[dict[str, Any], dict[str, A
     facts for the record."""
     import torch
 
-    if not isinstance(infer, torch.nn.Module):
+    module = _module(infer)
+    if not isinstance(module, torch.nn.Module):
         return {}, {}
     saved: dict[str, Any] = {}
     if scenario.module_mode == "train":
-        saved = {name: buffer.detach().clone() for name, buffer in infer.named_buffers()}
-        infer.train()
-    return saved, {"parameters_requiring_grad": _requiring_grad(infer)}
+        saved = {name: buffer.detach().clone() for name, buffer in module.named_buffers()}
+        module.train()
+    return saved, {"parameters_requiring_grad": _requiring_grad(module)}
 
 
 def autograd_saved_bytes(module: Any, call: Callable[[], Any]) -> tuple[int | None, int]:
@@ -159,18 +166,19 @@ def check(scenario: Scenario, infer: Any, inputs: Any, batch: Any, saved_buffers
         "outputs_repeat": bool(torch.equal(first, second)),
         "repeat_max_abs_diff": difference if math.isfinite(difference) else None,
     }
-    if scenario.grad_mode == "enabled" and isinstance(infer, torch.nn.Module):
-        saved_bytes, tensors = autograd_saved_bytes(infer, lambda: infer(batch))
+    module = _module(infer)
+    if scenario.grad_mode == "enabled" and isinstance(module, torch.nn.Module):
+        saved_bytes, tensors = autograd_saved_bytes(module, lambda: infer(batch))
         facts.update(autograd_saved_bytes=saved_bytes, autograd_saved_tensors=tensors)
-    if is_default(scenario) or not isinstance(infer, torch.nn.Module):
+    if is_default(scenario) or not isinstance(module, torch.nn.Module):
         return facts
     if saved_buffers:  # eval() after the train-mode calls, with the running statistics they left
-        with default_mode(scenario, infer):
+        with default_mode(scenario, module):
             after_train = _as_tensor(infer(inputs))
         with torch.no_grad():
-            for name, buffer in infer.named_buffers():
+            for name, buffer in module.named_buffers():
                 buffer.copy_(saved_buffers[name])
-    with default_mode(scenario, infer):
+    with default_mode(scenario, module):
         default = _as_tensor(infer(inputs))
     facts["vs_default"] = compare(first, default)
     if saved_buffers:

@@ -60,6 +60,31 @@ class Fidelity:
     top1_agreement: float | None  # same centering
     inputs: int | None = None
     non_finite_outputs: int = 0  # NaN/inf values in the output; the three figures are then null
+    metric: str | None = None  # how the figures were computed (bench.fidelity.METRICS); text tasks differ
+    cosine_min: float | None = None  # feature-extraction: per-sample cosine of mean-pooled embeddings
+    cosine_median: float | None = None  # (cosine_similarity is the same median there)
+    nearest_neighbour_agreement: float | None = None  # feature-extraction: same nearest other sample
+    kl_divergence_mean: float | None = None  # causal-lm: KL(reference || output) of next-token distributions
+    kl_divergence_max: float | None = None
+    positions: int | None = None  # causal-lm: the token positions compared
+
+
+@dataclass(frozen=True)
+class GenerationFigures:
+    """Greedy generation with the KV cache after the timed run (`generate:`; bench.generation)."""
+
+    prompt_tokens: int  # per prompt: the scenario's seq_len
+    new_tokens: int  # generated after each prompt
+    batch_size: int  # prompts per generate call
+    rounds: int
+    ttft_s: LatencyStats | None  # time to first token: prefill and the first token, per round
+    tpot_s: LatencyStats | None  # time per output token: every decoded step (2nd token on) of every round
+    tokens_per_s: float | None  # batch x new_tokens / the median round's whole generate call
+    decode_tokens_per_s: float | None = None  # batch / the median decoded step
+    tpot_by_position_s: list[float] = field(default_factory=list)  # median step time per decoded position
+    rss_growth_bytes: int | None = None  # VmRSS after a generate call minus before it, the largest (warmup included)
+    kv_cache_bytes: int | None = None  # the KV cache's tensors after the last token
+    note: str | None = None  # why not measured
 
 
 @dataclass(frozen=True)
@@ -328,6 +353,10 @@ class ResultRecord:
     module_mode: str = "eval"  # eval or train
     hygiene: HygieneFigures | None = None  # torch rows: what the grad and module modes changed
     contention: Contention | None = None  # others' CPU use and steal over the timed steady state (ok rows)
+    seq_len: int | None = None  # models with named inputs: the `seq` dimension (bench.inputs)
+    named_inputs: list[dict[str, Any]] | None = None  # their names, per-sample shapes and dtypes
+    task: str | None = None  # feature-extraction, text-classification or causal-lm: decides fidelity
+    generation: GenerationFigures | None = None  # only with `generate:`
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -375,6 +404,7 @@ NESTED_FIELDS: dict[str, type] = {
     "pipeline": PipelineFigures,
     "hygiene": HygieneFigures,
     "contention": Contention,
+    "generation": GenerationFigures,
 }
 
 

@@ -28,7 +28,6 @@ from bench import backends
 from bench.contention import Contention, wait_for_quiet
 from bench.environment import collect_environment
 from bench.errors import UserError
-from bench.fidelity import FIDELITY_INPUTS
 from bench.memory import RssSample, RssSampler, write_samples_csv
 from bench.nospace import (
     NoSpaceLeft,
@@ -41,6 +40,7 @@ from bench.nospace import (
 )
 from bench.record import (
     Fidelity,
+    GenerationFigures,
     HygieneFigures,
     KernelPeaks,
     ModelSourceInfo,
@@ -400,7 +400,7 @@ def run_scenario(
     progress.scenario_phase("preparing artifact (cached after the first time)", 0.0)
     try:
         artifact = backends.prepare_artifact(scenario, context.cache_dir)
-        reference = backends.reference_outputs(scenario, context.cache_dir, FIDELITY_INPUTS)
+        reference = backends.reference_outputs(scenario, context.cache_dir, backends.fidelity_count(scenario))
     except backends.Unsupported as exc:
         return ResultRecord(**base, status="unsupported", reason=str(exc), duration_s=time.perf_counter() - started)
     except SourceError as exc:  # the user's file or factory: the message names it and the suite field
@@ -646,7 +646,7 @@ def build_record(
     if failure is not None:
         return ResultRecord(**base, **measured, status="failed", reason=failure)
     latency = LatencyStats.from_times(benchmark_round_times(benchmark_json))
-    fidelity, pipeline = worker.get("fidelity"), worker.get("pipeline")
+    fidelity, pipeline, generation = worker.get("fidelity"), worker.get("pipeline"), worker.get("generation")
     return ResultRecord(
         **base,
         **measured,
@@ -654,6 +654,7 @@ def build_record(
         fidelity=Fidelity(**fidelity) if fidelity else None,
         contention=Contention(**worker["contention"]) if worker.get("contention") else None,
         pipeline=PipelineFigures(**pipeline) if pipeline else None,
+        generation=from_json(GenerationFigures, generation) if generation else None,
         latency_s=latency,
         throughput_samples_per_s=scenario.batch_size / latency.mean,
         percentile_rule=PERCENTILE_RULE,
@@ -714,6 +715,7 @@ def record_base(context: RunContext, scenario: Scenario, started_at: str) -> dic
         grad_mode=scenario.grad_mode,
         module_mode=scenario.module_mode,
         model_source=ModelSourceInfo(**info) if (info := backends.source_record(scenario)) else None,
+        **backends.inputs_record(scenario),
     )
 
 

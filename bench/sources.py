@@ -5,7 +5,10 @@ or a mapping with a `name` and exactly one source key:
 
 - `checkpoint` / `safetensors`: weights for an `architecture` (a model name or a factory);
 - `factory`: `package.module:function` returning an nn.Module;
-- `torchscript` / `onnx` / `exported_program` / `tflite`: a compiled file, run as given.
+- `torchscript` / `onnx` / `exported_program` / `tflite`: a compiled file, run as given;
+- `hf`: a Hugging Face model folder (config.json and weights), built with transformers (bench.hf).
+
+Any source but tflite may declare named, typed `inputs:` (bench.inputs) and an `output:`.
 
 Here: what each kind is, the file checks (exists, not empty, sha256), and reading weights
 (torch.load with weights_only=True and map_location="cpu" unless the suite trusts the
@@ -34,13 +37,15 @@ from typing import Any, NoReturn
 from bench import models
 from bench.artifacts import file_sha256
 from bench.errors import UserError
+from bench.inputs import InputSpec
 
-KINDS = ("checkpoint", "safetensors", "factory", "torchscript", "onnx", "exported_program", "tflite")
+KINDS = ("checkpoint", "safetensors", "factory", "torchscript", "onnx", "exported_program", "tflite", "hf")
 WEIGHT_KINDS = ("checkpoint", "safetensors")  # weights for an `architecture`
 MODULE_KINDS = (*WEIGHT_KINDS, "factory")  # an nn.Module in Python: every precision and load mode applies
 # Compiled files run as given, with the one load mode that reads them.
 NATIVE_LOAD = {"torchscript": "torchscript", "onnx": "onnxruntime", "exported_program": "export", "tflite": "litert"}
-FILE_KINDS = (*WEIGHT_KINDS, *NATIVE_LOAD)
+FILE_KINDS = (*WEIGHT_KINDS, *NATIVE_LOAD, "hf")
+TASKS = ("feature-extraction", "text-classification", "causal-lm")
 FORMAT_NAMES = {
     "checkpoint": "PyTorch checkpoint",
     "safetensors": "safetensors",
@@ -49,8 +54,11 @@ FORMAT_NAMES = {
     "onnx": "ONNX",
     "exported_program": "torch.export (.pt2)",
     "tflite": "TFLite",
+    "hf": "Hugging Face model folder",
 }
-KEYS = ("name", *KINDS, "architecture", "kwargs", "input_shape", "sha256", "trust_pickle", "saved_precision")
+KEYS = ("name", *KINDS, "architecture", "kwargs", "input_shape", "sha256", "trust_pickle", "saved_precision",
+        "inputs", "output", "task", "text", "random_weights")  # fmt: skip
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # a folder's single-file weights, by preference
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,63}$")  # no '-': it separates the parts of a scenario id
 FACTORY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -77,6 +85,11 @@ class ModelSource:
     trust_pickle: bool = False  # checkpoint: torch.load(weights_only=False); exported_program: skip the pickle check
     saved_precision: str = "fp32"  # compiled files: the precision they were saved in
     search_path: str | None = None  # the suite's folder: factories' modules are imported from there too
+    inputs: tuple[InputSpec, ...] = ()  # named, typed inputs (bench.inputs); empty: one float tensor of input_shape
+    output: str | int | None = None  # what the timed call returns, for fidelity; None: the first tensor
+    task: str | None = None  # hf: feature-extraction, text-classification or causal-lm (decides fidelity)
+    text: str | None = None  # hf: sentences, one a line, tokenized with the folder's tokenizer
+    random_weights: bool = False  # hf: a folder with config.json only: seeded random weights
 
     @property
     def compiled(self) -> bool:
@@ -89,11 +102,13 @@ class ModelSource:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["input_shape"] = list(self.input_shape)
+        data["inputs"] = [spec.to_dict() for spec in self.inputs]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSource:
-        return cls(**{**data, "input_shape": tuple(data["input_shape"])})
+        inputs = tuple(InputSpec.from_dict(spec) for spec in data.get("inputs") or ())
+        return cls(**{**data, "input_shape": tuple(data["input_shape"]), "inputs": inputs})
 
 
 class SourceError(UserError):
@@ -120,8 +135,11 @@ class FileFacts:
 
 
 def weight_files(source: ModelSource) -> list[Path]:
-    """The files holding a source's bytes: the file itself, or a safetensors folder's shards."""
+    """The files holding a source's bytes: the file itself, a safetensors folder's shards, or a
+    Hugging Face folder's config.json and weights."""
     path = Path(source.path or "")
+    if source.kind == "hf":
+        return hf_files(source)
     if source.kind != "safetensors" or not path.is_dir():
         return [path]
     index = path / SAFETENSORS_INDEX
@@ -136,6 +154,25 @@ def weight_files(source: ModelSource) -> list[Path]:
     if not files:
         raise SourceError(source, "is a folder with no *.safetensors file (and no model.safetensors.index.json)")
     return files
+
+
+def hf_files(source: ModelSource) -> list[Path]:
+    """config.json, then the weights (none with random_weights), then the tokenizer's files if any."""
+    folder = Path(source.path or "")
+    if not folder.is_dir():
+        raise SourceError(source, "is not a folder (expected a Hugging Face model folder with config.json)")
+    files = [folder / "config.json"]
+    if not source.random_weights:
+        sharded = folder / SAFETENSORS_INDEX
+        if sharded.is_file():
+            files += weight_files(dataclasses.replace(source, kind="safetensors"))
+        else:
+            found = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
+            if found is None:
+                raise SourceError(source, f"has no weights ({', '.join(HF_WEIGHTS)} or {SAFETENSORS_INDEX}); "
+                                  "for a folder with config.json only, set random_weights: true")  # fmt: skip
+            files.append(found)
+    return files + sorted(p for p in folder.glob("tokenizer*.json") if p.is_file())
 
 
 def check_file(source: ModelSource) -> FileFacts:
@@ -492,7 +529,7 @@ ORT_INT8_OPS = frozenset({"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul
 
 
 @functools.lru_cache(maxsize=64)
-def onnx_input(source: ModelSource, sha256: str) -> OnnxInput:  # sha256: one parse per file version
+def onnx_inputs(source: ModelSource, sha256: str) -> tuple[OnnxInput, ...]:  # sha256: one parse per file version
     import onnx
 
     try:
@@ -501,15 +538,57 @@ def onnx_input(source: ModelSource, sha256: str) -> OnnxInput:  # sha256: one pa
         raise SourceError(source, f"is not a readable ONNX file: {type(exc).__name__}: {short(exc)}") from None
     graph = model.graph
     initializers = {init.name for init in graph.initializer}  # old exporters list weights as inputs too
-    inputs = [i for i in graph.input if i.name not in initializers]
+    int8_nodes = sum(1 for node in graph.node if node.op_type in ORT_INT8_OPS)
+    found = []
+    for graph_input in graph.input:
+        if graph_input.name in initializers:
+            continue
+        tensor = graph_input.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim)
+        found.append(OnnxInput(graph_input.name, onnx.TensorProto.DataType.Name(tensor.elem_type), dims, int8_nodes))
+    return tuple(found)
+
+
+def onnx_input(source: ModelSource, sha256: str) -> OnnxInput:
+    """The file's one input (a file with several needs `inputs:` in its model entry)."""
+    inputs = onnx_inputs(source, sha256)
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
-        raise SourceError(source, f"has {len(inputs)} graph inputs ({names}); bench feeds the model one tensor")
-    tensor = inputs[0].type.tensor_type
-    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim)
-    elem_type = onnx.TensorProto.DataType.Name(tensor.elem_type)
-    int8_nodes = sum(1 for node in graph.node if node.op_type in ORT_INT8_OPS)
-    return OnnxInput(inputs[0].name, elem_type, dims, int8_nodes)
+        raise SourceError(
+            source, f"has {len(inputs)} graph inputs ({names}); list them under inputs: (name, shape, dtype, "
+            "range or fill) so that bench can feed each one", field="inputs",
+        )  # fmt: skip
+    return inputs[0]
+
+
+_ONNX_DTYPES = {"float32": "FLOAT", "int64": "INT64", "int32": "INT32"}
+
+
+def check_onnx_named_inputs(source: ModelSource, sha256: str, batch_size: int, seq_len: int | None) -> OnnxInput:
+    """A file's inputs against the entry's `inputs:`: the same names, element types and fixed sizes;
+    returns the first input (its batch dimension tells whether the batch is fixed)."""
+    found = {i.name: i for i in onnx_inputs(source, sha256)}
+    listed = [spec.name for spec in source.inputs]
+    if set(found) != set(listed):
+        raise SourceError(
+            source, f"the file's inputs are [{', '.join(found)}] and inputs: lists [{', '.join(listed)}]; "
+            "list exactly the file's inputs", field="inputs",
+        )  # fmt: skip
+    for spec in source.inputs:
+        info = found[spec.name]
+        if info.elem_type != _ONNX_DTYPES[spec.dtype]:
+            raise SourceError(source, f"input '{spec.name}' takes {info.elem_type} elements and inputs: says "
+                              f"dtype {spec.dtype} ({_ONNX_DTYPES[spec.dtype]})", field="inputs")  # fmt: skip
+        fed = [batch_size, *spec.sample_shape(seq_len)]
+        fits = len(info.dims) == len(fed) and all(
+            not isinstance(d, int) or d in (0, f) for d, f in zip(info.dims, fed, strict=True)
+        )
+        if not fits:
+            raise SourceError(
+                source, f"input '{spec.name}' has shape [{', '.join(map(str, info.dims))}], but the scenario "
+                f"feeds [{', '.join(map(str, fed))}] (batch_size {batch_size}, seq_len {seq_len})", field="inputs",
+            )  # fmt: skip
+    return found[listed[0]]
 
 
 def check_onnx_input(source: ModelSource, sha256: str, batch_size: int, input_shape: tuple[int, ...]) -> OnnxInput:

@@ -19,8 +19,10 @@ from typing import Any
 
 import yaml
 
-from bench import models, pruning, sources
+from bench import hf, models, pruning, sources
 from bench.errors import SuiteError
+from bench.generation import GeneratePolicy
+from bench.inputs import InputsError, parse_inputs, uses_seq
 from bench.pipeline import CLASS_INDEX_CHOICES, DataSpec, check_data_spec
 from bench.sources import ModelSource, SourceError
 
@@ -31,10 +33,10 @@ GRAD_MODES = ("inference_mode", "no_grad", "enabled")
 MODULE_MODES = ("eval", "train")
 
 # Axes that may vary in `matrix`, in the order they appear in a scenario id.
-AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape", "variant",
+AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape", "seq_len", "variant",
         "grad_mode", "module_mode")  # fmt: skip
 # Keys allowed in `defaults` and `include` entries on top of the axes.
-SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data")
+SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data", "generate")
 TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
 AXIS_DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
@@ -136,6 +138,8 @@ class Scenario:
     capacity: CapacityPolicy | None = None  # after the timed run, measure serving capacity (bench.capacity)
     grad_mode: str = GRAD_MODES[0]  # inference_mode, no_grad or enabled (bench.hygiene)
     module_mode: str = MODULE_MODES[0]  # eval, or train: the forgotten eval()
+    seq_len: int | None = None  # the `seq` dimension of a model's named inputs (bench.inputs)
+    generate: GeneratePolicy | None = None  # causal-lm: greedy generation after the timed run (bench.generation)
 
     @property
     def id(self) -> str:
@@ -144,7 +148,10 @@ class Scenario:
         # scenario gets the same id in any suite.
         if self.interop_threads != AXIS_DEFAULTS["interop_threads"]:
             parts.append(f"i{self.interop_threads}")
-        if self.input_shape != default_input_shape(self.source or self.model):
+        if self.source is not None and self.source.inputs:
+            if self.seq_len is not None:
+                parts.append(f"s{self.seq_len}")
+        elif self.input_shape != default_input_shape(self.source or self.model):
             parts.append("s" + "x".join(str(d) for d in self.input_shape))
         if self.variant != pruning.DENSE:
             parts.append(self.variant)
@@ -171,6 +178,8 @@ class Scenario:
             values["data"] = DataSpec(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
         if values.get("capacity") is not None:
             values["capacity"] = CapacityPolicy.from_dict(values["capacity"])
+        if values.get("generate") is not None:
+            values["generate"] = GeneratePolicy(**values["generate"])
         return cls(**values)
 
 
@@ -281,6 +290,7 @@ class _Validator:
         self.lines = lines
         self.base_dir = base_dir
         self.model_sources: dict[str, ModelSource] = {}  # by name: a name means one source in a suite
+        self.max_positions: dict[str, int] = {}  # hf sources: the longest sequence their config allows
 
     def fail(self, where: Path_, message: str) -> SuiteError:
         line = None
@@ -447,6 +457,12 @@ class _Validator:
             out["data"] = self.data_spec(source["data"], (*where, "data"))
         if "capacity" in source:
             out["capacity"] = self.capacity(source["capacity"], (*where, "capacity"), out.get("capacity", {}))
+        if "generate" in source:
+            block, at = source["generate"], (*where, "generate")
+            self.mapping(block, at, tuple(f.name for f in dataclasses.fields(GeneratePolicy)))
+            if "new_tokens" not in block:
+                raise self.fail(at, "has no new_tokens: how many tokens to generate after the prompt, e.g. 32")
+            out["generate"] = {k: self.integer(v, (*at, k), 0 if k == "warmup_rounds" else 1) for k, v in block.items()}
         return out
 
     def data_spec(self, value: Any, where: Path_) -> DataSpec:
@@ -551,7 +567,7 @@ class _Validator:
                     f"model, e.g. {{name: mine, checkpoint: mine.pth, architecture: resnet18}}.{suggestion}",
                 )
             return value
-        if key in ("batch_size", "threads", "interop_threads"):
+        if key in ("batch_size", "threads", "interop_threads", "seq_len"):
             return self.integer(value, where, 1)
         if key == "variant":
             try:
@@ -609,6 +625,11 @@ class _Validator:
             "trust_pickle": kind in ("checkpoint", "exported_program"),
             "saved_precision": kind in sources.NATIVE_LOAD,
             "sha256": kind in sources.FILE_KINDS,
+            "inputs": kind != "tflite",
+            "output": kind != "tflite",
+            "task": kind != "tflite",
+            "text": kind == "hf",
+            "random_weights": kind == "hf",
         }
         for key, ok in allowed.items():
             if key in value and not ok:
@@ -633,7 +654,12 @@ class _Validator:
         sha256 = value.get("sha256")
         if sha256 is not None and not (isinstance(sha256, str) and sources.SHA256_RE.match(sha256)):
             raise self.fail((*where, "sha256"), f"expected 64 hexadecimal digits, got {sha256!r}")
-        if "input_shape" in value:
+        text_fields = self.text_fields(value, kind, where)
+        if text_fields["inputs"] and "input_shape" in value:
+            raise self.fail((*where, "input_shape"), "does not apply with inputs: (their shapes are given there)")
+        if text_fields["inputs"]:
+            input_shape = ()
+        elif "input_shape" in value:
             input_shape = self.axis_value("input_shape", value["input_shape"], (*where, "input_shape"))
         elif architecture and models.is_known(architecture):
             input_shape = models.default_input_shape(architecture)
@@ -648,7 +674,7 @@ class _Validator:
             architecture=architecture, kwargs=kwargs, sha256=sha256.lower() if sha256 else None,
             trust_pickle=trust_pickle,
             saved_precision=self.choice(value.get("saved_precision", "fp32"), (*where, "saved_precision"), PRECISIONS),
-            search_path=str(self.base_dir),
+            search_path=str(self.base_dir), **text_fields,
         )  # fmt: skip
         known = self.model_sources.get(name)
         if known is not None and known != source:
@@ -665,6 +691,61 @@ class _Validator:
                 raise self.fail((*where, exc.field), str(exc)) from None
             self.model_sources[name] = source
         return source
+
+    def text_fields(self, value: dict[str, Any], kind: str, where: Path_) -> dict[str, Any]:
+        """`inputs`, `output`, `task`, `text` and `random_weights` of a model entry; an hf folder's
+        config.json gives the default inputs and the limits they are checked against."""
+        fields: dict[str, Any] = {"inputs": (), "output": value.get("output"), "task": value.get("task"),
+                                  "text": None, "random_weights": value.get("random_weights", False)}  # fmt: skip
+        if "inputs" in value:
+            try:
+                fields["inputs"] = parse_inputs(value["inputs"])
+            except InputsError as exc:
+                raise self.fail((*where, "inputs", *exc.where), str(exc)) from None
+        output = fields["output"]
+        if output is not None and not (isinstance(output, str) and output) and not (
+            isinstance(output, int) and not isinstance(output, bool) and output >= 0
+        ):
+            raise self.fail((*where, "output"), f"expected an attribute or key name (e.g. logits) or an index, "
+                            f"got {output!r}")  # fmt: skip
+        if fields["task"] is not None:
+            self.choice(fields["task"], (*where, "task"), sources.TASKS)
+        if not isinstance(fields["random_weights"], bool):
+            got = _kind(fields["random_weights"])
+            raise self.fail((*where, "random_weights"), f"expected true or false, got {got}")
+        if kind != "hf":
+            if fields["task"] is not None and not fields["inputs"]:
+                raise self.fail((*where, "task"), "applies to models with inputs: (token ids) or hf: folders")
+            return fields
+        folder = Path(sources.resolve_path(value["hf"], self.base_dir))
+        try:
+            config = hf.read_config(folder)
+        except ValueError as exc:
+            raise self.fail((*where, "hf"), str(exc)) from None
+        if fields["task"] is None:
+            named = ", ".join(config.get("architectures") or []) or "not named in config.json"
+            raise self.fail(where, f"an hf: folder needs task: one of {', '.join(sources.TASKS)} (its "
+                            f"architecture: {named})")  # fmt: skip
+        fields["inputs"] = fields["inputs"] or hf.default_inputs(config)
+        vocab = config.get("vocab_size")
+        for i, spec in enumerate(fields["inputs"]):
+            if spec.name == "input_ids" and spec.range and isinstance(vocab, int) and spec.range[1] > vocab:
+                raise self.fail((*where, "inputs", i, "range"), f"token ids up to {spec.range[1] - 1} are beyond "
+                                f"the vocabulary of {folder / 'config.json'} (vocab_size {vocab})")  # fmt: skip
+        if (positions := hf.max_positions(config)) is not None:
+            self.max_positions[value["name"]] = positions
+        if "text" in value:
+            if not isinstance(value["text"], str):
+                raise self.fail((*where, "text"), f"expected the path of a text file, got {_kind(value['text'])}")
+            fields["text"] = sources.resolve_path(value["text"], self.base_dir)
+            try:
+                hf.read_sentences(Path(fields["text"]))
+            except ValueError as exc:
+                raise self.fail((*where, "text"), str(exc)) from None
+            if not any((folder / name).is_file() for name in hf.TOKENIZER_FILES):
+                raise self.fail((*where, "text"), f"{folder} has no tokenizer ({' or '.join(hf.TOKENIZER_FILES)}) "
+                                "to tokenize it with")  # fmt: skip
+        return fields
 
     def architecture(self, value: dict[str, Any], kind: str, where: Path_) -> str:
         architecture = value.get("architecture")
@@ -712,6 +793,14 @@ class _Validator:
         source = point["model"] if isinstance(point["model"], ModelSource) else None
         values = {**AXIS_DEFAULTS, **_source_defaults(source), **point}
         values["model"] = source.name if source else point["model"]
+        if source is not None and source.inputs:
+            values["input_shape"] = self.named_input_shape(source, point, settings, where)
+        elif "seq_len" in point:
+            raise self.fail(where, "seq_len applies to models with inputs: that have a 'seq' dimension "
+                            "(or hf: folders)")  # fmt: skip
+        if "generate" in settings and (source is None or source.task != "causal-lm"):
+            raise self.fail(where, f"generate: applies to causal-lm models (task: causal-lm); "
+                            f"{values['model']} is not one")  # fmt: skip
         values.setdefault("input_shape", default_input_shape(source or values["model"]))
         scenario = Scenario(
             source=source,
@@ -722,6 +811,7 @@ class _Validator:
             profile=settings.get("profile", False),
             data=settings.get("data"),
             capacity=CapacityPolicy.from_dict(settings["capacity"]) if "capacity" in settings else None,
+            generate=GeneratePolicy(**settings["generate"]) if "generate" in settings else None,
             **values,
         )
         if scenario.data is not None and (reason := check_data_spec(scenario.data, scenario.input_shape)):
@@ -735,6 +825,27 @@ class _Validator:
                 "inference_mode only; leave grad_mode and module_mode at their defaults there",
             )  # fmt: skip
         return scenario
+
+
+    def named_input_shape(self, source: ModelSource, point: dict[str, Any], settings: dict[str, Any],
+                          where: Path_) -> tuple[int, ...]:  # fmt: skip
+        """The first named input's shape at the scenario's seq_len: the record's input_shape."""
+        if "input_shape" in point:
+            raise self.fail(where, f"input_shape does not apply to {source.name}: its inputs: give the shapes "
+                            "(vary seq_len instead)")  # fmt: skip
+        seq_len = point.get("seq_len")
+        if uses_seq(source.inputs) and seq_len is None:
+            raise self.fail(where, f"{source.name}'s inputs have a 'seq' dimension: set seq_len (an axis), e.g. [128]")
+        if seq_len is not None and not uses_seq(source.inputs):
+            raise self.fail(where, f"seq_len applies to inputs with a 'seq' dimension; {source.name}'s have none")
+        limit = self.max_positions.get(source.name)
+        longest = (seq_len or 0) + settings.get("generate", {}).get("new_tokens", 0)
+        if limit is not None and longest > limit:
+            new = settings.get("generate", {}).get("new_tokens")
+            asked = f"seq_len {seq_len}" + (f" plus generate.new_tokens ({new}) is {longest}," if new else " is")
+            raise self.fail(where, f"{asked} more than {source.name}'s maximum positions ({limit}, from its "
+                            "config.json)")  # fmt: skip
+        return source.inputs[0].sample_shape(seq_len)
 
 
 def _matches(rule: dict[str, Any], point: dict[str, Any]) -> bool:

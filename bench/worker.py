@@ -24,8 +24,8 @@ from typing import Any
 
 import psutil
 
-from bench import backends, contention, hygiene
-from bench.fidelity import FIDELITY_INPUTS, compare
+from bench import backends, contention, generation, hygiene
+from bench.fidelity import FIDELITY_INPUTS, compare_task
 from bench.memory import malloc_trim, max_rss_rusage_bytes, read_status_bytes, reset_peak_rss
 from bench.suite import Scenario
 
@@ -33,7 +33,9 @@ SPEC_ENV = "BENCH_WORKER_SPEC"
 PARENT_PID_ENV = "BENCH_PARENT_PID"  # the worker dies with this process (bench.harness_plugin)
 # Memory is compared between sampler and kernel from the start of `load` to this event.
 WINDOW_END_PHASE = "after_steady"
-_UNMEASURED_PHASES = ("startup", WINDOW_END_PHASE, "fidelity", "hygiene", "pipeline", "release", "done")
+_UNMEASURED_PHASES = (
+    "startup", WINDOW_END_PHASE, "fidelity", "hygiene", "pipeline", "generation", "release", "done"
+)  # fmt: skip
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -253,10 +255,29 @@ class WorkerSession:
         assert self.infer is not None
         self._enter("fidelity")
         reference = torch.load(self.reference_path, map_location="cpu", weights_only=True)
-        inputs = backends.fidelity_inputs(self.scenario.input_shape, self.scenario.seed, reference.shape[0])
+        inputs = backends.fidelity_batch(self.scenario, reference.shape[0])
         batch = backends.to_runtime_input(self.scenario, inputs)
         output = backends.run_inputs(self.infer, batch, self.result.get("fixed_batch"))
-        self.result["fidelity"] = compare(output, reference)
+        task = self.scenario.source.task if self.scenario.source else None
+        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+        self.result["fidelity"] = compare_task(task, output, reference, mask)
+
+    def generate(self) -> None:
+        """With `generate:` (causal-lm): greedy generation with the KV cache, after everything timed."""
+        policy = self.scenario.generate
+        if policy is None:
+            return
+        self._enter("generation")
+        module = getattr(self.infer, "module", None)
+        if self.scenario.load not in ("eager", "mmap") or module is None or not hasattr(module, "generate"):
+            self.result["generation"] = {
+                "prompt_tokens": self.scenario.seq_len, "new_tokens": policy.new_tokens,
+                "batch_size": self.scenario.batch_size, "rounds": 0, "ttft_s": None, "tpot_s": None,
+                "tokens_per_s": None, "note": f"not measured: generation runs the transformers module (load eager "
+                f"or mmap) with its KV cache; a {self.scenario.load} artifact has one forward call only",
+            }  # fmt: skip
+            return
+        self.result["generation"] = generation.measure(module, self.batch, policy)
 
     def check_hygiene(self) -> None:
         """Torch rows, after timing: do outputs repeat, and what the grad and module modes changed (bench.hygiene)."""
@@ -265,8 +286,7 @@ class WorkerSession:
         if self.reference_path is None and hygiene.is_default(self.scenario):
             return  # a compiled file of the user's: the fidelity inputs may not fit its fixed shapes
         self._enter("hygiene")
-        shape, seed = self.scenario.input_shape, self.scenario.seed
-        inputs = backends.to_runtime_input(self.scenario, backends.fidelity_inputs(shape, seed, FIDELITY_INPUTS))
+        inputs = backends.to_runtime_input(self.scenario, backends.fidelity_batch(self.scenario, FIDELITY_INPUTS))
         facts = hygiene.check(self.scenario, self.infer, inputs, self.batch, self.saved_buffers)
         self.result["hygiene"] = {**self.result.get("hygiene", {}), **facts}
 
@@ -300,6 +320,7 @@ class WorkerSession:
             self.result["round_starts_s"] = self.steady(benchmark, rounds)
             self.fidelity()
             self.check_hygiene()
+            self.generate()
             self.pipeline()
             self.release()
             self.result["status"] = "ok"

@@ -21,6 +21,7 @@ from bench.report.pipeline import FIGURE_PREFIX as PIPELINE_FIGURE_PREFIX
 from bench.report.pipeline import PipelineSection, build_pipeline
 from bench.report.profiles import ProfileSection, memory_phase_frame, profile_sections
 from bench.report.tables import comparison_frame, csv_frame, summary_frame
+from bench.report.text import TextSection, build_text
 
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"
@@ -47,6 +48,7 @@ class Report:
     capacity: CapacitySection | None = None  # rows with capacity figures: tables and the throughput/p99 figure
     pipeline: PipelineSection | None = None  # rows with input-pipeline figures: stage times and accuracy
     hygiene: HygieneSection | None = None  # rows with a non-default grad_mode or module_mode
+    text: TextSection | None = None  # rows with named inputs: fidelity by task, generation
 
     @property
     def has_variants(self) -> bool:
@@ -108,6 +110,7 @@ def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
         capacity=build_capacity(runs, fig_dir),
         pipeline=build_pipeline(runs, fig_dir),
         hygiene=build_hygiene(runs),
+        text=build_text(runs, fig_dir),
     )
 
 
@@ -154,7 +157,7 @@ def write_report(run_dirs: Sequence[Path] | Path, out_dir: Path | None = None) -
         markdown=md_path,
         csv=csv_path,
         figures=[p for f in report.figures for p in f.files]
-        + [p for s in (report.capacity, report.pipeline) if s and s.figure for p in s.figure.files],
+        + [p for s in (report.capacity, report.pipeline, report.text) if s and s.figure for p in s.figure.files],
         rows=len(report.frame),
         warnings=list(report.warnings),
         comparison_csv=comparison_csv,

@@ -38,6 +38,7 @@ from bench.report.tables import (
     row_notes,
     status_counts,
 )
+from bench.report.text import text_html
 
 
 def e(value: Any) -> str:
@@ -491,6 +492,8 @@ def _toc(report: Report) -> str:
         links.append(("pipeline", "Input pipeline"))
     if report.hygiene is not None:
         links.append(("hygiene", "Inference hygiene"))
+    if report.text is not None:
+        links.append(("text", "Text models"))
     if report.comparison is not None:
         links.append(("comparison", "Runs side by side"))
     if report.figures:
@@ -544,6 +547,7 @@ def render_html(report: Report) -> str:
 {capacity_html(report.capacity)}
 {pipeline_html(report.pipeline)}
 {_hygiene(report)}
+{text_html(report.text)}
 {_comparison(report)}
 {_figures(report)}
 <footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv,

@@ -33,6 +33,7 @@ from bench.report.tables import (
     row_notes,
     status_counts,
 )
+from bench.report.text import text_markdown
 
 
 def text(value: Any) -> str:
@@ -255,6 +256,7 @@ def render_markdown(report: Report) -> str:
     out.append(capacity_markdown(report.capacity, report.out_dir))
     out.append(pipeline_markdown(report.pipeline, report.out_dir))
     out.append(_hygiene(report))
+    out.append(text_markdown(report.text, report.out_dir))
     out.append(_comparison(report))
     out.append(_figures(report))
     return "\n".join(part for part in out if part is not None).rstrip() + "\n"

@@ -39,6 +39,7 @@ COLUMNS = [
     "rounds_limited_by_time", "artifact_format", "artifact_cached", "quantized_layers",
     "ort_graph_optimization_level", "cpu_utilization", "contention", "contention_why", "torch_num_threads",
     "torch_num_interop_threads", "environment_fingerprint", "git_sha", "started_at", "duration_s", "schema_version",
+    "seq_len", "task", "fidelity_metric", "ttft_median_ms", "tpot_median_ms", "generation_tokens_per_s",
 ]  # fmt: skip
 # Identifies "the same configuration" for the fp32 reference: everything but precision.
 CONFIG_KEY = [
@@ -115,6 +116,7 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
     """One flat row of results.csv."""
     lat, rss, fid = record.latency_s, record.rss_bytes, record.fidelity
     hygiene = getattr(record, "hygiene", None)
+    generation = getattr(record, "generation", None)
     return {
         "run_id": record.run_id,
         "scenario_id": record.scenario_id,
@@ -183,6 +185,12 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
         "started_at": record.started_at or "",
         "duration_s": _num(record.duration_s),
         "schema_version": _num(record.schema_version),
+        "seq_len": _num(getattr(record, "seq_len", None)),
+        "task": getattr(record, "task", None) or "",
+        "fidelity_metric": _get(fid, "metric") or "",
+        "ttft_median_ms": _num(_get(_get(generation, "ttft_s"), "median"), 1e3),
+        "tpot_median_ms": _num(_get(_get(generation, "tpot_s"), "median"), 1e3),
+        "generation_tokens_per_s": _num(_get(generation, "tokens_per_s")),
     }
 
 
@@ -202,7 +210,7 @@ def summary_frame(runs: Sequence[RunData]) -> pd.DataFrame:
 
 INTEGER_COLUMNS = (
     "batch_size", "threads", "interop_threads", "rounds", "torch_num_threads", "torch_num_interop_threads",
-    "schema_version", "fidelity_inputs", "fidelity_non_finite_outputs", "quantized_layers", "parameters",
+    "schema_version", "fidelity_inputs", "fidelity_non_finite_outputs", "quantized_layers", "parameters", "seq_len",
     "given_parameters_requiring_grad",
 )  # fmt: skip
 

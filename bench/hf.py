@@ -1,0 +1,152 @@
+"""Hugging Face model folders (`hf: FOLDER` with a `task:`), through `transformers` (an optional extra).
+
+The folder's config.json is read with json alone when a suite is checked (maximum positions,
+vocabulary, token types), so a suite is refused before anything runs without importing
+transformers. Models are built with AutoModel / AutoModelForSequenceClassification /
+AutoModelForCausalLM and `local_files_only=True`: never the network. `text:` sentences
+are tokenized with the folder's own tokenizer, padded or truncated to `seq_len`.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from bench.inputs import SEQ, InputSpec, make_inputs
+from bench.sources import ModelSource, SourceError, short, spec_available
+
+MISSING = "transformers is not installed: pip install .[transformers] (the transformers and tokenizers packages)"
+TASK_CLASSES = {
+    "feature-extraction": "AutoModel",
+    "text-classification": "AutoModelForSequenceClassification",
+    "causal-lm": "AutoModelForCausalLM",
+}
+TASK_OUTPUTS = {"feature-extraction": "last_hidden_state", "text-classification": "logits", "causal-lm": "logits"}
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def available() -> bool:
+    return spec_available("transformers")
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """config.json as a dict; ValueError saying what is wrong with it."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{folder} has no config.json (expected a Hugging Face model folder, as "
+                         "save_pretrained writes it)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read as JSON: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise ValueError(f"{path} has no model_type; it is not a transformers model config")
+    return config
+
+
+def max_positions(config: dict[str, Any]) -> int | None:
+    return next((config[k] for k in _POSITION_KEYS if isinstance(config.get(k), int)), None)
+
+
+def default_inputs(config: dict[str, Any]) -> tuple[InputSpec, ...]:
+    """input_ids over the vocabulary, an all-ones attention_mask, and token_type_ids (zeros) when
+    the config has token types (BERT-like encoders)."""
+    specs = [InputSpec("input_ids", (SEQ,), "int64", range=(0, int(config["vocab_size"]))),
+             InputSpec("attention_mask", (SEQ,), "int64", fill=1)]  # fmt: skip
+    if config.get("type_vocab_size"):
+        specs.append(InputSpec("token_type_ids", (SEQ,), "int64", fill=0))
+    return tuple(specs)
+
+
+def read_sentences(path: Path) -> list[str]:
+    """The non-blank lines of a `text:` file; ValueError when there are none or it cannot be read."""
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} cannot be read: {exc}") from None
+    sentences = [line for line in lines if line]
+    if not sentences:
+        raise ValueError(f"{path} has no sentences (expected one a line)")
+    return sentences
+
+
+def import_transformers() -> Any:
+    import transformers  # backends.unsupported_reason says MISSING before a row gets here without it
+
+    transformers.logging.set_verbosity_error()  # its notes on configs go to every worker's stderr otherwise
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def build(source: ModelSource, seed: int, device: Any = None, *, with_weights: bool = True) -> Any:
+    """The folder's model for its task in fp32 eval mode: its weights, or (with_weights false, or
+    random_weights) seeded random ones from its config. Its KV cache is off for single forward calls."""
+    import torch
+
+    transformers = import_transformers()
+    folder = str(source.path)
+    auto = getattr(transformers, TASK_CLASSES[source.task or "feature-extraction"])
+    if with_weights and not source.random_weights:
+        try:
+            # mismatched sizes are reported in `info` (below) rather than raised without the tensors' names
+            model, info = auto.from_pretrained(folder, local_files_only=True, output_loading_info=True,
+                                               ignore_mismatched_sizes=True, dtype=torch.float32)  # fmt: skip
+        except Exception as exc:  # unreadable weights, an unknown model_type
+            raise SourceError(source, f"transformers could not load it: {type(exc).__name__}: {short(exc)}") from None
+        problems = [
+            f"{kind.replace('_', ' ')}: " + ", ".join(
+                f"{item[0]} (file {list(item[1])}, config {list(item[2])})" if isinstance(item, tuple) else str(item)
+                for item in sorted(info[kind], key=str)[:8])
+            for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(kind)
+        ] + [str(message) for message in info.get("error_msgs") or []]  # fmt: skip
+        if problems:
+            raise SourceError(source, f"its weights do not fit its config.json ({short('; '.join(problems), 600)}); "
+                              "it would run with randomly initialised layers")  # fmt: skip
+    else:
+        try:
+            config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        except Exception as exc:
+            raise SourceError(
+                source, f"transformers cannot read config.json: {type(exc).__name__}: {short(exc)}"
+            ) from None
+        torch.manual_seed(seed)
+        with torch.device(device) if device is not None else nullcontext():
+            model = auto.from_config(config, dtype=torch.float32)
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False  # a timed forward returns the outputs only; generation asks for the cache
+    return model.eval()
+
+
+def tokenize(source: ModelSource, specs: tuple[InputSpec, ...], count: int, seq_len: int, skip: int = 0
+             ) -> dict[str, Any]:  # fmt: skip
+    """`count` sentences of the `text:` file from the `skip`-th (repeated when it has fewer),
+    tokenized, padded or truncated to seq_len; the inputs `specs` names that the tokenizer does
+    not give are made as the specs say."""
+    transformers = import_transformers()
+    folder = Path(source.path or "")
+    try:
+        if (folder / "tokenizer_config.json").is_file():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        else:
+            tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+    except Exception as exc:
+        raise SourceError(source, f"its tokenizer cannot be loaded: {type(exc).__name__}: {short(exc)}",
+                          field="text") from None  # fmt: skip
+    if tokenizer.pad_token is None:  # GPT-2-like tokenizers have none; padding is masked out anyway
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": tokenizer.convert_ids_to_tokens(0)})
+    if source.task == "causal-lm":  # prompts end where generation starts: pad on the left
+        tokenizer.padding_side = "left"
+    sentences = read_sentences(Path(source.text or ""))
+    chosen = [sentences[(skip + i) % len(sentences)] for i in range(count)]
+    encoded = tokenizer(chosen, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
+    made = make_inputs(specs, count, seq_len, 0)
+    for spec in specs:
+        if spec.name in encoded:
+            made[spec.name] = encoded[spec.name].to(made[spec.name].dtype)
+    return made

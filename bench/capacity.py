@@ -225,9 +225,12 @@ def server_step(
         ended = slots[HEADER_SLOTS + n : HEADER_SLOTS + 2 * n]
 
         def decided(sent: int) -> bool:
-            now = time.monotonic()
-            if now - step_start < limits.min_duration_s or sent < max(1, limits.min_requests):
+            # The step's length is its last sent arrival's offset (loadgen.evaluate_step), so that, not
+            # the clock, must reach min_duration_s: stopping by the clock made steps that ended a few
+            # ms short of it "too short", and so invalid, confirming steps included.
+            if sent < max(1, limits.min_requests) or scheduled[sent - 1] - step_start < limits.min_duration_s:
                 return False
+            now = time.monotonic()
             return running_verdict(scheduled, ended, sent, now, slo_p99_s, limits.confidence) != UNDECIDED
 
         try:

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import models, pruning, sources
+from bench import compiled, models, pruning, sources
 from bench.artifacts import Artifact, cached_artifact, file_sha256
+from bench.errors import Unsupported
 from bench.sources import FORMAT_NAMES, ModelSource, SourceError
 from bench.suite import Scenario
 
@@ -31,14 +32,13 @@ _FORMATS = {
     "export": "exported_program",
     "onnxruntime": "onnx",
     "litert": "tflite",
+    **compiled.FORMATS,
 }
-_RUNTIMES = {"onnxruntime": "onnxruntime", "litert": "litert"}  # every other load mode runs in torch
-_SUFFIXES = {"state_dict": ".pt", "torchscript": ".ts.pt", "exported_program": ".pt2", "onnx": ".onnx"}
+# every other load mode runs in torch
+_RUNTIMES = {"onnxruntime": "onnxruntime", "litert": "litert", "openvino": "openvino"}
+_SUFFIXES = {"state_dict": ".pt", "torchscript": ".ts.pt", "exported_program": ".pt2", "onnx": ".onnx",
+             "aoti_package": compiled.AOTI_SUFFIX}  # fmt: skip
 LITERT_MISSING = "LiteRT is not installed: pip install .[tflite] (the ai-edge-litert package)"
-
-
-class Unsupported(Exception):
-    """This scenario cannot run as asked; the message says why, for the row's reason."""
 
 
 def import_libraries(scenario: Scenario) -> None:
@@ -48,6 +48,7 @@ def import_libraries(scenario: Scenario) -> None:
         import onnxruntime  # noqa: F401
     if scenario.load == "litert":
         _litert_interpreter()
+    compiled.import_libraries(scenario)
     source = scenario.source
     architecture = source.architecture if source else scenario.model
     if architecture and sources.is_factory(architecture):
@@ -74,6 +75,8 @@ def unsupported_reason(scenario: Scenario) -> str | None:
         )
     if source is not None and source.compiled:
         return _compiled_file_reason(source, scenario)
+    if scenario.load in compiled.LOADS:
+        return compiled.unsupported_reason(scenario)
     if scenario.load == "litert":
         return (
             "load litert runs .tflite files given as a model source (tflite: FILE); bench does not "
@@ -165,6 +168,8 @@ def make_batch(scenario: Scenario, batch_size: int | None = None) -> Any:
 
 
 def to_runtime_input(scenario: Scenario, batch: Any) -> Any:
+    if scenario.load == "openvino":  # the fp32 ONNX graph's input; the precision is OpenVINO's hint
+        return batch.numpy()
     if scenario.precision in ("fp16", "bf16"):
         batch = batch.to(torch_dtype(scenario.precision))
     return batch if runtime_of(scenario) == "torch" else batch.numpy()
@@ -217,13 +222,15 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
 
     if scenario.source is not None and scenario.source.compiled:
         return _given_file_artifact(scenario, cache_dir)
+    if scenario.load == "openvino":  # OpenVINO reads the fp32 ONNX file and runs it in the precision asked
+        scenario = dataclasses.replace(scenario, load="onnxruntime", precision="fp32")
     fmt = artifact_format(scenario)
     key = {**model_key(scenario), "precision": scenario.precision, "format": fmt}
     if fmt == "onnx":
         import onnxruntime
 
         key["onnxruntime"] = onnxruntime.__version__
-    if fmt in ("onnx", "torchscript", "exported_program"):
+    if fmt in ("onnx", "torchscript", "exported_program", "aoti_package"):
         # the export fixes every dimension but the batch; tracing specialises on the example's shape
         key["input_shape"] = list(scenario.input_shape)
 
@@ -236,7 +243,9 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
         if fmt == "state_dict":
             torch.save(model.state_dict(), path)
         elif fmt == "exported_program":
-            _write_exported_program(model, make_batch(scenario, batch_size=2), path)
+            torch.export.save(_export(model, make_batch(scenario, batch_size=2)), str(path))
+        elif fmt == "aoti_package":
+            facts.update(compiled.write_aoti_package(_export(model, make_batch(scenario, batch_size=2)), path))
         else:
             _write_torchscript(model, make_batch(scenario, batch_size=1), path)
         return facts
@@ -264,14 +273,13 @@ def _write_torchscript(model: Any, example: Any, path: Path) -> None:
     torch.jit.save(frozen, str(path))
 
 
-def _write_exported_program(model: Any, example: Any, path: Path) -> None:
+def _export(model: Any, example: Any) -> Any:
     """torch.export with a dynamic batch axis (the example has 2 rows so batch is not specialised)."""
     import torch
 
     batch = torch.export.Dim("batch", min=1, max=65536)
     with torch.inference_mode(False), torch.no_grad():
-        exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(exported, str(path))
+        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
 
 
 def _given_file_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
@@ -402,6 +410,12 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
         return _load_onnxruntime(scenario, artifact_path)
     if scenario.load == "litert":
         return _load_litert(scenario, artifact_path)
+    if scenario.load == "openvino":
+        infer, facts = compiled.load_openvino(scenario, artifact_path)
+        return infer, {"compiled": facts}
+    if scenario.load == "aoti":
+        infer, facts = compiled.load_aoti(artifact_path)
+        return infer, {"compiled": facts}
     import torch
 
     if scenario.load == "torchscript":
@@ -418,6 +432,9 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
     model = _fit_variant(scenario, build_fp32(scenario, with_weights=False), state)
     model, facts = convert(model, scenario.precision)
     model.load_state_dict(state)
+    if scenario.load == "compile":  # compiles on its first call, timed apart as compile_s (bench.worker)
+        infer, compile_facts = compiled.torch_compile(scenario, model.eval())
+        return infer, {**facts, "compiled": compile_facts}
     return model.eval(), facts
 
 

@@ -28,6 +28,7 @@ from bench.errors import UserError
 from bench.fidelity import FIDELITY_INPUTS
 from bench.memory import RssSample, RssSampler, write_samples_csv
 from bench.record import (
+    CompiledRuntime,
     Fidelity,
     KernelPeaks,
     ModelSourceInfo,
@@ -503,6 +504,14 @@ def worker_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def compiled_runtime(worker: dict[str, Any]) -> CompiledRuntime | None:
+    """The worker's facts about a compile, aoti or openvino model (None for other load modes)."""
+    facts = worker.get("compiled")
+    if facts is None:
+        return None
+    return CompiledRuntime(**{**facts, "cache": worker.get("compile_cache")})
+
+
 def build_record(
     base: dict[str, Any],
     scenario: Scenario,
@@ -521,6 +530,8 @@ def build_record(
     measured: dict[str, Any] = dict(
         load_s=worker.get("load_s"),
         first_inference_s=worker.get("first_inference_s"),
+        compile_s=worker.get("compile_s"),
+        compiled=compiled_runtime(worker),
         rss_bytes=RssFigures(
             before_load=worker.get("rss_before_load_bytes"),
             after_load=worker.get("rss_after_load_bytes"),
@@ -537,7 +548,7 @@ def build_record(
         model_freed_on_release=worker.get("model_freed_on_release"),
         peak_rss_kernel_bytes=max(kernel_values) if kernel_values else None,
         peak_rss_kernel_phase_bytes=KernelPeaks(
-            **{k: kernel.get(k) for k in ("load", "first_inference", "warmup", "steady")}
+            **{k: kernel.get(k) for k in ("load", "first_inference", "warmup", "steady", "compile")}
         ),
         peak_rss_rusage_bytes=worker.get("peak_rss_rusage_bytes"),
         torch_num_threads=worker.get("torch_num_threads"),

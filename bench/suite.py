@@ -25,12 +25,14 @@ from bench.pipeline import CLASS_INDEX_CHOICES, DataSpec, check_data_spec
 from bench.sources import ModelSource, SourceError
 
 PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16")
-LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert")
+LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert", "compile", "aoti", "openvino")
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+COMPILE_CACHES = ("cold", "warm")
 
 # Axes that may vary in `matrix`, in the order they appear in a scenario id.
 AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape", "variant")
 # Keys allowed in `defaults` and `include` entries on top of the axes.
-SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data")
+SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data", "compile")
 TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
 AXIS_DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
@@ -103,6 +105,15 @@ class CapacityPolicy:
 
 
 @dataclass(frozen=True)
+class CompilePolicy:
+    """How `load: compile` compiles the model (bench.compiled): `compile:` in a suite."""
+
+    mode: str = "default"  # torch.compile's mode: default or max-autotune-no-cudagraphs
+    dynamic: bool = False  # false: shapes are static (a new batch size recompiles); true: dynamic
+    cache: str = "cold"  # cold: a fresh Inductor cache per scenario; warm: one kept beside the artifact
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One fully specified point of a suite's matrix."""
 
@@ -123,6 +134,7 @@ class Scenario:
     variant: str = pruning.DENSE  # pruned variants of the model (bench.pruning)
     data: DataSpec | None = None  # an image folder to run through the input pipeline (bench.pipeline)
     capacity: CapacityPolicy | None = None  # after the timed run, measure serving capacity (bench.capacity)
+    compile: CompilePolicy | None = None  # load: compile only; None: the defaults
 
     @property
     def id(self) -> str:
@@ -157,6 +169,8 @@ class Scenario:
             values["data"] = DataSpec(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
         if values.get("capacity") is not None:
             values["capacity"] = CapacityPolicy.from_dict(values["capacity"])
+        if values.get("compile") is not None:
+            values["compile"] = CompilePolicy(**values["compile"])
         return cls(**values)
 
 
@@ -408,7 +422,22 @@ class _Validator:
             out["data"] = self.data_spec(source["data"], (*where, "data"))
         if "capacity" in source:
             out["capacity"] = self.capacity(source["capacity"], (*where, "capacity"), out.get("capacity", {}))
+        if "compile" in source:
+            out["compile"] = self.compile_policy(source["compile"], (*where, "compile"), out.get("compile", {}))
         return out
+
+    def compile_policy(self, block: Any, where: Path_, inherited: dict[str, Any]) -> dict[str, Any]:
+        """A `compile:` block (load: compile) merged over the one it inherits (from defaults)."""
+        self.mapping(block, where, tuple(f.name for f in dataclasses.fields(CompilePolicy)))
+        merged = dict(inherited)
+        for key, value in block.items():
+            if key == "dynamic":
+                if not isinstance(value, bool):
+                    raise self.fail((*where, key), f"expected true or false, got {_kind(value)}")
+                merged[key] = value
+            else:
+                merged[key] = self.choice(value, (*where, key), COMPILE_MODES if key == "mode" else COMPILE_CACHES)
+        return merged
 
     def data_spec(self, value: Any, where: Path_) -> DataSpec:
         keys = tuple(f.name for f in dataclasses.fields(DataSpec))
@@ -677,6 +706,7 @@ class _Validator:
             profile=settings.get("profile", False),
             data=settings.get("data"),
             capacity=CapacityPolicy.from_dict(settings["capacity"]) if "capacity" in settings else None,
+            compile=CompilePolicy(**settings["compile"]) if "compile" in settings else None,
             **values,
         )
         if scenario.data is not None and (reason := check_data_spec(scenario.data, scenario.input_shape)):

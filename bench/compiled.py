@@ -43,6 +43,11 @@ class CompileFailed(Exception):
 
 def unsupported_reason(scenario: Scenario) -> str | None:
     """Reasons known without trying, for the three compiled load modes (None for the others)."""
+    if scenario.load in ("compile", "aoti") and not cxx_compiler():
+        return (
+            f"load {scenario.load} needs a C++ compiler: Inductor writes C++ kernels for the CPU and "
+            "builds them with g++ (or the compiler in $CXX); none is on PATH (Debian: apt-get install g++)"
+        )
     if scenario.load == "aoti" and scenario.precision == "int8_dynamic":
         return (
             "AOTInductor compiles a torch.export program, and torch.export cannot export int8_dynamic: "
@@ -57,6 +62,12 @@ def unsupported_reason(scenario: Scenario) -> str | None:
         if not sources.spec_available("openvino"):
             return OPENVINO_MISSING
     return None
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler Inductor would build with, or None (it tries $CXX, then g++ and clang++)."""
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "clang++"]
+    return next((found for name in candidates if (found := shutil.which(name))), None)
 
 
 def first_error_line(exc: BaseException) -> str:

@@ -756,11 +756,11 @@ def load_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> Fi
     ax.set_yticks(y, labels, fontfamily="DejaVu Sans Mono", fontsize=8.5)
     ax.set_ylim(0.3, n + 0.7)
     ax.grid(axis="y", visible=False)
-    ax.set_xlabel("time (ms): load + first inference")
+    ax.set_xlabel("time (ms): load + compile + first inference")
     used = list(dict.fromkeys(grouped["load"]))
     handles = [Patch(facecolor=_color(LOAD_COLORS, m), label=m) for m in used]
     if any(compile_values):
-        handles.append(Patch(facecolor="#888888", alpha=0.6, hatch="//", label="compile"))
+        handles.append(Patch(facecolor="#888888", alpha=0.6, hatch="//", label="compile (first call)"))
     handles.append(Patch(facecolor="#888888", alpha=0.35, label="first inference"))
     fig.legend(handles=handles, loc="outside upper right", ncols=min(5, len(handles)))
     result.files.append(_save(fig, fig_dir / "load_time.png"))

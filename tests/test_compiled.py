@@ -134,10 +134,12 @@ def test_compile_aoti_and_openvino_run_end_to_end(run_cli, write_suite, tmp_path
         matrix:
           model: [tiny_mlp]
           load: [compile, aoti, openvino]
-          precision: [fp32, int8_dynamic]
+        include:  # refused before a worker starts
+          - {model: tiny_mlp, load: aoti, precision: int8_dynamic}
+          - {model: tiny_mlp, load: openvino, precision: int8_dynamic}
         """
     )
-    result = run_cli("run", str(suite), "--no-history")
+    result = run_cli("run", str(suite), "--no-history", timeout_s=1500)  # two cold Inductor builds
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
     records, problems = read_records(run_dir / "results.jsonl")
@@ -148,7 +150,7 @@ def test_compile_aoti_and_openvino_run_end_to_end(run_cli, write_suite, tmp_path
         assert row.status == "ok", (load, row.reason)
         assert row.fidelity.cosine_similarity > 0.9999 and row.fidelity.inputs == 4
         assert row.load_s > 0 and row.first_inference_s > 0
-    for load in ("compile", "aoti", "openvino"):  # none of them compiles torch's int8_dynamic layers
+    for load in ("aoti", "openvino"):  # neither compiles torch's int8_dynamic layers
         assert rows[load, "int8_dynamic"].status == "unsupported", rows[load, "int8_dynamic"]
     compile_row, aoti_row, ov_row = rows["compile", "fp32"], rows["aoti", "fp32"], rows["openvino", "fp32"]
     assert compile_row.compile_s > 0 and compile_row.compiled.cache == "cold" and compile_row.compiled.graphs == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -157,6 +158,9 @@ def write_aoti_package(exported: Any, path: Path) -> dict[str, Any]:
     """Compile a torch.export program with AOTInductor into a .pt2 package (in the parent)."""
     import torch
 
+    # Building the package imports torch.utils.cpp_extension, which warns "No CUDA runtime is found"
+    # on every CPU-only machine, in the middle of the run's progress lines.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
     except Exception as exc:

@@ -46,12 +46,24 @@ def _install_chromium(session: nox.Session) -> None:
         session.warn("chromium is not installed and cannot be installed here: the browser test will skip")
 
 
+def _install_cxx(session: nox.Session) -> None:
+    """load: compile and aoti build C++ with g++ (Inductor's CPU code); CI must run them, so install it here."""
+    if shutil.which("g++"):
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "g++", external=True)
+    else:
+        session.warn("g++ is not installed and cannot be installed here: compile and aoti rows will be unsupported")
+
+
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
     """Install into .venv (with the tflite extra, so LiteRT is tested too; and Debian's chromium, for the
     report's browser test) and run every test."""
     _install(session, "test,tflite")
     _install_chromium(session)
+    _install_cxx(session)
     session.run(str(BIN / "python"), "-m", "pytest", *session.posargs, external=True)
 
 

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import hf, hygiene, inputs, models, pruning, sources
+from bench import compiled, hf, hygiene, inputs, models, pruning, sources
 from bench.artifacts import Artifact, cached_artifact, file_sha256
+from bench.errors import Unsupported
 from bench.fidelity import FIDELITY_INPUTS, TOKEN_FIDELITY_INPUTS
 from bench.nospace import write_via_memory
 from bench.sources import FORMAT_NAMES, ModelSource, SourceError
@@ -33,14 +34,13 @@ _FORMATS = {
     "export": "exported_program",
     "onnxruntime": "onnx",
     "litert": "tflite",
+    **compiled.FORMATS,
 }
-_RUNTIMES = {"onnxruntime": "onnxruntime", "litert": "litert"}  # every other load mode runs in torch
-_SUFFIXES = {"state_dict": ".pt", "torchscript": ".ts.pt", "exported_program": ".pt2", "onnx": ".onnx"}
+# every other load mode runs in torch
+_RUNTIMES = {"onnxruntime": "onnxruntime", "litert": "litert", "openvino": "openvino"}
+_SUFFIXES = {"state_dict": ".pt", "torchscript": ".ts.pt", "exported_program": ".pt2", "onnx": ".onnx",
+             "aoti_package": compiled.AOTI_SUFFIX}  # fmt: skip
 LITERT_MISSING = "LiteRT is not installed: pip install .[tflite] (the ai-edge-litert package)"
-
-
-class Unsupported(Exception):
-    """This scenario cannot run as asked; the message says why, for the row's reason."""
 
 
 def import_libraries(scenario: Scenario) -> None:
@@ -50,6 +50,7 @@ def import_libraries(scenario: Scenario) -> None:
         import onnxruntime  # noqa: F401
     if scenario.load == "litert":
         _litert_interpreter()
+    compiled.import_libraries(scenario)
     source = scenario.source
     architecture = source.architecture if source else scenario.model
     if source is not None and source.kind == "hf":
@@ -82,6 +83,13 @@ def unsupported_reason(scenario: Scenario) -> str | None:
         )
     if source is not None and source.compiled:
         return _compiled_file_reason(source, scenario)
+    if scenario.load in compiled.LOADS and named_inputs(scenario):
+        return (
+            f"load {scenario.load} takes one float tensor for now: models with named inputs (inputs:, hf:) "
+            "run under eager, mmap, torchscript, export and onnxruntime"
+        )
+    if scenario.load in compiled.LOADS:
+        return compiled.unsupported_reason(scenario)
     if scenario.load == "litert":
         return (
             "load litert runs .tflite files given as a model source (tflite: FILE); bench does not "
@@ -195,6 +203,8 @@ def to_runtime_input(scenario: Scenario, batch: Any) -> Any:
         as_is = runtime_of(scenario) == "torch"
         return {name: to_runtime_input(scenario, value) if value.is_floating_point() else
                 (value if as_is else value.numpy()) for name, value in batch.items()}  # fmt: skip
+    if scenario.load == "openvino":  # the fp32 ONNX graph's input; the precision is OpenVINO's hint
+        return batch.numpy()
     if scenario.precision in ("fp16", "bf16"):
         batch = batch.to(torch_dtype(scenario.precision))
     return batch if runtime_of(scenario) == "torch" else batch.numpy()
@@ -279,13 +289,15 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
 
     if scenario.source is not None and scenario.source.compiled:
         return _given_file_artifact(scenario, cache_dir)
+    if scenario.load == "openvino":  # OpenVINO reads the fp32 ONNX file and runs it in the precision asked
+        scenario = dataclasses.replace(scenario, load="onnxruntime", precision="fp32")
     fmt = artifact_format(scenario)
     key = {**model_key(scenario), "precision": scenario.precision, "format": fmt}
     if fmt == "onnx":
         import onnxruntime
 
         key["onnxruntime"] = onnxruntime.__version__
-    if fmt in ("onnx", "torchscript", "exported_program"):
+    if fmt in ("onnx", "torchscript", "exported_program", "aoti_package"):
         # the export fixes every dimension but the batch; tracing specialises on the example's shape
         key["input_shape"] = list(scenario.input_shape)
         if named_inputs(scenario):
@@ -304,11 +316,13 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
             module = inputs.positional(model, named_inputs(scenario), output_of(scenario))
             example = tuple(make_batch(scenario, batch_size=2).values())  # 2 rows: batch is not specialised
             if fmt == "exported_program":
-                _write_exported_program(module, example, path, seq_axes=_seq_axes(scenario))
+                _save_exported(_export(module, example, _seq_axes(scenario)), path)
             else:
                 _write_torchscript(module, example, path)
         elif fmt == "exported_program":
-            _write_exported_program(model, make_batch(scenario, batch_size=2), path)
+            _save_exported(_export(model, make_batch(scenario, batch_size=2)), path)
+        elif fmt == "aoti_package":
+            facts.update(compiled.write_aoti_package(_export(model, make_batch(scenario, batch_size=2)), path))
         else:
             _write_torchscript(model, make_batch(scenario, batch_size=1), path)
         return facts
@@ -366,7 +380,13 @@ def _write_torchscript(model: Any, example: Any, path: Path) -> None:
     write_via_memory(path, lambda f: torch.jit.save(frozen, f))  # torch's file writer aborts on a full disk
 
 
-def _write_exported_program(model: Any, example: Any, path: Path, seq_axes: list[int | None] | None = None) -> None:
+def _save_exported(exported: Any, path: Path) -> None:
+    import torch
+
+    write_via_memory(path, lambda f: torch.export.save(exported, f))  # torch's file writer aborts on a full disk
+
+
+def _export(model: Any, example: Any, seq_axes: list[int | None] | None = None) -> Any:
     """torch.export with a dynamic batch axis (the example has 2 rows so batch is not specialised);
     named inputs (a tuple example) also get their seq axis dynamic where the model allows it."""
     import torch
@@ -380,8 +400,7 @@ def _write_exported_program(model: Any, example: Any, path: Path, seq_axes: list
     with torch.inference_mode(False), torch.no_grad():
         # a tuple example is inputs.positional's forward(*tensors): one argument holding them all
         dynamic = (shapes,) if isinstance(example, tuple) else shapes
-        exported = torch.export.export(model, args, dynamic_shapes=dynamic)
-    write_via_memory(path, lambda f: torch.export.save(exported, f))
+        return torch.export.export(model, args, dynamic_shapes=dynamic)
 
 
 def _given_file_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
@@ -535,6 +554,12 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
         return _load_onnxruntime(scenario, artifact_path)
     if scenario.load == "litert":
         return _load_litert(scenario, artifact_path)
+    if scenario.load == "openvino":
+        infer, facts = compiled.load_openvino(scenario, artifact_path)
+        return infer, {"compiled": facts}
+    if scenario.load == "aoti":
+        infer, facts = compiled.load_aoti(artifact_path)
+        return infer, {"compiled": facts}
     import torch
 
     names = tuple(spec.name for spec in named_inputs(scenario))
@@ -560,7 +585,11 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
     model.eval()
     model, facts = convert(_fit_variant(scenario, model, state), scenario.precision)
     _load_state(model, state)
-    return _named_call(scenario, model.eval()), {**facts, **given}
+    facts = {**facts, **given}
+    if scenario.load == "compile":  # compiles on its first call, timed apart as compile_s (bench.worker)
+        infer, compile_facts = compiled.torch_compile(scenario, model.eval())
+        return infer, {**facts, "compiled": compile_facts}
+    return _named_call(scenario, model.eval()), facts
 
 
 def _named_call(scenario: Scenario, model: Any) -> Any:

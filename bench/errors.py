@@ -21,3 +21,7 @@ class SuiteError(UserError):
         if field:
             where += f", field '{field}'"
         super().__init__(f"{where}: {message}")
+
+
+class Unsupported(Exception):
+    """Not a user error: this scenario cannot run as asked; the message says why, for the row's reason."""

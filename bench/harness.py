@@ -35,6 +35,7 @@ def test_selfcheck_block(benchmark, session: WorkerSession, block: int) -> None:
     with session.guard():
         if session.infer is None:
             session.load()
+            session.compile()
             session.first_inference()
             session.result["block_rounds"] = session.warmup()
         timer = Timer(

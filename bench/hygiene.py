@@ -48,6 +48,11 @@ def unsupported_reason(scenario: Scenario) -> str | None:
         return _TORCHSCRIPT if (scenario.grad_mode, scenario.module_mode) != ("no_grad", "eval") else None
     if scenario.load == "export":
         return _EXPORT_TRAIN if scenario.module_mode == "train" else None
+    if scenario.load in ("compile", "aoti"):
+        return (
+            f"load {scenario.load} compiles a frozen inference graph (Inductor freezing: weights become "
+            "constants), so there is no autograd graph or training mode to measure; use load eager or mmap"
+        )
     return (
         f"grad_mode and module_mode apply to torch modules (load eager, mmap, export, torchscript); load "
         f"{scenario.load} runs the model outside torch, with no autograd and no training mode"

@@ -42,6 +42,7 @@ calling thread / iterations / median wall) is `explained_ratio_mean_based`.
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import contextlib
 import functools
@@ -58,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import hygiene
+from bench import compiled, hygiene
 from bench.suite import Scenario
 
 OPS_COLUMNS = [
@@ -175,6 +176,8 @@ def profile_scenario(
             reason = "bench has no operator profiler for LiteRT"
         if reason is None and not hygiene.is_default(scenario):
             reason = "profiles run the model in eval() under inference_mode only (grad_mode, module_mode)"
+        if reason is None and backends.runtime_of(scenario) == "openvino":
+            reason = "bench does not read OpenVINO's per-layer performance counters (PERF_COUNT) yet"
         if reason is not None:
             return ProfileResult(scenario.id, "unsupported", f"not profiled: {reason}", out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -299,6 +302,10 @@ def _profile_here(
     iterations, warmup = max(1, spec["iterations"]), max(0, spec["warmup"])
     summary["max_time_s"] = spec.get("max_time_s")
     batch = backends.make_batch(scenario)
+    if scenario.load == "compile":  # the same cold (or warm) Inductor cache as the timed worker
+        facts, cleanup = compiled.set_up_inductor_cache(scenario, artifact_path)
+        summary["compile_cache"] = facts["cache"]
+        atexit.register(cleanup)
     summary["phase"] = "load"
     with torch.inference_mode():
         if scenario.load == "onnxruntime":

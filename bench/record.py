@@ -49,6 +49,7 @@ class KernelPeaks:
     first_inference: int | None = None
     warmup: int | None = None
     steady: int | None = None
+    compile: int | None = None  # load: compile, the first call (Dynamo and Inductor compiling)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,23 @@ class ModelSourceInfo:
     bytes: int | None = None  # its size (a folder: all its weight files)
     sha256: str | None = None  # its content hash (a folder: see README)
     architecture: str | None = None  # checkpoint / safetensors: the model name or factory they fill
+
+
+@dataclass(frozen=True)
+class CompiledRuntime:
+    """How a compile, aoti or openvino row's model was compiled (bench.compiled)."""
+
+    compiler: str | None = None  # inductor, aot_inductor or openvino
+    version: str | None = None  # torch's or OpenVINO's
+    mode: str | None = None  # compile: torch.compile's mode
+    dynamic: bool | None = None  # compile: dynamic shapes
+    freezing: bool | None = None  # compile: Inductor's inference freezing
+    cache: str | None = None  # compile: cold or warm, whether Inductor's cache held this model before
+    graphs: int | None = None  # compile: graphs Dynamo compiled on the first call (>1: graph breaks)
+    inference_precision: str | None = None  # openvino: the precision the compiled model reports it runs in
+    performance_hint: str | None = None  # openvino
+    num_threads: int | None = None  # openvino: INFERENCE_NUM_THREADS of the compiled model
+    num_streams: int | None = None  # openvino
 
 
 @dataclass(frozen=True)
@@ -357,6 +375,8 @@ class ResultRecord:
     named_inputs: list[dict[str, Any]] | None = None  # their names, per-sample shapes and dtypes
     task: str | None = None  # feature-extraction, text-classification or causal-lm: decides fidelity
     generation: GenerationFigures | None = None  # only with `generate:`
+    compile_s: float | None = None  # load: compile, its first call (Dynamo + Inductor), apart from load_s
+    compiled: CompiledRuntime | None = None  # load: compile, aoti or openvino
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -405,6 +425,7 @@ NESTED_FIELDS: dict[str, type] = {
     "hygiene": HygieneFigures,
     "contention": Contention,
     "generation": GenerationFigures,
+    "compiled": CompiledRuntime,
 }
 
 

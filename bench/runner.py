@@ -39,6 +39,7 @@ from bench.nospace import (
     where_no_space,
 )
 from bench.record import (
+    CompiledRuntime,
     Fidelity,
     GenerationFigures,
     HygieneFigures,
@@ -591,6 +592,14 @@ def worker_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def compiled_runtime(worker: dict[str, Any]) -> CompiledRuntime | None:
+    """The worker's facts about a compile, aoti or openvino model (None for other load modes)."""
+    facts = worker.get("compiled")
+    if facts is None:
+        return None
+    return CompiledRuntime(**{**facts, "cache": worker.get("compile_cache")})
+
+
 def build_record(
     base: dict[str, Any],
     scenario: Scenario,
@@ -609,6 +618,8 @@ def build_record(
     measured: dict[str, Any] = dict(
         load_s=worker.get("load_s"),
         first_inference_s=worker.get("first_inference_s"),
+        compile_s=worker.get("compile_s"),
+        compiled=compiled_runtime(worker),
         rss_bytes=RssFigures(
             before_load=worker.get("rss_before_load_bytes"),
             after_load=worker.get("rss_after_load_bytes"),
@@ -626,7 +637,7 @@ def build_record(
         hygiene=from_json(HygieneFigures, worker.get("hygiene") or None),
         peak_rss_kernel_bytes=max(kernel_values) if kernel_values else None,
         peak_rss_kernel_phase_bytes=KernelPeaks(
-            **{k: kernel.get(k) for k in ("load", "first_inference", "warmup", "steady")}
+            **{k: kernel.get(k) for k in ("load", "first_inference", "warmup", "steady", "compile")}
         ),
         peak_rss_rusage_bytes=worker.get("peak_rss_rusage_bytes"),
         torch_num_threads=worker.get("torch_num_threads"),

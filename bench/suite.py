@@ -27,7 +27,9 @@ from bench.pipeline import CLASS_INDEX_CHOICES, DataSpec, check_data_spec
 from bench.sources import ModelSource, SourceError
 
 PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16")
-LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert")
+LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert", "compile", "aoti", "openvino")
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+COMPILE_CACHES = ("cold", "warm")
 # How the model is called (bench.hygiene): the right way first, then the forgotten ones.
 GRAD_MODES = ("inference_mode", "no_grad", "enabled")
 MODULE_MODES = ("eval", "train")
@@ -36,7 +38,7 @@ MODULE_MODES = ("eval", "train")
 AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape", "seq_len", "variant",
         "grad_mode", "module_mode")  # fmt: skip
 # Keys allowed in `defaults` and `include` entries on top of the axes.
-SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data", "generate")
+SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data", "generate", "compile")
 TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
 AXIS_DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
@@ -116,6 +118,15 @@ class CapacityPolicy:
 
 
 @dataclass(frozen=True)
+class CompilePolicy:
+    """How `load: compile` compiles the model (bench.compiled): `compile:` in a suite."""
+
+    mode: str = "default"  # torch.compile's mode: default or max-autotune-no-cudagraphs
+    dynamic: bool = False  # false: shapes are static (a new batch size recompiles); true: dynamic
+    cache: str = "cold"  # cold: a fresh Inductor cache per scenario; warm: one kept beside the artifact
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One fully specified point of a suite's matrix."""
 
@@ -140,6 +151,7 @@ class Scenario:
     module_mode: str = MODULE_MODES[0]  # eval, or train: the forgotten eval()
     seq_len: int | None = None  # the `seq` dimension of a model's named inputs (bench.inputs)
     generate: GeneratePolicy | None = None  # causal-lm: greedy generation after the timed run (bench.generation)
+    compile: CompilePolicy | None = None  # load: compile only; None: the defaults
 
     @property
     def id(self) -> str:
@@ -180,6 +192,8 @@ class Scenario:
             values["capacity"] = CapacityPolicy.from_dict(values["capacity"])
         if values.get("generate") is not None:
             values["generate"] = GeneratePolicy(**values["generate"])
+        if values.get("compile") is not None:
+            values["compile"] = CompilePolicy(**values["compile"])
         return cls(**values)
 
 
@@ -463,7 +477,22 @@ class _Validator:
             if "new_tokens" not in block:
                 raise self.fail(at, "has no new_tokens: how many tokens to generate after the prompt, e.g. 32")
             out["generate"] = {k: self.integer(v, (*at, k), 0 if k == "warmup_rounds" else 1) for k, v in block.items()}
+        if "compile" in source:
+            out["compile"] = self.compile_policy(source["compile"], (*where, "compile"), out.get("compile", {}))
         return out
+
+    def compile_policy(self, block: Any, where: Path_, inherited: dict[str, Any]) -> dict[str, Any]:
+        """A `compile:` block (load: compile) merged over the one it inherits (from defaults)."""
+        self.mapping(block, where, tuple(f.name for f in dataclasses.fields(CompilePolicy)))
+        merged = dict(inherited)
+        for key, value in block.items():
+            if key == "dynamic":
+                if not isinstance(value, bool):
+                    raise self.fail((*where, key), f"expected true or false, got {_kind(value)}")
+                merged[key] = value
+            else:
+                merged[key] = self.choice(value, (*where, key), COMPILE_MODES if key == "mode" else COMPILE_CACHES)
+        return merged
 
     def data_spec(self, value: Any, where: Path_) -> DataSpec:
         keys = tuple(f.name for f in dataclasses.fields(DataSpec))
@@ -812,6 +841,7 @@ class _Validator:
             data=settings.get("data"),
             capacity=CapacityPolicy.from_dict(settings["capacity"]) if "capacity" in settings else None,
             generate=GeneratePolicy(**settings["generate"]) if "generate" in settings else None,
+            compile=CompilePolicy(**settings["compile"]) if "compile" in settings else None,
             **values,
         )
         if scenario.data is not None and (reason := check_data_spec(scenario.data, scenario.input_shape)):

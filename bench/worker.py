@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from bench import backends, contention, generation, hygiene
+from bench import backends, compiled, contention, generation, hygiene
 from bench.fidelity import FIDELITY_INPUTS, compare_task
 from bench.memory import malloc_trim, max_rss_rusage_bytes, read_status_bytes, reset_peak_rss
 from bench.suite import Scenario
@@ -109,6 +109,10 @@ class WorkerSession:
             self.result["torch_num_interop_threads"] = torch.get_num_interop_threads()
             self.result["clear_refs_works"] = reset_peak_rss()
             backends.import_libraries(self.scenario)
+            if self.scenario.load == "compile":  # before anything compiles: Inductor reads it on first use
+                facts, cleanup = compiled.set_up_inductor_cache(self.scenario, self.artifact_path)
+                self._stack.callback(cleanup)
+                self.result["compile_cache"] = facts["cache"]
             # Every phase runs in the scenario's grad mode (inference_mode unless the suite asks otherwise).
             self._stack.enter_context(hygiene.grad_context(self.scenario.grad_mode))
         return self
@@ -171,6 +175,16 @@ class WorkerSession:
         self.saved_buffers, mode_facts = hygiene.prepare(self.scenario, self.infer)
         self.result["hygiene"] = {**self.result.get("hygiene", {}), **mode_facts}
         self.result["rss_after_load_bytes"] = read_status_bytes().get("VmRSS")
+
+    def compile(self) -> None:
+        """torch.compile compiles on the first call: that call alone is `compile_s`, its own phase."""
+        if self.scenario.load != "compile":
+            return
+        assert self.infer is not None
+        self._enter("compile")
+        facts = compiled.first_compiled_call(self.infer, self.batch)
+        self.result["compile_s"] = facts["compile_s"]
+        self.result["compiled"] = {**self.result.get("compiled", {}), "graphs": facts["graphs"]}
 
     def first_inference(self) -> None:
         assert self.infer is not None
@@ -315,6 +329,7 @@ class WorkerSession:
     def run_scenario(self, benchmark: Any) -> None:
         with self.guard():
             self.load()
+            self.compile()
             self.first_inference()
             rounds = self.warmup()
             self.result["round_starts_s"] = self.steady(benchmark, rounds)

@@ -55,8 +55,10 @@ STYLE = {
 PRECISION_COLORS = {"fp32": "#1f6fb4", "bf16": "#d1495b", "fp16": "#2a9d8f", "int8_dynamic": "#e9a03b"}
 LOAD_COLORS = {
     "eager": "#1f6fb4", "mmap": "#2a9d8f", "torchscript": "#8e6bbf", "export": "#6b8e23", "onnxruntime": "#e07a2e",
+    "compile": "#d1495b", "aoti": "#3d5a80", "openvino": "#b5651d",
 }  # fmt: skip
-LOAD_MARKERS = {"eager": "o", "mmap": "s", "torchscript": "^", "export": "v", "onnxruntime": "D"}
+LOAD_MARKERS = {"eager": "o", "mmap": "s", "torchscript": "^", "export": "v", "onnxruntime": "D",
+                "compile": "P", "aoti": "X", "openvino": "*"}  # fmt: skip
 EXTRA_COLORS = ["#6c757d", "#8e6bbf", "#b5651d", "#3d5a80", "#9c6644", "#588157", "#bc4749", "#457b9d"]
 EXTRA_MARKERS = ["v", "P", "X", "*", "h", "<", ">"]
 RUN_COLORS = [
@@ -679,6 +681,19 @@ def latency_vs_fidelity(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: P
     )  # fmt: skip
 
 
+def cold_start_vs_steady(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
+    return _tradeoff(
+        runs, frame, fig_dir,
+        key="cold_start_vs_steady",
+        title="Cold start versus steady-state latency",
+        caption="Median steady-state latency against the cold start: load + compile (load: compile; an aoti "
+        "package was compiled beforehand, see artifact_prepare_s) + first inference, one panel per model and "
+        "batch size; colour: precision, marker: loading mode. Outlined points are the Pareto front: no other "
+        "scenario is both quicker to its first answer and faster after it. Lower left is better.",
+        x_col="cold_start_ms", x_label="cold start (ms, log scale)", x_log=True,
+    )  # fmt: skip
+
+
 # --- load time -------------------------------------------------------------------------------------
 
 
@@ -686,9 +701,10 @@ def load_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> Fi
     result = FigureResult(
         "load_time",
         "Load time by loading mode",
-        "Time from the model file to a ready model (solid), then the first inference timed alone "
-        "(light): together, the time to the first answer. Median over the batch sizes and thread "
-        "counts measured; colour: loading mode. Shorter is better.",
+        "Time from the model file to a ready model (solid), then torch.compile's compiling first call "
+        "(hatched, load: compile only), then the first inference timed alone (light): together, the "
+        "time to the first answer. Median over the batch sizes and thread counts measured; colour: "
+        "loading mode. Shorter is better.",
     )
     rows = frame[frame["load_ms"].notna()].copy()
     if rows.empty:
@@ -698,7 +714,12 @@ def load_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> Fi
     group_cols = ["run_id", "model", "precision", "load", "input_shape"]
     grouped = (
         rows.groupby(group_cols, sort=False, dropna=False)
-        .agg(load_ms=("load_ms", "median"), first_ms=("first_inference_ms", "median"), n=("load_ms", "size"))
+        .agg(
+            load_ms=("load_ms", "median"),
+            compile_ms=("compile_ms", "median"),
+            first_ms=("first_inference_ms", "median"),
+            n=("load_ms", "size"),
+        )  # fmt: skip
         .reset_index()
     )
     order = {c: {v: i for i, v in enumerate(dict.fromkeys(rows[c]))} for c in ("model", "precision", "load")}
@@ -721,20 +742,25 @@ def load_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> Fi
     y = list(range(n, 0, -1))
     colors = [_color(LOAD_COLORS, m) for m in grouped["load"]]
     load_values = grouped["load_ms"].astype(float).tolist()
+    compile_values = grouped["compile_ms"].astype(float).fillna(0).tolist()
     first_values = grouped["first_ms"].astype(float).fillna(0).tolist()
     ax.barh(y, load_values, color=colors, height=0.62)
-    ax.barh(y, first_values, left=load_values, color=colors, alpha=0.35, height=0.62)
-    longest = max(a + b for a, b in zip(load_values, first_values, strict=True))
-    for yi, a, b in zip(y, load_values, first_values, strict=True):
-        text = f"{a:.3g} ms" + (f" + {b:.3g} ms" if b else "")
-        ax.text(a + b + longest * 0.01, yi, text, va="center", fontsize=8, color="#333333")
+    ax.barh(y, compile_values, left=load_values, color=colors, alpha=0.6, hatch="//", height=0.62)
+    ends = [a + c for a, c in zip(load_values, compile_values, strict=True)]
+    ax.barh(y, first_values, left=ends, color=colors, alpha=0.35, height=0.62)
+    longest = max(e + b for e, b in zip(ends, first_values, strict=True))
+    for yi, a, c, b in zip(y, load_values, compile_values, first_values, strict=True):
+        text = f"{a:.3g} ms" + (f" + compile {c:.3g} ms" if c else "") + (f" + {b:.3g} ms" if b else "")
+        ax.text(a + c + b + longest * 0.01, yi, text, va="center", fontsize=8, color="#333333")
     ax.set_xlim(0, longest * 1.28 if longest > 0 else 1)
     ax.set_yticks(y, labels, fontfamily="DejaVu Sans Mono", fontsize=8.5)
     ax.set_ylim(0.3, n + 0.7)
     ax.grid(axis="y", visible=False)
-    ax.set_xlabel("time (ms): load + first inference")
+    ax.set_xlabel("time (ms): load + compile + first inference")
     used = list(dict.fromkeys(grouped["load"]))
     handles = [Patch(facecolor=_color(LOAD_COLORS, m), label=m) for m in used]
+    if any(compile_values):
+        handles.append(Patch(facecolor="#888888", alpha=0.6, hatch="//", label="compile (first call)"))
     handles.append(Patch(facecolor="#888888", alpha=0.35, label="first inference"))
     fig.legend(handles=handles, loc="outside upper right", ncols=min(5, len(handles)))
     result.files.append(_save(fig, fig_dir / "load_time.png"))
@@ -745,7 +771,7 @@ def load_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> Fi
 
 FIGURE_PREFIXES = (
     "latency_distribution", "throughput_vs_batch", "throughput_vs_threads", "memory_over_time",
-    "latency_vs_memory", "latency_vs_fidelity", "load_time",
+    "latency_vs_memory", "latency_vs_fidelity", "load_time", "cold_start_vs_steady",
 )  # fmt: skip
 
 
@@ -763,6 +789,7 @@ def draw_all(
     if fidelity_measured:
         makers.append(("latency_vs_fidelity", "Latency versus fidelity", latency_vs_fidelity))
     makers.append(("load_time", "Load time by loading mode", load_time))
+    makers.append(("cold_start_vs_steady", "Cold start versus steady-state latency", cold_start_vs_steady))
     results = []
     with matplotlib.rc_context(STYLE):
         for key, title, maker in makers:

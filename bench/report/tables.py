@@ -40,6 +40,7 @@ COLUMNS = [
     "ort_graph_optimization_level", "cpu_utilization", "contention", "contention_why", "torch_num_threads",
     "torch_num_interop_threads", "environment_fingerprint", "git_sha", "started_at", "duration_s", "schema_version",
     "seq_len", "task", "fidelity_metric", "ttft_median_ms", "tpot_median_ms", "generation_tokens_per_s",
+    "compile_ms", "cold_start_ms", "compile_cache",
 ]  # fmt: skip
 # Identifies "the same configuration" for the fp32 reference: everything but precision.
 CONFIG_KEY = [
@@ -191,7 +192,20 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
         "ttft_median_ms": _num(_get(_get(generation, "ttft_s"), "median"), 1e3),
         "tpot_median_ms": _num(_get(_get(generation, "tpot_s"), "median"), 1e3),
         "generation_tokens_per_s": _num(_get(generation, "tokens_per_s")),
+        "compile_ms": _num(getattr(record, "compile_s", None), 1e3),
+        "cold_start_ms": cold_start_ms(record),
+        "compile_cache": _get(getattr(record, "compiled", None), "cache") or "",
     }
+
+
+def cold_start_ms(record: ResultRecord) -> float:
+    """From file to the first answer: load + compile (load: compile) + first inference; NaN if unmeasured.
+
+    An aoti row's compile happened in the parent (artifact_prepare_s), as in a deployment that ships
+    the package: it is not part of the cold start."""
+    if record.load_s is None or record.first_inference_s is None:
+        return math.nan
+    return (record.load_s + (getattr(record, "compile_s", None) or 0.0) + record.first_inference_s) * 1e3
 
 
 def summary_frame(runs: Sequence[RunData]) -> pd.DataFrame:

@@ -1,0 +1,93 @@
+"""bench's openvino rows against OpenVINO's own benchmark_app, on the same file, threads and batch.
+
+A benchmark, not a test: it prints both medians and their ratio. bench measures one scenario
+(`load: openvino`, fp32), then benchmark_app runs the very ONNX artifact that row loaded, with
+the same settings: CPU, synchronous API, one stream, f32 inference precision, the scenario's
+threads, and the same input shape fed to the (dynamic-batch) model. bench sets the latency
+hint plus INFERENCE_NUM_THREADS; benchmark_app accepts -nthreads/-nstreams only with
+`-hint none`, so it gets the latency hint's outcome (one stream) spelled out.
+
+    python scripts/openvino_benchmark_app.py --model resnet18 --input-shape 3 112 112 --threads 2 --batch 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.record import read_records
+
+MEDIAN_RE = re.compile(r"Median:\s*([0-9.]+)\s*ms")
+
+
+def bench_row(args: argparse.Namespace, work: Path) -> tuple[float, Path]:
+    """Run the scenario with bench; its median latency (ms) and the ONNX file it loaded."""
+    suite = work / "suite.yaml"
+    suite.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "name": "ov-vs-benchmark-app",
+                "defaults": {"measure": {"max_time_s": args.time, "min_rounds": 30}},
+                "matrix": {
+                    "model": [args.model],
+                    "load": ["openvino"],
+                    "threads": [args.threads],
+                    "batch_size": [args.batch],
+                    "input_shape": [args.input_shape],
+                },
+            }
+        ),  # fmt: skip
+        encoding="utf-8",
+    )
+    reports = work / "reports"
+    command = [sys.executable, "-m", "bench", "run", str(suite), "--reports", str(reports), "--no-history"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    (run_dir,) = [p for p in reports.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (record,), _ = read_records(run_dir / "results.jsonl")
+    if record.status != "ok":
+        raise SystemExit(f"bench's row is {record.status}: {record.reason}")
+    spec = json.loads((run_dir / record.files["worker_dir"] / "spec.json").read_text(encoding="utf-8"))
+    return record.latency_s.median * 1e3, Path(spec["artifact_path"])
+
+
+def benchmark_app_median_ms(args: argparse.Namespace, onnx_path: Path) -> tuple[float, list[str]]:
+    tool = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
+    shape = ",".join(str(d) for d in [args.batch, *args.input_shape])
+    command = [
+        tool, "-m", str(onnx_path), "-d", "CPU", "-api", "sync", "-hint", "none", "-nstreams", "1",
+        "-nthreads", str(args.threads), "-infer_precision", "f32", "-data_shape", f"[{shape}]", "-t", str(args.time),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark_app failed ({done.returncode}):\n{(done.stdout + done.stderr)[-2000:]}")
+    match = MEDIAN_RE.search(done.stdout)
+    if match is None:
+        raise SystemExit(f"no 'Median: ... ms' in benchmark_app's output:\n{done.stdout[-2000:]}")
+    return float(match.group(1)), command
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--input-shape", type=int, nargs="+", default=[3, 112, 112])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--time", type=int, default=10, help="seconds each tool measures")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ov-bench-") as tmp:
+        bench_ms, onnx_path = bench_row(args, Path(tmp))
+        app_ms, command = benchmark_app_median_ms(args, onnx_path)
+    print(f"model {args.model}, input {args.input_shape}, batch {args.batch}, threads {args.threads}")
+    print(f"bench (load: openvino) median: {bench_ms:.3f} ms")
+    print(f"benchmark_app median:          {app_ms:.3f} ms  ({' '.join(command[1:])})")
+    print(f"ratio bench / benchmark_app:   {bench_ms / app_ms:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -35,26 +35,16 @@ def _install(session: nox.Session, extras: str = "test") -> None:
     session.run(*_pip_install(BIN / "python"), "-q", "-c", str(LOCK), "-e", f".[{extras}]", external=True)
 
 
-def _install_chromium(session: nox.Session) -> None:
-    """The report's browser test needs Debian's chromium; CI must run it, so install it here."""
-    if shutil.which("chromium"):
+def _apt_install(session: nox.Session, command: str, package: str, without: str) -> None:
+    """Debian's `package` when `command` is missing (apt-get as root), else a warning saying what `without` means.
+    CI must run the tests that need these, so the test command installs them."""
+    if shutil.which(command):
         return
     if shutil.which("apt-get") and os.geteuid() == 0:
         session.run("apt-get", "update", "-qq", external=True)
-        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", package, external=True)
     else:
-        session.warn("chromium is not installed and cannot be installed here: the browser test will skip")
-
-
-def _install_cxx(session: nox.Session) -> None:
-    """load: compile and aoti build C++ with g++ (Inductor's CPU code); CI must run them, so install it here."""
-    if shutil.which("g++"):
-        return
-    if shutil.which("apt-get") and os.geteuid() == 0:
-        session.run("apt-get", "update", "-qq", external=True)
-        session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "g++", external=True)
-    else:
-        session.warn("g++ is not installed and cannot be installed here: compile and aoti rows will be unsupported")
+        session.warn(f"{command} is not installed and cannot be installed here: {without}")
 
 
 @nox.session(venv_backend="none")
@@ -62,8 +52,9 @@ def tests(session: nox.Session) -> None:
     """Install into .venv (with the tflite extra, so LiteRT is tested too; and Debian's chromium, for the
     report's browser test) and run every test."""
     _install(session, "test,tflite")
-    _install_chromium(session)
-    _install_cxx(session)
+    _apt_install(session, "chromium", "chromium", "the report's browser test will skip")
+    # load: compile and aoti build Inductor's C++ kernels with g++
+    _apt_install(session, "g++", "g++", "compile and aoti rows will be unsupported")
     session.run(str(BIN / "python"), "-m", "pytest", *session.posargs, external=True)
 
 

@@ -346,6 +346,8 @@ class ResultRecord:
     artifact_prepare_s: float | None = None  # 0.0 when taken from the cache
     artifact_cached: bool | None = None
     quantized_layers: int | None = None  # int8_dynamic: layers torch replaced with int8 versions
+    # ONNX Runtime int8_dynamic: weights quantized to 7 bits (x86 without VNNI; bench.backends.ort_reduce_range)
+    ort_reduce_range: bool | None = None
     ort_graph_optimization_level: str | None = None  # onnxruntime rows: the session's optimisation level
     rounds_limited_by_time: bool | None = None  # fewer than min_rounds: the precision is pathologically slow
     percentile_rule: str | None = None

@@ -419,6 +419,7 @@ def run_scenario(
         artifact_prepare_s=artifact.prepare_s,
         artifact_cached=artifact.cached,
         quantized_layers=artifact.facts.get("quantized_layers"),
+        ort_reduce_range=artifact.facts.get("ort_reduce_range"),
         pruning=PruningFacts(**artifact.facts["pruning"]) if artifact.facts.get("pruning") else None,
     )
 

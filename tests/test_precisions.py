@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.backends import ort_reduce_range
 from bench.record import read_records
 
 pytestmark = pytest.mark.slow
@@ -61,6 +62,8 @@ def test_every_precision_and_load_mode_on_the_tiny_model(run_cli, write_suite, t
             assert row.artifact_bytes < 0.6 * fp32_bytes
         if precision == "int8_dynamic":
             assert row.quantized_layers == 3  # the MLP's three Linear layers (MatMulInteger under ORT)
+            # 7-bit weights exactly where ORT's u8s8 kernels would saturate (x86 without VNNI)
+            assert row.ort_reduce_range == (ort_reduce_range() if load == "onnxruntime" else None)
         if load == "onnxruntime":
             assert row.ort_graph_optimization_level in ("ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED")
 

@@ -95,7 +95,9 @@ def tests_latest(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def lock(session: nox.Session) -> None:
     """Rewrite requirements-lock.txt from .venv (after `pip install -e .[test,tflite,...]` there with new versions)."""
-    frozen = session.run(str(BIN / "python"), "-m", "pip", "freeze", "--exclude-editable", external=True, silent=True)
+    # `pip list --format=freeze` says name==version even for a package installed from a local file
+    listing = [str(BIN / "python"), "-m", "pip", "list", "--format=freeze", "--exclude-editable"]
+    frozen = session.run(*listing, external=True, silent=True)
     pins = [line for line in frozen.splitlines() if "==" in line and not line.startswith("ruff==")]
     header = "# Exact versions for CI and the README's commands; made by `python3 -m nox -s lock`.\n"
     LOCK.write_text(header + "\n".join(sorted(pins, key=str.lower)) + "\n")

@@ -98,6 +98,7 @@ def lock(session: nox.Session) -> None:
     # `pip list --format=freeze` says name==version even for a package installed from a local file
     listing = [str(BIN / "python"), "-m", "pip", "list", "--format=freeze", "--exclude-editable"]
     frozen = session.run(*listing, external=True, silent=True)
-    pins = [line for line in frozen.splitlines() if "==" in line and not line.startswith("ruff==")]
+    tooling = ("ruff==", "pip==", "setuptools==")  # the lint tool and the venv's own installers
+    pins = [line for line in frozen.splitlines() if "==" in line and not line.startswith(tooling)]
     header = "# Exact versions for CI and the README's commands; made by `python3 -m nox -s lock`.\n"
     LOCK.write_text(header + "\n".join(sorted(pins, key=str.lower)) + "\n")

@@ -590,7 +590,10 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
     names = tuple(spec.name for spec in named_inputs(scenario))
     if scenario.load == "torchscript":
         module = torch.jit.load(str(artifact_path), map_location="cpu")
-        given = hygiene.given_facts(scenario, module)  # a user's file may be in train mode
+        # A user's TorchScript file may be in train mode; a factory's model reaches here as bench's
+        # frozen artifact, which has no training flag to report.
+        user_file = scenario.source is not None and scenario.source.kind == "torchscript"
+        given = hygiene.given_facts(scenario, module) if user_file else {}
         module.eval()
         return (inputs.PositionalRun(module, names) if names else module), given
     if scenario.load == "export":

@@ -224,7 +224,9 @@ def test_an_instance_that_cannot_load_makes_the_layout_failed_with_its_reason(tm
 
 @pytest.mark.slow
 def test_bench_run_measures_capacity_and_bench_plan_picks_the_better_layout(run_cli, write_suite, tmp_path):
-    slo_ms = (10 * _single_call_p99_s(1) + 0.02) * 1e3
+    # Generous: the search must find rates whose confirming steps (10 s and more) hold the SLO on a
+    # 2-core host that also runs the generator; a 10x + 20 ms SLO once left 1x2 with no confirmed rate.
+    slo_ms = (20 * _single_call_p99_s(1) + 0.05) * 1e3
     suite = write_suite(
         textwrap.dedent(f"""\
         name: cap
@@ -260,8 +262,14 @@ def test_bench_run_measures_capacity_and_bench_plan_picks_the_better_layout(run_
     assert len(layouts["2x1"].offline.instances) == 2 and layouts["2x1"].offline.batch_size == 8
     for memory in layouts["2x1"].memory:
         assert 0 < memory.uss_bytes <= memory.pss_bytes <= memory.rss_bytes
-    rates = {name: layouts[name].server.max_rate_per_s for name in ("2x1", "1x2")}
-    assert all(rates.values()), {n: layouts[n].server.stop_reason for n in rates}
+    # A rate is only an answer once its confirming step held the SLO (bench.loadgen): a layout may
+    # end without one on a busy host, and then says why; the best layout is the best confirmed one.
+    servers = {name: layouts[name].server for name in ("2x1", "1x2")}
+    for server in servers.values():
+        assert server.steps and server.stop_reason
+        assert server.max_rate_per_s is None or server.confirmed, server.stop_reason
+    rates = {name: server.max_rate_per_s for name, server in servers.items() if server.max_rate_per_s}
+    assert rates, {n: s.stop_reason for n, s in servers.items()}
     best = max(rates, key=rates.get)
     assert figures.best_layout == best
     assert all(s.loadgen_cpu_s >= 0 and s.seed >= 0 for f in figures.layouts for s in f.server.steps)
@@ -276,9 +284,8 @@ def test_bench_run_measures_capacity_and_bench_plan_picks_the_better_layout(run_
     chosen = scenario["chosen"]
     assert f"{chosen['instances']}x{chosen['threads_per_instance']}" == best
     assert chosen["qps_per_host"] == pytest.approx(rates[best])
-    assert {o["threads_per_instance"]: o["qps_per_host"] for o in scenario["options"]} == pytest.approx(
-        {1: rates["2x1"], 2: rates["1x2"]}
-    )
+    by_width = {o["threads_per_instance"]: o["qps_per_host"] for o in scenario["options"] if o["qps_per_host"]}
+    assert by_width == pytest.approx({int(name.split("x")[1]): rate for name, rate in rates.items()})
     assert scenario["hosts"] == math.ceil(100000 / (rates[best] * 0.7))
 
     # A big host with room for three instances' memory: memory binds, and the text says so.

@@ -17,7 +17,7 @@ import matplotlib
 from matplotlib.lines import Line2D
 
 from bench.record import LayoutFigures, ResultRecord, ServerFigures, ServerStep
-from bench.report.data import RunData
+from bench.report.data import RunData, run_tags
 from bench.report.figures import EXTRA_COLORS, STYLE, FigureResult, _fixed_grid, _grid, _nice_log, _save
 
 FIGURE_PREFIX = "capacity_"
@@ -50,7 +50,7 @@ class CapacitySection:
 
 
 def _records(runs: Sequence[RunData]) -> list[tuple[str, ResultRecord]]:
-    tags = {run.label: ("" if len(runs) == 1 else f"run {i}") for i, run in enumerate(runs, start=1)}
+    tags = run_tags(runs)
     return [(tags[run.label], r) for run in runs for r in run.records if r.capacity is not None]
 
 

@@ -7,6 +7,7 @@ refused, with a UserError.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,13 @@ def label_runs(runs: list[RunData]) -> None:
         else:
             counters[run.run_id] = counters.get(run.run_id, 0) + 1
             run.label = f"{run.run_id} (#{counters[run.run_id]})"
+
+
+def run_tags(runs: Sequence[RunData]) -> dict[str, str]:
+    """Each run's tag in a section's rows: none for one run, "run N" when runs stand side by side."""
+    return {run.label: ("" if len(runs) == 1 else f"run {i}") for i, run in enumerate(runs, start=1)}
+
+
+def tagged_label(tag: str, record: ResultRecord) -> str:
+    """A row's scenario id, with its run's tag when there are several runs."""
+    return record.scenario_id + (f" ({tag})" if tag else "")

@@ -16,7 +16,7 @@ import matplotlib
 
 from bench.pipeline import STAGES
 from bench.record import ResultRecord
-from bench.report.data import RunData
+from bench.report.data import RunData, run_tags, tagged_label
 from bench.report.figures import STYLE, FigureResult, _save
 
 FIGURE_PREFIX = "pipeline_"
@@ -49,7 +49,7 @@ class PipelineSection:
 
 
 def build_pipeline(runs: Sequence[RunData], fig_dir: Path) -> PipelineSection | None:
-    tags = {run.label: ("" if len(runs) == 1 else f"run {i}") for i, run in enumerate(runs, start=1)}
+    tags = run_tags(runs)
     rows = [(tags[run.label], r) for run in runs for r in run.records if r.status == "ok" and r.pipeline]
     if not rows:
         return None
@@ -60,10 +60,6 @@ def build_pipeline(runs: Sequence[RunData], fig_dir: Path) -> PipelineSection | 
     except Exception as exc:  # a report with a figure missing beats no report
         section.figure = FigureResult("pipeline", "Where end-to-end time goes", "", notes=[f"Not drawn: {exc}"])
     return section
-
-
-def _label(tag: str, record: ResultRecord) -> str:
-    return record.scenario_id + (f" ({tag})" if tag else "")
 
 
 def _inference_share(record: ResultRecord) -> float:
@@ -77,7 +73,7 @@ def _draw(rows: list[tuple[str, ResultRecord]], fig_dir: Path) -> FigureResult:
 
     result = FigureResult("pipeline", "Where end-to-end time goes", CAPTION)
     fig, ax = plt.subplots(figsize=(8.5, 0.45 * len(rows) + 1.4))
-    labels = [_label(tag, r) for tag, r in rows]
+    labels = [tagged_label(tag, r) for tag, r in rows]
     left = [0.0] * len(rows)
     for stage in STAGES:
         widths = [r.pipeline.stage_median_s.get(stage, 0.0) * 1e3 for _, r in rows]  # type: ignore[union-attr]
@@ -100,7 +96,7 @@ def _cells(tag: str, record: ResultRecord) -> list[str]:
     # Top-5 of a model with five classes or fewer is always right: say nothing rather than 100 %.
     top5 = "-" if (p.classes or 0) <= 5 or p.top5_accuracy is None else f"{p.top5_accuracy * 100:.1f}"
     return [
-        _label(tag, record),
+        tagged_label(tag, record),
         str(p.images),
         *[f"{p.stage_median_s.get(s, float('nan')) * 1e3:.3g}" for s in STAGES],
         f"{_inference_share(record) * 100:.0f}",

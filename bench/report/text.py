@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib
 
 from bench.record import ResultRecord
-from bench.report.data import RunData
+from bench.report.data import RunData, run_tags, tagged_label
 from bench.report.figures import STYLE, FigureResult, _save
 
 FIGURE_PREFIX = "text_"
@@ -61,13 +61,14 @@ class TextSection:
 
 
 def build_text(runs: Sequence[RunData], fig_dir: Path) -> TextSection | None:
-    tags = {run.label: ("" if len(runs) == 1 else f"run {i}") for i, run in enumerate(runs, start=1)}
+    tags = run_tags(runs)
     rows = [(tags[run.label], r) for run in runs for r in run.records
             if r.status == "ok" and getattr(r, "named_inputs", None)]  # fmt: skip
     if not rows:
         return None
     section = TextSection(rows)
-    section.notes = [f"{_label(tag, r)}: {r.generation.note}" for tag, r in section.generated if r.generation.note]
+    generated = section.generated
+    section.notes = [f"{tagged_label(tag, r)}: {r.generation.note}" for tag, r in generated if r.generation.note]
     measured = [(tag, r) for tag, r in section.generated if r.generation.tpot_by_position_s]
     if measured:
         try:
@@ -78,10 +79,6 @@ def build_text(runs: Sequence[RunData], fig_dir: Path) -> TextSection | None:
     return section
 
 
-def _label(tag: str, record: ResultRecord) -> str:
-    return record.scenario_id + (f" ({tag})" if tag else "")
-
-
 def _draw(rows: list[tuple[str, ResultRecord]], fig_dir: Path) -> FigureResult:
     import matplotlib.pyplot as plt
 
@@ -89,7 +86,7 @@ def _draw(rows: list[tuple[str, ResultRecord]], fig_dir: Path) -> FigureResult:
     fig, ax = plt.subplots(figsize=(8.5, 4.2))
     for tag, record in rows:
         steps = record.generation.tpot_by_position_s  # type: ignore[union-attr]
-        ax.plot(range(2, len(steps) + 2), [s * 1e3 for s in steps], marker=".", label=_label(tag, record))
+        ax.plot(range(2, len(steps) + 2), [s * 1e3 for s in steps], marker=".", label=tagged_label(tag, record))
     ax.set_xlabel("new token (position after the prompt)")
     ax.set_ylabel("median ms per step")
     ax.set_ylim(bottom=0)
@@ -107,7 +104,7 @@ def _fidelity_cells(tag: str, record: ResultRecord) -> list[str]:
     f = record.fidelity
     cosines = [_num(getattr(f, k, None) if f else None, fmt="{:.6f}") for k in ("cosine_min", "cosine_median")]
     return [
-        _label(tag, record), record.task or "-", str(record.seq_len or "-"), _num(f.inputs if f else None),
+        tagged_label(tag, record), record.task or "-", str(record.seq_len or "-"), _num(f.inputs if f else None),
         *cosines,  # 6 decimals: what separates precisions is often in the fourth
         *(_num(getattr(f, k, None) if f else None) for k in
           ("nearest_neighbour_agreement", "top1_agreement", "kl_divergence_mean", "max_abs_error")),
@@ -119,7 +116,7 @@ def _generation_cells(tag: str, record: ResultRecord) -> list[str]:
     assert g is not None
     mib = 1 / (1 << 20)
     return [
-        _label(tag, record), str(g.batch_size), str(g.prompt_tokens), str(g.new_tokens),
+        tagged_label(tag, record), str(g.batch_size), str(g.prompt_tokens), str(g.new_tokens),
         _num(g.ttft_s.median if g.ttft_s else None, 1e3), _num(g.ttft_s.p99 if g.ttft_s else None, 1e3),
         _num(g.tpot_s.median if g.tpot_s else None, 1e3), _num(g.tpot_s.p99 if g.tpot_s else None, 1e3),
         _num(g.tokens_per_s, fmt="{:,.1f}"), _num(g.rss_growth_bytes, mib, "{:.2f}"),

@@ -186,15 +186,26 @@ def test_a_and_a_is_never_regressed(ws, base_runs):
 
 
 def test_an_injected_slowdown_is_regressed_with_exit_status_1(ws, base_runs):
-    slow_run = ws.run("head", code=ws.head("slow", SLOW_PATCH))
-    # the baseline by label from the history that `bench run` filled
-    result, data = ws.compare("--baseline", "main", str(slow_run))
-    assert data["baseline"]["run_id"] == base_runs[1].name  # the latest `main` run
-    [median] = rows(data, "median")
-    if _contended(base_runs[1]) or _contended(slow_run):
-        assert result.returncode == 0 and median["verdict"] == "inconclusive" and "contended host" in median["note"]
-        pytest.skip("the host was contended even after retries: compare rightly said inconclusive; "
-                    "the regression verdict needs a quiet host")  # fmt: skip
+    head = ws.head("slow", SLOW_PATCH)
+    baseline = base_runs[1]
+    # A run on a host that stalled is rightly inconclusive (contended, or drifted: stretches of
+    # its rounds disagree); CI saw a baseline drift by 1297% with no contention recorded. Such a
+    # pair is measured once more, a fresh baseline first; then the test needs a steady host.
+    for attempt in range(2):
+        slow_run = ws.run("head", code=head)
+        # the baseline by label from the history that `bench run` filled
+        result, data = ws.compare("--baseline", "main", str(slow_run))
+        assert data["baseline"]["run_id"] == baseline.name  # the latest `main` run
+        [median] = rows(data, "median")
+        unsteady = _unsteady_host(median, baseline, slow_run)
+        if unsteady is None:
+            break
+        assert result.returncode == 0 and median["verdict"] == "inconclusive", json.dumps(median)
+        if attempt == 0:
+            baseline = ws.run("main")
+    else:
+        pytest.skip(f"the host was unsteady in two attempts ({unsteady}): compare rightly said inconclusive; "
+                    "the regression verdict needs a steady host")  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     # the whole row (its note names a run's drift, which makes the rule say inconclusive) when it fails
     assert median["verdict"] == "regressed" and median["change"] >= 0.5 and median["ci_low"] > 0, json.dumps(median)
@@ -207,9 +218,16 @@ def test_an_injected_slowdown_is_regressed_with_exit_status_1(ws, base_runs):
     assert markdown.stdout.startswith("### bench compare: **") and f"| {SCENARIO} | median latency |" in markdown.stdout
 
 
-def _contended(run_dir: Path) -> bool:
-    records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-    return any((r.get("contention") or {}).get("verdict") == "contended" for r in records)
+def _unsteady_host(median: dict, *runs: Path) -> str | None:
+    """Why compare could not judge this pair on this host, or None when it could."""
+    for run_dir in runs:
+        records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+        if any((r.get("contention") or {}).get("verdict") == "contended" for r in records):
+            assert "contended host" in median["note"], json.dumps(median)
+            return f"{run_dir.name} was contended"
+    if median["verdict"] == "inconclusive" and "drifted" in (median["note"] or ""):
+        return median["note"]
+    return None
 
 
 def test_a_memory_increase_is_reported(ws, base_runs):

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bench.instance import HEADER_SLOTS, STOP, InstanceError, InstanceProcess, step_file_slots
+from bench.instance import STOP, InstanceError, InstanceProcess, step_file_slots, step_region
 from bench.loadgen import (
     StepLimits,
     StepTimes,
@@ -65,7 +65,7 @@ from bench.record import (
     ServerStep,
 )
 from bench.stats import PERCENTILE_RULE, LatencyStats
-from bench.suite import LAYOUT_RE, CapacityPolicy, Scenario
+from bench.suite import LAYOUT_RE, BatchingPolicy, CapacityPolicy, Scenario
 from bench.verdict import RULE, UNDECIDED, fewest_to_pass
 
 PIPE_BYTES = 1 << 20  # room for 131072 queued requests before the generator's write blocks
@@ -205,16 +205,25 @@ def closed_loop(group: InstanceGroup, k: int, batch_size: int, duration_s: float
 
 
 def server_step(
-    group: InstanceGroup, k: int, rate_per_s: float, seed: int, limits: StepLimits, slo_p99_s: float
+    group: InstanceGroup,
+    k: int,
+    rate_per_s: float,
+    seed: int,
+    limits: StepLimits,
+    slo_p99_s: float,
+    batching: BatchingPolicy | None = None,
 ) -> tuple[ServerStep, dict]:
     """One open-loop step at `rate_per_s` against the first k instances, until its verdict is decided."""
     offsets = poisson_schedule(rate_per_s, limits, seed)
     n = len(offsets)
     active = group.instances[:k]
     drain_s = max(_DRAIN_MIN_S, 2 * slo_p99_s)
+    serve = {"cmd": "serve", "requests": n}
+    if batching is not None:
+        serve["batching"] = {"max_batch": batching.max_batch, "max_delay_s": batching.max_delay_ms / 1e3}
     with _step_file(n) as (path, slots):
         for instance in active:
-            instance.send({"cmd": "serve", "path": path, "requests": n})
+            instance.send({**serve, "path": path})
         for instance in active:
             instance.receive(group.timeout_s(0))  # "serving": blocked on the request pipe
         usable = sorted(os.sched_getaffinity(0))
@@ -222,7 +231,8 @@ def server_step(
         wall_started, cpu_started = time.monotonic(), time.thread_time()
         step_start = wall_started + START_DELAY_S
         scheduled = np.asarray(offsets) + step_start
-        ended = slots[HEADER_SLOTS + n : HEADER_SLOTS + 2 * n]
+        slots[step_region("scheduled", n)] = scheduled  # a batching instance times its wait from these
+        ended = slots[step_region("ended", n)]
 
         def decided(sent: int) -> bool:
             # The step's length is its last sent arrival's offset (loadgen.evaluate_step), so that, not
@@ -253,7 +263,7 @@ def server_step(
         times = StepTimes(
             scheduled=scheduled[:m].tolist(),
             sent=sent[:m].tolist(),
-            started=slots[HEADER_SLOTS : HEADER_SLOTS + m].tolist(),
+            started=slots[step_region("started", n)][:m].tolist(),
             ended=ended.tolist(),
             step_start=step_start,
             drain_end=drain_end,
@@ -262,15 +272,28 @@ def server_step(
             rate_per_s, times, limits, slo_p99_s, loadgen_cpu_s=loadgen_cpu_s, wall_s=wall_s,
             instances_cpu_s=sum(r["cpu_s"] for r in replies), seed=seed,
         )  # fmt: skip
-        step = dataclasses.replace(step, loadgen_cores=generator_cores)
+        batch = slots[step_region("batch", n)][:m].copy()
+        step = dataclasses.replace(
+            step, loadgen_cores=generator_cores, batch_size_counts=_batch_size_counts(batch) if batching else None
+        )
         raw = {
             "scheduled": scheduled[:m] - step_start,
             "sent": np.asarray(times.sent) - step_start,
             "started": np.where(times.started, np.asarray(times.started) - step_start, np.nan),
             "ended": np.where(ended > 0, ended - step_start, np.nan),
-            "instance": slots[HEADER_SLOTS + 2 * n : HEADER_SLOTS + 2 * n + m].copy(),
+            "instance": slots[step_region("instance", n)][:m].copy(),
+            "batch": batch,
         }
     return step, raw
+
+
+def _batch_size_counts(batch: np.ndarray) -> list[int]:
+    """Batches of 1, 2, ... requests from each served request's batch size (0: not served)."""
+    sizes = batch[batch > 0].astype(int)
+    if not len(sizes):
+        return []
+    requests = np.bincount(sizes)[1:]  # requests that ran in a batch of i + 1
+    return [int(count) // size for size, count in enumerate(requests, start=1)]
 
 
 def _pin_generator(active: list[InstanceProcess], usable: list[int]) -> list[int] | None:
@@ -373,22 +396,66 @@ def measure_point(
     """Every mode with the first k instances of a group: closed loop, memory, server, offline."""
     threads = group.scenario.threads
     layout = Layout(k, threads).name
-    slo_s = policy.slo_p99_ms / 1e3
     raw: dict[str, np.ndarray] = {}
     phase(f"capacity {layout}: closed loop")
     closed, closed_raw = closed_loop(group, k, group.scenario.batch_size, policy.duration_s)
     raw.update({f"closed_loop_{key}": v for key, v in closed_raw.items()})
 
+    floor_p99_s = floor_p99_s if floor_p99_s is not None else closed.latency_s.p99  # k = 1: its own
+    server = search_server(group, k, policy, closed.requests_per_s, floor_p99_s, phase, log, raw)
+    batched = None
+    if policy.batching is not None:
+        # The search starts at half the rate it is given: batching starts at the unbatched answer.
+        served_per_s = max(closed.requests_per_s, 2 * (server.max_rate_per_s or 0.0))
+        batched = search_server(group, k, policy, served_per_s, floor_p99_s, phase, log, raw, policy.batching)
+    memory = instance_memory(group, k)  # after serving; before offline's big batches (VmHWM keeps those)
+
+    phase(f"capacity {layout}: offline (batch {policy.offline_batch_size})")
+    offline, offline_raw = closed_loop(group, k, policy.offline_batch_size, policy.duration_s)
+    raw.update({f"offline_{key}": v for key, v in offline_raw.items()})
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(raw_path, **raw)
+    return LayoutFigures(
+        layout=layout,
+        instances=k,
+        threads_per_instance=threads,
+        requested=requested,
+        status="ok",
+        cores=[instance.cores for instance in group.instances[:k]],
+        closed_loop=closed,
+        offline=offline,
+        server=server,
+        memory=memory,
+        batched_server=batched,
+    )
+
+
+def search_server(
+    group: InstanceGroup,
+    k: int,
+    policy: CapacityPolicy,
+    closed_rate_per_s: float,
+    floor_p99_s: float,
+    phase: Phase,
+    log: Phase,
+    raw: dict[str, np.ndarray],
+    batching: BatchingPolicy | None = None,
+) -> ServerFigures:
+    """Server mode with the first k instances: the search for the highest rate that meets the SLO,
+    its confirmation, then a low-load step. Raw times go into `raw`."""
+    layout = Layout(k, group.scenario.threads).name + (f" {batching.label}" if batching else "")
+    prefix = "batched_server" if batching else "server"
+    slo_s = policy.slo_p99_ms / 1e3
     limits = StepLimits(
         policy.step_min_duration_s, policy.step_min_requests, policy.step_max_duration_s, policy.confidence
     )
-    floor_p99_s = floor_p99_s if floor_p99_s is not None else closed.latency_s.p99  # k = 1: its own
 
     def run_step(rate: float, index: int, step_limits: StepLimits = limits, kind: str = "step") -> ServerStep:
         phase(f"capacity {layout}: server {kind} {index + 1} at {rate:,.4g} requests/s")
-        step, step_raw = server_step(group, k, rate, next_seed(group.scenario.seed, index), step_limits, slo_s)
+        seed = next_seed(group.scenario.seed, index)  # batched or not, step i gets the same arrivals
+        step, step_raw = server_step(group, k, rate, seed, step_limits, slo_s, batching)
         step = dataclasses.replace(step, confirmation=kind == "confirming step")
-        raw.update({f"server_step{index}_{key}": v for key, v in step_raw.items()})
+        raw.update({f"{prefix}_step{index}_{key}": v for key, v in step_raw.items()})
         log(f"capacity {layout}: {progress_line(step)}")
         return step
 
@@ -399,7 +466,7 @@ def measure_point(
         return run_step(rate, index, dataclasses.replace(limits, min_duration_s=min_s), "confirming step")
 
     confirmed = False
-    bounds = search_bounds(policy, threads, closed.requests_per_s, floor_p99_s)
+    bounds = search_bounds(policy, group.scenario.threads, closed_rate_per_s, floor_p99_s)
     if isinstance(bounds, str):
         search_steps, max_rate, stop = [], None, bounds
     else:
@@ -421,34 +488,18 @@ def measure_point(
                 f"; no low-load step: {LOW_LOAD_REQUESTS} requests within {LOW_LOAD_MAX_S:g} s "
                 f"({rate:.4g}/s) is over {LOW_LOAD_CEILING:.0%} of the confirmed rate"
             )
-    memory = instance_memory(group, k)  # after serving; before offline's big batches (VmHWM keeps those)
-
-    phase(f"capacity {layout}: offline (batch {policy.offline_batch_size})")
-    offline, offline_raw = closed_loop(group, k, policy.offline_batch_size, policy.duration_s)
-    raw.update({f"offline_{key}": v for key, v in offline_raw.items()})
-    raw_path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(raw_path, **raw)
-    return LayoutFigures(
-        layout=layout,
-        instances=k,
-        threads_per_instance=threads,
-        requested=requested,
-        status="ok",
-        cores=[instance.cores for instance in group.instances[:k]],
-        closed_loop=closed,
-        offline=offline,
-        server=ServerFigures(
-            slo_p99_s=slo_s,
-            max_rate_per_s=max_rate,
-            stop_reason=stop,
-            min_duration_s=policy.step_min_duration_s,
-            min_requests=policy.step_min_requests,
-            steps=search_steps,
-            low_load_step=low_load,
-            verdict_rule=RULE.format(confidence=policy.confidence),
-            confirmed=confirmed,
-        ),
-        memory=memory,
+    return ServerFigures(
+        slo_p99_s=slo_s,
+        max_rate_per_s=max_rate,
+        stop_reason=stop,
+        min_duration_s=policy.step_min_duration_s,
+        min_requests=policy.step_min_requests,
+        steps=search_steps,
+        low_load_step=low_load,
+        verdict_rule=RULE.format(confidence=policy.confidence),
+        confirmed=confirmed,
+        batching_max_batch=batching.max_batch if batching else None,
+        batching_max_delay_s=batching.max_delay_ms / 1e3 if batching else None,
     )
 
 
@@ -480,9 +531,7 @@ def measure_capacity(
         counts = sorted(set(sweep_counts(largest, policy.sweep)) | {la.instances for la in fitting})
         requested = {la.instances for la in fitting}
         cores = [usable[i * threads : (i + 1) * threads] for i in range(largest)]
-        results.update(
-            _measure_width(scenario, artifact_path, out_dir, policy, cores, counts, requested, phase, log)
-        )
+        results.update(_measure_width(scenario, artifact_path, out_dir, policy, cores, counts, requested, phase, log))
     ordered = [results[la] for la in layouts] + [f for la, f in results.items() if la not in layouts]
     best = _best_layout(ordered)
     ok = any(f.status == "ok" and f.requested for f in ordered)
@@ -527,7 +576,10 @@ def _measure_width(
     floor_p99_s = None
     log_dir = out_dir / f"t{threads}"
     try:
-        with InstanceGroup(instance_scenario, artifact_path, cores, log_dir, [policy.offline_batch_size]) as group:
+        # Inputs for offline's batches and, with batching, for a batch of 2 ... max_batch requests.
+        multiples = range(2, policy.batching.max_batch + 1) if policy.batching else ()
+        batch_sizes = [policy.offline_batch_size, *(m * scenario.batch_size for m in multiples)]
+        with InstanceGroup(instance_scenario, artifact_path, cores, log_dir, batch_sizes) as group:
             for k in counts:
                 layout = Layout(k, threads)
                 raw_path = out_dir / f"{layout.name}.npz"
@@ -574,5 +626,8 @@ def summary(figures: CapacityFigures) -> str:
             parts.append(f"{f.layout} SLO unreachable")
         else:
             parts.append(f"{f.layout} {f.server.max_rate_per_s:,.0f}/s")
+        if f.status == "ok" and f.batched_server is not None:
+            rate = f.batched_server.max_rate_per_s
+            parts[-1] += f" ({'SLO unreachable' if rate is None else f'{rate:,.0f}/s'} batched)"
     best = f"; best {figures.best_layout}" if figures.best_layout else ""
     return f"capacity at p99 <= {figures.slo_p99_s * 1e3:g} ms: " + ", ".join(parts) + best

@@ -14,7 +14,11 @@ Commands:
 - `serve`: take requests from the shared request pipe (8-byte request numbers, written by
   bench.loadgen; every instance reads the same pipe, so a free instance takes the next
   request) until a STOP number; write each request's start and end time into the step's
-  shared file. A request read after the step was cancelled is dropped unserved.
+  shared file. A request read after the step was cancelled is dropped unserved. With
+  `batching`, a free instance holding a request takes more until it has `max_batch` or
+  until `max_delay_s` after the first one's scheduled arrival (from the step file), then runs
+  them as one batch: as Triton's dynamic batcher, except that each free instance batches
+  for itself rather than one queue batching for all.
 - `exit`.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import mmap
 import os
 import select
@@ -37,8 +42,11 @@ from typing import Any
 
 REQUEST = struct.Struct("<Q")
 STOP = 2**64 - 1
-# The step file: [cancel flag, start_0..start_n-1, end_0..end_n-1, instance_0..instance_n-1] as float64.
+# The step file, float64: [cancel flag] then one region of n per request field, in STEP_FIELDS
+# order: the instance writes start, end, instance and batch (the size of the batch the request
+# ran in); the parent writes scheduled (each arrival's time.monotonic) before the first request.
 HEADER_SLOTS = 1
+STEP_FIELDS = ("started", "ended", "instance", "batch", "scheduled")
 WARMUP_CALLS = 5
 
 
@@ -47,7 +55,13 @@ class InstanceError(Exception):
 
 
 def step_file_slots(requests: int) -> int:
-    return HEADER_SLOTS + 3 * requests
+    return HEADER_SLOTS + len(STEP_FIELDS) * requests
+
+
+def step_region(name: str, requests: int) -> slice:
+    """Where one request field lies in the step file."""
+    start = HEADER_SLOTS + STEP_FIELDS.index(name) * requests
+    return slice(start, start + requests)
 
 
 # --- the instance process -------------------------------------------------------------------
@@ -102,7 +116,7 @@ def _serve_commands(spec: dict[str, Any], replies: Any) -> None:
             if command["cmd"] == "closed_loop":
                 reply = _closed_loop(infer, batches[command["batch_size"]], command)
             elif command["cmd"] == "serve":
-                reply = _serve(infer, batches[scenario.batch_size], command, spec, replies)
+                reply = _serve(infer, batches, scenario.batch_size, command, spec, replies)
             else:
                 raise ValueError(f"unknown command {command['cmd']!r}")
             replies.write(json.dumps(reply) + "\n")
@@ -133,33 +147,90 @@ def _closed_loop(infer: Any, batch: Any, command: dict[str, Any]) -> dict[str, A
     }
 
 
-def _serve(infer: Any, batch: Any, command: dict[str, Any], spec: dict[str, Any], replies: Any) -> dict[str, Any]:
-    requests, index, request_fd = command["requests"], float(spec["index"]), spec["request_fd"]
+def _serve(
+    infer: Any, batches: dict[int, Any], per_request: int, command: dict[str, Any], spec: dict[str, Any], replies: Any
+) -> dict[str, Any]:
+    """Serve one step; `batches` holds an input for every multiple of `per_request` (a request's samples) it may run."""
+    requests, index, request_fd, batching = (
+        command["requests"],
+        float(spec["index"]),
+        spec["request_fd"],
+        command.get("batching"),
+    )
+    # Every instance of a step reads in the same mode: the pipe's blocking flag is shared by them all.
+    os.set_blocking(request_fd, batching is None)
     with open(command["path"], "r+b") as f, mmap.mmap(f.fileno(), 8 * step_file_slots(requests)) as shared:
         slots = memoryview(shared).cast("d")
+        region = {name: step_region(name, requests).start for name in STEP_FIELDS}
         try:
             replies.write(json.dumps({"event": "serving"}) + "\n")
             served = 0
             cpu_started = time.process_time()
             while True:
-                data = os.read(request_fd, REQUEST.size)
-                if len(data) != REQUEST.size:
-                    raise RuntimeError(f"the request pipe gave {len(data)} bytes, expected {REQUEST.size}")
-                (number,) = REQUEST.unpack(data)
-                if number == STOP:
-                    break
+                if batching is None:
+                    numbers, stopped = _take_one(request_fd)
+                else:
+                    numbers, stopped = _take_batch(request_fd, slots, region["scheduled"], **batching)
                 if slots[0] != 0.0:  # cancelled: drop the backlog unserved
-                    continue
-                t0 = time.monotonic()
-                infer(batch)
-                t1 = time.monotonic()
-                slots[HEADER_SLOTS + number] = t0
-                slots[HEADER_SLOTS + requests + number] = t1
-                slots[HEADER_SLOTS + 2 * requests + number] = index
-                served += 1
+                    numbers = []
+                if numbers:
+                    t0 = time.monotonic()
+                    infer(batches[per_request * len(numbers)])
+                    t1 = time.monotonic()
+                    for number in numbers:
+                        slots[region["started"] + number] = t0
+                        slots[region["ended"] + number] = t1
+                        slots[region["instance"] + number] = index
+                        slots[region["batch"] + number] = len(numbers)
+                    served += len(numbers)
+                if stopped:
+                    break
             return {"event": "done", "served": served, "cpu_s": time.process_time() - cpu_started}
         finally:
             slots.release()
+
+
+def _read_request(request_fd: int) -> int:
+    data = os.read(request_fd, REQUEST.size)
+    if len(data) != REQUEST.size:
+        raise RuntimeError(f"the request pipe gave {len(data)} bytes, expected {REQUEST.size}")
+    return REQUEST.unpack(data)[0]
+
+
+def _take_one(request_fd: int) -> tuple[list[int], bool]:
+    number = _read_request(request_fd)
+    return ([], True) if number == STOP else ([number], False)
+
+
+def _take_batch(
+    request_fd: int, slots: Any, scheduled_at: int, max_batch: int, max_delay_s: float
+) -> tuple[list[int], bool]:
+    """Up to max_batch request numbers from the (non-blocking) pipe, and whether a STOP came.
+
+    Waits without limit for the first request, then until max_delay_s after its scheduled
+    arrival for the rest; a request that waited longer than that goes with what is queued.
+    Reads one number at a time: a read of several could take another instance's STOP.
+    """
+    numbers: list[int] = []
+    poller = select.poll()
+    poller.register(request_fd, select.POLLIN)
+    deadline = math.inf  # until the first request comes
+    while len(numbers) < max_batch:
+        left_s = deadline - time.monotonic()
+        if not poller.poll(None if left_s == math.inf else max(0, math.ceil(left_s * 1e3))):
+            if time.monotonic() >= deadline:
+                break
+            continue
+        try:
+            number = _read_request(request_fd)
+        except BlockingIOError:  # another instance took it
+            continue
+        if number == STOP:
+            return numbers, True
+        if not numbers:
+            deadline = slots[scheduled_at + number] + max_delay_s
+        numbers.append(number)
+    return numbers, False
 
 
 # --- the parent's handle --------------------------------------------------------------------

@@ -253,6 +253,8 @@ class ServerStep:
     verdict_reason: str | None = None
     confirmation: bool = False  # the longer step that re-ran the search's answer
     loadgen_cores: list[int] | None = None  # where the generator was pinned (cores no instance had); None: unpinned
+    # Dynamic batching only: element i counts the batches of i + 1 requests that ran (served requests).
+    batch_size_counts: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,8 @@ class ServerFigures:
     low_load_step: ServerStep | None = None  # at a tenth of max_rate_per_s (or the least a valid step allows)
     verdict_rule: str | None = None  # how a step passed (bench.verdict.RULE); None: recorded before verdicts
     confirmed: bool = False  # max_rate_per_s passed a confirming step (records without verdicts: never)
+    batching_max_batch: int | None = None  # dynamic batching (capacity.batching); None: one request per call
+    batching_max_delay_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,7 @@ class LayoutFigures:
     offline: ClosedLoopFigures | None = None  # large batches: max throughput
     server: ServerFigures | None = None
     memory: list[InstanceMemory] = field(default_factory=list)
+    batched_server: ServerFigures | None = None  # the same search with dynamic batching (capacity.batching)
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,20 @@ class MeasurePolicy:
 
 
 @dataclass(frozen=True)
+class BatchingPolicy:
+    """Dynamic batching in server mode (`capacity.batching`): as Triton's dynamic batcher does, an
+    instance that takes a request waits for more until it holds `max_batch` or until `max_delay_ms`
+    after the first one's arrival, then runs them as one batch."""
+
+    max_batch: int
+    max_delay_ms: float
+
+    @property
+    def label(self) -> str:
+        return f"batched (max {self.max_batch}, {self.max_delay_ms:g} ms)"
+
+
+@dataclass(frozen=True)
 class CapacityPolicy:
     """How a scenario's serving capacity is measured (bench.capacity): `capacity:` in a suite."""
 
@@ -111,10 +125,16 @@ class CapacityPolicy:
     max_steps: int = 12  # server mode search steps per layout, at most (confirming steps come on top)
     tolerance: float = 0.1  # stop bisecting when (fail - pass) / pass is at most this
     confidence: float = 0.95  # of a step's p99 verdict (bench.verdict)
+    batching: BatchingPolicy | None = None  # also search server mode with dynamic batching
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CapacityPolicy:
-        return cls(**{**data, "layouts": tuple(data.get("layouts", cls.layouts))})
+        batching = data.get("batching")
+        return cls(**{
+            **data,
+            "layouts": tuple(data.get("layouts", cls.layouts)),
+            "batching": BatchingPolicy(**batching) if isinstance(batching, dict) else batching,
+        })  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -553,9 +573,9 @@ class _Validator:
                     raise self.fail(at, f"expected a fraction between 0 and 1 (e.g. 0.1 for 10 %), got {value!r}")
                 merged[key] = float(value)
             elif key == "slo_p99_ms":
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
-                    raise self.fail(at, f"expected a latency bound in milliseconds > 0, e.g. 50, got {value!r}")
-                merged[key] = float(value)
+                merged[key] = self.milliseconds(value, at, "a latency bound in milliseconds > 0, e.g. 50")
+            elif key == "batching":
+                merged[key] = self.batching(value, at)
             else:
                 merged[key] = self.positive_number(value, at)
         if "slo_p99_ms" not in merged:
@@ -564,6 +584,19 @@ class _Validator:
         if policy.step_min_duration_s > policy.step_max_duration_s:
             raise self.fail(where, "step_min_duration_s is larger than step_max_duration_s")
         return merged
+
+    def batching(self, block: Any, where: Path_) -> dict[str, Any]:
+        self.mapping(block, where, tuple(f.name for f in dataclasses.fields(BatchingPolicy)))
+        for key in ("max_batch", "max_delay_ms"):
+            if key not in block:
+                raise self.fail(where, f"has no '{key}'; expected e.g. {{max_batch: 8, max_delay_ms: 5}}")
+        delay_ms = self.milliseconds(block["max_delay_ms"], (*where, "max_delay_ms"), "milliseconds > 0, e.g. 5")
+        return {"max_batch": self.integer(block["max_batch"], (*where, "max_batch"), 2), "max_delay_ms": delay_ms}
+
+    def milliseconds(self, value: Any, where: Path_, expected: str) -> float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+            raise self.fail(where, f"expected {expected}, got {value!r}")
+        return float(value)
 
     def layouts(self, value: Any, where: Path_) -> list[str]:
         if value == "auto":
@@ -732,8 +765,10 @@ class _Validator:
             except InputsError as exc:
                 raise self.fail((*where, "inputs", *exc.where), str(exc)) from None
         output = fields["output"]
-        if output is not None and not (isinstance(output, str) and output) and not (
-            isinstance(output, int) and not isinstance(output, bool) and output >= 0
+        if (
+            output is not None
+            and not (isinstance(output, str) and output)
+            and not (isinstance(output, int) and not isinstance(output, bool) and output >= 0)
         ):
             raise self.fail((*where, "output"), f"expected an attribute or key name (e.g. logits) or an index, "
                             f"got {output!r}")  # fmt: skip
@@ -855,7 +890,6 @@ class _Validator:
                 "inference_mode only; leave grad_mode and module_mode at their defaults there",
             )  # fmt: skip
         return scenario
-
 
     def named_input_shape(self, source: ModelSource, point: dict[str, Any], settings: dict[str, Any],
                           where: Path_) -> tuple[int, ...]:  # fmt: skip

@@ -1,4 +1,5 @@
-"""A deterministic, sleep-based service for queueing tests: each call sleeps `ms` and uses almost no CPU.
+"""A deterministic, sleep-based service for queueing tests: each call sleeps `ms` (plus `per_sample_ms`
+for each sample of its batch) and uses almost no CPU.
 
 A factory model source (`sleepy_service:build`): an instance of it is an M/D/1 server whose
 service time is set by the test, not by how busy the host's cores are.
@@ -12,15 +13,16 @@ import torch
 
 
 class Sleepy(torch.nn.Module):
-    def __init__(self, ms: float):
+    def __init__(self, ms: float, per_sample_ms: float):
         super().__init__()
         self.seconds = ms / 1e3
+        self.per_sample_s = per_sample_ms / 1e3
         self.linear = torch.nn.Linear(4, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.seconds)
+        time.sleep(self.seconds + self.per_sample_s * x.shape[0])
         return self.linear(x)
 
 
-def build(ms: float = 20.0) -> Sleepy:
-    return Sleepy(ms)
+def build(ms: float = 20.0, per_sample_ms: float = 0.0) -> Sleepy:
+    return Sleepy(ms, per_sample_ms)

@@ -12,6 +12,7 @@ import math
 import textwrap
 import time
 
+import numpy as np
 import pytest
 from capacity_fakes import two_core_run
 from demo_runs import EVIL, Spec, assert_png, make_run
@@ -22,7 +23,7 @@ from bench.errors import SuiteError
 from bench.loadgen import StepLimits, search_max_rate
 from bench.record import ResultRecord
 from bench.report import write_report
-from bench.suite import CapacityPolicy, MeasurePolicy, Scenario, parse_suite
+from bench.suite import BatchingPolicy, CapacityPolicy, MeasurePolicy, Scenario, parse_suite
 
 SUITE = """\
 name: cap
@@ -135,6 +136,9 @@ def _single_call_p99_s(batch_size: int) -> float:
     return sorted(times)[197]
 
 
+BATCHED = 4  # the largest batch of the batching test
+
+
 @pytest.fixture(scope="module")
 def group(tmp_path_factory):
     """Two pinned single-thread instances of tiny_mlp, batch large enough that a call is ~1 ms here."""
@@ -158,8 +162,28 @@ def group(tmp_path_factory):
     root = tmp_path_factory.mktemp("capacity")
     scenario = _scenario(batch_size)
     artifact = backends.prepare_artifact(scenario, root / "cache")
-    with InstanceGroup(scenario, artifact.path, [[0], [1]], root / "logs", [batch_size]) as instances:
+    # inputs for batches of 1 to BATCHED requests too (dynamic batching)
+    sizes = [m * batch_size for m in range(1, BATCHED + 1)]
+    with InstanceGroup(scenario, artifact.path, [[0], [1]], root / "logs", sizes) as instances:
         yield instances
+
+
+@pytest.mark.slow
+def test_a_batched_step_runs_queued_requests_together_and_counts_its_batches(group):
+    single, _ = closed_loop(group, 1, group.scenario.batch_size, 0.3)
+    overload = 2 * 2 / single.latency_s.min  # the queue grows whatever the host does: batches fill up
+    batching = BatchingPolicy(max_batch=BATCHED, max_delay_ms=2.0)
+    step, raw = server_step(group, 2, overload, 7, StepLimits(0.5, 100, 2.0), 1.0, batching)
+    served = raw["batch"][raw["batch"] > 0]
+    assert len(served) == np.count_nonzero(~np.isnan(raw["ended"]))  # every served request has its batch's size
+    counts = step.batch_size_counts
+    assert len(counts) <= BATCHED and sum(size * n for size, n in enumerate(counts, start=1)) == len(served)
+    assert counts[BATCHED - 1] > 0 and served.mean() > 1.5, counts
+    # a batch's requests start and end together
+    ended = raw["ended"][raw["batch"] == BATCHED]
+    assert len(np.unique(ended)) == counts[BATCHED - 1]
+    plain, _ = server_step(group, 2, overload, 7, StepLimits(0.5, 100, 2.0), 1.0)
+    assert plain.batch_size_counts is None
 
 
 @pytest.mark.slow

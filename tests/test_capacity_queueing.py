@@ -41,9 +41,9 @@ def test_a_20_ms_model_gets_a_confirmed_max_rate_with_default_settings(run_cli, 
         name: slow
         defaults:
           measure: {warmup_rounds: 1, min_rounds: 10, max_time_s: 0.2}
-          capacity: {slo_p99_ms: 200, layouts: [1x1], sweep: false}
+          capacity: {slo_p99_ms: 200, layouts: [1x1], sweep: false, batching: {max_batch: 8, max_delay_ms: 10}}
         matrix:
-          model: [{name: sleepy, factory: "sleepy_service:build", kwargs: {ms: 20}, input_shape: [4]}]
+          model: [{name: sleepy, factory: "sleepy_service:build", kwargs: {ms: 20, per_sample_ms: 1}, input_shape: [4]}]
         """)
     )
     done = run_cli("run", str(suite), "--reports", "reports")
@@ -69,6 +69,14 @@ def test_a_20_ms_model_gets_a_confirmed_max_rate_with_default_settings(run_cli, 
     # only makes latencies longer. How far below is a benchmark's figure (benchmarks/capacity_md1.py).
     crossing = md1_rate_at_slo(layout.closed_loop.latency_s.min, server.slo_p99_s, requests=20_000)
     assert server.max_rate_per_s <= 1.1 * crossing, (server.max_rate_per_s, crossing)
+
+    # Dynamic batching: 8 requests in 28 ms against one in 21 ms; a busy host delays both alike.
+    batched = layout.batched_server
+    assert batched.confirmed and batched.max_rate_per_s >= 2 * server.max_rate_per_s, batched.stop_reason
+    assert " batched)" in done.stderr + done.stdout  # the console's capacity line
+    at_rate = [s for s in batched.steps if s.passed and s.rate_per_s == batched.max_rate_per_s]
+    assert any(len(s.batch_size_counts) > 1 for s in at_rate), [s.batch_size_counts for s in at_rate]
+    assert 'id="batching-table"' in (run_dir / "report.html").read_text()
 
     plan = run_cli("plan", "--run", str(run_dir), "--slo-p99-ms", "200", "--target-qps", "1000")
     assert plan.returncode == 0, plan.stderr

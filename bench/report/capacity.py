@@ -28,7 +28,7 @@ CAPTION = (
     "per second, y the step's p99 latency from each request's scheduled arrival (nearest rank; log scale). Filled: "
     "the step met the SLO; cross: it did not; hollow: invalid (too short or too few requests); square: the "
     "low-load step at a tenth of the highest passing rate, or the lowest rate a valid step allows (hollow when "
-    "invalid). Above capacity the p99 grows "
+    "invalid); dashed: the same layout with dynamic batching. Above capacity the p99 grows "
     "with the step's length (the queue has no bound), which is why the curve turns up."
 )
 
@@ -76,8 +76,9 @@ def build_capacity(runs: Sequence[RunData], fig_dir: Path) -> CapacitySection | 
     return section
 
 
-def _steps(layout: LayoutFigures) -> list[ServerStep]:
-    return sorted(layout.server.steps, key=lambda s: s.rate_per_s) if layout.server else []
+def _steps(layout: LayoutFigures, batched: bool = False) -> list[ServerStep]:
+    server = layout.batched_server if batched else layout.server
+    return sorted(server.steps, key=lambda s: s.rate_per_s) if server else []
 
 
 def _draw(records: list[tuple[str, ResultRecord]], fig_dir: Path) -> FigureResult:
@@ -95,20 +96,23 @@ def _draw(records: list[tuple[str, ResultRecord]], fig_dir: Path) -> FigureResul
         handles = []
         for i, layout in enumerate(f for f in capacity.layouts if _steps(f)):
             color = LAYOUT_COLORS[i % len(LAYOUT_COLORS)]
-            steps = [s for s in _steps(layout) if s.latency_p99_s is not None and s.achieved_per_s > 0]
-            xs = [s.achieved_per_s for s in steps]
-            ys = [s.latency_p99_s * 1e3 for s in steps]  # type: ignore[operator]
-            label = layout.layout + ("" if layout.requested else " (sweep)")
-            ax.plot(xs, ys, color=color, linewidth=1.3, linestyle="-" if layout.requested else ":")
-            for s, x, y in zip(steps, xs, ys, strict=True):
-                marker, face = ("o", color) if s.passed else ("X", color) if s.valid else ("o", "white")
-                ax.plot([x], [y], marker=marker, markersize=6, color=color, markerfacecolor=face, linestyle="")
-            low = layout.server.low_load_step if layout.server else None
-            if low is not None and low.latency_p99_s is not None and low.achieved_per_s > 0:
-                face = color if low.valid else "white"
-                ax.plot([low.achieved_per_s], [low.latency_p99_s * 1e3], marker="s", color=color,
-                        markerfacecolor=face, linestyle="")  # fmt: skip
-            handles.append(Line2D([], [], color=color, marker="o", label=label))
+            for server in filter(None, (layout.server, layout.batched_server)):
+                batched = server is layout.batched_server
+                steps = [s for s in _steps(layout, batched) if s.latency_p99_s is not None and s.achieved_per_s > 0]
+                xs = [s.achieved_per_s for s in steps]
+                ys = [s.latency_p99_s * 1e3 for s in steps]  # type: ignore[operator]
+                style = "--" if batched else "-" if layout.requested else ":"
+                ax.plot(xs, ys, color=color, linewidth=1.3, linestyle=style)
+                for s, x, y in zip(steps, xs, ys, strict=True):
+                    marker, face = ("o", color) if s.passed else ("X", color) if s.valid else ("o", "white")
+                    ax.plot([x], [y], marker=marker, markersize=6, color=color, markerfacecolor=face, linestyle="")
+                low = server.low_load_step
+                if low is not None and low.latency_p99_s is not None and low.achieved_per_s > 0:
+                    face = color if low.valid else "white"
+                    ax.plot([low.achieved_per_s], [low.latency_p99_s * 1e3], marker="s", color=color,
+                            markerfacecolor=face, linestyle="")  # fmt: skip
+                label = layout.layout + (" batched" if batched else "" if layout.requested else " (sweep)")
+                handles.append(Line2D([], [], color=color, marker="o", linestyle=style, label=label))
         slo_ms = capacity.slo_p99_s * 1e3
         ax.axhline(slo_ms, color="#b3261e", linestyle="--", linewidth=1.2)
         handles.append(Line2D([], [], color="#b3261e", linestyle="--", label=f"SLO p99 {slo_ms:g} ms"))
@@ -188,6 +192,54 @@ def _cells(row: CapacityRow) -> list[str]:
     ]
 
 
+BATCHING_HEADERS = [
+    ("scenario", ""), ("layout", "instances x threads"), ("batching", "max batch, max delay"),
+    ("rate at SLO", "requests/s, one request per call"), ("batched rate at SLO", "requests/s"),
+    ("gain", "batched / unbatched"), ("low-load p99", "ms, unbatched → batched"),
+    ("batches at the batched rate", "mean size; share of batches by size"), ("search", "batched"),
+]  # fmt: skip
+BATCHING_INTRO = (
+    "Dynamic batching: an instance holding a request waits for more until it has the max batch or until the max "
+    "delay after the first one's arrival, then runs them as one call; latency still runs from each request's "
+    "scheduled arrival. Both searches use the same arrivals step by step. At low load a request waits up to the "
+    "max delay for company: the low-load p99 shows that price."
+)
+
+
+def _batch_mix(step: ServerStep | None) -> str:
+    counts = step.batch_size_counts if step else None
+    if not counts or not sum(counts):
+        return "-"
+    batches = sum(counts)
+    mean = sum(size * n for size, n in enumerate(counts, start=1)) / batches
+    shares = ", ".join(f"{size}: {n / batches:.0%}" for size, n in enumerate(counts, start=1) if n)
+    return f"{mean:.2f}; {shares}"
+
+
+def _batching_cells(row: CapacityRow) -> list[str]:
+    f, batched = row.layout, row.layout.batched_server
+    assert batched is not None and batched.batching_max_batch is not None
+    plain = f.server.max_rate_per_s if f.server else None
+    rate = batched.max_rate_per_s
+    at_rate = [s for s in batched.steps if s.passed and s.rate_per_s == rate]
+    lows = [s.low_load_step.latency_p99_s if s and s.low_load_step else None for s in (f.server, batched)]
+    return [
+        row.scenario_id + (f" ({row.run})" if row.run else ""),
+        f.layout + ("" if f.requested else " (sweep)"),
+        f"{batched.batching_max_batch}, {(batched.batching_max_delay_s or 0) * 1e3:g} ms",
+        "unreachable" if plain is None else _fmt(plain),
+        "unreachable" if rate is None else _fmt(rate),
+        f"{rate / plain:.2f}x" if rate and plain else "-",
+        f"{_ms(lows[0])} → {_ms(lows[1])}",
+        _batch_mix(max(at_rate, key=lambda s: s.requests) if at_rate else None),
+        _search(batched),
+    ]
+
+
+def _batching_rows(section: CapacitySection) -> list[CapacityRow]:
+    return [row for row in section.rows if row.layout.status == "ok" and row.layout.batched_server is not None]
+
+
 INTRO = (
     "Several instances of each scenario, each pinned to its own cores, measured together. Closed loop: every "
     "instance calls back to back on the scenario's batch (one instance: SingleStream). Offline: the same with "
@@ -209,6 +261,10 @@ def capacity_html(section: CapacitySection | None) -> str:
 
     classes = ["id", "id"] + ["num"] * (len(HEADERS) - 3) + [""]
     parts.append(section_table("capacity-table", HEADERS, (_cells(row) for row in section.rows), classes))
+    if batching := _batching_rows(section):
+        parts.append(f"<p>{e(BATCHING_INTRO)}</p>")
+        classes = ["id", "id", ""] + ["num"] * 4 + ["", ""]
+        parts.append(section_table("batching-table", BATCHING_HEADERS, map(_batching_cells, batching), classes))
     if section.figure is not None:
         parts.append(_figure(section.figure))
     return "".join(parts)
@@ -224,6 +280,12 @@ def capacity_markdown(section: CapacitySection | None, out_dir: Path) -> str:
     headers = unit_headers(HEADERS)
     rows = [[text(c) for c in _cells(row)] for row in section.rows]
     out.append(_table(headers, rows, ["l", "l"] + ["r"] * (len(HEADERS) - 3) + ["l"]) + "\n")
+    if batching := _batching_rows(section):
+        rows = [[text(c) for c in _batching_cells(row)] for row in batching]
+        out += [
+            BATCHING_INTRO + "\n",
+            _table(unit_headers(BATCHING_HEADERS), rows, ["l", "l", "l"] + ["r"] * 4 + ["l", "l"]) + "\n",
+        ]
     if section.figure is not None:
         out += figure_markdown(section.figure, out_dir)
     return "\n".join(out)

@@ -64,8 +64,8 @@ from bench.record import (
     ServerFigures,
     ServerStep,
 )
-from bench.stats import PERCENTILE_RULE, LatencyStats
-from bench.suite import LAYOUT_RE, BatchingPolicy, CapacityPolicy, Scenario
+from bench.stats import PERCENTILE_RULE, LatencyStats, nearest_rank
+from bench.suite import LAYOUT_RE, BatchingPolicy, CapacityPolicy, Scenario, SeqLenMix
 from bench.verdict import RULE, UNDECIDED, fewest_to_pass
 
 PIPE_BYTES = 1 << 20  # room for 131072 queued requests before the generator's write blocks
@@ -126,13 +126,26 @@ class InstanceGroup:
     """N instances of one width, started together; the parent writes requests into their shared pipe."""
 
     def __init__(
-        self, scenario: Scenario, artifact_path: Path, cores: list[list[int]], log_dir: Path, batch_sizes: list[int]
+        self,
+        scenario: Scenario,
+        artifact_path: Path,
+        cores: list[list[int]],
+        log_dir: Path,
+        batch_sizes: list[int],
+        policy: CapacityPolicy | None = None,
     ):
+        """`batch_sizes`: the closed loops' (the scenario's own comes on top); `policy`: what server
+        mode needs inputs for (batches of up to batching.max_batch requests, request_mix's seq_lens)."""
         self.scenario = scenario
         self.artifact_path = artifact_path
         self.cores = cores
         self.log_dir = log_dir
         self.batch_sizes = batch_sizes
+        batching = policy.batching if policy else None
+        self.serve_batch_sizes = [
+            m * scenario.batch_size for m in range(1, (batching.max_batch if batching else 1) + 1)
+        ]
+        self.mix_seq_lens = list(policy.request_mix.choices) if policy and policy.request_mix else []
         self.instances: list[InstanceProcess] = []
         self.request_fd = -1
 
@@ -147,6 +160,8 @@ class InstanceGroup:
                 "scenario": self.scenario.to_dict(),
                 "artifact_path": str(self.artifact_path),
                 "batch_sizes": self.batch_sizes,
+                "serve_batch_sizes": self.serve_batch_sizes,
+                "mix_seq_lens": self.mix_seq_lens,
             }
             env = worker_env(self.scenario.threads, {})
             for index, cores in enumerate(self.cores):
@@ -212,13 +227,14 @@ def server_step(
     limits: StepLimits,
     slo_p99_s: float,
     batching: BatchingPolicy | None = None,
+    mix: SeqLenMix | None = None,
 ) -> tuple[ServerStep, dict]:
     """One open-loop step at `rate_per_s` against the first k instances, until its verdict is decided."""
     offsets = poisson_schedule(rate_per_s, limits, seed)
     n = len(offsets)
     active = group.instances[:k]
     drain_s = max(_DRAIN_MIN_S, 2 * slo_p99_s)
-    serve = {"cmd": "serve", "requests": n}
+    serve: dict = {"cmd": "serve", "requests": n, "mixed": mix is not None}
     if batching is not None:
         serve["batching"] = {"max_batch": batching.max_batch, "max_delay_s": batching.max_delay_ms / 1e3}
     with _step_file(n) as (path, slots):
@@ -232,6 +248,8 @@ def server_step(
         step_start = wall_started + START_DELAY_S
         scheduled = np.asarray(offsets) + step_start
         slots[step_region("scheduled", n)] = scheduled  # a batching instance times its wait from these
+        if mix is not None:
+            slots[step_region("seq", n)] = request_seq_lens(mix, n, seed)
         ended = slots[step_region("ended", n)]
 
         def decided(sent: int) -> bool:
@@ -273,8 +291,12 @@ def server_step(
             instances_cpu_s=sum(r["cpu_s"] for r in replies), seed=seed,
         )  # fmt: skip
         batch = slots[step_region("batch", n)][:m].copy()
+        seq = slots[step_region("seq", n)][:m].copy()
         step = dataclasses.replace(
-            step, loadgen_cores=generator_cores, batch_size_counts=_batch_size_counts(batch) if batching else None
+            step,
+            loadgen_cores=generator_cores,
+            batch_size_counts=_batch_size_counts(batch) if batching else None,
+            **(_by_seq_len(mix, seq, scheduled[:m], ended, drain_end) if mix else {}),
         )
         raw = {
             "scheduled": scheduled[:m] - step_start,
@@ -283,8 +305,27 @@ def server_step(
             "ended": np.where(ended > 0, ended - step_start, np.nan),
             "instance": slots[step_region("instance", n)][:m].copy(),
             "batch": batch,
+            "seq": seq,
         }
     return step, raw
+
+
+def request_seq_lens(mix: SeqLenMix, requests: int, seed: int) -> np.ndarray:
+    """Each request's index into mix.choices, drawn with the weights (seeded like the step's arrivals)."""
+    weights = np.asarray(mix.weights) / sum(mix.weights)
+    return np.random.default_rng([seed, 1]).choice(len(mix.choices), size=requests, p=weights).astype(float)
+
+
+def _by_seq_len(mix: SeqLenMix, seq: np.ndarray, scheduled: np.ndarray, ended: np.ndarray, drain_end: float) -> dict:
+    """Per seq_len of the mix: requests sent and their p99 latency; an unfinished request counts as
+    ending at the drain's end (as in the step's own p99, a lower bound then)."""
+    latencies = np.where(ended > 0, ended, drain_end) - scheduled
+    counts, p99s = [], []
+    for index in range(len(mix.choices)):
+        mine = sorted(latencies[seq == index].tolist())
+        counts.append(len(mine))
+        p99s.append(nearest_rank(mine, 99) if mine else None)
+    return {"mix_requests": counts, "mix_latency_p99_s": p99s}
 
 
 def _batch_size_counts(batch: np.ndarray) -> list[int]:
@@ -453,7 +494,7 @@ def search_server(
     def run_step(rate: float, index: int, step_limits: StepLimits = limits, kind: str = "step") -> ServerStep:
         phase(f"capacity {layout}: server {kind} {index + 1} at {rate:,.4g} requests/s")
         seed = next_seed(group.scenario.seed, index)  # batched or not, step i gets the same arrivals
-        step, step_raw = server_step(group, k, rate, seed, step_limits, slo_s, batching)
+        step, step_raw = server_step(group, k, rate, seed, step_limits, slo_s, batching, policy.request_mix)
         step = dataclasses.replace(step, confirmation=kind == "confirming step")
         raw.update({f"{prefix}_step{index}_{key}": v for key, v in step_raw.items()})
         log(f"capacity {layout}: {progress_line(step)}")
@@ -500,6 +541,8 @@ def search_server(
         confirmed=confirmed,
         batching_max_batch=batching.max_batch if batching else None,
         batching_max_delay_s=batching.max_delay_ms / 1e3 if batching else None,
+        mix_seq_lens=list(policy.request_mix.choices) if policy.request_mix else None,
+        mix_weights=list(policy.request_mix.weights) if policy.request_mix else None,
     )
 
 
@@ -576,10 +619,8 @@ def _measure_width(
     floor_p99_s = None
     log_dir = out_dir / f"t{threads}"
     try:
-        # Inputs for offline's batches and, with batching, for a batch of 2 ... max_batch requests.
-        multiples = range(2, policy.batching.max_batch + 1) if policy.batching else ()
-        batch_sizes = [policy.offline_batch_size, *(m * scenario.batch_size for m in multiples)]
-        with InstanceGroup(instance_scenario, artifact_path, cores, log_dir, batch_sizes) as group:
+        group = InstanceGroup(instance_scenario, artifact_path, cores, log_dir, [policy.offline_batch_size], policy)
+        with group:
             for k in counts:
                 layout = Layout(k, threads)
                 raw_path = out_dir / f"{layout.name}.npz"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import math
 import mmap
@@ -44,9 +45,10 @@ REQUEST = struct.Struct("<Q")
 STOP = 2**64 - 1
 # The step file, float64: [cancel flag] then one region of n per request field, in STEP_FIELDS
 # order: the instance writes start, end, instance and batch (the size of the batch the request
-# ran in); the parent writes scheduled (each arrival's time.monotonic) before the first request.
+# ran in); the parent writes scheduled (each arrival's time.monotonic) and seq (with a request
+# mix: the index of the request's seq_len) before the first request.
 HEADER_SLOTS = 1
-STEP_FIELDS = ("started", "ended", "instance", "batch", "scheduled")
+STEP_FIELDS = ("started", "ended", "instance", "batch", "scheduled", "seq")
 WARMUP_CALLS = 5
 
 
@@ -96,9 +98,13 @@ def _serve_commands(spec: dict[str, Any], replies: Any) -> None:
         started = time.perf_counter()
         infer, _ = backends.load_model(scenario, Path(spec["artifact_path"]))
         load_s = time.perf_counter() - started
-        batches = {scenario.batch_size: backends.make_batch(scenario)}
-        for size in spec["batch_sizes"]:
-            batches.setdefault(size, backends.make_batch(scenario, batch_size=size))
+        # Keyed by (samples, index into the request mix's seq_lens, or None: the scenario's own seq_len).
+        sizes = {scenario.batch_size, *spec["batch_sizes"], *spec["serve_batch_sizes"]}
+        batches = {(size, None): backends.make_batch(scenario, batch_size=size) for size in sizes}
+        for seq, seq_len in enumerate(spec["mix_seq_lens"]):
+            mixed = dataclasses.replace(scenario, seq_len=seq_len)
+            for size in spec["serve_batch_sizes"]:
+                batches[size, seq] = backends.make_batch(mixed, batch_size=size)
         for batch in batches.values():
             for _ in range(WARMUP_CALLS):
                 infer(batch)
@@ -114,7 +120,7 @@ def _serve_commands(spec: dict[str, Any], replies: Any) -> None:
             if command["cmd"] == "exit":
                 return
             if command["cmd"] == "closed_loop":
-                reply = _closed_loop(infer, batches[command["batch_size"]], command)
+                reply = _closed_loop(infer, batches[command["batch_size"], None], command)
             elif command["cmd"] == "serve":
                 reply = _serve(infer, batches, scenario.batch_size, command, spec, replies)
             else:
@@ -150,13 +156,10 @@ def _closed_loop(infer: Any, batch: Any, command: dict[str, Any]) -> dict[str, A
 def _serve(
     infer: Any, batches: dict[int, Any], per_request: int, command: dict[str, Any], spec: dict[str, Any], replies: Any
 ) -> dict[str, Any]:
-    """Serve one step; `batches` holds an input for every multiple of `per_request` (a request's samples) it may run."""
-    requests, index, request_fd, batching = (
-        command["requests"],
-        float(spec["index"]),
-        spec["request_fd"],
-        command.get("batching"),
-    )
+    """Serve one step; `batches` holds an input for every multiple of `per_request` (a request's samples) it
+    may run, and with a request mix for each of its seq_lens (the step file says each request's)."""
+    requests, index, request_fd = command["requests"], float(spec["index"]), spec["request_fd"]
+    batching, mixed = command.get("batching"), command.get("mixed", False)
     # Every instance of a step reads in the same mode: the pipe's blocking flag is shared by them all.
     os.set_blocking(request_fd, batching is None)
     with open(command["path"], "r+b") as f, mmap.mmap(f.fileno(), 8 * step_file_slots(requests)) as shared:
@@ -174,8 +177,10 @@ def _serve(
                 if slots[0] != 0.0:  # cancelled: drop the backlog unserved
                     numbers = []
                 if numbers:
+                    # a batch of mixed lengths pads to its longest (the mix's seq_lens are sorted)
+                    seq = int(max(slots[region["seq"] + n] for n in numbers)) if mixed else None
                     t0 = time.monotonic()
-                    infer(batches[per_request * len(numbers)])
+                    infer(batches[per_request * len(numbers), seq])
                     t1 = time.monotonic()
                     for number in numbers:
                         slots[region["started"] + number] = t0

@@ -255,6 +255,10 @@ class ServerStep:
     loadgen_cores: list[int] | None = None  # where the generator was pinned (cores no instance had); None: unpinned
     # Dynamic batching only: element i counts the batches of i + 1 requests that ran (served requests).
     batch_size_counts: list[int] | None = None
+    # A request mix only (capacity.request_mix), per seq_len of ServerFigures.mix_seq_lens: requests sent,
+    # and their p99 latency from scheduled arrival (an unfinished request counts as ending at the drain's end).
+    mix_requests: list[int] | None = None
+    mix_latency_p99_s: list[float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,8 @@ class ServerFigures:
     confirmed: bool = False  # max_rate_per_s passed a confirming step (records without verdicts: never)
     batching_max_batch: int | None = None  # dynamic batching (capacity.batching); None: one request per call
     batching_max_delay_s: float | None = None
+    mix_seq_lens: list[int] | None = None  # a request mix (capacity.request_mix): the seq_lens drawn ...
+    mix_weights: list[float] | None = None  # ... with these relative weights; None: every request the scenario's
 
 
 @dataclass(frozen=True)

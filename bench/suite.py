@@ -111,6 +111,20 @@ class BatchingPolicy:
 
 
 @dataclass(frozen=True)
+class SeqLenMix:
+    """A request mix (`capacity.request_mix.seq_len`): each server-mode request's seq_len is drawn from
+    `choices` with `weights`, so capacity reflects traffic of mixed lengths (text models)."""
+
+    choices: tuple[int, ...]
+    weights: tuple[float, ...]
+
+    @property
+    def label(self) -> str:
+        total = sum(self.weights)
+        return "seq_len " + ", ".join(f"{c} ({w / total:.0%})" for c, w in zip(self.choices, self.weights, strict=True))
+
+
+@dataclass(frozen=True)
 class CapacityPolicy:
     """How a scenario's serving capacity is measured (bench.capacity): `capacity:` in a suite."""
 
@@ -126,14 +140,19 @@ class CapacityPolicy:
     tolerance: float = 0.1  # stop bisecting when (fail - pass) / pass is at most this
     confidence: float = 0.95  # of a step's p99 verdict (bench.verdict)
     batching: BatchingPolicy | None = None  # also search server mode with dynamic batching
+    request_mix: SeqLenMix | None = None  # server mode: requests of mixed seq_len (else all the scenario's)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CapacityPolicy:
-        batching = data.get("batching")
+        batching, mix = data.get("batching"), data.get("request_mix")
+        if isinstance(mix, dict):  # as YAML and JSON give it: {seq_len: {choices, weights}} or the dataclass's fields
+            mix = mix.get("seq_len", mix)
+            mix = SeqLenMix(tuple(mix["choices"]), tuple(mix["weights"]))
         return cls(**{
             **data,
             "layouts": tuple(data.get("layouts", cls.layouts)),
             "batching": BatchingPolicy(**batching) if isinstance(batching, dict) else batching,
+            "request_mix": mix,
         })  # fmt: skip
 
 
@@ -576,6 +595,8 @@ class _Validator:
                 merged[key] = self.milliseconds(value, at, "a latency bound in milliseconds > 0, e.g. 50")
             elif key == "batching":
                 merged[key] = self.batching(value, at)
+            elif key == "request_mix":
+                merged[key] = self.request_mix(value, at)
             else:
                 merged[key] = self.positive_number(value, at)
         if "slo_p99_ms" not in merged:
@@ -592,6 +613,30 @@ class _Validator:
                 raise self.fail(where, f"has no '{key}'; expected e.g. {{max_batch: 8, max_delay_ms: 5}}")
         delay_ms = self.milliseconds(block["max_delay_ms"], (*where, "max_delay_ms"), "milliseconds > 0, e.g. 5")
         return {"max_batch": self.integer(block["max_batch"], (*where, "max_batch"), 2), "max_delay_ms": delay_ms}
+
+    def request_mix(self, block: Any, where: Path_) -> dict[str, Any]:
+        self.mapping(block, where, ("seq_len",))
+        if "seq_len" not in block:
+            raise self.fail(where, "has no 'seq_len'; expected e.g. {seq_len: {choices: [32, 128], weights: [3, 1]}}")
+        at = (*where, "seq_len")
+        mix = block["seq_len"]
+        self.mapping(mix, at, ("choices", "weights"))
+        choices = mix.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise self.fail(at, f"expected 'choices', a non-empty list of sequence lengths, got {_kind(choices)}")
+        lengths = [self.integer(c, (*at, "choices", i), 1) for i, c in enumerate(choices)]
+        if len(set(lengths)) != len(lengths):
+            raise self.fail((*at, "choices"), f"lists a sequence length twice: {lengths}")
+        weights = mix.get("weights", [1] * len(lengths))
+        if not isinstance(weights, list) or len(weights) != len(lengths):
+            raise self.fail((*at, "weights"), f"expected one weight per choice ({len(lengths)}), got {weights!r}")
+        for i, w in enumerate(weights):
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 < w < math.inf:
+                raise self.fail(
+                    (*at, "weights", i), f"expected a weight > 0 (relative; they need not sum to 1), got {w!r}"
+                )
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)  # shortest first: a batch pads to its longest
+        return {"seq_len": {"choices": [lengths[i] for i in order], "weights": [float(weights[i]) for i in order]}}
 
     def milliseconds(self, value: Any, where: Path_, expected: str) -> float:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
@@ -862,6 +907,9 @@ class _Validator:
         elif "seq_len" in point:
             raise self.fail(where, "seq_len applies to models with inputs: that have a 'seq' dimension "
                             "(or hf: folders)")  # fmt: skip
+        elif settings.get("capacity", {}).get("request_mix"):
+            raise self.fail(where, f"capacity.request_mix varies seq_len, which applies to models with inputs: that "
+                            f"have a 'seq' dimension (or hf: folders); {values['model']} takes one tensor")  # fmt: skip
         if "generate" in settings and (source is None or source.task != "causal-lm"):
             raise self.fail(where, f"generate: applies to causal-lm models (task: causal-lm); "
                             f"{values['model']} is not one")  # fmt: skip
@@ -902,7 +950,16 @@ class _Validator:
             raise self.fail(where, f"{source.name}'s inputs have a 'seq' dimension: set seq_len (an axis), e.g. [128]")
         if seq_len is not None and not uses_seq(source.inputs):
             raise self.fail(where, f"seq_len applies to inputs with a 'seq' dimension; {source.name}'s have none")
+        mix = settings.get("capacity", {}).get("request_mix")
+        if mix and not uses_seq(source.inputs):
+            raise self.fail(
+                where, f"capacity.request_mix varies seq_len; {source.name}'s inputs have no 'seq' dimension"
+            )
         limit = self.max_positions.get(source.name)
+        longest_mixed = max(mix["seq_len"]["choices"]) if mix else 0
+        if limit is not None and longest_mixed > limit:
+            raise self.fail(where, f"capacity.request_mix has seq_len {longest_mixed}, more than {source.name}'s "
+                            f"maximum positions ({limit}, from its config.json)")  # fmt: skip
         longest = (seq_len or 0) + settings.get("generate", {}).get("new_tokens", 0)
         if limit is not None and longest > limit:
             new = settings.get("generate", {}).get("new_tokens")

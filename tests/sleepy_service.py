@@ -26,3 +26,20 @@ class Sleepy(torch.nn.Module):
 
 def build(ms: float = 20.0, per_sample_ms: float = 0.0) -> Sleepy:
     return Sleepy(ms, per_sample_ms)
+
+
+class SleepyText(torch.nn.Module):
+    """A text model's shape of cost: each call sleeps `ms_per_token` for every token of its (padded) batch row."""
+
+    def __init__(self, ms_per_token: float):
+        super().__init__()
+        self.per_token_s = ms_per_token / 1e3
+        self.embedding = torch.nn.Embedding(100, 4)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.per_token_s * input_ids.shape[1])
+        return self.embedding(input_ids).mean(dim=1)
+
+
+def build_text(ms_per_token: float = 0.25) -> SleepyText:
+    return SleepyText(ms_per_token)

@@ -1,17 +1,22 @@
-"""Dynamic batching in server mode: how an instance forms a batch, what a step records, and the suite block."""
+"""Server mode beyond one request per call: dynamic batching (how an instance forms a batch, what a step
+records) and request mixes of several seq_lens; and their suite blocks."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from array import array
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.capacity import _batch_size_counts
+from bench import backends
+from bench.capacity import InstanceGroup, _batch_size_counts, request_seq_lens, server_step
 from bench.instance import REQUEST, STOP, _take_batch
-from bench.suite import BatchingPolicy, CapacityPolicy, SuiteError, parse_suite
+from bench.loadgen import StepLimits
+from bench.suite import BatchingPolicy, CapacityPolicy, SeqLenMix, SuiteError, load_suite, parse_suite
 
 
 @pytest.fixture
@@ -88,3 +93,79 @@ def test_a_bad_batching_block_is_refused_with_its_field(block, field, expected):
     with pytest.raises(SuiteError) as info:
         parse_suite(text, "cap.yaml")
     assert info.value.field == field and expected in info.value.message, info.value.message
+
+
+MIX_SUITE = """\
+name: mix
+defaults:
+  measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.1}
+  capacity:
+    slo_p99_ms: 500
+    layouts: [1x1]
+    batching: {max_batch: 4, max_delay_ms: 20}
+    request_mix: {seq_len: {choices: [64, 8], weights: [1, 3]}}
+matrix:
+  model:
+    - name: sleepy_text
+      factory: "sleepy_service:build_text"
+      kwargs: {ms_per_token: 0.25}
+      inputs: [{name: input_ids, shape: [seq], dtype: int64, range: [0, 100]}]
+  seq_len: [8]
+"""
+
+
+def test_a_request_mix_is_parsed_shortest_first_and_refused_where_it_cannot_apply(tmp_path):
+    (scenario,) = parse_suite(MIX_SUITE, str(tmp_path / "mix.yaml")).scenarios
+    assert scenario.capacity.request_mix == SeqLenMix(choices=(8, 64), weights=(3.0, 1.0))
+    assert CapacityPolicy.from_dict(scenario.to_dict()["capacity"]) == scenario.capacity
+    assert scenario.capacity.request_mix.label == "seq_len 8 (75%), 64 (25%)"
+    builtin = (
+        "name: m\ndefaults:\n  capacity: {slo_p99_ms: 5, request_mix: {seq_len: {choices: [8]}}}\n"
+        "matrix: {model: [tiny_mlp]}\n"
+    )
+    with pytest.raises(SuiteError, match="request_mix varies seq_len.*tiny_mlp takes one tensor"):
+        parse_suite(builtin, "m.yaml")
+    for mix, field, expected in [
+        ("{seq_len: {choices: [8, 8]}}", "seq_len.choices", "twice"),
+        ("{seq_len: {choices: [8, 16], weights: [1]}}", "seq_len.weights", "one weight per choice"),
+        ("{seq_len: {choices: [8], weights: [0]}}", "seq_len.weights.0", "weight > 0"),
+        ("{seq_len: {choices: []}}", "seq_len", "non-empty list"),
+        ("{tokens: [8]}", "tokens", "allowed here: seq_len"),
+    ]:
+        text = MIX_SUITE.replace("{seq_len: {choices: [64, 8], weights: [1, 3]}}", mix)
+        with pytest.raises(SuiteError) as info:
+            parse_suite(text, str(tmp_path / "mix.yaml"))
+        assert info.value.field == f"defaults.capacity.request_mix.{field}" and expected in info.value.message
+
+
+def test_request_seq_lens_follow_the_weights_and_the_seed():
+    mix = SeqLenMix(choices=(8, 64), weights=(3.0, 1.0))
+    drawn = request_seq_lens(mix, 4000, seed=5)
+    assert set(np.unique(drawn)) == {0.0, 1.0}
+    assert abs((drawn == 1).mean() - 0.25) < 0.03  # 4000 draws: the binomial sd is 0.007
+    assert np.array_equal(drawn, request_seq_lens(mix, 4000, seed=5))
+    assert not np.array_equal(drawn, request_seq_lens(mix, 4000, seed=6))
+
+
+@pytest.mark.slow
+def test_mixed_lengths_are_served_at_their_own_length_and_a_batch_pads_to_its_longest(tmp_path):
+    shutil.copy(Path(__file__).parent / "sleepy_service.py", tmp_path / "sleepy_service.py")
+    (tmp_path / "mix.yaml").write_text(MIX_SUITE, encoding="utf-8")
+    (scenario,) = load_suite(tmp_path / "mix.yaml").scenarios
+    policy = scenario.capacity
+    artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
+    with InstanceGroup(scenario, artifact.path, [[0]], tmp_path / "logs", [scenario.batch_size], policy) as group:
+        step, raw = server_step(group, 1, 40.0, 3, StepLimits(1.0, 100, 4.0), 0.5, policy.batching, policy.request_mix)
+    served = ~np.isnan(raw["ended"])
+    service_s = (raw["ended"] - raw["started"])[served]
+    seq, batch = raw["seq"][served], raw["batch"][served]
+    assert step.mix_requests == [int((raw["seq"] == i).sum()) for i in (0, 1)] and min(step.mix_requests) > 0
+    assert all(p is not None for p in step.mix_latency_p99_s)
+    # Sleeps are lower bounds whatever the host does: 64 tokens take at least 16 ms, and a batch that
+    # holds a long request pads every request in it to 64 tokens.
+    long_s = 64 * 0.25e-3
+    assert (service_s[seq == 1] >= long_s * 0.99).all()
+    ended = raw["ended"][served]
+    padded = np.isin(ended, ended[seq == 1])  # requests that ran in a batch with a long one
+    assert (service_s[padded] >= long_s * 0.99).all() and padded.sum() >= (seq == 1).sum()
+    assert sum(step.batch_size_counts) > 0 and batch.max() <= 4

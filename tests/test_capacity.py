@@ -162,9 +162,8 @@ def group(tmp_path_factory):
     root = tmp_path_factory.mktemp("capacity")
     scenario = _scenario(batch_size)
     artifact = backends.prepare_artifact(scenario, root / "cache")
-    # inputs for batches of 1 to BATCHED requests too (dynamic batching)
-    sizes = [m * batch_size for m in range(1, BATCHED + 1)]
-    with InstanceGroup(scenario, artifact.path, [[0], [1]], root / "logs", sizes) as instances:
+    policy = CapacityPolicy(slo_p99_ms=1000, batching=BatchingPolicy(BATCHED, 2.0))  # inputs for batches of 1-4
+    with InstanceGroup(scenario, artifact.path, [[0], [1]], root / "logs", [batch_size], policy) as instances:
         yield instances
 
 

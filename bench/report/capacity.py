@@ -150,18 +150,34 @@ def _largest(values: list[int | None]) -> float | None:
     return max(known) / MIB if known else None
 
 
+def _mix(server: ServerFigures) -> str:
+    """The request mix, and each seq_len's p99 in the longest step at the answer: which length breaks the SLO."""
+    if not server.mix_seq_lens or not server.mix_weights:
+        return ""
+    total = sum(server.mix_weights)
+    shares = ", ".join(f"{n} ({w / total:.0%})" for n, w in zip(server.mix_seq_lens, server.mix_weights, strict=True))
+    at_rate = [s for s in server.steps if s.passed and s.rate_per_s == server.max_rate_per_s and s.mix_latency_p99_s]
+    if not at_rate:
+        return f"request mix: seq_len {shares}; "
+    step = max(at_rate, key=lambda s: s.requests)
+    p99s = ", ".join(
+        f"{n}: {_ms(p)} ms" for n, p in zip(server.mix_seq_lens, step.mix_latency_p99_s or [], strict=True)
+    )
+    return f"request mix: seq_len {shares}; p99 by seq_len at the answer: {p99s}; "
+
+
 def _search(server: ServerFigures | None) -> str:
     if server is None:
         return "-"
     if not server.steps:
-        return server.stop_reason
+        return _mix(server) + server.stop_reason
     if server.verdict_rule is None:  # recorded before p99 verdicts: steps of fixed request counts
         return (
             f"{len(server.steps)} steps of >= {server.min_requests} requests and >= {server.min_duration_s:g} s; "
             f"{server.stop_reason}"
         )
     confirming = sum(s.confirmation for s in server.steps)
-    return (
+    return _mix(server) + (
         f"{len(server.steps) - confirming} steps and {confirming} confirming step(s) of >= "
         f"{server.min_duration_s:g} s, each until its verdict; {server.stop_reason}; {server.verdict_rule}"
     )

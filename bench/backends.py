@@ -86,11 +86,6 @@ def unsupported_reason(scenario: Scenario) -> str | None:
         )
     if source is not None and source.compiled:
         return _compiled_file_reason(source, scenario)
-    if scenario.load in compiled.LOADS and named_inputs(scenario):
-        return (
-            f"load {scenario.load} takes one float tensor for now: models with named inputs (inputs:, hf:) "
-            "run under eager, mmap, torchscript, export and onnxruntime"
-        )
     if scenario.load in compiled.LOADS:
         return compiled.unsupported_reason(scenario)
     if scenario.load == "litert":
@@ -322,6 +317,8 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
             example = tuple(make_batch(scenario, batch_size=2).values())  # 2 rows: batch is not specialised
             if fmt == "exported_program":
                 _save_exported(_export(module, example, _seq_axes(scenario)), path)
+            elif fmt == "aoti_package":
+                facts.update(compiled.write_aoti_package(_export(module, example, _seq_axes(scenario)), path))
             else:
                 _write_torchscript(module, example, path)
         elif fmt == "exported_program":
@@ -582,12 +579,12 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
     if scenario.load == "openvino":
         infer, facts = compiled.load_openvino(scenario, artifact_path)
         return infer, {"compiled": facts}
-    if scenario.load == "aoti":
-        infer, facts = compiled.load_aoti(artifact_path)
-        return infer, {"compiled": facts}
+    names = tuple(spec.name for spec in named_inputs(scenario))
+    if scenario.load == "aoti":  # the package was exported from inputs.positional: inputs in order
+        runner, facts = compiled.load_aoti(artifact_path)
+        return (inputs.PositionalRun(runner, names) if names else runner), {"compiled": facts}
     import torch
 
-    names = tuple(spec.name for spec in named_inputs(scenario))
     if scenario.load == "torchscript":
         module = torch.jit.load(str(artifact_path), map_location="cpu")
         # A user's TorchScript file may be in train mode; a factory's model reaches here as bench's
@@ -615,8 +612,8 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
     _load_state(model, state)
     facts = {**facts, **given}
     if scenario.load == "compile":  # compiles on its first call, timed apart as compile_s (bench.worker)
-        infer, compile_facts = compiled.torch_compile(scenario, model.eval())
-        return infer, {**facts, "compiled": compile_facts}
+        compiled_model, compile_facts = compiled.torch_compile(scenario, model.eval())
+        return _named_call(scenario, compiled_model), {**facts, "compiled": compile_facts}
     return _named_call(scenario, model.eval()), facts
 
 

@@ -220,8 +220,8 @@ def load_openvino(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[An
     request = compiled.create_infer_request()
     output = compiled.output(0)
 
-    def infer(batch: Any) -> Any:
-        return request.infer({0: batch}, share_outputs=False)[output]
+    def infer(batch: Any) -> Any:  # named inputs come as a dict by the ONNX file's input names
+        return request.infer(batch if isinstance(batch, dict) else {0: batch}, share_outputs=False)[output]
 
     facts = {
         "compiler": "openvino",

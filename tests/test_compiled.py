@@ -123,6 +123,26 @@ def test_record_keeps_compile_figures_through_json():
     assert again == record and again.compiled.cache == "cold"
 
 
+TAGGER = """
+from torch import nn
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.embed(input_ids) * attention_mask.unsqueeze(-1)
+        return {"hidden": hidden, "logits": self.head(hidden.mean(dim=1))}
+
+
+def tagger():
+    return Tagger()
+"""
+
+
 @pytest.mark.slow
 def test_compile_aoti_and_openvino_run_end_to_end(run_cli, write_suite, tmp_path):
     if not compiled.cxx_compiler():
@@ -137,14 +157,24 @@ def test_compile_aoti_and_openvino_run_end_to_end(run_cli, write_suite, tmp_path
         include:  # refused before a worker starts
           - {model: tiny_mlp, load: aoti, precision: int8_dynamic}
           - {model: tiny_mlp, load: openvino, precision: int8_dynamic}
+          # named inputs: exported from bench.inputs.positional (aoti), fed by name (openvino)
+          - {model: {name: tagger, factory: "bench_e2e_named_tagger:tagger", output: logits,
+                     inputs: [{name: input_ids, shape: [seq], dtype: int64, range: [0, 50]},
+                              {name: attention_mask, shape: [seq], dtype: int64, fill: 1}]},
+             load: aoti, seq_len: 12}
+          - {model: tagger, load: openvino, seq_len: 12}
         """
     )
+    (tmp_path / "bench_e2e_named_tagger.py").write_text(TAGGER, encoding="utf-8")
     result = run_cli("run", str(suite), "--no-history", timeout_s=1500)  # two cold Inductor builds
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
     records, problems = read_records(run_dir / "results.jsonl")
     assert problems == []
-    rows = {(r.load, r.precision): r for r in records}
+    rows = {(r.load, r.precision): r for r in records if r.model == "tiny_mlp"}
+    for tagger in (r for r in records if r.model == "tagger"):
+        assert tagger.status == "ok" and tagger.seq_len == 12, (tagger.load, tagger.reason)
+        assert tagger.fidelity.max_abs_error < 1e-5 and tagger.fidelity.top1_agreement == 1.0, tagger.load
     for load in ("compile", "aoti", "openvino"):
         row = rows[load, "fp32"]
         assert row.status == "ok", (load, row.reason)

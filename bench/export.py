@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench.record import ResultRecord
+from bench.units import MIB
 
 FORMATS = ("github-action-benchmark", "bencher", "openmetrics")
 _NS_PER_S = 1e9
-_MIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def to_github_action_benchmark(records: Sequence[ResultRecord]) -> str:
                 if metric.key == "latency_median" and record.latency_s is not None:
                     entry["range"] = f"IQR {record.latency_s.iqr * 1e3:.4g} ms"
             elif metric.unit == "bytes":
-                entry |= {"unit": "MiB", "value": value / _MIB}
+                entry |= {"unit": "MiB", "value": value / MIB}
             else:
                 entry |= {"unit": "s", "value": value}
             entries.append(entry)

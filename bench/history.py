@@ -44,11 +44,11 @@ from bench import runfolder
 from bench.errors import UserError
 from bench.nospace import NoSpaceLeft, is_no_space
 from bench.record import RESULTS_FILE
+from bench.units import MIB, ms_readable
 
 DEFAULT_HISTORY = Path("reports") / "history.sqlite"
 DEFAULT_TIMEOUT_S = 30.0
 APPLICATION_ID = 0x62656E63  # "benc": marks the file as a bench history
-MIB = 1024 * 1024
 
 
 class HistoryError(UserError):
@@ -101,7 +101,7 @@ class Metric:
         if value is None:
             return "-"
         if self.unit == "s":
-            return _ms(value)
+            return ms_readable(value)
         if self.unit == "bytes":
             return f"{value / MIB:.1f} MiB"
         return f"{value:.4g} {self.unit}" if value < 1000 else f"{value:.0f} {self.unit}"
@@ -136,15 +136,6 @@ METRICS: dict[str, Metric] = {
         ),
     )
 }  # fmt: skip
-
-
-def _ms(seconds: float) -> str:
-    ms = seconds * 1e3
-    if ms >= 100:
-        return f"{ms:.1f} ms"
-    if ms >= 1:
-        return f"{ms:.3f} ms"
-    return f"{ms:.4f} ms"
 
 
 # --- a run, from its folder or from the history --------------------------------------------------

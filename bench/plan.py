@@ -28,9 +28,8 @@ from typing import Any
 
 from bench.record import CapacityFigures, LayoutFigures, ResultRecord, ServerStep
 from bench.stats import PERCENTILE_RULE
+from bench.units import GIB, MIB, ms_number
 
-GIB = 1024**3
-MIB = 1024**2
 DEFAULT_HEADROOM = 0.3
 
 
@@ -423,10 +422,6 @@ def _num(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1e3:.3g}"
-
-
 def _int(value: int | None) -> str:
     return "-" if value is None else str(value)
 
@@ -603,8 +598,8 @@ def _sweep_row(p: SweepPoint) -> list[str]:
         ("at least " if p.rate_is_lower_bound else "") + _num(p.rate_at_slo_per_s),
         _num(p.per_instance_per_s),
         "-" if p.vs_one_instance is None else f"{p.vs_one_instance:.2f}",
-        _ms(p.single_stream_p99_s),
-        _ms(p.lowest_server_p99_s),
+        ms_number(p.single_stream_p99_s),
+        ms_number(p.lowest_server_p99_s),
         _num(p.closed_loop_samples_per_s),
         _num(p.offline_samples_per_s),
         _mib(p.uss_bytes),

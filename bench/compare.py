@@ -41,20 +41,14 @@ import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
-from bench.history import (
-    METRICS,
-    Metric,
-    RunSnapshot,
-    ScenarioResult,
-    format_table,
-    load_run,
-    read_run_folder,
-)
+from bench.metrics import METRICS, Metric
 from bench.pruning import DENSE
+from bench.runfolder import RunSnapshot, ScenarioResult
+from bench.stats import bootstrap_statistics, drift, point_statistics
+from bench.textformat import format_table
 
 VERDICTS = ("regressed", "improved", "unchanged", "inconclusive")
 COMPARED = ("median", "p99", "throughput", "load", "peak_rss")
@@ -171,54 +165,6 @@ class Comparison:
 # --- statistics ----------------------------------------------------------------------------------
 
 
-def _nearest_rank_index(n: int, percent: int) -> int:
-    return max(-(-percent * n // 100), 1) - 1  # rank ceil(p/100 * n), exactly, as bench.stats does
-
-
-MAX_BLOCKS = 20
-
-
-def block_length(n: int) -> int:
-    """Rounds per bootstrap block: about sqrt(n), and long enough that a run is at most
-    MAX_BLOCKS blocks, so that a block spans a good part of the run: the interval then sees
-    how the statistic varies between stretches of the run, as it varies between runs."""
-    return max(1, round(math.sqrt(n)), -(-n // MAX_BLOCKS))
-
-
-def bootstrap_statistics(times: Sequence[float], resamples: int, rng: Any, block: int | None = None) -> dict[str, Any]:
-    """Median, p99 (nearest rank) and mean of `resamples` circular block-bootstrap resamples."""
-    import numpy as np
-
-    x = np.asarray(times, dtype=float)
-    n = len(x)
-    block = block or block_length(n)
-    blocks = -(-n // block)
-    offsets = np.arange(block)
-    k_lo, k_hi, k99 = (n - 1) // 2, n // 2, _nearest_rank_index(n, 99)
-    out = {name: np.empty(resamples) for name in ("median", "p99", "mean")}
-    chunk = max(1, 2_000_000 // (blocks * block))
-    for start in range(0, resamples, chunk):
-        r = min(chunk, resamples - start)
-        starts = rng.integers(0, n, size=(r, blocks))
-        index = ((starts[:, :, None] + offsets) % n).reshape(r, blocks * block)[:, :n]
-        sample = x[index]
-        out["mean"][start : start + r] = sample.mean(axis=1)
-        part = np.partition(sample, sorted({k_lo, k_hi, k99}), axis=1)
-        out["median"][start : start + r] = (part[:, k_lo] + part[:, k_hi]) / 2
-        out["p99"][start : start + r] = part[:, k99]
-    return out
-
-
-def point_statistics(times: Sequence[float]) -> dict[str, float]:
-    values = sorted(times)
-    n = len(values)
-    return {
-        "median": (values[(n - 1) // 2] + values[n // 2]) / 2,
-        "p99": values[_nearest_rank_index(n, 99)],
-        "mean": math.fsum(values) / n,
-    }
-
-
 @dataclass(frozen=True)
 class Estimate:
     change: float  # relative change, candidate vs baseline
@@ -227,56 +173,7 @@ class Estimate:
     drift_side: str | None = None  # "baseline" or "candidate": where it wandered most
 
 
-DRIFT_CHUNKS = 50  # at most; fewer for short runs, and no drift below 10 chunks
-# Rounds a chunk needs for its statistic to mean something (a p99 of fewer than 100 is the max).
-_DRIFT_MIN_CHUNK = {"median": 20, "mean": 20, "p99": 100}
-_DRIFT_SHUFFLES = 20
 _DRIFT_JUDGED_BY = {"median": ("median",), "throughput": ("mean", "median"), "p99": ("p99", "median", "mean")}
-
-
-def _chunk_statistic(chunks: Any, stat: str) -> Any:
-    import numpy as np
-
-    if stat == "mean":
-        return chunks.mean(axis=1)
-    if stat == "median":
-        return np.median(chunks, axis=1)
-    k = _nearest_rank_index(chunks.shape[1], 99)
-    return np.partition(chunks, k, axis=1)[:, k]
-
-
-def drift(times: Sequence[float], stat: str, rng: Any) -> float | None:
-    """How far `stat` wandered over the run, beyond what chance alone would give.
-
-    The rounds are cut, in time order, into up to 50 consecutive chunks (of at least 20
-    rounds; 100 for p99); the spread of the chunk statistics (max / min - 1) is compared with
-    the same spread after shuffling the rounds 20 times (which keeps their distribution and
-    destroys their order). When the time-ordered spread is 1.25 times every shuffled one, the
-    run drifted, by that spread: a run during which the machine switched between a quiet and
-    a busy state (a neighbour on the sibling hyperthread, a frequency change) gives about the
-    size of that switch. Otherwise 0: a steady run. None when there would be fewer than 10
-    chunks. The full range, not an inter-decile one, on purpose: measured on a shared
-    2-core machine, ignoring the odd chunks let identical back-to-back runs be flagged.
-    """
-    import numpy as np
-
-    n = len(times)
-    chunks = min(DRIFT_CHUNKS, n // _DRIFT_MIN_CHUNK[stat])
-    if chunks < 10:
-        return None
-    size = n // chunks
-    x = np.asarray(times[: size * chunks], dtype=float)
-
-    def spread(values: Any) -> float:
-        chunk_stats = _chunk_statistic(values.reshape(chunks, size), stat)
-        return float(chunk_stats.max() / chunk_stats.min() - 1)
-
-    observed = spread(x)
-    shuffled = max(spread(rng.permutation(x)) for _ in range(_DRIFT_SHUFFLES))
-    # Order mattered (the time-ordered spread is well past all 20 shuffled ones): the run
-    # drifted, by about the spread seen in time order. Otherwise the spread is what chance
-    # gives chunks of this size: no drift.
-    return observed if observed > 1.25 * shuffled else 0.0
 
 
 def bootstrap_changes(
@@ -700,21 +597,6 @@ def _some(names: Sequence[str], limit: int = 5) -> str:
 
 
 # --- resolving BASELINE and CANDIDATE ------------------------------------------------------------
-
-
-def resolve(ref: str, history_path: Path, timeout_s: float = 30.0) -> RunSnapshot:
-    """A run folder (a path that exists) or a run id in the history."""
-    path = Path(ref)
-    if path.exists():
-        return read_run_folder(path)
-    if "/" in ref or ref.endswith(".jsonl"):
-        raise UserError(f"{ref}: no such run folder")
-    if not Path(history_path).exists():
-        raise UserError(
-            f"{ref!r} is neither a run folder nor a run id in a history: there is no history at {history_path} "
-            "(runs are recorded there by `bench run`; or pass run folders, e.g. reports/<run-id>)"
-        )
-    return load_run(history_path, ref, timeout_s=timeout_s)
 
 
 # --- output --------------------------------------------------------------------------------------

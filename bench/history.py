@@ -30,21 +30,22 @@ import datetime as dt
 import difflib
 import hashlib
 import json
-import math
 import re
 import sqlite3
 import struct
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import runfolder
 from bench.errors import UserError
+from bench.metrics import METRICS, Metric
 from bench.nospace import NoSpaceLeft, is_no_space
 from bench.record import RESULTS_FILE
-from bench.units import MIB, ms_readable
+from bench.runfolder import RunSnapshot, ScenarioResult, read_run_folder
+from bench.textformat import format_table
 
 DEFAULT_HISTORY = Path("reports") / "history.sqlite"
 DEFAULT_TIMEOUT_S = 30.0
@@ -72,180 +73,6 @@ def history_location(text: str) -> Path:
             "(no database server is supported; for a file whose name has a colon, write ./NAME)"
         )
     return Path(text)
-
-
-# --- metrics -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    title: str
-    unit: str  # "s", "samples/s" or "bytes"
-    column: str  # column of the results table
-    path: tuple[str, ...]  # where it is in a ResultRecord
-    higher_is_better: bool = False
-    from_rounds: str | None = None  # statistic of the raw round times that gives it: median, p99, mean
-
-    def of(self, record: dict[str, Any]) -> float | None:
-        value: Any = record
-        for key in self.path:
-            if not isinstance(value, dict):
-                return None
-            value = value.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            return None
-        return float(value)
-
-    def display(self, value: float | None) -> str:
-        if value is None:
-            return "-"
-        if self.unit == "s":
-            return ms_readable(value)
-        if self.unit == "bytes":
-            return f"{value / MIB:.1f} MiB"
-        return f"{value:.4g} {self.unit}" if value < 1000 else f"{value:.0f} {self.unit}"
-
-    @property
-    def display_unit(self) -> str:
-        return {"s": "ms", "bytes": "MiB"}.get(self.unit, self.unit)
-
-    def scaled(self, value: float | None) -> float | None:
-        """The value in display units (ms, MiB)."""
-        if value is None:
-            return None
-        return value * 1e3 if self.unit == "s" else value / MIB if self.unit == "bytes" else value
-
-
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("median", "median latency", "s", "median_s", ("latency_s", "median"), from_rounds="median"),
-        Metric("p90", "p90 latency", "s", "p90_s", ("latency_s", "p90")),
-        Metric("p99", "p99 latency", "s", "p99_s", ("latency_s", "p99"), from_rounds="p99"),
-        Metric("mean", "mean latency", "s", "mean_s", ("latency_s", "mean"), from_rounds="mean"),
-        Metric(
-            "throughput", "throughput", "samples/s", "throughput_samples_per_s", ("throughput_samples_per_s",),
-            higher_is_better=True, from_rounds="mean",
-        ),
-        Metric("load", "load time", "s", "load_s", ("load_s",)),
-        Metric("first_inference", "first inference", "s", "first_inference_s", ("first_inference_s",)),
-        Metric("peak_rss", "peak RSS (sampled)", "bytes", "peak_rss_bytes", ("rss_bytes", "peak")),
-        Metric(
-            "peak_rss_kernel", "peak RSS (kernel VmHWM)", "bytes", "peak_rss_kernel_bytes", ("peak_rss_kernel_bytes",),
-        ),
-    )
-}  # fmt: skip
-
-
-# --- a run, from its folder or from the history --------------------------------------------------
-
-
-@dataclass
-class ScenarioResult:
-    """One scenario of one run: the record as written and its raw round times (None when unknown)."""
-
-    scenario_id: str
-    record: dict[str, Any]
-    round_times: list[float] | None = None
-
-    @property
-    def status(self) -> str:
-        return str(self.record.get("status") or "failed")
-
-    @property
-    def reason(self) -> str | None:
-        return self.record.get("reason")
-
-
-@dataclass
-class RunSnapshot:
-    """Everything compare needs of a run, whether read from a run folder or from the history."""
-
-    run_id: str
-    source: str  # the folder, or "history:<path>"
-    started_at: str | None
-    git_sha: str | None
-    branch: str | None
-    label: str | None
-    suite: str | None
-    environment: dict[str, Any]
-    info: dict[str, Any]
-    results: dict[str, ScenarioResult]
-    warnings: list[str] = field(default_factory=list)
-    # a fleet run folder's environments/<fingerprint>.json (the history keeps none)
-    host_environments: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def fingerprint(self) -> str | None:
-        fp = self.environment.get("fingerprint")
-        if fp:
-            return str(fp)
-        for result in self.results.values():
-            if result.record.get("environment_fingerprint"):
-                return str(result.record["environment_fingerprint"])
-        return None
-
-    def describe(self) -> str:
-        parts = [self.run_id]
-        if self.git_sha:
-            parts.append(f"sha {self.git_sha[:10]}")
-        if self.label:
-            parts.append(f"label {self.label}")
-        if self.branch:
-            parts.append(f"branch {self.branch}")
-        return ", ".join(parts)
-
-
-def read_run_folder(path: Path) -> RunSnapshot:
-    """A run folder written by `bench run`; UserError when it is not one.
-
-    Tolerant like the report (bench.runfolder): a truncated last line or a missing
-    benchmark JSON becomes a warning, not an error. Records are kept as written.
-    """
-    folder = runfolder.read_folder(Path(path))
-    warnings = folder.warnings
-    records = [line.data for line in folder.lines]
-    results: dict[str, ScenarioResult] = {}
-    for record in records:
-        sid = record["scenario_id"]
-        if sid in results:
-            warnings.append(f"{folder.results_path}: scenario {sid} appears twice; the last row is used")
-        rounds = None
-        if record.get("status") == "ok":
-            rounds, why = runfolder.round_times(folder.path, record.get("files"), sid)
-            if why:
-                warnings.append(f"{sid}: {why}; no raw round times")
-        results[sid] = ScenarioResult(sid, record, rounds)
-    environment, info = folder.environment, folder.info
-    git = environment.get("git") if isinstance(environment.get("git"), dict) else {}
-    sha = git.get("sha") or next((r.get("git_sha") for r in records if r.get("git_sha")), None)
-    branch = git.get("branch")
-    return RunSnapshot(
-        run_id=folder.run_id,
-        source=str(folder.path),
-        started_at=info.get("started_at") or _started_from(records, folder.run_id),
-        git_sha=sha,
-        branch=None if branch in (None, "HEAD") else str(branch),
-        label=None,
-        suite=folder.suite,
-        environment=environment,
-        info=info,
-        results=results,
-        warnings=warnings,
-        host_environments=folder.host_environments,
-    )
-
-
-def _started_from(records: list[dict[str, Any]], run_id: str) -> str | None:
-    times = sorted(str(r["started_at"]) for r in records if r.get("started_at"))
-    if times:
-        return times[0]
-    try:  # run ids start with the UTC time: 20261123-143725-suite
-        stamp = dt.datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return None
-    return stamp.isoformat(timespec="seconds")
 
 
 # --- the database --------------------------------------------------------------------------------
@@ -985,19 +812,6 @@ class RecordAsItRuns:
 # --- text output ---------------------------------------------------------------------------------
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            str(c).rjust(w) if i in right else str(c).ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
 def _when(iso: str | None) -> str:
     if not iso:
         return "-"
@@ -1203,3 +1017,21 @@ def write_trend_html(
     except OSError as exc:
         raise UserError(f"cannot write {out_path}: {exc.strerror or exc}") from None
     return len(ids)
+
+
+# --- a run by folder or by id -------------------------------------------------------------------
+
+
+def resolve(ref: str, history_path: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> RunSnapshot:
+    """A run folder (a path that exists) or a run id in the history."""
+    path = Path(ref)
+    if path.exists():
+        return read_run_folder(path)
+    if "/" in ref or ref.endswith(".jsonl"):
+        raise UserError(f"{ref}: no such run folder")
+    if not Path(history_path).exists():
+        raise UserError(
+            f"{ref!r} is neither a run folder nor a run id in a history: there is no history at {history_path} "
+            "(runs are recorded there by `bench run`; or pass run folders, e.g. reports/<run-id>)"
+        )
+    return load_run(history_path, ref, timeout_s=timeout_s)

@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 from bench.commands.common import add_history_option
-from bench.compare import Rule, compare_runs, format_markdown, format_text, github_annotations, resolve, to_json
+from bench.compare import Rule, compare_runs, format_markdown, format_text, github_annotations, to_json
 from bench.errors import UserError
-from bench.history import DEFAULT_HISTORY, HistoryError, latest_run
+from bench.history import DEFAULT_HISTORY, HistoryError, latest_run, resolve
 
 COMPARE_EPILOG = f"""\
 BASELINE and CANDIDATE are run folders (reports/<run-id>) or run ids in the history

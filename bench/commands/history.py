@@ -10,7 +10,6 @@ from pathlib import Path
 
 from bench.commands.common import add_history_option
 from bench.history import (
-    METRICS,
     export_csv,
     format_runs,
     format_scenario_history,
@@ -18,6 +17,7 @@ from bench.history import (
     record_run,
     write_trend_html,
 )
+from bench.metrics import METRICS
 
 HISTORY_USAGE = """\
 bench history [--history PATH] [--label L] [--branch B] [--limit N]

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.commands.common import add_history_option
-from bench.compare import resolve
 from bench.errors import UserError
+from bench.history import resolve
 from bench.plan import DEFAULT_HEADROOM, GIB, Host, PlanRequest, make_plan, render_json, render_markdown
 from bench.record import ResultRecord
 

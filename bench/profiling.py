@@ -61,6 +61,7 @@ from typing import Any
 
 from bench import compiled, hygiene
 from bench.suite import Scenario
+from bench.worker import describe_exit, worker_env
 
 OPS_COLUMNS = [
     "op",  # operator (torch) or ONNX op type (onnxruntime), or a bracketed pseudo-row
@@ -198,7 +199,7 @@ def profile_scenario(
         with open(out_dir / "stdout.log", "wb") as stdout, open(out_dir / "stderr.log", "wb") as stderr:
             try:
                 done = subprocess.run(
-                    command, env=_child_env(scenario.threads, extra_env), stdout=stdout, stderr=stderr,
+                    command, env=worker_env(scenario.threads, extra_env or {}), stdout=stdout, stderr=stderr,
                     stdin=subprocess.DEVNULL, timeout=limit_s, check=False,
                 )  # fmt: skip
             except subprocess.TimeoutExpired:  # subprocess.run kills the child before raising
@@ -210,23 +211,9 @@ def profile_scenario(
         return ProfileResult(scenario.id, "failed", f"profiling failed: {type(exc).__name__}: {exc}", out_dir)
 
 
-def _child_env(threads: int, extra: dict[str, str] | None) -> dict[str, str]:
-    """The timed worker's environment (bench.runner.worker_env): thread pools sized before start."""
-    from bench.worker import thread_env
-
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
-    env.update(thread_env(threads))
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    env.update(extra or {})
-    return env
-
-
 def _read_result(scenario_id: str, out_dir: Path, returncode: int) -> ProfileResult:
     summary_path = out_dir / PROFILE_SUMMARY
     if not summary_path.exists():
-        from bench.worker import describe_exit
-
         tail = _tail(out_dir / "stderr.log")
         note = f"the profiling process ended ({describe_exit(returncode)}) without a result"
         return ProfileResult(scenario_id, "failed", f"{note}; last output:\n{tail}" if tail else note, out_dir)
@@ -879,7 +866,7 @@ def measure_peak_gflops(
     command = [sys.executable, "-m", "bench.profiling", "--peak", dtype, str(size), str(seconds)]
     try:
         done = subprocess.run(
-            command, env=_child_env(threads, None), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            command, env=worker_env(threads, {}), capture_output=True, text=True, stdin=subprocess.DEVNULL,
             timeout=timeout_s, check=False,
         )  # fmt: skip
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

@@ -59,7 +59,7 @@ from bench.runlock import lock_run_folder
 from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite
-from bench.worker import PARENT_PID_ENV, SPEC_ENV, WINDOW_END_PHASE, describe_exit, thread_env
+from bench.worker import SPEC_ENV, WINDOW_END_PHASE, describe_exit, worker_env
 
 HARNESS_PATH = Path(__file__).with_name("harness.py")
 _STDERR_TAIL_LINES = 12
@@ -580,17 +580,6 @@ def run_worker(
         rss_limit_exceeded_bytes=sampler.limit_exceeded_bytes,
         sampler_cpu_s=sampler.cpu_s,
     )
-
-
-def worker_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
-    env.update(thread_env(threads))
-    # The worker must import this very `bench`, whether installed or run from a checkout.
-    package_root = str(Path(bench.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    env[PARENT_PID_ENV] = str(os.getpid())
-    env.update(extra)
-    return env
 
 
 def compiled_runtime(worker: dict[str, Any]) -> CompiledRuntime | None:

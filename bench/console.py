@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from bench.capacity import summary
 from bench.record import ResultRecord
 from bench.units import MIB, ms_fixed
 
@@ -41,8 +42,6 @@ class ConsoleProgress:
         lead = "\r\033[K" if self.live else ""
         print(f"{lead}{self._prefix}  {detail}", file=self.stream, flush=True)
         if record.capacity is not None:
-            from bench.capacity import summary
-
             print(f"    {summary(record.capacity)}", file=self.stream, flush=True)
 
 

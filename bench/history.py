@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import runfolder
+from bench.changepoint import detect_steps
 from bench.errors import UserError
 from bench.metrics import METRICS, Metric
 from bench.nospace import NoSpaceLeft, is_no_space
@@ -847,8 +848,6 @@ def format_scenario_history(
     threshold: float = 0.05,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> str:
-    from bench.changepoint import detect_steps
-
     points = scenario_history(
         history_path, scenario_id, metric, label=label, branch=branch, limit=limit, timeout_s=timeout_s
     )
@@ -908,8 +907,6 @@ def _trend_png(scenario_id: str, metric: Metric, points: Sequence[HistoryPoint],
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from bench.changepoint import detect_steps
 
     measured = [(i, p) for i, p in enumerate(points) if p.value is not None and p.value > 0]
     if not measured:
@@ -972,8 +969,6 @@ def write_trend_html(
     the number of charts."""
     import base64
     import html
-
-    from bench.changepoint import detect_steps
 
     m = METRICS[metric]
     ids = [scenario_id] if scenario_id else scenario_ids(history_path, timeout_s=timeout_s)

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import compiled, hygiene
+from bench import backends, compiled, hygiene, models, sources
 from bench.suite import Scenario
 from bench.worker import describe_exit, worker_env
 
@@ -170,8 +170,6 @@ def profile_scenario(
     """
     out_dir = Path(out_dir)
     try:
-        from bench import backends
-
         reason = backends.unsupported_reason(scenario)
         if reason is None and backends.runtime_of(scenario) == "litert":
             reason = "bench has no operator profiler for LiteRT"
@@ -256,8 +254,6 @@ def _child_main(spec_path: str) -> int:
             summary.update(_profile_here(scenario, Path(spec["artifact_path"]), out_dir, spec, summary))
             summary["status"] = "ok"
     except Exception as exc:
-        from bench import backends
-
         status = "unsupported" if isinstance(exc, backends.Unsupported) else "failed"
         summary.update(status=status, note=f"{type(exc).__name__} during {summary['phase']}: {exc}")
         summary["traceback"] = traceback.format_exc()
@@ -282,8 +278,6 @@ def _profile_here(
 ) -> dict[str, Any]:
     import torch
 
-    from bench import backends
-
     torch.set_num_threads(scenario.threads)
     torch.set_num_interop_threads(scenario.interop_threads)
     iterations, warmup = max(1, spec["iterations"]), max(0, spec["warmup"])
@@ -306,8 +300,6 @@ def _load_and_first_call(
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Load and make the first call under a memory-only profiler (load_trace.json): their allocation events."""
     from torch.profiler import ProfilerActivity, profile, record_function
-
-    from bench import backends
 
     starts_s = []
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -525,8 +517,6 @@ def _profile_onnxruntime(
     """The session is made by backends.load_model, with profiling switched on in its options."""
     import onnxruntime as ort
 
-    from bench import backends
-
     sessions: list[Any] = []
     real_session = ort.InferenceSession
 
@@ -701,8 +691,6 @@ def flop_count(
         import torch
         from torch.utils._python_dispatch import TorchDispatchMode
         from torch.utils.flop_counter import FlopCounterMode, flop_registry
-
-        from bench import models, sources
 
         model = sources.build_module(model_name, source, seed)  # a compiled file has none: not counted
         batch = models.make_input(tuple(input_shape), batch_size, seed)

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import bench
 from bench import backends
+from bench.capacity import measure_capacity, not_measured
 from bench.contention import Contention, wait_for_quiet
 from bench.environment import collect_environment
 from bench.errors import UserError
@@ -38,6 +39,7 @@ from bench.nospace import (
     says_no_space,
     where_no_space,
 )
+from bench.profiling import profile_for_run
 from bench.record import (
     CompiledRuntime,
     Fidelity,
@@ -459,8 +461,6 @@ def _with_capacity(
     progress: Progress,
 ) -> ResultRecord:
     """Measure serving capacity with pinned instance processes, after the timed worker has ended."""
-    from bench.capacity import measure_capacity, not_measured
-
     out_dir = context.run_dir / "capacity" / file_stem
     started = time.perf_counter()
     try:
@@ -488,8 +488,6 @@ def _with_profile(
     progress: Progress,
 ) -> ResultRecord:
     """Profile the scenario a second time, in its own process, after its timed worker has ended."""
-    from bench.profiling import profile_for_run
-
     progress.scenario_phase("profiling (a separate, untimed run)", 0.0)
     files, fields = profile_for_run(
         scenario,

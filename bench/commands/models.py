@@ -21,5 +21,5 @@ def models_command(args: argparse.Namespace) -> int:
     for name in models.torchvision_models():
         print(f"  {name}")
     print("your own models (checkpoints, safetensors, factories, TorchScript / ONNX / .pt2 / .tflite files):")
-    print("  a mapping in the suite's model list; see README.md, 'Your own models'")
+    print("  a mapping in the suite's model list; see docs/your-own-models.md")
     return 0

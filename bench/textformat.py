@@ -1,5 +1,4 @@
-"""How text is laid out: the aligned plain-text table of the terminal, and the one Markdown cell
-escaper and table writer that every Markdown output (report.md, compare, plan) uses."""
+"""How text is laid out for the terminal: the aligned plain-text table (history, compare)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sessions: `tests` (the test suite), `bench` (the default suite), `lint`.
+"""Sessions: `tests` (the test suite), `bench` (the default suite), `lint`, `docs` (the manual).
 
 All sessions share one virtual environment, .venv: a full torch environment is ~6 GB
 and takes minutes to build, so it is built once and reused (pip skips what is there).
@@ -72,6 +72,13 @@ def lint(session: nox.Session) -> None:
     _install(session)
     session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "ruff==0.17.6", external=True)
     session.run(str(BIN / "ruff"), "check", "bench", "tests", "conftest.py", "noxfile.py", external=True)
+
+
+@nox.session(venv_backend="none")
+def docs(session: nox.Session) -> None:
+    """Build the manual (docs/, mkdocs.yml) into site/ with --strict: a broken link or page fails."""
+    _install(session, "docs")
+    session.run(str(BIN / "python"), "-m", "mkdocs", "build", "--strict", *session.posargs, external=True)
 
 
 @nox.session(name="tests-latest", venv_backend="none")

@@ -67,6 +67,7 @@ from bench.record import (
 from bench.stats import PERCENTILE_RULE, LatencyStats, nearest_rank
 from bench.suite import LAYOUT_RE, BatchingPolicy, CapacityPolicy, Scenario, SeqLenMix
 from bench.verdict import RULE, UNDECIDED, fewest_to_pass
+from bench.worker import worker_env
 
 PIPE_BYTES = 1 << 20  # room for 131072 queued requests before the generator's write blocks
 START_DELAY_S = 0.05  # instances get their command, then all start at the same monotonic time
@@ -150,8 +151,6 @@ class InstanceGroup:
         self.request_fd = -1
 
     def __enter__(self) -> InstanceGroup:
-        from bench.runner import worker_env  # the timed worker's environment: thread pools sized before start
-
         read_fd, self.request_fd = os.pipe()
         try:
             with contextlib.suppress(OSError):  # a smaller pipe only makes the generator block sooner

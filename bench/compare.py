@@ -37,33 +37,18 @@ carries a warning.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import sys
-import textwrap
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
-from bench.history import (
-    DEFAULT_HISTORY,
-    METRICS,
-    HistoryError,
-    Metric,
-    RunSnapshot,
-    ScenarioResult,
-    add_history_option,
-    format_table,
-    latest_run,
-    load_run,
-    read_run_folder,
-)
+from bench.metrics import METRICS, Metric
 from bench.pruning import DENSE
+from bench.runfolder import RunSnapshot, ScenarioResult
+from bench.stats import bootstrap_statistics, drift, point_statistics
+from bench.textformat import format_table
 
 VERDICTS = ("regressed", "improved", "unchanged", "inconclusive")
 COMPARED = ("median", "p99", "throughput", "load", "peak_rss")
@@ -180,54 +165,6 @@ class Comparison:
 # --- statistics ----------------------------------------------------------------------------------
 
 
-def _nearest_rank_index(n: int, percent: int) -> int:
-    return max(-(-percent * n // 100), 1) - 1  # rank ceil(p/100 * n), exactly, as bench.stats does
-
-
-MAX_BLOCKS = 20
-
-
-def block_length(n: int) -> int:
-    """Rounds per bootstrap block: about sqrt(n), and long enough that a run is at most
-    MAX_BLOCKS blocks, so that a block spans a good part of the run: the interval then sees
-    how the statistic varies between stretches of the run, as it varies between runs."""
-    return max(1, round(math.sqrt(n)), -(-n // MAX_BLOCKS))
-
-
-def bootstrap_statistics(times: Sequence[float], resamples: int, rng: Any, block: int | None = None) -> dict[str, Any]:
-    """Median, p99 (nearest rank) and mean of `resamples` circular block-bootstrap resamples."""
-    import numpy as np
-
-    x = np.asarray(times, dtype=float)
-    n = len(x)
-    block = block or block_length(n)
-    blocks = -(-n // block)
-    offsets = np.arange(block)
-    k_lo, k_hi, k99 = (n - 1) // 2, n // 2, _nearest_rank_index(n, 99)
-    out = {name: np.empty(resamples) for name in ("median", "p99", "mean")}
-    chunk = max(1, 2_000_000 // (blocks * block))
-    for start in range(0, resamples, chunk):
-        r = min(chunk, resamples - start)
-        starts = rng.integers(0, n, size=(r, blocks))
-        index = ((starts[:, :, None] + offsets) % n).reshape(r, blocks * block)[:, :n]
-        sample = x[index]
-        out["mean"][start : start + r] = sample.mean(axis=1)
-        part = np.partition(sample, sorted({k_lo, k_hi, k99}), axis=1)
-        out["median"][start : start + r] = (part[:, k_lo] + part[:, k_hi]) / 2
-        out["p99"][start : start + r] = part[:, k99]
-    return out
-
-
-def point_statistics(times: Sequence[float]) -> dict[str, float]:
-    values = sorted(times)
-    n = len(values)
-    return {
-        "median": (values[(n - 1) // 2] + values[n // 2]) / 2,
-        "p99": values[_nearest_rank_index(n, 99)],
-        "mean": math.fsum(values) / n,
-    }
-
-
 @dataclass(frozen=True)
 class Estimate:
     change: float  # relative change, candidate vs baseline
@@ -236,56 +173,7 @@ class Estimate:
     drift_side: str | None = None  # "baseline" or "candidate": where it wandered most
 
 
-DRIFT_CHUNKS = 50  # at most; fewer for short runs, and no drift below 10 chunks
-# Rounds a chunk needs for its statistic to mean something (a p99 of fewer than 100 is the max).
-_DRIFT_MIN_CHUNK = {"median": 20, "mean": 20, "p99": 100}
-_DRIFT_SHUFFLES = 20
 _DRIFT_JUDGED_BY = {"median": ("median",), "throughput": ("mean", "median"), "p99": ("p99", "median", "mean")}
-
-
-def _chunk_statistic(chunks: Any, stat: str) -> Any:
-    import numpy as np
-
-    if stat == "mean":
-        return chunks.mean(axis=1)
-    if stat == "median":
-        return np.median(chunks, axis=1)
-    k = _nearest_rank_index(chunks.shape[1], 99)
-    return np.partition(chunks, k, axis=1)[:, k]
-
-
-def drift(times: Sequence[float], stat: str, rng: Any) -> float | None:
-    """How far `stat` wandered over the run, beyond what chance alone would give.
-
-    The rounds are cut, in time order, into up to 50 consecutive chunks (of at least 20
-    rounds; 100 for p99); the spread of the chunk statistics (max / min - 1) is compared with
-    the same spread after shuffling the rounds 20 times (which keeps their distribution and
-    destroys their order). When the time-ordered spread is 1.25 times every shuffled one, the
-    run drifted, by that spread: a run during which the machine switched between a quiet and
-    a busy state (a neighbour on the sibling hyperthread, a frequency change) gives about the
-    size of that switch. Otherwise 0: a steady run. None when there would be fewer than 10
-    chunks. The full range, not an inter-decile one, on purpose: measured on a shared
-    2-core machine, ignoring the odd chunks let identical back-to-back runs be flagged.
-    """
-    import numpy as np
-
-    n = len(times)
-    chunks = min(DRIFT_CHUNKS, n // _DRIFT_MIN_CHUNK[stat])
-    if chunks < 10:
-        return None
-    size = n // chunks
-    x = np.asarray(times[: size * chunks], dtype=float)
-
-    def spread(values: Any) -> float:
-        chunk_stats = _chunk_statistic(values.reshape(chunks, size), stat)
-        return float(chunk_stats.max() / chunk_stats.min() - 1)
-
-    observed = spread(x)
-    shuffled = max(spread(rng.permutation(x)) for _ in range(_DRIFT_SHUFFLES))
-    # Order mattered (the time-ordered spread is well past all 20 shuffled ones): the run
-    # drifted, by about the spread seen in time order. Otherwise the spread is what chance
-    # gives chunks of this size: no drift.
-    return observed if observed > 1.25 * shuffled else 0.0
 
 
 def bootstrap_changes(
@@ -711,21 +599,6 @@ def _some(names: Sequence[str], limit: int = 5) -> str:
 # --- resolving BASELINE and CANDIDATE ------------------------------------------------------------
 
 
-def resolve(ref: str, history_path: Path, timeout_s: float = 30.0) -> RunSnapshot:
-    """A run folder (a path that exists) or a run id in the history."""
-    path = Path(ref)
-    if path.exists():
-        return read_run_folder(path)
-    if "/" in ref or ref.endswith(".jsonl"):
-        raise UserError(f"{ref}: no such run folder")
-    if not Path(history_path).exists():
-        raise UserError(
-            f"{ref!r} is neither a run folder nor a run id in a history: there is no history at {history_path} "
-            "(runs are recorded there by `bench run`; or pass run folders, e.g. reports/<run-id>)"
-        )
-    return load_run(history_path, ref, timeout_s=timeout_s)
-
-
 # --- output --------------------------------------------------------------------------------------
 
 
@@ -893,146 +766,3 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
 
 
 # --- command line --------------------------------------------------------------------------------
-
-COMPARE_EPILOG = f"""\
-BASELINE and CANDIDATE are run folders (reports/<run-id>) or run ids in the history
-({DEFAULT_HISTORY} unless --history). --baseline NAME takes the latest run whose label
-(or else git branch) is NAME, so then only CANDIDATE is given.
-
-exit status: 0 nothing regressed, 1 something regressed, 2 a usage problem or runs that
-cannot be compared (different environments or thread settings, no scenario in common).
-
-examples:
-  bench compare reports/20261120-101010-quickstart reports/20261123-143725-quickstart
-  bench compare --baseline main reports/20261123-143725-quickstart --format markdown --output comment.md
-  bench compare 20261120-101010-quickstart 20261123-143725-quickstart --format json
-  bench compare --baseline main reports/20261123-143725-quickstart --format github   (in a GitHub Actions step)
-"""
-
-
-def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Register `bench compare` on the CLI's subparsers."""
-    compare = commands.add_parser(
-        "compare",
-        parents=[common],
-        usage="bench compare [options] BASELINE CANDIDATE\n       bench compare [options] --baseline NAME CANDIDATE",
-        help="compare two runs, beyond the noise (a CI gate)",
-        description=textwrap.fill(
-            "Match the scenarios of two runs by id and, for median and p99 latency, throughput, load "
-            "time and peak RSS, report the change with a confidence interval and a verdict: regressed, improved, "
-            "unchanged or inconclusive. Runs from different environments or thread settings are refused.",
-            88,
-        ),
-        epilog=COMPARE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    compare.add_argument("runs", nargs="+", metavar="RUN", help="BASELINE CANDIDATE, or only CANDIDATE with --baseline")
-    compare.add_argument(
-        "--baseline", metavar="NAME", help="baseline: the latest run in the history with this label or branch"
-    )
-    add_history_option(compare)
-    rule = compare.add_argument_group("the rule")
-    rule.add_argument(
-        "--threshold",
-        type=float,
-        default=5.0,
-        metavar="PCT",
-        help="smallest latency/throughput change to flag, percent (default 5)",
-    )
-    rule.add_argument(
-        "--memory-threshold",
-        type=float,
-        default=10.0,
-        metavar="PCT",
-        help="smallest peak RSS change to flag, percent (default 10)",
-    )
-    rule.add_argument(
-        "--load-threshold",
-        type=float,
-        default=100.0,
-        metavar="PCT",
-        help="smallest load time change to flag, percent (default 100: one load per run is one noisy event)",
-    )
-    rule.add_argument(
-        "--load-min-ms",
-        type=float,
-        default=25.0,
-        metavar="MS",
-        help="and the load time must move by at least this much (default 25)",
-    )
-    rule.add_argument("--confidence", type=float, default=95.0, metavar="PCT", help="confidence level (default 95)")
-    rule.add_argument("--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
-    rule.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0): same runs, same intervals")
-    compare.add_argument(
-        "--allow-env-mismatch",
-        action="store_true",
-        help="compare runs from different environments or thread settings anyway (every row warns)",
-    )
-    out = compare.add_argument_group("output")
-    out.add_argument(
-        "--format",
-        choices=("table", "markdown", "json", "github"),
-        default="table",
-        help="default: table. github: Markdown for a GitHub Actions job summary (regressions first, the rest "
-        "folded), appended to $GITHUB_STEP_SUMMARY when it is set and --output is not given, and an ::error "
-        "annotation per regressed metric on standard output",
-    )
-    out.add_argument("--output", type=Path, metavar="FILE", help="write there instead of to stdout")
-    out.add_argument("--changes-only", action="store_true", help="table: leave out unchanged rows")
-    compare.set_defaults(handler=cli_compare)  # fmt: skip
-
-
-def cli_compare(args: argparse.Namespace) -> int:
-    refs = list(args.runs)
-    expected = 1 if args.baseline else 2
-    if len(refs) != expected:
-        raise UserError(
-            "give BASELINE and CANDIDATE" if not args.baseline else "with --baseline NAME give only CANDIDATE"
-        ) if len(refs) > expected else UserError(
-            "give both BASELINE and CANDIDATE (run folders or run ids), or --baseline NAME and CANDIDATE"
-        )  # fmt: skip
-    rule = Rule(
-        threshold=args.threshold / 100, memory_threshold=args.memory_threshold / 100,
-        load_threshold=args.load_threshold / 100, load_min_s=args.load_min_ms / 1e3,
-        confidence=args.confidence / 100, resamples=args.resamples, seed=args.seed,
-    )  # fmt: skip
-    candidate = resolve(refs[-1], args.history, args.history_timeout)
-    if args.baseline:
-        if not Path(args.history).exists():
-            raise HistoryError(
-                f"--baseline {args.baseline} looks in the history, and there is none at {args.history}; "
-                "record runs with `bench run SUITE --label NAME` or `bench history import RUN_DIR --label NAME`"
-            )
-        baseline = latest_run(
-            args.history, args.baseline, exclude_run_id=candidate.run_id, timeout_s=args.history_timeout
-        )
-    else:
-        baseline = resolve(refs[0], args.history, args.history_timeout)
-    comparison = compare_runs(baseline, candidate, rule, allow_env_mismatch=args.allow_env_mismatch)
-    if args.format == "json":
-        text = json.dumps(to_json(comparison), indent=2)
-    elif args.format in ("markdown", "github"):
-        text = format_markdown(comparison, status_mark=args.format == "github")
-    else:
-        text = format_text(comparison, changes_only=args.changes_only)
-    if args.format == "github":
-        for line in github_annotations(comparison):
-            print(line)
-        summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if args.output is None and summary:
-            try:
-                with open(summary, "a", encoding="utf-8") as f:  # other steps' summaries stay
-                    f.write(text + "\n")
-            except OSError as exc:
-                raise UserError(f"cannot append to $GITHUB_STEP_SUMMARY ({summary}): {exc.strerror or exc}") from None
-            print(f"{comparison.summary()}; appended to the job summary", file=sys.stderr)
-            return 1 if comparison.regressed else 0
-    if args.output:
-        try:
-            Path(args.output).write_text(text + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-        print(f"{comparison.summary()}; written to {args.output}", file=sys.stderr)
-    else:
-        print(text)
-    return 1 if comparison.regressed else 0

@@ -6,9 +6,9 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from bench.capacity import summary
 from bench.record import ResultRecord
-
-MIB = 1024 * 1024
+from bench.units import MIB, ms_fixed
 
 
 class ConsoleProgress:
@@ -31,7 +31,7 @@ class ConsoleProgress:
     def scenario_finished(self, record: ResultRecord) -> None:
         if record.status == "ok" and record.latency_s is not None:
             detail = (
-                f"ok  median {_ms(record.latency_s.median)}  p99 {_ms(record.latency_s.p99)}  "
+                f"ok  median {ms_fixed(record.latency_s.median)}  p99 {ms_fixed(record.latency_s.p99)}  "
                 f"({record.latency_s.rounds} rounds, {record.duration_s or 0:.1f} s"
                 f"{', cached artifact' if record.artifact_cached else ''})"
             )
@@ -42,13 +42,7 @@ class ConsoleProgress:
         lead = "\r\033[K" if self.live else ""
         print(f"{lead}{self._prefix}  {detail}", file=self.stream, flush=True)
         if record.capacity is not None:
-            from bench.capacity import summary
-
             print(f"    {summary(record.capacity)}", file=self.stream, flush=True)
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:.3f} ms"
 
 
 def summary_table(records: Sequence[ResultRecord]) -> str:

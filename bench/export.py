@@ -15,20 +15,16 @@ Only `ok` rows carry figures. OpenMetrics also says, per scenario, whether it wa
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from bench.record import ResultRecord
-from bench.runfolder import read_folder, result_records
+from bench.units import MIB
 
 FORMATS = ("github-action-benchmark", "bencher", "openmetrics")
 _NS_PER_S = 1e9
-_MIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ def to_github_action_benchmark(records: Sequence[ResultRecord]) -> str:
                 if metric.key == "latency_median" and record.latency_s is not None:
                     entry["range"] = f"IQR {record.latency_s.iqr * 1e3:.4g} ms"
             elif metric.unit == "bytes":
-                entry |= {"unit": "MiB", "value": value / _MIB}
+                entry |= {"unit": "MiB", "value": value / MIB}
             else:
                 entry |= {"unit": "s", "value": value}
             entries.append(entry)
@@ -171,46 +167,3 @@ WRITERS: dict[str, Callable[[Sequence[ResultRecord]], str]] = {
     "bencher": to_bencher,
     "openmetrics": to_openmetrics,
 }
-
-EPILOG = """\
-examples:
-  bench export reports/RUN-ID --format github-action-benchmark --output bench.json
-      then, in a GitHub workflow: benchmark-action/github-action-benchmark with
-      tool: customSmallerIsBetter and output-file-path: bench.json
-  bench export reports/RUN-ID --format bencher --output bmf.json
-      then: bencher run --adapter json --file bmf.json
-  bench export reports/RUN-ID --format openmetrics > bench.prom
-      then: push it to a Prometheus pushgateway, or serve the file to a scraper
-"""
-
-
-def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    export = commands.add_parser(
-        "export",
-        parents=[common],
-        help="write a run's rows for existing dashboards (GitHub, Bencher, Prometheus)",
-        description="Write the ok rows of a run folder in a format that an existing dashboard reads: "
-        "median and p99 latency, load time, first inference, peak RSS and throughput per scenario. "
-        "Failed and unsupported rows carry no figures (OpenMetrics lists them in bench_scenario_ok).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    export.add_argument("run", type=Path, metavar="RUN_DIR", help="a run folder written by bench run")
-    export.add_argument("--format", choices=FORMATS, required=True, help="the dashboard's format")
-    export.add_argument("--output", type=Path, metavar="FILE", help="write here (default: standard output)")
-    export.set_defaults(handler=cli_export)
-
-
-def cli_export(args: argparse.Namespace) -> int:
-    folder = read_folder(args.run)
-    records, _ = result_records(folder)
-    for warning in folder.warnings:
-        print(f"bench: warning: {warning}", file=sys.stderr)
-    text = WRITERS[args.format](records)
-    if args.output is None:
-        sys.stdout.write(text)
-    else:
-        args.output.write_text(text, encoding="utf-8")
-        ok = sum(r.status == "ok" for r in records)
-        print(f"{args.format}: {ok} of {len(records)} rows with figures -> {args.output}")
-    return 0

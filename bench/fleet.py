@@ -36,6 +36,7 @@ from typing import Any
 
 import bench
 from bench import runner
+from bench.environment import collect_environment
 from bench.errors import UserError
 from bench.record import FleetPlacement, ResultRecord, append_record
 from bench.suite import Scenario, Suite
@@ -343,8 +344,6 @@ def measure_on_host(request: dict[str, Any]) -> dict[str, Any]:
     """Run one scenario on this host as a local run would; return its record, files and environment."""
     global _host_environment
     import distributed
-
-    from bench.environment import collect_environment
 
     worker = distributed.get_worker()
     scenario = Scenario.from_dict(request["scenario"])

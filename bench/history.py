@@ -30,26 +30,27 @@ import datetime as dt
 import difflib
 import hashlib
 import json
-import math
 import re
 import sqlite3
 import struct
 import sys
-import textwrap
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import runfolder
+from bench.changepoint import detect_steps
 from bench.errors import UserError
+from bench.metrics import METRICS, Metric
 from bench.nospace import NoSpaceLeft, is_no_space
 from bench.record import RESULTS_FILE
+from bench.runfolder import RunSnapshot, ScenarioResult, read_run_folder
+from bench.textformat import format_table
 
 DEFAULT_HISTORY = Path("reports") / "history.sqlite"
 DEFAULT_TIMEOUT_S = 30.0
 APPLICATION_ID = 0x62656E63  # "benc": marks the file as a bench history
-MIB = 1024 * 1024
 
 
 class HistoryError(UserError):
@@ -73,189 +74,6 @@ def history_location(text: str) -> Path:
             "(no database server is supported; for a file whose name has a colon, write ./NAME)"
         )
     return Path(text)
-
-
-# --- metrics -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    title: str
-    unit: str  # "s", "samples/s" or "bytes"
-    column: str  # column of the results table
-    path: tuple[str, ...]  # where it is in a ResultRecord
-    higher_is_better: bool = False
-    from_rounds: str | None = None  # statistic of the raw round times that gives it: median, p99, mean
-
-    def of(self, record: dict[str, Any]) -> float | None:
-        value: Any = record
-        for key in self.path:
-            if not isinstance(value, dict):
-                return None
-            value = value.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            return None
-        return float(value)
-
-    def display(self, value: float | None) -> str:
-        if value is None:
-            return "-"
-        if self.unit == "s":
-            return _ms(value)
-        if self.unit == "bytes":
-            return f"{value / MIB:.1f} MiB"
-        return f"{value:.4g} {self.unit}" if value < 1000 else f"{value:.0f} {self.unit}"
-
-    @property
-    def display_unit(self) -> str:
-        return {"s": "ms", "bytes": "MiB"}.get(self.unit, self.unit)
-
-    def scaled(self, value: float | None) -> float | None:
-        """The value in display units (ms, MiB)."""
-        if value is None:
-            return None
-        return value * 1e3 if self.unit == "s" else value / MIB if self.unit == "bytes" else value
-
-
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("median", "median latency", "s", "median_s", ("latency_s", "median"), from_rounds="median"),
-        Metric("p90", "p90 latency", "s", "p90_s", ("latency_s", "p90")),
-        Metric("p99", "p99 latency", "s", "p99_s", ("latency_s", "p99"), from_rounds="p99"),
-        Metric("mean", "mean latency", "s", "mean_s", ("latency_s", "mean"), from_rounds="mean"),
-        Metric(
-            "throughput", "throughput", "samples/s", "throughput_samples_per_s", ("throughput_samples_per_s",),
-            higher_is_better=True, from_rounds="mean",
-        ),
-        Metric("load", "load time", "s", "load_s", ("load_s",)),
-        Metric("first_inference", "first inference", "s", "first_inference_s", ("first_inference_s",)),
-        Metric("peak_rss", "peak RSS (sampled)", "bytes", "peak_rss_bytes", ("rss_bytes", "peak")),
-        Metric(
-            "peak_rss_kernel", "peak RSS (kernel VmHWM)", "bytes", "peak_rss_kernel_bytes", ("peak_rss_kernel_bytes",),
-        ),
-    )
-}  # fmt: skip
-
-
-def _ms(seconds: float) -> str:
-    ms = seconds * 1e3
-    if ms >= 100:
-        return f"{ms:.1f} ms"
-    if ms >= 1:
-        return f"{ms:.3f} ms"
-    return f"{ms:.4f} ms"
-
-
-# --- a run, from its folder or from the history --------------------------------------------------
-
-
-@dataclass
-class ScenarioResult:
-    """One scenario of one run: the record as written and its raw round times (None when unknown)."""
-
-    scenario_id: str
-    record: dict[str, Any]
-    round_times: list[float] | None = None
-
-    @property
-    def status(self) -> str:
-        return str(self.record.get("status") or "failed")
-
-    @property
-    def reason(self) -> str | None:
-        return self.record.get("reason")
-
-
-@dataclass
-class RunSnapshot:
-    """Everything compare needs of a run, whether read from a run folder or from the history."""
-
-    run_id: str
-    source: str  # the folder, or "history:<path>"
-    started_at: str | None
-    git_sha: str | None
-    branch: str | None
-    label: str | None
-    suite: str | None
-    environment: dict[str, Any]
-    info: dict[str, Any]
-    results: dict[str, ScenarioResult]
-    warnings: list[str] = field(default_factory=list)
-    # a fleet run folder's environments/<fingerprint>.json (the history keeps none)
-    host_environments: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def fingerprint(self) -> str | None:
-        fp = self.environment.get("fingerprint")
-        if fp:
-            return str(fp)
-        for result in self.results.values():
-            if result.record.get("environment_fingerprint"):
-                return str(result.record["environment_fingerprint"])
-        return None
-
-    def describe(self) -> str:
-        parts = [self.run_id]
-        if self.git_sha:
-            parts.append(f"sha {self.git_sha[:10]}")
-        if self.label:
-            parts.append(f"label {self.label}")
-        if self.branch:
-            parts.append(f"branch {self.branch}")
-        return ", ".join(parts)
-
-
-def read_run_folder(path: Path) -> RunSnapshot:
-    """A run folder written by `bench run`; UserError when it is not one.
-
-    Tolerant like the report (bench.runfolder): a truncated last line or a missing
-    benchmark JSON becomes a warning, not an error. Records are kept as written.
-    """
-    folder = runfolder.read_folder(Path(path))
-    warnings = folder.warnings
-    records = [line.data for line in folder.lines]
-    results: dict[str, ScenarioResult] = {}
-    for record in records:
-        sid = record["scenario_id"]
-        if sid in results:
-            warnings.append(f"{folder.results_path}: scenario {sid} appears twice; the last row is used")
-        rounds = None
-        if record.get("status") == "ok":
-            rounds, why = runfolder.round_times(folder.path, record.get("files"), sid)
-            if why:
-                warnings.append(f"{sid}: {why}; no raw round times")
-        results[sid] = ScenarioResult(sid, record, rounds)
-    environment, info = folder.environment, folder.info
-    git = environment.get("git") if isinstance(environment.get("git"), dict) else {}
-    sha = git.get("sha") or next((r.get("git_sha") for r in records if r.get("git_sha")), None)
-    branch = git.get("branch")
-    return RunSnapshot(
-        run_id=folder.run_id,
-        source=str(folder.path),
-        started_at=info.get("started_at") or _started_from(records, folder.run_id),
-        git_sha=sha,
-        branch=None if branch in (None, "HEAD") else str(branch),
-        label=None,
-        suite=folder.suite,
-        environment=environment,
-        info=info,
-        results=results,
-        warnings=warnings,
-        host_environments=folder.host_environments,
-    )
-
-
-def _started_from(records: list[dict[str, Any]], run_id: str) -> str | None:
-    times = sorted(str(r["started_at"]) for r in records if r.get("started_at"))
-    if times:
-        return times[0]
-    try:  # run ids start with the UTC time: 20261123-143725-suite
-        stamp = dt.datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return None
-    return stamp.isoformat(timespec="seconds")
 
 
 # --- the database --------------------------------------------------------------------------------
@@ -924,168 +742,6 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 # --- command line --------------------------------------------------------------------------------
 
-HISTORY_USAGE = """\
-bench history [--history PATH] [--label L] [--branch B] [--limit N]
-       bench history --scenario ID [--metric NAME] [--threshold PCT] [...]
-       bench history --html FILE [--scenario ID] [--metric NAME] [...]
-       bench history import RUN_DIR... [--label L] [--history PATH]
-       bench history export FILE.csv [--scenario ID] [--round-times] [--history PATH]"""
-
-HISTORY_EPILOG = """\
-examples:
-  bench history                                   list the runs in reports/history.sqlite
-  bench history --scenario resnet18-b1-t2-fp32-eager
-                                                  its median latency run after run, steps marked
-  bench history --scenario resnet18-b1-t2-fp32-eager --metric peak_rss
-  bench history --html trends.html                a chart per scenario, steps marked
-  bench history import reports/*/ --label main    record run folders made before the history
-  bench history export history.csv                every row of every run, as CSV
-
-`bench run` records every run here by itself (unless --no-history). Metrics: median, p90,
-p99, mean (latency), throughput, load, first_inference, peak_rss (sampled), peak_rss_kernel.
-"""
-
-
-def add_history_option(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:
-    """--history and --history-timeout (on subcommands with SUPPRESS, so the parent's value stands)."""
-    parser.add_argument(
-        "--history",
-        type=history_location,
-        metavar="PATH",
-        default=argparse.SUPPRESS if sub else DEFAULT_HISTORY,
-        help=f"the history file (default: {DEFAULT_HISTORY})",
-    )
-    parser.add_argument(
-        "--history-timeout",
-        type=float,
-        metavar="SECONDS",
-        default=argparse.SUPPRESS if sub else DEFAULT_TIMEOUT_S,
-        help=f"how long to wait for another process writing the history (default {DEFAULT_TIMEOUT_S:g})",
-    )
-
-
-def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Register `bench history` (list, show a scenario, import, export) on the CLI's subparsers."""
-    history = commands.add_parser(
-        "history",
-        parents=[common],
-        usage=HISTORY_USAGE,
-        help="list recorded runs; a scenario's metric over time; import and export",
-        description=textwrap.fill(
-            "The history store: every run recorded by `bench run` (or imported), its rows and raw round "
-            "times, in one SQLite file. Without a subcommand, list the runs; with --scenario, show one metric of "
-            "one scenario run after run, with detected step changes marked at the commit where they happened.",
-            88,
-        ),
-        epilog=HISTORY_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_history_option(history)
-    history.add_argument(
-        "--scenario", metavar="ID", help="show this scenario's metric over time instead of the run list"
-    )
-    history.add_argument(
-        "--metric",
-        default="median",
-        choices=list(METRICS),
-        metavar="NAME",
-        help="with --scenario: the metric to show (default: median latency; the list is below)",
-    )
-    history.add_argument("--label", help="only runs with this label")
-    history.add_argument("--branch", help="only runs on this git branch")
-    history.add_argument("--limit", type=int, metavar="N", help="only the newest N runs")
-    history.add_argument(
-        "--threshold",
-        type=float,
-        default=5.0,
-        metavar="PCT",
-        help="with --scenario: smallest step change to mark, in percent (default 5)",
-    )
-    history.add_argument(
-        "--html",
-        type=Path,
-        metavar="FILE",
-        help="write a page of trend charts (every scenario, or the --scenario given) with the steps marked",
-    )
-    history.set_defaults(handler=cli_history, history_command=None)
-
-    sub_common = argparse.ArgumentParser(add_help=False)
-    sub_common.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
-    )
-    add_history_option(sub_common, sub=True)
-    actions = history.add_subparsers(title="subcommands (optional)", metavar="{import,export}", dest="history_command")
-
-    do_import = actions.add_parser(
-        "import",
-        parents=[sub_common],
-        help="record existing run folders in the history",
-        description="Record run folders in the history. Importing a run that is already there changes nothing "
-        "(a run imported while still running is brought up to date); --label sets or replaces its label.",
-    )
-    do_import.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="run folder(s), e.g. reports/*/")
-    do_import.add_argument(
-        "--label", help="a label for these runs, e.g. main or pr-123 (for `bench compare --baseline`)"
-    )
-    do_import.add_argument("--branch", help="the git branch to record (default: from environment.json)")
-    do_import.set_defaults(handler=cli_history_import)
-
-    export = actions.add_parser(
-        "export",
-        parents=[sub_common],
-        help="write every recorded row as CSV",
-        description="Write every result row of every run (run columns, then each record field flattened, "
-        "e.g. latency_s.median) as one CSV file.",
-    )
-    export.add_argument("out", type=Path, metavar="FILE.csv", help="the CSV file to write")
-    export.add_argument("--scenario", metavar="ID", help="only this scenario")
-    export.add_argument("--round-times", action="store_true", help="add a column with every raw round time (JSON)")
-    export.set_defaults(handler=cli_history_export)
-
-
-def cli_history(args: argparse.Namespace) -> int:
-    if args.html:
-        charts = write_trend_html(
-            args.history, args.html, args.metric, scenario_id=args.scenario, label=args.label, branch=args.branch,
-            limit=args.limit, threshold=args.threshold / 100, timeout_s=args.history_timeout,
-        )  # fmt: skip
-        print(f"wrote {charts} chart(s) of {METRICS[args.metric].title} to {args.html}")
-        return 0
-    if args.scenario:
-        print(
-            format_scenario_history(
-                args.history, args.scenario, args.metric, label=args.label, branch=args.branch, limit=args.limit,
-                threshold=args.threshold / 100, timeout_s=args.history_timeout,
-            )
-        )  # fmt: skip
-        return 0
-    runs = list_runs(
-        args.history, label=args.label, branch=args.branch, limit=args.limit, timeout_s=args.history_timeout
-    )
-    print(format_runs(runs, args.history))
-    return 0
-
-
-def cli_history_import(args: argparse.Namespace) -> int:
-    for run_dir in args.runs:
-        outcome = record_run(
-            args.history, run_dir, label=args.label, branch=args.branch, timeout_s=args.history_timeout
-        )
-        for warning in outcome.warnings:
-            print(f"bench: warning: {warning}", file=sys.stderr)
-        print(f"{outcome.describe()} ({run_dir})")
-    print(f"history: {args.history}")
-    return 0
-
-
-def cli_history_export(args: argparse.Namespace) -> int:
-    count = export_csv(
-        args.history, args.out, scenario_id=args.scenario, with_round_times=args.round_times,
-        timeout_s=args.history_timeout,
-    )  # fmt: skip
-    print(f"wrote {count} rows to {args.out}")
-    return 0
-
 
 class RecordAsItRuns:
     """For `bench run`: a runner.Progress that passes each event on to `inner` and records
@@ -1157,19 +813,6 @@ class RecordAsItRuns:
 # --- text output ---------------------------------------------------------------------------------
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            str(c).rjust(w) if i in right else str(c).ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
 def _when(iso: str | None) -> str:
     if not iso:
         return "-"
@@ -1205,8 +848,6 @@ def format_scenario_history(
     threshold: float = 0.05,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> str:
-    from bench.changepoint import detect_steps
-
     points = scenario_history(
         history_path, scenario_id, metric, label=label, branch=branch, limit=limit, timeout_s=timeout_s
     )
@@ -1266,8 +907,6 @@ def _trend_png(scenario_id: str, metric: Metric, points: Sequence[HistoryPoint],
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from bench.changepoint import detect_steps
 
     measured = [(i, p) for i, p in enumerate(points) if p.value is not None and p.value > 0]
     if not measured:
@@ -1331,8 +970,6 @@ def write_trend_html(
     import base64
     import html
 
-    from bench.changepoint import detect_steps
-
     m = METRICS[metric]
     ids = [scenario_id] if scenario_id else scenario_ids(history_path, timeout_s=timeout_s)
     sections = []
@@ -1375,3 +1012,21 @@ def write_trend_html(
     except OSError as exc:
         raise UserError(f"cannot write {out_path}: {exc.strerror or exc}") from None
     return len(ids)
+
+
+# --- a run by folder or by id -------------------------------------------------------------------
+
+
+def resolve(ref: str, history_path: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> RunSnapshot:
+    """A run folder (a path that exists) or a run id in the history."""
+    path = Path(ref)
+    if path.exists():
+        return read_run_folder(path)
+    if "/" in ref or ref.endswith(".jsonl"):
+        raise UserError(f"{ref}: no such run folder")
+    if not Path(history_path).exists():
+        raise UserError(
+            f"{ref!r} is neither a run folder nor a run id in a history: there is no history at {history_path} "
+            "(runs are recorded there by `bench run`; or pass run folders, e.g. reports/<run-id>)"
+        )
+    return load_run(history_path, ref, timeout_s=timeout_s)

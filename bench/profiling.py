@@ -59,8 +59,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import compiled, hygiene
+from bench import backends, compiled, hygiene, models, sources
 from bench.suite import Scenario
+from bench.worker import describe_exit, worker_env
 
 OPS_COLUMNS = [
     "op",  # operator (torch) or ONNX op type (onnxruntime), or a bracketed pseudo-row
@@ -169,8 +170,6 @@ def profile_scenario(
     """
     out_dir = Path(out_dir)
     try:
-        from bench import backends
-
         reason = backends.unsupported_reason(scenario)
         if reason is None and backends.runtime_of(scenario) == "litert":
             reason = "bench has no operator profiler for LiteRT"
@@ -198,7 +197,7 @@ def profile_scenario(
         with open(out_dir / "stdout.log", "wb") as stdout, open(out_dir / "stderr.log", "wb") as stderr:
             try:
                 done = subprocess.run(
-                    command, env=_child_env(scenario.threads, extra_env), stdout=stdout, stderr=stderr,
+                    command, env=worker_env(scenario.threads, extra_env or {}), stdout=stdout, stderr=stderr,
                     stdin=subprocess.DEVNULL, timeout=limit_s, check=False,
                 )  # fmt: skip
             except subprocess.TimeoutExpired:  # subprocess.run kills the child before raising
@@ -210,23 +209,9 @@ def profile_scenario(
         return ProfileResult(scenario.id, "failed", f"profiling failed: {type(exc).__name__}: {exc}", out_dir)
 
 
-def _child_env(threads: int, extra: dict[str, str] | None) -> dict[str, str]:
-    """The timed worker's environment (bench.runner.worker_env): thread pools sized before start."""
-    from bench.worker import thread_env
-
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
-    env.update(thread_env(threads))
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    env.update(extra or {})
-    return env
-
-
 def _read_result(scenario_id: str, out_dir: Path, returncode: int) -> ProfileResult:
     summary_path = out_dir / PROFILE_SUMMARY
     if not summary_path.exists():
-        from bench.worker import describe_exit
-
         tail = _tail(out_dir / "stderr.log")
         note = f"the profiling process ended ({describe_exit(returncode)}) without a result"
         return ProfileResult(scenario_id, "failed", f"{note}; last output:\n{tail}" if tail else note, out_dir)
@@ -269,8 +254,6 @@ def _child_main(spec_path: str) -> int:
             summary.update(_profile_here(scenario, Path(spec["artifact_path"]), out_dir, spec, summary))
             summary["status"] = "ok"
     except Exception as exc:
-        from bench import backends
-
         status = "unsupported" if isinstance(exc, backends.Unsupported) else "failed"
         summary.update(status=status, note=f"{type(exc).__name__} during {summary['phase']}: {exc}")
         summary["traceback"] = traceback.format_exc()
@@ -295,8 +278,6 @@ def _profile_here(
 ) -> dict[str, Any]:
     import torch
 
-    from bench import backends
-
     torch.set_num_threads(scenario.threads)
     torch.set_num_interop_threads(scenario.interop_threads)
     iterations, warmup = max(1, spec["iterations"]), max(0, spec["warmup"])
@@ -319,8 +300,6 @@ def _load_and_first_call(
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Load and make the first call under a memory-only profiler (load_trace.json): their allocation events."""
     from torch.profiler import ProfilerActivity, profile, record_function
-
-    from bench import backends
 
     starts_s = []
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -538,8 +517,6 @@ def _profile_onnxruntime(
     """The session is made by backends.load_model, with profiling switched on in its options."""
     import onnxruntime as ort
 
-    from bench import backends
-
     sessions: list[Any] = []
     real_session = ort.InferenceSession
 
@@ -715,8 +692,6 @@ def flop_count(
         from torch.utils._python_dispatch import TorchDispatchMode
         from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-        from bench import models, sources
-
         model = sources.build_module(model_name, source, seed)  # a compiled file has none: not counted
         batch = models.make_input(tuple(input_shape), batch_size, seed)
         counted = set(flop_registry)
@@ -879,7 +854,7 @@ def measure_peak_gflops(
     command = [sys.executable, "-m", "bench.profiling", "--peak", dtype, str(size), str(seconds)]
     try:
         done = subprocess.run(
-            command, env=_child_env(threads, None), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            command, env=worker_env(threads, {}), capture_output=True, text=True, stdin=subprocess.DEVNULL,
             timeout=timeout_s, check=False,
         )  # fmt: skip
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

@@ -12,6 +12,7 @@ written (the runner, selfcheck): it raises on anything that is not one.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
 from collections.abc import Mapping
@@ -340,3 +341,113 @@ def allocation_events(run_dir: Path, files: Any, scenario_id: str):  # -> tuple[
         run_dir, files, "memory_csv", f"profile/{scenario_id}/memory.csv", ("t_s", "allocated_bytes"),
         ("t_s", "allocated_bytes", "bytes", "call"),
     )  # fmt: skip
+
+
+# --- the readers' run model: a run folder as history and compare see it ---------------------------
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario of one run: the record as written and its raw round times (None when unknown)."""
+
+    scenario_id: str
+    record: dict[str, Any]
+    round_times: list[float] | None = None
+
+    @property
+    def status(self) -> str:
+        return str(self.record.get("status") or "failed")
+
+    @property
+    def reason(self) -> str | None:
+        return self.record.get("reason")
+
+
+@dataclass
+class RunSnapshot:
+    """Everything compare needs of a run, whether read from a run folder or from the history."""
+
+    run_id: str
+    source: str  # the folder, or "history:<path>"
+    started_at: str | None
+    git_sha: str | None
+    branch: str | None
+    label: str | None
+    suite: str | None
+    environment: dict[str, Any]
+    info: dict[str, Any]
+    results: dict[str, ScenarioResult]
+    warnings: list[str] = field(default_factory=list)
+    # a fleet run folder's environments/<fingerprint>.json (the history keeps none)
+    host_environments: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str | None:
+        fp = self.environment.get("fingerprint")
+        if fp:
+            return str(fp)
+        for result in self.results.values():
+            if result.record.get("environment_fingerprint"):
+                return str(result.record["environment_fingerprint"])
+        return None
+
+    def describe(self) -> str:
+        parts = [self.run_id]
+        if self.git_sha:
+            parts.append(f"sha {self.git_sha[:10]}")
+        if self.label:
+            parts.append(f"label {self.label}")
+        if self.branch:
+            parts.append(f"branch {self.branch}")
+        return ", ".join(parts)
+
+
+def read_run_folder(path: Path) -> RunSnapshot:
+    """A run folder written by `bench run`; UserError when it is not one.
+
+    Tolerant like the report (bench.runfolder): a truncated last line or a missing
+    benchmark JSON becomes a warning, not an error. Records are kept as written.
+    """
+    folder = read_folder(Path(path))
+    warnings = folder.warnings
+    records = [line.data for line in folder.lines]
+    results: dict[str, ScenarioResult] = {}
+    for record in records:
+        sid = record["scenario_id"]
+        if sid in results:
+            warnings.append(f"{folder.results_path}: scenario {sid} appears twice; the last row is used")
+        rounds = None
+        if record.get("status") == "ok":
+            rounds, why = round_times(folder.path, record.get("files"), sid)
+            if why:
+                warnings.append(f"{sid}: {why}; no raw round times")
+        results[sid] = ScenarioResult(sid, record, rounds)
+    environment, info = folder.environment, folder.info
+    git = environment.get("git") if isinstance(environment.get("git"), dict) else {}
+    sha = git.get("sha") or next((r.get("git_sha") for r in records if r.get("git_sha")), None)
+    branch = git.get("branch")
+    return RunSnapshot(
+        run_id=folder.run_id,
+        source=str(folder.path),
+        started_at=info.get("started_at") or _started_from(records, folder.run_id),
+        git_sha=sha,
+        branch=None if branch in (None, "HEAD") else str(branch),
+        label=None,
+        suite=folder.suite,
+        environment=environment,
+        info=info,
+        results=results,
+        warnings=warnings,
+        host_environments=folder.host_environments,
+    )
+
+
+def _started_from(records: list[dict[str, Any]], run_id: str) -> str | None:
+    times = sorted(str(r["started_at"]) for r in records if r.get("started_at"))
+    if times:
+        return times[0]
+    try:  # run ids start with the UTC time: 20261123-143725-suite
+        stamp = dt.datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return stamp.isoformat(timespec="seconds")

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import bench
 from bench import backends
+from bench.capacity import measure_capacity, not_measured
 from bench.contention import Contention, wait_for_quiet
 from bench.environment import collect_environment
 from bench.errors import UserError
@@ -38,6 +39,7 @@ from bench.nospace import (
     says_no_space,
     where_no_space,
 )
+from bench.profiling import profile_for_run
 from bench.record import (
     CompiledRuntime,
     Fidelity,
@@ -59,7 +61,7 @@ from bench.runlock import lock_run_folder
 from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite
-from bench.worker import PARENT_PID_ENV, SPEC_ENV, WINDOW_END_PHASE, describe_exit, thread_env
+from bench.worker import SPEC_ENV, WINDOW_END_PHASE, describe_exit, worker_env
 
 HARNESS_PATH = Path(__file__).with_name("harness.py")
 _STDERR_TAIL_LINES = 12
@@ -459,8 +461,6 @@ def _with_capacity(
     progress: Progress,
 ) -> ResultRecord:
     """Measure serving capacity with pinned instance processes, after the timed worker has ended."""
-    from bench.capacity import measure_capacity, not_measured
-
     out_dir = context.run_dir / "capacity" / file_stem
     started = time.perf_counter()
     try:
@@ -488,8 +488,6 @@ def _with_profile(
     progress: Progress,
 ) -> ResultRecord:
     """Profile the scenario a second time, in its own process, after its timed worker has ended."""
-    from bench.profiling import profile_for_run
-
     progress.scenario_phase("profiling (a separate, untimed run)", 0.0)
     files, fields = profile_for_run(
         scenario,
@@ -580,17 +578,6 @@ def run_worker(
         rss_limit_exceeded_bytes=sampler.limit_exceeded_bytes,
         sampler_cpu_s=sampler.cpu_s,
     )
-
-
-def worker_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
-    env.update(thread_env(threads))
-    # The worker must import this very `bench`, whether installed or run from a checkout.
-    package_root = str(Path(bench.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    env[PARENT_PID_ENV] = str(os.getpid())
-    env.update(extra)
-    return env
 
 
 def compiled_runtime(worker: dict[str, Any]) -> CompiledRuntime | None:

@@ -44,6 +44,18 @@ def thread_env(threads: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value, "OPENBLAS_NUM_THREADS": value}
 
 
+def worker_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
+    """The environment a worker (or an instance, or a profile) starts with: thread pools sized before start."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
+    env.update(thread_env(threads))
+    # The worker must import this very `bench`, whether installed or run from a checkout.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env[PARENT_PID_ENV] = str(os.getpid())
+    env.update(extra)
+    return env
+
+
 def describe_exit(returncode: int) -> str:
     """'exit code 3' or 'killed by signal SIGSEGV' for a finished worker."""
     if returncode < 0:

@@ -22,7 +22,6 @@ from bench.compare import (
     Rule,
     bootstrap_changes,
     compare_runs,
-    drift,
     format_markdown,
     format_text,
     to_json,
@@ -30,8 +29,9 @@ from bench.compare import (
     verdict_with_ci,
 )
 from bench.errors import UserError
-from bench.history import read_run_folder, record_run
-from bench.stats import LatencyStats
+from bench.history import record_run
+from bench.runfolder import read_run_folder
+from bench.stats import LatencyStats, drift
 
 MLP = "tiny_mlp-b1-t1-fp32-eager"
 SPECS = [Spec(median_ms=1.0), Spec(batch_size=4, median_ms=2.0), Spec(model="tiny_cnn", median_ms=3.0)]

@@ -30,11 +30,11 @@ from bench.history import (
     list_runs,
     load_run,
     open_history,
-    read_run_folder,
     record_run,
     scenario_history,
     unpack_times,
 )
+from bench.runfolder import read_run_folder
 
 MLP = "tiny_mlp-b1-t1-fp32-eager"
 

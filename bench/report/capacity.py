@@ -19,9 +19,9 @@ from matplotlib.lines import Line2D
 from bench.record import LayoutFigures, ResultRecord, ServerFigures, ServerStep
 from bench.report.data import RunData, run_tags
 from bench.report.figures import EXTRA_COLORS, STYLE, FigureResult, _fixed_grid, _grid, _nice_log, _save
+from bench.units import MIB, ms_number
 
 FIGURE_PREFIX = "capacity_"
-MIB = 1024 * 1024
 LAYOUT_COLORS = ["#1f6fb4", "#e07a2e", "#2a9d8f", "#d1495b", "#8e6bbf", *EXTRA_COLORS]
 CAPTION = (
     "Server mode: each point is one step of Poisson arrivals at a fixed offered rate; x is the requests completed "
@@ -141,10 +141,6 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1e3:.3g}"
-
-
 def _largest(values: list[int | None]) -> float | None:
     known = [v for v in values if v is not None]
     return max(known) / MIB if known else None
@@ -198,8 +194,10 @@ def _cells(row: CapacityRow) -> list[str]:
         _fmt(f.closed_loop.samples_per_s if f.closed_loop else None),
         _fmt(f.offline.samples_per_s if f.offline else None),
         "unreachable" if server and rate is None else _fmt(rate),
-        _ms(f.closed_loop.latency_s.p99 if f.instances == 1 and f.closed_loop and f.closed_loop.latency_s else None),
-        _ms(low.latency_p99_s if low else None),
+        ms_number(
+            f.closed_loop.latency_s.p99 if f.instances == 1 and f.closed_loop and f.closed_loop.latency_s else None
+        ),
+        ms_number(low.latency_p99_s if low else None),
         _fmt(_largest([m.uss_bytes for m in f.memory])),
         _fmt(_largest([m.pss_bytes for m in f.memory])),
         _fmt(_largest([m.rss_bytes for m in f.memory])),

@@ -27,9 +27,9 @@ from bench.profiling import MEMORY_PHASES
 from bench.report.data import RunData
 from bench.report.tables import pareto_front
 from bench.runfolder import allocation_events, round_times, rss_samples
+from bench.units import MIB
 
 DPI = 100
-MIB = 1024 * 1024
 PANELS_PER_FILE = 24  # memory small multiples per PNG
 STYLE = {
     "font.family": "DejaVu Sans",

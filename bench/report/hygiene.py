@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from bench.record import ResultRecord
 from bench.report.data import RunData
 from bench.report.tables import first_line
+from bench.units import MIB
 
-MIB = 1024 * 1024
 DEFAULT_MODES = ("inference_mode", "eval")
 INTRO = (
     "The default rows call the model the right way: eval() under torch.inference_mode(). The other rows forget "

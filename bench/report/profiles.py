@@ -23,8 +23,8 @@ from bench.profiling import FLOPS_NOTE, TOP_OPS, read_ops
 from bench.report.data import RunData
 from bench.report.tables import Column
 from bench.runfolder import raw_file, rss_samples
+from bench.units import MIB, ms_fixed
 
-MIB = 1024 * 1024
 OPS_HEADERS = ["op", "calls/call", "self ms/call", "self %", "total ms/call", "memory KiB/call", "input shapes"]
 PROFILE_LINKS = (
     ("trace_json", "trace (ui.perfetto.dev, chrome://tracing)"),
@@ -74,7 +74,8 @@ def profile_sections(runs: list[RunData], out_dir: Path, *, top: int = TOP_OPS) 
 
 
 def _facts(figures: Any) -> list[str]:
-    facts = [f"{figures.iterations} profiled calls, median {_ms(figures.median_latency_s)} under the profiler"]
+    median = ms_fixed(figures.median_latency_s, "n/a")
+    facts = [f"{figures.iterations} profiled calls, median {median} under the profiler"]
     if getattr(figures, "profiler_overhead", None):
         facts[0] += f" ({figures.profiler_overhead:.2f}x a call without it)"
     if figures.explained_ratio is not None:
@@ -115,10 +116,6 @@ def _files(
         for r in table.itertuples()
     ]  # fmt: skip
     return links, rows, None
-
-
-def _ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1e3:.3f} ms"
 
 
 # --- memory by phase --------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import pandas as pd
 
 from bench.record import ResultRecord
 from bench.report.data import RunData
+from bench.units import GIB, MIB
 
-MIB = 1024 * 1024
 # A non-fp32 row this many times slower than the fp32 row of the same configuration is a cliff.
 CLIFF_RATIO = 3.0
 REFERENCE_PRECISION = "fp32"
@@ -391,7 +391,6 @@ def first_line(text: str | None, limit: int = 160) -> str:
 
 # --- environment -------------------------------------------------------------------------------
 
-GIB = 1024**3
 KEY_ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 

@@ -1,0 +1,165 @@
+"""`bench history`: list the recorded runs, one scenario's metric over time (as text or a page of
+trend charts), and `import` / `export` of run folders and rows."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+from bench.commands.common import add_history_option
+from bench.history import (
+    export_csv,
+    format_runs,
+    format_scenario_history,
+    list_runs,
+    record_run,
+    write_trend_html,
+)
+from bench.metrics import METRICS
+
+HISTORY_USAGE = """\
+bench history [--history PATH] [--label L] [--branch B] [--limit N]
+       bench history --scenario ID [--metric NAME] [--threshold PCT] [...]
+       bench history --html FILE [--scenario ID] [--metric NAME] [...]
+       bench history import RUN_DIR... [--label L] [--history PATH]
+       bench history export FILE.csv [--scenario ID] [--round-times] [--history PATH]"""
+
+
+HISTORY_EPILOG = """\
+examples:
+  bench history                                   list the runs in reports/history.sqlite
+  bench history --scenario resnet18-b1-t2-fp32-eager
+                                                  its median latency run after run, steps marked
+  bench history --scenario resnet18-b1-t2-fp32-eager --metric peak_rss
+  bench history --html trends.html                a chart per scenario, steps marked
+  bench history import reports/*/ --label main    record run folders made before the history
+  bench history export history.csv                every row of every run, as CSV
+
+`bench run` records every run here by itself (unless --no-history). Metrics: median, p90,
+p99, mean (latency), throughput, load, first_inference, peak_rss (sampled), peak_rss_kernel.
+"""
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add `bench history` (list, show a scenario, import, export) to the CLI's subcommands."""
+    history = commands.add_parser(
+        "history",
+        parents=[common],
+        usage=HISTORY_USAGE,
+        help="list recorded runs; a scenario's metric over time; import and export",
+        description=textwrap.fill(
+            "The history store: every run recorded by `bench run` (or imported), its rows and raw round "
+            "times, in one SQLite file. Without a subcommand, list the runs; with --scenario, show one metric of "
+            "one scenario run after run, with detected step changes marked at the commit where they happened.",
+            88,
+        ),
+        epilog=HISTORY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_history_option(history)
+    history.add_argument(
+        "--scenario", metavar="ID", help="show this scenario's metric over time instead of the run list"
+    )
+    history.add_argument(
+        "--metric",
+        default="median",
+        choices=list(METRICS),
+        metavar="NAME",
+        help="with --scenario: the metric to show (default: median latency; the list is below)",
+    )
+    history.add_argument("--label", help="only runs with this label")
+    history.add_argument("--branch", help="only runs on this git branch")
+    history.add_argument("--limit", type=int, metavar="N", help="only the newest N runs")
+    history.add_argument(
+        "--threshold",
+        type=float,
+        default=5.0,
+        metavar="PCT",
+        help="with --scenario: smallest step change to mark, in percent (default 5)",
+    )
+    history.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write a page of trend charts (every scenario, or the --scenario given) with the steps marked",
+    )
+    history.set_defaults(handler=history_command, history_command=None)
+
+    sub_common = argparse.ArgumentParser(add_help=False)
+    sub_common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
+    )
+    add_history_option(sub_common, sub=True)
+    actions = history.add_subparsers(title="subcommands (optional)", metavar="{import,export}", dest="history_command")
+
+    do_import = actions.add_parser(
+        "import",
+        parents=[sub_common],
+        help="record existing run folders in the history",
+        description="Record run folders in the history. Importing a run that is already there changes nothing "
+        "(a run imported while still running is brought up to date); --label sets or replaces its label.",
+    )
+    do_import.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="run folder(s), e.g. reports/*/")
+    do_import.add_argument(
+        "--label", help="a label for these runs, e.g. main or pr-123 (for `bench compare --baseline`)"
+    )
+    do_import.add_argument("--branch", help="the git branch to record (default: from environment.json)")
+    do_import.set_defaults(handler=import_command)
+
+    export = actions.add_parser(
+        "export",
+        parents=[sub_common],
+        help="write every recorded row as CSV",
+        description="Write every result row of every run (run columns, then each record field flattened, "
+        "e.g. latency_s.median) as one CSV file.",
+    )
+    export.add_argument("out", type=Path, metavar="FILE.csv", help="the CSV file to write")
+    export.add_argument("--scenario", metavar="ID", help="only this scenario")
+    export.add_argument("--round-times", action="store_true", help="add a column with every raw round time (JSON)")
+    export.set_defaults(handler=export_command)
+
+
+def history_command(args: argparse.Namespace) -> int:
+    if args.html:
+        charts = write_trend_html(
+            args.history, args.html, args.metric, scenario_id=args.scenario, label=args.label, branch=args.branch,
+            limit=args.limit, threshold=args.threshold / 100, timeout_s=args.history_timeout,
+        )  # fmt: skip
+        print(f"wrote {charts} chart(s) of {METRICS[args.metric].title} to {args.html}")
+        return 0
+    if args.scenario:
+        print(
+            format_scenario_history(
+                args.history, args.scenario, args.metric, label=args.label, branch=args.branch, limit=args.limit,
+                threshold=args.threshold / 100, timeout_s=args.history_timeout,
+            )
+        )  # fmt: skip
+        return 0
+    runs = list_runs(
+        args.history, label=args.label, branch=args.branch, limit=args.limit, timeout_s=args.history_timeout
+    )
+    print(format_runs(runs, args.history))
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    for run_dir in args.runs:
+        outcome = record_run(
+            args.history, run_dir, label=args.label, branch=args.branch, timeout_s=args.history_timeout
+        )
+        for warning in outcome.warnings:
+            print(f"bench: warning: {warning}", file=sys.stderr)
+        print(f"{outcome.describe()} ({run_dir})")
+    print(f"history: {args.history}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    count = export_csv(
+        args.history, args.out, scenario_id=args.scenario, with_round_times=args.round_times,
+        timeout_s=args.history_timeout,
+    )  # fmt: skip
+    print(f"wrote {count} rows to {args.out}")
+    return 0

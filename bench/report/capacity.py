@@ -157,7 +157,7 @@ def _mix(server: ServerFigures) -> str:
         return f"request mix: seq_len {shares}; "
     step = max(at_rate, key=lambda s: s.requests)
     p99s = ", ".join(
-        f"{n}: {_ms(p)} ms" for n, p in zip(server.mix_seq_lens, step.mix_latency_p99_s or [], strict=True)
+        f"{n}: {ms_number(p)} ms" for n, p in zip(server.mix_seq_lens, step.mix_latency_p99_s or [], strict=True)
     )
     return f"request mix: seq_len {shares}; p99 by seq_len at the answer: {p99s}; "
 
@@ -244,7 +244,7 @@ def _batching_cells(row: CapacityRow) -> list[str]:
         "unreachable" if plain is None else _fmt(plain),
         "unreachable" if rate is None else _fmt(rate),
         f"{rate / plain:.2f}x" if rate and plain else "-",
-        f"{_ms(lows[0])} → {_ms(lows[1])}",
+        f"{ms_number(lows[0])} → {ms_number(lows[1])}",
         _batch_mix(max(at_rate, key=lambda s: s.requests) if at_rate else None),
         _search(batched),
     ]

@@ -107,7 +107,7 @@ class HygieneFigures:
 class ModelSourceInfo:
     """The user's own model a row measured (a suite `model:` mapping; bench.sources); null for a model name."""
 
-    kind: str  # checkpoint, safetensors, factory, torchscript, onnx, exported_program or tflite
+    kind: str  # checkpoint, safetensors, factory, torchscript, onnx, exported_program, tflite, aoti or hf
     path: str | None = None  # the file or folder (a factory: its module's file)
     bytes: int | None = None  # its size (a folder: all its weight files)
     sha256: str | None = None  # its content hash (a folder: see README)

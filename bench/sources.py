@@ -5,7 +5,8 @@ or a mapping with a `name` and exactly one source key:
 
 - `checkpoint` / `safetensors`: weights for an `architecture` (a model name or a factory);
 - `factory`: `package.module:function` returning an nn.Module;
-- `torchscript` / `onnx` / `exported_program` / `tflite`: a compiled file, run as given;
+- `torchscript` / `onnx` / `exported_program` / `tflite` / `aoti`: a compiled file, run as
+  given (an AOTInductor package holds native code: it needs `trust_code: true`);
 - `hf`: a Hugging Face model folder (config.json and weights), built with transformers (bench.hf).
 
 Any source but tflite may declare named, typed `inputs:` (bench.inputs) and an `output:`.
@@ -39,11 +40,12 @@ from bench.artifacts import file_sha256
 from bench.errors import UserError
 from bench.inputs import InputSpec
 
-KINDS = ("checkpoint", "safetensors", "factory", "torchscript", "onnx", "exported_program", "tflite", "hf")
+KINDS = ("checkpoint", "safetensors", "factory", "torchscript", "onnx", "exported_program", "tflite", "aoti", "hf")
 WEIGHT_KINDS = ("checkpoint", "safetensors")  # weights for an `architecture`
 MODULE_KINDS = (*WEIGHT_KINDS, "factory")  # an nn.Module in Python: every precision and load mode applies
 # Compiled files run as given, with the one load mode that reads them.
-NATIVE_LOAD = {"torchscript": "torchscript", "onnx": "onnxruntime", "exported_program": "export", "tflite": "litert"}
+NATIVE_LOAD = {"torchscript": "torchscript", "onnx": "onnxruntime", "exported_program": "export", "tflite": "litert",
+               "aoti": "aoti"}  # fmt: skip
 FILE_KINDS = (*WEIGHT_KINDS, *NATIVE_LOAD, "hf")
 TASKS = ("feature-extraction", "text-classification", "causal-lm")
 FORMAT_NAMES = {
@@ -54,15 +56,21 @@ FORMAT_NAMES = {
     "onnx": "ONNX",
     "exported_program": "torch.export (.pt2)",
     "tflite": "TFLite",
+    "aoti": "AOTInductor package (.pt2)",
     "hf": "Hugging Face model folder",
 }
-KEYS = ("name", *KINDS, "architecture", "kwargs", "input_shape", "sha256", "trust_pickle", "saved_precision",
-        "inputs", "output", "task", "text", "random_weights")  # fmt: skip
+KEYS = ("name", *KINDS, "architecture", "kwargs", "input_shape", "sha256", "trust_pickle", "trust_code",
+        "saved_precision", "inputs", "output", "task", "text", "random_weights")  # fmt: skip
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # a folder's single-file weights, by preference
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,63}$")  # no '-': it separates the parts of a scenario id
 FACTORY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
+CODE_RISK = (
+    "an AOTInductor package holds compiled shared libraries, which run as native code, with this user's rights, "
+    "as soon as the package is loaded; set `trust_code: true` in this model entry only for a package you built "
+    "or from a source you trust, and give its sha256 so a changed file is refused"
+)
 PICKLE_RISK = (
     "unpickling runs whatever code the file names, so set it only for a file from a source you trust; "
     "better, save the weights alone (torch.save(model.state_dict(), path))"
@@ -83,6 +91,7 @@ class ModelSource:
     kwargs: dict[str, Any] = field(default_factory=dict, hash=False)  # passed to the architecture
     sha256: str | None = None  # as declared in the suite; verified before loading
     trust_pickle: bool = False  # checkpoint: torch.load(weights_only=False); exported_program: skip the pickle check
+    trust_code: bool = False  # aoti: the user accepts that loading the package runs its native code
     saved_precision: str = "fp32"  # compiled files: the precision they were saved in
     search_path: str | None = None  # the suite's folder: factories' modules are imported from there too
     inputs: tuple[InputSpec, ...] = ()  # named, typed inputs (bench.inputs); empty: one float tensor of input_shape

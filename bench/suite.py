@@ -730,6 +730,7 @@ class _Validator:
             "architecture": kind in sources.WEIGHT_KINDS,
             "kwargs": kind in sources.MODULE_KINDS,
             "trust_pickle": kind in ("checkpoint", "exported_program"),
+            "trust_code": kind == "aoti",
             "saved_precision": kind in sources.NATIVE_LOAD,
             "sha256": kind in sources.FILE_KINDS,
             "inputs": kind != "tflite",
@@ -755,9 +756,12 @@ class _Validator:
             ) from None
         if kwargs and architecture in models.BUILTIN:
             raise self.fail((*where, "kwargs"), f"the built-in model {architecture} takes no kwargs")
-        trust_pickle = value.get("trust_pickle", False)
-        if not isinstance(trust_pickle, bool):
-            raise self.fail((*where, "trust_pickle"), f"expected true or false, got {_kind(trust_pickle)}")
+        trust_pickle, trust_code = value.get("trust_pickle", False), value.get("trust_code", False)
+        for key, flag in (("trust_pickle", trust_pickle), ("trust_code", trust_code)):
+            if not isinstance(flag, bool):
+                raise self.fail((*where, key), f"expected true or false, got {_kind(flag)}")
+        if kind == "aoti" and not trust_code:
+            raise self.fail((*where, "trust_code"), f"is not set: {sources.CODE_RISK}")
         sha256 = value.get("sha256")
         if sha256 is not None and not (isinstance(sha256, str) and sources.SHA256_RE.match(sha256)):
             raise self.fail((*where, "sha256"), f"expected 64 hexadecimal digits, got {sha256!r}")
@@ -779,7 +783,7 @@ class _Validator:
             name=name, kind=kind, input_shape=input_shape,
             path=sources.resolve_path(spec, self.base_dir) if kind in sources.FILE_KINDS else None,
             architecture=architecture, kwargs=kwargs, sha256=sha256.lower() if sha256 else None,
-            trust_pickle=trust_pickle,
+            trust_pickle=trust_pickle, trust_code=trust_code,
             saved_precision=self.choice(value.get("saved_precision", "fp32"), (*where, "saved_precision"), PRECISIONS),
             search_path=str(self.base_dir), **text_fields,
         )  # fmt: skip

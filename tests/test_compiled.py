@@ -7,7 +7,9 @@ end-to-end run of the real CLI on the tiny model (slow: Inductor builds C++ kern
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,24 @@ def test_known_gaps_are_unsupported_with_a_reason(monkeypatch):
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     reason = compiled.unsupported_reason(_scenario(load="aoti"))
     assert "needs a C++ compiler" in reason and "apt-get install g++" in reason
+
+
+def test_a_users_aoti_package_needs_trust_code_and_only_it_takes_trust_code(tmp_path):
+    (tmp_path / "mine.pt2").write_bytes(b"PK not checked before the run")
+    entry = "{name: mine, aoti: mine.pt2, input_shape: [4]}"
+    with pytest.raises(SuiteError) as info:
+        parse_suite(f"name: s\nmatrix:\n  model: [{entry}]\n  load: [aoti]\n", str(tmp_path / "s.yaml"))
+    assert info.value.field == "matrix.model.0.trust_code"
+    assert "run as native code" in info.value.message and "trust_code: true" in info.value.message
+    trusted = entry.replace("input_shape", "trust_code: true, input_shape")
+    (scenario,) = parse_suite(
+        f"name: s\nmatrix:\n  model: [{trusted}]\n  load: [aoti]\n", str(tmp_path / "s.yaml")
+    ).scenarios
+    assert scenario.source.trust_code and scenario.load == "aoti"
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    with pytest.raises(SuiteError, match="does not apply to onnx sources"):
+        parse_suite("name: s\nmatrix:\n  model: [{name: m, onnx: m.onnx, trust_code: true, input_shape: [4]}]\n",
+                    str(tmp_path / "s.yaml"))  # fmt: skip
 
 
 def test_first_error_line_skips_the_compilers_boilerplate():
@@ -190,3 +210,26 @@ def test_compile_aoti_and_openvino_run_end_to_end(run_cli, write_suite, tmp_path
     assert ov_row.compiled.inference_precision == "f32" and ov_row.compiled.num_threads == 1
     csv = (run_dir / "results.csv").read_text(encoding="utf-8")
     assert "compile_ms" in csv.splitlines()[0]
+
+    # A user's own AOTInductor package (here the one bench just built) runs as given, with trust_code
+    (package,) = (tmp_path / "reports" / ".cache" / "artifacts").glob("*/tiny_mlp-*.aoti.pt2")
+    shutil.copy(package, tmp_path / "mine.pt2")
+    suite = write_suite(
+        """
+        name: user_aoti
+        defaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.05}}
+        matrix:
+          model: [{name: mine, aoti: mine.pt2, trust_code: true, input_shape: [64]}]
+          load: [aoti]
+        include:  # a package runs as built: no other load mode or precision
+          - {model: mine, load: eager}
+        """,
+        name="user.yaml",
+    )
+    result = run_cli("run", str(suite), "--no-history", "--reports", "user")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = [p for p in (tmp_path / "user").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    rows = {r.load: r for r in read_records(run_dir / "results.jsonl")[0]}
+    assert rows["aoti"].status == "ok" and rows["aoti"].compiled.compiler == "aot_inductor", rows["aoti"].reason
+    assert rows["aoti"].model_source.sha256 == hashlib.sha256(package.read_bytes()).hexdigest()
+    assert rows["eager"].status == "unsupported" and "runs only with load: aoti" in rows["eager"].reason

@@ -38,6 +38,7 @@ import bench
 from bench import runner
 from bench.environment import collect_environment
 from bench.errors import UserError
+from bench.nospace import is_no_space, release_reserve, reserve_space, where_no_space
 from bench.record import FleetPlacement, ResultRecord, append_record
 from bench.suite import Scenario, Suite
 
@@ -157,10 +158,12 @@ def run_suite_on_fleet(
     client,
     progress: runner.Progress | None = None,
     announce: Callable[[str], None] | None = None,
+    on_contention: runner.ContentionPolicy | None = None,
 ) -> list[ResultRecord]:
     """Run the context's pending scenarios on the fleet, appending each row as it comes back.
 
-    `announce` gets a line each time a host starts a scenario."""
+    `announce` gets a line each time a host starts a scenario; each host applies `on_contention`
+    to its own scenarios. A full disk here ends the run as a local run ends (runner.stop_for_space)."""
     progress = progress or runner.Silent()
     scenarios = context.pending if context.pending is not None else list(context.suite.scenarios)
     attempts = _Attempts(announce)
@@ -172,6 +175,7 @@ def run_suite_on_fleet(
             "suite": context.suite.name,
             "scenario": scenario.to_dict(),
             "rss_interval_s": context.rss_interval_s,
+            "on_contention": dataclasses.asdict(on_contention or runner.ContentionPolicy()),
         }
         future = client.submit(
             measure_on_host,
@@ -184,7 +188,9 @@ def run_suite_on_fleet(
     pending = set(futures)
     last_check_s = time.monotonic()
     absent = _AbsentGroups()
+    scenario = None  # the one whose row is being stored, until it is on disk
     try:
+        reserve_space(context.run_dir)
         while pending:
             # future: (why, whether its last start is one we cancel rather than one whose worker was lost)
             given_up = {f: (cause, True) for f in pending if (cause := _too_many_attempts(futures[f], attempts))}
@@ -208,6 +214,7 @@ def run_suite_on_fleet(
                 record = _record_of(context, future, scenario, attempts.started(scenario.id), why)
                 progress.scenario_started(len(futures) - len(pending), len(futures), scenario.id)
                 append_record(context.results_path, record)
+                scenario = None
                 context.records.append(record)
                 progress.scenario_finished(record)
     except KeyboardInterrupt:
@@ -215,7 +222,14 @@ def run_suite_on_fleet(
             future.cancel()  # a scenario already running on a host still ends there; its row is dropped
         runner.write_run_info(context, status="interrupted", finished_at=runner.utc_now())
         raise
+    except Exception as exc:
+        if not is_no_space(exc):
+            raise
+        for future in pending:
+            future.cancel()  # --resume measures them, and the one whose row did not fit
+        raise runner.stop_for_space(context, where_no_space(exc, context.run_dir), scenario) from exc
     finally:
+        release_reserve(context.run_dir)
         client.unsubscribe_topic(EVENT_TOPIC)
     runner.write_run_info(context, status="complete", finished_at=runner.utc_now())
     return context.records
@@ -358,11 +372,21 @@ def measure_on_host(request: dict[str, Any]) -> dict[str, Any]:
     context = runner.RunContext(
         request["run_id"], run_dir, suite, _host_environment, scratch / "cache" / "artifacts", request["rss_interval_s"]
     )
+    policy = runner.ContentionPolicy(**request.get("on_contention", {}))
     try:
         started_unix_s = time.time()
-        record = runner.run_scenario(context, scenario, runner.Silent())
+        record = runner.measure(context, scenario, runner.Silent(), policy)
         ended_unix_s = time.time()
         files = _read_files(run_dir, record.files.values())
+    except Exception as exc:
+        if is_no_space(exc):  # the host's disk, not the client's: its row fails, the run goes on
+            # A plain error: Dask pickles it back to the client, where it becomes this row's reason.
+            raise RuntimeError(
+                f"no space left on {socket.gethostname()}:{where_no_space(exc, scratch)} (the host's artifact "
+                f"cache and in-flight files, ${SCRATCH_ENV}); free space there, then measure the scenario again "
+                "with bench run --resume"
+            ) from exc
+        raise
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return {

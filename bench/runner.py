@@ -335,7 +335,7 @@ def run_suite(
         for index, scenario in enumerate(scenarios, start=1):
             unfinished = scenario
             progress.scenario_started(index, total, scenario.id)
-            record = _measure(context, scenario, progress, on_contention or ContentionPolicy())
+            record = measure(context, scenario, progress, on_contention or ContentionPolicy())
             append_record(context.results_path, record)
             unfinished = None
             context.records.append(record)
@@ -346,15 +346,15 @@ def run_suite(
     except Exception as exc:
         if not is_no_space(exc):
             raise
-        raise _stop_for_space(context, where_no_space(exc, context.run_dir), unfinished) from exc
+        raise stop_for_space(context, where_no_space(exc, context.run_dir), unfinished) from exc
     finally:
         release_reserve(context.run_dir)
     write_run_info(context, status="complete", finished_at=utc_now())
     return context.records
 
 
-def _measure(context: RunContext, scenario: Scenario, progress: Progress, policy: ContentionPolicy) -> ResultRecord:
-    """run_scenario, with the --on-contention policy applied."""
+def measure(context: RunContext, scenario: Scenario, progress: Progress, policy: ContentionPolicy) -> ResultRecord:
+    """run_scenario, with the --on-contention policy applied (here, or on a fleet host)."""
     waited_s = None
     if policy.action == "wait":
         _, waited_s = wait_for_quiet(scenario.threads, policy.wait_limit_s, announce=progress.scenario_phase)
@@ -370,7 +370,7 @@ def _measure(context: RunContext, scenario: Scenario, progress: Progress, policy
     return record
 
 
-def _stop_for_space(context: RunContext, path: Path, unfinished: Scenario | None) -> NoSpaceLeft:
+def stop_for_space(context: RunContext, path: Path, unfinished: Scenario | None) -> NoSpaceLeft:
     """End a run whose disk filled up: its rows stay, run.json says why, and how to go on."""
     if unfinished is not None:  # its raw files have no row to go with; --resume measures it again
         shutil.rmtree(context.run_dir / "workers" / unfinished.id, ignore_errors=True)

@@ -3,11 +3,15 @@ lost workers, given-up scenarios and absent host groups, on a fake clock. No Das
 
 from __future__ import annotations
 
+import errno
+import json
+import time
 from pathlib import Path
 
 import pytest
 
 from bench import fleet, runner
+from bench.nospace import NoSpaceLeft
 from bench.record import ResultRecord
 from bench.suite import parse_suite
 
@@ -156,3 +160,48 @@ def test_absent_groups_need_two_checks_and_the_grace_period():
     assert absent.update(set(), {"lab"}, 40.0) == set()  # absent again: counting from here
     assert absent.update(set(), {"lab"}, 70.0) == {"lab"}
     assert absent.update({None}, {None, "lab"}, 71.0) == {"lab"}  # None: any worker at all
+
+
+def test_a_full_disk_on_the_client_ends_a_fleet_run_as_it_ends_a_local_one(context, monkeypatch):
+    def full(run_dir, files):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "workers" / SID / "stderr.log"))
+
+    monkeypatch.setattr(fleet, "_store_files", full)
+    fake = FakeFleet(lambda t, fake: (fake.start("tcp://a:1"), fake.finish(context, "tcp://a:1")) if t == 0.5 else None)
+    monkeypatch.setattr(fleet, "time", fake)
+    with pytest.raises(NoSpaceLeft) as info:
+        fleet.run_suite_on_fleet(context, fake)
+    assert str(info.value).startswith(f"no space left on {context.run_dir / 'workers' / SID / 'stderr.log'}")
+    assert f"bench run --resume {context.run_dir}" in str(info.value) and f"({SID} has none yet)" in str(info.value)
+    run_info = json.loads((context.run_dir / "run.json").read_text())
+    assert run_info["status"] == "interrupted" and run_info["reason"].startswith("no space left on ")
+    assert not context.results_path.exists() or context.results_path.read_text() == ""
+    assert [p.name for p in context.run_dir.iterdir() if p.name.startswith(".")] == []  # the reserve is gone
+
+
+def test_each_host_applies_the_runs_contention_policy_and_names_its_own_full_disk(context, monkeypatch, tmp_path):
+    policy = runner.ContentionPolicy("retry", retries=3)
+    fake = FakeFleet(lambda t, fake: (fake.start("tcp://a:1"), fake.finish(context, "tcp://a:1")) if t == 0.5 else None)
+    monkeypatch.setattr(fleet, "time", fake)
+    fleet.run_suite_on_fleet(context, fake, on_contention=policy)
+    assert fake.request["on_contention"] == {"action": "retry", "retries": 3, "wait_limit_s": 120.0}
+
+    # on the host: the policy reaches runner.measure; a full disk there is that host's, named
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.setattr(fleet, "time", time)  # the real clock again
+    monkeypatch.setattr(
+        distributed, "get_worker", lambda: type("W", (), {"address": "tcp://h:1", "log_event": print})()
+    )
+    monkeypatch.setenv(fleet.SCRATCH_ENV, str(tmp_path / "scratch"))
+    monkeypatch.setattr(fleet, "_host_environment", {"fingerprint": "host"})
+    seen = []
+
+    def measure(context, scenario, progress, policy):
+        seen.append(policy)
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "scratch" / "cache" / "x.pt"))
+
+    monkeypatch.setattr(runner, "measure", measure)
+    with pytest.raises(RuntimeError, match=r"no space left on \S+:.*scratch/cache/x.pt .*bench run --resume"):
+        fleet.measure_on_host(fake.request)
+    assert seen == [policy]
+    assert list((tmp_path / "scratch" / "runs").iterdir()) == []  # the in-flight folder is gone

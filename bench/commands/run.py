@@ -102,8 +102,6 @@ def run_command(args: argparse.Namespace) -> int:
         raise UserError("give either a suite file to run or --resume RUN_DIR (not both)")
     if args.contention_retries < 0 or not args.contention_wait >= 0:
         raise UserError("--contention-retries and --contention-wait must be >= 0")
-    if args.on_contention != "mark" and args.scheduler is not None:
-        raise UserError("--on-contention retry or wait applies to a local run; a fleet run marks contended rows")
     if args.shuffle is not None and args.scheduler is not None:
         raise UserError("--shuffle orders a local run; a fleet run's scenarios already run side by side on its hosts")
     if args.resume is not None:  # before connecting: a fleet run resumes on a fleet only, a local one here only
@@ -138,15 +136,15 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.no_history:
         history_path = args.history or context.run_dir.parent / "history.sqlite"
         progress = history = RecordAsItRuns(progress, history_path, context.run_dir, label=args.label)
+    policy = ContentionPolicy(args.on_contention, args.contention_retries, args.contention_wait)
     try:
         if client is None:
             seed = random.randrange(2**31) if args.shuffle == -1 else args.shuffle
             if seed is not None:
                 print(f"bench: running the scenarios in a shuffled order (--shuffle {seed})", file=sys.stderr)
-            policy = ContentionPolicy(args.on_contention, args.contention_retries, args.contention_wait)
             run_suite(context, progress, shuffle_seed=seed, on_contention=policy)
         else:
-            _run_on_fleet(context, client, args.scheduler, workers, progress)
+            _run_on_fleet(context, client, args.scheduler, workers, progress, policy)
     except KeyboardInterrupt:
         print(
             f"\nbench: run interrupted; finished rows are in {context.results_path}; "
@@ -175,8 +173,8 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_on_fleet(context, client, address: str, workers, progress) -> None:
-    """`workers`: the fleet as fleet.check_workers found it fit for the suite."""
+def _run_on_fleet(context, client, address: str, workers, progress, policy: ContentionPolicy) -> None:
+    """`workers`: the fleet as fleet.check_workers found it fit for the suite; each host applies `policy`."""
     for host, addresses in fleet.shared_hosts(workers).items():
         print(
             f"bench: warning: {len(addresses)} Dask workers share host {host}: their scenarios run at the same "
@@ -187,8 +185,9 @@ def _run_on_fleet(context, client, address: str, workers, progress) -> None:
     print(f"bench: sending the scenarios to {len(workers)} worker(s) at {address}", file=sys.stderr)
     try:
         fleet.run_suite_on_fleet(
-            context, client, progress, announce=lambda line: print(f"  {line}", file=sys.stderr, flush=True)
-        )
+            context, client, progress, on_contention=policy,
+            announce=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
+        )  # fmt: skip
     finally:
         client.close()
 

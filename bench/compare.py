@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.errors import UserError
+from bench.markdown import cell, table
 from bench.metrics import METRICS, Metric
 from bench.pruning import DENSE
 from bench.runfolder import RunSnapshot, ScenarioResult
@@ -671,10 +672,6 @@ def format_text(comparison: Comparison, *, changes_only: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _md(text: Any) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
-
-
 def format_markdown(comparison: Comparison, *, status_mark: bool = False) -> str:
     """A pull-request comment; `status_mark` starts the heading with a pass/fail mark (a job summary)."""
     counts = {v: comparison.count(v) for v in VERDICTS}
@@ -690,30 +687,27 @@ def format_markdown(comparison: Comparison, *, status_mark: bool = False) -> str
         "",
     ]
     for warning in comparison.warnings:
-        lines.append(f"> :warning: {_md(warning)}")
+        lines.append(f"> :warning: {cell(warning)}")
     if comparison.warnings:
         lines.append("")
-    header = "| " + " | ".join(_header(comparison)) + " |"
-    align = "|---|---|---:|---:|---:|---|---|---|"
-
-    def table(rows: Sequence[Row]) -> list[str]:
-        out = [header, align]
-        for row, cells in zip(rows, _table_rows(rows), strict=True):
-            cells = list(cells)
+    def rows_table(rows: Sequence[Row]) -> list[str]:
+        body = []
+        for row, texts in zip(rows, _table_rows(rows), strict=True):
+            cells = [cell(x) for x in texts]
             cells[6] = f"**{row.verdict}**" if row.verdict in ("regressed", "improved") else row.verdict
-            out.append("| " + " | ".join(_md(x) if i != 6 else x for i, x in enumerate(cells)) + " |")
-        return out
+            body.append(cells)
+        return [table(list(_header(comparison)), body, ["", "", "r", "r", "r", "", "", ""])]
 
     notable = [r for r in comparison.rows if r.verdict != "unchanged"]
     order = {v: i for i, v in enumerate(VERDICTS)}
     notable.sort(key=lambda r: order[r.verdict])
     if notable:
-        lines += table(notable)
+        lines += rows_table(notable)
     else:
         lines.append("No change beyond the thresholds.")
     lines += ["", f"<details><summary>All {len(comparison.rows)} comparisons</summary>", ""]
-    lines += table(comparison.rows)
-    lines += ["", "</details>", "", f"<sub>{_md(comparison.rule.describe())}</sub>", ""]
+    lines += rows_table(comparison.rows)
+    lines += ["", "</details>", "", f"<sub>{cell(comparison.rule.describe())}</sub>", ""]
     return "\n".join(lines)
 
 

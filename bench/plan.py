@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.markdown import table
 from bench.record import CapacityFigures, LayoutFigures, ResultRecord, ServerStep
 from bench.stats import PERCENTILE_RULE
 from bench.units import GIB, MIB, ms_number
@@ -430,12 +431,6 @@ def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / MIB:,.0f}"
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def render_markdown(plan: Plan) -> str:
     request, host = plan.request, plan.request.host
     cost = f", ${host.cost_per_hour:,.2f} per hour" if host.cost_per_hour is not None else ", no cost given"
@@ -478,7 +473,7 @@ def render_markdown(plan: Plan) -> str:
             "The same scenario measured on each host group of the fleet run, each planned on its own "
             "measured machine (or the --host-* figures) and price:",
             "",
-            _table(
+            table(
                 [
                     "scenario",
                     "host group",
@@ -550,7 +545,7 @@ def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
         out += [
             f"Per thread width, on the host ({host.cores} cores, {host.memory_bytes / GIB:.1f} GiB):",
             "",
-            _table(WIDTH_HEADERS, [_width_row(o) for o in scenario.options]),
+            table(WIDTH_HEADERS, [_width_row(o) for o in scenario.options]),
             "",
             "Sweep measured on this machine (the scaling assumption rests on it; batch "
             f"{scenario.batch_size} per request; every rate is a confirmed one, from server steps of at least "
@@ -558,7 +553,7 @@ def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
             "",
             f"Verdict rule: {scenario.verdict_rule or 'none recorded (a run before confirmed rates)'}.",
             "",
-            _table(SWEEP_HEADERS, [_sweep_row(p) for o in scenario.options for p in o.sweep]),
+            table(SWEEP_HEADERS, [_sweep_row(p) for o in scenario.options for p in o.sweep]),
             "",
         ]
     return out

@@ -462,7 +462,7 @@ def test_markdown_escapes_what_would_break_a_table(tmp_path):
 
     base, cand = pair(tmp_path, seed_c=1, edit_record=fail)
     text = format_markdown(compare_runs(base, cand))
-    assert "a \\| b &lt;script>" in text and "<script>" not in text
+    assert "a \\| b &lt;script&gt;" in text and "<script>" not in text
 
 
 def test_github_format_appends_a_job_summary_and_annotates_each_regression(tmp_path, monkeypatch, capsys):

@@ -12,16 +12,6 @@ PACKAGE = Path(bench.__file__).parent
 
 # (module, imported bench module): function-level imports that stay, each for a stated reason.
 ALLOWED = {
-    # Known debt (issue #17): the report sections and report/core render through html.py and
-    # markdown.py, which import them back; untangling it needs sections as data (as profiles.py does).
-    ("bench/report/core.py", "bench.report.html"),
-    ("bench/report/core.py", "bench.report.markdown"),
-    ("bench/report/capacity.py", "bench.report.html"),
-    ("bench/report/capacity.py", "bench.report.markdown"),
-    ("bench/report/pipeline.py", "bench.report.html"),
-    ("bench/report/pipeline.py", "bench.report.markdown"),
-    ("bench/report/text.py", "bench.report.html"),
-    ("bench/report/text.py", "bench.report.markdown"),
     # The measuring side, left to its owners: an instance process and the worker import the
     # backends and the pipeline only in the child that needs them.
     ("bench/instance.py", "bench"),

@@ -16,7 +16,9 @@ from pathlib import Path
 import matplotlib
 from matplotlib.lines import Line2D
 
+from bench.markdown import cell, table, unit_headers
 from bench.record import LayoutFigures, ResultRecord, ServerFigures, ServerStep
+from bench.report.blocks import figure_html, figure_markdown, section_table
 from bench.report.data import RunData, run_tags
 from bench.report.figures import EXTRA_COLORS, STYLE, FigureResult, _fixed_grid, _grid, _nice_log, _save
 from bench.units import MIB, ms_number
@@ -271,7 +273,6 @@ def capacity_html(section: CapacitySection | None) -> str:
     e = html.escape
     parts = ['<h2 id="capacity">Capacity</h2>', f"<p>{e(INTRO)}</p>"]
     parts += [f'<div class="note">{e(note)}</div>' for note in section.notes]
-    from bench.report.html import _figure, section_table  # here: html imports this module
 
     classes = ["id", "id"] + ["num"] * (len(HEADERS) - 3) + [""]
     parts.append(section_table("capacity-table", HEADERS, (_cells(row) for row in section.rows), classes))
@@ -280,25 +281,24 @@ def capacity_html(section: CapacitySection | None) -> str:
         classes = ["id", "id", ""] + ["num"] * 4 + ["", ""]
         parts.append(section_table("batching-table", BATCHING_HEADERS, map(_batching_cells, batching), classes))
     if section.figure is not None:
-        parts.append(_figure(section.figure))
+        parts.append(figure_html(section.figure))
     return "".join(parts)
 
 
 def capacity_markdown(section: CapacitySection | None, out_dir: Path) -> str:
     if section is None:
         return ""
-    from bench.report.markdown import _table, figure_markdown, text, unit_headers  # markdown imports this module
 
     out = ["## Capacity\n", INTRO + "\n"]
-    out += [f"> {text(note)}\n" for note in section.notes]
+    out += [f"> {cell(note)}\n" for note in section.notes]
     headers = unit_headers(HEADERS)
-    rows = [[text(c) for c in _cells(row)] for row in section.rows]
-    out.append(_table(headers, rows, ["l", "l"] + ["r"] * (len(HEADERS) - 3) + ["l"]) + "\n")
+    rows = [[cell(c) for c in _cells(row)] for row in section.rows]
+    out.append(table(headers, rows, ["l", "l"] + ["r"] * (len(HEADERS) - 3) + ["l"]) + "\n")
     if batching := _batching_rows(section):
-        rows = [[text(c) for c in _batching_cells(row)] for row in batching]
+        rows = [[cell(c) for c in _batching_cells(row)] for row in batching]
         out += [
             BATCHING_INTRO + "\n",
-            _table(unit_headers(BATCHING_HEADERS), rows, ["l", "l", "l"] + ["r"] * 4 + ["l", "l"]) + "\n",
+            table(unit_headers(BATCHING_HEADERS), rows, ["l", "l", "l"] + ["r"] * 4 + ["l", "l"]) + "\n",
         ]
     if section.figure is not None:
         out += figure_markdown(section.figure, out_dir)

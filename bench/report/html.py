@@ -9,20 +9,18 @@ which the browser test reads back.
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
 
+from bench.report.blocks import e, figure_html, section_table
 from bench.report.capacity import capacity_html
-from bench.report.core import Report
-from bench.report.figures import FigureResult
 from bench.report.hygiene import HEADERS as HYGIENE_HEADERS
 from bench.report.hygiene import INTRO as HYGIENE_INTRO
 from bench.report.hygiene import TEXT_COLUMNS as HYGIENE_TEXT_COLUMNS
+from bench.report.model import Report
 from bench.report.pipeline import pipeline_html
 from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
 from bench.report.tables import (
@@ -39,11 +37,6 @@ from bench.report.tables import (
     status_counts,
 )
 from bench.report.text import text_html
-
-
-def e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
 
 CSS = """
 :root { --ink:#1d2433; --muted:#5d6778; --line:#dfe3ea; --soft:#f5f7fa; --accent:#1f6fb4;
@@ -256,21 +249,6 @@ def _environment(report: Report) -> str:
     )
 
 
-def section_table(
-    table_id: str, headers: Sequence[tuple[str, str]], rows: Iterable[Sequence[str]], classes: Sequence[str]
-) -> str:
-    """A section's table: (title, unit) headers, and every cell escaped with its column's CSS class."""
-    heads = "".join(f'<th>{e(t)}<span class="unit">{e(u)}</span></th>' if u else f"<th>{e(t)}</th>" for t, u in headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{c}">{e(v)}</td>' for c, v in zip(classes, row, strict=True)) + "</tr>"
-        for row in rows
-    )
-    return (
-        f'<div class="table-wrap"><table id="{e(table_id)}"><thead><tr>{heads}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>"
-    )
-
-
 def _model_sources(report: Report) -> str:
     rows = model_source_rows(report.runs)
     if not rows:
@@ -356,34 +334,12 @@ def _comparison(report: Report) -> str:
     )
 
 
-def _figure(figure: FigureResult) -> str:
-    parts = [f'<h3 id="fig-{e(figure.key)}">{e(figure.title)}</h3>']
-    for note in figure.notes:
-        parts.append(f'<div class="note">{e(note)}</div>')
-    for path in figure.files:
-        try:
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
-        except OSError as exc:
-            parts.append(f'<div class="note">{e(path.name)} could not be read: {e(exc)}</div>')
-            continue
-        parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{e(figure.title)}"></figure>')
-    if figure.files and figure.caption:
-        parts.append(f"<figcaption>{e(figure.caption)}</figcaption>")
-    fronts = figure.extra.get("fronts")
-    if fronts:
-        items = "".join(
-            f"<li>{e(panel)}: {', '.join(f'<code>{e(s)}</code>' for s in ids)}</li>" for panel, ids in fronts.items()
-        )
-        parts.append(f'<details><summary class="meta">Pareto front per panel</summary><ul>{items}</ul></details>')
-    return "".join(parts)
-
-
 def _figures(report: Report) -> str:
     if not report.figures:
         return ""
     parts = ['<h2 id="figures">Figures</h2>']
     for figure in report.figures:
-        parts.append(_figure(figure))
+        parts.append(figure_html(figure))
         if figure.key == "latency_vs_memory" and not report.fidelity_measured:
             parts.append(
                 '<h3 id="fig-latency_vs_fidelity">Latency versus fidelity</h3>'

@@ -6,18 +6,17 @@ code spans or escaped, so a reason or a model name cannot break a table or injec
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from bench.markdown import cell, code, table, unit_headers
+from bench.report.blocks import figure_markdown
 from bench.report.capacity import capacity_markdown
-from bench.report.core import Report
-from bench.report.figures import FigureResult
 from bench.report.hygiene import HEADERS as HYGIENE_HEADERS
 from bench.report.hygiene import INTRO as HYGIENE_INTRO
 from bench.report.hygiene import TEXT_COLUMNS as HYGIENE_TEXT_COLUMNS
+from bench.report.model import Report
 from bench.report.pipeline import pipeline_markdown
 from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
 from bench.report.tables import (
@@ -36,31 +35,6 @@ from bench.report.tables import (
 from bench.report.text import text_markdown
 
 
-def text(value: Any) -> str:
-    """Plain text safe in a Markdown table cell: no HTML, no pipes, no line breaks."""
-    s = "" if value is None else str(value)
-    s = s.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-    for ch in "*`[]":  # intraword _ (avx512_vnni) is no emphasis in GFM: left alone for terminals
-        s = s.replace(ch, "\\" + ch)
-    return " ".join(s.split())
-
-
-def code(value: Any) -> str:
-    """A code span (literal in GitHub and readable in a terminal); pipes escaped for tables."""
-    s = " ".join(("" if value is None else str(value)).split())
-    fence = "``" if "`" in s else "`"
-    pad = " " if s.startswith("`") or s.endswith("`") else ""
-    escaped = s.replace("|", "\\|")
-    return f"{fence}{pad}{escaped}{pad}{fence}" if s else ""
-
-
-def _table(headers: list[str], rows: list[list[str]], align: list[str]) -> str:
-    marks = {"l": ":--", "r": "--:"}
-    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _summary(report: Report) -> str:
     frame = report.frame
     if frame.empty:
@@ -75,15 +49,15 @@ def _summary_cell(row: Any, column: Column) -> str:
         return code(value)
     if column.key == "status":
         reason = first_line(row["reason"], 100)
-        notes = "".join(f"; {text(n)}" for n in row_notes(row))
-        return (f"**{text(value)}**: {code(reason)}" if reason else text(value)) + notes
+        notes = "".join(f"; {cell(n)}" for n in row_notes(row))
+        return (f"**{cell(value)}**: {code(reason)}" if reason else cell(value)) + notes
     if column.key == "vs_fp32":
         shown = format_value(value, column.digits)
         return f"⚠ **{shown}**" if row["cliff"] else shown
     return cell_text(row, column)
 
 
-def _row_table(report: Report, frame: Any, columns: list[Column], cell: Callable[[Any, Column], str]) -> str:
+def _row_table(report: Report, frame: Any, columns: list[Column], render: Callable[[Any, Column], str]) -> str:
     """A table of one row per scenario per run: a `run N` column first when the report has several runs."""
     multi = len(report.runs) > 1
     tags = {r.label: f"run {i}" for i, r in enumerate(report.runs, start=1)}
@@ -91,9 +65,9 @@ def _row_table(report: Report, frame: Any, columns: list[Column], cell: Callable
     align = (["l"] if multi else []) + ["l" if c.digits == "text" else "r" for c in columns]
     rows = []
     for _, row in frame.iterrows():
-        cells = [tags.get(row["run_id"], text(row["run_id"]))] if multi else []
-        rows.append(cells + [cell(row, column) for column in columns])
-    return _table(headers, rows, align)
+        cells = [tags.get(row["run_id"], cell(row["run_id"]))] if multi else []
+        rows.append(cells + [render(row, column) for column in columns])
+    return table(headers, rows, align)
 
 
 def _hygiene(report: Report) -> str:
@@ -101,11 +75,11 @@ def _hygiene(report: Report) -> str:
     if section is None:
         return ""
     align = ["l" if i in HYGIENE_TEXT_COLUMNS else "r" for i in range(len(HYGIENE_HEADERS))]
-    rows = [[code(cells[0]), *(text(c) for c in cells[1:])] for cells in section.rows]
-    out = ["## Inference hygiene\n", text(HYGIENE_INTRO) + "\n"]
+    rows = [[code(cells[0]), *(cell(c) for c in cells[1:])] for cells in section.rows]
+    out = ["## Inference hygiene\n", cell(HYGIENE_INTRO) + "\n"]
     if section.sentences:
-        out.append("\n".join(f"- {text(s)}" for s in section.sentences) + "\n")
-    out.append(_table(unit_headers(HYGIENE_HEADERS), rows, align) + "\n")
+        out.append("\n".join(f"- {cell(s)}" for s in section.sentences) + "\n")
+    out.append(table(unit_headers(HYGIENE_HEADERS), rows, align) + "\n")
     return "\n".join(out)
 
 
@@ -115,10 +89,10 @@ def _environment(report: Report) -> str:
     for _, rows in columns:
         labels += [k for k in rows if k not in labels]
     if len(columns) == 1:
-        return _table(["", "value"], [[text(k), text(v)] for k, v in columns[0][1].items()], ["l", "l"])
-    headers = [""] + [text(heading) for heading, _ in columns]
-    rows = [[text(label)] + [text(r.get(label, "")) for _, r in columns] for label in labels]
-    return _table(headers, rows, ["l"] * len(headers))
+        return table(["", "value"], [[cell(k), cell(v)] for k, v in columns[0][1].items()], ["l", "l"])
+    headers = [""] + [cell(heading) for heading, _ in columns]
+    rows = [[cell(label)] + [cell(r.get(label, "")) for _, r in columns] for label in labels]
+    return table(headers, rows, ["l"] * len(headers))
 
 
 def _comparison(report: Report) -> str:
@@ -133,7 +107,7 @@ def _comparison(report: Report) -> str:
         cells = [code(row["scenario_id"])]
         for label in labels:
             status = row[f"status:{label}"]
-            cells.append(format_value(row[label]) if status == "ok" else text(status))
+            cells.append(format_value(row[label]) if status == "ok" else cell(status))
         for label in labels[1:]:
             cells.append(format_value(row[f"{label} / {labels[0]}"], "ratio"))
         rows.append(cells)
@@ -141,7 +115,7 @@ def _comparison(report: Report) -> str:
     return (
         "## Runs side by side\n\nMedian latency per scenario id in each run and its ratio to run 1 "
         "(above 1: slower than run 1).\n\n"
-        f"{legend}\n\n{_table(headers, rows, ['l'] + ['r'] * (len(headers) - 1))}\n"
+        f"{legend}\n\n{table(headers, rows, ['l'] + ['r'] * (len(headers) - 1))}\n"
     )
 
 
@@ -149,20 +123,20 @@ def profiles_markdown(report: Report) -> str:
     """The "Operator profiles" section: per profiled row, its facts, links and top operators."""
     if not report.profiles:
         return ""
-    parts = ["## Operator profiles\n", f"{text(PROFILE_INTRO)}\n"]
+    parts = ["## Operator profiles\n", f"{cell(PROFILE_INTRO)}\n"]
     for section in report.profiles:
         run = f" ({code(section.run)})" if section.run else ""
         parts.append(f"### {code(section.scenario_id)}{run}\n")
         if section.status != "ok":
-            parts.append(f"Not profiled ({text(section.status)}): {code(first_line(section.note, 300))}\n")
+            parts.append(f"Not profiled ({cell(section.status)}): {code(first_line(section.note, 300))}\n")
             continue
-        links = " · ".join(f"[{text(label)}]({quote(href)})" for label, href in section.links)
-        parts.append(f"{text('; '.join(section.facts))}. {links}\n")
+        links = " · ".join(f"[{cell(label)}]({quote(href)})" for label, href in section.links)
+        parts.append(f"{cell('; '.join(section.facts))}. {links}\n")
         if section.problem:
-            parts.append(f"> No operator table: {text(section.problem)}\n")
+            parts.append(f"> No operator table: {cell(section.problem)}\n")
             continue
         rows = [[code(cells[0]), *cells[1:-1], code(cells[-1])] for cells in section.ops_rows]
-        parts.append(_table(OPS_HEADERS, rows, ["l"] + ["r"] * (len(OPS_HEADERS) - 2) + ["l"]) + "\n")
+        parts.append(table(OPS_HEADERS, rows, ["l"] + ["r"] * (len(OPS_HEADERS) - 2) + ["l"]) + "\n")
     return "\n".join(parts)
 
 
@@ -173,26 +147,12 @@ def memory_phases_markdown(report: Report) -> str:
         return ""
     columns = memory_phase_columns(frame)
 
-    def cell(row: Any, column: Column) -> str:
+    def phase_cell(row: Any, column: Column) -> str:
         value = format_value(row[column.key], column.digits)
-        return code(value) if column.key == "scenario_id" else text(value)
+        return code(value) if column.key == "scenario_id" else cell(value)
 
-    table = _row_table(report, frame, columns, cell)
-    return f"## Memory by phase\n\n{text(memory_phase_caption(columns))}\n\n{table}\n"
-
-
-def unit_headers(headers: list[tuple[str, str]]) -> list[str]:
-    """(title, unit) headers as Markdown column titles: 'title (unit)'."""
-    return [f"{t} ({u})" if u else t for t, u in headers]
-
-
-def figure_markdown(figure: FigureResult, out_dir: Path) -> list[str]:
-    """A figure's notes, image links (relative to the report) and caption."""
-    parts = [f"> {text(note)}\n" for note in figure.notes]
-    parts += [f"![{figure.title}]({Path(os.path.relpath(p, out_dir)).as_posix()})\n" for p in figure.files]
-    if figure.files and figure.caption:
-        parts.append(f"_{figure.caption}_\n")
-    return parts
+    rows = _row_table(report, frame, columns, phase_cell)
+    return f"## Memory by phase\n\n{cell(memory_phase_caption(columns))}\n\n{rows}\n"
 
 
 def _figures(report: Report) -> str:
@@ -201,7 +161,7 @@ def _figures(report: Report) -> str:
         parts.append(f"### {figure.title}\n")
         parts += figure_markdown(figure, report.out_dir)
         for panel, ids in (figure.extra.get("fronts") or {}).items():
-            parts.append(f"- Pareto front, {text(panel)}: " + ", ".join(code(s) for s in ids))
+            parts.append(f"- Pareto front, {cell(panel)}: " + ", ".join(code(s) for s in ids))
         if figure.extra.get("fronts"):
             parts.append("")
         if figure.key == "latency_vs_memory" and not report.fidelity_measured:
@@ -217,11 +177,11 @@ def render_markdown(report: Report) -> str:
     counts = status_counts(frame)
     cliffs = int(frame["cliff"].sum()) if not frame.empty else 0
     runs = ", ".join(code(r.label) for r in report.runs)
-    out = [f"# {text(report.title)}\n", f"Run{'s' if len(report.runs) > 1 else ''}: {runs}  "]
+    out = [f"# {cell(report.title)}\n", f"Run{'s' if len(report.runs) > 1 else ''}: {runs}  "]
     out.append(f"Generated {report.generated_at} by bench {report.bench_version}\n")
     if report.warnings:
         out.append("> **Warnings**\n>")
-        out += [f"> - {text(w)}" for w in report.warnings]
+        out += [f"> - {cell(w)}" for w in report.warnings]
         out.append("")
     out.append(
         f"**{len(frame)}** rows: **{counts['ok']}** ok, **{counts['unsupported']}** unsupported, "
@@ -231,7 +191,7 @@ def render_markdown(report: Report) -> str:
     out.append(_environment(report) + "\n")
     if sources := model_source_rows(report.runs):
         out.append("### Your models\n")
-        out.append(_table(MODEL_SOURCE_HEADERS, [[text(c) for c in row] for row in sources], ["l"] * 6) + "\n")
+        out.append(table(MODEL_SOURCE_HEADERS, [[cell(c) for c in row] for row in sources], ["l"] * 6) + "\n")
     out.append("## Results\n")
     if not frame.empty and not report.fidelity_measured:
         out.append("_Fidelity is not measured yet (every row has `fidelity: null`); no fidelity columns._\n")
@@ -250,7 +210,7 @@ def render_markdown(report: Report) -> str:
             reason = str(row["reason"] or "(no reason)")
             fence = "~~~~" if "```" in reason else "```"
             block = "\n".join("  " + line for line in [fence + "text", *reason.splitlines(), fence])
-            out.append(f"- **{text(row['status'])}** {code(row['scenario_id'])}{where}:\n\n{block}\n")
+            out.append(f"- **{cell(row['status'])}** {code(row['scenario_id'])}{where}:\n\n{block}\n")
     out.append(profiles_markdown(report))
     out.append(memory_phases_markdown(report))
     out.append(capacity_markdown(report.capacity, report.out_dir))

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import matplotlib
 
+from bench.markdown import cell, table, unit_headers
 from bench.pipeline import STAGES
 from bench.record import ResultRecord
+from bench.report.blocks import figure_html, figure_markdown, section_table
 from bench.report.data import RunData, run_tags, tagged_label
 from bench.report.figures import STYLE, FigureResult, _save
 
@@ -109,7 +111,6 @@ def _cells(tag: str, record: ResultRecord) -> list[str]:
 def pipeline_html(section: PipelineSection | None) -> str:
     if section is None:
         return ""
-    from bench.report.html import _figure, section_table  # here: html imports this module
 
     classes = ["id"] + ["num"] * (len(HEADERS) - 1)
     parts = [
@@ -118,18 +119,17 @@ def pipeline_html(section: PipelineSection | None) -> str:
         section_table("pipeline-table", HEADERS, (_cells(*row) for row in section.rows), classes),
     ]
     if section.figure is not None:
-        parts.append(_figure(section.figure))
+        parts.append(figure_html(section.figure))
     return "".join(parts)
 
 
 def pipeline_markdown(section: PipelineSection | None, out_dir: Path) -> str:
     if section is None:
         return ""
-    from bench.report.markdown import _table, figure_markdown, text, unit_headers  # markdown imports this module
 
     headers = unit_headers(HEADERS)
-    rows = [[text(c) for c in _cells(*row)] for row in section.rows]
-    out = ["## Input pipeline\n", INTRO + "\n", _table(headers, rows, ["l"] + ["r"] * (len(HEADERS) - 1)) + "\n"]
+    rows = [[cell(c) for c in _cells(*row)] for row in section.rows]
+    out = ["## Input pipeline\n", INTRO + "\n", table(headers, rows, ["l"] + ["r"] * (len(HEADERS) - 1)) + "\n"]
     if section.figure is not None:
         out += figure_markdown(section.figure, out_dir)
     return "\n".join(out)

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import matplotlib
 
+from bench.markdown import cell, table, unit_headers
 from bench.record import ResultRecord
+from bench.report.blocks import figure_html, figure_markdown, section_table
 from bench.report.data import RunData, run_tags, tagged_label
 from bench.report.figures import STYLE, FigureResult, _save
 
@@ -131,7 +133,6 @@ def _metrics(section: TextSection) -> list[str]:
 def text_html(section: TextSection | None) -> str:
     if section is None:
         return ""
-    from bench.report.html import _figure, section_table  # here: html imports this module
 
     parts = [
         '<h2 id="text">Text models</h2>',
@@ -150,23 +151,22 @@ def text_html(section: TextSection | None) -> str:
             *(f'<div class="note">{html.escape(note)}</div>' for note in section.notes),
         ]  # fmt: skip
     if section.figure is not None:
-        parts.append(_figure(section.figure))
+        parts.append(figure_html(section.figure))
     return "".join(parts)
 
 
 def text_markdown(section: TextSection | None, out_dir: Path) -> str:
     if section is None:
         return ""
-    from bench.report.markdown import _table, figure_markdown, text, unit_headers  # markdown imports this module
 
-    out = ["## Text models\n", INTRO + "\n", *(f"- {text(m)}" for m in _metrics(section)), ""]
-    rows = [[text(c) for c in _fidelity_cells(*row)] for row in section.rows]
-    out.append(_table(unit_headers(FIDELITY_HEADERS), rows, ["l", "l"] + ["r"] * (len(FIDELITY_HEADERS) - 2)) + "\n")
+    out = ["## Text models\n", INTRO + "\n", *(f"- {cell(m)}" for m in _metrics(section)), ""]
+    rows = [[cell(c) for c in _fidelity_cells(*row)] for row in section.rows]
+    out.append(table(unit_headers(FIDELITY_HEADERS), rows, ["l", "l"] + ["r"] * (len(FIDELITY_HEADERS) - 2)) + "\n")
     if section.generated:
-        rows = [[text(c) for c in _generation_cells(*row)] for row in section.generated]
+        rows = [[cell(c) for c in _generation_cells(*row)] for row in section.generated]
         out += ["### Generation\n", GENERATION_INTRO + "\n",
-                _table(unit_headers(GENERATION_HEADERS), rows, ["l"] + ["r"] * (len(GENERATION_HEADERS) - 1)) + "\n",
-                *(f"- {text(note)}" for note in section.notes)]  # fmt: skip
+                table(unit_headers(GENERATION_HEADERS), rows, ["l"] + ["r"] * (len(GENERATION_HEADERS) - 1)) + "\n",
+                *(f"- {cell(note)}" for note in section.notes)]  # fmt: skip
     if section.figure is not None:
         out += figure_markdown(section.figure, out_dir)
     return "\n".join(out)

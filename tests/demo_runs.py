@@ -188,7 +188,7 @@ def add_profile(run_dir: Path, scenario_id: str, *, status: str = "ok", note: st
     """Give one row of a hand-made run what `profile: true` leaves: profile/<id>/ files and record.profile."""
     import pandas as pd
 
-    from bench import profiling
+    from bench import profile_format, profiling
 
     if status != "ok":
         update_row(run_dir, scenario_id, {"profile": {"status": status, "note": note}})
@@ -211,10 +211,10 @@ def add_profile(run_dir: Path, scenario_id: str, *, status: str = "ok", note: st
             }
             for op, t, pct in ops
         ]  # fmt: skip
-    )[profiling.OPS_COLUMNS].to_csv(folder / "ops.csv", index=False)
+    )[profile_format.OPS_COLUMNS].to_csv(folder / "ops.csv", index=False)
     (folder / "trace.json").write_text('{"traceEvents": []}')
     events = allocation_events_demo()
-    pd.DataFrame(events, columns=profiling.MEMORY_COLUMNS).to_csv(folder / "memory.csv", index=False)
+    pd.DataFrame(events, columns=profile_format.MEMORY_COLUMNS).to_csv(folder / "memory.csv", index=False)
     names = {"ops_csv": "ops.csv", "trace_json": "trace.json", "memory_csv": "memory.csv"}
     files = {key: f"profile/{scenario_id}/{name}" for key, name in names.items()}
     figures = {

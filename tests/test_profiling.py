@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from demo_runs import DEMO, EVIL, MIB, add_profile, allocation_events_demo, make_run, update_row
 
-from bench import backends, models, profiling
+from bench import backends, models, profile_format, profiling
 from bench.report import write_report
 from bench.suite import Scenario
 
@@ -48,7 +48,7 @@ def profile(workdir: Path):
 
 def _check_ops_csv(path: Path) -> pd.DataFrame:
     table = profiling.read_ops(path)
-    assert list(table.columns) == profiling.OPS_COLUMNS
+    assert list(table.columns) == profile_format.OPS_COLUMNS
     assert len(table) > 0
     assert (table["calls"] > 0).all() and (table["self_cpu_s"] >= 0).all()
     assert table["self_cpu_pct"].sum() == pytest.approx(100.0)
@@ -73,7 +73,7 @@ def test_torch_profile_files_and_the_self_time_explains_the_latency(profile):
 
     summary = result.summary
     assert summary["iterations"] == 30 and summary["threads"] == 1 and summary["torch_num_threads"] == 1
-    assert len(summary["top_ops"]) == min(profiling.TOP_OPS, len(table))
+    assert len(summary["top_ops"]) == min(profile_format.TOP_OPS, len(table))
     assert summary["profiled_median_s"] > 0
     # At one thread the calling thread's self time per iteration is the iteration's time.
     assert 0.85 <= summary["explained_ratio"] <= 1.15, summary
@@ -82,11 +82,10 @@ def test_torch_profile_files_and_the_self_time_explains_the_latency(profile):
     fields = result.record_fields()
     assert fields["status"] == "ok" and fields["top_op"] == summary["top_ops"][0]["op"]
     # allocation events of load, the first call and the profiled calls, on one clock
-    memory = pd.read_csv(result.out_dir / profiling.MEMORY_CSV)
-    assert list(memory.columns) == profiling.MEMORY_COLUMNS
-    assert (
-        list(dict.fromkeys(memory["phase"])) == list(profiling.MEMORY_PHASES) and memory["t_s"].is_monotonic_increasing
-    )
+    memory = pd.read_csv(result.out_dir / profile_format.MEMORY_CSV)
+    assert list(memory.columns) == profile_format.MEMORY_COLUMNS
+    assert list(dict.fromkeys(memory["phase"])) == list(profile_format.MEMORY_PHASES)
+    assert memory["t_s"].is_monotonic_increasing
     assert set(memory.loc[memory["phase"].eq("steady"), "call"]) == set(range(30))  # every call allocates
     weights = sum(p.numel() * 4 for p in models.build_model("tiny_cnn", 0).parameters())
     assert fields["allocated_load_bytes"] >= weights  # the state_dict and the module's own tensors
@@ -178,7 +177,7 @@ def test_compare_ops_classifies_each_op(tmp_path):
                 }
                 for op, t in rows
             ]  # fmt: skip
-        )[profiling.OPS_COLUMNS]
+        )[profile_format.OPS_COLUMNS]
         table.to_csv(tmp_path / name, index=False)
         return tmp_path / name
 
@@ -312,7 +311,7 @@ def test_allocation_figures_per_phase_and_per_call():
         "allocated_steady_bytes": 2 * MIB + MIB // 2 + 64 * 1024,
         "allocated_per_call_bytes": 64 * 1024,  # 10 calls allocated 64 KiB, 2 nothing: the median is 64 KiB
     }
-    assert profiling.allocation_figures([], 10) == dict.fromkeys(profiling.ALLOCATION_FIELDS)
+    assert profiling.allocation_figures([], 10) == dict.fromkeys(profile_format.ALLOCATION_FIELDS)
 
 
 def test_allocation_events_are_placed_on_the_monotonic_clock_by_range():

@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
-from bench.profiling import MEMORY_PHASES
+from bench.profile_format import MEMORY_PHASES
 from bench.report.data import RunData
 from bench.report.tables import pareto_front
 from bench.runfolder import allocation_events, round_times, rss_samples

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.profiling import FLOPS_NOTE, TOP_OPS, read_ops
+from bench.profile_format import FLOPS_NOTE, TOP_OPS, read_ops
 from bench.report.data import RunData
 from bench.report.tables import Column
 from bench.runfolder import raw_file, rss_samples

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from text_models import TAGGER_FACTORY
 
 from bench import compiled
 from bench.errors import SuiteError, Unsupported
@@ -143,26 +144,6 @@ def test_record_keeps_compile_figures_through_json():
     assert again == record and again.compiled.cache == "cold"
 
 
-TAGGER = """
-from torch import nn
-
-
-class Tagger(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(50, 16)
-        self.head = nn.Linear(16, 4)
-
-    def forward(self, input_ids, attention_mask):
-        hidden = self.embed(input_ids) * attention_mask.unsqueeze(-1)
-        return {"hidden": hidden, "logits": self.head(hidden.mean(dim=1))}
-
-
-def tagger():
-    return Tagger()
-"""
-
-
 @pytest.mark.slow
 def test_compile_aoti_and_openvino_run_end_to_end(run_cli, write_suite, tmp_path):
     if not compiled.cxx_compiler():
@@ -185,7 +166,7 @@ def test_compile_aoti_and_openvino_run_end_to_end(run_cli, write_suite, tmp_path
           - {model: tagger, load: openvino, seq_len: 12}
         """
     )
-    (tmp_path / "bench_e2e_named_tagger.py").write_text(TAGGER, encoding="utf-8")
+    (tmp_path / "bench_e2e_named_tagger.py").write_text(TAGGER_FACTORY, encoding="utf-8")
     result = run_cli("run", str(suite), "--no-history", timeout_s=1500)  # two cold Inductor builds
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]

@@ -11,31 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from text_models import SENTENCES, bert_folder, gpt2_folder
+from text_models import SENTENCES, TAGGER_FACTORY, bert_folder, gpt2_folder
 from torch import nn
 
 from bench.record import read_records
 
 pytestmark = pytest.mark.slow
 
-FACTORY = """
-from torch import nn
-
-
-class Tagger(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(50, 16)
-        self.head = nn.Linear(16, 4)
-
-    def forward(self, input_ids, attention_mask):
-        hidden = self.embed(input_ids) * attention_mask.unsqueeze(-1)
-        return {"hidden": hidden, "logits": self.head(hidden.mean(dim=1))}
-
-
-def tagger():
-    return Tagger()
-"""
 TOKENS = "[{name: input_ids, shape: [seq], dtype: int64, range: [0, 50]}, " \
          "{name: attention_mask, shape: [seq], dtype: int64, fill: 1}]"  # fmt: skip
 
@@ -64,7 +46,7 @@ def test_text_models_run_in_every_load_mode_with_task_fidelity_and_generation(ru
     config = json.loads((tmp_path / "misfit" / "config.json").read_text())
     (tmp_path / "misfit" / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
     (tmp_path / "sentences.txt").write_text("\n".join(SENTENCES) + "\n")
-    (tmp_path / "bench_e2e_text_models.py").write_text(FACTORY)
+    (tmp_path / "bench_e2e_text_models.py").write_text(TAGGER_FACTORY)
     _onnx_two_inputs(tmp_path / "two.onnx")
     suite = write_suite(
         f"""

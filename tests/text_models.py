@@ -75,3 +75,24 @@ def config_only(folder: Path, **config: object) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     return folder
+
+
+# A two-input text model with a dict output, as a factory module's source (written next to a suite).
+TAGGER_FACTORY = """
+from torch import nn
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.embed(input_ids) * attention_mask.unsqueeze(-1)
+        return {"hidden": hidden, "logits": self.head(hidden.mean(dim=1))}
+
+
+def tagger():
+    return Tagger()
+"""

@@ -30,7 +30,6 @@ import datetime as dt
 import difflib
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import struct
@@ -57,6 +56,10 @@ APPLICATION_ID = 0x62656E63  # "benc": marks the file as a bench history
 
 class HistoryError(UserError):
     """A history file that cannot be used: missing, corrupted, locked, from a newer bench."""
+
+
+class HistoryUnreachable(HistoryError):
+    """A database server that cannot be connected to (down, wrong host, refused credentials)."""
 
 
 HISTORY_ENV = "BENCH_HISTORY"  # the default history location, for every command (a path or a URL)
@@ -110,17 +113,6 @@ def history_location(text: str) -> HistoryLocation:
             "for a file whose name has a colon, write ./NAME"
         )
     return Path(text)
-
-
-def location_from_environment() -> HistoryLocation | None:
-    """$BENCH_HISTORY checked like --history; None when it is not set."""
-    text = os.environ.get(HISTORY_ENV, "")
-    if not text:
-        return None
-    try:
-        return history_location(text)
-    except argparse.ArgumentTypeError as exc:
-        raise HistoryError(f"${HISTORY_ENV}: {exc}") from None
 
 
 def history_exists(location: HistoryLocation) -> bool:
@@ -223,7 +215,7 @@ class _Postgres:
             )
         except psycopg.Error as exc:
             reason = str(exc).strip().replace(urllib.parse.urlsplit(url.url).password or "\0", "***")
-            raise HistoryError(
+            raise HistoryUnreachable(
                 f"cannot connect to the PostgreSQL history {url} (host {url.host}): {reason}"
             ) from None
 
@@ -577,15 +569,7 @@ def record_run(
             (snapshot.run_id,),
         ).fetchone()
         if existing is not None:
-            if (existing["environment_fingerprint"], existing["started_at"]) != (
-                run_row["environment_fingerprint"],
-                run_row["started_at"],
-            ):
-                raise HistoryError(
-                    f"the history {history_path} already holds a different run with the id {snapshot.run_id} "
-                    f"(started {existing['started_at']}, environment {existing['environment_fingerprint']}); "
-                    f"this one ({run_dir}) was not recorded"
-                )
+            _refuse_a_different_run(history_path, existing, run_row, run_dir)
             if label is None:
                 run_row["label"] = existing["label"]
             if branch is None and existing["branch"] is not None:
@@ -600,19 +584,77 @@ def record_run(
                 )  # fmt: skip
                 return RecordOutcome(snapshot.run_id, "updated" if info_changed else "unchanged",
                                      len(snapshot.results), without_rounds, snapshot.warnings)  # fmt: skip
-            run_pk = existing["id"]
-            assignments = ", ".join(f"{k} = :{k}" for k in run_row)
-            db.execute(f"UPDATE runs SET {assignments} WHERE id = :pk", {**run_row, "pk": run_pk})
-            db.execute("DELETE FROM results WHERE run = ?", (run_pk,))
-            action = "updated"
-        else:
-            columns = ", ".join(run_row)
-            marks = ", ".join(f":{k}" for k in run_row)
-            run_pk = db.execute(f"INSERT INTO runs ({columns}) VALUES ({marks}) RETURNING id", run_row).fetchone()[0]
-            action = "added"
+        run_pk = _write_run_row(db, run_row, None if existing is None else existing["id"])
         for result in snapshot.results.values():
             _insert_result(db, run_pk, result)
+    action = "added" if existing is None else "updated"
     return RecordOutcome(snapshot.run_id, action, len(snapshot.results), without_rounds, snapshot.warnings)
+
+
+def _refuse_a_different_run(
+    history_path: HistoryLocation, existing: Any, run_row: dict[str, Any], source: Path
+) -> None:
+    """Run ids are made per machine: the same id from another machine is another run."""
+    if (existing["environment_fingerprint"], existing["started_at"]) != (
+        run_row["environment_fingerprint"],
+        run_row["started_at"],
+    ):
+        raise HistoryError(
+            f"the history {history_path} already holds a different run with the id {run_row['run_id']} "
+            f"(started {existing['started_at']}, environment {existing['environment_fingerprint']}); "
+            f"this one ({source}) was not recorded"
+        )
+
+
+def _write_run_row(db: Db, run_row: dict[str, Any], run_pk: int | None) -> int:
+    """The run's row added (run_pk None), or replaced with its results cleared; its primary key."""
+    if run_pk is None:
+        columns = ", ".join(run_row)
+        marks = ", ".join(f":{k}" for k in run_row)
+        return db.execute(f"INSERT INTO runs ({columns}) VALUES ({marks}) RETURNING id", run_row).fetchone()[0]
+    assignments = ", ".join(f"{k} = :{k}" for k in run_row)
+    db.execute(f"UPDATE runs SET {assignments} WHERE id = :pk", {**run_row, "pk": run_pk})
+    db.execute("DELETE FROM results WHERE run = ?", (run_pk,))
+    return run_pk
+
+
+def import_history(
+    source: Path, history_path: HistoryLocation, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[RecordOutcome]:
+    """Copy every run of an SQLite history into another history (a PostgreSQL one, say): rows, raw
+    round times, labels and branches as they are. Idempotent like record_run: a run already there
+    with the same results is left alone, one whose results changed since is replaced (one
+    transaction per run), a different run with the same id is refused."""
+    if isinstance(history_path, Path) and Path(source).resolve() == history_path.resolve():
+        raise HistoryError(f"{source} is the history itself: give --history another one to copy it into")
+    outcomes = []
+    with (
+        open_history(Path(source), timeout_s=timeout_s) as src,
+        _errors(source, timeout_s),
+        open_history(history_path, create=True, timeout_s=timeout_s) as db,
+        _errors(history_path, timeout_s),
+    ):
+        for run in src.execute("SELECT * FROM runs ORDER BY id").fetchall():
+            run_row = {key: value for key, value in dict(run).items() if key != "id"}
+            rows = src.execute("SELECT * FROM results WHERE run = ? ORDER BY id", (run["id"],)).fetchall()
+            with _write(db):
+                existing = db.execute(
+                    "SELECT id, results_digest, environment_fingerprint, started_at FROM runs WHERE run_id = ?",
+                    (run_row["run_id"],),
+                ).fetchone()
+                if existing is not None:
+                    _refuse_a_different_run(history_path, existing, run_row, source)
+                if existing is not None and existing["results_digest"] == run_row["results_digest"]:
+                    action = "unchanged"
+                else:
+                    run_pk = _write_run_row(db, run_row, None if existing is None else existing["id"])
+                    for row in rows:
+                        copied = {key: value for key, value in dict(row).items() if key != "id"}
+                        _upsert_result(db, copied | {"run": run_pk})
+                    action = "added" if existing is None else "updated"
+            without_rounds = [r["scenario_id"] for r in rows if r["status"] == "ok" and r["round_times"] is None]
+            outcomes.append(RecordOutcome(run_row["run_id"], action, len(rows), without_rounds, []))
+    return outcomes
 
 
 def record_rows(
@@ -674,6 +716,10 @@ def _insert_result(db: Db, run_pk: int, result: ScenarioResult) -> None:
     }
     for column, metric in _METRIC_COLUMNS.items():
         row[column] = metric.of(record)
+    _upsert_result(db, row)
+
+
+def _upsert_result(db: Db, row: dict[str, Any]) -> None:
     columns = ", ".join(row)
     marks = ", ".join(f":{k}" for k in row)
     updates = ", ".join(f"{k} = excluded.{k}" for k in row)
@@ -988,6 +1034,7 @@ class RecordAsItRuns:
         # the whole folder has been recorded once (and after any failure: recorded whole again).
         self._digest: Any = None
         self._recorded_bytes = 0
+        self._unreachable = False  # a server that did not answer is not asked again at every row (up to seconds)
 
     def scenario_started(self, index: int, total: int, scenario_id: str) -> None:
         self.inner.scenario_started(index, total, scenario_id)
@@ -997,10 +1044,13 @@ class RecordAsItRuns:
 
     def scenario_finished(self, record: Any) -> None:
         self.inner.scenario_finished(record)
+        if self._unreachable:
+            return
         try:
             self._record_new_rows()
         except Exception as exc:  # said at `finish`, which tries again; but a full disk ends the run
             self._digest = None
+            self._unreachable = isinstance(exc, HistoryUnreachable)
             if is_no_space(exc):
                 raise NoSpaceLeft(self.history_path) from exc
 

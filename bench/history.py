@@ -246,7 +246,13 @@ class _Postgres:
         db.execute("SELECT pg_advisory_xact_lock(?)", (APPLICATION_ID,))
 
     def version(self, db: Db) -> int:
-        if db.execute("SELECT to_regclass('bench_schema_version')").fetchone()[0] is None:
+        # pg_tables, not to_regclass: a table another writer created while this one waited for the
+        # lock is seen by a fresh catalog read, not by the session's name cache
+        exists = db.execute(
+            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() "
+            "AND tablename = 'bench_schema_version'"
+        )
+        if exists.fetchone()[0] == 0:
             return 0
         return db.execute("SELECT coalesce(max(version), 0) FROM bench_schema_version").fetchone()[0]
 

@@ -6,6 +6,7 @@ and takes minutes to build, so it is built once and reused (pip skips what is th
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
@@ -37,8 +38,9 @@ def _install(session: nox.Session, extras: str = "test") -> None:
 
 def _apt_install(session: nox.Session, command: str, package: str, without: str) -> None:
     """Debian's `package` when `command` is missing (apt-get as root), else a warning saying what `without` means.
-    CI must run the tests that need these, so the test command installs them."""
-    if shutil.which(command):
+    CI must run the tests that need these, so the test command installs them. `command` may be a path pattern,
+    for a program Debian keeps off PATH."""
+    if shutil.which(command) or glob.glob(command):
         return
     if shutil.which("apt-get") and os.geteuid() == 0:
         session.run("apt-get", "update", "-qq", external=True)
@@ -49,12 +51,14 @@ def _apt_install(session: nox.Session, command: str, package: str, without: str)
 
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    """Install into .venv (with the tflite extra, so LiteRT is tested too; and Debian's chromium, for the
-    report's browser test) and run every test."""
+    """Install into .venv (with the tflite extra, so LiteRT is tested too; Debian's chromium, for the report's
+    browser test; and Debian's postgresql, whose server the PostgreSQL history tests start) and run every test."""
     _install(session, "test,tflite")
     _apt_install(session, "chromium", "chromium", "the report's browser test will skip")
     # load: compile and aoti build Inductor's C++ kernels with g++
     _apt_install(session, "g++", "g++", "compile and aoti rows will be unsupported")
+    # the server binaries are in /usr/lib/postgresql/<version>/bin, not on PATH
+    _apt_install(session, "/usr/lib/postgresql/*/bin/initdb", "postgresql", "the PostgreSQL history tests will skip")
     session.run(str(BIN / "python"), "-m", "pytest", *session.posargs, external=True)
 
 

@@ -34,6 +34,7 @@ import re
 import sqlite3
 import struct
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,33 +58,243 @@ class HistoryError(UserError):
     """A history file that cannot be used: missing, corrupted, locked, from a newer bench."""
 
 
-_URL_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # postgresql://..., sqlite:..., https://...
+class HistoryUnreachable(HistoryError):
+    """A database server that cannot be connected to (down, wrong host, refused credentials)."""
 
 
-def history_location(text: str) -> Path:
+HISTORY_ENV = "BENCH_HISTORY"  # the default history location, for every command (a path or a URL)
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+CONNECT_TIMEOUT_S = 5  # a server that does not answer: a clear error within seconds, not a hang
+_URL_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")  # postgresql://..., sqlite:..., https://...
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    """A PostgreSQL history: its URL as given (a password included), written masked everywhere."""
+
+    url: str
+
+    @property
+    def host(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        # no host: libpq's default, the local Unix socket (or ?host=/folder)
+        return parts.hostname or urllib.parse.parse_qs(parts.query).get("host", ["the local socket"])[0]
+
+    def __str__(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@" + netloc.rpartition("@")[2]
+        query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query)
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+HistoryLocation = Path | DatabaseUrl
+
+
+def history_location(text: str) -> HistoryLocation:
     """--history's value checked: the one place that decides what a history location may be.
 
-    Only an SQLite file path is supported. A URL (postgresql://...) used to become a local
-    folder named after its scheme; it is refused instead. A backend for a URL scheme would be
-    accepted here. (An argparse `type`: the error is printed with the usage, exit 2.)"""
+    An SQLite file path, or a postgresql:// (postgres://) URL. Any other URL is refused (it used
+    to become a local folder named after its scheme). (An argparse `type`: the error is printed
+    with the usage, exit 2.)"""
     if not text.strip():
-        raise argparse.ArgumentTypeError("expected the path of an SQLite file, e.g. reports/history.sqlite")
-    if _URL_SCHEME_RE.match(text):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is a URL, and the history is an SQLite file: give its path, e.g. reports/history.sqlite "
-            "(no database server is supported; for a file whose name has a colon, write ./NAME)"
+            "expected the path of an SQLite file, e.g. reports/history.sqlite, or a postgresql:// URL"
+        )
+    scheme = _URL_SCHEME_RE.match(text)
+    if scheme and scheme.group(1).lower() in POSTGRES_SCHEMES:
+        return DatabaseUrl(text)
+    if scheme:
+        shown = str(DatabaseUrl(text))  # whatever the scheme, a password stays out of the message
+        raise argparse.ArgumentTypeError(
+            f"{shown!r} is a URL bench cannot use: the history is an SQLite file (give its path, e.g. "
+            "reports/history.sqlite) or a PostgreSQL database (postgresql://USER@HOST/DB); "
+            "for a file whose name has a colon, write ./NAME"
         )
     return Path(text)
 
 
+def history_exists(location: HistoryLocation) -> bool:
+    """Whether there may be a history to read: a file that exists, or any database (opening it says)."""
+    return isinstance(location, DatabaseUrl) or Path(location).exists()
+
+
 # --- the database --------------------------------------------------------------------------------
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg  # optional: only a PostgreSQL history needs it
+    except ImportError:
+        raise HistoryError(
+            "a PostgreSQL history needs psycopg 3, which is not installed: "
+            "pip install 'cpu-inference-bench[postgres]' (the [postgres] extra)"
+        ) from None
+    return psycopg
+
+
+class _Row(tuple):
+    """A PostgreSQL row read by position or by column name, as sqlite3.Row is."""
+
+    _index: dict[str, int]
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(self._index[key] if isinstance(key, str) else key)
+
+
+def _pg_row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
+    index = {column.name: i for i, column in enumerate(cursor.description or ())}
+
+    def make(values: Sequence[Any]) -> _Row:
+        row = _Row(values)
+        row._index = index
+        return row
+
+    return make
+
+
+class _SQLite:
+    """The SQLite file: the schema is written in its types; the version is PRAGMA user_version."""
+
+    name = "an SQLite database"
+
+    def connect(self, path: Path, timeout_s: float) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys = ON")
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            with contextlib.suppress(sqlite3.OperationalError):  # e.g. a read-only folder
+                db.execute("PRAGMA journal_mode = WAL")
+        return db
+
+    def query(self, text: str) -> str:
+        return text
+
+    def ddl(self, text: str) -> str:
+        return text
+
+    def json_path(self, column: str, keys: Sequence[str], kind: str = "TEXT") -> str:
+        return f"json_extract({column}, '$.{'.'.join(keys)}')"
+
+    def begin_write(self, db: Db) -> None:
+        db.execute("BEGIN IMMEDIATE")  # the write lock at once, waiting up to the connection's timeout
+
+    def version(self, db: Db) -> int:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+
+    def set_version(self, db: Db, number: int) -> None:
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version = {int(number)}")
+
+    def has_tables(self, db: Db) -> bool:
+        return db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+
+    def is_ours(self, db: Db) -> bool:
+        return db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+class _Postgres:
+    """A PostgreSQL database: the SQLite types translated, the version in a table, writers taking
+    one transaction-scoped advisory lock (as SQLite's BEGIN IMMEDIATE: one writer at a time)."""
+
+    name = "a PostgreSQL database"
+    _PLACEHOLDER_RE = re.compile(r"\?|:(\w+)|%")
+    _TYPES = (
+        (re.compile(r"\bINTEGER PRIMARY KEY\b"), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+        (re.compile(r"\bINTEGER\b"), "BIGINT"),  # byte counts pass 2**31
+        (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),  # SQLite's REAL is 8 bytes, PostgreSQL's 4
+        (re.compile(r"\bBLOB\b"), "BYTEA"),
+    )
+
+    def connect(self, url: DatabaseUrl, timeout_s: float) -> Any:
+        psycopg = _psycopg()
+        try:
+            return psycopg.connect(
+                url.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, row_factory=_pg_row_factory
+            )
+        except psycopg.Error as exc:
+            reason = str(exc).strip().replace(urllib.parse.urlsplit(url.url).password or "\0", "***")
+            raise HistoryUnreachable(
+                f"cannot connect to the PostgreSQL history {url} (host {url.host}): {reason}"
+            ) from None
+
+    def query(self, text: str) -> str:
+        """? and :name as psycopg's %s and %(name)s (a literal % doubled)."""
+
+        def placeholder(match: re.Match) -> str:
+            if match.group(0) == "?":
+                return "%s"
+            if match.group(0) == "%":
+                return "%%"
+            return f"%({match.group(1)})s"
+
+        return self._PLACEHOLDER_RE.sub(placeholder, text)
+
+    def ddl(self, text: str) -> str:
+        for pattern, replacement in self._TYPES:
+            text = pattern.sub(replacement, text)
+        return text
+
+    def json_path(self, column: str, keys: Sequence[str], kind: str = "TEXT") -> str:
+        path = "{" + ",".join(keys) + "}"
+        return f"CAST(CAST({column} AS json) #>> '{path}' AS {self.ddl(kind)})"
+
+    def begin_write(self, db: Db) -> None:
+        db.execute("BEGIN")
+        db.execute("SELECT set_config('lock_timeout', ?, true)", (f"{int(db.timeout_s * 1000)}ms",))
+        db.execute("SELECT pg_advisory_xact_lock(?)", (APPLICATION_ID,))
+
+    def version(self, db: Db) -> int:
+        # pg_tables, not to_regclass: a table another writer created while this one waited for the
+        # lock is seen by a fresh catalog read, not by the session's name cache
+        exists = db.execute(
+            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() "
+            "AND tablename = 'bench_schema_version'"
+        )
+        if exists.fetchone()[0] == 0:
+            return 0
+        return db.execute("SELECT coalesce(max(version), 0) FROM bench_schema_version").fetchone()[0]
+
+    def set_version(self, db: Db, number: int) -> None:
+        db.execute("CREATE TABLE IF NOT EXISTS bench_schema_version (version INTEGER NOT NULL)")
+        db.execute("DELETE FROM bench_schema_version")
+        db.execute("INSERT INTO bench_schema_version (version) VALUES (?)", (number,))
+
+    def has_tables(self, db: Db) -> bool:
+        # a shared database holds other tables: only bench's own names are in the way
+        found = db.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() "
+            "AND table_name IN ('runs', 'results')"
+        )
+        return found.fetchone()[0] > 0
+
+    def is_ours(self, db: Db) -> bool:
+        return True  # the version table is bench's mark
+
+
+class Db:
+    """A connection to a history and its dialect: the queries are written once (SQLite's ? and
+    :name placeholders, its types in DDL), the dialect translates what differs."""
+
+    def __init__(self, connection: Any, dialect: _SQLite | _Postgres, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.connection, self.dialect, self.timeout_s = connection, dialect, timeout_s
+
+    def execute(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        return self.connection.execute(self.dialect.query(query), params)
+
+    def ddl(self, statement: str) -> None:
+        self.connection.execute(self.dialect.ddl(statement))
+
+    def close(self) -> None:
+        self.connection.close()
+
 
 _METRIC_COLUMNS = {m.column: m for m in METRICS.values()}
 
 
-def _migration_1(db: sqlite3.Connection) -> None:
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    db.execute(
+def _migration_1(db: Db) -> None:
+    db.ddl(
         """CREATE TABLE runs (
             id INTEGER PRIMARY KEY,
             run_id TEXT NOT NULL UNIQUE,
@@ -103,10 +314,10 @@ def _migration_1(db: sqlite3.Connection) -> None:
             recorded_at TEXT NOT NULL
         )"""
     )
-    db.execute("CREATE INDEX runs_by_time ON runs(started_at)")
-    db.execute("CREATE INDEX runs_by_label ON runs(label, started_at)")
-    db.execute("CREATE INDEX runs_by_branch ON runs(branch, started_at)")
-    db.execute(
+    db.ddl("CREATE INDEX runs_by_time ON runs(started_at)")
+    db.ddl("CREATE INDEX runs_by_label ON runs(label, started_at)")
+    db.ddl("CREATE INDEX runs_by_branch ON runs(branch, started_at)")
+    db.ddl(
         """CREATE TABLE results (
             id INTEGER PRIMARY KEY,
             run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -133,23 +344,24 @@ def _migration_1(db: sqlite3.Connection) -> None:
             UNIQUE (run, scenario_id)
         )"""
     )
-    db.execute("CREATE INDEX results_by_scenario ON results(scenario_id)")
+    db.ddl("CREATE INDEX results_by_scenario ON results(scenario_id)")
 
 
-def _migration_2(db: sqlite3.Connection) -> None:
+def _migration_2(db: Db) -> None:
     """More figures as columns, filled from the records already stored (nothing is dropped)."""
-    for column, kind, path in (
-        ("p90_s", "REAL", "$.latency_s.p90"),
-        ("first_inference_s", "REAL", "$.first_inference_s"),
-        ("peak_rss_kernel_bytes", "INTEGER", "$.peak_rss_kernel_bytes"),
+    for column, kind, keys in (
+        ("p90_s", "REAL", ("latency_s", "p90")),
+        ("first_inference_s", "REAL", ("first_inference_s",)),
+        ("peak_rss_kernel_bytes", "INTEGER", ("peak_rss_kernel_bytes",)),
     ):
-        db.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
-        db.execute(f"UPDATE results SET {column} = json_extract(record_json, '{path}')")
-    db.execute("CREATE INDEX results_by_model ON results(model, precision, load)")
+        db.ddl(f"ALTER TABLE results ADD COLUMN {column} {kind}")
+        db.execute(f"UPDATE results SET {column} = {db.dialect.json_path('record_json', keys, kind)}")
+    db.ddl("CREATE INDEX results_by_model ON results(model, precision, load)")
 
 
-# Append only: the position in this list is the schema version (PRAGMA user_version).
-MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+# Append only: the position in this list is the schema version (PRAGMA user_version in SQLite,
+# the bench_schema_version table in PostgreSQL).
+MIGRATIONS: list[tuple[str, Callable[[Db], None]]] = [
     ("runs and results", _migration_1),
     ("p90, first inference and kernel peak RSS columns", _migration_2),
 ]
@@ -164,110 +376,123 @@ def _corrupted(path: Path, exc: Exception) -> HistoryError:
     )
 
 
+def _locked(location: HistoryLocation, timeout_s: float) -> HistoryError:
+    return HistoryError(
+        f"the history {location} is locked by another process writing to it (waited {timeout_s:g} s). "
+        "Try again when it has finished, or give a longer wait with --history-timeout"
+    )
+
+
 @contextlib.contextmanager
-def _sqlite_errors(path: Path, timeout_s: float) -> Iterator[None]:
-    """sqlite3's exceptions as messages a person can act on."""
+def _errors(location: HistoryLocation, timeout_s: float) -> Iterator[None]:
+    """The database's exceptions as messages a person can act on."""
+    if isinstance(location, DatabaseUrl):
+        psycopg = _psycopg()
+        try:
+            yield
+        except psycopg.errors.LockNotAvailable:
+            raise _locked(location, timeout_s) from None
+        except psycopg.OperationalError as exc:  # the server went away, was shut down, ...
+            raise HistoryError(f"the PostgreSQL history {location} (host {location.host}) failed: {exc}") from None
+        return
     try:
         yield
     except sqlite3.OperationalError as exc:
         text = str(exc)
         if "locked" in text or "busy" in text:
-            raise HistoryError(
-                f"the history {path} is locked by another process writing to it (waited {timeout_s:g} s). "
-                "Try again when it has finished, or give a longer wait with --history-timeout"
-            ) from None
+            raise _locked(location, timeout_s) from None
         if "unable to open" in text or "readonly" in text or "read-only" in text:
-            raise HistoryError(f"the history {path} cannot be opened for writing: {text}") from None
+            raise HistoryError(f"the history {location} cannot be opened for writing: {text}") from None
         if "no such table" in text or "no such column" in text:
-            raise _corrupted(path, exc) from None
+            raise _corrupted(location, exc) from None
         raise
     except sqlite3.DatabaseError as exc:  # malformed image, not a database, ...
-        raise _corrupted(path, exc) from None
+        raise _corrupted(location, exc) from None
+
+
+def _no_history(location: HistoryLocation) -> HistoryError:
+    return HistoryError(
+        f"no history at {location}: runs are recorded there by `bench run`, or imported with "
+        f"`bench history import RUN_DIR...` (choose another with --history PATH or ${HISTORY_ENV})"
+    )
 
 
 @contextlib.contextmanager
 def open_history(
-    path: Path, *, create: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S
-) -> Iterator[sqlite3.Connection]:
+    location: HistoryLocation, *, create: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Iterator[Db]:
     """A connection to an up-to-date history (migrated if needed), closed on exit.
 
-    With create=False a missing file is a HistoryError; with create=True it is created,
-    with its folder.
+    With create=False a missing file (a database without bench's tables) is a HistoryError;
+    with create=True it is created, a file with its folder.
     """
-    path = Path(path)
-    if not path.exists():
-        if not create:
+    if isinstance(location, DatabaseUrl):
+        dialect: _SQLite | _Postgres = _Postgres()
+    else:
+        dialect = _SQLite()
+        location = Path(location)
+        if not location.exists():
+            if not create:
+                raise _no_history(location)
+            try:
+                location.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise HistoryError(
+                    f"cannot create the folder of the history {location}: {exc.strerror or exc}"
+                ) from None
+        elif location.is_dir():
             raise HistoryError(
-                f"no history at {path}: runs are recorded there by `bench run`, or imported with "
-                f"`bench history import RUN_DIR...` (choose another file with --history PATH)"
+                f"the history {location} is a folder; --history takes an SQLite file, e.g. reports/history.sqlite"
             )
+    with _errors(location, timeout_s):
+        db = Db(dialect.connect(location, timeout_s), dialect, timeout_s)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HistoryError(f"cannot create the folder of the history {path}: {exc.strerror or exc}") from None
-    elif path.is_dir():
-        raise HistoryError(
-            f"the history {path} is a folder; --history takes an SQLite file, e.g. reports/history.sqlite"
-        )
-    with _sqlite_errors(path, timeout_s):
-        db = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None)
-        try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA foreign_keys = ON")
-            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-            if mode != "wal":
-                with contextlib.suppress(sqlite3.OperationalError):  # e.g. a read-only folder
-                    db.execute("PRAGMA journal_mode = WAL")
-            _migrate(db, path)
+            if isinstance(location, DatabaseUrl) and not create and dialect.version(db) == 0:
+                raise _no_history(location)  # a database server, without a history in it yet
+            _migrate(db, location)
             yield db
         finally:
             db.close()
 
 
-def _migrate(db: sqlite3.Connection, path: Path, migrations: Sequence[tuple[str, Callable]] | None = None) -> None:
+def _migrate(db: Db, location: HistoryLocation, migrations: Sequence[tuple[str, Callable]] | None = None) -> None:
     migrations = MIGRATIONS if migrations is None else migrations
-    version = db.execute("PRAGMA user_version").fetchone()[0]
+    version = db.dialect.version(db)
     if version >= len(migrations):
-        _check_ours(db, path, version, len(migrations))
+        _check_ours(db, location, version, len(migrations))
         return
-    # Another process may be creating or upgrading the file right now: look again, and decide,
+    # Another process may be creating or upgrading the history right now: look again, and decide,
     # inside the write transaction.
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
-        _check_ours(db, path, version, len(migrations))
+    with _write(db):
+        version = db.dialect.version(db)  # another process may have migrated
+        _check_ours(db, location, version, len(migrations))
         for number in range(version + 1, len(migrations) + 1):
             migrations[number - 1][1](db)
-            db.execute(f"PRAGMA user_version = {number}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+            db.dialect.set_version(db, number)
 
 
-def _check_ours(db: sqlite3.Connection, path: Path, version: int, known: int) -> None:
+def _check_ours(db: Db, location: HistoryLocation, version: int, known: int) -> None:
+    kind = db.dialect.name
     if version == 0:
-        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if tables:
+        if db.dialect.has_tables(db):
             raise HistoryError(
-                f"{path} is an SQLite database but not a bench history (it has tables and no bench schema "
-                "version); give another file with --history"
+                f"{location} is {kind} but not a bench history (it has tables and no bench schema "
+                "version); give another with --history"
             )
         return
-    app = db.execute("PRAGMA application_id").fetchone()[0]
-    if app != APPLICATION_ID:
-        raise HistoryError(f"{path} is an SQLite database but not a bench history; give another file with --history")
+    if not db.dialect.is_ours(db):
+        raise HistoryError(f"{location} is {kind} but not a bench history; give another with --history")
     if version > known:
         raise HistoryError(
-            f"the history {path} has schema version {version}, written by a newer bench (this one knows up to "
-            f"{known}); upgrade bench to read it. The file was not changed"
+            f"the history {location} has schema version {version}, written by a newer bench (this one knows up to "
+            f"{known}); upgrade bench to read it. The history was not changed"
         )
 
 
 @contextlib.contextmanager
-def _write(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One transaction that takes the write lock at once (waiting up to the connection's timeout)."""
-    db.execute("BEGIN IMMEDIATE")
+def _write(db: Db) -> Iterator[Db]:
+    """One transaction that takes the write lock at once (waiting up to the history timeout)."""
+    db.dialect.begin_write(db)
     try:
         yield db
     except BaseException:
@@ -299,7 +524,7 @@ class RecordOutcome:
 
 
 def record_run(
-    history_path: Path,
+    history_path: HistoryLocation,
     run_dir: Path,
     label: str | None = None,
     *,
@@ -341,7 +566,7 @@ def record_run(
     without_rounds = [s.scenario_id for s in snapshot.results.values() if s.status == "ok" and s.round_times is None]
     with (
         open_history(history_path, create=True, timeout_s=timeout_s) as db,
-        _sqlite_errors(history_path, timeout_s),
+        _errors(history_path, timeout_s),
         _write(db),
     ):
         existing = db.execute(
@@ -350,15 +575,7 @@ def record_run(
             (snapshot.run_id,),
         ).fetchone()
         if existing is not None:
-            if (existing["environment_fingerprint"], existing["started_at"]) != (
-                run_row["environment_fingerprint"],
-                run_row["started_at"],
-            ):
-                raise HistoryError(
-                    f"the history {history_path} already holds a different run with the id {snapshot.run_id} "
-                    f"(started {existing['started_at']}, environment {existing['environment_fingerprint']}); "
-                    f"this one ({run_dir}) was not recorded"
-                )
+            _refuse_a_different_run(history_path, existing, run_row, run_dir)
             if label is None:
                 run_row["label"] = existing["label"]
             if branch is None and existing["branch"] is not None:
@@ -373,23 +590,81 @@ def record_run(
                 )  # fmt: skip
                 return RecordOutcome(snapshot.run_id, "updated" if info_changed else "unchanged",
                                      len(snapshot.results), without_rounds, snapshot.warnings)  # fmt: skip
-            run_pk = existing["id"]
-            assignments = ", ".join(f"{k} = :{k}" for k in run_row)
-            db.execute(f"UPDATE runs SET {assignments} WHERE id = :pk", {**run_row, "pk": run_pk})
-            db.execute("DELETE FROM results WHERE run = ?", (run_pk,))
-            action = "updated"
-        else:
-            columns = ", ".join(run_row)
-            marks = ", ".join(f":{k}" for k in run_row)
-            run_pk = db.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", run_row).lastrowid
-            action = "added"
+        run_pk = _write_run_row(db, run_row, None if existing is None else existing["id"])
         for result in snapshot.results.values():
             _insert_result(db, run_pk, result)
+    action = "added" if existing is None else "updated"
     return RecordOutcome(snapshot.run_id, action, len(snapshot.results), without_rounds, snapshot.warnings)
 
 
+def _refuse_a_different_run(
+    history_path: HistoryLocation, existing: Any, run_row: dict[str, Any], source: Path
+) -> None:
+    """Run ids are made per machine: the same id from another machine is another run."""
+    if (existing["environment_fingerprint"], existing["started_at"]) != (
+        run_row["environment_fingerprint"],
+        run_row["started_at"],
+    ):
+        raise HistoryError(
+            f"the history {history_path} already holds a different run with the id {run_row['run_id']} "
+            f"(started {existing['started_at']}, environment {existing['environment_fingerprint']}); "
+            f"this one ({source}) was not recorded"
+        )
+
+
+def _write_run_row(db: Db, run_row: dict[str, Any], run_pk: int | None) -> int:
+    """The run's row added (run_pk None), or replaced with its results cleared; its primary key."""
+    if run_pk is None:
+        columns = ", ".join(run_row)
+        marks = ", ".join(f":{k}" for k in run_row)
+        return db.execute(f"INSERT INTO runs ({columns}) VALUES ({marks}) RETURNING id", run_row).fetchone()[0]
+    assignments = ", ".join(f"{k} = :{k}" for k in run_row)
+    db.execute(f"UPDATE runs SET {assignments} WHERE id = :pk", {**run_row, "pk": run_pk})
+    db.execute("DELETE FROM results WHERE run = ?", (run_pk,))
+    return run_pk
+
+
+def import_history(
+    source: Path, history_path: HistoryLocation, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[RecordOutcome]:
+    """Copy every run of an SQLite history into another history (a PostgreSQL one, say): rows, raw
+    round times, labels and branches as they are. Idempotent like record_run: a run already there
+    with the same results is left alone, one whose results changed since is replaced (one
+    transaction per run), a different run with the same id is refused."""
+    if isinstance(history_path, Path) and Path(source).resolve() == history_path.resolve():
+        raise HistoryError(f"{source} is the history itself: give --history another one to copy it into")
+    outcomes = []
+    with (
+        open_history(Path(source), timeout_s=timeout_s) as src,
+        _errors(source, timeout_s),
+        open_history(history_path, create=True, timeout_s=timeout_s) as db,
+        _errors(history_path, timeout_s),
+    ):
+        for run in src.execute("SELECT * FROM runs ORDER BY id").fetchall():
+            run_row = {key: value for key, value in dict(run).items() if key != "id"}
+            rows = src.execute("SELECT * FROM results WHERE run = ? ORDER BY id", (run["id"],)).fetchall()
+            with _write(db):
+                existing = db.execute(
+                    "SELECT id, results_digest, environment_fingerprint, started_at FROM runs WHERE run_id = ?",
+                    (run_row["run_id"],),
+                ).fetchone()
+                if existing is not None:
+                    _refuse_a_different_run(history_path, existing, run_row, source)
+                if existing is not None and existing["results_digest"] == run_row["results_digest"]:
+                    action = "unchanged"
+                else:
+                    run_pk = _write_run_row(db, run_row, None if existing is None else existing["id"])
+                    for row in rows:
+                        copied = {key: value for key, value in dict(row).items() if key != "id"}
+                        _upsert_result(db, copied | {"run": run_pk})
+                    action = "added" if existing is None else "updated"
+            without_rounds = [r["scenario_id"] for r in rows if r["status"] == "ok" and r["round_times"] is None]
+            outcomes.append(RecordOutcome(run_row["run_id"], action, len(rows), without_rounds, []))
+    return outcomes
+
+
 def record_rows(
-    history_path: Path, run_dir: Path, records: Sequence[dict[str, Any]], results_digest: str,
+    history_path: HistoryLocation, run_dir: Path, records: Sequence[dict[str, Any]], results_digest: str,
     *, timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> None:  # fmt: skip
     """Add rows just appended to a run already in the history, with their round times, and bring
@@ -402,7 +677,7 @@ def record_rows(
     run_id = str(info.get("run_id") or run_dir.name)
     with (
         open_history(history_path, timeout_s=timeout_s) as db,
-        _sqlite_errors(history_path, timeout_s),
+        _errors(history_path, timeout_s),
         _write(db),
     ):
         found = db.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -421,7 +696,7 @@ def record_rows(
         )
 
 
-def _insert_result(db: sqlite3.Connection, run_pk: int, result: ScenarioResult) -> None:
+def _insert_result(db: Db, run_pk: int, result: ScenarioResult) -> None:
     record = result.record
 
     def scalar(key: str) -> Any:
@@ -447,9 +722,17 @@ def _insert_result(db: sqlite3.Connection, run_pk: int, result: ScenarioResult) 
     }
     for column, metric in _METRIC_COLUMNS.items():
         row[column] = metric.of(record)
+    _upsert_result(db, row)
+
+
+def _upsert_result(db: Db, row: dict[str, Any]) -> None:
     columns = ", ".join(row)
     marks = ", ".join(f":{k}" for k in row)
-    db.execute(f"INSERT OR REPLACE INTO results ({columns}) VALUES ({marks})", row)
+    updates = ", ".join(f"{k} = excluded.{k}" for k in row)
+    # an upsert: recording a row again (a retried transaction, a second recorder) replaces it, never doubles it
+    db.execute(
+        f"INSERT INTO results ({columns}) VALUES ({marks}) ON CONFLICT (run, scenario_id) DO UPDATE SET {updates}", row
+    )
 
 
 def pack_times(times: Sequence[float]) -> bytes:
@@ -481,7 +764,7 @@ class RunRow:
 
 
 def list_runs(
-    history_path: Path,
+    history_path: HistoryLocation,
     *,
     label: str | None = None,
     branch: str | None = None,
@@ -491,12 +774,12 @@ def list_runs(
     """Runs in the history, oldest first (the newest `limit` of them when given)."""
     where, params = _run_filter(label, branch)
     query = f"""
-        SELECT runs.*, count(results.id) AS scenarios, sum(results.status = 'ok') AS ok
+        SELECT runs.*, count(results.id) AS scenarios, sum(CASE WHEN results.status = 'ok' THEN 1 ELSE 0 END) AS ok
         FROM runs LEFT JOIN results ON results.run = runs.id {where}
         GROUP BY runs.id ORDER BY runs.started_at DESC, runs.id DESC"""
     if limit is not None:
         query += f" LIMIT {int(limit)}"
-    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+    with open_history(history_path, timeout_s=timeout_s) as db, _errors(history_path, timeout_s):
         rows = db.execute(query, params).fetchall()
     return [
         RunRow(
@@ -527,9 +810,9 @@ def _run_filter(label: str | None, branch: str | None, prefix: str = "WHERE") ->
     return (f"{prefix} " + " AND ".join(clauses)) if clauses else "", params
 
 
-def load_run(history_path: Path, run_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> RunSnapshot:
+def load_run(history_path: HistoryLocation, run_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> RunSnapshot:
     """A run from the history by its id (or an unambiguous prefix of it)."""
-    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+    with open_history(history_path, timeout_s=timeout_s) as db, _errors(history_path, timeout_s):
         row = db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             matches = db.execute(
@@ -556,7 +839,7 @@ _UNFINISHED_LAST = "CASE coalesce(status, 'complete') WHEN 'complete' THEN 0 WHE
 
 
 def latest_run(
-    history_path: Path,
+    history_path: HistoryLocation,
     name: str,
     *,
     exclude_run_id: str | None = None,
@@ -566,10 +849,10 @@ def latest_run(
 
     Complete runs come first, then interrupted ones, then runs still going (or whose process
     was killed): `bench run` records rows as they finish, so the latter hold part of a suite."""
-    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+    with open_history(history_path, timeout_s=timeout_s) as db, _errors(history_path, timeout_s):
         for column in ("label", "branch"):
             row = db.execute(
-                f"SELECT * FROM runs WHERE {column} = ? AND run_id IS NOT ? "
+                f"SELECT * FROM runs WHERE {column} = ? AND run_id IS DISTINCT FROM ? "
                 f"ORDER BY {_UNFINISHED_LAST}, started_at DESC, id DESC LIMIT 1",
                 (name, exclude_run_id),
             ).fetchone()
@@ -587,7 +870,7 @@ def latest_run(
     )
 
 
-def _snapshot_from_row(db: sqlite3.Connection, row: sqlite3.Row, history_path: Path) -> RunSnapshot:
+def _snapshot_from_row(db: Db, row: sqlite3.Row, history_path: HistoryLocation) -> RunSnapshot:
     results: dict[str, ScenarioResult] = {}
     for r in db.execute(
         "SELECT scenario_id, record_json, round_times FROM results WHERE run = ? ORDER BY id", (row["id"],)
@@ -621,13 +904,13 @@ class HistoryPoint:
     value: float | None  # None when the scenario was not ok in that run
 
 
-def scenario_ids(history_path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[str]:
-    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+def scenario_ids(history_path: HistoryLocation, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[str]:
+    with open_history(history_path, timeout_s=timeout_s) as db, _errors(history_path, timeout_s):
         return [r[0] for r in db.execute("SELECT DISTINCT scenario_id FROM results ORDER BY scenario_id")]
 
 
 def scenario_history(
-    history_path: Path,
+    history_path: HistoryLocation,
     scenario_id: str,
     metric: str = "median",
     *,
@@ -641,17 +924,17 @@ def scenario_history(
         raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     column = METRICS[metric].column
     where, params = _run_filter(label, branch, prefix="AND")
-    query = f"""
-        SELECT runs.run_id, runs.started_at, runs.git_sha, runs.branch, runs.label,
-               coalesce(json_extract(results.record_json, '$.environment_fingerprint'),
-                        runs.environment_fingerprint) AS environment_fingerprint,
-               results.status, results.{column} AS value
-        FROM results JOIN runs ON results.run = runs.id
-        WHERE results.scenario_id = ? {where}
-        ORDER BY runs.started_at DESC, runs.id DESC"""
-    if limit is not None:
-        query += f" LIMIT {int(limit)}"
-    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+    with open_history(history_path, timeout_s=timeout_s) as db, _errors(history_path, timeout_s):
+        query = f"""
+            SELECT runs.run_id, runs.started_at, runs.git_sha, runs.branch, runs.label,
+                   coalesce({db.dialect.json_path("results.record_json", ["environment_fingerprint"])},
+                            runs.environment_fingerprint) AS environment_fingerprint,
+                   results.status, results.{column} AS value
+            FROM results JOIN runs ON results.run = runs.id
+            WHERE results.scenario_id = ? {where}
+            ORDER BY runs.started_at DESC, runs.id DESC"""
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
         rows = db.execute(query, [scenario_id, *params]).fetchall()
         if not rows:
             known = [r[0] for r in db.execute("SELECT DISTINCT scenario_id FROM results")]
@@ -683,7 +966,7 @@ _RUN_CSV_COLUMNS = ("run_id", "started_at", "suite", "git_sha", "git_dirty", "br
 
 
 def export_csv(
-    history_path: Path,
+    history_path: HistoryLocation,
     out_path: Path,
     *,
     scenario_id: str | None = None,
@@ -697,7 +980,7 @@ def export_csv(
         FROM results JOIN runs ON results.run = runs.id
         {"WHERE results.scenario_id = ?" if scenario_id else ""}
         ORDER BY runs.started_at, runs.id, results.id"""
-    with open_history(history_path, timeout_s=timeout_s) as db, _sqlite_errors(history_path, timeout_s):
+    with open_history(history_path, timeout_s=timeout_s) as db, _errors(history_path, timeout_s):
         rows = db.execute(query, [scenario_id] if scenario_id else []).fetchall()
     flat_rows: list[dict[str, Any]] = []
     record_columns: dict[str, None] = {}
@@ -751,12 +1034,13 @@ class RecordAsItRuns:
     A history problem never stops or loses the run: a failed recording is tried again at
     the next row and at `finish`, which says once what happened."""
 
-    def __init__(self, inner: Any, history_path: Path, run_dir: Path, label: str | None = None) -> None:
+    def __init__(self, inner: Any, history_path: HistoryLocation, run_dir: Path, label: str | None = None) -> None:
         self.inner, self.history_path, self.run_dir, self.label = inner, history_path, run_dir, label
         # results.jsonl as far as the history holds it: its sha256 so far and its length. None until
         # the whole folder has been recorded once (and after any failure: recorded whole again).
         self._digest: Any = None
         self._recorded_bytes = 0
+        self._unreachable = False  # a server that did not answer is not asked again at every row (up to seconds)
 
     def scenario_started(self, index: int, total: int, scenario_id: str) -> None:
         self.inner.scenario_started(index, total, scenario_id)
@@ -766,10 +1050,13 @@ class RecordAsItRuns:
 
     def scenario_finished(self, record: Any) -> None:
         self.inner.scenario_finished(record)
+        if self._unreachable:
+            return
         try:
             self._record_new_rows()
         except Exception as exc:  # said at `finish`, which tries again; but a full disk ends the run
             self._digest = None
+            self._unreachable = isinstance(exc, HistoryUnreachable)
             if is_no_space(exc):
                 raise NoSpaceLeft(self.history_path) from exc
 
@@ -819,7 +1106,7 @@ def _when(iso: str | None) -> str:
     return iso.replace("T", " ")[:19]
 
 
-def format_runs(runs: Sequence[RunRow], history_path: Path) -> str:
+def format_runs(runs: Sequence[RunRow], history_path: HistoryLocation) -> str:
     if not runs:
         return f"no runs in {history_path}"
     rows = [
@@ -838,7 +1125,7 @@ def format_runs(runs: Sequence[RunRow], history_path: Path) -> str:
 
 
 def format_scenario_history(
-    history_path: Path,
+    history_path: HistoryLocation,
     scenario_id: str,
     metric: str = "median",
     *,
@@ -953,7 +1240,7 @@ def _trend_png(scenario_id: str, metric: Metric, points: Sequence[HistoryPoint],
 
 
 def write_trend_html(
-    history_path: Path,
+    history_path: HistoryLocation,
     out_path: Path,
     metric: str = "median",
     *,
@@ -1017,14 +1304,14 @@ def write_trend_html(
 # --- a run by folder or by id -------------------------------------------------------------------
 
 
-def resolve(ref: str, history_path: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> RunSnapshot:
+def resolve(ref: str, history_path: HistoryLocation, timeout_s: float = DEFAULT_TIMEOUT_S) -> RunSnapshot:
     """A run folder (a path that exists) or a run id in the history."""
     path = Path(ref)
     if path.exists():
         return read_run_folder(path)
     if "/" in ref or ref.endswith(".jsonl"):
         raise UserError(f"{ref}: no such run folder")
-    if not Path(history_path).exists():
+    if not history_exists(history_path):
         raise UserError(
             f"{ref!r} is neither a run folder nor a run id in a history: there is no history at {history_path} "
             "(runs are recorded there by `bench run`; or pass run folders, e.g. reports/<run-id>)"

@@ -37,14 +37,14 @@ def test_a_suite_file_over_the_size_cap_is_refused(run_cli, write_suite):
     assert f"{suite}: is larger than 1 MiB" in result.stderr
 
 
-@pytest.mark.parametrize("location", ["postgresql://bench@db.example/bench", "sqlite:///tmp/h.sqlite", ""])
-def test_a_history_location_that_is_not_a_file_path_is_refused(run_cli, write_suite, tmp_path, location):
+@pytest.mark.parametrize("location", ["mysql://bench@db.example/bench", "sqlite:///tmp/h.sqlite", ""])
+def test_a_history_location_neither_a_path_nor_a_postgresql_url_is_refused(run_cli, write_suite, tmp_path, location):
     suite = write_suite("name: h\nmatrix:\n  model: [tiny_mlp]\n")
     for args in (("run", str(suite), "--history", location), ("history", "--history", location)):
         result = run_cli(*args)
         assert result.returncode == 2, result.stderr
         assert "argument --history" in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.yaml"]  # no 'postgresql:' folder, no run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.yaml"]  # no 'mysql:' folder, no run
 
 
 def test_validate_lists_the_code_a_suites_factories_import_and_run(run_cli, write_suite, tmp_path):

@@ -383,7 +383,7 @@ def test_export_csv_flattens_every_field(hist, demo, tmp_path):
 def test_migrations_upgrade_old_files_without_losing_data(tmp_path):
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path, isolation_level=None)
-    history._migrate(db, path, MIGRATIONS[:1])  # a file written by the first schema
+    history._migrate(history.Db(db, history._SQLite()), path, MIGRATIONS[:1])  # a file written by the first schema
     record = {
         "scenario_id": "s",
         "status": "ok",

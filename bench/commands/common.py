@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import shutil
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.history import DEFAULT_HISTORY, DEFAULT_TIMEOUT_S, history_location
+from bench.history import DEFAULT_HISTORY, DEFAULT_TIMEOUT_S, HISTORY_ENV, history_location
 from bench.suite import Scenario, load_suite
 
 
 def add_history_option(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:
-    """--history and --history-timeout (on subcommands with SUPPRESS, so the parent's value stands)."""
+    """--history and --history-timeout (on subcommands with SUPPRESS, so the parent's value stands).
+    $BENCH_HISTORY is the default: argparse checks a string default with `type`, so a bad one exits 2."""
     parser.add_argument(
         "--history",
         type=history_location,
-        metavar="PATH",
-        default=argparse.SUPPRESS if sub else DEFAULT_HISTORY,
-        help=f"the history file (default: {DEFAULT_HISTORY})",
+        metavar="PATH|URL",
+        default=argparse.SUPPRESS if sub else os.environ.get(HISTORY_ENV) or DEFAULT_HISTORY,
+        help=f"the history: an SQLite file or a postgresql:// URL (default: ${HISTORY_ENV}, else {DEFAULT_HISTORY})",
     )
     parser.add_argument(
         "--history-timeout",

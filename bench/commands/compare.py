@@ -12,11 +12,11 @@ from pathlib import Path
 from bench.commands.common import add_history_option
 from bench.compare import Rule, compare_runs, format_markdown, format_text, github_annotations, to_json
 from bench.errors import UserError
-from bench.history import DEFAULT_HISTORY, HistoryError, latest_run, resolve
+from bench.history import DEFAULT_HISTORY, HISTORY_ENV, HistoryError, history_exists, latest_run, resolve
 
 COMPARE_EPILOG = f"""\
 BASELINE and CANDIDATE are run folders (reports/<run-id>) or run ids in the history
-({DEFAULT_HISTORY} unless --history). --baseline NAME takes the latest run whose label
+(--history, else ${HISTORY_ENV}, else {DEFAULT_HISTORY}). --baseline NAME takes the latest run whose label
 (or else git branch) is NAME, so then only CANDIDATE is given.
 
 exit status: 0 nothing regressed, 1 something regressed, 2 a usage problem or runs that
@@ -118,7 +118,7 @@ def compare_command(args: argparse.Namespace) -> int:
     )  # fmt: skip
     candidate = resolve(refs[-1], args.history, args.history_timeout)
     if args.baseline:
-        if not Path(args.history).exists():
+        if not history_exists(args.history):
             raise HistoryError(
                 f"--baseline {args.baseline} looks in the history, and there is none at {args.history}; "
                 "record runs with `bench run SUITE --label NAME` or `bench history import RUN_DIR --label NAME`"

@@ -9,10 +9,12 @@ import textwrap
 from pathlib import Path
 
 from bench.commands.common import add_history_option
+from bench.errors import UserError
 from bench.history import (
     export_csv,
     format_runs,
     format_scenario_history,
+    import_history,
     list_runs,
     record_run,
     write_trend_html,
@@ -20,11 +22,12 @@ from bench.history import (
 from bench.metrics import METRICS
 
 HISTORY_USAGE = """\
-bench history [--history PATH] [--label L] [--branch B] [--limit N]
+bench history [--history PATH|URL] [--label L] [--branch B] [--limit N]
        bench history --scenario ID [--metric NAME] [--threshold PCT] [...]
        bench history --html FILE [--scenario ID] [--metric NAME] [...]
-       bench history import RUN_DIR... [--label L] [--history PATH]
-       bench history export FILE.csv [--scenario ID] [--round-times] [--history PATH]"""
+       bench history import RUN_DIR... [--label L] [--history PATH|URL]
+       bench history import HISTORY.sqlite --history postgresql://USER@HOST/DB
+       bench history export FILE.csv [--scenario ID] [--round-times] [--history PATH|URL]"""
 
 
 HISTORY_EPILOG = """\
@@ -36,6 +39,11 @@ examples:
   bench history --html trends.html                a chart per scenario, steps marked
   bench history import reports/*/ --label main    record run folders made before the history
   bench history export history.csv                every row of every run, as CSV
+  bench history import reports/history.sqlite --history postgresql://bench@db.example/bench
+                                                  copy an SQLite history into a team's PostgreSQL one
+
+The history is an SQLite file (default reports/history.sqlite) or a PostgreSQL database
+(--history postgresql://USER@HOST/DB, with the [postgres] extra); $BENCH_HISTORY sets the default.
 
 `bench run` records every run here by itself (unless --no-history). Metrics: median, p90,
 p99, mean (latency), throughput, load, first_inference, peak_rss (sampled), peak_rss_kernel.
@@ -51,8 +59,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="list recorded runs; a scenario's metric over time; import and export",
         description=textwrap.fill(
             "The history store: every run recorded by `bench run` (or imported), its rows and raw round "
-            "times, in one SQLite file. Without a subcommand, list the runs; with --scenario, show one metric of "
-            "one scenario run after run, with detected step changes marked at the commit where they happened.",
+            "times, in one SQLite file or a PostgreSQL database. Without a subcommand, list the runs; with "
+            "--scenario, show one metric of one scenario run after run, with detected step changes marked at "
+            "the commit where they happened.",
             88,
         ),
         epilog=HISTORY_EPILOG,
@@ -97,11 +106,15 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     do_import = actions.add_parser(
         "import",
         parents=[sub_common],
-        help="record existing run folders in the history",
+        help="record existing run folders (or copy an SQLite history) in the history",
         description="Record run folders in the history. Importing a run that is already there changes nothing "
-        "(a run imported while still running is brought up to date); --label sets or replaces its label.",
+        "(a run imported while still running is brought up to date); --label sets or replaces its label. "
+        "A file given instead of a folder is an SQLite history: its runs are copied as they are (into a "
+        "PostgreSQL history, say); copying it again adds nothing.",
     )
-    do_import.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="run folder(s), e.g. reports/*/")
+    do_import.add_argument(
+        "runs", type=Path, nargs="+", metavar="RUN_DIR", help="run folder(s), e.g. reports/*/, or SQLite history files"
+    )
     do_import.add_argument(
         "--label", help="a label for these runs, e.g. main or pr-123 (for `bench compare --baseline`)"
     )
@@ -146,6 +159,15 @@ def history_command(args: argparse.Namespace) -> int:
 
 def import_command(args: argparse.Namespace) -> int:
     for run_dir in args.runs:
+        if run_dir.is_file():
+            if args.label is not None or args.branch is not None:
+                raise UserError(f"{run_dir} is a history: its runs are copied with their own labels and branches")
+            outcomes = import_history(run_dir, args.history, timeout_s=args.history_timeout)
+            for outcome in outcomes:
+                print(f"{outcome.describe()} (from {run_dir})")
+            added = sum(outcome.action != "unchanged" for outcome in outcomes)
+            print(f"copied {added} of the {len(outcomes)} run(s) of {run_dir}; the others were there already")
+            continue
         outcome = record_run(
             args.history, run_dir, label=args.label, branch=args.branch, timeout_s=args.history_timeout
         )

@@ -4,6 +4,7 @@ and record the run in the history."""
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from bench.commands.common import check_writable
 from bench.console import ConsoleProgress, summary_table
 from bench.contention import ON_CONTENTION
 from bench.errors import UserError
-from bench.history import RecordAsItRuns, history_location
+from bench.history import HISTORY_ENV, RecordAsItRuns, history_location
 from bench.memory import cpu_count
 from bench.nospace import NoSpaceLeft
 from bench.report import write_report
@@ -54,8 +55,10 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     run.add_argument(
         "--history",
         type=history_location,
-        metavar="PATH",
-        help="history file to record the run in (default: history.sqlite in the --reports folder)",
+        metavar="PATH|URL",
+        default=os.environ.get(HISTORY_ENV),
+        help=f"the history to record the run in: an SQLite file or a postgresql:// URL (default: ${HISTORY_ENV}, "
+        "else history.sqlite in the --reports folder)",
     )
     run.add_argument("--no-history", action="store_true", help="do not record the run in the history")
     run.add_argument(

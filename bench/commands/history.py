@@ -6,20 +6,25 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
+from bench.changepoint import detect_steps
 from bench.commands.common import add_history_option
 from bench.errors import UserError
 from bench.history import (
+    DEFAULT_TIMEOUT_S,
+    HistoryLocation,
+    RunRow,
     export_csv,
-    format_runs,
-    format_scenario_history,
     import_history,
     list_runs,
     record_run,
-    write_trend_html,
+    scenario_history,
 )
 from bench.metrics import METRICS
+from bench.report.trend import write_trend_html
+from bench.textformat import format_table
 
 HISTORY_USAGE = """\
 bench history [--history PATH|URL] [--label L] [--branch B] [--limit N]
@@ -185,3 +190,88 @@ def export_command(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(f"wrote {count} rows to {args.out}")
     return 0
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return iso.replace("T", " ")[:19]
+
+
+def format_runs(runs: Sequence[RunRow], history_path: HistoryLocation) -> str:
+    if not runs:
+        return f"no runs in {history_path}"
+    rows = [
+        (
+            _when(r.started_at), r.run_id, r.suite or "-",
+            (r.git_sha[:10] + ("+" if r.git_dirty else "")) if r.git_sha else "-",
+            r.branch or "-", r.label or "-", f"{r.ok}/{r.scenarios}", r.status or "-", r.fingerprint or "-",
+        )
+        for r in runs
+    ]  # fmt: skip
+    header = ("started (UTC)", "run id", "suite", "git sha", "branch", "label", "ok", "status", "environment")
+    return (
+        format_table(header, rows, right=(6,))
+        + f"\n\n{len(runs)} run(s) in {history_path} (+ after a sha: uncommitted changes)"
+    )
+
+
+def format_scenario_history(
+    history_path: HistoryLocation,
+    scenario_id: str,
+    metric: str = "median",
+    *,
+    label: str | None = None,
+    branch: str | None = None,
+    limit: int | None = None,
+    threshold: float = 0.05,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> str:
+    points = scenario_history(
+        history_path, scenario_id, metric, label=label, branch=branch, limit=limit, timeout_s=timeout_s
+    )
+    m = METRICS[metric]
+    measured = [(i, p) for i, p in enumerate(points) if p.value is not None and p.value > 0]
+    fit = detect_steps([p.value for _, p in measured], threshold=threshold)
+    marks: dict[int, str] = {}
+    step_lines = []
+    for step in fit.steps:
+        index, point = measured[step.index]
+        worse = (step.change > 0) != m.higher_is_better
+        env_note = ""
+        previous = measured[step.index - 1][1]
+        if previous.fingerprint != point.fingerprint:
+            env_note = " (the environment changed here too)"
+        sha = point.git_sha[:10] if point.git_sha else "no sha"
+        marks[index] = f"{'^' if step.change > 0 else 'v'} step {step.change:+.1%} ({'worse' if worse else 'better'})"
+        step_lines.append(
+            f"  at {point.run_id} (sha {sha}): {m.display(step.before)} -> {m.display(step.after)} "
+            f"({step.change:+.1%}, {'worse' if worse else 'better'}){env_note}"
+        )
+    rows = []
+    last_fp = None
+    for i, p in enumerate(points):
+        env = "" if last_fp in (None, p.fingerprint) else "changed"
+        last_fp = p.fingerprint or last_fp
+        value = m.display(p.value) if p.value is not None else p.status
+        rows.append(
+            (_when(p.started_at), p.run_id, p.git_sha[:10] if p.git_sha else "-", p.label or p.branch or "-",
+             value, env, marks.get(i, ""))
+        )  # fmt: skip
+    header = ("started (UTC)", "run id", "git sha", "label/branch", m.title, "environment", "step")
+    out = [
+        f"{scenario_id}: {m.title}, {len(points)} run(s)",
+        "",
+        format_table(header, rows, right=(4,)),
+        "",
+    ]
+    if step_lines:
+        out.append(f"{len(step_lines)} step change(s):")
+        out.extend(step_lines)
+    else:
+        out.append("no step change")
+    out.append(
+        f"(steps: piecewise-constant L1 fit on log values, kept when >= {threshold:.0%} and >= 2x the "
+        f"run-to-run noise, here {fit.noise:.1%}; a new level needs 2 runs)"
+    )
+    return "\n".join(out)

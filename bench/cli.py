@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--contention-retries times; wait: before each scenario, wait up to --contention-wait seconds for a "
         "quiet host",
     )
+    run.add_argument(
+        "--worker",
+        choices=("fork", "fresh"),
+        help="how each scenario's worker process starts. fork (default on Linux): from a zygote that imported "
+        "torch, onnxruntime and pytest once per run, seconds sooner per scenario; fresh: a new interpreter each "
+        "(the default elsewhere). Both set threads before any parallel region and share nothing between scenarios",
+    )
     run.add_argument("--contention-retries", type=int, default=2, metavar="N", help="with retry (default 2)")
     run.add_argument("--contention-wait", type=float, default=120.0, metavar="SECONDS", help="with wait (default 120)")
     run.add_argument(
@@ -300,8 +307,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.console import ConsoleProgress, summary_table
     from bench.memory import cpu_count
-    from bench.runner import ContentionPolicy, check_resume_mode, resume_run, run_suite, start_run
+    from bench.runner import DEFAULT_WORKER_KIND, ContentionPolicy, check_resume_mode, resume_run, run_suite, start_run
     from bench.suite import load_suite
+    from bench.zygote import fork_available
 
     if args.rss_interval is not None and not args.rss_interval > 0:
         raise UserError(f"--rss-interval must be a number of seconds > 0, got {args.rss_interval}")
@@ -311,6 +319,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserError("--contention-retries and --contention-wait must be >= 0")
     if args.on_contention != "mark" and args.scheduler is not None:
         raise UserError("--on-contention retry or wait applies to a local run; a fleet run marks contended rows")
+    if args.worker is not None and args.scheduler is not None:
+        raise UserError("--worker applies to a local run; fleet hosts start a fresh worker per scenario")
+    if args.worker == "fork" and not fork_available():
+        raise UserError("--worker fork needs os.fork and /proc (Linux); use --worker fresh here")
+    worker_kind = args.worker or DEFAULT_WORKER_KIND
     if args.shuffle is not None and args.scheduler is not None:
         raise UserError("--shuffle orders a local run; a fleet run's scenarios already run side by side on its hosts")
     if args.resume is not None:  # before connecting: a fleet run resumes on a fleet only, a local one here only
@@ -321,7 +334,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         client = fleet.connect(args.scheduler, args.connect_timeout)
     if args.resume is not None:
-        context = resume_run(args.resume, rss_interval_s=args.rss_interval, on_fleet=client is not None)
+        context = resume_run(
+            args.resume, rss_interval_s=args.rss_interval, on_fleet=client is not None, worker_kind=worker_kind
+        )
         workers = fleet.check_workers(client, context.suite) if client is not None else []
         print(
             f"bench: resuming {context.run_id}: {len(context.pending)} of {len(context.suite.scenarios)} "
@@ -340,7 +355,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _check_writable(args.reports)
         # Before a run folder exists: a fleet that cannot run the suite leaves nothing behind.
         workers = fleet.check_workers(client, suite) if client is not None else []
-        context = start_run(suite, args.reports, rss_interval_s=args.rss_interval)
+        context = start_run(suite, args.reports, rss_interval_s=args.rss_interval, worker_kind=worker_kind)
         print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
     progress = ConsoleProgress()
     history = None

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from bench.record import ResultRecord
+from bench.timeline import overhead_line
 
 MIB = 1024 * 1024
 
@@ -75,6 +76,9 @@ def summary_table(records: Sequence[ResultRecord]) -> str:
         lines.append("  ".join(cells))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
+    overhead = overhead_line(records)
+    if overhead:
+        lines.append(f"\n{overhead}")
     busy = sum(r.contended for r in records)
     if busy:
         lines.append(

@@ -19,7 +19,7 @@ pytestmark = [
     pytest.mark.skipif(not fork_available(), reason="the zygote needs os.fork and /proc"),
 ]
 
-TESTS = '''
+TESTS = """
 import os, time, ctypes
 import torch
 
@@ -35,7 +35,7 @@ def test_segfaults():
 def test_sleeps():
     open(os.environ["MARK"], "w").write(str(os.getpid()))
     time.sleep(600)
-'''
+"""
 
 
 @pytest.fixture

@@ -467,6 +467,7 @@ def _cards(report: Report) -> str:
             for cls, n, label in cards
         )
         + "</div>"
+        + "".join(f'<p class="overhead">Time: {e(line)}</p>' for line in report.overhead_lines)
     )
 
 

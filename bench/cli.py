@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "model from scenarios/text.yaml); --threads overrides its threads",
     )  # fmt: skip
     selfcheck.add_argument("--suite", type=Path, help="the suite file that has --scenario")
+    selfcheck.add_argument("--worker", choices=("fork", "fresh"), help="as bench run --worker")
     selfcheck.set_defaults(handler=_cmd_selfcheck)
 
     profile = commands.add_parser(
@@ -511,6 +512,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_selfcheck(args: argparse.Namespace) -> int:
+    from bench.runner import DEFAULT_WORKER_KIND
     from bench.selfcheck import print_selfcheck, run_selfcheck
 
     scenario = None
@@ -526,6 +528,7 @@ def _cmd_selfcheck(args: argparse.Namespace) -> int:
         runs=args.runs,
         block_time_s=args.block_time,
         reports_dir=args.reports,
+        worker_kind=args.worker or DEFAULT_WORKER_KIND,
     )
     print_selfcheck(result)
     return 0 if result.passed else 1

@@ -350,8 +350,8 @@ def run_suite(
         write_run_info(context, shuffle_seed=shuffle_seed)
     total = len(scenarios)
     unfinished = None  # the scenario being measured, until its row is on disk
-    if context.worker_kind == "fork" and scenarios:  # its imports overlap the first artifact's preparation
-        context.workers = ZygoteWorkers(worker_env(1, {}), context.run_dir / "zygote.log", _print_step)
+    if scenarios:
+        open_workers(context)
     try:
         reserve_space(context.run_dir)
         for index, scenario in enumerate(scenarios, start=1):
@@ -371,12 +371,18 @@ def run_suite(
         raise _stop_for_space(context, where_no_space(exc, context.run_dir), unfinished) from exc
     finally:
         release_reserve(context.run_dir)
-        _close_workers(context)
+        close_workers(context)
     write_run_info(context, status="complete", finished_at=utc_now())
     return context.records
 
 
-def _close_workers(context: RunContext) -> None:
+def open_workers(context: RunContext) -> None:
+    """With worker_kind fork: start the run's zygote; its imports overlap the first artifact's preparation."""
+    if context.worker_kind == "fork" and context.workers is None:
+        context.workers = ZygoteWorkers(worker_env(1, {}), context.run_dir / "zygote.log", _print_step)
+
+
+def close_workers(context: RunContext) -> None:
     """End the zygote (no process of the run outlives it) and record what it was in run.json."""
     workers, context.workers = context.workers, None
     if workers is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -120,3 +122,32 @@ def _wait_for(condition, timeout_s: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+RUNNER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import test_zygote
+from bench.runner import worker_env
+from bench.zygote import ZygoteWorkers
+tmp = Path(sys.argv[2])
+pool = ZygoteWorkers(worker_env(1, {}), tmp / "zygote.log", print)
+child = test_zygote._start(pool, tmp, "test_sleeps", mark=str(tmp / "pid"))
+print(pool.zygote.process.pid, child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_killing_the_runner_takes_the_zygote_and_its_child_along(tmp_path):
+    runner = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(Path(__file__).parent), str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        zygote_pid, child_pid = map(int, runner.stdout.readline().split())
+        _wait_for((tmp_path / "pid").exists)
+    finally:
+        runner.kill()  # SIGKILL: no clean-up code runs in the runner
+        runner.wait()
+    gone, alive = psutil.wait_procs([psutil.Process(p) for p in (zygote_pid, child_pid) if psutil.pid_exists(p)], 10)
+    assert alive == []

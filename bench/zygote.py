@@ -211,27 +211,25 @@ class ZygoteWorkers:
                     self.facts.append(self.zygote.wait_ready())
                 return self.zygote.start(argv, env, stdout, stderr)
             except ZygoteDied as exc:
-                self.zygote.close()
-                if self.restarts_left > 0:
-                    self.restarts_left -= 1
-                    self.announce(f"bench: the zygote died ({exc}); starting a new one")
-                    self.zygote = Zygote(self.env, self.log_path)
-                else:
-                    self.announce(f"bench: the zygote died ({exc}); the remaining scenarios start fresh workers")
-                    self.zygote = None
+                self._replace(str(exc))
         return None
 
     def worker_ended(self, worker: ForkedWorker) -> None:
         """After a worker whose zygote died with it: the next scenario gets a new zygote (or fresh workers)."""
         if worker.zygote_died and self.zygote is worker.zygote:
-            self.zygote.close()
-            if self.restarts_left > 0:
-                self.restarts_left -= 1
-                self.announce("bench: the zygote died while a scenario ran; starting a new one")
-                self.zygote = Zygote(self.env, self.log_path)
-            else:
-                self.announce("bench: the zygote died again; the remaining scenarios start fresh workers")
-                self.zygote = None
+            self._replace(f"while worker {worker.pid} ran")
+
+    def _replace(self, why: str) -> None:
+        """Start a new zygote while restarts last; after that the run goes on with fresh workers."""
+        assert self.zygote is not None
+        self.zygote.close()
+        if self.restarts_left > 0:
+            self.restarts_left -= 1
+            self.announce(f"bench: the zygote died ({why}); starting a new one")
+            self.zygote = Zygote(self.env, self.log_path)
+        else:
+            self.announce(f"bench: the zygote died ({why}); the remaining scenarios start fresh workers")
+            self.zygote = None
 
     def close(self) -> None:
         if self.zygote is not None:

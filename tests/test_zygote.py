@@ -78,7 +78,7 @@ def test_a_child_is_killed_by_pid_and_its_parent_is_the_zygote(workers, tmp_path
     mark = tmp_path / "pid"
     child = _start(workers, tmp_path, "test_sleeps", mark=str(mark))
     assert child.poll() is None
-    _wait_for(mark.exists)
+    _wait_for(lambda: mark.exists() and mark.read_text())  # created, then written: wait for the pid itself
     assert int(mark.read_text()) == child.pid
     assert psutil.Process(child.pid).ppid() == workers.zygote.process.pid
     child.kill()

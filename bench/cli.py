@@ -21,7 +21,7 @@ DESCRIPTION = """\
 Benchmark PyTorch and ONNX Runtime models on CPUs.
 
 A suite (a YAML file) lists models, batch sizes, thread counts, precisions and loading
-modes; `bench run` measures every combination in its own fresh process and writes a run
+modes; `bench run` measures every combination in its own worker process and writes a run
 folder under reports/ with one result row per scenario.
 """
 

@@ -8,6 +8,7 @@ from typing import TextIO
 
 from bench.capacity import summary
 from bench.record import ResultRecord
+from bench.timeline import overhead_line
 from bench.units import MIB, ms_fixed
 
 
@@ -69,6 +70,9 @@ def summary_table(records: Sequence[ResultRecord]) -> str:
         lines.append("  ".join(cells))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
+    overhead = overhead_line(records)
+    if overhead:
+        lines.append(f"\n{overhead}")
     busy = sum(r.contended for r in records)
     if busy:
         lines.append(

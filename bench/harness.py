@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench import harness_plugin
 from bench.worker import WorkerSession, die_with_parent
 
 die_with_parent()
@@ -20,7 +21,7 @@ SELFCHECK_BLOCKS = int(os.environ.get("BENCH_SELFCHECK_BLOCKS", "0"))
 
 @pytest.fixture(scope="module")
 def session() -> Iterator[WorkerSession]:
-    with WorkerSession.from_env() as worker_session:
+    with WorkerSession.from_env(harness_plugin.configured_s) as worker_session:
         yield worker_session
 
 

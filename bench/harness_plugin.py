@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 
 import pytest
 
@@ -34,6 +35,12 @@ def pytest_benchmark_generate_commit_info(config):
 
 
 _exit_status = 0
+configured_s: float | None = None  # when pytest was configured: the end of the worker's start (bench.timeline)
+
+
+def pytest_configure(config):
+    global configured_s  # set per worker: a forked worker inherits this module already imported
+    configured_s = time.monotonic()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -325,6 +325,31 @@ class CapacityFigures:
 
 
 @dataclass(frozen=True)
+class Timeline:
+    """Where a scenario's wall time went, in seconds (bench.timeline); null: the phase did not run."""
+
+    wall_s: float  # the row's whole time in the runner, profile and capacity included
+    overhead_s: float  # wall_s minus the timed steady state (warmup counts as overhead)
+    artifact_s: float | None = None  # preparing, or finding in the cache, the artifact and fp32 reference
+    process_start_s: float | None = None  # spawn or fork to pytest configured in the worker
+    imports_s: float | None = None  # then to the start of load: harness import, collection, libraries, threads
+    load_s: float | None = None  # phases from the worker's events, start to next start
+    compile_s: float | None = None
+    first_inference_s: float | None = None
+    warmup_s: float | None = None
+    steady_s: float | None = None  # the timed rounds: the measurement itself
+    fidelity_s: float | None = None
+    hygiene_s: float | None = None
+    generation_s: float | None = None
+    pipeline_s: float | None = None
+    release_s: float | None = None
+    teardown_s: float | None = None  # the worker's last event to its exit seen by the runner
+    profile_s: float | None = None  # profile: true, its separate run
+    capacity_s: float | None = None  # capacity:, its instance processes
+    other_s: float | None = None  # what none of the above covers (the runner's own work between them)
+
+
+@dataclass(frozen=True)
 class ResultRecord:
     run_id: str
     scenario_id: str
@@ -390,6 +415,9 @@ class ResultRecord:
     generation: GenerationFigures | None = None  # only with `generate:`
     compile_s: float | None = None  # load: compile, its first call (Dynamo + Inductor), apart from load_s
     compiled: CompiledRuntime | None = None  # load: compile, aoti or openvino
+    worker_kind: str | None = None  # fork (from the run's zygote, bench.zygote) or fresh (a new interpreter)
+    worker_os_threads: int | None = None  # the worker's OS threads at the end of its steady state
+    timeline: Timeline | None = None  # where the row's wall time went
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -439,6 +467,7 @@ NESTED_FIELDS: dict[str, type] = {
     "contention": Contention,
     "generation": GenerationFigures,
     "compiled": CompiledRuntime,
+    "timeline": Timeline,
 }
 
 

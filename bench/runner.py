@@ -61,9 +61,13 @@ from bench.runlock import lock_run_folder
 from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite
+from bench.timeline import build_timeline, worker_parts
 from bench.worker import SPEC_ENV, WINDOW_END_PHASE, describe_exit, worker_env
+from bench.zygote import ForkedWorker, ZygoteWorkers, fork_available
 
 HARNESS_PATH = Path(__file__).with_name("harness.py")
+# `bench run --worker`: fork each worker from the run's zygote (bench.zygote), or start a fresh interpreter.
+DEFAULT_WORKER_KIND = "fork" if fork_available() else "fresh"
 _STDERR_TAIL_LINES = 12
 _POLL_S = 0.1
 
@@ -95,6 +99,8 @@ class RunContext:
     rss_interval_s: float | None = None  # overrides the suite's measure.rss_interval_s
     records: list[ResultRecord] = field(default_factory=list)
     pending: list[Scenario] | None = None  # when resuming: the scenarios without a row yet
+    worker_kind: str = "fresh"  # fork: run_suite starts a zygote (bench.zygote) and forks each worker from it
+    workers: ZygoteWorkers | None = None  # that zygote, while run_suite runs
 
     @property
     def results_path(self) -> Path:
@@ -113,6 +119,8 @@ class WorkerOutcome:
     stderr_tail: str
     rss_limit_exceeded_bytes: int | None = None
     sampler_cpu_s: float = 0.0
+    requested_s: float = 0.0  # time.monotonic() when the worker was asked for (bench.timeline)
+    worker_kind: str = "fresh"
 
 
 def utc_now() -> str:
@@ -133,15 +141,20 @@ def create_run_dir(reports_dir: Path, suite_name: str) -> tuple[str, Path]:
     raise RuntimeError(f"could not create a new run folder in {reports_dir}")
 
 
-def start_run(suite: Suite, reports_dir: Path, *, rss_interval_s: float | None = None) -> RunContext:
+def start_run(
+    suite: Suite, reports_dir: Path, *, rss_interval_s: float | None = None, worker_kind: str = DEFAULT_WORKER_KIND
+) -> RunContext:
     run_id, run_dir = create_run_dir(reports_dir, suite.name)
     lock_run_folder(run_dir)
     environment = collect_environment()
     (run_dir / "suite.yaml").write_text(suite.text, encoding="utf-8")
     _write_json(run_dir / "environment.json", environment)
     _write_json(run_dir / "scenarios.json", [s.to_dict() for s in suite.scenarios])
-    context = RunContext(run_id, run_dir, suite, environment, reports_dir / ".cache" / "artifacts", rss_interval_s)
-    write_run_info(context, status="running", started_at=utc_now())
+    context = RunContext(
+        run_id, run_dir, suite, environment, reports_dir / ".cache" / "artifacts", rss_interval_s,
+        worker_kind=worker_kind,
+    )  # fmt: skip
+    write_run_info(context, status="running", started_at=utc_now(), worker_kind=worker_kind)
     context.results_path.touch()
     return context
 
@@ -205,7 +218,13 @@ def _check_resume_mode(run_dir: Path, info: dict[str, Any], suite: Suite, on_fle
         )
 
 
-def resume_run(run_dir: Path, *, rss_interval_s: float | None = None, on_fleet: bool = False) -> RunContext:
+def resume_run(
+    run_dir: Path,
+    *,
+    rss_interval_s: float | None = None,
+    on_fleet: bool = False,
+    worker_kind: str = DEFAULT_WORKER_KIND,
+) -> RunContext:
     """Reopen an interrupted run folder; `pending` lists the scenarios that have no row yet.
 
     `on_fleet`: the caller will send the pending scenarios to a fleet (a fleet run must be
@@ -230,13 +249,16 @@ def resume_run(run_dir: Path, *, rss_interval_s: float | None = None, on_fleet: 
     if git_problem:
         raise UserError(f"cannot resume {run_dir} here: {git_problem}")
     context = RunContext(
-        run_dir.name, run_dir, suite, recorded, run_dir.parent / ".cache" / "artifacts", rss_interval_s, records
-    )
+        run_dir.name, run_dir, suite, recorded, run_dir.parent / ".cache" / "artifacts", rss_interval_s, records,
+        worker_kind=worker_kind,
+    )  # fmt: skip
     done = {r.scenario_id for r in records}
     context.pending = [s for s in suite.scenarios if s.id not in done]
     # finished_at belonged to the interrupted part; the run has not finished while it runs again.
     resumed_at = [*info.get("resumed_at", []), utc_now()]
-    write_run_info(context, status="running", finished_at=None, reason=None, resumed_at=resumed_at)
+    write_run_info(
+        context, status="running", finished_at=None, reason=None, resumed_at=resumed_at, worker_kind=worker_kind
+    )
     return context
 
 
@@ -330,6 +352,8 @@ def run_suite(
         write_run_info(context, shuffle_seed=shuffle_seed)
     total = len(scenarios)
     unfinished = None  # the scenario being measured, until its row is on disk
+    if scenarios:
+        open_workers(context)
     try:
         reserve_space(context.run_dir)
         for index, scenario in enumerate(scenarios, start=1):
@@ -349,8 +373,25 @@ def run_suite(
         raise stop_for_space(context, where_no_space(exc, context.run_dir), unfinished) from exc
     finally:
         release_reserve(context.run_dir)
+        close_workers(context)
     write_run_info(context, status="complete", finished_at=utc_now())
     return context.records
+
+
+def open_workers(context: RunContext) -> None:
+    """With worker_kind fork: start the run's zygote; its imports overlap the first artifact's preparation."""
+    if context.worker_kind == "fork" and context.workers is None:
+        context.workers = ZygoteWorkers(worker_env(1, {}), context.run_dir / "zygote.log", _print_step)
+
+
+def close_workers(context: RunContext) -> None:
+    """End the zygote (no process of the run outlives it) and record what it was in run.json."""
+    workers, context.workers = context.workers, None
+    if workers is None:
+        return
+    workers.close()
+    with contextlib.suppress(OSError):  # e.g. a full disk: the run's own ending says so
+        write_run_info(context, zygotes=[dataclasses.asdict(f) for f in workers.facts])
 
 
 def measure(context: RunContext, scenario: Scenario, progress: Progress, policy: ContentionPolicy) -> ResultRecord:
@@ -401,6 +442,7 @@ def run_scenario(
     if reason is not None:
         return ResultRecord(**base, status="unsupported", reason=reason, duration_s=0.0)
     progress.scenario_phase("preparing artifact (cached after the first time)", 0.0)
+    artifact_started = time.perf_counter()
     try:
         artifact = backends.prepare_artifact(scenario, context.cache_dir)
         reference = backends.reference_outputs(scenario, context.cache_dir, backends.fidelity_count(scenario))
@@ -424,6 +466,7 @@ def run_scenario(
         ort_reduce_range=artifact.facts.get("ort_reduce_range"),
         pruning=PruningFacts(**artifact.facts["pruning"]) if artifact.facts.get("pruning") else None,
     )
+    artifact_s = time.perf_counter() - artifact_started
 
     out_dir = context.run_dir / "workers" / file_stem
     benchmark_json = context.run_dir / "benchmark" / f"{file_stem}.json"
@@ -431,7 +474,7 @@ def run_scenario(
     outcome = run_worker(
         scenario, artifact.path, out_dir, benchmark_json,
         rss_interval_s=interval_s, rss_steady_interval_s=scenario.measure.rss_steady_interval_s,
-        progress=progress, reference_path=reference.path if reference else None,
+        progress=progress, reference_path=reference.path if reference else None, workers=context.workers,
     )  # fmt: skip
     rss_csv = context.run_dir / "rss" / f"{file_stem}.csv"
     phase_starts = [(e["t_s"], e["phase"]) for e in outcome.events]
@@ -445,11 +488,17 @@ def run_scenario(
     record = build_record(base, scenario, outcome, benchmark_json, interval_s, time.perf_counter() - started)
     if record.status == "failed" and (says_no_space(record.reason) or nearly_full(context.run_dir)):
         raise NoSpaceLeft(context.run_dir)  # the worker could not write its files: not the scenario's failure
+    exited_s = outcome.requested_s + outcome.elapsed_s
+    parts = {"artifact_s": artifact_s, **worker_parts(outcome.events, outcome.requested_s, exited_s)}
     if scenario.profile and record.status == "ok":
+        extra_started = time.perf_counter()
         record = _with_profile(context, scenario, artifact.path, file_stem, record, progress)
+        parts["profile_s"] = time.perf_counter() - extra_started
     if scenario.capacity is not None and record.status == "ok":
+        extra_started = time.perf_counter()
         record = _with_capacity(context, scenario, artifact.path, file_stem, record, progress)
-    return record
+        parts["capacity_s"] = time.perf_counter() - extra_started
+    return dataclasses.replace(record, timeline=build_timeline(time.perf_counter() - started, parts))
 
 
 def _with_capacity(
@@ -514,8 +563,10 @@ def run_worker(
     extra_env: dict[str, str] | None = None,
     sampler_toggle_period_s: float | None = None,
     reference_path: Path | None = None,
+    workers: ZygoteWorkers | None = None,
 ) -> WorkerOutcome:
-    """Run one scenario in a fresh `python -m pytest` process while sampling its RSS."""
+    """Run one scenario in a `python -m pytest` process while sampling its RSS: forked from the run's
+    zygote when `workers` has one (the same pytest command line, run by the child), else a fresh one."""
     progress = progress or Silent()
     out_dir.mkdir(parents=True, exist_ok=True)
     benchmark_json.parent.mkdir(parents=True, exist_ok=True)
@@ -529,42 +580,57 @@ def run_worker(
             "out_dir": str(out_dir),
         },
     )
-    # An empty ini and --noconftest keep the user's pytest configuration out of the worker.
+    # An empty ini and --noconftest keep the user's pytest configuration out of the worker, and with plugin
+    # autoloading off, the plugins installed next to it: only pytest-benchmark and bench's own are loaded
+    # (hypothesis's alone imported hypothesis at the end of every worker, ~1.7 s).
     ini = out_dir / "pytest.ini"
     ini.write_text("[pytest]\n", encoding="utf-8")
-    command = [
-        sys.executable, "-m", "pytest", f"{HARNESS_PATH}::{test}",
+    pytest_args = [
+        f"{HARNESS_PATH}::{test}",
         "-c", str(ini), "--rootdir", str(out_dir), "--noconftest", "-p", "no:cacheprovider",
-        "-p", "bench.harness_plugin",
+        "-p", "pytest_benchmark.plugin", "-p", "bench.harness_plugin",
         "-q", "--no-header", f"--benchmark-json={benchmark_json}",
     ]  # fmt: skip
-    env = worker_env(scenario.threads, {SPEC_ENV: str(spec_path), **(extra_env or {})})
+    env = worker_env(
+        scenario.threads, {SPEC_ENV: str(spec_path), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **(extra_env or {})}
+    )
     events_path = out_dir / "events.jsonl"
     started = time.monotonic()
     timed_out = False
-    with open(out_dir / "stdout.log", "wb") as stdout, open(out_dir / "stderr.log", "wb") as stderr:
-        process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
-        try:
-            with RssSampler(
-                process.pid, rss_interval_s, sampler_toggle_period_s, limit_bytes=scenario.max_rss_bytes
-            ) as sampler:
-                while process.poll() is None:
-                    elapsed_s = time.monotonic() - started
-                    if elapsed_s > scenario.timeout_s:
-                        timed_out = True
-                        process.kill()
-                        process.wait()
-                        break
-                    events = _read_events(events_path)
-                    phase = events[-1]["phase"] if events else "starting"
-                    timed = phase == "steady" or phase.startswith("block")  # block: bench selfcheck
-                    sampler.interval_s = (rss_steady_interval_s or rss_interval_s) if timed else rss_interval_s
-                    progress.scenario_phase(phase, elapsed_s)
-                    time.sleep(_POLL_S)
-        finally:
-            if process.poll() is None:  # interrupted: leave no orphan behind
-                process.kill()
-                process.wait()
+    stdout_path, stderr_path = out_dir / "stdout.log", out_dir / "stderr.log"
+    process: ForkedWorker | subprocess.Popen[bytes] | None = None
+    if workers is not None:
+        process = workers.start(pytest_args, env, stdout_path, stderr_path)
+    worker_kind = "fresh" if process is None else "fork"
+    if process is None:
+        with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pytest", *pytest_args], env=env, stdout=stdout, stderr=stderr,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+    try:
+        with RssSampler(
+            process.pid, rss_interval_s, sampler_toggle_period_s, limit_bytes=scenario.max_rss_bytes
+        ) as sampler:
+            while process.poll() is None:
+                elapsed_s = time.monotonic() - started
+                if elapsed_s > scenario.timeout_s:
+                    timed_out = True
+                    process.kill()
+                    process.wait()
+                    break
+                events = _read_events(events_path)
+                phase = events[-1]["phase"] if events else "starting"
+                timed = phase == "steady" or phase.startswith("block")  # block: bench selfcheck
+                sampler.interval_s = (rss_steady_interval_s or rss_interval_s) if timed else rss_interval_s
+                progress.scenario_phase(phase, elapsed_s)
+                time.sleep(_POLL_S)
+    finally:
+        if process.poll() is None:  # interrupted: leave no orphan behind
+            process.kill()
+            process.wait()
+        if isinstance(process, ForkedWorker) and workers is not None:
+            workers.worker_ended(process)
     worker_json = out_dir / "worker.json"
     return WorkerOutcome(
         returncode=process.returncode,
@@ -577,6 +643,8 @@ def run_worker(
         stderr_tail=_tail(out_dir / "stderr.log") or _tail(out_dir / "stdout.log"),
         rss_limit_exceeded_bytes=sampler.limit_exceeded_bytes,
         sampler_cpu_s=sampler.cpu_s,
+        requested_s=started,
+        worker_kind=worker_kind,
     )
 
 
@@ -630,6 +698,8 @@ def build_record(
         peak_rss_rusage_bytes=worker.get("peak_rss_rusage_bytes"),
         torch_num_threads=worker.get("torch_num_threads"),
         torch_num_interop_threads=worker.get("torch_num_interop_threads"),
+        worker_kind=outcome.worker_kind,
+        worker_os_threads=worker.get("os_threads_after_steady"),
         cpu_utilization=worker.get("cpu_utilization"),
         ort_graph_optimization_level=worker.get("ort_graph_optimization_level"),
         rounds_limited_by_time=worker.get("rounds_limited_by_time"),

@@ -31,6 +31,7 @@ from bench.suite import Scenario
 
 SPEC_ENV = "BENCH_WORKER_SPEC"
 PARENT_PID_ENV = "BENCH_PARENT_PID"  # the worker dies with this process (bench.harness_plugin)
+ZYGOTE_PID_ENV = "BENCH_ZYGOTE_PID"  # a forked worker's parent, the zygote (bench.zygote): it dies with that
 # Memory is compared between sampler and kernel from the start of `load` to this event.
 WINDOW_END_PHASE = "after_steady"
 _UNMEASURED_PHASES = (
@@ -78,7 +79,7 @@ def die_with_parent() -> None:
 
     pr_set_pdeathsig = 1  # <linux/prctl.h>
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    expected = os.environ.get(PARENT_PID_ENV)
+    expected = os.environ.get(ZYGOTE_PID_ENV) or os.environ.get(PARENT_PID_ENV)
     if expected and os.getppid() != int(expected):  # the parent died before prctl took effect
         os._exit(1)
 
@@ -86,7 +87,7 @@ def die_with_parent() -> None:
 class WorkerSession:
     """One scenario's life inside the worker; writes worker.json when closed."""
 
-    def __init__(self, spec: dict[str, Any]):
+    def __init__(self, spec: dict[str, Any], configured_s: float | None = None):
         self.scenario = Scenario.from_dict(spec["scenario"])
         self.artifact_path = Path(spec["artifact_path"])
         self.out_dir = Path(spec["out_dir"])
@@ -102,13 +103,17 @@ class WorkerSession:
         self.infer: Callable[[Any], Any] | None = None
         self.batch: Any = None
         self.saved_buffers: dict[str, Any] = {}  # module_mode train: the buffers as loaded (bench.hygiene)
+        # The timeline's first marks (bench.timeline): pytest ready, then the harness imported and collected.
+        if configured_s is not None:
+            self._event("configured", configured_s)
+        self._event("startup")
 
     @classmethod
-    def from_env(cls) -> WorkerSession:
+    def from_env(cls, configured_s: float | None = None) -> WorkerSession:
         path = os.environ.get(SPEC_ENV)
         if not path:
             raise RuntimeError(f"{SPEC_ENV} is not set: the harness is started by 'bench run', not by hand")
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")), configured_s)
 
     def __enter__(self) -> WorkerSession:
         with self.guard():
@@ -151,8 +156,9 @@ class WorkerSession:
             self.result.setdefault("traceback", traceback.format_exc())
             raise
 
-    def _event(self, phase: str) -> None:
-        event = {"phase": phase, "t_s": time.monotonic(), "rss_bytes": read_status_bytes().get("VmRSS")}
+    def _event(self, phase: str, t_s: float | None = None) -> None:
+        t_s = time.monotonic() if t_s is None else t_s
+        event = {"phase": phase, "t_s": t_s, "rss_bytes": read_status_bytes().get("VmRSS")}
         self._events.write(json.dumps(event) + "\n")
         self._events.flush()
 
@@ -247,6 +253,8 @@ class WorkerSession:
         # CPU time of all threads over wall time: ~threads when the pool really runs in parallel.
         self.result["cpu_utilization"] = (time.process_time() - cpu_started) / wall_s
         self.result["contention"] = probe.finish(self.scenario.threads)
+        # A forked worker must run the same pools as a fresh one: its OS threads, compared by benchmarks/.
+        self.result["os_threads_after_steady"] = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc") else None
         self.result["rounds"] = rounds
         self._enter(WINDOW_END_PHASE)
         return round_starts_s

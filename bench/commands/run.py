@@ -18,8 +18,17 @@ from bench.history import HISTORY_ENV, RecordAsItRuns, history_location
 from bench.memory import cpu_count
 from bench.nospace import NoSpaceLeft
 from bench.report import write_report
-from bench.runner import ContentionPolicy, check_resume_mode, resume_run, run_suite, start_run, write_run_info
+from bench.runner import (
+    DEFAULT_WORKER_KIND,
+    ContentionPolicy,
+    check_resume_mode,
+    resume_run,
+    run_suite,
+    start_run,
+    write_run_info,
+)
 from bench.suite import load_suite
+from bench.zygote import fork_available
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -79,6 +88,13 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "--contention-retries times; wait: before each scenario, wait up to --contention-wait seconds for a "
         "quiet host",
     )
+    run.add_argument(
+        "--worker",
+        choices=("fork", "fresh"),
+        help="how each scenario's worker process starts. fork (default on Linux): from a zygote that imported "
+        "torch, onnxruntime and pytest once per run, seconds sooner per scenario; fresh: a new interpreter each "
+        "(the default elsewhere). Both set threads before any parallel region and share nothing between scenarios",
+    )
     run.add_argument("--contention-retries", type=int, default=2, metavar="N", help="with retry (default 2)")
     run.add_argument("--contention-wait", type=float, default=120.0, metavar="SECONDS", help="with wait (default 120)")
     run.add_argument(
@@ -105,6 +121,11 @@ def run_command(args: argparse.Namespace) -> int:
         raise UserError("give either a suite file to run or --resume RUN_DIR (not both)")
     if args.contention_retries < 0 or not args.contention_wait >= 0:
         raise UserError("--contention-retries and --contention-wait must be >= 0")
+    if args.worker is not None and args.scheduler is not None:
+        raise UserError("--worker applies to a local run; fleet hosts start a fresh worker per scenario")
+    if args.worker == "fork" and not fork_available():
+        raise UserError("--worker fork needs os.fork and /proc (Linux); use --worker fresh here")
+    worker_kind = args.worker or DEFAULT_WORKER_KIND
     if args.shuffle is not None and args.scheduler is not None:
         raise UserError("--shuffle orders a local run; a fleet run's scenarios already run side by side on its hosts")
     if args.resume is not None:  # before connecting: a fleet run resumes on a fleet only, a local one here only
@@ -113,7 +134,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.scheduler is not None:
         client = fleet.connect(args.scheduler, args.connect_timeout)
     if args.resume is not None:
-        context = resume_run(args.resume, rss_interval_s=args.rss_interval, on_fleet=client is not None)
+        context = resume_run(
+            args.resume, rss_interval_s=args.rss_interval, on_fleet=client is not None, worker_kind=worker_kind
+        )
         workers = fleet.check_workers(client, context.suite) if client is not None else []
         print(
             f"bench: resuming {context.run_id}: {len(context.pending)} of {len(context.suite.scenarios)} "
@@ -132,7 +155,7 @@ def run_command(args: argparse.Namespace) -> int:
         check_writable(args.reports)
         # Before a run folder exists: a fleet that cannot run the suite leaves nothing behind.
         workers = fleet.check_workers(client, suite) if client is not None else []
-        context = start_run(suite, args.reports, rss_interval_s=args.rss_interval)
+        context = start_run(suite, args.reports, rss_interval_s=args.rss_interval, worker_kind=worker_kind)
         print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
     progress = ConsoleProgress()
     history = None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.commands.common import find_scenario
 from bench.errors import UserError
+from bench.runner import DEFAULT_WORKER_KIND
 from bench.selfcheck import print_selfcheck, run_selfcheck
 
 
@@ -34,6 +35,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "model from scenarios/text.yaml); --threads overrides its threads",
     )  # fmt: skip
     selfcheck.add_argument("--suite", type=Path, help="the suite file that has --scenario")
+    selfcheck.add_argument("--worker", choices=("fork", "fresh"), help="as bench run --worker")
     selfcheck.set_defaults(handler=selfcheck_command)
 
 
@@ -51,6 +53,7 @@ def selfcheck_command(args: argparse.Namespace) -> int:
         runs=args.runs,
         block_time_s=args.block_time,
         reports_dir=args.reports,
+        worker_kind=args.worker or DEFAULT_WORKER_KIND,
     )
     print_selfcheck(result)
     return 0 if result.passed else 1

@@ -423,6 +423,7 @@ def _cards(report: Report) -> str:
             for cls, n, label in cards
         )
         + "</div>"
+        + "".join(f'<p class="overhead">Time: {e(line)}</p>' for line in report.overhead_lines)
     )
 
 

@@ -187,6 +187,7 @@ def render_markdown(report: Report) -> str:
         f"**{len(frame)}** rows: **{counts['ok']}** ok, **{counts['unsupported']}** unsupported, "
         f"**{counts['failed']}** failed; **{cliffs}** precision cliff(s) (median > {CLIFF_RATIO:g}× fp32).\n"
     )
+    out += [f"Time: {cell(line)}\n" for line in report.overhead_lines]
     out.append("## Environment\n")
     out.append(_environment(report) + "\n")
     if sources := model_source_rows(report.runs):

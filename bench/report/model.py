@@ -20,6 +20,7 @@ from bench.report.pipeline import PipelineSection, build_pipeline
 from bench.report.profiles import ProfileSection, memory_phase_frame, profile_sections
 from bench.report.tables import comparison_frame, summary_frame
 from bench.report.text import TextSection, build_text
+from bench.timeline import overhead_line
 
 FIGURES_DIR = "figures"
 
@@ -48,6 +49,12 @@ class Report:
     def has_variants(self) -> bool:
         """Whether some row is a pruned variant (the summary then shows its ratio to the dense row)."""
         return not self.frame.empty and bool(self.frame["variant"].ne("dense").any())
+
+    @property
+    def overhead_lines(self) -> list[str]:
+        """Per run: its timed steady states against its wall time (bench.timeline); none without timelines."""
+        lines = [(run.label, overhead_line(run.records)) for run in self.runs]
+        return [f"{label}: {line}" if len(self.runs) > 1 else line for label, line in lines if line]
 
     @property
     def title(self) -> str:

@@ -48,6 +48,7 @@ from bench.record import (
     PipelineFigures,
     ProfileFigures,
     PruningFacts,
+    QuantizationFacts,
     ResultRecord,
     RssFigures,
     append_record,
@@ -421,6 +422,7 @@ def run_scenario(
         quantized_layers=artifact.facts.get("quantized_layers"),
         ort_reduce_range=artifact.facts.get("ort_reduce_range"),
         pruning=PruningFacts(**artifact.facts["pruning"]) if artifact.facts.get("pruning") else None,
+        quantization=QuantizationFacts(**facts) if (facts := artifact.facts.get("quantization")) else None,
     )
 
     out_dir = context.run_dir / "workers" / file_stem

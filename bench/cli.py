@@ -237,12 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--reports", type=Path, default=Path("reports"), help="reports folder (artifact cache)")
     profile.set_defaults(handler=_cmd_profile)
 
-    from bench import compare, export, history, plan
+    from bench import compare, export, history, plan, tradeoffs
 
     history.add_parsers(commands, common)
     compare.add_parsers(commands, common)
     plan.add_parsers(commands, common)
     export.add_parsers(commands, common)
+    tradeoffs.add_parsers(commands, common)
     return parser
 
 

@@ -22,6 +22,7 @@ from bench.report.pipeline import PipelineSection, build_pipeline
 from bench.report.profiles import ProfileSection, memory_phase_frame, profile_sections
 from bench.report.tables import comparison_frame, csv_frame, summary_frame
 from bench.report.text import TextSection, build_text
+from bench.report.tradeoffs import TradeoffsSection, build_tradeoffs
 
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"
@@ -49,6 +50,7 @@ class Report:
     pipeline: PipelineSection | None = None  # rows with input-pipeline figures: stage times and accuracy
     hygiene: HygieneSection | None = None  # rows with a non-default grad_mode or module_mode
     text: TextSection | None = None  # rows with named inputs: fidelity by task, generation
+    tradeoffs: TradeoffsSection | None = None  # models run in several precisions: the Pareto view
 
     @property
     def has_variants(self) -> bool:
@@ -111,6 +113,7 @@ def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
         pipeline=build_pipeline(runs, fig_dir),
         hygiene=build_hygiene(runs),
         text=build_text(runs, fig_dir),
+        tradeoffs=build_tradeoffs(runs, fig_dir),
     )
 
 

@@ -39,6 +39,7 @@ from bench.report.tables import (
     status_counts,
 )
 from bench.report.text import text_html
+from bench.report.tradeoffs import tradeoffs_html
 
 
 def e(value: Any) -> str:
@@ -548,6 +549,7 @@ def render_html(report: Report) -> str:
 {pipeline_html(report.pipeline)}
 {_hygiene(report)}
 {text_html(report.text)}
+{tradeoffs_html(report.tradeoffs)}
 {_comparison(report)}
 {_figures(report)}
 <footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv,

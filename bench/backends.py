@@ -315,6 +315,8 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
 
     if scenario.source is not None and scenario.source.compiled:
         return _given_file_artifact(scenario, cache_dir)
+    if scenario.load == "openvino" and scenario.precision == "int8_static":
+        return _nncf_artifact(scenario, cache_dir)
     if scenario.load == "openvino":  # OpenVINO reads the fp32 ONNX file and runs it in the precision asked
         scenario = dataclasses.replace(scenario, load="onnxruntime", precision="fp32")
     fmt = artifact_format(scenario)
@@ -375,6 +377,28 @@ def _calibration_batches(scenario: Scenario) -> list[Any]:
     return calibration.calibration_batches(
         spec, scenario.input_shape, scenario.data, scenario.source, scenario.seq_len, scenario.seed
     )
+
+
+def _calibration_feeds(scenario: Scenario) -> list[dict[str, Any]]:
+    """The calibration inputs as an ONNX model takes them: numpy arrays by input name."""
+    batches = [to_runtime_input(scenario, b) for b in _calibration_batches(scenario)]
+    return [b if isinstance(b, dict) else {"input": b} for b in batches]
+
+
+def _nncf_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
+    """OpenVINO's int8_static: NNCF post-training quantization of the fp32 ONNX file (QDQ, which
+    OpenVINO runs with int8 kernels), over the scenario's calibration inputs."""
+    fp32 = prepare_artifact(dataclasses.replace(scenario, load="onnxruntime", precision="fp32"), cache_dir)
+    key = {"source_sha256": fp32.sha256, "kind": "nncf_int8_static", "nncf": quantization.nncf_version(),
+           "calibration": calibration.cache_key(calibration_spec(scenario), scenario.data, scenario.source),
+           "quantization_code_sha256": file_sha256(Path(quantization.__file__))}  # fmt: skip
+    filename = f"{_file_stem(scenario)}-int8_static-nncf.onnx"
+
+    def write(path: Path) -> dict[str, Any]:
+        return quantization.nncf_static(fp32.path, path, _calibration_feeds(scenario), calibration_spec(scenario))
+
+    artifact = cached_artifact(cache_dir, key, filename, write)
+    return dataclasses.replace(artifact, prepare_s=artifact.prepare_s + fp32.prepare_s)
 
 
 def _write_pt2e_static(scenario: Scenario, model: Any, fmt: str, path: Path) -> dict[str, Any]:
@@ -571,8 +595,7 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
     if int8:
         feeds = None
         if scenario.precision == "int8_static":  # the same calibration inputs as torch's, fed by input name
-            batches = [to_runtime_input(scenario, b) for b in _calibration_batches(scenario)]
-            feeds = [b if isinstance(b, dict) else {"input": b} for b in batches]
+            feeds = _calibration_feeds(scenario)
         try:
             return {**facts, **_ort_quantize(target, path, feeds, calibration_spec(scenario))}
         finally:

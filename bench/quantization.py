@@ -9,6 +9,8 @@
   fuses those into int8 oneDNN kernels; eager runs them as they are, in fp32 (slower than fp32 itself).
 - ONNX Runtime `int8_static`: `quantize_static` in QDQ format over the same calibration data,
   per-channel weights, 7-bit weights on x86 without VNNI (bench.backends.ort_reduce_range).
+- OpenVINO `int8_static`: NNCF post-training quantization of the fp32 ONNX file (its ONNX backend
+  writes QDQ nodes, which OpenVINO runs with int8 kernels), over the same calibration data.
 - `int8_weight_only`: torchao's Int8WeightOnlyConfig on Linear layers: int8 weights with a scale
   per output channel, activations stay fp32 (memory-bound models gain, compute-bound ones do not).
 """
@@ -147,3 +149,22 @@ def ort_static(source_path: Path, path: Path, batches: Sequence[dict[str, Any]],
     graph = onnx.load(str(path), load_external_data=False).graph
     layers = onnx_layers_by_kind(graph.node, {init.name for init in graph.initializer})
     return facts("ort_qdq_static", "onnxruntime", layers, spec, per_channel=True, reduce_range=reduce_range)
+
+
+def nncf_version() -> str:
+    return importlib.metadata.version("nncf")
+
+
+def nncf_static(
+    source_path: Path, path: Path, feeds: Sequence[dict[str, Any]], spec: CalibrationSpec
+) -> dict[str, Any]:
+    """NNCF's post-training quantization of an fp32 ONNX file over `feeds` (one calibration batch each)."""
+    import nncf
+    import onnx
+
+    nncf.set_log_level(logging.ERROR)  # its per-step progress lines would fall between bench's own
+    quantized = nncf.quantize(onnx.load(str(source_path)), nncf.Dataset(list(feeds)), subset_size=len(feeds))
+    onnx.save(quantized, str(path))
+    graph = quantized.graph
+    layers = onnx_layers_by_kind(graph.node, {init.name for init in graph.initializer})
+    return facts("nncf_ptq", "nncf", layers, spec, per_channel=True)

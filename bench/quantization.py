@@ -112,9 +112,20 @@ def pt2e_static(model: Any, example: tuple[Any, ...], dynamic_shapes: Any, batch
             for batch in batches:
                 prepared(*batch)
             converted = convert_pt2e(prepared)
+        _drop_unused_attributes(converted)
         layers = torch_layers_by_kind(converted.graph.nodes)
         program = torch.export.export(converted, example, dynamic_shapes=dynamic_shapes)
     return program, facts("pt2e_x86_inductor", "torchao", layers, spec, per_channel=True)
+
+
+def _drop_unused_attributes(graph_module: Any) -> None:
+    """Remove the fp32 weights the converted graph no longer reads (it reads their int8 copies):
+    torch.export would save every parameter of the module, used or not, beside the int8 ones."""
+    used = {node.target for node in graph_module.graph.nodes if node.op == "get_attr"}
+    unused = [name for name, _ in [*graph_module.named_parameters(), *graph_module.named_buffers()] if name not in used]
+    for name in unused:
+        owner, _, leaf = name.rpartition(".")
+        delattr(graph_module.get_submodule(owner), leaf)
 
 
 def weight_only_int8(model: Any) -> tuple[Any, dict[str, Any]]:

@@ -111,6 +111,8 @@ def test_onnx_layers_count_nodes_whose_weight_is_a_dequantized_initializer():
 
 
 def test_pt2e_quantizes_every_conv_and_linear_of_a_small_cnn():
+    import torch
+
     from bench.suite import Scenario
 
     scenario = Scenario("tiny_cnn", 1, 1, 1, "int8_static", "eager", (3, 32, 32))
@@ -121,6 +123,9 @@ def test_pt2e_quantizes_every_conv_and_linear_of_a_small_cnn():
     assert facts["quantization"]["layers_by_kind"] == {"conv": 2, "linear": 1}
     assert facts["quantized_layers"] == 3
     assert facts["quantization"]["library"] == "torchao" and facts["quantization"]["calibration_source"] == "random"
+    # only int8 weight matrices are saved: the fp32 ones they replace are dropped, not kept beside them
+    saved = [*program.state_dict.values(), *program.constants.values()]
+    assert not any(t.dtype == torch.float32 and t.dim() > 1 for t in saved)
 
 
 # --- Pareto and the reading -----------------------------------------------------------------------

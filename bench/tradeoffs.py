@@ -47,6 +47,7 @@ class Point:
     dominated: bool | None  # None: no fidelity, so not placed
     quantized_layers: dict[str, int] = field(default_factory=dict)
     calibration_note: str | None = None  # random calibration: the fidelity is not a real model's
+    contended: bool = False  # timed while others took the CPU: its latency is not comparable
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,12 @@ def _point(record: ResultRecord, base_s: float | None, dominated: bool | None) -
         artifact_mib=record.artifact_bytes / MIB if record.artifact_bytes else None,
         speedup_vs_fp32_eager=base_s / latency.median if base_s and latency.median else None,
         dominated=dominated,
-        quantized_layers=dict(quantization.layers_by_kind) if quantization else {},
+        # int8_dynamic records a total only
+        quantized_layers=dict(quantization.layers_by_kind) if quantization else
+        ({"total": record.quantized_layers} if record.quantized_layers else {}),
         calibration_note=quantization.calibration_note if quantization else None,
-    )
+        contended=record.contended,
+    )  # fmt: skip
 
 
 def reading(model: str, batch_size: int, points: Sequence[Point], cpu: str | None) -> str:
@@ -159,7 +163,10 @@ def reading(model: str, batch_size: int, points: Sequence[Point], cpu: str | Non
     caveat = " (random calibration: int8_static's fidelity is not a real model's)" if any(
         p.calibration_note for p in frontier[:3]
     ) else ""  # fmt: skip
-    return f"{where}, {model} at batch {batch_size}: " + "; ".join(parts) + caveat + "."
+    contended = sum(p.contended for p in points)
+    noisy = (f" {contended} of {len(points)} rows were timed on a contended host: their latencies are not comparable."
+             if contended else "")  # fmt: skip
+    return f"{where}, {model} at batch {batch_size}: " + "; ".join(parts) + caveat + "." + noisy
 
 
 def cells(point: Point) -> list[str]:

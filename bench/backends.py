@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import compiled, hf, hygiene, inputs, models, pruning, sources
+from bench import calibration, compiled, hf, hygiene, inputs, models, pruning, quantization, sources
 from bench.artifacts import Artifact, cached_artifact, file_sha256
 from bench.environment import read_cpuinfo
 from bench.errors import Unsupported
@@ -53,6 +53,8 @@ def import_libraries(scenario: Scenario) -> None:
         import onnxruntime  # noqa: F401
     if scenario.load == "litert":
         _litert_interpreter()
+    if scenario.precision in ("int8_static", "int8_weight_only") and runtime_of(scenario) == "torch":
+        quantization.import_torchao()  # PT2E's quantize ops and the weight-only tensor class must exist to load
     compiled.import_libraries(scenario)
     source = scenario.source
     architecture = source.architecture if source else scenario.model
@@ -69,6 +71,8 @@ def runtime_of(scenario: Scenario) -> str:
 
 
 def artifact_format(scenario: Scenario) -> str:
+    if scenario.precision == "int8_static" and scenario.load in ("eager", "compile"):
+        return "exported_program"  # the converted PT2E program: eager runs it as is, compile through Inductor
     return _FORMATS[scenario.load]
 
 
@@ -86,6 +90,8 @@ def unsupported_reason(scenario: Scenario) -> str | None:
         )
     if source is not None and source.compiled:
         return _compiled_file_reason(source, scenario)
+    if (reason := _quantized_reason(scenario)) is not None:
+        return reason
     if scenario.load in compiled.LOADS:
         return compiled.unsupported_reason(scenario)
     if scenario.load == "litert":
@@ -105,6 +111,21 @@ def unsupported_reason(scenario: Scenario) -> str | None:
         )
     if scenario.load == "onnxruntime" and scenario.precision == "bf16":
         return "ONNX Runtime's CPU execution provider has no bfloat16 kernels for these operators"
+    return None
+
+
+def _quantized_reason(scenario: Scenario) -> str | None:
+    """Load modes the int8_static and int8_weight_only artifacts cannot be loaded with."""
+    if scenario.precision == "int8_static" and scenario.load in ("mmap", "torchscript"):
+        return (
+            f"load {scenario.load} cannot run int8_static: torch's static int8 is a PT2E (torch.export) program, "
+            "not a state_dict or TorchScript; it runs under eager, export, compile and aoti (and onnxruntime's QDQ)"
+        )
+    if scenario.precision == "int8_weight_only" and scenario.load not in ("eager", "compile"):
+        return (
+            f"int8_weight_only is torchao's weight-only int8 of Linear layers (tensor subclasses in the state_dict); "
+            f"bench runs it under eager and compile, not {scenario.load}"
+        )
     return None
 
 
@@ -167,6 +188,8 @@ def convert(model: Any, precision: str) -> tuple[Any, dict[str, Any]]:
     if precision == "int8_dynamic":
         quantized, count = quantize_dynamic(model)
         return quantized, {"quantized_layers": count}
+    if precision == "int8_weight_only":
+        return quantization.weight_only_int8(model)
     if precision in ("fp16", "bf16"):
         return model.to(torch_dtype(precision)), {}
     return model, {}
@@ -287,6 +310,8 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
 
     if scenario.source is not None and scenario.source.compiled:
         return _given_file_artifact(scenario, cache_dir)
+    if scenario.load == "openvino" and scenario.precision == "int8_static":
+        return _nncf_artifact(scenario, cache_dir)
     if scenario.load == "openvino":  # OpenVINO reads the fp32 ONNX file and runs it in the precision asked
         scenario = dataclasses.replace(scenario, load="onnxruntime", precision="fp32")
     fmt = artifact_format(scenario)
@@ -295,8 +320,11 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
         import onnxruntime
 
         key["onnxruntime"] = onnxruntime.__version__
-        if scenario.precision == "int8_dynamic":
+        if scenario.precision in ("int8_dynamic", "int8_static"):
             key["ort_reduce_range"] = ort_reduce_range()
+    if scenario.precision == "int8_static":
+        key["calibration"] = calibration.cache_key(calibration_spec(scenario), scenario.data, scenario.source)
+        key["quantization_code_sha256"] = file_sha256(Path(quantization.__file__))
     if fmt in ("onnx", "torchscript", "exported_program", "aoti_package"):
         # the export fixes every dimension but the batch; tracing specialises on the example's shape
         key["input_shape"] = list(scenario.input_shape)
@@ -308,6 +336,8 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
         if fmt == "onnx":
             return _write_onnx(scenario, path)
         pruned, pruning_facts = build_variant(scenario)
+        if scenario.precision == "int8_static":
+            return {**_write_pt2e_static(scenario, pruned, fmt, path), **pruning_facts}
         model, facts = convert(pruned, scenario.precision)
         facts.update(pruning_facts)
         if fmt == "state_dict":
@@ -332,6 +362,57 @@ def prepare_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
     variant = "" if scenario.variant == pruning.DENSE else f"-{scenario.variant}"
     filename = f"{_file_stem(scenario)}{variant}-{scenario.precision}{_SUFFIXES[fmt]}"
     return cached_artifact(cache_dir, key, filename, write)
+
+
+def calibration_spec(scenario: Scenario) -> calibration.CalibrationSpec:
+    return scenario.calibration or calibration.CalibrationSpec()
+
+
+def _calibration_batches(scenario: Scenario) -> list[Any]:
+    """The scenario's calibration inputs, fp32 batches as the torch model takes them."""
+    spec = calibration_spec(scenario)
+    return calibration.calibration_batches(
+        spec, scenario.input_shape, scenario.data, scenario.source, scenario.seq_len, scenario.seed
+    )
+
+
+def _calibration_feeds(scenario: Scenario) -> list[dict[str, Any]]:
+    """The calibration inputs as an ONNX model takes them: numpy arrays by input name."""
+    batches = [to_runtime_input(scenario, b) for b in _calibration_batches(scenario)]
+    return [b if isinstance(b, dict) else {"input": b} for b in batches]
+
+
+def _nncf_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
+    """OpenVINO's int8_static: NNCF post-training quantization of the fp32 ONNX file (QDQ, which
+    OpenVINO runs with int8 kernels), over the scenario's calibration inputs."""
+    fp32 = prepare_artifact(dataclasses.replace(scenario, load="onnxruntime", precision="fp32"), cache_dir)
+    key = {"source_sha256": fp32.sha256, "kind": "nncf_int8_static", "nncf": quantization.nncf_version(),
+           "calibration": calibration.cache_key(calibration_spec(scenario), scenario.data, scenario.source),
+           "quantization_code_sha256": file_sha256(Path(quantization.__file__))}  # fmt: skip
+    filename = f"{_file_stem(scenario)}-int8_static-nncf.onnx"
+
+    def write(path: Path) -> dict[str, Any]:
+        return quantization.nncf_static(fp32.path, path, _calibration_feeds(scenario), calibration_spec(scenario))
+
+    artifact = cached_artifact(cache_dir, key, filename, write)
+    return dataclasses.replace(artifact, prepare_s=artifact.prepare_s + fp32.prepare_s)
+
+
+def _write_pt2e_static(scenario: Scenario, model: Any, fmt: str, path: Path) -> dict[str, Any]:
+    """PT2E static int8 of the fp32 model, saved as an exported program or compiled by AOTInductor."""
+    if named_inputs(scenario):  # exported as inputs.positional, called with the tensors in the inputs' order
+        model = inputs.positional(model, named_inputs(scenario), output_of(scenario))
+        args, dynamic = _export_args(tuple(make_batch(scenario, batch_size=2).values()), _seq_axes(scenario))
+        batches = [tuple(b.values()) for b in _calibration_batches(scenario)]
+    else:
+        args, dynamic = _export_args(make_batch(scenario, batch_size=2))
+        batches = [(b,) for b in _calibration_batches(scenario)]
+    program, facts = quantization.pt2e_static(model, args, dynamic, batches, calibration_spec(scenario))
+    if fmt == "aoti_package":
+        facts.update(compiled.write_aoti_package(program, path))
+    else:
+        _save_exported(program, path)
+    return facts
 
 
 def _file_stem(scenario: Scenario) -> str:
@@ -393,16 +474,21 @@ def _export(model: Any, example: Any, seq_axes: list[int | None] | None = None) 
     named inputs (a tuple example) also get their seq axis dynamic where the model allows it."""
     import torch
 
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    if isinstance(example, tuple):
-        shapes = tuple({0: batch, **({axis: torch.export.Dim.AUTO} if axis else {})} for axis in seq_axes or ())
-        args = example
-    else:
-        shapes, args = ({0: batch},), (example,)
+    args, dynamic = _export_args(example, seq_axes)
     with torch.inference_mode(False), torch.no_grad():
-        # a tuple example is inputs.positional's forward(*tensors): one argument holding them all
-        dynamic = (shapes,) if isinstance(example, tuple) else shapes
         return torch.export.export(model, args, dynamic_shapes=dynamic)
+
+
+def _export_args(example: Any, seq_axes: list[int | None] | None = None) -> tuple[tuple[Any, ...], Any]:
+    """torch.export's args and dynamic shapes for `example`: the batch axis dynamic, and named
+    inputs' seq axes too where the model allows it."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    if isinstance(example, tuple):  # inputs.positional's forward(*tensors): one argument holding them all
+        shapes = tuple({0: batch, **({axis: torch.export.Dim.AUTO} if axis else {})} for axis in seq_axes or ())
+        return example, (shapes,)
+    return (example,), ({0: batch},)
 
 
 def _given_file_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
@@ -486,7 +572,8 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
         names = ["input"]
         example = (models.make_input(scenario.input_shape, 1, scenario.seed).to(torch_dtype(export_precision)),)
         axes = {"input": {0: "batch"}}
-    target = path if scenario.precision != "int8_dynamic" else path.with_suffix(".fp32.onnx")
+    int8 = scenario.precision in ("int8_dynamic", "int8_static")
+    target = path.with_suffix(".fp32.onnx") if int8 else path
     with warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated but handles every torchvision classifier
         # with a dynamic batch axis; the dynamo exporter needs per-model dynamic shape specs.
@@ -502,9 +589,12 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
             output_names=["output"],
             dynamic_axes={**axes, "output": {0: "batch"}},
         )
-    if scenario.precision == "int8_dynamic":
+    if int8:
+        feeds = None
+        if scenario.precision == "int8_static":  # the same calibration inputs as torch's, fed by input name
+            feeds = _calibration_feeds(scenario)
         try:
-            return {**facts, **_ort_quantize(target, path)}
+            return {**facts, **_ort_quantize(target, path, feeds, calibration_spec(scenario))}
         finally:
             target.unlink(missing_ok=True)
     return facts
@@ -524,8 +614,10 @@ def ort_reduce_range() -> bool:
     return not any(isa.get(flag) for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def _ort_quantize(source_path: Path, path: Path) -> dict[str, Any]:
-    """ONNX Runtime's dynamic quantization (QInt8 weights) of an fp32 ONNX file, and its integer nodes.
+def _ort_quantize(source_path: Path, path: Path, feeds: list[dict[str, Any]] | None = None,
+                  spec: calibration.CalibrationSpec | None = None) -> dict[str, Any]:  # fmt: skip
+    """ONNX Runtime's dynamic quantization (QInt8 weights) of an fp32 ONNX file, and its integer nodes;
+    with calibration `feeds`, its static QDQ quantization instead (bench.quantization.ort_static).
 
     The file first goes through ORT's quantization pre-processing (shape inference and graph
     optimisation), as ORT's quantization guide asks; weights use 7 bits on x86 without VNNI
@@ -542,9 +634,9 @@ def _ort_quantize(source_path: Path, path: Path) -> dict[str, Any]:
     except Exception:  # symbolic shape inference gives up on some graphs; ORT then warns that it was skipped
         to_quantize = source_path
     try:
-        ort_quantize_dynamic(
-            str(to_quantize), str(path), weight_type=QuantType.QInt8, reduce_range=ort_reduce_range()
-        )
+        if feeds is not None and spec is not None:
+            return quantization.ort_static(to_quantize, path, feeds, spec, ort_reduce_range())
+        ort_quantize_dynamic(str(to_quantize), str(path), weight_type=QuantType.QInt8, reduce_range=ort_reduce_range())
     finally:
         prepared.unlink(missing_ok=True)
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -604,6 +696,13 @@ def _load(scenario: Scenario, artifact_path: Path) -> tuple[Callable[[Any], Any]
         state = torch.load(artifact_path, map_location="cpu", weights_only=True, mmap=True)
         _load_state(_fit_variant(scenario, model, state), state, assign=True)
         return _named_call(scenario, model.eval()), given
+    if scenario.precision == "int8_static":  # a PT2E program (eager, compile): see bench.quantization
+        program = torch.export.load(str(artifact_path)).module()
+        run = inputs.PositionalRun(program, names) if names else program
+        if scenario.load == "compile":
+            infer, compile_facts = compiled.torch_compile(scenario, run)
+            return infer, {"compiled": compile_facts}
+        return run, {}
     state = torch.load(artifact_path, map_location="cpu", weights_only=True)
     model = build_fp32(scenario, with_weights=False, as_given=True)
     given = hygiene.given_facts(scenario, model)

@@ -11,11 +11,11 @@ import traceback
 from collections.abc import Sequence
 
 from bench import __version__
-from bench.commands import compare, export, history, models, plan, profile, report, run, selfcheck, validate
+from bench.commands import compare, export, history, models, plan, profile, report, run, selfcheck, tradeoffs, validate
 from bench.errors import UserError
 
 # In the order `bench --help` lists them. Each module's register() adds its parser and handler.
-COMMANDS = (run, validate, report, models, selfcheck, profile, history, compare, plan, export)
+COMMANDS = (run, validate, report, models, selfcheck, profile, history, compare, plan, export, tradeoffs)
 
 DESCRIPTION = """\
 Benchmark PyTorch and ONNX Runtime models on CPUs.

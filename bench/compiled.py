@@ -33,8 +33,11 @@ LOADS = ("compile", "aoti", "openvino")
 FORMATS = {"compile": "state_dict", "aoti": "aoti_package", "openvino": "onnx"}
 AOTI_SUFFIX = ".aoti.pt2"
 OPENVINO_MISSING = "OpenVINO is not installed: pip install .[openvino] (the openvino package)"
+NNCF_MISSING = "NNCF is not installed: pip install .[openvino] (OpenVINO's int8_static is NNCF's quantization)"
 # OpenVINO's names for the precisions it is told to run in, and the CPU capability each needs.
-_OPENVINO_PRECISIONS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
+# int8_static: NNCF's QDQ nodes run in int8, the float parts in f32.
+_OPENVINO_PRECISIONS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16"),
+                        "int8_static": ("f32", "INT8")}  # fmt: skip
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 
@@ -57,9 +60,11 @@ def unsupported_reason(scenario: Scenario) -> str | None:
     if scenario.load == "openvino":
         if scenario.precision == "int8_dynamic":
             return (
-                "OpenVINO's int8 comes from NNCF post-training quantization (with calibration data), "
-                "which bench does not run; torch's int8_dynamic layers have no ONNX/OpenVINO equivalent here"
+                "OpenVINO's int8 comes from NNCF post-training quantization (with calibration data): "
+                "precision int8_static; torch's int8_dynamic layers have no ONNX/OpenVINO equivalent"
             )
+        if scenario.precision == "int8_static" and not sources.spec_available("nncf"):
+            return NNCF_MISSING
         if not sources.spec_available("openvino"):
             return OPENVINO_MISSING
     return None

@@ -50,6 +50,7 @@ from bench.record import (
     PipelineFigures,
     ProfileFigures,
     PruningFacts,
+    QuantizationFacts,
     ResultRecord,
     RssFigures,
     append_record,
@@ -465,6 +466,7 @@ def run_scenario(
         quantized_layers=artifact.facts.get("quantized_layers"),
         ort_reduce_range=artifact.facts.get("ort_reduce_range"),
         pruning=PruningFacts(**artifact.facts["pruning"]) if artifact.facts.get("pruning") else None,
+        quantization=QuantizationFacts(**facts) if (facts := artifact.facts.get("quantization")) else None,
     )
     artifact_s = time.perf_counter() - artifact_started
 

@@ -20,13 +20,15 @@ from typing import Any
 import yaml
 
 from bench import hf, models, pruning, sources
+from bench.calibration import SOURCES as CALIBRATION_SOURCES
+from bench.calibration import CalibrationSpec, check_calibration
 from bench.errors import SuiteError
 from bench.generation import GeneratePolicy
 from bench.inputs import InputsError, parse_inputs, uses_seq
 from bench.pipeline import CLASS_INDEX_CHOICES, DataSpec, check_data_spec
 from bench.sources import ModelSource, SourceError
 
-PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16")
+PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16", "int8_static", "int8_weight_only")
 LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert", "compile", "aoti", "openvino")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 COMPILE_CACHES = ("cold", "warm")
@@ -38,7 +40,8 @@ MODULE_MODES = ("eval", "train")
 AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape", "seq_len", "variant",
         "grad_mode", "module_mode")  # fmt: skip
 # Keys allowed in `defaults` and `include` entries on top of the axes.
-SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data", "generate", "compile")
+SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data", "generate", "compile",
+            "calibration")  # fmt: skip
 TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
 AXIS_DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
@@ -191,6 +194,7 @@ class Scenario:
     seq_len: int | None = None  # the `seq` dimension of a model's named inputs (bench.inputs)
     generate: GeneratePolicy | None = None  # causal-lm: greedy generation after the timed run (bench.generation)
     compile: CompilePolicy | None = None  # load: compile only; None: the defaults
+    calibration: CalibrationSpec | None = None  # int8_static only; None: seeded random inputs (bench.calibration)
 
     @property
     def id(self) -> str:
@@ -233,6 +237,8 @@ class Scenario:
             values["generate"] = GeneratePolicy(**values["generate"])
         if values.get("compile") is not None:
             values["compile"] = CompilePolicy(**values["compile"])
+        if values.get("calibration") is not None:
+            values["calibration"] = CalibrationSpec(**values["calibration"])
         return cls(**values)
 
 
@@ -518,6 +524,15 @@ class _Validator:
             out["generate"] = {k: self.integer(v, (*at, k), 0 if k == "warmup_rounds" else 1) for k, v in block.items()}
         if "compile" in source:
             out["compile"] = self.compile_policy(source["compile"], (*where, "compile"), out.get("compile", {}))
+        if "calibration" in source:
+            block, at = source["calibration"], (*where, "calibration")
+            self.mapping(block, at, tuple(f.name for f in dataclasses.fields(CalibrationSpec)))
+            merged = dict(out.get("calibration", {}))
+            if "source" in block:
+                merged["source"] = self.choice(block["source"], (*at, "source"), CALIBRATION_SOURCES)
+            if "samples" in block:
+                merged["samples"] = self.integer(block["samples"], (*at, "samples"), 1)
+            out["calibration"] = merged
         return out
 
     def compile_policy(self, block: Any, where: Path_, inherited: dict[str, Any]) -> dict[str, Any]:
@@ -929,8 +944,14 @@ class _Validator:
             capacity=CapacityPolicy.from_dict(settings["capacity"]) if "capacity" in settings else None,
             generate=GeneratePolicy(**settings["generate"]) if "generate" in settings else None,
             compile=CompilePolicy(**settings["compile"]) if "compile" in settings else None,
+            calibration=CalibrationSpec(**settings["calibration"]) if "calibration" in settings else None,
             **values,
         )
+        calibration = scenario.calibration or CalibrationSpec()
+        if scenario.precision == "int8_static" and (
+            reason := check_calibration(calibration, scenario.input_shape, scenario.data, scenario.source)
+        ):
+            raise self.fail(where, f"scenario '{scenario.id}': {reason}")
         if scenario.data is not None and (reason := check_data_spec(scenario.data, scenario.input_shape)):
             raise self.fail(where, f"scenario '{scenario.id}': {reason}")
         hygiene = (scenario.grad_mode, scenario.module_mode) != (GRAD_MODES[0], MODULE_MODES[0])

@@ -72,7 +72,8 @@ def write_report(run_dirs: Sequence[Path] | Path, out_dir: Path | None = None) -
         markdown=md_path,
         csv=csv_path,
         figures=[p for f in report.figures for p in f.files]
-        + [p for s in (report.capacity, report.pipeline, report.text) if s and s.figure for p in s.figure.files],
+        + [p for s in (report.capacity, report.pipeline, report.text) if s and s.figure for p in s.figure.files]
+        + [p for f in (report.tradeoffs.figures if report.tradeoffs else []) for p in f.files],
         rows=len(report.frame),
         warnings=list(report.warnings),
         comparison_csv=comparison_csv,

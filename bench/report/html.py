@@ -37,6 +37,7 @@ from bench.report.tables import (
     status_counts,
 )
 from bench.report.text import text_html
+from bench.report.tradeoffs import tradeoffs_html
 
 CSS = """
 :root { --ink:#1d2433; --muted:#5d6778; --line:#dfe3ea; --soft:#f5f7fa; --accent:#1f6fb4;
@@ -505,6 +506,7 @@ def render_html(report: Report) -> str:
 {pipeline_html(report.pipeline)}
 {_hygiene(report)}
 {text_html(report.text)}
+{tradeoffs_html(report.tradeoffs)}
 {_comparison(report)}
 {_figures(report)}
 <footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv,

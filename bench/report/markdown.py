@@ -33,6 +33,7 @@ from bench.report.tables import (
     status_counts,
 )
 from bench.report.text import text_markdown
+from bench.report.tradeoffs import tradeoffs_markdown
 
 
 def _summary(report: Report) -> str:
@@ -218,6 +219,7 @@ def render_markdown(report: Report) -> str:
     out.append(pipeline_markdown(report.pipeline, report.out_dir))
     out.append(_hygiene(report))
     out.append(text_markdown(report.text, report.out_dir))
+    out.append(tradeoffs_markdown(report.tradeoffs, report.out_dir))
     out.append(_comparison(report))
     out.append(_figures(report))
     return "\n".join(part for part in out if part is not None).rstrip() + "\n"

@@ -20,6 +20,8 @@ from bench.report.pipeline import PipelineSection, build_pipeline
 from bench.report.profiles import ProfileSection, memory_phase_frame, profile_sections
 from bench.report.tables import comparison_frame, summary_frame
 from bench.report.text import TextSection, build_text
+from bench.report.tradeoffs import FIGURE_PREFIX as TRADEOFFS_FIGURE_PREFIX
+from bench.report.tradeoffs import TradeoffsSection, build_tradeoffs
 from bench.timeline import overhead_line
 
 FIGURES_DIR = "figures"
@@ -44,6 +46,7 @@ class Report:
     pipeline: PipelineSection | None = None  # rows with input-pipeline figures: stage times and accuracy
     hygiene: HygieneSection | None = None  # rows with a non-default grad_mode or module_mode
     text: TextSection | None = None  # rows with named inputs: fidelity by task, generation
+    tradeoffs: TradeoffsSection | None = None  # models run in several precisions: the Pareto view
 
     @property
     def has_variants(self) -> bool:
@@ -64,7 +67,6 @@ class Report:
         return f"Benchmark comparison: {len(self.runs)} runs of {', '.join(suites)}"
 
 
-
 def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
     """Read the runs (folders, or RunData already read) and draw the figures into out_dir/figures."""
     runs = [run if isinstance(run, RunData) else load_run(Path(run)) for run in runs]
@@ -83,7 +85,9 @@ def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
         )
     fig_dir = out_dir / FIGURES_DIR
     for old in fig_dir.glob("*.png") if fig_dir.is_dir() else []:  # figures of an earlier report
-        if old.name.startswith((*FIGURE_PREFIXES, CAPACITY_FIGURE_PREFIX, PIPELINE_FIGURE_PREFIX)):
+        if old.name.startswith(
+            (*FIGURE_PREFIXES, CAPACITY_FIGURE_PREFIX, PIPELINE_FIGURE_PREFIX, TRADEOFFS_FIGURE_PREFIX)
+        ):
             old.unlink(missing_ok=True)
     figures = draw_all(runs, frame, fig_dir, fidelity_measured) if not frame.empty else []
     return Report(
@@ -101,4 +105,5 @@ def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
         pipeline=build_pipeline(runs, fig_dir),
         hygiene=build_hygiene(runs),
         text=build_text(runs, fig_dir),
+        tradeoffs=build_tradeoffs(runs, fig_dir),
     )

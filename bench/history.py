@@ -1078,8 +1078,9 @@ class RecordAsItRuns:
         lines = runfolder.result_lines_of(new.decode("utf-8", errors="replace"), results, [])
         record_rows(self.history_path, self.run_dir, [line.data for line in lines], self._digest.hexdigest())
 
-    def finish(self) -> None:
-        """Record the run's final state (its status and end time, any row not yet recorded)."""
+    def finish(self) -> Exception | None:
+        """Record the run's final state (its status and end time, any row not yet recorded); the error
+        that kept it out of the history, if one did (the run folder is complete either way)."""
         try:
             outcome = record_run(self.history_path, self.run_dir, label=self.label)
         except Exception as exc:  # UserError or a bug: the run folder is complete either way
@@ -1088,11 +1089,12 @@ class RecordAsItRuns:
                 f"record it later with 'bench history import {self.run_dir} --history {self.history_path}'",
                 file=sys.stderr,
             )
-            return
+            return exc
         text = f"recorded run {outcome.run_id} ({outcome.scenarios} scenarios, each as it finished)"
         if outcome.without_round_times:
             text += f"; {len(outcome.without_round_times)} ok scenario(s) without raw round times"
         print(f"history: {text} in {self.history_path}", file=sys.stderr)
+        return None
 
 
 # --- a run by folder or by id -------------------------------------------------------------------

@@ -210,12 +210,26 @@ def test_an_unreachable_history_never_loses_a_run(tmp_path, capsys, monkeypatch)
     recorder = RecordAsItRuns(Quiet(), url, run)
     for _ in range(3):
         recorder.scenario_finished("row")
-    recorder.finish()
+    assert isinstance(recorder.finish(), history.HistoryUnreachable)  # bench run then exits 2
     assert len(attempts) == 2  # the first row, then finish
     err = capsys.readouterr().err
     assert "was not recorded in the history" in err and "host 127.0.0.1" in err and "s3cret-pw" not in err
     assert "bench history import" in err
     assert (run / "results.jsonl").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_bench_run_keeps_its_run_and_exits_2_when_the_server_cannot_be_reached(run_cli, write_suite, tmp_path):
+    suite = write_suite("name: s\ndefaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.05}}\n"
+                        "matrix: {model: [tiny_mlp]}\n")  # fmt: skip
+    url = f"postgresql://ci:s3cret-pw@127.0.0.1:{free_port()}/bench"
+    done = run_cli("run", str(suite), "--history", url)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "was not recorded in the history" in done.stderr and "host 127.0.0.1" in done.stderr
+    assert "s3cret-pw" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (line,) = (run_dir / "results.jsonl").read_text().splitlines()
+    assert json.loads(line)["status"] == "ok" and (run_dir / "report.html").exists()
 
 
 @pytest.mark.parametrize("location", ["mysql://u:pw@db/x", "https://example.com/h.sqlite", "sqlite:h.db"])

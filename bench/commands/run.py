@@ -14,7 +14,7 @@ from bench.commands.common import check_writable
 from bench.console import ConsoleProgress, summary_table
 from bench.contention import ON_CONTENTION
 from bench.errors import UserError
-from bench.history import HISTORY_ENV, RecordAsItRuns, history_location
+from bench.history import HISTORY_ENV, HistoryUnreachable, RecordAsItRuns, history_location
 from bench.memory import cpu_count
 from bench.nospace import NoSpaceLeft
 from bench.report import write_report
@@ -190,13 +190,15 @@ def run_command(args: argparse.Namespace) -> int:
     print(summary_table(records))
     print(f"\nrun folder: {context.run_dir}")
     _report_after_run(context.run_dir)
-    if history is not None:
-        history.finish()
+    unrecorded = history.finish() if history is not None else None
     failed = [r for r in records if r.status == "failed"]
     if failed:
         print(f"bench: {len(failed)} scenario(s) failed; reasons are in results.jsonl", file=sys.stderr)
-        return 1
-    return 0
+    if isinstance(unrecorded, HistoryUnreachable):
+        # A CI job must not pass while its run never reached the team's history (a later compare
+        # would miss it); the run folder and report are complete, and the warning says how to record it.
+        return 2
+    return 1 if failed else 0
 
 
 def _run_on_fleet(context, client, address: str, workers, progress, policy: ContentionPolicy) -> None:

@@ -41,6 +41,7 @@ from bench.nospace import (
 )
 from bench.profiling import profile_for_run
 from bench.record import (
+    RESULTS_FILE,
     CompiledRuntime,
     Fidelity,
     GenerationFigures,
@@ -57,7 +58,7 @@ from bench.record import (
     from_json,
     read_records,
 )
-from bench.runfolder import benchmark_round_times
+from bench.runfolder import RunFolder, benchmark_round_times, read_folder
 from bench.runlock import lock_run_folder
 from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
@@ -160,16 +161,16 @@ def start_run(
     return context
 
 
-def _read_resumable(run_dir: Path) -> tuple[dict[str, Any], Suite]:
-    """run.json and the suite of a run folder to resume; UserError when it is not one."""
-    results_path, suite_path = run_dir / "results.jsonl", run_dir / "suite.yaml"
-    if not results_path.is_file() or not suite_path.is_file():
+def _read_resumable(run_dir: Path) -> tuple[RunFolder, Suite]:
+    """The run folder (bench.runfolder) and the suite of a run to resume; UserError when it is not one."""
+    suite_path = run_dir / "suite.yaml"
+    if not (run_dir / RESULTS_FILE).is_file() or not suite_path.is_file():
         raise UserError(f"{run_dir} is not a run folder (expected results.jsonl and suite.yaml in it)")
-    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    folder = read_folder(run_dir)
     # The copy in the run folder reads model paths from the original suite's folder.
-    base_dir = Path(info["suite_dir"]) if info.get("suite_dir") else None
+    base_dir = Path(folder.info["suite_dir"]) if folder.info.get("suite_dir") else None
     suite = parse_suite(suite_path.read_text(encoding="utf-8"), str(suite_path), max_scenarios=10**9, base_dir=base_dir)
-    return info, suite
+    return folder, suite
 
 
 def check_resume_mode(run_dir: Path, *, on_fleet: bool) -> None:
@@ -177,23 +178,12 @@ def check_resume_mode(run_dir: Path, *, on_fleet: bool) -> None:
 
     A fleet run is one whose run.json names a scheduler, whose suite names host groups, or
     that has a row measured on a fleet host."""
-    info, suite = _read_resumable(run_dir)
-    _check_resume_mode(run_dir, info, suite, on_fleet)
+    _check_resume_mode(*_read_resumable(run_dir), on_fleet)
 
 
-def _fleet_rows(results_path: Path) -> int:
-    count = 0
-    for line in results_path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue  # a half-written last line: resume_run sets it aside and says so
-        count += isinstance(data, dict) and bool(data.get("fleet"))
-    return count
-
-
-def _check_resume_mode(run_dir: Path, info: dict[str, Any], suite: Suite, on_fleet: bool) -> None:
-    fleet_rows = _fleet_rows(run_dir / "results.jsonl")
+def _check_resume_mode(folder: RunFolder, suite: Suite, on_fleet: bool) -> None:
+    run_dir, info = folder.path, folder.info
+    fleet_rows = sum(bool(line.data.get("fleet")) for line in folder.lines)  # a half-written line is no row
     if info.get("scheduler"):
         why = f"it was started on the Dask scheduler {info['scheduler']}"
     elif suite.hosts:
@@ -230,14 +220,13 @@ def resume_run(
 
     `on_fleet`: the caller will send the pending scenarios to a fleet (a fleet run must be
     resumed on one, a local run must not be)."""
-    info, suite = _read_resumable(run_dir)
+    folder, suite = _read_resumable(run_dir)
     lock_run_folder(run_dir)  # before anything is written: a second writer is refused here
-    _check_resume_mode(run_dir, info, suite, on_fleet)
-    results_path = run_dir / "results.jsonl"
-    _set_aside_partial_line(results_path)
-    records, _ = read_records(results_path)
+    _check_resume_mode(folder, suite, on_fleet)
+    _set_aside_partial_line(folder.results_path)
+    records, _ = read_records(folder.results_path)  # again: the partial line, if any, is set aside now
     environment = collect_environment()
-    recorded = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
+    info, recorded = folder.info, folder.environment
     if environment["fingerprint"] != recorded.get("fingerprint"):
         raise UserError(
             f"cannot resume {run_dir} here: the environment differs from the one it started on "

@@ -24,6 +24,8 @@ gets a verdict:
   `improved`.
 - a row whose `contention` verdict is `contended` (bench.contention) in either run makes its
   time figures `inconclusive`: other processes took the CPU while it was timed.
+- rows measured with different worker kinds (fork, fresh) have `inconclusive` memory figures:
+  a forked worker shares the zygote's pages, so its RSS starts from another baseline.
 
 Runs are comparable only when their environments agree on what matters (the fingerprint's
 keys: CPU model and instruction sets, core counts, kernel, Python and library versions;
@@ -519,6 +521,12 @@ def compare_scenario(label: str, base: ScenarioResult, cand: ScenarioResult, rul
         if row.metric != "peak_rss":  # time figures only: memory does not depend on the neighbours
             row.verdict = "inconclusive"
             note = f"the {' and '.join(contended)} row was measured on a contended host (see its contention)"
+            row.note = f"{note}; {row.note}" if row.note else note
+    kinds = [r.get("worker_kind") or "fresh" for r in (base.record, cand.record)]  # rows before kinds: fresh
+    for row in rows if kinds[0] != kinds[1] else ():
+        if row.metric.startswith("peak_rss"):  # a forked worker shares the zygote's pages: another RSS baseline
+            row.verdict = "inconclusive"
+            note = f"measured with {kinds[0]} then {kinds[1]} workers, whose RSS baselines differ (bench run --worker)"
             row.note = f"{note}; {row.note}" if row.note else note
     return rows
 

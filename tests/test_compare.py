@@ -367,6 +367,25 @@ def test_a_contended_row_is_inconclusive_never_regressed(tmp_path):
     assert set(verdicts(compare_runs(base, cand), "median").values()) == {"regressed"}
 
 
+def test_memory_measured_with_another_worker_kind_is_inconclusive_never_improved(tmp_path):
+    def forked_and_leaner(record):
+        record.update(worker_kind="fork")
+        record["rss_bytes"]["peak"] = int(record["rss_bytes"]["peak"] * 0.6)  # the zygote's pages are shared
+        if record.get("peak_rss_kernel_bytes"):
+            record["peak_rss_kernel_bytes"] = int(record["peak_rss_kernel_bytes"] * 0.6)
+
+    base, cand = pair(tmp_path, edit_record=forked_and_leaner)  # the baseline's rows predate kinds: fresh
+    comparison = compare_runs(base, cand)
+    memory = [r for r in comparison.rows if r.metric.startswith("peak_rss")]
+    assert memory and {r.verdict for r in memory} == {"inconclusive"}
+    assert all("measured with fresh then fork workers" in r.note for r in memory)
+    assert set(verdicts(comparison, "median").values()) == {"unchanged"}  # time figures are compared as ever
+    same, cand = pair(
+        tmp_path / "same", edit_record=lambda r: r["rss_bytes"].update(peak=int(r["rss_bytes"]["peak"] * 0.6))
+    )
+    assert "improved" in {r.verdict for r in compare_runs(same, cand).rows if r.metric == "peak_rss"}
+
+
 def test_missing_raw_rounds_give_no_interval(tmp_path):
     base, cand = pair(tmp_path, slow=1.3)
     (Path(cand.source) / f"benchmark/{MLP}.json").unlink()

@@ -57,7 +57,9 @@ class StepLimits:
 
 
 def poisson_schedule(rate_per_s: float, limits: StepLimits, seed: int) -> list[float]:
-    """Arrival offsets (seconds from the step's start) of a Poisson process at `rate_per_s`, up to max_duration_s.
+    """Arrival offsets (seconds from the step's start) of a Poisson process at `rate_per_s`, up to max_duration_s
+    and the first arrival after it: a step that sends its whole schedule lasts at least max_duration_s, so one
+    whose min_duration_s is its max_duration_s (a capped confirming step) is long enough, not "too short".
 
     The step usually ends sooner, when its verdict is decided (send_schedule's `stop`).
     """
@@ -71,7 +73,8 @@ def poisson_schedule(rate_per_s: float, limits: StepLimits, seed: int) -> list[f
         chunks.append(offsets)
         t, count = float(offsets[-1]), count + size
     offsets = np.concatenate(chunks)
-    return offsets[offsets <= limits.max_duration_s][:MAX_STEP_REQUESTS].tolist()
+    within = int(np.searchsorted(offsets, limits.max_duration_s, side="right"))
+    return offsets[: within + 1][:MAX_STEP_REQUESTS].tolist()
 
 
 @contextlib.contextmanager

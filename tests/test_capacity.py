@@ -262,6 +262,7 @@ def test_bench_run_measures_capacity_and_bench_plan_picks_the_better_layout(run_
             offline_batch_size: 8
             step_min_duration_s: 0.3
             step_min_requests: 100
+            step_max_duration_s: 4
             max_steps: 6
             tolerance: 0.3
         matrix:

@@ -28,7 +28,8 @@ LIMITS = StepLimits(min_duration_s=1.0, min_requests=0, max_duration_s=10.0)
 
 def test_poisson_schedule_runs_to_the_step_limit_and_is_seeded():
     fast = poisson_schedule(1000, LIMITS, seed=1)  # the step usually stops sooner: when its verdict is decided
-    assert 9.9 < fast[-1] <= 10.0 and 9000 < len(fast) < 11000
+    # ... and one arrival past it, so a step that sends them all lasts its max_duration_s
+    assert 9.9 < fast[-2] <= 10.0 < fast[-1] and 9000 < len(fast) < 11000
     assert fast == poisson_schedule(1000, LIMITS, seed=1) != poisson_schedule(1000, LIMITS, seed=2)
     assert all(b > a for a, b in zip(fast, fast[1:], strict=False))
     gaps = [b - a for a, b in zip([0.0, *fast], fast, strict=False)]
@@ -37,12 +38,21 @@ def test_poisson_schedule_runs_to_the_step_limit_and_is_seeded():
     assert statistics.stdev(gaps) == pytest.approx(1e-3, rel=0.05)
     assert min(gaps) > 0
     slow = poisson_schedule(0.5, LIMITS, seed=1)
-    assert len(slow) < 15 and all(t <= 10.0 for t in slow)
+    assert len(slow) < 15 and all(t <= 10.0 for t in slow[:-1]) and slow[-1] > 10.0
+
+
+def test_a_step_whose_minimum_is_its_time_limit_is_long_enough_when_it_sends_its_whole_schedule():
+    # a confirming step capped at step_max_duration_s: its schedule once stopped just short of the
+    # limit, and every such step was invalid ("too short: 4.00 s < 4 s")
+    limits = StepLimits(min_duration_s=4.0, min_requests=100, max_duration_s=4.0)
+    step = _evaluate(poisson_schedule(500, limits, seed=3), service_s=0.001, limits=limits)
+    assert step.valid and step.passed, step.reasons
+    assert step.duration_s >= 4.0
 
 
 def test_a_step_that_cannot_reach_its_minimum_within_the_time_limit_is_too_short_and_too_few():
     offsets = poisson_schedule(10, StepLimits(1.0, 200, 2.0), seed=0)
-    assert offsets[-1] <= 2.0 and len(offsets) < 200
+    assert offsets[-2] <= 2.0 < offsets[-1] and len(offsets) < 200
     step = _evaluate(offsets, service_s=0.001, limits=StepLimits(3.0, 200, 2.0))
     assert not step.valid and not step.passed
     assert any(r.startswith("too short") for r in step.reasons)

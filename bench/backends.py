@@ -53,7 +53,7 @@ def import_libraries(scenario: Scenario) -> None:
         import onnxruntime  # noqa: F401
     if scenario.load == "litert":
         _litert_interpreter()
-    if scenario.precision in ("int8_static", "int8_weight_only") and runtime_of(scenario) == "torch":
+    if scenario.precision in quantization.TORCHAO_PRECISIONS and runtime_of(scenario) == "torch":
         quantization.import_torchao()  # PT2E's quantize ops and the weight-only tensor class must exist to load
     compiled.import_libraries(scenario)
     source = scenario.source
@@ -115,16 +115,17 @@ def unsupported_reason(scenario: Scenario) -> str | None:
 
 
 def _quantized_reason(scenario: Scenario) -> str | None:
-    """Load modes the int8_static and int8_weight_only artifacts cannot be loaded with."""
+    """Load modes the int8_static and weight-only artifacts cannot be loaded with."""
     if scenario.precision == "int8_static" and scenario.load in ("mmap", "torchscript"):
         return (
             f"load {scenario.load} cannot run int8_static: torch's static int8 is a PT2E (torch.export) program, "
             "not a state_dict or TorchScript; it runs under eager, export, compile and aoti (and onnxruntime's QDQ)"
         )
-    if scenario.precision == "int8_weight_only" and scenario.load not in ("eager", "compile"):
+    if scenario.precision in quantization.WEIGHT_ONLY and scenario.load not in ("eager", "compile"):
+        bits = "int4" if scenario.precision == "int4_weight_only" else "int8"
         return (
-            f"int8_weight_only is torchao's weight-only int8 of Linear layers (tensor subclasses in the state_dict); "
-            f"bench runs it under eager and compile, not {scenario.load}"
+            f"{scenario.precision} is torchao's weight-only {bits} of Linear layers (tensor subclasses in the "
+            f"state_dict); bench runs it under eager and compile, not {scenario.load}"
         )
     return None
 
@@ -190,6 +191,8 @@ def convert(model: Any, precision: str) -> tuple[Any, dict[str, Any]]:
         return quantized, {"quantized_layers": count}
     if precision == "int8_weight_only":
         return quantization.weight_only_int8(model)
+    if precision == "int4_weight_only":
+        return quantization.weight_only_int4(model)
     if precision in ("fp16", "bf16"):
         return model.to(torch_dtype(precision)), {}
     return model, {}

@@ -13,6 +13,12 @@
   writes QDQ nodes, which OpenVINO runs with int8 kernels), over the same calibration data.
 - `int8_weight_only`: torchao's Int8WeightOnlyConfig on Linear layers: int8 weights with a scale
   per output channel, activations stay fp32 (memory-bound models gain, compute-bound ones do not).
+- `int4_weight_only`: torchao's CPU int4 (PrototypeInt4WeightOnlyConfig, Int4OpaqueTensor) on
+  Linear layers: asymmetric int4 weights with a scale and zero point per group of input features,
+  run by torch's own CPU kernel (aten._weight_int4pack_mm_for_cpu, vectorised for AVX2 and
+  AVX-512). The kernel takes groups of 32, 64 or 128 and out_features in multiples of 16: each layer
+  gets the largest group that divides its in_features; a layer it cannot take stays fp32 and is
+  counted apart (`unquantized_linear`).
 """
 
 from __future__ import annotations
@@ -30,7 +36,11 @@ from bench.calibration import CalibrationSpec
 from bench.compiled import first_error_line
 from bench.errors import Unsupported
 
-TORCHAO_MISSING = "torchao is not installed: pip install .[quant] (int8_static and int8_weight_only use it)"
+TORCHAO_MISSING = "torchao is not installed: pip install .[quant] (int8_static and the weight-only precisions use it)"
+WEIGHT_ONLY = ("int8_weight_only", "int4_weight_only")
+TORCHAO_PRECISIONS = ("int8_static", *WEIGHT_ONLY)  # torch rows of these need torchao to load
+# The group sizes torch's CPU int4 kernel takes, largest (fewest scales) first.
+INT4_GROUP_SIZES = (128, 64, 32)
 # Layer kinds counted in the record, by torch op and by ONNX op type.
 _TORCH_KINDS = {"conv1d": "conv", "conv2d": "conv", "conv3d": "conv", "linear": "linear"}
 _ONNX_KINDS = {"Conv": "conv", "ConvTranspose": "conv", "Gemm": "linear", "MatMul": "linear"}
@@ -41,6 +51,9 @@ def import_torchao() -> Any:
         # torch logs a deprecation warning (register_constant on an Enum) while torchao imports
         logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
         import torchao  # also registers its tensor subclasses with torch.load(weights_only) and its ops
+
+        # a prototype that `import torchao` leaves out: it registers int4_weight_only's Int4OpaqueTensor likewise
+        import torchao.prototype.quantization.int4  # noqa: F401
     except ImportError as exc:
         raise Unsupported(f"{TORCHAO_MISSING} ({exc})") from exc
     return torchao
@@ -138,6 +151,39 @@ def weight_only_int8(model: Any) -> tuple[Any, dict[str, Any]]:
     linear = sum(1 for m in model.modules() if isinstance(m, nn.Linear))
     quantize_(model, Int8WeightOnlyConfig())
     return model, facts("int8_weight_only", "torchao", {"linear": linear} if linear else {}, None, per_channel=True)
+
+
+def int4_group_size(in_features: int, out_features: int) -> int | None:
+    """The group size torch's CPU int4 kernel takes for a Linear layer of this shape, or None if it takes none:
+    the largest of INT4_GROUP_SIZES that divides in_features, and out_features a multiple of 16 (the kernel's
+    packing, `_convert_weight_to_int4pack_cpu`, refuses any other)."""
+    if out_features % 16:
+        return None
+    return next((size for size in INT4_GROUP_SIZES if in_features % size == 0), None)
+
+
+def weight_only_int4(model: Any) -> tuple[Any, dict[str, Any]]:
+    """torchao's CPU int4 weight-only quantization of the Linear layers, in place; the model and its facts."""
+    from torch import nn
+
+    import_torchao()
+    from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
+    from torchao.quantization import quantize_
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    group_of = {id(m): int4_group_size(m.in_features, m.out_features) for m in linears}
+    groups = Counter(g for g in group_of.values() if g)
+    for size in groups:
+        # set_inductor_config=False: torchao would otherwise change Inductor's global settings for every
+        # later compile in this process; a compile row's settings are its scenario's own.
+        config = PrototypeInt4WeightOnlyConfig(group_size=size, set_inductor_config=False)
+        quantize_(model, config, filter_fn=lambda m, _fqn, size=size: group_of.get(id(m)) == size)
+    quantized = sum(groups.values())
+    return model, facts(
+        "int4_weight_only", "torchao", {"linear": quantized} if quantized else {}, None,
+        per_channel=False, group_sizes={str(size): n for size, n in sorted(groups.items())},
+        unquantized_linear=len(linears) - quantized,
+    )  # fmt: skip
 
 
 def ort_static(source_path: Path, path: Path, batches: Sequence[dict[str, Any]], spec: CalibrationSpec,

@@ -143,14 +143,16 @@ class PruningFacts:
 
 @dataclass(frozen=True)
 class QuantizationFacts:
-    """How an int8_static or int8_weight_only row's model was quantized (bench.quantization)."""
+    """How an int8_static, int8_weight_only or int4_weight_only row's model was quantized (bench.quantization)."""
 
-    method: str | None = None  # pt2e_x86_inductor, ort_qdq_static or int8_weight_only
-    library: str | None = None  # the package that quantized it: torchao or onnxruntime
+    method: str | None = None  # pt2e_x86_inductor, ort_qdq_static, nncf_ptq, int8_weight_only, int4_weight_only
+    library: str | None = None  # the package that quantized it: torchao, onnxruntime or nncf
     library_version: str | None = None
-    layers_by_kind: dict[str, int] = field(default_factory=dict)  # int8 layers: conv, linear
+    layers_by_kind: dict[str, int] = field(default_factory=dict)  # quantized layers: conv, linear
     per_channel: bool | None = None  # weights scaled per output channel
     reduce_range: bool | None = None  # ONNX Runtime: 7-bit weights (x86 without VNNI)
+    group_sizes: dict[str, int] = field(default_factory=dict)  # int4: layers by group size (input features per scale)
+    unquantized_linear: int | None = None  # int4: Linear layers no group size divides, left in fp32
     calibration_source: str | None = None  # int8_static: random, data or text (bench.calibration)
     calibration_samples: int | None = None
     calibration_note: str | None = None  # random calibration: why fidelity and accuracy mean little
@@ -396,7 +398,7 @@ class ResultRecord:
     artifact_format: str | None = None  # state_dict, torchscript, exported_program, onnx or tflite
     artifact_prepare_s: float | None = None  # 0.0 when taken from the cache
     artifact_cached: bool | None = None
-    quantized_layers: int | None = None  # int8 precisions: layers replaced with (or run as) int8 versions
+    quantized_layers: int | None = None  # int8 and int4 precisions: layers replaced with (or run as) quantized versions
     # ONNX Runtime int8_dynamic: weights quantized to 7 bits (x86 without VNNI; bench.backends.ort_reduce_range)
     ort_reduce_range: bool | None = None
     ort_graph_optimization_level: str | None = None  # onnxruntime rows: the session's optimisation level
@@ -433,7 +435,7 @@ class ResultRecord:
     worker_kind: str | None = None  # fork (from the run's zygote, bench.zygote) or fresh (a new interpreter)
     worker_os_threads: int | None = None  # the worker's OS threads at the end of its steady state
     timeline: Timeline | None = None  # where the row's wall time went
-    quantization: QuantizationFacts | None = None  # int8_static and int8_weight_only
+    quantization: QuantizationFacts | None = None  # int8_static and the weight-only precisions
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

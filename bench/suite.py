@@ -28,7 +28,7 @@ from bench.inputs import InputsError, parse_inputs, uses_seq
 from bench.pipeline import CLASS_INDEX_CHOICES, DataSpec, check_data_spec
 from bench.sources import ModelSource, SourceError
 
-PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16", "int8_static", "int8_weight_only")
+PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16", "int8_static", "int8_weight_only", "int4_weight_only")
 LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert", "compile", "aoti", "openvino")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 COMPILE_CACHES = ("cold", "warm")

@@ -526,7 +526,7 @@ def test_unknown_nested_key(text, line, field, fragment):
         ("input_shape: [3, true]", "defaults.input_shape", "expected a list of positive integers"),
         ("input_shape: []", "defaults.input_shape", "expected a list of positive integers"),
         ("input_shape: 64", "defaults.input_shape", "expected a list of positive integers"),
-        ("precision: fp64", "defaults.precision", "bf16, int8_static, int8_weight_only, got 'fp64'"),
+        ("precision: fp64", "defaults.precision", "int8_static, int8_weight_only, int4_weight_only, got 'fp64'"),
         (
             "load: pickle",
             "defaults.load",
@@ -595,7 +595,8 @@ def test_bad_precision_in_matrix():
     )
     assert err.line == 4
     assert err.field == "matrix.precision.1"
-    assert "expected one of fp32, int8_dynamic, fp16, bf16, int8_static, int8_weight_only, got 'int8'" in err.message
+    expected = "fp32, int8_dynamic, fp16, bf16, int8_static, int8_weight_only, int4_weight_only"
+    assert f"expected one of {expected}, got 'int8'" in err.message
 
 
 def test_unknown_model_suggests_close_name():

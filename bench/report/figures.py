@@ -53,7 +53,7 @@ STYLE = {
     "savefig.facecolor": "white",
 }
 PRECISION_COLORS = {"fp32": "#1f6fb4", "bf16": "#d1495b", "fp16": "#2a9d8f", "int8_dynamic": "#e9a03b",
-                    "int8_static": "#7b2cbf", "int8_weight_only": "#6a994e"}  # fmt: skip
+                    "int8_static": "#7b2cbf", "int8_weight_only": "#6a994e", "int4_weight_only": "#386641"}  # fmt: skip
 LOAD_COLORS = {
     "eager": "#1f6fb4", "mmap": "#2a9d8f", "torchscript": "#8e6bbf", "export": "#6b8e23", "onnxruntime": "#e07a2e",
     "compile": "#d1495b", "aoti": "#3d5a80", "openvino": "#b5651d",

@@ -236,7 +236,7 @@ def server_step(
     serve: dict = {"cmd": "serve", "requests": n, "mixed": mix is not None}
     if batching is not None:
         serve["batching"] = {"max_batch": batching.max_batch, "max_delay_s": batching.max_delay_ms / 1e3}
-    with _step_file(n) as (path, slots):
+    with step_file(n) as (path, slots):
         for instance in active:
             instance.send({**serve, "path": path})
         for instance in active:
@@ -357,7 +357,7 @@ def _drain(ended: np.ndarray, deadline: float) -> float:
 
 
 @contextlib.contextmanager
-def _step_file(requests: int) -> Iterator[tuple[str, np.ndarray]]:
+def step_file(requests: int) -> Iterator[tuple[str, np.ndarray]]:
     """A zeroed float64 file in shared memory that the instances map: per-request start, end, instance.
 
     The mapping is released when the last array viewing it is garbage (closing it under a live

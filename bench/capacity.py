@@ -663,11 +663,11 @@ def summary(figures: CapacityFigures) -> str:
         if f.status != "ok" or f.server is None:
             parts.append(f"{f.layout} {f.status}")
         elif f.server.max_rate_per_s is None:
-            parts.append(f"{f.layout} SLO unreachable")
+            parts.append(f"{f.layout} no confirmed rate")  # unreachable, or no pass held on confirmation
         else:
             parts.append(f"{f.layout} {f.server.max_rate_per_s:,.0f}/s")
         if f.status == "ok" and f.batched_server is not None:
             rate = f.batched_server.max_rate_per_s
-            parts[-1] += f" ({'SLO unreachable' if rate is None else f'{rate:,.0f}/s'} batched)"
+            parts[-1] += f" ({'no confirmed rate' if rate is None else f'{rate:,.0f}/s'} batched)"
     best = f"; best {figures.best_layout}" if figures.best_layout else ""
     return f"capacity at p99 <= {figures.slo_p99_s * 1e3:g} ms: " + ", ".join(parts) + best

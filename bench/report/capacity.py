@@ -195,7 +195,7 @@ def _cells(row: CapacityRow) -> list[str]:
         f.layout + ("" if f.requested else " (sweep)") + (" ★ best" if row.best else ""),
         _fmt(f.closed_loop.samples_per_s if f.closed_loop else None),
         _fmt(f.offline.samples_per_s if f.offline else None),
-        "unreachable" if server and rate is None else _fmt(rate),
+        "none confirmed" if server and rate is None else _fmt(rate),
         ms_number(
             f.closed_loop.latency_s.p99 if f.instances == 1 and f.closed_loop and f.closed_loop.latency_s else None
         ),
@@ -243,8 +243,8 @@ def _batching_cells(row: CapacityRow) -> list[str]:
         row.scenario_id + (f" ({row.run})" if row.run else ""),
         f.layout + ("" if f.requested else " (sweep)"),
         f"{batched.batching_max_batch}, {(batched.batching_max_delay_s or 0) * 1e3:g} ms",
-        "unreachable" if plain is None else _fmt(plain),
-        "unreachable" if rate is None else _fmt(rate),
+        "none confirmed" if plain is None else _fmt(plain),
+        "none confirmed" if rate is None else _fmt(rate),
         f"{rate / plain:.2f}x" if rate and plain else "-",
         f"{ms_number(lows[0])} → {ms_number(lows[1])}",
         _batch_mix(max(at_rate, key=lambda s: s.requests) if at_rate else None),

@@ -151,8 +151,8 @@ class QuantizationFacts:
     layers_by_kind: dict[str, int] = field(default_factory=dict)  # quantized layers: conv, linear
     per_channel: bool | None = None  # weights scaled per output channel
     reduce_range: bool | None = None  # ONNX Runtime: 7-bit weights (x86 without VNNI)
-    group_sizes: dict[str, int] = field(default_factory=dict)  # int4: layers by group size (input features per scale)
-    unquantized_linear: int | None = None  # int4: Linear layers no group size divides, left in fp32
+    group_sizes: dict[str, int] | None = None  # int4: layers by group size (input features per scale)
+    unquantized_linear: int | None = None  # int4: Linear layers the int4 kernel cannot take, left in fp32
     calibration_source: str | None = None  # int8_static: random, data or text (bench.calibration)
     calibration_samples: int | None = None
     calibration_note: str | None = None  # random calibration: why fidelity and accuracy mean little

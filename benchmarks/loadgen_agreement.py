@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import re
 import tempfile
 import threading
@@ -43,6 +42,7 @@ import mlperf_loadgen as lg
 
 from bench import backends
 from bench.capacity import InstanceGroup, closed_loop, measure_capacity, step_file
+from bench.environment import read_cpuinfo
 from bench.instance import REQUEST, STOP, step_region
 from bench.suite import CapacityPolicy, MeasurePolicy, Scenario
 
@@ -242,12 +242,11 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="bench-loadgen-") as folder:
         results = [compare(*model, args.loadgen_seconds, Path(folder)) for model in MODELS if model[0] in args.models]
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
+    cpuinfo = read_cpuinfo()  # the ISA too: a figure is only comparable on the CPU it names
+    cpu = cpuinfo["cpu_model"]
     load = os.getloadavg()
-    report = {"date": started, "cpu": cpu, "cores": os.cpu_count(), "load_average_at_end": load, "models": results}
+    report = {"date": started, "cpu": cpu, "isa": cpuinfo["isa"], "cores": os.cpu_count(),
+              "load_average_at_end": load, "models": results}  # fmt: skip
     args.out.write_text(json.dumps(report, indent=2))
     for r in results:
         verdict = "agrees" if r["agrees"] else "does NOT agree"

@@ -179,6 +179,12 @@ def weight_only_int4(model: Any) -> tuple[Any, dict[str, Any]]:
         config = PrototypeInt4WeightOnlyConfig(group_size=size, set_inductor_config=False)
         quantize_(model, config, filter_fn=lambda m, _fqn, size=size: group_of.get(id(m)) == size)
     quantized = sum(groups.values())
+    if linears and not quantized:  # say why, rather than facts()'s bare "quantized no layer"
+        raise Unsupported(
+            f"int4_weight_only quantized no conv or linear layer of this model: torch's CPU int4 kernel takes "
+            f"Linear layers with out_features a multiple of 16 and in_features a multiple of 32, and none of its "
+            f"{len(linears)} Linear layer(s) is one"
+        )
     return model, facts(
         "int4_weight_only", "torchao", {"linear": quantized} if quantized else {}, None,
         per_channel=False, group_sizes={str(size): n for size, n in sorted(groups.items())},

@@ -30,11 +30,25 @@ def compare(output: Any, reference: Any) -> dict[str, Any]:
     out_c, ref_c = out - center, ref - center
     return {
         "max_abs_error": float((out - ref).abs().max()),
-        "cosine_similarity": float(torch.nn.functional.cosine_similarity(out_c, ref_c, dim=1).mean()),
+        "cosine_similarity": float(row_cosines(out_c, ref_c).mean()),
         "top1_agreement": float((out_c.argmax(dim=1) == ref_c.argmax(dim=1)).float().mean()),
         "inputs": out.shape[0],
         "non_finite_outputs": 0,
     }
+
+
+def row_cosines(a: Any, b: Any) -> Any:
+    """Cosine similarity of each row pair, in float64 and without torch's eps clamp on the norms:
+    a randomly initialised network's activations can vanish (mobilenet_v3_small's logits are
+    ~1e-9), and torch.nn.functional.cosine_similarity's clamp at 1e-8 turned identical outputs of
+    that size into a cosine of 0.06. A zero row is identical to a zero row and orthogonal to others."""
+    import torch
+
+    a, b = a.double(), b.double()
+    norms = a.norm(dim=1) * b.norm(dim=1)
+    both_zero = (a.abs().sum(dim=1) == 0) & (b.abs().sum(dim=1) == 0)
+    cosines = (a * b).sum(dim=1) / norms.clamp(min=torch.finfo(torch.float64).tiny)
+    return torch.where(norms > 0, cosines, both_zero.double())
 
 
 # ---------------------------------------------------------------- text tasks (models with named inputs)
@@ -96,12 +110,12 @@ def _embedding_figures(out: Any, ref: Any, mask: Any) -> dict[str, Any]:
         out = (out * weights).sum(1) / weights.sum(1).clamp(min=1)
         ref = (ref * weights).sum(1) / weights.sum(1).clamp(min=1)
     out, ref = out.flatten(1), ref.flatten(1)
-    cosine = torch.nn.functional.cosine_similarity(out, ref, dim=1)
+    cosine = row_cosines(out, ref)
     figures = {"cosine_similarity": float(cosine.median()), "cosine_min": float(cosine.min()),
                "cosine_median": float(cosine.median()), "nearest_neighbour_agreement": None}  # fmt: skip
     if out.shape[0] >= 3:  # each sample's most similar other sample, in both
         def neighbours(x: Any) -> Any:
-            unit = torch.nn.functional.normalize(x, dim=1)
+            unit = torch.nn.functional.normalize(x.double(), dim=1, eps=torch.finfo(torch.float64).tiny)
             similarity = unit @ unit.T
             similarity.fill_diagonal_(-float("inf"))
             return similarity.argmax(1)

@@ -47,7 +47,11 @@ def thread_env(threads: int) -> dict[str, str]:
 
 def worker_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
     """The environment a worker (or an instance, or a profile) starts with: thread pools sized before start."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
+    # The worker's pytest is bench's own: no options or plugins from the caller's pytest, and no
+    # PYTEST_XDIST_* (under a pytest-xdist worker, pytest-benchmark sees PYTEST_XDIST_WORKER and
+    # silently disables itself: the row then has no timings).
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS") and not k.startswith("PYTEST_XDIST_")}  # fmt: skip
     env.update(thread_env(threads))
     # The worker must import this very `bench`, whether installed or run from a checkout.
     package_root = str(Path(__file__).resolve().parent.parent)

@@ -86,3 +86,17 @@ def test_a_worker_killed_by_a_signal_names_the_signal_and_where_it_crashed(tmp_p
     assert record.status == "failed"
     assert record.reason.startswith("worker killed by signal SIGSEGV during ")
     assert "Fatal Python error: Segmentation fault" in record.reason
+
+
+def test_a_worker_started_under_a_pytest_xdist_worker_still_times_its_rounds(tmp_path, monkeypatch):
+    # pytest-benchmark disables itself when it sees PYTEST_XDIST_WORKER: bench's worker must not inherit it
+    # (bench run from a test that pytest-xdist runs, as `nox -s tests` does, lost every row's timings).
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    scenario = _scenario()
+    from bench import backends
+
+    artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
+    outcome = run_worker(scenario, artifact.path, tmp_path / "w", tmp_path / "b.json", rss_interval_s=0.01)
+    assert outcome.returncode == 0, outcome.stderr_tail
+    assert (tmp_path / "b.json").exists(), "pytest-benchmark wrote no JSON: it saw the caller's xdist"

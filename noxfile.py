@@ -52,14 +52,24 @@ def _apt_install(session: nox.Session, command: str, package: str, without: str)
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
     """Install into .venv (with the tflite extra, so LiteRT is tested too; Debian's chromium, for the report's
-    browser test; and Debian's postgresql, whose server the PostgreSQL history tests start) and run every test."""
+    browser test; and Debian's postgresql, whose server the PostgreSQL history tests start) and run every test:
+    those marked `serial` alone, after the others. `nox -s tests -- ARGS` runs one plain `pytest ARGS`."""
     _install(session, "test,tflite")
     _apt_install(session, "chromium", "chromium", "the report's browser test will skip")
     # load: compile and aoti build Inductor's C++ kernels with g++
     _apt_install(session, "g++", "g++", "compile and aoti rows will be unsupported")
     # the server binaries are in /usr/lib/postgresql/<version>/bin, not on PATH
     _apt_install(session, "/usr/lib/postgresql/*/bin/initdb", "postgresql", "the PostgreSQL history tests will skip")
-    session.run(str(BIN / "python"), "-m", "pytest", *session.posargs, external=True)
+    pytest = [str(BIN / "python"), "-m", "pytest"]
+    if session.posargs:
+        session.run(*pytest, *session.posargs, external=True)
+        return
+    # Most tests check structure, not speed: they run one per core (pytest-xdist; a module's tests
+    # stay on one worker for its module fixtures). The `serial` ones time or size something, or
+    # judge contention, so they run afterwards with the CPU to themselves.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    session.run(*pytest, "-m", "not serial", "-n", str(cores), "--dist", "loadscope", external=True)
+    session.run(*pytest, "-m", "serial", external=True)
 
 
 @nox.session(venv_backend="none")

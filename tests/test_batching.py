@@ -18,6 +18,8 @@ from bench.instance import REQUEST, STOP, _take_batch
 from bench.loadgen import StepLimits
 from bench.suite import BatchingPolicy, CapacityPolicy, SeqLenMix, SuiteError, load_suite, parse_suite
 
+pytestmark = pytest.mark.serial  # batching waits are timed
+
 
 @pytest.fixture
 def pipe():

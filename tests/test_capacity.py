@@ -25,6 +25,8 @@ from bench.record import ResultRecord
 from bench.report import write_report
 from bench.suite import BatchingPolicy, CapacityPolicy, MeasurePolicy, Scenario, parse_suite
 
+pytestmark = pytest.mark.serial  # capacity searches judge latencies against an SLO on pinned cores
+
 SUITE = """\
 name: cap
 defaults:

@@ -22,6 +22,8 @@ import pytest
 from bench.queueing import md1_p99_s, md1_rate_at_slo
 from bench.record import ResultRecord
 
+pytestmark = pytest.mark.serial  # capacity searches judge latencies against an SLO on pinned cores
+
 HERE = Path(__file__).parent
 
 

@@ -161,6 +161,7 @@ def test_help_explains_every_command(run_cli):
         assert sub.returncode == 0 and "usage: bench" in sub.stdout
 
 
+@pytest.mark.serial  # it times its own timer and sampler
 def test_selfcheck_measures_itself(run_cli, tmp_path):
     result = run_cli("selfcheck", "--model", "tiny_mlp", "--runs", "2", "--block-time", "0.2")
     assert result.returncode in (0, 1), result.stderr  # 1 = a target missed on a noisy machine

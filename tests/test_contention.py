@@ -17,6 +17,8 @@ from bench.record import ResultRecord, read_records
 from bench.runner import ContentionPolicy
 from bench.suite import parse_suite
 
+pytestmark = pytest.mark.serial  # a test beside other tests would see contention it did not make
+
 
 def test_the_verdict_allows_the_free_cores_and_a_margin_per_thread():
     # 2 cores, 1 thread: one core is free for others, plus 0.1 of a core

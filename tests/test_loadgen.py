@@ -23,6 +23,8 @@ from bench.loadgen import (
 )
 from bench.record import ServerStep
 
+pytestmark = pytest.mark.serial  # the sender's sleeps and CPU time are checked
+
 LIMITS = StepLimits(min_duration_s=1.0, min_requests=0, max_duration_s=10.0)
 
 

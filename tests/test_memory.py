@@ -22,7 +22,10 @@ from bench.memory import (
     write_samples_csv,
 )
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+pytestmark = [
+    pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc"),
+    pytest.mark.serial,  # the sampler's accuracy and its own CPU time are checked
+]
 
 MiB = 1024 * 1024
 

@@ -16,6 +16,8 @@ from bench import backends, models, profile_format, profiling
 from bench.report import write_report
 from bench.suite import Scenario
 
+pytestmark = pytest.mark.serial  # a profile's self time is set against the timed latency
+
 REPO = Path(__file__).resolve().parent.parent
 
 

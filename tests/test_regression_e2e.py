@@ -27,7 +27,7 @@ import pytest
 
 import bench
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: two runs' timings are compared
 
 SCENARIO = "tiny_mlp-b1-t1-fp32-eager"
 # Generous rounds: a tiny_mlp call takes tens of microseconds, so 1.5 s is thousands of

@@ -148,7 +148,14 @@ def _busy_worker(client) -> tuple[str, list[int]]:
 
 
 def _harness_children() -> list[int]:
-    return [p.pid for p in psutil.Process().children(recursive=True) if "bench/harness.py" in " ".join(p.cmdline())]
+    pids = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "bench/harness.py" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.Error:  # it ended (a zombie not yet reaped, or gone) while we looked: not running a scenario
+            continue
+    return pids
 
 
 def test_a_scheduler_that_does_not_answer_is_a_clear_error_within_the_timeout():

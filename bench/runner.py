@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -144,21 +145,48 @@ def create_run_dir(reports_dir: Path, suite_name: str) -> tuple[str, Path]:
 
 
 def start_run(
-    suite: Suite, reports_dir: Path, *, rss_interval_s: float | None = None, worker_kind: str = DEFAULT_WORKER_KIND
+    suite: Suite,
+    reports_dir: Path,
+    *,
+    rss_interval_s: float | None = None,
+    worker_kind: str = DEFAULT_WORKER_KIND,
+    start_workers: bool = False,
 ) -> RunContext:
+    """A new run folder and its context. `start_workers`: the caller will run_suite it here, so start the
+    zygote (worker_kind fork) at once: its imports then overlap collecting the environment (seconds)."""
     run_id, run_dir = create_run_dir(reports_dir, suite.name)
     lock_run_folder(run_dir)
-    environment = collect_environment()
-    (run_dir / "suite.yaml").write_text(suite.text, encoding="utf-8")
-    _write_json(run_dir / "environment.json", environment)
-    _write_json(run_dir / "scenarios.json", [s.to_dict() for s in suite.scenarios])
-    context = RunContext(
-        run_id, run_dir, suite, environment, reports_dir / ".cache" / "artifacts", rss_interval_s,
-        worker_kind=worker_kind,
-    )  # fmt: skip
-    write_run_info(context, status="running", started_at=utc_now(), worker_kind=worker_kind)
-    context.results_path.touch()
+    workers = _start_workers(worker_kind, run_dir) if start_workers and suite.scenarios else None
+    with _closed_on_error(workers):
+        environment = collect_environment()
+        (run_dir / "suite.yaml").write_text(suite.text, encoding="utf-8")
+        _write_json(run_dir / "environment.json", environment)
+        _write_json(run_dir / "scenarios.json", [s.to_dict() for s in suite.scenarios])
+        context = RunContext(
+            run_id, run_dir, suite, environment, reports_dir / ".cache" / "artifacts", rss_interval_s,
+            worker_kind=worker_kind, workers=workers,
+        )  # fmt: skip
+        write_run_info(context, status="running", started_at=utc_now(), worker_kind=worker_kind)
+        context.results_path.touch()
     return context
+
+
+def _start_workers(worker_kind: str, run_dir: Path) -> ZygoteWorkers | None:
+    """The run's zygote when its workers fork; None for fresh workers."""
+    if worker_kind != "fork":
+        return None
+    return ZygoteWorkers(worker_env(1, {}), run_dir / "zygote.log", _print_step)
+
+
+@contextlib.contextmanager
+def _closed_on_error(workers: ZygoteWorkers | None) -> Iterator[None]:
+    """End a zygote started for a run that then could not start (a refused resume, a full disk)."""
+    try:
+        yield
+    except BaseException:
+        if workers is not None:
+            workers.close()
+        raise
 
 
 def _read_resumable(run_dir: Path) -> tuple[RunFolder, Suite]:
@@ -215,16 +243,31 @@ def resume_run(
     rss_interval_s: float | None = None,
     on_fleet: bool = False,
     worker_kind: str = DEFAULT_WORKER_KIND,
+    start_workers: bool = False,
 ) -> RunContext:
     """Reopen an interrupted run folder; `pending` lists the scenarios that have no row yet.
 
     `on_fleet`: the caller will send the pending scenarios to a fleet (a fleet run must be
-    resumed on one, a local run must not be)."""
+    resumed on one, a local run must not be). `start_workers`: as start_run's."""
     folder, suite = _read_resumable(run_dir)
     lock_run_folder(run_dir)  # before anything is written: a second writer is refused here
     _check_resume_mode(folder, suite, on_fleet)
     _set_aside_partial_line(folder.results_path)
     records, _ = read_records(folder.results_path)  # again: the partial line, if any, is set aside now
+    workers = _start_workers(worker_kind, run_dir) if start_workers and not on_fleet else None
+    with _closed_on_error(workers):
+        return _resumed_context(folder, suite, records, rss_interval_s, worker_kind, workers)
+
+
+def _resumed_context(
+    folder: RunFolder,
+    suite: Suite,
+    records: list[ResultRecord],
+    rss_interval_s: float | None,
+    worker_kind: str,
+    workers: ZygoteWorkers | None,
+) -> RunContext:
+    run_dir = folder.path
     environment = collect_environment()
     info, recorded = folder.info, folder.environment
     if environment["fingerprint"] != recorded.get("fingerprint"):
@@ -240,7 +283,7 @@ def resume_run(
         raise UserError(f"cannot resume {run_dir} here: {git_problem}")
     context = RunContext(
         run_dir.name, run_dir, suite, recorded, run_dir.parent / ".cache" / "artifacts", rss_interval_s, records,
-        worker_kind=worker_kind,
+        worker_kind=worker_kind, workers=workers,
     )  # fmt: skip
     done = {r.scenario_id for r in records}
     context.pending = [s for s in suite.scenarios if s.id not in done]
@@ -369,9 +412,10 @@ def run_suite(
 
 
 def open_workers(context: RunContext) -> None:
-    """With worker_kind fork: start the run's zygote; its imports overlap the first artifact's preparation."""
-    if context.worker_kind == "fork" and context.workers is None:
-        context.workers = ZygoteWorkers(worker_env(1, {}), context.run_dir / "zygote.log", _print_step)
+    """With worker_kind fork: start the run's zygote, unless start_run or resume_run did; its imports overlap
+    the first artifact's preparation."""
+    if context.workers is None:
+        context.workers = _start_workers(context.worker_kind, context.run_dir)
 
 
 def close_workers(context: RunContext) -> None:

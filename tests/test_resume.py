@@ -13,6 +13,7 @@ from bench import runner
 from bench.cli import main
 from bench.errors import UserError
 from bench.runner import resume_run
+from bench.suite import load_suite
 
 SHA = "1234567890abcdef1234567890abcdef12345678"
 OTHER = "fedcba0987654321fedcba0987654321fedcba09"
@@ -126,3 +127,51 @@ def test_a_local_run_is_not_resumed_on_a_fleet(tmp_path, here, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "it is a local run" in err and "no Dask scheduler answered" not in err
+
+
+class FakeZygote:
+    """Stands in for bench.zygote.ZygoteWorkers: records that it was started and closed."""
+
+    def __init__(self, *args):
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def zygotes(monkeypatch) -> list[FakeZygote]:
+    started: list[FakeZygote] = []
+    monkeypatch.setattr(runner, "ZygoteWorkers", lambda *args: started.append(FakeZygote(*args)) or started[-1])
+    return started
+
+
+def test_the_zygote_starts_before_the_environment_is_collected_and_serves_the_run(tmp_path, here, zygotes, monkeypatch):
+    # Its imports overlap collect_environment's (seconds); run_suite's open_workers then keeps it.
+    zygotes_at_collect = []
+    collect = runner.collect_environment
+    monkeypatch.setattr(runner, "collect_environment", lambda: zygotes_at_collect.append(len(zygotes)) or collect())
+    (tmp_path / "suite.yaml").write_text(SUITE)
+    suite = load_suite(tmp_path / "suite.yaml")
+    context = runner.start_run(suite, tmp_path / "reports", worker_kind="fork", start_workers=True)
+    assert zygotes_at_collect == [1] and context.workers is zygotes[0]
+    runner.open_workers(context)
+    assert context.workers is zygotes[0] and len(zygotes) == 1
+    resumed = resume_run(make_run(tmp_path / "b"), worker_kind="fork", start_workers=True)
+    assert zygotes_at_collect == [1, 2] and resumed.workers is zygotes[1] and not zygotes[1].closed
+
+
+def test_a_refused_resume_ends_the_zygote_it_started(tmp_path, here, zygotes):
+    run_dir = make_run(tmp_path)
+    here["git"] = {"sha": OTHER, "branch": "feature", "dirty": False}
+    with pytest.raises(UserError):
+        resume_run(run_dir, worker_kind="fork", start_workers=True)
+    assert len(zygotes) == 1 and zygotes[0].closed
+
+
+def test_no_zygote_for_fresh_workers_a_fleet_or_a_caller_that_does_not_ask(tmp_path, here, zygotes):
+    assert resume_run(make_run(tmp_path / "a"), worker_kind="fresh", start_workers=True).workers is None
+    fleet_run = make_run(tmp_path / "b", info={"scheduler": "tcp://10.0.0.1:8786"})
+    assert resume_run(fleet_run, worker_kind="fork", start_workers=True, on_fleet=True).workers is None
+    assert resume_run(make_run(tmp_path / "c"), worker_kind="fork").workers is None
+    assert zygotes == []

@@ -135,7 +135,11 @@ def run_command(args: argparse.Namespace) -> int:
         client = fleet.connect(args.scheduler, args.connect_timeout)
     if args.resume is not None:
         context = resume_run(
-            args.resume, rss_interval_s=args.rss_interval, on_fleet=client is not None, worker_kind=worker_kind
+            args.resume,
+            rss_interval_s=args.rss_interval,
+            on_fleet=client is not None,
+            worker_kind=worker_kind,
+            start_workers=True,
         )
         workers = fleet.check_workers(client, context.suite) if client is not None else []
         print(
@@ -155,7 +159,9 @@ def run_command(args: argparse.Namespace) -> int:
         check_writable(args.reports)
         # Before a run folder exists: a fleet that cannot run the suite leaves nothing behind.
         workers = fleet.check_workers(client, suite) if client is not None else []
-        context = start_run(suite, args.reports, rss_interval_s=args.rss_interval, worker_kind=worker_kind)
+        context = start_run(
+            suite, args.reports, rss_interval_s=args.rss_interval, worker_kind=worker_kind, start_workers=client is None
+        )
         print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
     progress = ConsoleProgress()
     history = None

@@ -10,7 +10,7 @@ child sets its thread pools with torch.set_num_threads (bench.worker.WorkerSessi
 libgomp read OMP_NUM_THREADS once, in the zygote, when it was loaded.
 
 Protocol: one JSON line per request on the zygote's stdin, one JSON line per answer on its
-stdout. First the zygote says {"ready": ...}; to a request {"argv", "env", "stdout",
+stdout. First the zygote says {"ready": ..., "t_s"}; to a request {"argv", "env", "stdout",
 "stderr", "cwd"} it answers {"pid"} once forked and {"pid", "returncode"} once the child
 has ended (negative: killed by that signal, as subprocess reports it). The child is reaped
 only when the next request or the end of input arrives, so until the runner has read its
@@ -130,7 +130,8 @@ class Zygote:
             answer = self.answer(timeout_s=READY_TIMEOUT_S)
             if answer is None or not answer.get("ready"):
                 raise ZygoteDied(self._why(f"not ready after {READY_TIMEOUT_S:g} s" if answer is None else answer))
-            ready_s = time.monotonic() - self.started_s
+            # The zygote's own mark: the runner reads the answer only when its first worker is due.
+            ready_s = float(answer.get("t_s", time.monotonic())) - self.started_s
             self.facts = ZygoteFacts(answer["pid"], ready_s, answer["rss_bytes"], answer["threads"])
         return self.facts
 
@@ -256,7 +257,8 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
         answers.flush()
 
     threads = len(os.listdir("/proc/self/task"))
-    say({"ready": True, "pid": os.getpid(), "rss_bytes": read_status_bytes().get("VmRSS"), "threads": threads})
+    ready = {"ready": True, "pid": os.getpid(), "rss_bytes": read_status_bytes().get("VmRSS"), "threads": threads}
+    say({**ready, "t_s": time.monotonic()})  # CLOCK_MONOTONIC: one clock for every process, the runner's too
     last_child = None
     for line in requests:
         if last_child is not None:  # its status was reported: reap it now

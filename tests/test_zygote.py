@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -102,6 +103,18 @@ def test_a_child_dies_with_the_zygote_and_a_new_zygote_takes_over(workers, tmp_p
     workers.zygote.process.wait()
     assert _start(workers, tmp_path, "test_passes") is None
     assert workers.kind == "fresh" and "fresh workers" in workers.announced[-1]
+
+
+def test_ready_s_is_when_the_zygote_was_ready_not_when_its_first_worker_was_asked_for(workers, tmp_path):
+    # bench run starts the zygote early; the first worker is asked for after the environment and artifact.
+    zygote = workers.zygote
+    readable, _, _ = select.select([zygote.process.stdout], [], [], 120)
+    assert readable, "the zygote never said it was ready"
+    seen_s = time.monotonic() - zygote.started_s
+    time.sleep(1.0)
+    child = _start(workers, tmp_path, "test_passes")
+    assert child.wait() == 0
+    assert 0 < workers.facts[0].ready_s <= seen_s
 
 
 def test_closing_leaves_no_process_behind(tmp_path):

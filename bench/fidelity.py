@@ -5,6 +5,12 @@ same class wins for every input), so raw logits would make any precision look pe
 Cosine similarity and top-1 agreement are therefore computed on the *input-dependent*
 part: each output minus the reference's mean output over the fidelity inputs. The max
 absolute error is on the raw outputs.
+
+Quantization can also take that part away: where activations fall below a quantizer's step
+(a random-weight mobilenet_v3_small's are ~1e-9), the output comes out the same for every
+input and its cosine is noise. `input_dependence` says so: the output's spread over the
+inputs (each minus its own mean) against the reference's, ~1 when the output still follows
+the input, ~0 when it no longer does.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 FIDELITY_INPUTS = 4
+# Below this input_dependence the output varies too little over the inputs for cosine or top-1 to mean anything.
+INPUT_DEPENDENCE_FLOOR = 0.1
 
 
 def compare(output: Any, reference: Any) -> dict[str, Any]:
@@ -25,7 +33,7 @@ def compare(output: Any, reference: Any) -> dict[str, Any]:
     non_finite = int((~torch.isfinite(out)).sum())
     if non_finite:  # NaN/inf (e.g. fp16 overflow): no meaningful distance, and JSON has no NaN
         return {"max_abs_error": None, "cosine_similarity": None, "top1_agreement": None,
-                "inputs": out.shape[0], "non_finite_outputs": non_finite}  # fmt: skip
+                "inputs": out.shape[0], "non_finite_outputs": non_finite, "input_dependence": None}  # fmt: skip
     center = ref.mean(dim=0, keepdim=True)
     out_c, ref_c = out - center, ref - center
     return {
@@ -34,7 +42,19 @@ def compare(output: Any, reference: Any) -> dict[str, Any]:
         "top1_agreement": float((out_c.argmax(dim=1) == ref_c.argmax(dim=1)).float().mean()),
         "inputs": out.shape[0],
         "non_finite_outputs": 0,
+        "input_dependence": input_dependence(out, ref),
     }
+
+
+def input_dependence(output: Any, reference: Any) -> float | None:
+    """How much `output` [inputs, features] varies from input to input, relative to `reference`:
+    the Frobenius norm of each minus its own mean over the inputs, in float64 (outputs can be
+    ~1e-9). None when the reference itself is the same for every input (nothing to compare)."""
+    out, ref = output.double(), reference.double()
+    ref_spread = float((ref - ref.mean(dim=0, keepdim=True)).norm())
+    if not ref_spread > 0:
+        return None
+    return float((out - out.mean(dim=0, keepdim=True)).norm()) / ref_spread
 
 
 def row_cosines(a: Any, b: Any) -> Any:

@@ -61,6 +61,9 @@ class Fidelity:
     top1_agreement: float | None  # same centering
     inputs: int | None = None
     non_finite_outputs: int = 0  # NaN/inf values in the output; the three figures are then null
+    # The output's spread over the inputs / the reference's: ~0 means the output no longer depends on the
+    # input (cosine and top-1 are then noise); null for text tasks and where the reference does not vary
+    input_dependence: float | None = None
     metric: str | None = None  # how the figures were computed (bench.fidelity.METRICS); text tasks differ
     cosine_min: float | None = None  # feature-extraction: per-sample cosine of mean-pooled embeddings
     cosine_median: float | None = None  # (cosine_similarity is the same median there)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.fidelity import INPUT_DEPENDENCE_FLOOR
 from bench.markdown import cell, table
 from bench.record import ResultRecord
 from bench.textformat import format_table
@@ -45,6 +46,7 @@ class Point:
     quantized_layers: dict[str, int] = field(default_factory=dict)
     calibration_note: str | None = None  # random calibration: the fidelity is not a real model's
     contended: bool = False  # timed while others took the CPU: its latency is not comparable
+    flat_output: bool = False  # its output barely depends on the input (bench.fidelity.input_dependence)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,13 @@ def _point(record: ResultRecord, base_s: float | None, dominated: bool | None) -
         ({"total": record.quantized_layers} if record.quantized_layers else {}),
         calibration_note=quantization.calibration_note if quantization else None,
         contended=record.contended,
+        flat_output=is_flat(record),
     )  # fmt: skip
+
+
+def is_flat(record: ResultRecord) -> bool:
+    dependence = record.fidelity.input_dependence if record.fidelity else None
+    return dependence is not None and dependence < INPUT_DEPENDENCE_FLOOR
 
 
 def reading(model: str, batch_size: int, points: Sequence[Point], cpu: str | None) -> str:
@@ -160,6 +168,8 @@ def reading(model: str, batch_size: int, points: Sequence[Point], cpu: str | Non
     caveat = " (random calibration: int8_static's fidelity is not a real model's)" if any(
         p.calibration_note for p in frontier[:3]
     ) else ""  # fmt: skip
+    if any(p.flat_output for p in frontier[:3]):
+        caveat += " (flat: that output barely depends on the input, so its cosine says nothing)"
     contended = sum(p.contended for p in points)
     noisy = (f" {contended} of {len(points)} rows were timed on a contended host: their latencies are not comparable."
              if contended else "")  # fmt: skip
@@ -175,7 +185,8 @@ def cells(point: Point) -> list[str]:
     pareto = {None: "-", True: "dominated", False: "frontier"}[point.dominated]
     layers = ", ".join(f"{n} {kind}" for kind, n in point.quantized_layers.items()) or "-"
     return [point.precision, point.load, num(point.median_ms, ".3f"), num(point.p99_ms, ".3f"),
-            num(point.speedup_vs_fp32_eager, ".2f"), num(point.cosine, ".4f"), num(point.top1_accuracy, ".3f"),
+            num(point.speedup_vs_fp32_eager, ".2f"), num(point.cosine, ".4f") + (" flat" if point.flat_output else ""),
+            num(point.top1_accuracy, ".3f"),
             num(point.peak_rss_mib, ".0f"), num(point.artifact_mib, ".1f"), pareto, layers]  # fmt: skip
 
 
@@ -205,6 +216,9 @@ def render_markdown(groups: Sequence[Group]) -> str:
 
 def _footer(group: Group) -> list[str]:
     lines = [group.reading]
+    if any(p.flat_output for p in group.points):
+        lines.append(f"flat: the output's spread over the fidelity inputs is under {INPUT_DEPENDENCE_FLOOR:.0%} of "
+                     "fp32 eager's (it barely depends on the input): its cosine is noise.")  # fmt: skip
     if group.not_ok:
         counts: dict[str, int] = {}
         for _, status, _ in group.not_ok:

@@ -163,13 +163,13 @@ def test_dominated_points_are_those_another_beats_or_ties_everywhere_and_beats_s
 
 
 def _record(precision: str, load: str, median_s: float, cosine: float | None, *, accuracy: float | None = None,
-            status: str = "ok", note: str | None = None) -> ResultRecord:  # fmt: skip
+            status: str = "ok", note: str | None = None, dependence: float | None = 1.0) -> ResultRecord:  # fmt: skip
     ok = status == "ok"
     return ResultRecord(
         run_id="r", scenario_id=f"m-b1-t1-{precision}-{load}", suite="s", model="m", batch_size=1, threads=1,
         interop_threads=1, precision=precision, load=load, runtime="torch", input_shape=[4], status=status,
         reason=None if ok else "why", latency_s=LatencyStats.from_times([median_s] * 3 + [median_s * 1.5]) if ok
-        else None, fidelity=Fidelity(0.0, cosine, 1.0) if cosine is not None else None,
+        else None, fidelity=Fidelity(0.0, cosine, 1.0, input_dependence=dependence) if cosine is not None else None,
         pipeline=PipelineFigures(top1_accuracy=accuracy) if accuracy is not None else None, artifact_bytes=2**20,
         quantization=QuantizationFacts(layers_by_kind={"conv": 2}, calibration_note=note) if note else None,
     )  # fmt: skip
@@ -194,6 +194,15 @@ def test_groups_mark_the_frontier_and_read_it_against_fp32_eager():
     assert "frontier" in table and "dominated" in table and "2 conv" in table and "1 unsupported" in table
     assert json.loads(tradeoffs.render_json([group]))[0]["points"][0]["precision"] == "int8_static"
     assert "| int8_static | compile |" in tradeoffs.render_markdown([group])
+
+
+def test_a_frontier_row_whose_output_is_flat_says_its_cosine_is_noise():
+    records = [_record("fp32", "eager", 0.010, 1.0), _record("int8_dynamic", "eager", 0.004, 0.0076, dependence=0.002)]
+    (group,) = tradeoffs.build_groups(records, "Test CPU")
+    assert [(p.precision, p.flat_output) for p in group.points] == [("int8_dynamic", True), ("fp32", False)]
+    assert "its cosine says nothing" in group.reading
+    table = tradeoffs.render_table([group])
+    assert "0.0076 flat" in table and "1.0000 flat" not in table and "barely depends on the input" in table
 
 
 def test_accuracy_joins_the_objectives_when_every_row_has_one():

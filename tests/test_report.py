@@ -162,6 +162,8 @@ def test_fidelity_when_present_gets_columns_and_a_figure(tmp_path):
         Spec(load="torchscript", median_ms=0.9, fidelity=Fidelity(0.0, 1.0, 1.0, inputs=4)),  # exact: 0 error
         Spec(precision="bf16", median_ms=0.6, fidelity=Fidelity(0.02, 0.999, 0.98, inputs=4)),
         Spec(precision="int8_dynamic", median_ms=0.4, fidelity=Fidelity(0.3, 0.97, 0.9, inputs=4)),
+        Spec(precision="int8_static", median_ms=0.3,
+             fidelity=Fidelity(1e-6, 0.0076, 0.25, inputs=4, input_dependence=0.004)),
         Spec(
             precision="fp16", median_ms=40.0, fidelity=Fidelity(None, None, None, inputs=4, non_finite_outputs=12),
             extra={"rounds_limited_by_time": True},
@@ -174,12 +176,14 @@ def test_fidelity_when_present_gets_columns_and_a_figure(tmp_path):
     assert "cosine sim." in page and "not measured yet" not in page
     assert "NaN/inf" in page and "12 NaN/inf output values" in page
     assert "max_time_s cut the steady state" in page
+    assert "output barely depends on the input (its spread over the fidelity inputs is 0.4% of fp32" in page
     table = pd.read_csv(result.csv).set_index("scenario_id")
     assert table.loc["tiny_mlp-b1-t1-fp16-eager", "fidelity_non_finite_outputs"] == 12
     assert table.loc["tiny_mlp-b1-t1-fp16-eager", "rounds_limited_by_time"]
     assert table.loc["tiny_mlp-b1-t1-bf16-eager", "fidelity_cosine_similarity"] == pytest.approx(0.999)
     markdown = result.markdown.read_text(encoding="utf-8")
-    assert "NaN/inf" in markdown and "max_time_s cut" in markdown
+    assert "NaN/inf" in markdown and "max_time_s cut" in markdown and "barely depends on the input" in markdown
+    assert table.loc["tiny_mlp-b1-t1-int8_static-eager", "fidelity_input_dependence"] == pytest.approx(0.004)
 
 
 # --- several runs ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.fidelity import INPUT_DEPENDENCE_FLOOR
 from bench.record import ResultRecord
 from bench.report.data import RunData
 from bench.units import GIB, MIB
@@ -32,7 +33,7 @@ COLUMNS = [
     "load_ms", "first_inference_ms", "peak_rss_mib", "rss_before_load_mib", "peak_rss_anon_mib",
     "peak_rss_file_mib", "peak_uss_mib", "artifact_mib",
     "fidelity_max_abs_error", "fidelity_cosine_similarity", "fidelity_top1_agreement",
-    "fidelity_inputs", "fidelity_non_finite_outputs",
+    "fidelity_inputs", "fidelity_non_finite_outputs", "fidelity_input_dependence",
     "vs_fp32", "cliff", "vs_dense", "weight_sparsity", "parameters",
     "pipeline_images_per_s", "top1_accuracy", "top5_accuracy",
     "autograd_saved_mib", "outputs_repeat", "given_training", "given_parameters_requiring_grad",
@@ -155,6 +156,7 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
         "fidelity_top1_agreement": _num(_get(fid, "top1_agreement")),
         "fidelity_inputs": _num(_get(fid, "inputs")),
         "fidelity_non_finite_outputs": _num(_get(fid, "non_finite_outputs")),
+        "fidelity_input_dependence": _num(_get(fid, "input_dependence")),
         "vs_fp32": math.nan,
         "cliff": False,
         "vs_dense": math.nan,
@@ -374,6 +376,12 @@ def row_notes(row: pd.Series) -> list[str]:
     non_finite = row.get("fidelity_non_finite_outputs")
     if non_finite is not None and not pd.isna(non_finite) and non_finite > 0:
         notes.append(f"{int(non_finite)} NaN/inf output values: no fidelity figures")
+    dependence = row.get("fidelity_input_dependence")
+    if dependence is not None and not pd.isna(dependence) and dependence < INPUT_DEPENDENCE_FLOOR:
+        notes.append(
+            f"output barely depends on the input (its spread over the fidelity inputs is {dependence:.1%} of "
+            "fp32's): cosine and top-1 say nothing"
+        )
     given = [("in training mode" if row.get("given_training") is True else "")]
     grad = row.get("given_parameters_requiring_grad")
     if grad is not None and not pd.isna(grad) and grad > 0:

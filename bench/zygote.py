@@ -169,13 +169,13 @@ class Zygote:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def close(self) -> None:
-        """End of input: the zygote reaps its last child and exits; killed if it does not within 5 s."""
+    def close(self, wait_s: float = 5.0) -> None:
+        """End of input: the zygote reaps its last child and exits; killed if it does not within `wait_s`."""
         with contextlib.suppress(OSError):
             assert self.process.stdin is not None
             self.process.stdin.close()
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -234,7 +234,9 @@ class ZygoteWorkers:
 
     def close(self) -> None:
         if self.zygote is not None:
-            self.zygote.close()
+            # One asked for no worker yet may still be importing, and would read the end of its input only
+            # after that (seconds): with no child to reap, it is killed at once.
+            self.zygote.close(wait_s=5.0 if self.zygote.facts is not None else 0.0)
             self.zygote = None
 
 

@@ -117,6 +117,14 @@ def test_ready_s_is_when_the_zygote_was_ready_not_when_its_first_worker_was_aske
     assert 0 < workers.facts[0].ready_s <= seen_s
 
 
+def test_a_zygote_asked_for_no_worker_is_killed_at_once_not_waited_for(tmp_path):
+    # A run that stops before its first scenario (a refused resume, a full disk) must not wait for imports.
+    pool = ZygoteWorkers(worker_env(1, {}), tmp_path / "zygote.log", print)
+    process = pool.zygote.process
+    pool.close()
+    assert process.returncode == -signal.SIGKILL
+
+
 def test_closing_leaves_no_process_behind(tmp_path):
     pool = ZygoteWorkers(worker_env(1, {}), tmp_path / "zygote.log", print)
     mark = tmp_path / "pid"

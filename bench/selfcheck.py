@@ -5,7 +5,8 @@
 (b) Sampler accuracy: the parent's sampled peak RSS against the kernel's high-water mark.
 (c) Sampler cost: latency of rounds while the sampler runs against rounds while it
     sleeps (the sampler is toggled on and off in a fixed rhythm during (a)).
-(d) Run-to-run noise: the coefficient of variation of the median over fresh processes.
+(d) Run-to-run noise: the coefficient of variation of the median over new worker processes,
+    forked or fresh as `bench run` starts them.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def run_selfcheck(
     if scenario is None and not models.is_known(model):
         raise UserError(f"--model: unknown model '{model}'; see 'bench models'")
     if runs < 2:
-        raise UserError(f"--runs: at least 2 fresh processes are needed for a coefficient of variation, got {runs}")
+        raise UserError(f"--runs: at least 2 worker processes are needed for a coefficient of variation, got {runs}")
     policy = MeasurePolicy(warmup_rounds=10, min_rounds=10, max_time_s=block_time_s)
     if scenario is not None:
         scenario = dataclasses.replace(scenario, threads=threads or scenario.threads, measure=policy, host_group=None,
@@ -280,8 +281,14 @@ def _run_to_run(records: list[ResultRecord]) -> Check:
         coefficient_of_variation(medians),
         None,
         None,
-        f"{len(medians)} fresh processes: " + ", ".join(f"{m * 1e3:.3f} ms" for m in medians),
+        f"{len(medians)} worker processes ({_kinds(records)}): " + ", ".join(f"{m * 1e3:.3f} ms" for m in medians),
     )
+
+
+def _kinds(records: list[ResultRecord]) -> str:
+    """'forked' or 'fresh interpreters' (both, if the zygote died mid-check)."""
+    names = {"fork": "forked", "fresh": "fresh interpreters"}
+    return " and ".join(names.get(k, k) for k in sorted({r.worker_kind or "fresh" for r in records}))
 
 
 def print_selfcheck(result: SelfcheckResult) -> None:

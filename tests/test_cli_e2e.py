@@ -10,6 +10,7 @@ import pytest
 
 from bench import history
 from bench.record import read_records
+from bench.zygote import fork_available
 
 pytestmark = pytest.mark.slow
 
@@ -170,6 +171,7 @@ def test_selfcheck_measures_itself(run_cli, tmp_path):
     checks = {c["name"]: c["value"] for c in report["checks"]}
     for name in checks:
         assert name in result.stdout
+    assert f"2 worker processes ({'forked' if fork_available() else 'fresh interpreters'})" in result.stdout
     # Contended measurements are listed, and then no verdict is given: the figures mean little
     # (a loaded host gave harness/Timer 0.22). This host is shared: either case may happen.
     assert isinstance(report["contended"], list)

@@ -20,12 +20,12 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         description="Run one small scenario and check the tool itself: (a) harness median against "
         "torch.utils.benchmark.Timer, interleaved in one process; (b) sampled peak RSS against the "
         "kernel's high-water mark; (c) the RSS sampler's cost on latency (sampler toggled on and off); "
-        "(d) run-to-run coefficient of variation over fresh processes.",
+        "(d) run-to-run coefficient of variation over new worker processes (forked or fresh, as --worker says).",
     )
     selfcheck.add_argument("--model", default="resnet18", help="model to time (default: resnet18)")
     selfcheck.add_argument("--threads", type=int, help="threads (default: all usable cores, the hardest case)")
     selfcheck.add_argument("--batch-size", type=int, default=1)
-    selfcheck.add_argument("--runs", type=int, default=3, help="fresh processes for the run-to-run CV (default 3)")
+    selfcheck.add_argument("--runs", type=int, default=3, help="worker processes for the run-to-run CV (default 3)")
     selfcheck.add_argument(
         "--block-time", type=float, default=0.5, metavar="SECONDS", help="time per interleaved block (default 0.5)"
     )

@@ -46,6 +46,11 @@ def compare(output: Any, reference: Any) -> dict[str, Any]:
     }
 
 
+def is_flat(input_dependence: float | None) -> bool:
+    """Whether an output varied too little over the fidelity inputs for its cosine or top-1 to mean anything."""
+    return input_dependence is not None and input_dependence < INPUT_DEPENDENCE_FLOOR
+
+
 def input_dependence(output: Any, reference: Any) -> float | None:
     """How much `output` [inputs, features] varies from input to input, relative to `reference`:
     the Frobenius norm of each minus its own mean over the inputs, in float64 (outputs can be

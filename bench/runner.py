@@ -256,43 +256,31 @@ def resume_run(
     records, _ = read_records(folder.results_path)  # again: the partial line, if any, is set aside now
     workers = _start_workers(worker_kind, run_dir) if start_workers and not on_fleet else None
     with _closed_on_error(workers):
-        return _resumed_context(folder, suite, records, rss_interval_s, worker_kind, workers)
-
-
-def _resumed_context(
-    folder: RunFolder,
-    suite: Suite,
-    records: list[ResultRecord],
-    rss_interval_s: float | None,
-    worker_kind: str,
-    workers: ZygoteWorkers | None,
-) -> RunContext:
-    run_dir = folder.path
-    environment = collect_environment()
-    info, recorded = folder.info, folder.environment
-    if environment["fingerprint"] != recorded.get("fingerprint"):
-        raise UserError(
-            f"cannot resume {run_dir} here: the environment differs from the one it started on "
-            "(CPU, cores, kernel, Python or library versions); start a new run instead"
+        environment = collect_environment()
+        info, recorded = folder.info, folder.environment
+        if environment["fingerprint"] != recorded.get("fingerprint"):
+            raise UserError(
+                f"cannot resume {run_dir} here: the environment differs from the one it started on "
+                "(CPU, cores, kernel, Python or library versions); start a new run instead"
+            )
+        started_on, now_on = recorded.get("git"), environment.get("git")
+        if isinstance(started_on, dict) and started_on.get("dirty") is False:
+            now_on = _git_apart_from(now_on, run_dir.parent)  # the run's own files are no code change
+        git_problem = git_difference(started_on, now_on)
+        if git_problem:
+            raise UserError(f"cannot resume {run_dir} here: {git_problem}")
+        context = RunContext(
+            run_dir.name, run_dir, suite, recorded, run_dir.parent / ".cache" / "artifacts", rss_interval_s, records,
+            worker_kind=worker_kind, workers=workers,
+        )  # fmt: skip
+        done = {r.scenario_id for r in records}
+        context.pending = [s for s in suite.scenarios if s.id not in done]
+        # finished_at belonged to the interrupted part; the run has not finished while it runs again.
+        resumed_at = [*info.get("resumed_at", []), utc_now()]
+        write_run_info(
+            context, status="running", finished_at=None, reason=None, resumed_at=resumed_at, worker_kind=worker_kind
         )
-    started_on, now_on = recorded.get("git"), environment.get("git")
-    if isinstance(started_on, dict) and started_on.get("dirty") is False:
-        now_on = _git_apart_from(now_on, run_dir.parent)  # the run's own files are no code change
-    git_problem = git_difference(started_on, now_on)
-    if git_problem:
-        raise UserError(f"cannot resume {run_dir} here: {git_problem}")
-    context = RunContext(
-        run_dir.name, run_dir, suite, recorded, run_dir.parent / ".cache" / "artifacts", rss_interval_s, records,
-        worker_kind=worker_kind, workers=workers,
-    )  # fmt: skip
-    done = {r.scenario_id for r in records}
-    context.pending = [s for s in suite.scenarios if s.id not in done]
-    # finished_at belonged to the interrupted part; the run has not finished while it runs again.
-    resumed_at = [*info.get("resumed_at", []), utc_now()]
-    write_run_info(
-        context, status="running", finished_at=None, reason=None, resumed_at=resumed_at, worker_kind=worker_kind
-    )
-    return context
+        return context
 
 
 def _git_apart_from(git: Any, reports_dir: Path) -> Any:

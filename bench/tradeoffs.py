@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.fidelity import INPUT_DEPENDENCE_FLOOR
+from bench.fidelity import INPUT_DEPENDENCE_FLOOR, is_flat
 from bench.markdown import cell, table
 from bench.record import ResultRecord
 from bench.textformat import format_table
@@ -146,13 +146,8 @@ def _point(record: ResultRecord, base_s: float | None, dominated: bool | None) -
         ({"total": record.quantized_layers} if record.quantized_layers else {}),
         calibration_note=quantization.calibration_note if quantization else None,
         contended=record.contended,
-        flat_output=is_flat(record),
+        flat_output=is_flat(record.fidelity.input_dependence if record.fidelity else None),
     )  # fmt: skip
-
-
-def is_flat(record: ResultRecord) -> bool:
-    dependence = record.fidelity.input_dependence if record.fidelity else None
-    return dependence is not None and dependence < INPUT_DEPENDENCE_FLOOR
 
 
 def reading(model: str, batch_size: int, points: Sequence[Point], cpu: str | None) -> str:

@@ -131,7 +131,7 @@ class Zygote:
             if answer is None or not answer.get("ready"):
                 raise ZygoteDied(self._why(f"not ready after {READY_TIMEOUT_S:g} s" if answer is None else answer))
             # The zygote's own mark: the runner reads the answer only when its first worker is due.
-            ready_s = float(answer.get("t_s", time.monotonic())) - self.started_s
+            ready_s = float(answer["t_s"]) - self.started_s
             self.facts = ZygoteFacts(answer["pid"], ready_s, answer["rss_bytes"], answer["threads"])
         return self.facts
 

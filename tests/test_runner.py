@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench import backends
 from bench.runner import build_record, run_worker
 from bench.suite import MeasurePolicy, Scenario
 
@@ -45,8 +46,6 @@ def test_a_worker_that_raises_gives_a_failed_record_naming_phase_and_error(tmp_p
 
 def test_thread_settings_take_effect_in_the_worker(tmp_path):
     scenario = _scenario(model="tiny_cnn", input_shape=(3, 32, 32), threads=2, interop_threads=2)
-    from bench import backends
-
     artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
     outcome = run_worker(scenario, artifact.path, tmp_path / "w", tmp_path / "b.json", rss_interval_s=0.01)
     assert outcome.returncode == 0, outcome.stderr_tail
@@ -57,8 +56,6 @@ def test_thread_settings_take_effect_in_the_worker(tmp_path):
 
 
 def test_a_worker_killed_by_a_signal_names_the_signal_and_where_it_crashed(tmp_path):
-    from bench import backends
-
     scenario = _scenario()
     artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
     # A real segfault in the worker: a sitecustomize that reads address 0 when the harness imports
@@ -94,8 +91,6 @@ def test_a_worker_started_under_a_pytest_xdist_worker_still_times_its_rounds(tmp
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
     scenario = _scenario()
-    from bench import backends
-
     artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
     outcome = run_worker(scenario, artifact.path, tmp_path / "w", tmp_path / "b.json", rss_interval_s=0.01)
     assert outcome.returncode == 0, outcome.stderr_tail

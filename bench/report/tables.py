@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.fidelity import INPUT_DEPENDENCE_FLOOR
+from bench.fidelity import is_flat
 from bench.record import ResultRecord
 from bench.report.data import RunData
 from bench.units import GIB, MIB
@@ -377,7 +377,7 @@ def row_notes(row: pd.Series) -> list[str]:
     if non_finite is not None and not pd.isna(non_finite) and non_finite > 0:
         notes.append(f"{int(non_finite)} NaN/inf output values: no fidelity figures")
     dependence = row.get("fidelity_input_dependence")
-    if dependence is not None and not pd.isna(dependence) and dependence < INPUT_DEPENDENCE_FLOOR:
+    if is_flat(dependence):  # NaN (not measured) is not below the floor
         notes.append(
             f"output barely depends on the input (its spread over the fidelity inputs is {dependence:.1%} of "
             "fp32's): cosine and top-1 say nothing"

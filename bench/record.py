@@ -59,8 +59,10 @@ class Fidelity:
     max_abs_error: float | None  # on raw outputs
     cosine_similarity: float | None  # on outputs minus the reference's mean output (see bench.fidelity)
     top1_agreement: float | None  # same centering
-    inputs: int | None = None
+    inputs: int | None = None  # text tasks: the distinct samples compared
     non_finite_outputs: int = 0  # NaN/inf values in the output; the three figures are then null
+    duplicate_inputs: int = 0  # text tasks: samples left out as exact repeats of an earlier one (bench.fidelity)
+    note: str | None = None  # why a figure is null (too few distinct samples for nearest-neighbour agreement)
     # The output's spread over the inputs / the reference's: ~0 means the output no longer depends on the
     # input (cosine and top-1 are then noise); null for text tasks and where the reference does not vary
     input_dependence: float | None = None

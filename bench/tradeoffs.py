@@ -47,6 +47,7 @@ class Point:
     calibration_note: str | None = None  # random calibration: the fidelity is not a real model's
     contended: bool = False  # timed while others took the CPU: its latency is not comparable
     flat_output: bool = False  # its output barely depends on the input (bench.fidelity.input_dependence)
+    fidelity_note: str | None = None  # why a fidelity figure is null (bench.fidelity)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def _point(record: ResultRecord, base_s: float | None, dominated: bool | None) -
         calibration_note=quantization.calibration_note if quantization else None,
         contended=record.contended,
         flat_output=is_flat(record.fidelity.input_dependence if record.fidelity else None),
+        fidelity_note=record.fidelity.note if record.fidelity else None,
     )  # fmt: skip
 
 
@@ -155,6 +157,9 @@ def reading(model: str, batch_size: int, points: Sequence[Point], cpu: str | Non
     where = f"On {cpu}" if cpu else "On this CPU"
     if not any((p.precision, p.load) == BASELINE for p in points):
         return f"{where}, {model} at batch {batch_size} has no fp32 eager row to compare against."
+    if all((p.precision, p.load) == BASELINE for p in points):
+        return (f"{where}, {model} at batch {batch_size} was measured in fp32 eager only: nothing to trade off "
+                "(add precisions or load modes to the suite to compare them).")  # fmt: skip
     frontier = [p for p in points if p.dominated is False and (p.precision, p.load) != BASELINE]
     if not frontier:
         return f"{where}, nothing beats fp32 eager for {model} at batch {batch_size}: every other row is dominated."
@@ -214,6 +219,7 @@ def _footer(group: Group) -> list[str]:
     if any(p.flat_output for p in group.points):
         lines.append(f"flat: the output's spread over the fidelity inputs is under {INPUT_DEPENDENCE_FLOOR:.0%} of "
                      "fp32 eager's (it barely depends on the input): its cosine is noise.")  # fmt: skip
+    lines += [f"{p.precision} under {p.load}: {p.fidelity_note}" for p in group.points if p.fidelity_note]
     if group.not_ok:
         counts: dict[str, int] = {}
         for _, status, _ in group.not_ok:

@@ -297,8 +297,9 @@ class WorkerSession:
         batch = backends.to_runtime_input(self.scenario, inputs)
         output = backends.run_inputs(self.infer, batch, self.result.get("fixed_batch"))
         task = self.scenario.source.task if self.scenario.source else None
-        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
-        self.result["fidelity"] = compare_task(task, output, reference, mask)
+        named = inputs if isinstance(inputs, dict) else None
+        mask = named.get("attention_mask") if named else None
+        self.result["fidelity"] = compare_task(task, output, reference, mask, named)
 
     def generate(self) -> None:
         """With `generate:` (causal-lm): greedy generation with the KV cache, after everything timed."""

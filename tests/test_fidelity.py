@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.fidelity import compare, compare_task, row_cosines
+from bench.fidelity import compare, compare_task, distinct_samples, row_cosines
+from bench.record import Fidelity, ResultRecord
+from bench.report.data import RunData
+from bench.report.text import build_text, text_markdown
 
 
 def test_outputs_of_vanishing_size_keep_their_cosine():
@@ -41,3 +44,56 @@ def test_an_output_that_no_longer_follows_the_input_has_no_input_dependence():
     # A reference that is the same for every input gives nothing to compare with.
     assert compare(torch.randn(4, 10), torch.ones(4, 10))["input_dependence"] is None
     assert compare(torch.full((4, 10), float("nan")), torch.randn(4, 10))["input_dependence"] is None
+
+
+def _repeated_text_samples(sentences: int, samples: int = 16) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Named inputs and fp32 embeddings [samples, seq, hidden] as a `text:` file of `sentences` lines gives
+    them for `samples` fidelity samples: the file repeats, so sample i is sentence i % sentences."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 100, (sentences, 6))[torch.arange(samples) % sentences]
+    named = {"input_ids": ids, "attention_mask": torch.ones(samples, 6, dtype=torch.int64)}
+    return named, torch.randn(sentences, 6, 8)[torch.arange(samples) % sentences]
+
+
+def test_repeated_text_samples_do_not_tie_as_each_others_nearest_neighbour():
+    # A 5-sentence file for 16 samples: each sample's copies were its nearest neighbours at similarity 1,
+    # and float noise (1e-7, as fp32 ONNX Runtime against fp32 eager) chose among them: 0.81 was read.
+    named, reference = _repeated_text_samples(5)
+    output = reference + 1e-7 * torch.randn(reference.shape)
+    figures = compare_task("feature-extraction", output, reference, named["attention_mask"], named)
+    assert figures["nearest_neighbour_agreement"] == 1.0
+    assert (figures["inputs"], figures["duplicate_inputs"], figures["note"]) == (5, 11, None)
+    assert figures["cosine_min"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_too_few_distinct_samples_give_no_nearest_neighbour_agreement_and_say_why():
+    named, reference = _repeated_text_samples(2)
+    figures = compare_task("feature-extraction", reference.clone(), reference, named["attention_mask"], named)
+    assert figures["nearest_neighbour_agreement"] is None
+    assert (figures["inputs"], figures["duplicate_inputs"]) == (2, 14)
+    assert "2 distinct sample(s), it needs at least 3" in figures["note"]
+    assert figures["cosine_median"] == pytest.approx(1.0)  # the other figures stand, on the distinct samples
+
+
+def test_samples_that_differ_in_any_named_input_are_distinct():
+    ids, mask = torch.tensor([[1, 2], [1, 2], [1, 2]]), torch.tensor([[1, 1], [1, 0], [1, 1]])
+    named = {"input_ids": ids, "attention_mask": mask}
+    assert distinct_samples(named) == [0, 1]
+    logits = torch.randn(3, 4)
+    causal = compare_task("causal-lm", logits.view(3, 1, 4), logits.view(3, 1, 4), mask[:, :1], named)
+    assert (causal["inputs"], causal["duplicate_inputs"], causal["positions"]) == (2, 1, 2)
+
+
+def test_the_reports_text_section_says_which_samples_repeated_and_why_a_figure_is_missing(tmp_path):
+    named, reference = _repeated_text_samples(2)
+    figures = compare_task("feature-extraction", reference.clone(), reference, named["attention_mask"], named)
+    record = ResultRecord(
+        run_id="r", scenario_id="bert-b1", suite="s", model="bert", batch_size=1, threads=1, interop_threads=1,
+        precision="fp32", load="eager", runtime="torch", input_shape=[6], status="ok", seq_len=6,
+        named_inputs=[{"name": "input_ids", "shape": [6], "dtype": "int64"}], task="feature-extraction",
+        fidelity=Fidelity(**figures),
+    )  # fmt: skip
+    run = RunData(tmp_path, "r", "r", "s", {}, {}, [record], [])
+    markdown = text_markdown(build_text([run], tmp_path), tmp_path)
+    assert "- bert-b1: 14 of 16 samples repeat an earlier one exactly and are left out" in markdown
+    assert "bert-b1: no nearest-neighbour agreement: 2 distinct sample(s)" in markdown

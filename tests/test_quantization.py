@@ -3,6 +3,7 @@ bench.calibration, bench.tradeoffs). No speed is asserted: the benchmark reports
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -203,6 +204,21 @@ def test_a_frontier_row_whose_output_is_flat_says_its_cosine_is_noise():
     assert "its cosine says nothing" in group.reading
     table = tradeoffs.render_table([group])
     assert "0.0076 flat" in table and "1.0000 flat" not in table and "barely depends on the input" in table
+
+
+def test_a_run_of_fp32_eager_rows_only_has_nothing_to_trade_off():
+    # It read "nothing beats fp32 eager ...: every other row is dominated" with no other row there.
+    (group,) = tradeoffs.build_groups([_record("fp32", "eager", 0.010, 1.0)], "Test CPU")
+    assert "fp32 eager only: nothing to trade off" in group.reading and "dominated" not in group.reading
+
+
+def test_a_fidelity_figure_left_null_says_why_under_the_table():
+    note = "no nearest-neighbour agreement: 2 distinct sample(s), it needs at least 3"
+    records = [_record("fp32", "eager", 0.010, 1.0),
+               dataclasses.replace(_record("int8_static", "eager", 0.005, 0.999), fidelity=Fidelity(0.1, 0.999, None,
+                                   note=note))]  # fmt: skip
+    (group,) = tradeoffs.build_groups(records, None)
+    assert f"int8_static under eager: {note}" in tradeoffs.render_table([group])
 
 
 def test_accuracy_joins_the_objectives_when_every_row_has_one():

@@ -55,7 +55,8 @@ GENERATION_HEADERS = [
 class TextSection:
     rows: list[tuple[str, ResultRecord]] = field(default_factory=list)  # (run tag, ok record with a seq_len)
     figure: FigureResult | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # generation's
+    fidelity_notes: list[str] = field(default_factory=list)
 
     @property
     def generated(self) -> list[tuple[str, ResultRecord]]:
@@ -71,6 +72,7 @@ def build_text(runs: Sequence[RunData], fig_dir: Path) -> TextSection | None:
     section = TextSection(rows)
     generated = section.generated
     section.notes = [f"{tagged_label(tag, r)}: {r.generation.note}" for tag, r in generated if r.generation.note]
+    section.fidelity_notes = [f"{tagged_label(tag, r)}: {note}" for tag, r in rows for note in _fidelity_notes(r)]
     measured = [(tag, r) for tag, r in section.generated if r.generation.tpot_by_position_s]
     if measured:
         try:
@@ -100,6 +102,19 @@ def _draw(rows: list[tuple[str, ResultRecord]], fig_dir: Path) -> FigureResult:
 
 def _num(value: float | None, scale: float = 1.0, fmt: str = "{:.4g}") -> str:
     return "-" if value is None else fmt.format(value * scale)
+
+
+def _fidelity_notes(record: ResultRecord) -> list[str]:
+    """What the fidelity table's row leaves out: repeated samples, and why a figure is missing."""
+    f = record.fidelity
+    if f is None:
+        return []
+    notes = [f.note] if f.note else []
+    if f.duplicate_inputs:
+        total = f.duplicate_inputs + (f.inputs or 0)
+        notes.insert(0, f"{f.duplicate_inputs} of {total} samples repeat an earlier one exactly and are left out; "
+                     f"its figures are on the {f.inputs} distinct ones")  # fmt: skip
+    return notes
 
 
 def _fidelity_cells(tag: str, record: ResultRecord) -> list[str]:
@@ -140,6 +155,7 @@ def text_html(section: TextSection | None) -> str:
         "<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in _metrics(section)) + "</ul>",
         section_table("text-fidelity-table", FIDELITY_HEADERS, (_fidelity_cells(*row) for row in section.rows),
                       ["id", "text"] + ["num"] * (len(FIDELITY_HEADERS) - 2)),
+        *(f'<div class="note">{html.escape(note)}</div>' for note in section.fidelity_notes),
     ]  # fmt: skip
     if section.generated:
         parts += [
@@ -162,6 +178,8 @@ def text_markdown(section: TextSection | None, out_dir: Path) -> str:
     out = ["## Text models\n", INTRO + "\n", *(f"- {cell(m)}" for m in _metrics(section)), ""]
     rows = [[cell(c) for c in _fidelity_cells(*row)] for row in section.rows]
     out.append(table(unit_headers(FIDELITY_HEADERS), rows, ["l", "l"] + ["r"] * (len(FIDELITY_HEADERS) - 2)) + "\n")
+    if section.fidelity_notes:
+        out += [*(f"- {cell(note)}" for note in section.fidelity_notes), ""]
     if section.generated:
         rows = [[cell(c) for c in _generation_cells(*row)] for row in section.generated]
         out += ["### Generation\n", GENERATION_INTRO + "\n",

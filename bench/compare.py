@@ -35,6 +35,10 @@ which measured nothing: then each matched row's own environment fingerprint is c
 other side's row, explained from the hosts' environments/<fingerprint>.json. Otherwise the
 comparison is refused, naming the differences, unless allow_env_mismatch is set; then every row
 carries a warning.
+
+Both sides holding the same measurements (one run given twice, or a copy of it under another
+run id: equal round times and latency figures in every matched scenario) is compared, with a
+first warning saying so: every change is then 0 and no verdict says anything.
 """
 
 from __future__ import annotations
@@ -572,6 +576,9 @@ def compare_runs(
     for label, base, cand in pairs:
         rows.extend(compare_scenario(label, base, cand, rule))
     warnings = [f"baseline: {w}" for w in baseline.warnings] + [f"candidate: {w}" for w in candidate.warnings]
+    same = _same_measurements(baseline, candidate, pairs)
+    if same:
+        warnings.insert(0, same)
     mismatch = env_diffs + thread_diffs
     if mismatch:
         warnings.insert(0, "compared despite differences (--allow-env-mismatch): " + "; ".join(mismatch))
@@ -597,6 +604,24 @@ def compare_runs(
     if only_cand:
         warnings.append(f"{len(only_cand)} scenario(s) only in the candidate: {_some(only_cand)}")
     return Comparison(baseline, candidate, rule, rows, env_diffs, thread_diffs, only_base, only_cand, warnings)
+
+
+def _same_measurements(
+    baseline: RunSnapshot, candidate: RunSnapshot, pairs: Sequence[tuple[str, ScenarioResult, ScenarioResult]]
+) -> str | None:
+    """A warning when both sides hold the same measurements: one run given twice, or a copy of it.
+    Comparing a run with itself read 19 of 30 metrics inconclusive (intervals wider than the
+    threshold around a change of exactly 0), with nothing saying no second measurement existed."""
+    consequence = ("every change is 0 by construction, and the verdicts say nothing about a change. Compare two "
+                   "runs measured apart")  # fmt: skip
+    if baseline.run_id == candidate.run_id:
+        return f"the baseline and the candidate are the same run ({baseline.run_id}): {consequence}"
+    if all(b.round_times == c.round_times and b.record.get("latency_s") == c.record.get("latency_s")
+           for _, b, c in pairs) and any(b.record.get("latency_s") for _, b, _ in pairs):  # fmt: skip
+        return (f"the baseline {baseline.run_id} and the candidate {candidate.run_id} hold identical measurements "
+                f"(every scenario's round times and latency figures are equal): one run copied, not two. "
+                + consequence)  # fmt: skip
+    return None
 
 
 def _some(names: Sequence[str], limit: int = 5) -> str:

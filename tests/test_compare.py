@@ -245,6 +245,19 @@ def test_a_and_a_is_never_regressed(tmp_path):
         assert set(verdicts(comparison, "median").values()) == {"unchanged"}  # p99 from a 2 % tail may be noisy
 
 
+def test_a_run_compared_with_itself_or_its_copy_says_so(tmp_path, capsys):
+    # `bench compare RUN RUN` read 19 of 30 inconclusive with nothing saying no second measurement existed.
+    base, _ = pair(tmp_path / "self")
+    assert main(["compare", base.source, base.source, "--format", "markdown"]) == 0
+    assert f"the baseline and the candidate are the same run ({base.run_id})" in capsys.readouterr().out
+    assert "same run" in format_text(compare_runs(base, base)).split("scenario")[0]  # a warning above the table
+    copy = make_run(tmp_path / "copy", SPECS, run_id="20260103-120000-demo")
+    edit_run(copy, rounds=lambda sid: base.results[sid].round_times)
+    (warning, *_) = compare_runs(base, read_run_folder(copy)).warnings
+    assert "hold identical measurements" in warning and "one run copied, not two" in warning
+    assert not any("same run" in w or "identical" in w for w in compare_runs(*pair(tmp_path / "two")).warnings)
+
+
 def test_a_slowdown_is_regressed_and_a_speedup_improved(tmp_path):
     base, cand = pair(tmp_path / "slow", slow=1.3)
     comparison = compare_runs(base, cand)

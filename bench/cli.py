@@ -85,7 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        help="show full tracebacks on errors, and library warnings (bench run keeps them in library.log)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="bench",

@@ -1,4 +1,5 @@
-"""Errors a user can fix. The CLI prints them as one paragraph and exits 2."""
+"""Errors a user can fix. The CLI prints them as one paragraph and exits 2. bench's own warnings
+are BenchWarning: those reach the console while library warnings are kept aside (bench.library_log)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,7 @@ class SuiteError(UserError):
 
 class Unsupported(Exception):
     """Not a user error: this scenario cannot run as asked; the message says why, for the row's reason."""
+
+
+class BenchWarning(UserWarning):
+    """A warning of bench's own, for the user: it prints even where library warnings are kept aside."""

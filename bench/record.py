@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.contention import Contention
+from bench.errors import BenchWarning
 from bench.stats import LatencyStats
 
 SCHEMA_VERSION = 1
@@ -552,5 +553,5 @@ def read_records(path: Path) -> tuple[list[ResultRecord], list[ReadProblem]]:
             except (json.JSONDecodeError, TypeError, ValueError) as exc:
                 problems.append(ReadProblem(number, f"{type(exc).__name__}: {exc}"))
     for problem in problems:
-        warnings.warn(f"{path}: line {problem.line} skipped ({problem.message})", stacklevel=2)
+        warnings.warn(f"{path}: line {problem.line} skipped ({problem.message})", BenchWarning, stacklevel=2)
     return records, problems

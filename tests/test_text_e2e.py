@@ -5,6 +5,7 @@ that become failed rows naming their field."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -127,3 +128,32 @@ def test_text_models_run_in_every_load_mode_with_task_fidelity_and_generation(ru
     assert (run_dir / "figures" / "text_tpot_by_position.png").stat().st_size > 0
     csv = (run_dir / "results.csv").read_text().splitlines()
     assert "seq_len" in csv[0] and "ttft_median_ms" in csv[0]
+
+
+def test_library_warnings_stay_out_of_the_console_and_go_to_the_run_folders_log(run_cli, write_suite, tmp_path):
+    # Importing transformers (and torchao with it) logged torch's _pytree Enum deprecation, and ONNX Runtime's
+    # static quantizer raised numpy's "RuntimeWarning: invalid value encountered in divide", between the
+    # progress lines of every such run.
+    bert_folder(tmp_path / "bert")
+    gpt2_folder(tmp_path / "gpt2")
+    (tmp_path / "sentences.txt").write_text("\n".join(SENTENCES) + "\n")
+    suite = write_suite(
+        """
+        name: quiet
+        defaults: {measure: {warmup_rounds: 1, min_rounds: 3, max_time_s: 0.02}, calibration: {samples: 4},
+                   seq_len: 8, batch_size: 1}
+        matrix:
+          model: [{name: enc, hf: bert, task: feature-extraction, text: sentences.txt}]
+          precision: [int8_static]
+          load: [onnxruntime]
+        include:
+          - {model: {name: lm, hf: gpt2, task: causal-lm}, generate: {new_tokens: 2, rounds: 1}}
+        """
+    )
+    result = run_cli("run", str(suite), "--no-history")
+    assert result.returncode == 0, result.stderr
+    library_lines = re.findall(r"^.*(?:Warning\b|WARNING|^W\d{4} ).*$", result.stderr, re.M)
+    assert library_lines == [], result.stderr
+    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    log = (run_dir / "library.log").read_text()
+    assert re.search(r"RuntimeWarning|WARNING torch\.utils\._pytree", log), log

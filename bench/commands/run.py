@@ -15,6 +15,7 @@ from bench.console import ConsoleProgress, summary_table
 from bench.contention import ON_CONTENTION
 from bench.errors import UserError
 from bench.history import HISTORY_ENV, HistoryUnreachable, RecordAsItRuns, history_location
+from bench.library_log import LIBRARY_LOG, LibraryLog, kept_aside
 from bench.memory import cpu_count
 from bench.nospace import NoSpaceLeft
 from bench.report import write_report
@@ -115,6 +116,12 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def run_command(args: argparse.Namespace) -> int:
+    # Library warnings and log lines go to the run folder's library.log, not between the progress lines.
+    with kept_aside(enabled=not args.debug) as library:
+        return _run(args, library)
+
+
+def _run(args: argparse.Namespace, library: LibraryLog) -> int:
     if args.rss_interval is not None and not args.rss_interval > 0:
         raise UserError(f"--rss-interval must be a number of seconds > 0, got {args.rss_interval}")
     if (args.suite is None) == (args.resume is None):
@@ -163,6 +170,7 @@ def run_command(args: argparse.Namespace) -> int:
             suite, args.reports, rss_interval_s=args.rss_interval, worker_kind=worker_kind, start_workers=client is None
         )
         print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
+    library.attach(context.run_dir / LIBRARY_LOG)
     progress = ConsoleProgress()
     history = None
     if not args.no_history:

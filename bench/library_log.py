@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,34 +39,39 @@ LIBRARY_LOG = "library.log"
 
 
 class LibraryLog:
-    """Where kept-aside lines go: a buffer, then the file `attach` names."""
+    """Where kept-aside lines go: a buffer, then the file `attach` names. Thread-safe: the parent's RSS
+    sampler runs in a thread of its own."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._pending: list[str] = []
         self._file: TextIO | None = None
         self.path: Path | None = None
 
     def write(self, text: str) -> None:
         line = text if text.endswith("\n") else text + "\n"
-        if self._file is None:
-            self._pending.append(line)
-            return
-        self._file.write(line)
-        self._file.flush()  # a killed run keeps what was logged
+        with self._lock:
+            if self._file is None:
+                self._pending.append(line)
+                return
+            self._file.write(line)
+            self._file.flush()  # a killed run keeps what was logged
 
     def attach(self, path: Path) -> None:
         """From now on append to `path`, starting with what was buffered."""
         self.close()
-        self.path = path
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
-        pending, self._pending = self._pending, []
-        for line in pending:
-            self.write(line)
+        with self._lock:
+            self.path = path
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+            self._file.writelines(self._pending)
+            self._file.flush()
+            self._pending = []
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 def _is_library_record(record: logging.LogRecord) -> bool:

@@ -18,7 +18,7 @@ def test_library_warnings_and_log_lines_are_kept_aside_and_benchs_own_warnings_s
         with kept_aside() as log:
             warnings.warn("from a library", DeprecationWarning, stacklevel=1)
             warnings.warn("results.jsonl: line 3 skipped", BenchWarning, stacklevel=1)
-            logging.getLogger("torch.utils._pytree").warning("<enum 'X'> is an Enum subclass")  # torch's own handler
+            logging.getLogger("torch.bench_test").warning("<enum 'X'> is an Enum subclass")  # torch's own handler
             logging.getLogger("somelib").warning("a note")
             logging.getLogger("somelib").error("a failure")  # errors still reach their handlers
             log.attach(tmp_path / "library.log")  # what came before is written first
@@ -28,7 +28,7 @@ def test_library_warnings_and_log_lines_are_kept_aside_and_benchs_own_warnings_s
     assert [r.getMessage() for r in caplog.records] == ["a failure"]
     assert logging.Logger.callHandlers is call_handlers
     text = (tmp_path / "library.log").read_text()
-    for line in ("DeprecationWarning: from a library", "WARNING torch.utils._pytree: <enum 'X'> is an Enum subclass",
+    for line in ("DeprecationWarning: from a library", "WARNING torch.bench_test: <enum 'X'> is an Enum subclass",
                  "WARNING somelib: a note", "RuntimeWarning: invalid value encountered in divide"):  # fmt: skip
         assert line in text
     assert "skipped" not in text and "a failure" not in text

@@ -9,6 +9,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -139,8 +144,39 @@ def test_html_is_self_contained_and_shows_everything(demo_report):
 def test_html_escapes_what_comes_from_the_run(demo_report):
     page = demo_report.html.read_text(encoding="utf-8")
     assert EVIL not in page
-    assert "&lt;script&gt;alert(&quot;boom&quot;)&lt;/script&gt; &amp; friends" in page
+    # html.escape writes " as &quot; (the section modules), Jinja2's autoescape as &#34; (the page's template)
+    assert re.search(r"&lt;script&gt;alert\((&quot;|&#34;)boom(&quot;|&#34;)\)&lt;/script&gt; &amp; friends", page)
     assert page.count("<script>") == 2  # only the report's own two inline scripts
+
+
+def test_a_scenario_named_like_a_script_shows_escaped_wherever_it_appears(tmp_path):
+    name = "<script>alert(1)</script>"
+    specs = [Spec(model=name), Spec(model=name, precision="bf16", status="failed", reason=f"failed: {name}")]
+    page = write_report([make_run(tmp_path, specs, suite=name)]).html.read_text(encoding="utf-8")
+    assert "<script>alert" not in page and page.count("<script>") == 2  # only the report's own two scripts
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"<title>Benchmark report: {escaped}</title>" in page  # the suite name
+    assert f'<td class="id">{escaped}-b1-t1-fp32-eager</td>' in page  # the summary table
+    assert f'<span class="reason" title="failed: {escaped}">failed: {escaped}</span>' in page
+    assert f"<code>{escaped}-b1-t1-bf16-eager</code></h3><pre>failed: {escaped}</pre>" in page  # the failures
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_report_templates(tmp_path):
+    # An editable install reads the templates from the source tree, so only a built wheel shows a missing
+    # [tool.setuptools.package-data] entry (report.html would then fail with TemplateNotFound).
+    pytest.importorskip("setuptools", reason="the build backend pyproject.toml names")
+    root = Path(__file__).resolve().parents[1]
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, tmp_path / name)
+    shutil.copytree(root / "bench", tmp_path / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    build = "from setuptools import build_meta; print(build_meta.build_wheel('dist'))"
+    done = subprocess.run([sys.executable, "-c", build], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel = tmp_path / "dist" / done.stdout.strip().splitlines()[-1]
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("bench/report/templates/")}
+    in_tree = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "bench/report/templates").glob("*")}
+    assert in_tree and shipped == in_tree
 
 
 def test_markdown_report_has_the_table_reasons_and_figure_links(demo_report):

@@ -1,8 +1,12 @@
 """report.html: one self-contained page (inline CSS, figures as base64 PNG, a little inline JS).
 
-The page fetches nothing, so it opens from disk, from a CI artifact or from an e-mail.
-Everything that comes from a run (model names, reasons, suite names, paths) goes through
-html.escape. The inline scripts sort tables on a header click and fill
+The page fetches nothing, so it opens from disk, from a CI artifact or from an e-mail. It is
+rendered from the Jinja2 templates in bench/report/templates/ (shipped as package data), with
+autoescape on: everything that comes from a run (scenario and model names, reasons, suite
+names, paths) is HTML-escaped by the template. This module turns a Report into a Page of typed
+rows and cells; the sections that other modules render (capacity, pipeline, text, trade-offs,
+the section tables and figures of bench.report.blocks) arrive as Markup, built there with
+html.escape on every value. The inline scripts sort tables on a header click and fill
 <div id="render-check"> with what rendered (images decoded, table rows, script errors),
 which the browser test reads back.
 """
@@ -10,19 +14,27 @@ which the browser test reads back.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 
-from bench.report.blocks import e, figure_html, section_table
+from bench.report.blocks import figure_html, section_table
 from bench.report.capacity import capacity_html
 from bench.report.hygiene import HEADERS as HYGIENE_HEADERS
 from bench.report.hygiene import INTRO as HYGIENE_INTRO
 from bench.report.hygiene import TEXT_COLUMNS as HYGIENE_TEXT_COLUMNS
 from bench.report.model import Report
 from bench.report.pipeline import pipeline_html
-from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
+from bench.report.profiles import (
+    OPS_HEADERS,
+    PROFILE_INTRO,
+    ProfileSection,
+    memory_phase_caption,
+    memory_phase_columns,
+)
 from bench.report.tables import (
     CLIFF_RATIO,
     MODEL_SOURCE_HEADERS,
@@ -39,135 +51,123 @@ from bench.report.tables import (
 from bench.report.text import text_html
 from bench.report.tradeoffs import tradeoffs_html
 
-CSS = """
-:root { --ink:#1d2433; --muted:#5d6778; --line:#dfe3ea; --soft:#f5f7fa; --accent:#1f6fb4;
-  --ok:#1e7b45; --ok-bg:#e3f4ea; --bad:#b3261e; --bad-bg:#fbe7e6; --na:#5d6778; --na-bg:#eceff3;
-  --warn:#8a5a00; --warn-bg:#fff4dc; }
-* { box-sizing: border-box; }
-body { margin:0; background:#fff; color:var(--ink);
-  font:14px/1.5 -apple-system, "Segoe UI", "Liberation Sans", "DejaVu Sans", Arial, sans-serif; }
-main { max-width:1440px; margin:0 auto; padding:28px 32px 48px; }
-h1 { font-size:24px; margin:0 0 4px; letter-spacing:-0.01em; }
-h2 { font-size:18px; margin:36px 0 10px; padding-bottom:6px; border-bottom:1px solid var(--line); }
-h3 { font-size:15px; margin:26px 0 6px; }
-p { margin:6px 0; }
-.meta { color:var(--muted); font-size:13px; }
-#summary { font-size:12.5px; }
-#summary th, #summary td { padding:5px 7px; }
-#summary td.id { font-size:12px; }
-code, .mono, td.id { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size:12.5px; }
-.cards { display:flex; flex-wrap:wrap; gap:12px; margin:18px 0 4px; }
-.card { border:1px solid var(--line); border-radius:8px; padding:10px 16px; min-width:130px; background:var(--soft); }
-.card .n { font-size:22px; font-weight:700; }
-.card .l { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
-.card.bad .n { color:var(--bad); } .card.warn .n { color:var(--warn); } .card.ok .n { color:var(--ok); }
-.callout { border-radius:8px; padding:10px 14px; margin:14px 0; border:1px solid; }
-.callout.warn { background:var(--warn-bg); border-color:#f0d48a; color:#4d3800; }
-.callout.info { background:#eef5fc; border-color:#c4dcf2; color:#17324d; }
-.callout ul { margin:4px 0 0; padding-left:20px; }
-.table-wrap { overflow-x:auto; border:1px solid var(--line); border-radius:8px; }
-table { border-collapse:collapse; width:100%; font-size:13px; }
-th, td { padding:6px 9px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
-thead th { background:var(--soft); font-weight:600; position:sticky; top:0; vertical-align:bottom; }
-thead th[data-type=num] { text-align:right; }
-th .unit { display:block; color:var(--muted); font-weight:400; font-size:11.5px; }
-table.sortable thead th { cursor:pointer; user-select:none; }
-table.sortable thead th:hover { background:#e9eef5; }
-table.sortable thead th .arrow::after { content:"\\00a0\\2195"; color:#b3bac6; font-size:11px; }
-table.sortable thead th[aria-sort=ascending] .arrow::after { content:"\\00a0\\25B2"; color:var(--accent); }
-table.sortable thead th[aria-sort=descending] .arrow::after { content:"\\00a0\\25BC"; color:var(--accent); }
-tbody tr:nth-child(even) { background:#fafbfc; }
-tbody tr:hover { background:#f0f5fb; }
-td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
-td.id, td.nowrap { white-space:nowrap; }
-tr.failed td.id { color:var(--bad); }
-tr.unsupported td { color:var(--na); }
-tr.cliff { background:#fff7e6 !important; }
-.badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; }
-.badge.ok { background:var(--ok-bg); color:var(--ok); }
-.badge.failed { background:var(--bad-bg); color:var(--bad); }
-.badge.unsupported { background:var(--na-bg); color:var(--na); }
-.reason { display:-webkit-box; -webkit-box-orient:vertical; -webkit-line-clamp:3; overflow:hidden;
-  color:var(--muted); font-size:11.5px; line-height:1.35; width:190px; white-space:normal; margin-top:2px; }
-.reason.note-inline { color:var(--warn); }
-.cliffmark { color:#a04b00; font-weight:700; }
-.slower { color:var(--bad); font-weight:600; } .faster { color:var(--ok); font-weight:600; }
-table.env { width:auto; min-width:60%; }
-table.env th { width:180px; background:var(--soft); }
-pre { background:var(--soft); border:1px solid var(--line); border-radius:6px; padding:8px 10px;
-  white-space:pre-wrap; word-break:break-word; font-size:12px; margin:4px 0 12px; }
-figure { margin:10px 0 22px; }
-figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px; display:block; }
-figcaption { color:var(--muted); font-size:13px; margin:4px 0 8px; max-width:980px; }
-.note { color:#4d3800; background:var(--warn-bg); border-radius:6px; padding:6px 10px; margin:6px 0; font-size:13px; }
-.empty { color:var(--muted); font-style:italic; padding:12px 0; }
-nav.toc { margin:10px 0 0; font-size:13px; }
-nav.toc a { color:var(--accent); text-decoration:none; margin-right:14px; }
-footer { margin-top:40px; color:var(--muted); font-size:12px; border-top:1px solid var(--line); padding-top:10px; }
-"""
+TEMPLATES = Environment(
+    loader=PackageLoader("bench.report", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,  # a misspelt name in a template fails the render, never shows as ""
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
 
-# Runs first, before anything else can fail: collects script and resource errors.
-HEAD_JS = """
-window.__reportErrors = [];
-window.addEventListener('error', function (ev) {
-  var tag = ev && ev.target && ev.target.tagName;
-  var what = ev && ev.message ? ev.message : (tag ? 'failed to load ' + tag : 'error');
-  window.__reportErrors.push(String(what));
-}, true);
-window.addEventListener('load', function () {
-  var images = document.images, decoded = 0;
-  for (var i = 0; i < images.length; i++) { if (images[i].complete && images[i].naturalWidth > 0) { decoded++; } }
-  var table = document.getElementById('summary');
-  var rows = table ? table.tBodies[0].rows.length : 0;
-  var check = document.getElementById('render-check');
-  if (!check) { return; }
-  check.setAttribute('data-images', String(images.length));
-  check.setAttribute('data-images-loaded', String(decoded));
-  check.setAttribute('data-rows', String(rows));
-  check.setAttribute('data-errors', String(window.__reportErrors.length));
-  check.setAttribute('data-state', 'done');
-  var errors = window.__reportErrors;
-  check.textContent = 'render check: ' + decoded + '/' + images.length + ' images, ' + rows + ' rows, '
-    + errors.length + ' errors' + (errors.length ? ': ' + errors.join('; ') : '');
-});
-"""
 
-SORT_JS = """
-(function () {
-  function key(cell, numeric) {
-    var v = cell.getAttribute('data-v');
-    if (v === null) { v = cell.textContent.trim(); }
-    if (numeric) { var n = parseFloat(v); return isNaN(n) ? null : n; }
-    return v === '' ? null : v.toLowerCase();
-  }
-  var tables = document.querySelectorAll('table.sortable');
-  Array.prototype.forEach.call(tables, function (table) {
-    var heads = table.tHead.rows[0].cells;
-    Array.prototype.forEach.call(heads, function (th, col) {
-      th.setAttribute('title', 'sort by this column');
-      th.addEventListener('click', function () {
-        var dir = th.getAttribute('aria-sort') === 'ascending' ? -1 : 1;
-        Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('aria-sort'); });
-        th.setAttribute('aria-sort', dir === 1 ? 'ascending' : 'descending');
-        var numeric = th.getAttribute('data-type') === 'num';
-        var body = table.tBodies[0];
-        var rows = Array.prototype.slice.call(body.rows);
-        rows.forEach(function (r, i) { r.__i = i; });
-        rows.sort(function (a, b) {
-          var x = key(a.cells[col], numeric), y = key(b.cells[col], numeric);
-          if (x === null && y === null) { return a.__i - b.__i; }
-          if (x === null) { return 1; }
-          if (y === null) { return -1; }
-          if (x < y) { return -dir; }
-          if (x > y) { return dir; }
-          return a.__i - b.__i;
-        });
-        rows.forEach(function (r) { body.appendChild(r); });
-      });
-    });
-  });
-})();
-"""
+@dataclass(frozen=True)
+class Head:
+    """A table header: numeric columns sort as numbers; `unit` is a second line under the title."""
+
+    title: str
+    numeric: bool
+    unit: str = ""
+    tooltip: str = ""
+    sortable: bool = True  # shows the sort arrow (the script sorts every table.sortable)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell. `sort_key` (data-v) is what the sort script compares, where the text is not it."""
+
+    text: str
+    cls: str = ""
+    sort_key: str | None = None
+    tooltip: str = ""
+    cliff: bool = False  # the text is a ratio marked as a precision cliff
+    badge: bool = False  # the text is a status, drawn as a badge, with its reason's first line and the notes below
+    reason: str = ""
+    reason_line: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Row:
+    cells: list[Cell]
+    cls: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    table_id: str
+    heads: list[Head]
+    rows: list[Row]
+    sortable: bool = True
+
+
+@dataclass(frozen=True)
+class Card:
+    cls: str  # "", ok, bad or warn
+    count: int
+    label: str
+
+
+@dataclass(frozen=True)
+class EnvironmentRow:
+    label: str
+    values: list[str]  # one per environment column
+    differs: bool = False  # highlighted: the environments differ here
+
+
+@dataclass(frozen=True)
+class EnvironmentTable:
+    headings: list[str]  # one per environment; [] when there is one (then a plain label: value table)
+    rows: list[EnvironmentRow]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A failed or unsupported row, with its whole reason."""
+
+    status: str
+    scenario_id: str
+    reason: str
+    run_tag: str | None  # "run i", when the report shows several runs
+    run_id: str
+
+
+@dataclass(frozen=True)
+class ProfileView:
+    section: ProfileSection
+    ops: Table | None  # its top operators; None when not profiled or without an operator table
+
+
+@dataclass(frozen=True)
+class FigureView:
+    html: Markup
+    fidelity_note: bool  # followed by the note that latency versus fidelity is not drawn
+
+
+@dataclass(frozen=True)
+class Page:
+    """Everything report.html.j2 shows beside the Report itself."""
+
+    run_labels: str
+    cliff_ratio: str
+    toc: list[tuple[str, str]]  # (anchor, link text)
+    cards: list[Card]
+    environment: EnvironmentTable
+    model_sources: Markup | None
+    summary: Table | None  # None: no result rows
+    problems: list[Problem]
+    profile_intro: str
+    profiles: list[ProfileView]
+    memory_phases: Table | None
+    memory_phase_caption: str
+    capacity: Markup
+    pipeline: Markup
+    hygiene_intro: str
+    hygiene_table: Markup | None
+    text: Markup
+    tradeoffs: Markup
+    comparison: Table | None
+    figures: list[FigureView]
 
 
 def _num_attr(value: Any) -> str:
@@ -179,265 +179,167 @@ def _num_attr(value: Any) -> str:
         return ""
 
 
-def _th(column: Column) -> str:
-    numeric = column.digits != "text"
-    unit = f' <span class="unit">{e(column.unit)}</span>' if column.unit else ""
-    return f'<th data-type="{"num" if numeric else "text"}">{e(column.title)}<span class="arrow"></span>{unit}</th>'
+def _head(column: Column) -> Head:
+    return Head(column.title, numeric=column.digits != "text", unit=column.unit or "")
 
 
-def _summary_table(report: Report) -> str:
+def _run_tags(report: Report) -> dict[str, str]:
+    return {r.label: f"run {i}" for i, r in enumerate(report.runs, start=1)}
+
+
+def _summary_table(report: Report) -> Table | None:
     frame = report.frame
     if frame.empty:
-        return '<p class="empty">No result rows: results.jsonl has no readable record.</p>'
+        return None
     multi = len(report.runs) > 1
     columns = display_columns(fidelity=report.fidelity_measured, variants=report.has_variants, status_first=True)
-    heads = ([_th(Column("run_id", "run", digits="text"))] if multi else []) + [_th(c) for c in columns]
-    tags = {r.label: f"run {i}" for i, r in enumerate(report.runs, start=1)}
-    body = []
+    heads = ([_head(Column("run_id", "run", digits="text"))] if multi else []) + [_head(c) for c in columns]
+    tags = _run_tags(report)
+    rows = []
     for _, row in frame.iterrows():
-        classes = [str(row["status"])] + (["cliff"] if row["cliff"] else [])
         cells = []
         if multi:
             tag = tags.get(row["run_id"], row["run_id"])
-            cells.append(f'<td class="mono nowrap" data-v="{e(tag)}" title="{e(row["run_id"])}">{e(tag)}</td>')
+            cells.append(Cell(tag, cls="mono nowrap", sort_key=tag, tooltip=row["run_id"]))
         for column in columns:
             value = row[column.key]
             if column.key == "scenario_id":
-                cells.append(f'<td class="id">{e(value)}</td>')
+                cells.append(Cell(value, cls="id"))
             elif column.key == "status":
-                reason = first_line(row["reason"])
-                reason_html = f'<span class="reason" title="{e(row["reason"])}">{e(reason)}</span>' if reason else ""
-                reason_html += "".join(f'<span class="reason note-inline">{e(n)}</span>' for n in row_notes(row))
+                notes = tuple(row_notes(row))
+                reason = row["reason"] or ""
                 cells.append(
-                    f'<td data-v="{e(value)}"><span class="badge {e(value)}">{e(value)}</span>{reason_html}</td>'
+                    Cell(value, sort_key=value, badge=True, reason=reason, reason_line=first_line(reason), notes=notes)
                 )
             elif column.key == "vs_fp32":
                 text = format_value(value, column.digits)
-                if row["cliff"]:
-                    text = (
-                        f'<span class="cliffmark" title="more than {CLIFF_RATIO:g}× the fp32 median">⚠ {e(text)}</span>'
-                    )
-                else:
-                    text = e(text)
-                cells.append(f'<td class="num" data-v="{_num_attr(value)}">{text}</td>')
+                cells.append(Cell(text, cls="num", sort_key=_num_attr(value), cliff=bool(row["cliff"])))
             else:
-                cells.append(f'<td class="num" data-v="{_num_attr(value)}">{e(cell_text(row, column))}</td>')
-        body.append(f'<tr class="{" ".join(e(c) for c in classes)}">{"".join(cells)}</tr>')
-    return (
-        '<div class="table-wrap"><table id="summary" class="sortable">'
-        f"<thead><tr>{''.join(heads)}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-    )
+                cells.append(Cell(cell_text(row, column), cls="num", sort_key=_num_attr(value)))
+        rows.append(Row(cells, cls=" ".join([str(row["status"])] + (["cliff"] if row["cliff"] else []))))
+    return Table("summary", heads, rows)
 
 
-def _environment(report: Report) -> str:
+def _environment(report: Report) -> EnvironmentTable:
     columns = environment_columns(report.runs)
+    if len(columns) == 1:
+        return EnvironmentTable([], [EnvironmentRow(k, [v]) for k, v in columns[0][1].items()])
     labels: list[str] = []
     for _, rows in columns:
         labels += [label for label in rows if label not in labels]
-    if len(columns) == 1:
-        body = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in columns[0][1].items())
-        return f'<div class="table-wrap" style="display:inline-block"><table class="env">{body}</table></div>'
-    head = "<tr><th></th>" + "".join(f"<th>{e(heading)}</th>" for heading, _ in columns) + "</tr>"
-    body = ""
+    table_rows = []
     for label in labels:
         values = [rows.get(label, "") for _, rows in columns]
         differs = len(set(values)) > 1 and label not in ("run", "started / finished", "folder")
-        style = ' style="background:#fff4dc"' if differs else ""
-        body += f"<tr{style}><th>{e(label)}</th>" + "".join(f"<td>{e(v)}</td>" for v in values) + "</tr>"
-    return (
-        '<div class="table-wrap" style="display:inline-block;max-width:100%"><table class="env">'
-        f"<thead>{head}</thead><tbody>{body}</tbody></table></div>"
-    )
+        table_rows.append(EnvironmentRow(label, values, differs))
+    return EnvironmentTable([heading for heading, _ in columns], table_rows)
 
 
-def _model_sources(report: Report) -> str:
+def _model_sources(report: Report) -> Markup | None:
     rows = model_source_rows(report.runs)
     if not rows:
-        return ""
+        return None
     headers = [(h, "") for h in MODEL_SOURCE_HEADERS]
-    return (
-        "<h3>Your models</h3><p>The files and factories the rows measured (sha256: the first 16 hex digits).</p>"
-        + section_table("model-sources", headers, rows, [""] * len(headers))
-    )
+    return Markup(section_table("model-sources", headers, rows, [""] * len(headers)))
 
 
-def _problems(report: Report) -> str:
+def _problems(report: Report) -> list[Problem]:
     frame = report.frame
     if frame.empty:
-        return ""
-    bad = frame[frame["status"].ne("ok")]
-    if bad.empty:
-        return ""
+        return []
     multi = len(report.runs) > 1
-    tags = {r.label: f"run {i}" for i, r in enumerate(report.runs, start=1)}
-    parts = ['<h2 id="problems">Failed and unsupported scenarios</h2>']
-    for _, row in bad.iterrows():
-        run = f' <span class="meta">({e(tags.get(row["run_id"], ""))}: {e(row["run_id"])})</span>' if multi else ""
-        parts.append(
-            f'<h3><span class="badge {e(row["status"])}">{e(row["status"])}</span> '
-            f"<code>{e(row['scenario_id'])}</code>{run}</h3><pre>{e(row['reason'])}</pre>"
-        )
-    return "".join(parts)
+    tags = _run_tags(report)
+    problems = []
+    for _, row in frame[frame["status"].ne("ok")].iterrows():
+        run_tag = tags.get(row["run_id"], "") if multi else None
+        problems.append(Problem(row["status"], row["scenario_id"], row["reason"] or "", run_tag, row["run_id"]))
+    return problems
 
 
-def _hygiene(report: Report) -> str:
+def _hygiene_table(report: Report) -> Markup | None:
     section = report.hygiene
     if section is None:
-        return ""
+        return None
     classes = ["id" if i == 0 else "" if i in HYGIENE_TEXT_COLUMNS else "num" for i in range(len(HYGIENE_HEADERS))]
-    sentences = "".join(f"<li>{e(s)}</li>" for s in section.sentences)
-    return (
-        f'<h2 id="hygiene">Inference hygiene</h2><p>{e(HYGIENE_INTRO)}</p>'
-        + (f"<ul>{sentences}</ul>" if sentences else "")
-        + section_table("hygiene-table", HYGIENE_HEADERS, section.rows, classes)
-    )
+    return Markup(section_table("hygiene-table", HYGIENE_HEADERS, section.rows, classes))
 
 
-def _comparison(report: Report) -> str:
+def _comparison(report: Report) -> Table | None:
     comp = report.comparison
     if comp is None:
-        return ""
+        return None
     labels = [r.label for r in report.runs]
     first = labels[0]
-    heads = ['<th data-type="text">scenario<span class="arrow"></span></th>']
-    for i, label in enumerate(labels, start=1):
-        heads.append(
-            f'<th data-type="num" title="{e(label)}">run {i} median'
-            '<span class="arrow"></span><span class="unit">ms</span></th>'
-        )
-    for i, label in enumerate(labels[1:], start=2):
-        heads.append(
-            f'<th data-type="num" title="{e(label)} / {e(first)}">run {i} / run 1<span class="arrow"></span></th>'
-        )
-    body = []
+    heads = [Head("scenario", numeric=False)]
+    heads += [Head(f"run {i} median", True, unit="ms", tooltip=label) for i, label in enumerate(labels, start=1)]
+    heads += [
+        Head(f"run {i} / run 1", True, tooltip=f"{label} / {first}") for i, label in enumerate(labels[1:], start=2)
+    ]
+    rows = []
     for _, row in comp.iterrows():
-        cells = [f'<td class="id">{e(row["scenario_id"])}</td>']
+        cells = [Cell(row["scenario_id"], cls="id")]
         for label in labels:
             value = row[label]
             status = row[f"status:{label}"]
-            text = format_value(value) if status == "ok" else status
-            cells.append(f'<td class="num" data-v="{_num_attr(value)}">{e(text)}</td>')
+            cells.append(Cell(format_value(value) if status == "ok" else status, "num", _num_attr(value)))
         for label in labels[1:]:
             ratio = row[f"{label} / {first}"]
-            cls = ""
+            cls = "num"
             if not pd.isna(ratio):
-                cls = "slower" if ratio > 1.1 else "faster" if ratio < 1 / 1.1 else ""
-            cells.append(f'<td class="num {cls}" data-v="{_num_attr(ratio)}">{e(format_value(ratio, "ratio"))}</td>')
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    legend = "".join(f"<li>run {i}: <code>{e(label)}</code></li>" for i, label in enumerate(labels, start=1))
-    return (
-        '<h2 id="comparison">Runs side by side</h2>'
-        "<p>Median latency per scenario id in each run, and its ratio to run 1 (above 1: slower than "
-        "run 1, red beyond 10 %; below 1: faster). A scenario that is not <em>ok</em> in a run shows "
-        f'its status there.</p><ul class="meta">{legend}</ul>'
-        f'<div class="table-wrap"><table id="comparison-table" class="sortable"><thead><tr>{"".join(heads)}</tr>'
-        f"</thead><tbody>{''.join(body)}</tbody></table></div>"
-    )
+                cls += " slower" if ratio > 1.1 else " faster" if ratio < 1 / 1.1 else ""
+            cells.append(Cell(format_value(ratio, "ratio"), cls, _num_attr(ratio)))
+        rows.append(Row(cells))
+    return Table("comparison-table", heads, rows)
 
 
-def _figures(report: Report) -> str:
-    if not report.figures:
-        return ""
-    parts = ['<h2 id="figures">Figures</h2>']
-    for figure in report.figures:
-        parts.append(figure_html(figure))
-        if figure.key == "latency_vs_memory" and not report.fidelity_measured:
-            parts.append(
-                '<h3 id="fig-latency_vs_fidelity">Latency versus fidelity</h3>'
-                '<div class="note">Not drawn: fidelity is not measured yet (every row has '
-                "<code>fidelity: null</code>; it is measured against fp32 eager once other precisions "
-                "and loading modes exist).</div>"
-            )
-    return "".join(parts)
-
-
-def profiles_html(report: Report) -> str:
-    """The "Operator profiles" section: per profiled row, its facts, links and top operators."""
-    if not report.profiles:
-        return ""
-    parts = ['<h2 id="profiles">Operator profiles</h2>', f"<p>{e(PROFILE_INTRO)}</p>"]
+def _profiles(report: Report) -> list[ProfileView]:
+    kinds = ["id"] + ["num"] * (len(OPS_HEADERS) - 2) + [""]  # op name, numbers, input shapes
+    heads = [Head(h, numeric=k == "num", sortable=False) for k, h in zip(kinds, OPS_HEADERS, strict=True)]
+    views = []
     for section in report.profiles:
-        run = f' <span class="meta">({e(section.run)})</span>' if section.run else ""
-        parts.append(f"<h3><code>{e(section.scenario_id)}</code>{run}</h3>")
-        if section.status != "ok":
-            parts.append(f"<p>Not profiled ({e(section.status)}): {e(section.note)}</p>")
-            continue
-        links = " · ".join(f'<a href="{e(href)}">{e(label)}</a>' for label, href in section.links)
-        parts.append(f"<p>{e('; '.join(section.facts))}. {links}</p>")
-        if section.problem:
-            parts.append(f'<div class="note">No operator table: {e(section.problem)}</div>')
-            continue
-        # op name, numbers, input shapes
-        kinds = ["id"] + ["num"] * (len(OPS_HEADERS) - 2) + [""]
-        heads = "".join(f'<th data-type="{"num" if k == "num" else "text"}">{e(h)}</th>'
-                        for k, h in zip(kinds, OPS_HEADERS, strict=True))  # fmt: skip
-        rows = "".join(
-            "<tr>" + "".join(f'<td class="{k}">{e(c)}</td>' for k, c in zip(kinds, cells, strict=True)) + "</tr>"
-            for cells in section.ops_rows
-        )
-        table = f"<table><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table>"
-        parts.append(f'<div class="table-wrap">{table}</div>')
-    return "".join(parts)
+        ops = None
+        if section.status == "ok" and not section.problem:
+            rows = [Row([Cell(c, k) for k, c in zip(kinds, cells, strict=True)]) for cells in section.ops_rows]
+            ops = Table("", heads, rows, sortable=False)
+        views.append(ProfileView(section, ops))
+    return views
 
 
-def memory_phases_html(report: Report) -> str:
-    """The "Memory by phase" section: one row per ok scenario."""
+def _memory_phases(report: Report) -> tuple[Table | None, str]:
+    """The memory-by-phase table and its caption; (None, "") without rows."""
     frame = report.memory_phases
     if frame.empty:
-        return ""
+        return None, ""
     columns = memory_phase_columns(frame)
     multi = len(report.runs) > 1
-    heads = ([_th(Column("run_id", "run", digits="text"))] if multi else []) + [_th(c) for c in columns]
-    body = []
+    heads = ([_head(Column("run_id", "run", digits="text"))] if multi else []) + [_head(c) for c in columns]
+    rows = []
     for _, row in frame.iterrows():
-        cells = [f'<td class="mono nowrap">{e(row["run_id"])}</td>'] if multi else []
+        cells = [Cell(row["run_id"], cls="mono nowrap")] if multi else []
         for column in columns:
             value = row[column.key]
             if column.digits == "text":
-                cls = "id" if column.key == "scenario_id" else "nowrap"
-                cells.append(f'<td class="{cls}">{e(value)}</td>')
+                cells.append(Cell(value, cls="id" if column.key == "scenario_id" else "nowrap"))
             else:
-                text = format_value(value, column.digits)
-                cells.append(f'<td class="num" data-v="{_num_attr(value)}">{e(text)}</td>')
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return (
-        f'<h2 id="memory-phases">Memory by phase</h2><p>{e(memory_phase_caption(columns))}</p>'
-        f'<div class="table-wrap"><table id="memory-phase-table" class="sortable"><thead><tr>{"".join(heads)}</tr>'
-        f"</thead><tbody>{''.join(body)}</tbody></table></div>"
-    )
+                cells.append(Cell(format_value(value, column.digits), cls="num", sort_key=_num_attr(value)))
+        rows.append(Row(cells))
+    return Table("memory-phase-table", heads, rows), memory_phase_caption(columns)
 
 
-def _cards(report: Report) -> str:
+def _cards(report: Report) -> list[Card]:
     counts = status_counts(report.frame)
     cliffs = int(report.frame["cliff"].sum()) if not report.frame.empty else 0
-    cards = [
-        ("", len(report.frame), "scenarios" if len(report.runs) == 1 else f"rows in {len(report.runs)} runs"),
-        ("ok", counts["ok"], "ok"),
-        ("", counts["unsupported"], "unsupported"),
-        ("bad" if counts["failed"] else "", counts["failed"], "failed"),
-        ("warn" if cliffs else "", cliffs, f"precision cliffs (&gt;{CLIFF_RATIO:g}× fp32)"),
+    return [
+        Card("", len(report.frame), "scenarios" if len(report.runs) == 1 else f"rows in {len(report.runs)} runs"),
+        Card("ok", counts["ok"], "ok"),
+        Card("", counts["unsupported"], "unsupported"),
+        Card("bad" if counts["failed"] else "", counts["failed"], "failed"),
+        Card("warn" if cliffs else "", cliffs, f"precision cliffs (>{CLIFF_RATIO:g}× fp32)"),
     ]
-    return (
-        '<div class="cards">'
-        + "".join(
-            f'<div class="card {cls}"><div class="n">{n}</div><div class="l">{label}</div></div>'
-            for cls, n, label in cards
-        )
-        + "</div>"
-        + "".join(f'<p class="overhead">Time: {e(line)}</p>' for line in report.overhead_lines)
-    )
 
 
-def _warnings(messages: Sequence[str]) -> str:
-    if not messages:
-        return ""
-    items = "".join(f"<li>{e(m)}</li>" for m in messages)
-    return f'<div class="callout warn" id="warnings"><strong>Warnings</strong><ul>{items}</ul></div>'
-
-
-def _toc(report: Report) -> str:
-    links: Iterable[tuple[str, str]] = [("environment", "Environment"), ("results", "Results")]
-    links = list(links)
+def _toc(report: Report) -> list[tuple[str, str]]:
+    links = [("environment", "Environment"), ("results", "Results")]
     if not report.frame.empty and report.frame["status"].ne("ok").any():
         links.append(("problems", "Failed / unsupported"))
     if report.profiles:
@@ -456,64 +358,39 @@ def _toc(report: Report) -> str:
         links.append(("comparison", "Runs side by side"))
     if report.figures:
         links.append(("figures", "Figures"))
-    return '<nav class="toc">' + "".join(f'<a href="#{a}">{e(t)}</a>' for a, t in links) + "</nav>"
+    return links
+
+
+def _page(report: Report) -> Page:
+    memory_phases, memory_caption = _memory_phases(report)
+    return Page(
+        run_labels=", ".join(r.label for r in report.runs),
+        cliff_ratio=f"{CLIFF_RATIO:g}",
+        toc=_toc(report),
+        cards=_cards(report),
+        environment=_environment(report),
+        model_sources=_model_sources(report),
+        summary=_summary_table(report),
+        problems=_problems(report),
+        profile_intro=PROFILE_INTRO,
+        profiles=_profiles(report),
+        memory_phases=memory_phases,
+        memory_phase_caption=memory_caption,
+        capacity=Markup(capacity_html(report.capacity)),
+        pipeline=Markup(pipeline_html(report.pipeline)),
+        hygiene_intro=HYGIENE_INTRO,
+        hygiene_table=_hygiene_table(report),
+        text=Markup(text_html(report.text)),
+        tradeoffs=Markup(tradeoffs_html(report.tradeoffs)),
+        comparison=_comparison(report),
+        figures=[
+            FigureView(
+                Markup(figure_html(f)), fidelity_note=f.key == "latency_vs_memory" and not report.fidelity_measured
+            )
+            for f in report.figures
+        ],
+    )
 
 
 def render_html(report: Report) -> str:
-    runs = ", ".join(r.label for r in report.runs)
-    fidelity_note = (
-        ""
-        if report.fidelity_measured or report.frame.empty
-        else '<div class="callout info">Fidelity (agreement with fp32 eager) is not measured yet: every '
-        "row has <code>fidelity: null</code>, so the table has no fidelity columns and only latency "
-        "versus memory is drawn.</div>"
-    )
-    results_intro = (
-        "<p>Latency is per call (one batch), steady state; p90/p99 are nearest-rank percentiles of every "
-        "kept round. Throughput is batch size / mean latency. Load is file to ready model; first inference "
-        "is timed alone. Click a column header to sort. "
-        f'<span class="cliffmark">⚠</span> marks a precision cliff: a median more than {CLIFF_RATIO:g}× the '
-        "fp32 row of the same model, batch, threads and loading mode.</p>"
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(report.title)}</title>
-<script>{HEAD_JS}</script>
-<style>{CSS}</style>
-</head>
-<body>
-<main>
-<h1>{e(report.title)}</h1>
-<div class="meta">Run{"s" if len(report.runs) > 1 else ""}: <span class="mono">{e(runs)}</span>
- · generated {e(report.generated_at)} by bench {e(report.bench_version)}</div>
-{_toc(report)}
-{_warnings(report.warnings)}
-{_cards(report)}
-<h2 id="environment">Environment</h2>
-{_environment(report)}
-{_model_sources(report)}
-<h2 id="results">Results</h2>
-{fidelity_note}
-{results_intro if not report.frame.empty else ""}
-{_summary_table(report)}
-{_problems(report)}
-{profiles_html(report)}
-{memory_phases_html(report)}
-{capacity_html(report.capacity)}
-{pipeline_html(report.pipeline)}
-{_hygiene(report)}
-{text_html(report.text)}
-{tradeoffs_html(report.tradeoffs)}
-{_comparison(report)}
-{_figures(report)}
-<footer>Raw data: results.csv (one row per scenario), results.jsonl, benchmark/*.json, rss/*.csv,
-profile/*/ (with profile: true).
-<div id="render-check" data-state="pending">render check: scripts did not run</div></footer>
-</main>
-<script>{SORT_JS}</script>
-</body>
-</html>
-"""
+    return TEMPLATES.get_template("report.html.j2").render(report=report, page=_page(report))

@@ -52,8 +52,7 @@ from typing import Any
 from bench.errors import UserError
 from bench.markdown import cell, table
 from bench.metrics import METRICS, Metric
-from bench.pruning import DENSE
-from bench.runfolder import RunSnapshot, ScenarioResult
+from bench.runfolder import RunFolder, ScenarioResult
 from bench.stats import bootstrap_statistics, drift, point_statistics
 from bench.textformat import format_table
 
@@ -139,8 +138,8 @@ class Row:
 
 @dataclass
 class Comparison:
-    baseline: RunSnapshot
-    candidate: RunSnapshot
+    baseline: RunFolder
+    candidate: RunFolder
     rule: Rule
     rows: list[Row]
     environment_differences: list[str] = field(default_factory=list)
@@ -291,7 +290,7 @@ def _comparable_view(environment: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def environment_differences(baseline: RunSnapshot, candidate: RunSnapshot) -> list[str]:
+def environment_differences(baseline: RunFolder, candidate: RunFolder) -> list[str]:
     """What makes the two environments incomparable, one line per difference ([] when none)."""
     a, b = baseline.environment, candidate.environment
     if not a or not b:
@@ -314,12 +313,12 @@ def _view_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return out
 
 
-def is_fleet_run(run: RunSnapshot) -> bool:
+def is_fleet_run(run: RunFolder) -> bool:
     """Every row measured on a fleet host (bench.fleet): the run's environment.json is the client's."""
     return bool(run.results) and all(r.record.get("fleet") for r in run.results.values())
 
 
-def _row_environment(run: RunSnapshot, fp: str) -> dict[str, Any] | None:
+def _row_environment(run: RunFolder, fp: str) -> dict[str, Any] | None:
     """The environment a row with fingerprint `fp` was measured in, when the run keeps it: a fleet
     run folder's environments/<fp>.json; a local run's environment.json if it has that fingerprint
     (a fleet run's environment.json is its client's, which measured nothing, whatever its fingerprint)."""
@@ -329,7 +328,7 @@ def _row_environment(run: RunSnapshot, fp: str) -> dict[str, Any] | None:
 
 
 def host_differences(
-    pairs: Sequence[tuple[str, ScenarioResult, ScenarioResult]], baseline: RunSnapshot, candidate: RunSnapshot
+    pairs: Sequence[tuple[str, ScenarioResult, ScenarioResult]], baseline: RunFolder, candidate: RunFolder
 ) -> list[str]:
     """When either run is a fleet run: paired scenarios whose measuring hosts' environments differ.
 
@@ -351,7 +350,7 @@ def host_differences(
     return out
 
 
-def _explain_hosts(baseline: RunSnapshot, candidate: RunSnapshot, fa: str, fb: str) -> str | None:
+def _explain_hosts(baseline: RunFolder, candidate: RunFolder, fa: str, fb: str) -> str | None:
     """None when the two hosts' environments are comparable; else what differs, as a suffix."""
     ea, eb = _row_environment(baseline, fa), _row_environment(candidate, fb)
     if ea is not None and eb is not None:
@@ -370,12 +369,13 @@ def _show(value: Any) -> str:
 
 
 def _shape_key(record: dict[str, Any]) -> tuple:
-    """What a scenario is, but for its thread settings (the id's other parts, host group, variant, modes)."""
-    shape = record.get("input_shape")
-    return (record.get("model"), record.get("batch_size"), record.get("precision"), record.get("load"),
+    """What a scenario is, but for its thread settings (the id's other parts, host group, variant, modes).
+
+    Rows are upgraded (bench.record.upgrade_row): a row from before an axis existed holds its default."""
+    shape = record["input_shape"]
+    return (record["model"], record["batch_size"], record["precision"], record["load"],
             tuple(shape) if isinstance(shape, list) else shape, record.get("host_group"),
-            record.get("variant") or DENSE, record.get("grad_mode") or "inference_mode",
-            record.get("module_mode") or "eval")  # fmt: skip
+            record["variant"], record["grad_mode"], record["module_mode"])  # fmt: skip
 
 
 def _threads_of(record: dict[str, Any]) -> str:
@@ -386,7 +386,7 @@ def _threads_of(record: dict[str, Any]) -> str:
 
 
 def _pair_scenarios(
-    baseline: RunSnapshot, candidate: RunSnapshot
+    baseline: RunFolder, candidate: RunFolder
 ) -> tuple[list[tuple[str, ScenarioResult, ScenarioResult]], list[str], list[str], list[str]]:
     """Scenarios matched by id; differences in thread settings; and what only one side has.
 
@@ -526,7 +526,7 @@ def compare_scenario(label: str, base: ScenarioResult, cand: ScenarioResult, rul
             row.verdict = "inconclusive"
             note = f"the {' and '.join(contended)} row was measured on a contended host (see its contention)"
             row.note = f"{note}; {row.note}" if row.note else note
-    kinds = [r.get("worker_kind") or "fresh" for r in (base.record, cand.record)]  # rows before kinds: fresh
+    kinds = [r["worker_kind"] for r in (base.record, cand.record)]  # upgraded: rows from before kinds say fresh
     for row in rows if kinds[0] != kinds[1] else ():
         if row.metric.startswith("peak_rss"):  # a forked worker shares the zygote's pages: another RSS baseline
             row.verdict = "inconclusive"
@@ -541,7 +541,7 @@ def _contended(record: dict[str, Any]) -> bool:
 
 
 def compare_runs(
-    baseline: RunSnapshot, candidate: RunSnapshot, rule: Rule | None = None, *, allow_env_mismatch: bool = False
+    baseline: RunFolder, candidate: RunFolder, rule: Rule | None = None, *, allow_env_mismatch: bool = False
 ) -> Comparison:
     """Compare two runs; IncomparableError (a UserError) when they measured different things."""
     rule = rule or Rule()
@@ -723,6 +723,7 @@ def format_markdown(comparison: Comparison, *, status_mark: bool = False) -> str
         lines.append(f"> :warning: {cell(warning)}")
     if comparison.warnings:
         lines.append("")
+
     def rows_table(rows: Sequence[Row]) -> list[str]:
         body = []
         for row, texts in zip(rows, _table_rows(rows), strict=True):
@@ -761,20 +762,20 @@ def github_annotations(comparison: Comparison) -> list[str]:
     return lines
 
 
-def _md_sha(run: RunSnapshot) -> str:
+def _md_sha(run: RunFolder) -> str:
     parts = []
     if run.git_sha:
         parts.append(f"sha `{run.git_sha[:10]}`")
-    if run.label:
-        parts.append(f"label `{run.label}`")
+    if run.history_label:
+        parts.append(f"label `{run.history_label}`")
     return f" ({', '.join(parts)})" if parts else ""
 
 
 def to_json(comparison: Comparison) -> dict[str, Any]:
-    def run(r: RunSnapshot) -> dict[str, Any]:
+    def run(r: RunFolder) -> dict[str, Any]:
         return {
             "run_id": r.run_id, "source": r.source, "started_at": r.started_at, "git_sha": r.git_sha,
-            "branch": r.branch, "label": r.label, "suite": r.suite, "environment_fingerprint": r.fingerprint,
+            "branch": r.branch, "label": r.history_label, "suite": r.suite, "environment_fingerprint": r.fingerprint,
         }  # fmt: skip
 
     return {

@@ -45,7 +45,7 @@ from bench.errors import UserError
 from bench.metrics import METRICS
 from bench.nospace import NoSpaceLeft, is_no_space
 from bench.record import RESULTS_FILE
-from bench.runfolder import RunSnapshot, ScenarioResult, read_run_folder
+from bench.runfolder import ResultLine, RunFolder, ScenarioResult, load_run, read_rows
 
 DEFAULT_HISTORY = Path("reports") / "history.sqlite"
 DEFAULT_TIMEOUT_S = 30.0
@@ -540,7 +540,7 @@ def record_run(
     # Hashed before it is read: a row appended in between makes the digest stale, so the next
     # recording brings the row in (the other way round, the digest would claim a row never stored).
     digest = hashlib.sha256((run_dir / RESULTS_FILE).read_bytes()).hexdigest()
-    snapshot = read_run_folder(run_dir)
+    snapshot = load_run(run_dir, with_round_times=True)
     if label is not None:
         label = label.strip() or None
     git = snapshot.environment.get("git") if isinstance(snapshot.environment.get("git"), dict) else {}
@@ -808,7 +808,7 @@ def _run_filter(label: str | None, branch: str | None, prefix: str = "WHERE") ->
     return (f"{prefix} " + " AND ".join(clauses)) if clauses else "", params
 
 
-def load_run(history_path: HistoryLocation, run_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> RunSnapshot:
+def run_by_id(history_path: HistoryLocation, run_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> RunFolder:
     """A run from the history by its id (or an unambiguous prefix of it)."""
     with open_history(history_path, timeout_s=timeout_s) as db, _errors(history_path, timeout_s):
         row = db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -829,7 +829,7 @@ def load_run(history_path: HistoryLocation, run_id: str, *, timeout_s: float = D
                     f"unknown run id {run_id!r}: it is not in the history {history_path} and is not a run folder"
                     + (f"; did you mean {', '.join(hint)}?" if hint else f" (most recent runs: {recent})")
                 )
-        return _snapshot_from_row(db, row, history_path)
+        return _run_from_row(db, row, history_path)
 
 
 # a run imported from a folder without a status counts as complete
@@ -842,7 +842,7 @@ def latest_run(
     *,
     exclude_run_id: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> RunSnapshot:
+) -> RunFolder:
     """The most recent run whose label is `name`, or failing that whose branch is `name`.
 
     Complete runs come first, then interrupted ones, then runs still going (or whose process
@@ -855,7 +855,7 @@ def latest_run(
                 (name, exclude_run_id),
             ).fetchone()
             if row is not None:
-                return _snapshot_from_row(db, row, history_path)
+                return _run_from_row(db, row, history_path)
         labels = [r[0] for r in db.execute("SELECT DISTINCT label FROM runs WHERE label IS NOT NULL")]
         branches = [r[0] for r in db.execute("SELECT DISTINCT branch FROM runs WHERE branch IS NOT NULL")]
     known = ", ".join(sorted(labels)) or "none"
@@ -868,25 +868,39 @@ def latest_run(
     )
 
 
-def _snapshot_from_row(db: Db, row: sqlite3.Row, history_path: HistoryLocation) -> RunSnapshot:
-    results: dict[str, ScenarioResult] = {}
-    for r in db.execute(
-        "SELECT scenario_id, record_json, round_times FROM results WHERE run = ? ORDER BY id", (row["id"],)
+def _run_from_row(db: Db, row: sqlite3.Row, history_path: HistoryLocation) -> RunFolder:
+    """The run model (bench.runfolder) from the history's rows: the same upgrade of older rows as a folder's."""
+    source = f"history:{history_path}"
+    lines, rounds = [], {}
+    for number, r in enumerate(
+        db.execute("SELECT scenario_id, record_json, round_times FROM results WHERE run = ? ORDER BY id", (row["id"],)),
+        start=1,
     ):
-        results[r["scenario_id"]] = ScenarioResult(
-            r["scenario_id"], json.loads(r["record_json"]), unpack_times(r["round_times"])
-        )
-    return RunSnapshot(
+        lines.append(ResultLine(number, json.loads(r["record_json"])))
+        rounds[r["scenario_id"]] = unpack_times(r["round_times"])
+    info = json.loads(row["run_json"])
+    warnings: list[str] = []
+    identity = {"run_id": row["run_id"], "suite": row["suite"] or "unknown"}
+    records, results, old_rows = read_rows(lines, identity, source, [], warnings)
+    for sid, result in results.items():
+        result.round_times = rounds[sid]
+    return RunFolder(
+        path=None,
+        source=source,
         run_id=row["run_id"],
-        source=f"history:{history_path}",
+        suite=row["suite"],
+        info=info,
+        environment=json.loads(row["environment_json"]),
+        lines=lines,
+        records=records,
+        results=results,
+        expected_scenarios=[],
         started_at=row["started_at"],
         git_sha=row["git_sha"],
         branch=row["branch"],
-        label=row["label"],
-        suite=row["suite"],
-        environment=json.loads(row["environment_json"]),
-        info=json.loads(row["run_json"]),
-        results=results,
+        history_label=row["label"],
+        warnings=warnings,
+        old_schema_rows=old_rows,
     )
 
 
@@ -1100,11 +1114,11 @@ class RecordAsItRuns:
 # --- a run by folder or by id -------------------------------------------------------------------
 
 
-def resolve(ref: str, history_path: HistoryLocation, timeout_s: float = DEFAULT_TIMEOUT_S) -> RunSnapshot:
+def resolve(ref: str, history_path: HistoryLocation, timeout_s: float = DEFAULT_TIMEOUT_S) -> RunFolder:
     """A run folder (a path that exists) or a run id in the history."""
     path = Path(ref)
     if path.exists():
-        return read_run_folder(path)
+        return load_run(path, with_round_times=True)
     if "/" in ref or ref.endswith(".jsonl"):
         raise UserError(f"{ref}: no such run folder")
     if not history_exists(history_path):
@@ -1112,4 +1126,4 @@ def resolve(ref: str, history_path: HistoryLocation, timeout_s: float = DEFAULT_
             f"{ref!r} is neither a run folder nor a run id in a history: there is no history at {history_path} "
             "(runs are recorded there by `bench run`; or pass run folders, e.g. reports/<run-id>)"
         )
-    return load_run(history_path, ref, timeout_s=timeout_s)
+    return run_by_id(history_path, ref, timeout_s=timeout_s)

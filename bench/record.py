@@ -2,16 +2,26 @@
 
 One record per scenario, one JSON object per line of a run's results.jsonl. Units are
 in the field names (`_s` seconds, `_bytes` bytes). Fields are added, never renamed.
+
+Rows written by older versions are brought to this version's shape here, and only here:
+`ROW_DEFAULTS` is the one table of what a row means when it lacks a field, `UPGRADES` the
+explicit upgrade of a row of schema version N-1 to N (asv's `Results.update_to_N`), and
+`upgrade_row` / `record_from_row` apply both. Every reader (bench.runfolder, for run folders
+and the history alike) goes through them; the suite's axis defaults are the same values.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
+import math
 import os
 import types
 import typing
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +33,27 @@ from bench.stats import LatencyStats
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.jsonl"
 STATUSES = ("ok", "unsupported", "failed")
+
+# What a row means when it lacks a field: it was written before the field existed, or by hand.
+# Version 1 has grown fields without a bump (added, never renamed): a row of any version is filled
+# from here. The first eight are required fields of ResultRecord (a row without one is named in the
+# report's warnings as one from an older schema); the rest have defaults in ResultRecord that are
+# these values, except worker_kind: a row written today without a worker (an unsupported scenario)
+# holds null, while rows from before worker kinds were all measured in fresh interpreters.
+ROW_DEFAULTS: dict[str, Any] = {
+    "model": "unknown",
+    "batch_size": None,
+    "threads": None,
+    "interop_threads": 1,
+    "precision": "fp32",
+    "load": "eager",
+    "runtime": "torch",
+    "input_shape": [],
+    "variant": "dense",
+    "grad_mode": "inference_mode",
+    "module_mode": "eval",
+    "worker_kind": "fresh",
+}
 
 
 @dataclass(frozen=True)
@@ -423,13 +454,13 @@ class ResultRecord:
     host_group: str | None = None  # fleet runs with `hosts:`: the host group that measured the row
     fleet: FleetPlacement | None = None  # fleet runs: the worker, host and times of the measurement
     model_source: ModelSourceInfo | None = None  # the user's model file or factory, when `model` names one
-    variant: str = "dense"  # dense, or how the model was pruned (bench.pruning)
+    variant: str = ROW_DEFAULTS["variant"]  # dense, or how the model was pruned (bench.pruning)
     pruning: PruningFacts | None = None
     pipeline: PipelineFigures | None = None  # only with `data:`
     model_freed_on_release: bool | None = None  # a weak reference to the model died after del + gc.collect()
     capacity: CapacityFigures | None = None  # only with a `capacity:` block
-    grad_mode: str = "inference_mode"  # inference_mode, no_grad or enabled (bench.hygiene)
-    module_mode: str = "eval"  # eval or train
+    grad_mode: str = ROW_DEFAULTS["grad_mode"]  # inference_mode, no_grad or enabled (bench.hygiene)
+    module_mode: str = ROW_DEFAULTS["module_mode"]  # eval or train
     hygiene: HygieneFigures | None = None  # torch rows: what the grad and module modes changed
     contention: Contention | None = None  # others' CPU use and steal over the timed steady state (ok rows)
     seq_len: int | None = None  # models with named inputs: the `seq` dimension (bench.inputs)
@@ -464,36 +495,106 @@ class ResultRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
         """Build a record from JSON; keys from newer schemas are ignored, missing optional ones default."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in names:
-                continue
-            if key in NESTED_FIELDS and isinstance(value, dict):
-                value = from_json(NESTED_FIELDS[key], value)
-            values[key] = value
-        return cls(**values)
+        hints = _type_hints(cls)
+        return cls(**{key: from_json(hints[key], value) for key, value in data.items() if key in hints})
 
 
-# The record's fields that are dataclasses of their own, and their classes.
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A dataclass's fields and their types, read once (typing.get_type_hints evaluates the annotations)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _dataclass_of(hint: Any) -> type | None:
+    """The dataclass a field holds (`X` or `X | None`), else None."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        hint = inner[0] if len(inner) == 1 else None
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+# The record's fields that are dataclasses of their own, and their classes: read from the type hints.
 NESTED_FIELDS: dict[str, type] = {
-    "latency_s": LatencyStats,
-    "rss_bytes": RssFigures,
-    "peak_rss_kernel_phase_bytes": KernelPeaks,
-    "fidelity": Fidelity,
-    "profile": ProfileFigures,
-    "fleet": FleetPlacement,
-    "model_source": ModelSourceInfo,
-    "capacity": CapacityFigures,
-    "pruning": PruningFacts,
-    "pipeline": PipelineFigures,
-    "hygiene": HygieneFigures,
-    "contention": Contention,
-    "generation": GenerationFigures,
-    "compiled": CompiledRuntime,
-    "timeline": Timeline,
-    "quantization": QuantizationFacts,
+    name: cls for name, hint in _type_hints(ResultRecord).items() if (cls := _dataclass_of(hint)) is not None
 }
+# The fields every row must have; ROW_DEFAULTS holds what an older row without one meant.
+REQUIRED_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(ResultRecord)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
+
+
+def _update_to_1(row: dict[str, Any]) -> None:
+    """A row without schema_version (from before rows were versioned, or made by hand): it had no status,
+    so one is inferred: ok where it has latencies."""
+    row.setdefault("status", "ok" if row.get("latency_s") else "failed")
+
+
+# UPGRADES[n] brings a row of schema version n-1 to version n, in place; applied in order.
+UPGRADES: dict[int, Callable[[dict[str, Any]], None]] = {1: _update_to_1}
+
+
+def upgrade_row(row: Mapping[str, Any], identity: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A copy of `row` in this version's shape, and the required fields it lacked (status included).
+
+    `identity`: the run_id and suite of the run it belongs to (its run.json, or the history), for a
+    row without them. Fields are filled from ROW_DEFAULTS; a row from a newer version keeps its
+    extra keys (ResultRecord.from_dict ignores them)."""
+    data = dict(row)
+    version = data.get("schema_version")
+    version = version if isinstance(version, int) and not isinstance(version, bool) else 0
+    lacking = [key for key in REQUIRED_FIELDS if key not in data and key != "scenario_id"]
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        UPGRADES[number](data)
+    if version < SCHEMA_VERSION:
+        data["schema_version"] = SCHEMA_VERSION
+    for key, value in (*identity.items(), *ROW_DEFAULTS.items()):
+        if key not in data:
+            data[key] = copy.deepcopy(value)
+    if data.get("status") != "ok" and not data.get("reason"):
+        data["reason"] = "(no reason recorded)"
+    return data, [key for key in lacking if key in data]
+
+
+def record_from_row(row: Mapping[str, Any]) -> tuple[ResultRecord, list[str]]:
+    """A row upgraded by upgrade_row as a ResultRecord, and the nested figures an older schema lacked
+    (`latency_s.p99`). Nested figures are cleaned: a required one an older schema lacked is None, a number
+    that is not finite is None, a value of the wrong kind is dropped. Raises TypeError or ValueError for a
+    row that is still no record (e.g. an unknown status)."""
+    data = dict(row)
+    filled: list[str] = []
+    for key, cls in NESTED_FIELDS.items():
+        value = data.get(key)
+        if isinstance(value, dict):
+            fields = dataclasses.fields(cls)
+            required = [f.name for f in fields if f.default is dataclasses.MISSING]
+            missing = [n for n in required if n not in value]
+            if missing and cls in (LatencyStats, Fidelity):
+                filled.extend(f"{key}.{n}" for n in missing)
+            # Required fields an older schema lacked become None; optional ones keep their defaults.
+            data[key] = {
+                f.name: _clean(value.get(f.name), str(f.type))
+                for f in fields
+                if f.name in value or f.default is dataclasses.MISSING
+            }
+        elif value is not None and key in data:
+            data[key] = None  # an unexpected shape: drop it rather than the row
+    if not isinstance(data.get("files"), dict):
+        data["files"] = {}
+    return ResultRecord.from_dict(data), filled
+
+
+def _clean(value: Any, kind: str) -> Any:
+    """A finite number, or a string where the field is one (`kind`: its annotation); else None.
+
+    Lists and mappings (capacity layouts, fleet attempts) pass as they are: from_dict types them."""
+    if isinstance(value, bool | list | dict) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return value if math.isfinite(value) else None
+    return value if isinstance(value, str) and "str" in kind else None
 
 
 def from_json(hint: Any, value: Any) -> Any:

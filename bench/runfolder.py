@@ -1,8 +1,13 @@
-"""Reading a run folder (reports/<run-id>/): the one reader of the report, the history and compare.
+"""The one run model, and the one reader of a run folder (reports/<run-id>/).
+
+`load_run` reads a folder into a `RunFolder`: the model the report, compare, plan, export,
+resume and the history all use (the history builds the same model from its store, with
+`read_rows`). Rows written by older versions are upgraded by bench.record's one table of
+defaults and its explicit upgrades.
 
 Tolerant of half-written, old and incomplete runs: nothing here raises on bad content.
 What cannot be read becomes a warning that names the file (and the line), appended to
-the folder's `warnings`, or a `(None, why)` answer for one raw file. Only a folder that
+the run's `warnings`, or a `(None, why)` answer for one raw file. Only a folder that
 is not a run at all, or a results.jsonl that cannot be opened, is a UserError.
 
 `benchmark_round_times` is the strict reader, for a benchmark JSON a worker has just
@@ -11,7 +16,6 @@ written (the runner, selfcheck): it raises on anything that is not one.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -21,24 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
-from bench.record import NESTED_FIELDS, RESULTS_FILE, Fidelity, ResultRecord
-from bench.stats import LatencyStats
+from bench.record import RESULTS_FILE, ResultRecord, record_from_row, upgrade_row
 
 RUN_INFO_FILE = "run.json"
 ENVIRONMENT_FILE = "environment.json"
 SCENARIOS_FILE = "scenarios.json"
-
-# Defaults for ResultRecord's required fields, for rows written by an older schema.
-_REQUIRED_DEFAULTS: dict[str, Any] = {
-    "model": "unknown",
-    "batch_size": None,
-    "threads": None,
-    "interop_threads": 1,
-    "precision": "fp32",
-    "load": "eager",
-    "runtime": "torch",
-    "input_shape": [],
-}
 
 
 def require_run_folder(path: Path) -> Path:
@@ -61,46 +52,6 @@ class ResultLine:
 
     number: int  # 1-based line number
     data: dict[str, Any]
-
-
-@dataclass
-class RunFolder:
-    """A run folder's small files, read; `lines` are the readable rows of results.jsonl."""
-
-    path: Path
-    info: dict[str, Any]  # run.json ({} when missing)
-    environment: dict[str, Any]  # environment.json ({} when missing)
-    lines: list[ResultLine]
-    expected_scenarios: list[str]  # ids from scenarios.json; [] when missing
-    warnings: list[str] = field(default_factory=list)
-    # fleet runs (bench.fleet): each measuring host's environments/<fingerprint>.json
-    host_environments: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def results_path(self) -> Path:
-        return self.path / RESULTS_FILE
-
-    @property
-    def run_id(self) -> str:
-        first = self.lines[0].data.get("run_id") if self.lines else None
-        return str(self.info.get("run_id") or first or self.path.name)
-
-    @property
-    def suite(self) -> str | None:
-        suite = self.info.get("suite") or (self.lines[0].data.get("suite") if self.lines else None)
-        return None if suite is None else str(suite)
-
-
-def read_folder(path: Path) -> RunFolder:
-    """Read run.json, environment.json, scenarios.json and results.jsonl; UserError when not a run folder."""
-    path = require_run_folder(Path(path))
-    warnings: list[str] = []
-    info = read_json_object(path / RUN_INFO_FILE, warnings)
-    environment = read_json_object(path / ENVIRONMENT_FILE, warnings)
-    expected = _scenario_ids(read_json(path / SCENARIOS_FILE, warnings))
-    lines = read_result_lines(path / RESULTS_FILE, warnings)
-    hosts = {p.stem: read_json_object(p, warnings) for p in sorted(path.glob("environments/*.json"))}
-    return RunFolder(path, info, environment, lines, expected, warnings, hosts)
 
 
 def read_json(path: Path, warnings: list[str]) -> Any:
@@ -180,80 +131,6 @@ def result_lines_of(text: str, path: Path, warnings: list[str]) -> list[ResultLi
         else:
             out.append(ResultLine(number, data))
     return out
-
-
-def result_records(folder: RunFolder) -> tuple[list[ResultRecord], list[str]]:
-    """The folder's rows as ResultRecords, and the ids of rows from an older schema (filled with defaults).
-
-    A row that is still no ResultRecord is skipped with a warning in `folder.warnings`.
-    """
-    records: list[ResultRecord] = []
-    old_rows: list[str] = []
-    for line in folder.lines:
-        try:
-            record, filled = _record_from_dict(line.data, folder)
-        except (TypeError, ValueError) as exc:
-            folder.warnings.append(
-                f"{folder.results_path}: line {line.number} is not a result record; it was skipped ({exc})"
-            )
-            continue
-        if filled:
-            old_rows.append(record.scenario_id)
-            folder.warnings.append(
-                f"{folder.results_path}: line {line.number} ({record.scenario_id}) comes from an older schema "
-                f"(schema_version {line.data.get('schema_version', 'missing')}); missing: {', '.join(filled)}"
-            )
-        records.append(record)
-    return records, old_rows
-
-
-def _record_from_dict(data: dict[str, Any], folder: RunFolder) -> tuple[ResultRecord, list[str]]:
-    """ResultRecord.from_dict, after filling what an older schema did not write."""
-    data = dict(data)
-    filled: list[str] = []
-    for key, default in (
-        ("run_id", folder.info.get("run_id") or folder.path.name),
-        ("suite", folder.info.get("suite") or "unknown"),
-        *_REQUIRED_DEFAULTS.items(),
-    ):
-        if key not in data:
-            data[key] = default
-            filled.append(key)
-    if "status" not in data:
-        data["status"] = "ok" if data.get("latency_s") else "failed"
-        filled.append("status")
-    if data["status"] != "ok" and not data.get("reason"):
-        data["reason"] = "(no reason recorded)"
-    for key, cls in NESTED_FIELDS.items():
-        value = data.get(key)
-        if isinstance(value, dict):
-            fields = dataclasses.fields(cls)
-            required = [f.name for f in fields if f.default is dataclasses.MISSING]
-            missing = [n for n in required if n not in value]
-            if missing and cls in (LatencyStats, Fidelity):
-                filled.extend(f"{key}.{n}" for n in missing)
-            # Required fields an older schema lacked become None; optional ones keep their defaults.
-            data[key] = {
-                f.name: _clean(value.get(f.name), str(f.type))
-                for f in fields
-                if f.name in value or f.default is dataclasses.MISSING
-            }
-        elif value is not None and key in data:
-            data[key] = None  # an unexpected shape: drop it rather than the row
-    if not isinstance(data.get("files"), dict):
-        data["files"] = {}
-    return ResultRecord.from_dict(data), filled
-
-
-def _clean(value: Any, kind: str) -> Any:
-    """A finite number, or a string where the field is one (`kind`: its annotation); else None.
-
-    Lists and mappings (capacity layouts, fleet attempts) pass as they are: from_dict types them."""
-    if isinstance(value, bool | list | dict) or value is None:
-        return value
-    if isinstance(value, int | float):
-        return value if math.isfinite(value) else None
-    return value if isinstance(value, str) and "str" in kind else None
 
 
 # --- a row's raw files ------------------------------------------------------------------------------
@@ -343,12 +220,13 @@ def allocation_events(run_dir: Path, files: Any, scenario_id: str):  # -> tuple[
     )  # fmt: skip
 
 
-# --- the readers' run model: a run folder as history and compare see it ---------------------------
+# --- the one run model --------------------------------------------------------------------------------
 
 
 @dataclass
 class ScenarioResult:
-    """One scenario of one run: the record as written and its raw round times (None when unknown)."""
+    """One scenario of one run as compare and the history use it: its last row, upgraded to this version's
+    shape (bench.record.upgrade_row) and kept as JSON, and its raw round times (None when unknown)."""
 
     scenario_id: str
     record: dict[str, Any]
@@ -364,22 +242,49 @@ class ScenarioResult:
 
 
 @dataclass
-class RunSnapshot:
-    """Everything compare needs of a run, whether read from a run folder or from the history."""
+class RunFolder:
+    """A run as every reader sees it: the report, compare, plan, export, resume and the history.
 
+    Read from its folder by `load_run`, or read back from the history store (bench.history), which
+    keeps the same rows and round times but no raw files: then `path` is None. Rows of an older
+    schema are upgraded by bench.record (one table of defaults); a row that is still no record is
+    left out of `records` and `results`, with a warning.
+    """
+
+    path: Path | None  # the run folder; None: read back from the history
+    source: str  # the folder, or "history:<location>"
     run_id: str
-    source: str  # the folder, or "history:<path>"
+    suite: str | None
+    info: dict[str, Any]  # run.json ({} when missing)
+    environment: dict[str, Any]  # environment.json ({} when missing)
+    lines: list[ResultLine]  # the rows as written: results.jsonl's readable lines, or the history's rows
+    records: list[ResultRecord]  # the rows as records, in the suite's order (whatever order they ran in)
+    results: dict[str, ScenarioResult]  # per scenario its last row, for compare and the history
+    expected_scenarios: list[str]  # ids from scenarios.json; [] when missing
     started_at: str | None
     git_sha: str | None
     branch: str | None
-    label: str | None
-    suite: str | None
-    environment: dict[str, Any]
-    info: dict[str, Any]
-    results: dict[str, ScenarioResult]
+    history_label: str | None = None  # the label the history recorded the run under
     warnings: list[str] = field(default_factory=list)
-    # a fleet run folder's environments/<fingerprint>.json (the history keeps none)
+    # scenario ids whose rows lacked fields the current schema requires (filled from bench.record.ROW_DEFAULTS)
+    old_schema_rows: list[str] = field(default_factory=list)
+    # fleet runs (bench.fleet): each measuring host's environments/<fingerprint>.json (the history keeps none)
     host_environments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    label: str = ""  # the report's name for the run, unique among its runs (bench.report.data.label_runs)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.run_id
+
+    @property
+    def results_path(self) -> Path:
+        assert self.path is not None, "a run read back from the history has no results.jsonl"
+        return self.path / RESULTS_FILE
+
+    @property
+    def missing_scenarios(self) -> list[str]:
+        """Scenarios the suite expanded to that have no row (an interrupted run)."""
+        have = {r.scenario_id for r in self.records}
+        return [s for s in self.expected_scenarios if s not in have]
 
     @property
     def fingerprint(self) -> str | None:
@@ -395,51 +300,98 @@ class RunSnapshot:
         parts = [self.run_id]
         if self.git_sha:
             parts.append(f"sha {self.git_sha[:10]}")
-        if self.label:
-            parts.append(f"label {self.label}")
+        if self.history_label:
+            parts.append(f"label {self.history_label}")
         if self.branch:
             parts.append(f"branch {self.branch}")
         return ", ".join(parts)
 
 
-def read_run_folder(path: Path) -> RunSnapshot:
-    """A run folder written by `bench run`; UserError when it is not one.
+def load_run(path: Path, *, with_round_times: bool = False) -> RunFolder:
+    """Read a run folder: run.json, environment.json, scenarios.json, results.jsonl and each fleet host's
+    environment; UserError when `path` is not a run folder.
 
-    Tolerant like the report (bench.runfolder): a truncated last line or a missing
-    benchmark JSON becomes a warning, not an error. Records are kept as written.
+    `with_round_times`: also read each ok row's raw round times (benchmark/<scenario>.json), for compare and
+    the history; a missing one, and a scenario that appears twice (they use its last row), are warnings.
     """
-    folder = read_folder(Path(path))
-    warnings = folder.warnings
-    records = [line.data for line in folder.lines]
-    results: dict[str, ScenarioResult] = {}
-    for record in records:
-        sid = record["scenario_id"]
-        if sid in results:
-            warnings.append(f"{folder.results_path}: scenario {sid} appears twice; the last row is used")
-        rounds = None
-        if record.get("status") == "ok":
-            rounds, why = round_times(folder.path, record.get("files"), sid)
-            if why:
-                warnings.append(f"{sid}: {why}; no raw round times")
-        results[sid] = ScenarioResult(sid, record, rounds)
-    environment, info = folder.environment, folder.info
+    path = require_run_folder(Path(path))
+    warnings: list[str] = []
+    info = read_json_object(path / RUN_INFO_FILE, warnings)
+    environment = read_json_object(path / ENVIRONMENT_FILE, warnings)
+    expected = _scenario_ids(read_json(path / SCENARIOS_FILE, warnings))
+    lines = read_result_lines(path / RESULTS_FILE, warnings)
+    hosts = {p.stem: read_json_object(p, warnings) for p in sorted(path.glob("environments/*.json"))}
+    first = lines[0].data if lines else {}
+    run_id = str(info.get("run_id") or first.get("run_id") or path.name)
+    suite = info.get("suite") or first.get("suite")
+    records, results, old_rows = read_rows(
+        lines, {"run_id": info.get("run_id") or path.name, "suite": info.get("suite") or "unknown"},
+        path / RESULTS_FILE, expected, warnings,
+    )  # fmt: skip
+    if with_round_times:
+        seen: set[str] = set()
+        for record in records:
+            if record.scenario_id in seen:
+                warnings.append(
+                    f"{path / RESULTS_FILE}: scenario {record.scenario_id} appears twice; the last row is used"
+                )
+            seen.add(record.scenario_id)
+        for sid, result in results.items():
+            if result.status == "ok":
+                result.round_times, why = round_times(path, result.record.get("files"), sid)
+                if why:
+                    warnings.append(f"{sid}: {why}; no raw round times")
+    raw = [line.data for line in lines]
     git = environment.get("git") if isinstance(environment.get("git"), dict) else {}
-    sha = git.get("sha") or next((r.get("git_sha") for r in records if r.get("git_sha")), None)
     branch = git.get("branch")
-    return RunSnapshot(
-        run_id=folder.run_id,
-        source=str(folder.path),
-        started_at=info.get("started_at") or _started_from(records, folder.run_id),
-        git_sha=sha,
-        branch=None if branch in (None, "HEAD") else str(branch),
-        label=None,
-        suite=folder.suite,
-        environment=environment,
+    return RunFolder(
+        path=path,
+        source=str(path),
+        run_id=run_id,
+        suite=None if suite is None else str(suite),
         info=info,
+        environment=environment,
+        lines=lines,
+        records=records,
         results=results,
+        expected_scenarios=expected,
+        started_at=info.get("started_at") or _started_from(raw, run_id),
+        git_sha=git.get("sha") or next((r.get("git_sha") for r in raw if r.get("git_sha")), None),
+        branch=None if branch in (None, "HEAD") else str(branch),
         warnings=warnings,
-        host_environments=folder.host_environments,
+        old_schema_rows=old_rows,
+        host_environments=hosts,
     )
+
+
+def read_rows(
+    lines: list[ResultLine], identity: dict[str, Any], where: Path | str, expected: list[str], warnings: list[str]
+) -> tuple[list[ResultRecord], dict[str, ScenarioResult], list[str]]:
+    """The rows as records in the suite's order (`expected`), per scenario its last row, and the ids of rows
+    from an older schema; a warning naming `where` and the line for each older row and each row that is no
+    record. `identity`: the run_id and suite for rows without them."""
+    records: list[ResultRecord] = []
+    results: dict[str, ScenarioResult] = {}
+    old_rows: list[str] = []
+    for line in lines:
+        row, filled = upgrade_row(line.data, identity)
+        try:
+            record, nested = record_from_row(row)
+        except (TypeError, ValueError) as exc:
+            warnings.append(f"{where}: line {line.number} is not a result record; it was skipped ({exc})")
+            continue
+        filled += nested
+        if filled:
+            old_rows.append(record.scenario_id)
+            warnings.append(
+                f"{where}: line {line.number} ({record.scenario_id}) comes from an older schema "
+                f"(schema_version {line.data.get('schema_version', 'missing')}); missing: {', '.join(filled)}"
+            )
+        records.append(record)
+        results[record.scenario_id] = ScenarioResult(record.scenario_id, row)
+    order = {scenario_id: i for i, scenario_id in enumerate(expected)}
+    records.sort(key=lambda r: order.get(r.scenario_id, len(order)))
+    return records, results, old_rows
 
 
 def _started_from(records: list[dict[str, Any]], run_id: str) -> str | None:

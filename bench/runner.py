@@ -57,9 +57,8 @@ from bench.record import (
     RssFigures,
     append_record,
     from_json,
-    read_records,
 )
-from bench.runfolder import RunFolder, benchmark_round_times, read_folder
+from bench.runfolder import RunFolder, benchmark_round_times, load_run
 from bench.runlock import lock_run_folder
 from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
@@ -194,7 +193,7 @@ def _read_resumable(run_dir: Path) -> tuple[RunFolder, Suite]:
     suite_path = run_dir / "suite.yaml"
     if not (run_dir / RESULTS_FILE).is_file() or not suite_path.is_file():
         raise UserError(f"{run_dir} is not a run folder (expected results.jsonl and suite.yaml in it)")
-    folder = read_folder(run_dir)
+    folder = load_run(run_dir)
     # The copy in the run folder reads model paths from the original suite's folder.
     base_dir = Path(folder.info["suite_dir"]) if folder.info.get("suite_dir") else None
     suite = parse_suite(suite_path.read_text(encoding="utf-8"), str(suite_path), max_scenarios=10**9, base_dir=base_dir)
@@ -253,7 +252,7 @@ def resume_run(
     lock_run_folder(run_dir)  # before anything is written: a second writer is refused here
     _check_resume_mode(folder, suite, on_fleet)
     _set_aside_partial_line(folder.results_path)
-    records, _ = read_records(folder.results_path)  # again: the partial line, if any, is set aside now
+    records = folder.records  # a partial last line, set aside now, was no row of it either
     workers = _start_workers(worker_kind, run_dir) if start_workers and not on_fleet else None
     with _closed_on_error(workers):
         environment = collect_environment()

@@ -26,6 +26,7 @@ from bench.errors import SuiteError
 from bench.generation import GeneratePolicy
 from bench.inputs import InputsError, parse_inputs, uses_seq
 from bench.pipeline import CLASS_INDEX_CHOICES, DataSpec, check_data_spec
+from bench.record import ROW_DEFAULTS
 from bench.sources import ModelSource, SourceError
 
 PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16", "int8_static", "int8_weight_only", "int4_weight_only")
@@ -43,15 +44,15 @@ AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load"
 SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data", "generate", "compile",
             "calibration")  # fmt: skip
 TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
+# An axis a suite does not set, and a row written before the axis existed, mean the same value: the
+# readers' one table (bench.record.ROW_DEFAULTS); batch_size and threads are in every row.
 AXIS_DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
     "threads": 1,
-    "interop_threads": 1,
-    "precision": "fp32",
-    "load": "eager",
-    "variant": pruning.DENSE,
-    "grad_mode": GRAD_MODES[0],
-    "module_mode": MODULE_MODES[0],
+    **{
+        axis: ROW_DEFAULTS[axis]
+        for axis in ("interop_threads", "precision", "load", "variant", "grad_mode", "module_mode")
+    },
 }
 # How a non-default grad_mode / module_mode shows in a scenario id.
 _MODE_ID_PARTS = {"no_grad": "no_grad", "enabled": "grad_enabled", "train": "train"}
@@ -186,11 +187,11 @@ class Scenario:
     profile: bool = False  # after the timed run, profile it again in its own process (bench.profiling)
     host_group: str | None = None  # fleet runs: the host group (a Dask worker resource) that measures it
     source: ModelSource | None = None  # the user's own model (bench.sources); `model` is then its name
-    variant: str = pruning.DENSE  # pruned variants of the model (bench.pruning)
+    variant: str = AXIS_DEFAULTS["variant"]  # pruned variants of the model (bench.pruning)
     data: DataSpec | None = None  # an image folder to run through the input pipeline (bench.pipeline)
     capacity: CapacityPolicy | None = None  # after the timed run, measure serving capacity (bench.capacity)
-    grad_mode: str = GRAD_MODES[0]  # inference_mode, no_grad or enabled (bench.hygiene)
-    module_mode: str = MODULE_MODES[0]  # eval, or train: the forgotten eval()
+    grad_mode: str = AXIS_DEFAULTS["grad_mode"]  # inference_mode, no_grad or enabled (bench.hygiene)
+    module_mode: str = AXIS_DEFAULTS["module_mode"]  # eval, or train: the forgotten eval()
     seq_len: int | None = None  # the `seq` dimension of a model's named inputs (bench.inputs)
     generate: GeneratePolicy | None = None  # causal-lm: greedy generation after the timed run (bench.generation)
     compile: CompilePolicy | None = None  # load: compile only; None: the defaults

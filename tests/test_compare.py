@@ -30,7 +30,7 @@ from bench.compare import (
 )
 from bench.errors import UserError
 from bench.history import record_run
-from bench.runfolder import read_run_folder
+from bench.runfolder import load_run
 from bench.stats import LatencyStats, drift
 
 MLP = "tiny_mlp-b1-t1-fp32-eager"
@@ -90,7 +90,7 @@ def pair(tmp_path: Path, *, seed_b: int = 1, seed_c: int = 2, slow: float = 1.0,
         rounds=lambda sid: draw(seed_c + zlib.crc32(sid.encode()) % 1000, median_ms=medians[sid] * slow),
         **candidate_edits,
     )
-    return read_run_folder(base), read_run_folder(cand)
+    return load_run(base, with_round_times=True), load_run(cand, with_round_times=True)
 
 
 def verdicts(comparison, metric: str) -> dict[str, str]:
@@ -190,7 +190,7 @@ def test_a_and_a_on_a_switching_machine_is_inconclusive_not_improved(tmp_path):
         cand = edit_run(
             make_run(tmp_path / str(seed), specs, run_id="b"), rounds=lambda sid, s=seed: drifting(2 * s + 1)
         )
-        comparison = compare_runs(read_run_folder(base), read_run_folder(cand))
+        comparison = compare_runs(load_run(base, with_round_times=True), load_run(cand, with_round_times=True))
         for row in comparison.rows:
             if row.metric in ("median", "p99", "throughput"):
                 assert row.verdict == "inconclusive" or (row.verdict == "unchanged" and row.change is not None), row
@@ -202,7 +202,7 @@ def test_a_big_slowdown_on_a_switching_machine_is_still_regressed(tmp_path):
     specs = [Spec(median_ms=0.03)]
     base = edit_run(make_run(tmp_path, specs, run_id="a"), rounds=lambda sid: drifting(1))
     cand = edit_run(make_run(tmp_path, specs, run_id="b"), rounds=lambda sid: [4 * t for t in drifting(2)])
-    comparison = compare_runs(read_run_folder(base), read_run_folder(cand))
+    comparison = compare_runs(load_run(base, with_round_times=True), load_run(cand, with_round_times=True))
     assert verdicts(comparison, "median") == {MLP: "regressed"}
 
 
@@ -279,7 +279,7 @@ def test_small_noisy_samples_are_inconclusive(tmp_path):
     cand = edit_run(
         make_run(tmp_path, specs, run_id="b"), rounds=lambda sid: [t * 1.08 for t in draw(2, n=12, noise=0.3)]
     )
-    comparison = compare_runs(read_run_folder(base), read_run_folder(cand))
+    comparison = compare_runs(load_run(base, with_round_times=True), load_run(cand, with_round_times=True))
     assert verdicts(comparison, "median") == {MLP: "inconclusive"}
 
 
@@ -309,8 +309,8 @@ def test_the_kernel_peak_is_preferred_when_both_runs_have_it(tmp_path):
 
     base, cand = pair(tmp_path, seed_c=1)
     # sampled peaks equal, kernel peaks 30 % apart: the kernel's figure decides
-    base = read_run_folder(edit_run(Path(base.source), kernel(500 * MIB)))
-    cand = read_run_folder(edit_run(Path(cand.source), kernel(650 * MIB)))
+    base = load_run(edit_run(Path(base.source), kernel(500 * MIB)), with_round_times=True)
+    cand = load_run(edit_run(Path(cand.source), kernel(650 * MIB)), with_round_times=True)
     rows = [r for r in compare_runs(base, cand).rows if r.metric == "peak_rss"]
     assert {r.verdict for r in rows} == {"regressed"} and "kernel VmHWM" in rows[0].note
 
@@ -320,7 +320,7 @@ def test_load_time_needs_a_big_and_absolute_change(tmp_path):
         return lambda record: record.update(load_s=seconds)
 
     base, _ = pair(tmp_path / "a")
-    base = read_run_folder(edit_run(Path(base.source), load(0.004)))
+    base = load_run(edit_run(Path(base.source), load(0.004)), with_round_times=True)
     for candidate_load, expected in (
         (0.0041, "unchanged"),  # +2.5 %
         (0.0045, "inconclusive"),  # +12.5 %: more than the latency threshold, one event cannot tell
@@ -330,7 +330,7 @@ def test_load_time_needs_a_big_and_absolute_change(tmp_path):
         (0.0001, "inconclusive"),  # -97 % but only 3.9 ms
     ):
         _, cand = pair(tmp_path / str(candidate_load), seed_c=1)
-        cand = read_run_folder(edit_run(Path(cand.source), load(candidate_load)))
+        cand = load_run(edit_run(Path(cand.source), load(candidate_load)), with_round_times=True)
         got = set(verdicts(compare_runs(base, cand), "load").values())
         assert got == {expected}, (candidate_load, got)
 
@@ -355,13 +355,17 @@ def test_too_few_rounds_give_no_interval(tmp_path):
     cand = edit_run(
         make_run(tmp_path, specs, run_id="b"), rounds=lambda sid: [t * 1.5 for t in draw(2, n=5, noise=0.01)]
     )
-    row = next(r for r in compare_runs(read_run_folder(base), read_run_folder(cand)).rows if r.metric == "median")
+    row = next(
+        r
+        for r in compare_runs(load_run(base, with_round_times=True), load_run(cand, with_round_times=True)).rows
+        if r.metric == "median"
+    )
     assert row.verdict == "inconclusive" and row.ci is None and "only 5 rounds" in row.note
 
 
 def test_a_different_cpu_share_is_noted_but_does_not_decide(tmp_path):
     base, cand = pair(tmp_path, slow=1.3, edit_record=lambda r: r.update(cpu_utilization=0.6))
-    base = read_run_folder(edit_run(Path(base.source), lambda r: r.update(cpu_utilization=1.0)))
+    base = load_run(edit_run(Path(base.source), lambda r: r.update(cpu_utilization=1.0)), with_round_times=True)
     row = next(r for r in compare_runs(base, cand).rows if r.scenario_id == MLP and r.metric == "median")
     assert row.verdict == "regressed" and "CPU utilization 1.00 vs 0.60" in row.note
 
@@ -387,7 +391,9 @@ def test_memory_measured_with_another_worker_kind_is_inconclusive_never_improved
         if record.get("peak_rss_kernel_bytes"):
             record["peak_rss_kernel_bytes"] = int(record["peak_rss_kernel_bytes"] * 0.6)
 
-    base, cand = pair(tmp_path, edit_record=forked_and_leaner)  # the baseline's rows predate kinds: fresh
+    base, cand = pair(tmp_path, edit_record=forked_and_leaner)
+    # the baseline's rows predate worker kinds (they lack the field): fresh, by bench.record.ROW_DEFAULTS
+    base = load_run(edit_run(Path(base.source), lambda r: r.pop("worker_kind")), with_round_times=True)
     comparison = compare_runs(base, cand)
     memory = [r for r in comparison.rows if r.metric.startswith("peak_rss")]
     assert memory and {r.verdict for r in memory} == {"inconclusive"}
@@ -402,7 +408,7 @@ def test_memory_measured_with_another_worker_kind_is_inconclusive_never_improved
 def test_missing_raw_rounds_give_no_interval(tmp_path):
     base, cand = pair(tmp_path, slow=1.3)
     (Path(cand.source) / f"benchmark/{MLP}.json").unlink()
-    cand = read_run_folder(Path(cand.source))
+    cand = load_run(Path(cand.source), with_round_times=True)
     comparison = compare_runs(base, cand)
     row = next(r for r in comparison.rows if r.scenario_id == MLP and r.metric == "median")
     assert row.verdict == "inconclusive" and row.ci is None and "no raw round times" in row.note
@@ -438,8 +444,8 @@ def test_thread_variables_and_allocator_count_but_per_scenario_thread_counts_do_
 
 
 def test_different_thread_counts_are_refused(tmp_path):
-    base = read_run_folder(make_run(tmp_path, [Spec(threads=1)], run_id="a"))
-    cand = read_run_folder(make_run(tmp_path, [Spec(threads=2)], run_id="b"))
+    base = load_run(make_run(tmp_path, [Spec(threads=1)], run_id="a"), with_round_times=True)
+    cand = load_run(make_run(tmp_path, [Spec(threads=2)], run_id="b"), with_round_times=True)
     with pytest.raises(
         IncomparableError,
         match=r"tiny_mlp-b1-t1-fp32-eager / tiny_mlp-b1-t2-fp32-eager: threads=1 in the baseline, threads=2",
@@ -452,21 +458,23 @@ def test_different_thread_counts_are_refused(tmp_path):
 
 def test_same_id_but_threads_torch_really_used_differ_is_refused(tmp_path):
     base, cand = pair(tmp_path, seed_c=1, edit_record=lambda r: r.update(torch_num_threads=4))
-    base = read_run_folder(edit_run(Path(base.source), lambda r: r.update(torch_num_threads=1)))
+    base = load_run(edit_run(Path(base.source), lambda r: r.update(torch_num_threads=1)), with_round_times=True)
     with pytest.raises(IncomparableError, match="torch_num_threads 1 vs 4"):
         compare_runs(base, cand)
 
 
 def test_nothing_in_common_is_a_user_error(tmp_path):
-    base = read_run_folder(make_run(tmp_path, [Spec(model="tiny_cnn")], run_id="a"))
-    cand = read_run_folder(make_run(tmp_path, [Spec(batch_size=8)], run_id="b"))
+    base = load_run(make_run(tmp_path, [Spec(model="tiny_cnn")], run_id="a"), with_round_times=True)
+    cand = load_run(make_run(tmp_path, [Spec(batch_size=8)], run_id="b"), with_round_times=True)
     with pytest.raises(UserError, match="no scenario in common"):
         compare_runs(base, cand)
 
 
 def test_scenarios_on_one_side_only_are_named(tmp_path):
-    base = read_run_folder(make_run(tmp_path, SPECS, run_id="a"))
-    cand = read_run_folder(make_run(tmp_path, SPECS[:2] + [Spec(model="tiny_cnn", batch_size=8)], run_id="b"))
+    base = load_run(make_run(tmp_path, SPECS, run_id="a"), with_round_times=True)
+    cand = load_run(
+        make_run(tmp_path, SPECS[:2] + [Spec(model="tiny_cnn", batch_size=8)], run_id="b"), with_round_times=True
+    )
     comparison = compare_runs(base, cand)
     assert comparison.baseline_only == ["tiny_cnn-b1-t1-fp32-eager"]
     assert comparison.candidate_only == ["tiny_cnn-b8-t1-fp32-eager"]
@@ -606,7 +614,7 @@ def test_cli_compare_help(capsys):
 
 
 def test_demo_runs_compare_with_themselves_as_unchanged(tmp_path):
-    run = read_run_folder(make_run(tmp_path))
+    run = load_run(make_run(tmp_path), with_round_times=True)
     comparison = compare_runs(run, run)
     assert comparison.count("regressed") == comparison.count("improved") == 0
     assert comparison.scenarios == len(DEMO)
@@ -626,7 +634,7 @@ def _as_fleet(fingerprints: dict[str, str]):
 def test_fleet_runs_are_compared_host_by_host_not_by_their_clients(tmp_path):
     # Same hosts, different clients (another laptop sent the candidate's scenarios): comparable.
     base, cand = pair(tmp_path, environment={"cpu_model": "the candidate's laptop"}, edit_record=_as_fleet({}))
-    base = read_run_folder(edit_run(Path(base.source), edit_record=_as_fleet({})))
+    base = load_run(edit_run(Path(base.source), edit_record=_as_fleet({})), with_round_times=True)
     assert compare_runs(base, cand).environment_differences == []
     # One scenario's host changed (another CPU in that host group): refused, naming the scenario.
     changed = pair(tmp_path / "2", edit_record=_as_fleet({MLP: "host-b"}))[1]
@@ -643,7 +651,7 @@ def _fleet_candidate(tmp_path: Path, fingerprint: str, host_environment: dict | 
         folder.mkdir()
         env = {**json.loads((Path(cand.source) / "environment.json").read_text()), **host_environment}
         (folder / f"{fingerprint}.json").write_text(json.dumps({**env, "fingerprint": fingerprint}))
-    return base, read_run_folder(Path(cand.source))
+    return base, load_run(Path(cand.source), with_round_times=True)
 
 
 def test_a_local_run_against_a_fleet_run_compares_each_rows_host_not_the_client(tmp_path):
@@ -669,7 +677,7 @@ def test_a_local_run_against_a_fleet_run_compares_each_rows_host_not_the_client(
     # Fleet hosts with the local machine's environment: comparable, whatever the client was.
     base, cand = _fleet_candidate(tmp_path / "same", "f00dfeedf00dfeed", None)
     edit_run(Path(cand.source), environment={"cpu_model": "the client's laptop"})
-    assert compare_runs(base, read_run_folder(Path(cand.source))).comparable
+    assert compare_runs(base, load_run(Path(cand.source), with_round_times=True)).comparable
 
 
 def _rename(old: str, new: str, **fields):
@@ -708,7 +716,9 @@ def test_a_thread_warning_marks_only_its_own_scenario_not_those_whose_id_it_exte
         tmp_path, seed_c=1,
         edit_record=lambda r: (rename(r), r.update(torch_num_threads=4 if r["scenario_id"] == longer else 1)),
     )  # fmt: skip
-    base = read_run_folder(edit_run(Path(base.source), lambda r: (rename(r), r.update(torch_num_threads=1))))
+    base = load_run(
+        edit_run(Path(base.source), lambda r: (rename(r), r.update(torch_num_threads=1))), with_round_times=True
+    )
     comparison = compare_runs(base, cand, allow_env_mismatch=True)
     assert comparison.thread_differences == [f"{longer}: torch_num_threads 1 vs 4 (baseline vs candidate)"]
     notes = {r.scenario_id: r.note for r in comparison.rows if r.metric == "median"}

@@ -11,7 +11,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from bench.cli import main
 from bench.export import to_bencher, to_github_action_benchmark, to_openmetrics
-from bench.runfolder import read_folder, result_records
+from bench.runfolder import load_run
 
 # Bencher Metric Format's JSON Schema, as bencher.dev/docs/reference/bencher-metric-format publishes it.
 BMF_SCHEMA = {
@@ -55,7 +55,7 @@ OK_IDS = {s.scenario_id for s in DEMO if s.status == "ok"}
 
 @pytest.fixture
 def records(tmp_path):
-    return result_records(read_folder(make_run(tmp_path)))[0]
+    return load_run(make_run(tmp_path)).records
 
 
 def test_github_action_benchmark_entries_follow_its_format_with_smaller_is_better_metrics_only(records):
@@ -83,7 +83,7 @@ def test_bencher_metric_format_validates_and_latency_is_in_nanoseconds(records):
 
 def test_openmetrics_text_parses_with_the_reference_parser_and_escapes_label_values(tmp_path):
     odd = Spec(model=f'm"{EVIL}\\x')  # a quote, a backslash, markup: label values must be escaped
-    records = result_records(read_folder(make_run(tmp_path, [*DEMO, odd])))[0]
+    records = load_run(make_run(tmp_path, [*DEMO, odd])).records
     text = to_openmetrics(records)
     families = {f.name: f for f in text_string_to_metric_families(text)}  # raises on any format error
     assert text.endswith("# EOF\n")

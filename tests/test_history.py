@@ -28,13 +28,13 @@ from bench.history import (
     export_csv,
     latest_run,
     list_runs,
-    load_run,
     open_history,
     record_run,
+    run_by_id,
     scenario_history,
     unpack_times,
 )
-from bench.runfolder import read_run_folder
+from bench.runfolder import load_run
 
 MLP = "tiny_mlp-b1-t1-fp32-eager"
 
@@ -140,14 +140,14 @@ def test_a_row_appended_while_the_run_is_recorded_comes_in_next_time(hist, tmp_p
     run = make_run(tmp_path, DEMO[:1], run_id=full.name, status="running")
     for path in (full / "benchmark").iterdir():
         (run / "benchmark" / path.name).write_bytes(path.read_bytes())
-    read = history.read_run_folder
+    read = history.load_run
 
-    def read_then_append(path):
-        snapshot = read(path)
+    def read_then_append(path, **options):
+        snapshot = read(path, **options)
         (run / "results.jsonl").write_text((full / "results.jsonl").read_text())  # the runner's next row
         return snapshot
 
-    monkeypatch.setattr(history, "read_run_folder", read_then_append)
+    monkeypatch.setattr(history, "load_run", read_then_append)
     assert record_run(hist, run).scenarios == 1
     monkeypatch.undo()
     outcome = record_run(hist, run)
@@ -191,7 +191,7 @@ def test_missing_raw_times_and_a_truncated_line_are_warnings(hist, demo):
     assert outcome.without_round_times == [MLP]
     assert any("is missing" in w for w in outcome.warnings)
     assert any("truncated" in w for w in outcome.warnings)
-    snapshot = load_run(hist, demo.name)
+    snapshot = run_by_id(hist, demo.name)
     assert snapshot.results[MLP].round_times is None
     assert snapshot.results["tiny_mlp-b4-t1-fp32-eager"].round_times
 
@@ -242,7 +242,7 @@ def test_bench_run_records_each_row_in_the_history_as_it_finishes(hist, tmp_path
     recorder.finish()
     [row] = list_runs(hist)
     assert (row.scenarios, row.status, row.label) == (3, "complete", "main")
-    assert load_run(hist, run.name).info["status"] == "complete"
+    assert run_by_id(hist, run.name).info["status"] == "complete"
     assert f"history: recorded run {run.name} (3 scenarios, each as it finished)" in capsys.readouterr().err
 
 
@@ -252,8 +252,8 @@ def test_recording_as_it_runs_reads_only_each_new_row(hist, tmp_path, monkeypatc
     full = make_run(tmp_path / "full", DEMO[:4])
     run = make_run(tmp_path, DEMO[:1], run_id=full.name, status="running")
     folder_reads, rounds_read = [], []
-    read_run_folder, round_times = history.read_run_folder, history.runfolder.round_times
-    monkeypatch.setattr(history, "read_run_folder", lambda path: folder_reads.append(path) or read_run_folder(path))
+    read, round_times = history.load_run, history.runfolder.round_times
+    monkeypatch.setattr(history, "load_run", lambda path, **options: folder_reads.append(path) or read(path, **options))
     monkeypatch.setattr(
         history.runfolder, "round_times", lambda d, f, sid: rounds_read.append(sid) or round_times(d, f, sid)
     )
@@ -271,9 +271,9 @@ def test_recording_as_it_runs_reads_only_each_new_row(hist, tmp_path, monkeypatc
     assert record_run(hist, run).action == "unchanged"  # the digest kept row by row is the file's
     imported = tmp_path / "imported.sqlite"
     record_run(imported, run)
-    assert load_run(hist, run.name).results.keys() == load_run(imported, run.name).results.keys()
-    for sid, result in load_run(imported, run.name).results.items():
-        assert load_run(hist, run.name).results[sid].round_times == result.round_times
+    assert run_by_id(hist, run.name).results.keys() == run_by_id(imported, run.name).results.keys()
+    for sid, result in run_by_id(imported, run.name).results.items():
+        assert run_by_id(hist, run.name).results[sid].round_times == result.round_times
 
 
 def test_a_history_problem_never_stops_the_run(hist, demo, capsys, tmp_path):
@@ -310,16 +310,16 @@ def test_load_run_by_id_prefix_and_latest_by_label_or_branch(hist, tmp_path):
     runs = series_runs(tmp_path, [1.0, 1.1, 1.2])
     for run, label in zip(runs, ["main", "main", "pr"], strict=True):
         record_run(hist, run, label=label)
-    snapshot = load_run(hist, runs[1].name)
-    assert snapshot.run_id == runs[1].name and snapshot.label == "main"
-    assert snapshot.results[MLP].round_times == read_run_folder(runs[1]).results[MLP].round_times
-    assert load_run(hist, "20260102").run_id == runs[1].name
+    snapshot = run_by_id(hist, runs[1].name)
+    assert snapshot.run_id == runs[1].name and snapshot.history_label == "main"
+    assert snapshot.results[MLP].round_times == load_run(runs[1], with_round_times=True).results[MLP].round_times
+    assert run_by_id(hist, "20260102").run_id == runs[1].name
     with pytest.raises(UserError, match="ambiguous"):
-        load_run(hist, "202601")
+        run_by_id(hist, "202601")
     with pytest.raises(UserError, match="unknown run id 'nope'"):
-        load_run(hist, "nope")
+        run_by_id(hist, "nope")
     with pytest.raises(UserError, match="did you mean 20260102-120000-demo"):
-        load_run(hist, "20260102-120000-dmeo")
+        run_by_id(hist, "20260102-120000-dmeo")
     assert latest_run(hist, "main").run_id == runs[1].name
     # newer `main` runs still going (or killed) or interrupted hold part of the suite: a complete one
     # comes first, then an interrupted one
@@ -349,7 +349,7 @@ def test_scenario_history_follows_a_metric(hist, tmp_path):
     rss = scenario_history(hist, MLP, "peak_rss")
     assert rss[0].value == 540 * 1024 * 1024
     # a fleet row carries its host's fingerprint, which is the one its trend point shows
-    assert points[0].fingerprint == read_run_folder(runs[0]).fingerprint
+    assert points[0].fingerprint == load_run(runs[0], with_round_times=True).fingerprint
     fleet_run = make_run(tmp_path / "fleet", [Spec(median_ms=1.0)], run_id="20260109-120000-demo")
     update_row(fleet_run, MLP, {"environment_fingerprint": "h0s7f1ngerpr1nt0"})
     record_run(hist, fleet_run)
@@ -426,7 +426,7 @@ def test_a_file_from_a_newer_bench_is_refused_untouched(hist, demo):
 def test_a_corrupted_history_is_a_clear_error_and_stays_as_it_was(tmp_path, demo, content):
     path = tmp_path / "history.sqlite"
     path.write_bytes(content)
-    for call in (lambda: list_runs(path), lambda: record_run(path, demo), lambda: load_run(path, "x")):
+    for call in (lambda: list_runs(path), lambda: record_run(path, demo), lambda: run_by_id(path, "x")):
         with pytest.raises(HistoryError, match="corrupted or not an SQLite file.*bench history import"):
             call()
     assert path.read_bytes() == content

@@ -27,9 +27,9 @@ from bench.history import (
     import_history,
     latest_run,
     list_runs,
-    load_run,
     open_history,
     record_run,
+    run_by_id,
     scenario_history,
 )
 
@@ -60,8 +60,8 @@ def test_the_same_behaviour_in_either_store(store, tmp_path, capsys):
         (runs[0].name, "main", len(DEMO), 7), (runs[1].name, "pr", len(DEMO), 7), (runs[2].name, "main", len(DEMO), 7)
     ]  # fmt: skip
     assert [r.run_id for r in list_runs(store, label="main", limit=1)] == [runs[2].name]
-    loaded = load_run(store, runs[1].name[:8] + "-120000")  # an unambiguous prefix
-    folder = history.read_run_folder(runs[1])
+    loaded = run_by_id(store, runs[1].name[:8] + "-120000")  # an unambiguous prefix
+    folder = history.load_run(runs[1], with_round_times=True)
     assert loaded.run_id == runs[1].name and loaded.results.keys() == folder.results.keys()
     for sid, result in folder.results.items():
         assert loaded.results[sid].record == result.record
@@ -69,7 +69,7 @@ def test_the_same_behaviour_in_either_store(store, tmp_path, capsys):
     assert latest_run(store, "main").run_id == runs[2].name
     assert latest_run(store, "main", exclude_run_id=runs[2].name).run_id == runs[0].name
     with pytest.raises(history.UserError, match="ambiguous"):
-        load_run(store, "202601")
+        run_by_id(store, "202601")
     points = scenario_history(store, MLP)
     assert [p.run_id for p in points] == [r.name for r in runs]
     assert points[1].value == pytest.approx(points[0].value * 1.1)
@@ -159,7 +159,7 @@ def test_import_copies_an_sqlite_history_once(pg_url, tmp_path, capsys):
     copied, original = list_runs(url), list_runs(sqlite_file)
     assert copied == original
     for run in runs:
-        a, b = load_run(url, run.name), load_run(sqlite_file, run.name)
+        a, b = run_by_id(url, run.name), run_by_id(sqlite_file, run.name)
         assert {k: (v.record, v.round_times) for k, v in a.results.items()} == {
             k: (v.record, v.round_times) for k, v in b.results.items()
         }

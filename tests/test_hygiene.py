@@ -16,8 +16,8 @@ from bench.errors import SuiteError
 from bench.fidelity import FIDELITY_INPUTS
 from bench.record import Fidelity, HygieneFigures, KernelPeaks, ResultRecord, RssFigures
 from bench.report import write_report
-from bench.report.data import RunData
 from bench.report.hygiene import build_hygiene
+from bench.runfolder import RunFolder
 from bench.stats import LatencyStats
 from bench.suite import parse_suite
 
@@ -184,8 +184,22 @@ HYGIENE_RECORDS = [
 ]  # fmt: skip
 
 
-def _run(records: list[ResultRecord]) -> RunData:
-    return RunData(Path("r"), "r", "r", "h", {}, {}, records, [r.scenario_id for r in records])
+def _run(records: list[ResultRecord]) -> RunFolder:
+    return RunFolder(
+        path=Path("r"),
+        source="r",
+        run_id="r",
+        suite="h",
+        info={},
+        environment={},
+        lines=[],
+        records=records,
+        results={},
+        expected_scenarios=[r.scenario_id for r in records],
+        started_at=None,
+        git_sha=None,
+        branch=None,
+    )
 
 
 def test_the_section_sets_each_row_against_the_default_and_sums_up_each_model():

@@ -270,16 +270,15 @@ def test_memory_by_phase_says_where_the_peak_is(profiled_run):
 
 
 def load_memory_phases(run_dir: Path) -> pd.DataFrame:
-    from bench.report import load_run
     from bench.report.profiles import memory_phase_frame
+    from bench.runfolder import load_run
 
     return memory_phase_frame([load_run(run_dir)])
 
 
 def test_the_memory_figure_overlays_the_allocation_events(profiled_run):
-    from bench.report import load_run
     from bench.report.figures import _allocation_overlay, _phase_spans, memory_over_time
-    from bench.runfolder import allocation_events, rss_samples
+    from bench.runfolder import allocation_events, load_run, rss_samples
 
     run = load_run(profiled_run)
     record = run.records[0]

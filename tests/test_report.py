@@ -30,9 +30,10 @@ from demo_runs import (
 
 from bench.errors import UserError
 from bench.record import Fidelity
-from bench.report import ReportResult, comparison_frame, load_run, pareto_front, summary_frame, write_report
+from bench.report import ReportResult, comparison_frame, pareto_front, summary_frame, write_report
 from bench.report.figures import latency_distribution
 from bench.report.tables import COLUMNS
+from bench.runfolder import load_run
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ MLP = DEMO[0].scenario_id
 
 
 def test_a_complete_run_folder_reads_without_warnings(tmp_path):
-    folder = runfolder.read_folder(make_run(tmp_path))
+    folder = runfolder.load_run(make_run(tmp_path))
     assert folder.warnings == []
     assert folder.run_id == RUN_ID and folder.suite == "demo"
     assert folder.environment["fingerprint"] == "f00dfeedf00dfeed" and folder.info["status"] == "complete"
     assert [line.number for line in folder.lines] == list(range(1, len(DEMO) + 1))
     assert folder.expected_scenarios == [s.scenario_id for s in DEMO]
-    records, old = runfolder.result_records(folder)
+    records, old = folder.records, folder.old_schema_rows
     assert [r.scenario_id for r in records] == [s.scenario_id for s in DEMO] and old == []
 
 
@@ -31,7 +31,7 @@ def test_every_kind_of_bad_line_is_a_warning_with_its_line_number(tmp_path):
     second = make_record(Spec(threads=2))[0].to_json()
     bad = ['{"scenario_id": "x" oops', "", '["a list"]', '{"no_id": 1}', '{"scenario_id": ""}', second]
     (run_dir / "results.jsonl").write_text(good + "\n".join(bad) + "\n" + second[:40])
-    folder = runfolder.read_folder(run_dir)
+    folder = runfolder.load_run(run_dir)
     assert [line.number for line in folder.lines] == [1, 7]
     joined = "\n".join(folder.warnings)
     assert "line 2 is not valid JSON" in joined
@@ -47,22 +47,22 @@ def test_empty_and_missing_small_files(tmp_path):
     (run_dir / "run.json").unlink()
     (run_dir / "environment.json").write_text("")
     (run_dir / "scenarios.json").write_text('{"scenarios": ["a", {"id": "b"}, 3]}')
-    folder = runfolder.read_folder(run_dir)
+    folder = runfolder.load_run(run_dir)
     assert folder.lines == [] and folder.info == {} and folder.environment == {}
     assert folder.run_id == RUN_ID  # the folder's name, when nothing says otherwise
     assert folder.expected_scenarios == ["a", "b"]
     assert any("run.json is missing" in w for w in folder.warnings)
     assert any("environment.json: could not be read (JSONDecodeError" in w for w in folder.warnings)
     (run_dir / "environment.json").write_text("[1, 2]")
-    assert any("expected a JSON object, found list" in w for w in runfolder.read_folder(run_dir).warnings)
+    assert any("expected a JSON object, found list" in w for w in runfolder.load_run(run_dir).warnings)
 
 
 def test_not_a_run_folder_or_an_unreadable_results_file_is_a_user_error(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a run folder"):
-        runfolder.read_folder(tmp_path / "empty")
+        runfolder.load_run(tmp_path / "empty")
     with pytest.raises(UserError, match="no such folder"):
-        runfolder.read_folder(tmp_path / "nope")
+        runfolder.load_run(tmp_path / "nope")
     run_dir = make_run(tmp_path, DEMO[:1])
     real = Path.read_text
 
@@ -73,7 +73,7 @@ def test_not_a_run_folder_or_an_unreadable_results_file_is_a_user_error(tmp_path
 
     monkeypatch.setattr(Path, "read_text", denied)
     with pytest.raises(UserError, match="results.jsonl could not be read: Permission denied"):
-        runfolder.read_folder(run_dir)
+        runfolder.load_run(run_dir)
 
 
 def test_rows_of_an_older_schema_are_filled_and_named(tmp_path):
@@ -86,8 +86,8 @@ def test_rows_of_an_older_schema_are_filled_and_named(tmp_path):
     old["profile"] = {"status": "ok", "flops": "many", "explained_ratio": 1.0, "future_field": 3}
     with open(run_dir / "results.jsonl", "a") as f:
         f.write(json.dumps(old) + "\n" + json.dumps({"scenario_id": "bogus", "status": "nonsense"}) + "\n")
-    folder = runfolder.read_folder(run_dir)
-    records, old_rows = runfolder.result_records(folder)
+    folder = runfolder.load_run(run_dir)
+    records, old_rows = folder.records, folder.old_schema_rows
     assert [r.scenario_id for r in records] == [MLP, "tiny_cnn-b1-t1-fp32-eager"]
     assert old_rows == ["tiny_cnn-b1-t1-fp32-eager"]
     filled = records[1]
@@ -151,5 +151,5 @@ def test_the_scenarios_bench_run_writes_are_the_expected_ones(tmp_path):
     suite = parse_suite("name: s\nmatrix: {model: [tiny_mlp], batch_size: [1, 2]}\n")
     run_dir = make_run(tmp_path, DEMO[:1])
     (run_dir / "scenarios.json").write_text(json.dumps([s.to_dict() for s in suite.scenarios]))
-    folder = runfolder.read_folder(run_dir)
+    folder = runfolder.load_run(run_dir)
     assert folder.expected_scenarios == ["tiny_mlp-b1-t1-fp32-eager", "tiny_mlp-b2-t1-fp32-eager"]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bench.export import FORMATS, WRITERS
-from bench.runfolder import read_folder, result_records
+from bench.runfolder import load_run
 
 EPILOG = """\
 examples:
@@ -40,9 +40,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def export_command(args: argparse.Namespace) -> int:
-    folder = read_folder(args.run)
-    records, _ = result_records(folder)
-    for warning in folder.warnings:
+    run = load_run(args.run)
+    records = run.records
+    for warning in run.warnings:
         print(f"bench: warning: {warning}", file=sys.stderr)
     text = WRITERS[args.format](records)
     if args.output is None:

@@ -11,17 +11,14 @@ run folder lacks or holds half-written becomes a warning in the report, never a 
 from __future__ import annotations
 
 from bench.report.core import ReportResult, write_report
-from bench.report.data import RunData, load_run
 from bench.report.model import Report, build_report
 from bench.report.tables import comparison_frame, pareto_front, summary_frame
 
 __all__ = [
     "Report",
     "ReportResult",
-    "RunData",
     "build_report",
     "comparison_frame",
-    "load_run",
     "pareto_front",
     "summary_frame",
     "write_report",

@@ -19,8 +19,9 @@ from matplotlib.lines import Line2D
 from bench.markdown import cell, table, unit_headers
 from bench.record import LayoutFigures, ResultRecord, ServerFigures, ServerStep
 from bench.report.blocks import figure_html, figure_markdown, section_table
-from bench.report.data import RunData, run_tags
+from bench.report.data import run_tags
 from bench.report.figures import EXTRA_COLORS, STYLE, FigureResult, _fixed_grid, _grid, _nice_log, _save
+from bench.runfolder import RunFolder
 from bench.units import MIB, ms_number
 
 FIGURE_PREFIX = "capacity_"
@@ -51,12 +52,12 @@ class CapacitySection:
     figure: FigureResult | None = None
 
 
-def _records(runs: Sequence[RunData]) -> list[tuple[str, ResultRecord]]:
+def _records(runs: Sequence[RunFolder]) -> list[tuple[str, ResultRecord]]:
     tags = run_tags(runs)
     return [(tags[run.label], r) for run in runs for r in run.records if r.capacity is not None]
 
 
-def build_capacity(runs: Sequence[RunData], fig_dir: Path) -> CapacitySection | None:
+def build_capacity(runs: Sequence[RunFolder], fig_dir: Path) -> CapacitySection | None:
     """The section's table rows and its figure, or None when no row measured capacity."""
     records = _records(runs)
     if not records:

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.report.data import load_run
 from bench.report.html import render_html
 from bench.report.markdown import render_markdown
 from bench.report.model import FIGURES_DIR, build_report
 from bench.report.tables import csv_frame
+from bench.runfolder import load_run
 
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"

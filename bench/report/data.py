@@ -1,81 +1,35 @@
-"""Run folders as the report sees them (bench.runfolder reads them, tolerantly).
+"""The report's view of the runs it shows (bench.runfolder's RunFolder, read by its load_run): their
+labels, the tags of their rows, and the warnings the report adds about each run.
 
-Nothing here raises on bad content: what cannot be read becomes a warning naming the
-file (and the line), and the report says so. Only a folder that is not a run at all is
-refused, with a UserError.
+Nothing here raises on bad content: what cannot be read is a warning naming the file (and the
+line), and the report says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from bench.record import ResultRecord
-from bench.runfolder import read_folder, result_records
+from bench.runfolder import RUN_INFO_FILE, RunFolder
 
 
-@dataclass
-class RunData:
-    """One run folder as the report sees it."""
-
-    path: Path
-    run_id: str
-    label: str  # short, unique among the runs of one report
-    suite: str | None
-    info: dict[str, Any]  # run.json ({} when missing)
-    environment: dict[str, Any]  # environment.json ({} when missing)
-    records: list[ResultRecord]
-    expected_scenarios: list[str]  # from scenarios.json; [] when missing
-    warnings: list[str] = field(default_factory=list)
-    # scenario ids whose rows lacked fields the current schema has (filled with defaults)
-    old_schema_rows: list[str] = field(default_factory=list)
-    # fleet runs (bench.fleet): each measuring host's environment.json, by fingerprint
-    host_environments: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def missing_scenarios(self) -> list[str]:
-        """Scenarios the suite expanded to that have no row (an interrupted run)."""
-        have = {r.scenario_id for r in self.records}
-        return [s for s in self.expected_scenarios if s not in have]
-
-
-def load_run(path: Path) -> RunData:
-    """Read one run folder; raises UserError when `path` is not a run folder."""
-    folder = read_folder(Path(path))
-    records, old_rows = result_records(folder)
-    # In the suite's order, whatever order they ran in (--shuffle, or a fleet's hosts finishing in turn).
-    order = {scenario_id: i for i, scenario_id in enumerate(folder.expected_scenarios)}
-    records.sort(key=lambda r: order.get(r.scenario_id, len(order)))
-    warnings = folder.warnings
-    status = folder.info.get("status")
+def report_warnings(run: RunFolder) -> list[str]:
+    """The run's warnings, and what the report adds: a run that did not complete, scenarios with no row."""
+    warnings = list(run.warnings)
+    status = run.info.get("status")
     if status and status != "complete":
-        warnings.append(f"{folder.path / 'run.json'}: the run's status is '{status}', not 'complete'")
-    run = RunData(
-        path=folder.path,
-        run_id=folder.run_id,
-        label=folder.run_id,
-        suite=folder.suite,
-        info=folder.info,
-        environment=folder.environment,
-        records=records,
-        expected_scenarios=folder.expected_scenarios,
-        warnings=warnings,
-        old_schema_rows=old_rows,
-        host_environments=folder.host_environments,
-    )
-    if run.missing_scenarios:
-        expected = folder.expected_scenarios
+        warnings.append(f"{run.source}/{RUN_INFO_FILE}: the run's status is '{status}', not 'complete'")
+    missing = run.missing_scenarios
+    if missing:
         warnings.append(
-            f"{len(run.missing_scenarios)} of {len(expected)} scenarios have no row in {folder.results_path}: "
-            + ", ".join(run.missing_scenarios[:10])
-            + (" ..." if len(run.missing_scenarios) > 10 else "")
+            f"{len(missing)} of {len(run.expected_scenarios)} scenarios have no row in {run.results_path}: "
+            + ", ".join(missing[:10])
+            + (" ..." if len(missing) > 10 else "")
         )
-    return run
+    return warnings
 
 
-def label_runs(runs: list[RunData]) -> None:
+def label_runs(runs: list[RunFolder]) -> None:
     """Give every run a unique label (its run id; the folder path when two ids collide)."""
     seen: dict[str, int] = {}
     for run in runs:
@@ -89,7 +43,7 @@ def label_runs(runs: list[RunData]) -> None:
             run.label = f"{run.run_id} (#{counters[run.run_id]})"
 
 
-def run_tags(runs: Sequence[RunData]) -> dict[str, str]:
+def run_tags(runs: Sequence[RunFolder]) -> dict[str, str]:
     """Each run's tag in a section's rows: none for one run, "run N" when runs stand side by side."""
     return {run.label: ("" if len(runs) == 1 else f"run {i}") for i, run in enumerate(runs, start=1)}
 

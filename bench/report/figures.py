@@ -24,9 +24,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
 from bench.profile_format import MEMORY_PHASES
-from bench.report.data import RunData
 from bench.report.tables import pareto_front
-from bench.runfolder import allocation_events, round_times, rss_samples
+from bench.runfolder import RunFolder, allocation_events, round_times, rss_samples
 from bench.units import MIB
 
 DPI = 100
@@ -190,7 +189,7 @@ def _plain_linear(ax: Any, axis: str, bins: int = 5) -> None:
     target.set_major_formatter(ScalarFormatter(useOffset=False))
 
 
-def _run_tags(runs: Sequence[RunData]) -> dict[str, str]:
+def _run_tags(runs: Sequence[RunFolder]) -> dict[str, str]:
     """Short tags for runs in labels ('run 1', 'run 2'...), or '' for a single run."""
     if len(runs) == 1:
         return {runs[0].label: ""}
@@ -200,7 +199,7 @@ def _run_tags(runs: Sequence[RunData]) -> dict[str, str]:
 # --- latency distribution ---------------------------------------------------------------------
 
 
-def latency_distribution(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
+def latency_distribution(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     result = FigureResult(
         "latency",
         "Latency distribution per scenario",
@@ -290,7 +289,7 @@ LOAD_STYLES = {"eager": "-", "mmap": "--", "torchscript": ":", "export": (0, (5,
 
 
 def _throughput_versus(
-    runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path, x: str, panel: str, key: str, title: str
+    runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path, x: str, panel: str, key: str, title: str
 ) -> FigureResult:
     x_name = {"batch_size": "batch size", "threads": "threads"}[x]
     panel_name = {"batch_size": "batch size", "threads": "threads"}[panel]
@@ -382,13 +381,13 @@ def _is_custom_shape(frame: pd.DataFrame, model: str, shape: str) -> bool:
     return len(shapes) > 1
 
 
-def throughput_vs_batch(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
+def throughput_vs_batch(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     return _throughput_versus(
         runs, frame, fig_dir, "batch_size", "threads", "throughput_vs_batch", "Throughput versus batch size"
     )
 
 
-def throughput_vs_threads(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
+def throughput_vs_threads(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     return _throughput_versus(
         runs, frame, fig_dir, "threads", "batch_size", "throughput_vs_threads", "Throughput versus threads"
     )
@@ -446,7 +445,7 @@ def _allocation_overlay(shown: pd.DataFrame, events: pd.DataFrame, baseline: flo
     return xs, ys
 
 
-def memory_over_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
+def memory_over_time(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     result = FigureResult(
         "memory",
         "Memory over time per scenario",
@@ -555,7 +554,7 @@ def _exact_log_axis(ax: Any, floor: float, top: float, *, has_exact: bool) -> No
 
 
 def _tradeoff(
-    runs: Sequence[RunData],
+    runs: Sequence[RunFolder],
     frame: pd.DataFrame,
     fig_dir: Path,
     *,
@@ -658,7 +657,7 @@ def _tradeoff(
     return result
 
 
-def latency_vs_memory(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
+def latency_vs_memory(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     return _tradeoff(
         runs, frame, fig_dir,
         key="latency_vs_memory",
@@ -670,7 +669,7 @@ def latency_vs_memory(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Pat
     )  # fmt: skip
 
 
-def latency_vs_fidelity(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
+def latency_vs_fidelity(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     return _tradeoff(
         runs, frame, fig_dir,
         key="latency_vs_fidelity",
@@ -682,7 +681,7 @@ def latency_vs_fidelity(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: P
     )  # fmt: skip
 
 
-def cold_start_vs_steady(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
+def cold_start_vs_steady(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     return _tradeoff(
         runs, frame, fig_dir,
         key="cold_start_vs_steady",
@@ -698,7 +697,7 @@ def cold_start_vs_steady(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: 
 # --- load time -------------------------------------------------------------------------------------
 
 
-def load_time(runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
+def load_time(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     result = FigureResult(
         "load_time",
         "Load time by loading mode",
@@ -777,7 +776,7 @@ FIGURE_PREFIXES = (
 
 
 def draw_all(
-    runs: Sequence[RunData], frame: pd.DataFrame, fig_dir: Path, fidelity_measured: bool
+    runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path, fidelity_measured: bool
 ) -> list[FigureResult]:
     """Every figure of the report; one that fails becomes a note, never an exception."""
     makers: list[tuple[str, str, Callable[..., FigureResult]]] = [

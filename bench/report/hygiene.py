@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bench.record import ResultRecord
-from bench.report.data import RunData
 from bench.report.tables import first_line
+from bench.runfolder import RunFolder
 from bench.units import MIB
 
 DEFAULT_MODES = ("inference_mode", "eval")
@@ -149,7 +149,7 @@ def _sentence(model: str, groups: list[tuple[tuple, ResultRecord | None, list[Re
     return f"{model}: {text[0].upper()}{text[1:]}."
 
 
-def build_hygiene(runs: Sequence[RunData]) -> HygieneSection | None:
+def build_hygiene(runs: Sequence[RunFolder]) -> HygieneSection | None:
     """The section's rows and sentences, or None when no row ran in a non-default mode."""
     section = HygieneSection()
     for index, run in enumerate(runs, start=1):

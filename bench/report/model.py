@@ -12,7 +12,7 @@ import pandas as pd
 from bench import __version__
 from bench.report.capacity import FIGURE_PREFIX as CAPACITY_FIGURE_PREFIX
 from bench.report.capacity import CapacitySection, build_capacity
-from bench.report.data import RunData, label_runs, load_run
+from bench.report.data import label_runs, report_warnings
 from bench.report.figures import FIGURE_PREFIXES, FigureResult, draw_all
 from bench.report.hygiene import HygieneSection, build_hygiene
 from bench.report.pipeline import FIGURE_PREFIX as PIPELINE_FIGURE_PREFIX
@@ -22,6 +22,7 @@ from bench.report.tables import comparison_frame, summary_frame
 from bench.report.text import TextSection, build_text
 from bench.report.tradeoffs import FIGURE_PREFIX as TRADEOFFS_FIGURE_PREFIX
 from bench.report.tradeoffs import TradeoffsSection, build_tradeoffs
+from bench.runfolder import RunFolder, load_run
 from bench.timeline import overhead_line
 
 FIGURES_DIR = "figures"
@@ -31,7 +32,7 @@ FIGURES_DIR = "figures"
 class Report:
     """Everything the HTML and Markdown renderers show, computed once."""
 
-    runs: list[RunData]
+    runs: list[RunFolder]
     frame: pd.DataFrame  # summary_frame: one row per scenario per run
     comparison: pd.DataFrame | None  # comparison_frame, for several runs
     figures: list[FigureResult]
@@ -67,11 +68,11 @@ class Report:
         return f"Benchmark comparison: {len(self.runs)} runs of {', '.join(suites)}"
 
 
-def build_report(runs: Sequence[RunData | Path], out_dir: Path) -> Report:
-    """Read the runs (folders, or RunData already read) and draw the figures into out_dir/figures."""
-    runs = [run if isinstance(run, RunData) else load_run(Path(run)) for run in runs]
+def build_report(runs: Sequence[RunFolder | Path], out_dir: Path) -> Report:
+    """Read the runs (folders, or RunFolder already read) and draw the figures into out_dir/figures."""
+    runs = [run if isinstance(run, RunFolder) else load_run(Path(run)) for run in runs]
     label_runs(runs)
-    warnings = [w for run in runs for w in run.warnings]
+    warnings = [w for run in runs for w in report_warnings(run)]
     frame = summary_frame(runs)
     fidelity_columns = ["fidelity_max_abs_error", "fidelity_cosine_similarity", "fidelity_top1_agreement"]
     fidelity_columns += ["fidelity_inputs"]

@@ -18,8 +18,9 @@ from bench.markdown import cell, table, unit_headers
 from bench.pipeline import STAGES
 from bench.record import ResultRecord
 from bench.report.blocks import figure_html, figure_markdown, section_table
-from bench.report.data import RunData, run_tags, tagged_label
+from bench.report.data import run_tags, tagged_label
 from bench.report.figures import STYLE, FigureResult, _save
+from bench.runfolder import RunFolder
 
 FIGURE_PREFIX = "pipeline_"
 STAGE_TITLES = {
@@ -50,7 +51,7 @@ class PipelineSection:
     figure: FigureResult | None = None
 
 
-def build_pipeline(runs: Sequence[RunData], fig_dir: Path) -> PipelineSection | None:
+def build_pipeline(runs: Sequence[RunFolder], fig_dir: Path) -> PipelineSection | None:
     tags = run_tags(runs)
     rows = [(tags[run.label], r) for run in runs for r in run.records if r.status == "ok" and r.pipeline]
     if not rows:

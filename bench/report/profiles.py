@@ -20,9 +20,8 @@ from typing import Any
 import pandas as pd
 
 from bench.profile_format import FLOPS_NOTE, TOP_OPS, read_ops
-from bench.report.data import RunData
 from bench.report.tables import Column
-from bench.runfolder import raw_file, rss_samples
+from bench.runfolder import RunFolder, raw_file, rss_samples
 from bench.units import MIB, ms_fixed
 
 OPS_HEADERS = ["op", "calls/call", "self ms/call", "self %", "total ms/call", "memory KiB/call", "input shapes"]
@@ -55,7 +54,7 @@ class ProfileSection:
     problem: str | None = None  # why there is no op table
 
 
-def profile_sections(runs: list[RunData], out_dir: Path, *, top: int = TOP_OPS) -> list[ProfileSection]:
+def profile_sections(runs: list[RunFolder], out_dir: Path, *, top: int = TOP_OPS) -> list[ProfileSection]:
     """A section per row that has a profile, in run then row order; [] when no row was profiled."""
     sections = []
     for run in runs:
@@ -93,7 +92,7 @@ def _facts(figures: Any) -> list[str]:
 
 
 def _files(
-    run: RunData, record: Any, figures: Any, out_dir: Path, top: int
+    run: RunFolder, record: Any, figures: Any, out_dir: Path, top: int
 ) -> tuple[list[tuple[str, str]], list[list[str]], str | None]:
     links = []
     for key, label in PROFILE_LINKS:
@@ -153,7 +152,7 @@ ALLOCATION_CAPTION = (
 )
 
 
-def memory_phase_frame(runs: list[RunData]) -> pd.DataFrame:
+def memory_phase_frame(runs: list[RunFolder]) -> pd.DataFrame:
     """One row per ok row of every run: peak RSS per worker phase, where the peak is, torch's allocations."""
     rows = []
     for run in runs:
@@ -165,7 +164,7 @@ def memory_phase_frame(runs: list[RunData]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _phase_peaks(run: RunData, record: Any) -> dict[str, Any]:
+def _phase_peaks(run: RunFolder, record: Any) -> dict[str, Any]:
     kernel = record.peak_rss_kernel_phase_bytes
     peaks: dict[str, float] = {}
     sources = set()

@@ -15,8 +15,9 @@ from typing import Any
 import pandas as pd
 
 from bench.fidelity import is_flat
+from bench.pruning import DENSE
 from bench.record import ResultRecord
-from bench.report.data import RunData
+from bench.runfolder import RunFolder
 from bench.units import GIB, MIB
 
 # A non-fp32 row this many times slower than the fp32 row of the same configuration is a cliff.
@@ -48,7 +49,6 @@ CONFIG_KEY = [
     "run_id", "host_group", "model", "batch_size", "threads", "interop_threads", "load", "input_shape", "variant",
     "grad_mode", "module_mode",
 ]  # fmt: skip
-DENSE = "dense"
 
 
 @dataclass(frozen=True)
@@ -160,14 +160,14 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
         "vs_fp32": math.nan,
         "cliff": False,
         "vs_dense": math.nan,
-        "variant": getattr(record, "variant", None) or DENSE,
+        "variant": record.variant,
         "weight_sparsity": _num(_get(getattr(record, "pruning", None), "weight_sparsity")),
         "parameters": _num(_get(getattr(record, "pruning", None), "parameters_after")),
         "pipeline_images_per_s": _num(_get(getattr(record, "pipeline", None), "end_to_end_images_per_s")),
         "top1_accuracy": _num(_get(getattr(record, "pipeline", None), "top1_accuracy")),
         "top5_accuracy": _num(_get(getattr(record, "pipeline", None), "top5_accuracy")),
-        "grad_mode": getattr(record, "grad_mode", None) or "inference_mode",
-        "module_mode": getattr(record, "module_mode", None) or "eval",
+        "grad_mode": record.grad_mode,
+        "module_mode": record.module_mode,
         "autograd_saved_mib": _num(_get(hygiene, "autograd_saved_bytes"), 1 / MIB),
         "outputs_repeat": _get(hygiene, "outputs_repeat"),
         "given_training": _get(hygiene, "given_training"),
@@ -210,7 +210,7 @@ def cold_start_ms(record: ResultRecord) -> float:
     return (record.load_s + (getattr(record, "compile_s", None) or 0.0) + record.first_inference_s) * 1e3
 
 
-def summary_frame(runs: Sequence[RunData]) -> pd.DataFrame:
+def summary_frame(runs: Sequence[RunFolder]) -> pd.DataFrame:
     """One row per scenario per run, in run order then suite order; with vs_fp32 and cliff."""
     rows = []
     for run in runs:
@@ -402,7 +402,7 @@ def first_line(text: str | None, limit: int = 160) -> str:
 KEY_ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
-def environment_rows(run: RunData) -> list[tuple[str, str]]:
+def environment_rows(run: RunFolder) -> list[tuple[str, str]]:
     """(label, value) pairs summarising a run's machine and software."""
     env = run.environment if isinstance(run.environment, dict) else {}
     libraries = env.get("libraries") if isinstance(env.get("libraries"), dict) else {}
@@ -467,7 +467,7 @@ def environment_rows(run: RunData) -> list[tuple[str, str]]:
     return [(k, v) for k, v in rows if v]
 
 
-def environment_columns(runs: Sequence[RunData]) -> list[tuple[str, dict[str, str]]]:
+def environment_columns(runs: Sequence[RunFolder]) -> list[tuple[str, dict[str, str]]]:
     """(heading, label -> value) per environment: one per run, or one per measuring host of a fleet run."""
     columns: list[tuple[str, dict[str, str]]] = []
     for number, run in enumerate(runs, start=1):
@@ -489,7 +489,7 @@ def environment_columns(runs: Sequence[RunData]) -> list[tuple[str, dict[str, st
 MODEL_SOURCE_HEADERS = ["model", "kind", "file", "size MiB", "sha256", "architecture"]
 
 
-def model_source_rows(runs: Sequence[RunData]) -> list[list[str]]:
+def model_source_rows(runs: Sequence[RunFolder]) -> list[list[str]]:
     """The user's own models the runs measured (a suite `model:` mapping), once per name and content."""
     seen: dict[tuple[str, str | None], list[str]] = {}
     for run in runs:

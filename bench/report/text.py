@@ -18,8 +18,9 @@ import matplotlib
 from bench.markdown import cell, table, unit_headers
 from bench.record import ResultRecord
 from bench.report.blocks import figure_html, figure_markdown, section_table
-from bench.report.data import RunData, run_tags, tagged_label
+from bench.report.data import run_tags, tagged_label
 from bench.report.figures import STYLE, FigureResult, _save
+from bench.runfolder import RunFolder
 
 FIGURE_PREFIX = "text_"
 INTRO = (
@@ -63,7 +64,7 @@ class TextSection:
         return [(tag, r) for tag, r in self.rows if r.generation is not None]
 
 
-def build_text(runs: Sequence[RunData], fig_dir: Path) -> TextSection | None:
+def build_text(runs: Sequence[RunFolder], fig_dir: Path) -> TextSection | None:
     tags = run_tags(runs)
     rows = [(tags[run.label], r) for run in runs for r in run.records
             if r.status == "ok" and getattr(r, "named_inputs", None)]  # fmt: skip

@@ -18,8 +18,9 @@ import matplotlib
 
 from bench.markdown import cell, table
 from bench.report.blocks import figure_html, figure_markdown, section_table
-from bench.report.data import RunData, run_tags
+from bench.report.data import run_tags
 from bench.report.figures import PRECISION_COLORS, STYLE, FigureResult, _save
+from bench.runfolder import RunFolder
 from bench.tradeoffs import HEADERS, Group, Point, build_groups, cells, title
 
 FIGURE_PREFIX = "tradeoffs_"
@@ -45,7 +46,7 @@ class TradeoffsSection:
     figures: list[FigureResult] = field(default_factory=list)
 
 
-def build_tradeoffs(runs: Sequence[RunData], fig_dir: Path) -> TradeoffsSection | None:
+def build_tradeoffs(runs: Sequence[RunFolder], fig_dir: Path) -> TradeoffsSection | None:
     tags = run_tags(runs)
     section = TradeoffsSection()
     for run in runs:

@@ -44,7 +44,7 @@ from bench import runfolder
 from bench.errors import UserError
 from bench.metrics import METRICS
 from bench.nospace import NoSpaceLeft, is_no_space
-from bench.record import RESULTS_FILE
+from bench.record import RESULTS_FILE, upgrade_row
 from bench.runfolder import ResultLine, RunFolder, ScenarioResult, load_run, read_rows
 
 DEFAULT_HISTORY = Path("reports") / "history.sqlite"
@@ -673,6 +673,7 @@ def record_rows(
     is not in the history yet (record_run adds it)."""
     info = runfolder.read_json_object(run_dir / runfolder.RUN_INFO_FILE, [])
     run_id = str(info.get("run_id") or run_dir.name)
+    identity = {"run_id": run_id, "suite": info.get("suite") or "unknown"}  # as load_run fills them
     with (
         open_history(history_path, timeout_s=timeout_s) as db,
         _errors(history_path, timeout_s),
@@ -686,7 +687,7 @@ def record_rows(
             rounds = (
                 runfolder.round_times(run_dir, record.get("files"), sid)[0] if record.get("status") == "ok" else None
             )
-            _insert_result(db, found["id"], ScenarioResult(sid, record, rounds))
+            _insert_result(db, found["id"], ScenarioResult(sid, upgrade_row(record, identity)[0], rounds))
         run_json = json.dumps(info, sort_keys=True)
         db.execute(
             "UPDATE runs SET results_digest = ?, status = ?, finished_at = ?, run_json = ? WHERE id = ?",

@@ -246,7 +246,7 @@ class RunFolder:
     """A run as every reader sees it: the report, compare, plan, export, resume and the history.
 
     Read from its folder by `load_run`, or read back from the history store (bench.history), which
-    keeps the same rows and round times but no raw files: then `path` is None. Rows of an older
+    keeps the rows (upgraded when recorded) and round times but no raw files: then `path` is None. Rows of an older
     schema are upgraded by bench.record (one table of defaults); a row that is still no record is
     left out of `records` and `results`, with a warning.
     """
@@ -324,10 +324,8 @@ def load_run(path: Path, *, with_round_times: bool = False) -> RunFolder:
     first = lines[0].data if lines else {}
     run_id = str(info.get("run_id") or first.get("run_id") or path.name)
     suite = info.get("suite") or first.get("suite")
-    records, results, old_rows = read_rows(
-        lines, {"run_id": info.get("run_id") or path.name, "suite": info.get("suite") or "unknown"},
-        path / RESULTS_FILE, expected, warnings,
-    )  # fmt: skip
+    identity = {"run_id": info.get("run_id") or path.name, "suite": info.get("suite") or "unknown"}
+    records, results, old_rows = read_rows(lines, identity, path / RESULTS_FILE, expected, warnings)
     if with_round_times:
         seen: set[str] = set()
         for record in records:

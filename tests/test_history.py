@@ -306,7 +306,27 @@ def test_list_runs_filters_and_orders(hist, tmp_path):
     assert (row.ok, row.scenarios, row.git_sha[:3], row.branch) == (1, 1, "c00", "main")
 
 
-def test_load_run_by_id_prefix_and_latest_by_label_or_branch(hist, tmp_path):
+def test_a_run_read_back_from_the_history_is_the_run_model_with_older_rows_upgraded(hist, demo):
+    rows = [json.loads(line) for line in (demo / "results.jsonl").read_text().splitlines()]
+    del rows[0]["runtime"], rows[0]["variant"], rows[0]["worker_kind"]  # written before these fields existed
+    (demo / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    old_id = rows[0]["scenario_id"]
+    record_run(hist, demo)  # the history keeps rows upgraded
+    run, folder = run_by_id(hist, demo.name), load_run(demo, with_round_times=True)
+    assert run.path is None and run.source == f"history:{hist}"
+    assert folder.old_schema_rows == [old_id] and run.old_schema_rows == []
+    assert [r.scenario_id for r in run.records] == [r["scenario_id"] for r in rows]
+    assert {sid: r.record for sid, r in run.results.items()} == {sid: r.record for sid, r in folder.results.items()}
+    assert (run.results[old_id].record["runtime"], run.results[old_id].record["worker_kind"]) == ("torch", "fresh")
+    # a row an older bench stored as it was written is upgraded when it is read back
+    with sqlite3.connect(hist) as db:
+        db.execute("UPDATE results SET record_json = ? WHERE scenario_id = ?", (json.dumps(rows[0]), old_id))
+    run = run_by_id(hist, demo.name)
+    assert run.old_schema_rows == [old_id] and run.results[old_id].record == folder.results[old_id].record
+    assert any(f"history:{hist}: line 1 ({old_id}) comes from an older schema" in w for w in run.warnings)
+
+
+def test_run_by_id_prefix_and_latest_by_label_or_branch(hist, tmp_path):
     runs = series_runs(tmp_path, [1.0, 1.1, 1.2])
     for run, label in zip(runs, ["main", "main", "pr"], strict=True):
         record_run(hist, run, label=label)

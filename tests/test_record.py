@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from bench.record import (
+    NESTED_FIELDS,
+    ROW_DEFAULTS,
     SCHEMA_VERSION,
+    UPGRADES,
     Fidelity,
     KernelPeaks,
     ReadProblem,
@@ -17,6 +20,8 @@ from bench.record import (
     RssFigures,
     append_record,
     read_records,
+    record_from_row,
+    upgrade_row,
 )
 from bench.stats import LatencyStats
 
@@ -254,3 +259,63 @@ def test_read_records_of_invalid_utf8_does_not_crash(tmp_path: Path):
         read, problems = read_records(path)
     assert read == [minimal()]
     assert [p.line for p in problems] == [2]
+
+
+def test_an_unversioned_row_is_upgraded_to_version_1_and_filled_from_the_one_table():
+    row = {"scenario_id": "old", "model": "tiny_mlp", "latency_s": {"median": 0.002}}
+    upgraded, lacking = upgrade_row(row, {"run_id": "r", "suite": "s"})
+    assert upgraded["status"] == "ok" and upgraded["schema_version"] == SCHEMA_VERSION  # _update_to_1
+    assert {key: upgraded[key] for key in ROW_DEFAULTS if key != "model"} == {
+        key: value for key, value in ROW_DEFAULTS.items() if key != "model"
+    }
+    assert (upgraded["run_id"], upgraded["suite"], upgraded["model"]) == ("r", "s", "tiny_mlp")
+    assert lacking == [
+        "run_id",
+        "suite",
+        "batch_size",
+        "threads",
+        "interop_threads",
+        "precision",
+        "load",
+        "runtime",
+        "input_shape",
+        "status",
+    ]
+    assert row == {"scenario_id": "old", "model": "tiny_mlp", "latency_s": {"median": 0.002}}  # not changed
+    upgraded["input_shape"].append(3)
+    assert ROW_DEFAULTS["input_shape"] == []  # each row gets its own copy of a mutable default
+
+
+def test_a_current_row_is_unchanged_and_a_row_without_worker_kind_predates_kinds():
+    row = minimal(worker_kind=None).to_dict()
+    assert upgrade_row(row, {}) == (row, [])  # null is what a row without a worker holds today
+    del row["worker_kind"], row["variant"], row["grad_mode"]
+    upgraded, lacking = upgrade_row(row, {})
+    assert (upgraded["worker_kind"], upgraded["variant"], upgraded["grad_mode"], lacking) == (
+        "fresh",
+        "dense",
+        "inference_mode",
+        [],
+    )
+
+
+def test_upgrades_run_in_order_from_the_row_version(monkeypatch):
+    seen = []
+    monkeypatch.setattr("bench.record.SCHEMA_VERSION", 3)
+    monkeypatch.setitem(UPGRADES, 2, lambda row: seen.append((2, row.get("renamed"))) or row.update(renamed=True))
+    monkeypatch.setitem(UPGRADES, 3, lambda row: seen.append((3, row.get("renamed"))))
+    upgraded, _ = upgrade_row(minimal().to_dict(), {})
+    assert seen == [(2, None), (3, True)] and upgraded["schema_version"] == 3
+    seen.clear()
+    upgrade_row({**minimal().to_dict(), "schema_version": 2}, {})
+    assert seen == [(3, None)]  # a version-2 row skips the upgrade to 2
+
+
+def test_nested_fields_are_every_dataclass_field_and_from_dict_types_them():
+    assert NESTED_FIELDS["latency_s"] is LatencyStats and NESTED_FIELDS["rss_bytes"] is RssFigures
+    assert "files" not in NESTED_FIELDS and "named_inputs" not in NESTED_FIELDS and "status" not in NESTED_FIELDS
+    record, filled = record_from_row(
+        {**minimal().to_dict(), "latency_s": {"median": 0.002, "p99": float("nan")}, "fidelity": "odd"}
+    )
+    assert isinstance(record.latency_s, LatencyStats) and record.latency_s.p99 is None and record.fidelity is None
+    assert "latency_s.mean" in filled

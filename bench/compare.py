@@ -607,7 +607,7 @@ def compare_runs(
 
 
 def _same_measurements(
-    baseline: RunSnapshot, candidate: RunSnapshot, pairs: Sequence[tuple[str, ScenarioResult, ScenarioResult]]
+    baseline: RunFolder, candidate: RunFolder, pairs: Sequence[tuple[str, ScenarioResult, ScenarioResult]]
 ) -> str | None:
     """A warning when both sides hold the same measurements: one run given twice, or a copy of it.
     Comparing a run with itself read 19 of 30 metrics inconclusive (intervals wider than the

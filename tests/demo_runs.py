@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 from bench.record import Fidelity, ResultRecord, RssFigures
+from bench.runfolder import RunFolder
 from bench.stats import LatencyStats
 
 MIB = 1024 * 1024
@@ -224,3 +225,22 @@ def add_profile(run_dir: Path, scenario_id: str, *, status: str = "ok", note: st
         **profiling.allocation_figures(events, 10),
     }  # fmt: skip
     update_row(run_dir, scenario_id, {"profile": figures, "files": files})
+
+
+def run_of(records: list[ResultRecord], path: Path = Path("r"), suite: str = "demo") -> RunFolder:
+    """The run model (bench.runfolder) of records made in memory, as a report section reads it."""
+    return RunFolder(
+        path=path,
+        source=str(path),
+        run_id="r",
+        suite=suite,
+        info={},
+        environment={},
+        lines=[],
+        records=records,
+        results={},
+        expected_scenarios=[r.scenario_id for r in records],
+        started_at=None,
+        git_sha=None,
+        branch=None,
+    )

@@ -253,7 +253,7 @@ def test_a_run_compared_with_itself_or_its_copy_says_so(tmp_path, capsys):
     assert "same run" in format_text(compare_runs(base, base)).split("scenario")[0]  # a warning above the table
     copy = make_run(tmp_path / "copy", SPECS, run_id="20260103-120000-demo")
     edit_run(copy, rounds=lambda sid: base.results[sid].round_times)
-    (warning, *_) = compare_runs(base, read_run_folder(copy)).warnings
+    (warning, *_) = compare_runs(base, load_run(copy, with_round_times=True)).warnings
     assert "hold identical measurements" in warning and "one run copied, not two" in warning
     assert not any("same run" in w or "identical" in w for w in compare_runs(*pair(tmp_path / "two")).warnings)
 

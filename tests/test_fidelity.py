@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from demo_runs import run_of
 
 from bench.fidelity import compare, compare_task, distinct_samples, row_cosines
 from bench.record import Fidelity, ResultRecord
-from bench.report.data import RunData
 from bench.report.text import build_text, text_markdown
 
 
@@ -93,7 +93,7 @@ def test_the_reports_text_section_says_which_samples_repeated_and_why_a_figure_i
         named_inputs=[{"name": "input_ids", "shape": [6], "dtype": "int64"}], task="feature-extraction",
         fidelity=Fidelity(**figures),
     )  # fmt: skip
-    run = RunData(tmp_path, "r", "r", "s", {}, {}, [record], [])
+    run = run_of([record], tmp_path, suite="s")
     markdown = text_markdown(build_text([run], tmp_path), tmp_path)
     assert "- bert-b1: 14 of 16 samples repeat an earlier one exactly and are left out" in markdown
     assert "bert-b1: no nearest-neighbour agreement: 2 distinct sample(s)" in markdown

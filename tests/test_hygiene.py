@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from demo_runs import ENVIRONMENT
+from demo_runs import ENVIRONMENT, run_of
 from torch import nn
 
 from bench import backends, hygiene
@@ -17,7 +16,6 @@ from bench.fidelity import FIDELITY_INPUTS
 from bench.record import Fidelity, HygieneFigures, KernelPeaks, ResultRecord, RssFigures
 from bench.report import write_report
 from bench.report.hygiene import build_hygiene
-from bench.runfolder import RunFolder
 from bench.stats import LatencyStats
 from bench.suite import parse_suite
 
@@ -184,26 +182,8 @@ HYGIENE_RECORDS = [
 ]  # fmt: skip
 
 
-def _run(records: list[ResultRecord]) -> RunFolder:
-    return RunFolder(
-        path=Path("r"),
-        source="r",
-        run_id="r",
-        suite="h",
-        info={},
-        environment={},
-        lines=[],
-        records=records,
-        results={},
-        expected_scenarios=[r.scenario_id for r in records],
-        started_at=None,
-        git_sha=None,
-        branch=None,
-    )
-
-
 def test_the_section_sets_each_row_against_the_default_and_sums_up_each_model():
-    section = build_hygiene([_run(HYGIENE_RECORDS)])
+    section = build_hygiene([run_of(HYGIENE_RECORDS, suite="h")])
     assert section is not None
     by_id = {row[0]: row for row in section.rows}
     enabled = by_id["resnet18-b8-t1-fp32-eager-grad_enabled"]
@@ -218,7 +198,7 @@ def test_the_section_sets_each_row_against_the_default_and_sums_up_each_model():
     )
     assert "forgetting eval() changes top-1 on 3 of 4 inputs" in sentence
     assert "eval() afterwards still differs" in sentence
-    assert build_hygiene([_run(HYGIENE_RECORDS[:1])]) is None  # only default rows: no section
+    assert build_hygiene([run_of(HYGIENE_RECORDS[:1], suite="h")]) is None  # only default rows: no section
 
 
 def test_the_report_shows_the_section_in_html_and_markdown(tmp_path):

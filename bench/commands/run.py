@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bench import fleet
-from bench.commands.common import check_writable
+from bench.commands.common import check_writable, output_folder, positive_int
 from bench.console import ConsoleProgress, summary_table
 from bench.contention import ON_CONTENTION
 from bench.errors import UserError
@@ -49,7 +49,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         metavar="RUN_DIR",
         help="continue an interrupted run: measure only the scenarios that have no row in its results.jsonl",
     )
-    run.add_argument("--reports", type=Path, default=Path("reports"), help="where run folders go (default: reports)")
+    run.add_argument(
+        "--reports", type=output_folder, default=Path("reports"), help="where run folders go (default: reports)"
+    )
     run.add_argument(
         "--rss-interval",
         type=float,
@@ -57,7 +59,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="RSS sampling interval for every scenario (default: the suite's measure.rss_interval_s, 0.01)",
     )
     run.add_argument(
-        "--max-scenarios", type=int, default=1000, metavar="N", help="refuse suites larger than N (default 1000)"
+        "--max-scenarios",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="refuse suites larger than N (default 1000)",
     )
     run.add_argument(
         "--label", help="record the run in the history with this label, e.g. main or pr-123 (see bench compare)"

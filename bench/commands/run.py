@@ -14,7 +14,14 @@ from bench.commands.common import check_writable, output_folder, positive_int
 from bench.console import ConsoleProgress, summary_table
 from bench.contention import ON_CONTENTION
 from bench.errors import UserError
-from bench.history import HISTORY_ENV, HistoryUnreachable, RecordAsItRuns, history_location
+from bench.history import (
+    DEFAULT_HISTORY,
+    HISTORY_ENV,
+    HistoryUnreachable,
+    RecordAsItRuns,
+    history_location,
+    refuse_folder,
+)
 from bench.library_log import LIBRARY_LOG, LibraryLog, kept_aside
 from bench.memory import cpu_count
 from bench.nospace import NoSpaceLeft
@@ -143,6 +150,12 @@ def _run(args: argparse.Namespace, library: LibraryLog) -> int:
         raise UserError("--shuffle orders a local run; a fleet run's scenarios already run side by side on its hosts")
     if args.resume is not None:  # before connecting: a fleet run resumes on a fleet only, a local one here only
         check_resume_mode(args.resume, on_fleet=args.scheduler is not None)
+    history_path = None
+    if not args.no_history:  # the run folder goes into --reports (or is --resume's), its default history beside it
+        history_path = (
+            args.history or (args.resume.parent if args.resume is not None else args.reports) / DEFAULT_HISTORY.name
+        )
+        refuse_folder(history_path)  # before measuring: a run that cannot be recorded is refused as history is
     client = None
     if args.scheduler is not None:
         client = fleet.connect(args.scheduler, args.connect_timeout)
@@ -177,10 +190,10 @@ def _run(args: argparse.Namespace, library: LibraryLog) -> int:
         )
         print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
     library.attach(context.run_dir / LIBRARY_LOG)
+    context.debug = args.debug  # a failure in this process: its traceback printed as well as kept
     progress = ConsoleProgress()
     history = None
-    if not args.no_history:
-        history_path = args.history or context.run_dir.parent / "history.sqlite"
+    if history_path is not None:
         progress = history = RecordAsItRuns(progress, history_path, context.run_dir, label=args.label)
     policy = ContentionPolicy(args.on_contention, args.contention_retries, args.contention_wait)
     try:

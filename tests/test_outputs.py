@@ -9,7 +9,7 @@ from capacity_fakes import two_core_run
 from demo_runs import Spec, make_run
 
 from bench.cli import main
-from bench.commands.common import write_output
+from bench.commands.common import check_writable, write_output
 from bench.errors import UserError
 
 # Each file output, as a working command line with OUT where the path goes.
@@ -86,6 +86,14 @@ def test_a_folder_output_gets_its_missing_folders_created(paths, tmp_path, capsy
     out = tmp_path / "missing" / "side-by-side"
     assert main(["report", paths["RUN"], "--out", str(out)]) == 0
     assert (out / "report.html").is_file()
+
+
+def test_the_default_reports_folder_being_a_file_is_said_so(tmp_path):
+    # --reports' default is not read by argparse's type: the run's own check says it (it said "File exists").
+    blocker = tmp_path / "reports"
+    blocker.write_text("mine")
+    with pytest.raises(UserError, match=f"the reports folder: {blocker} is a file, not a folder"):
+        check_writable(blocker)
 
 
 def test_a_write_that_fails_after_the_check_is_a_user_error_naming_the_file(tmp_path):

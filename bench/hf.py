@@ -25,6 +25,8 @@ TASK_CLASSES = {
 }
 TASK_OUTPUTS = {"feature-extraction": "last_hidden_state", "text-classification": "logits", "causal-lm": "logits"}
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
+# Inputs every transformers text model takes as [batch, sequence]: one sample is one dimension.
+SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -35,9 +37,15 @@ def available() -> bool:
 def read_config(folder: Path) -> dict[str, Any]:
     """config.json as a dict; ValueError saying what is wrong with it."""
     path = folder / "config.json"
+    if folder.is_file():
+        raise ValueError(f"{folder} is a file, not a folder: hf: takes the model's folder (the one save_pretrained "
+                         f"wrote, with config.json and the weights in it), e.g. hf: {folder.parent}")  # fmt: skip
+    if not folder.exists():
+        raise ValueError(f"{folder}: no such folder (relative paths are relative to the suite's folder)")
     if not path.is_file():
-        raise ValueError(f"{folder} has no config.json (expected a Hugging Face model folder, as "
-                         "save_pretrained writes it)")
+        raise ValueError(
+            f"{folder} has no config.json (expected a Hugging Face model folder, as save_pretrained writes it)"
+        )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -45,6 +53,61 @@ def read_config(folder: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise ValueError(f"{path} has no model_type; it is not a transformers model config")
     return config
+
+
+def architecture_task(architecture: str) -> str | None:
+    """The task that loads a saved architecture with every weight in its place: a causal LM, a sequence
+    classifier, or a base model (no head) for feature-extraction; None for another head (a masked LM, a
+    token classifier), which no task is sure to fit."""
+    if architecture.endswith(("ForCausalLM", "LMHeadModel")):
+        return "causal-lm"
+    if architecture.endswith("ForSequenceClassification"):
+        return "text-classification"
+    if architecture.endswith("Model"):
+        return "feature-extraction"
+    return None
+
+
+_TASK_NEEDS = {
+    "causal-lm": "which needs the weights of a language-model head",
+    "text-classification": "which needs the weights of a classification head",
+    "feature-extraction": "which has no place for the weights of a task head",
+}
+_ARCHITECTURE_KINDS = {
+    "causal-lm": "a causal language model",
+    "text-classification": "a sequence classifier",
+    "feature-extraction": "a base model without a task head",
+    None: "a model with another head",
+}
+
+
+def task_misfit(config: dict[str, Any], task: str) -> str | None:
+    """Why `task` cannot load the saved weights of the architecture config.json names, or None when
+    it can, may, or config.json names none (transformers' loading then says what does not fit).
+
+    Tried on saved BERT and GPT-2 folders: causal-lm on a base model or a classifier misses the LM
+    head; text-classification on anything but a classifier misses the classifier; feature-extraction
+    on a classifier finds the classifier's weights unexpected. Other pairs load for some models and
+    not for others (a masked LM loads as a causal LM; GPT-2's LM head, tied, loads as a base model)."""
+    named = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    fits = {architecture_task(a) for a in named}
+    if not named or task in fits:
+        return None
+    wrong = {
+        "text-classification": True,
+        "causal-lm": fits <= {"feature-extraction", "text-classification"},
+        "feature-extraction": fits == {"text-classification"},
+    }[task]
+    if not wrong:
+        return None
+    fit = next((f for f in sorted(fits, key=str) if f), None)
+    return (
+        f"task: {task} does not fit this folder: it loads the model as {TASK_CLASSES[task]}, {_TASK_NEEDS[task]}, "
+        f"and config.json names the architecture {', '.join(named)} (model_type {config.get('model_type')}), "
+        f"{_ARCHITECTURE_KINDS[fit]}. "
+        + (f"The task that fits it: task: {fit}" if fit else "No task bench offers is sure to fit it")
+        + f" (or set random_weights: true to time {task} with seeded random weights)"
+    )
 
 
 def max_positions(config: dict[str, Any]) -> int | None:
@@ -103,8 +166,11 @@ def build(source: ModelSource, seed: int, device: Any = None, *, with_weights: b
             for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(kind)
         ] + [str(message) for message in info.get("error_msgs") or []]  # fmt: skip
         if problems:
-            raise SourceError(source, f"its weights do not fit its config.json ({short('; '.join(problems), 600)}); "
-                              "it would run with randomly initialised layers")  # fmt: skip
+            saved = ", ".join(getattr(model.config, "architectures", None) or ["not named in config.json"])
+            raise SourceError(source, f"its weights do not fit its config.json as task: {source.task} loads it "
+                              f"({TASK_CLASSES[source.task or 'feature-extraction']}; the saved architecture: "
+                              f"{saved}) ({short('; '.join(problems), 600)}); it would run with randomly "
+                              "initialised layers")  # fmt: skip
     else:
         try:
             config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)

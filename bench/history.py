@@ -113,6 +113,15 @@ def history_location(text: str) -> HistoryLocation:
     return Path(text)
 
 
+def refuse_folder(location: HistoryLocation) -> None:
+    """A HistoryError for a history path that is a folder: opening refuses it, and `bench run` says so
+    before it measures anything (the run would be complete, and unrecorded)."""
+    if isinstance(location, Path) and location.is_dir():
+        raise HistoryError(
+            f"the history {location} is a folder; --history takes an SQLite file, e.g. reports/history.sqlite"
+        )
+
+
 def history_exists(location: HistoryLocation) -> bool:
     """Whether there may be a history to read: a file that exists, or any database (opening it says)."""
     return isinstance(location, DatabaseUrl) or Path(location).exists()
@@ -438,10 +447,8 @@ def open_history(
                 raise HistoryError(
                     f"cannot create the folder of the history {location}: {exc.strerror or exc}"
                 ) from None
-        elif location.is_dir():
-            raise HistoryError(
-                f"the history {location} is a folder; --history takes an SQLite file, e.g. reports/history.sqlite"
-            )
+        else:
+            refuse_folder(location)
     with _errors(location, timeout_s):
         db = Db(dialect.connect(location, timeout_s), dialect, timeout_s)
         try:

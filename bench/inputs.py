@@ -19,6 +19,9 @@ from typing import Any
 SEQ = "seq"  # the one shape symbol: the scenario's seq_len
 DTYPES = ("float32", "int64", "int32")
 KEYS = ("name", "shape", "dtype", "range", "fill")
+# In text models these index an embedding table (token ids, token types, positions): integers only;
+# torch's embedding refuses a float tensor when the model runs.
+TOKEN_INDEX_INPUTS = ("input_ids", "token_type_ids", "position_ids")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 

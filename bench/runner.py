@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,9 @@ HARNESS_PATH = Path(__file__).with_name("harness.py")
 # `bench run --worker`: fork each worker from the run's zygote (bench.zygote), or start a fresh interpreter.
 DEFAULT_WORKER_KIND = "fork" if fork_available() else "fresh"
 _STDERR_TAIL_LINES = 12
+# A failure in this process (preparing a scenario, measuring its capacity) has no worker log: its
+# traceback goes here, in the scenario's worker folder, and the row's reason names the file.
+RUNNER_TRACEBACK = "runner-traceback.log"
 _POLL_S = 0.1
 
 
@@ -103,6 +107,7 @@ class RunContext:
     pending: list[Scenario] | None = None  # when resuming: the scenarios without a row yet
     worker_kind: str = "fresh"  # fork: run_suite starts a zygote (bench.zygote) and forks each worker from it
     workers: ZygoteWorkers | None = None  # that zygote, while run_suite runs
+    debug: bool = False  # --debug: a failure's traceback is printed as well as kept (keep_traceback)
 
     @property
     def results_path(self) -> Path:
@@ -474,9 +479,10 @@ def run_scenario(
     except Exception as exc:  # a model that cannot be built, converted or saved is this row's failure
         if is_no_space(exc):  # ... unless the disk is full: that ends the run (run_suite)
             raise NoSpaceLeft(where_no_space(exc, context.cache_dir)) from exc
+        kept = keep_traceback(context, file_stem, exc, "preparing the artifact")
         return ResultRecord(
-            **base, status="failed", reason=f"preparing the artifact failed: {type(exc).__name__}: {exc}",
-            duration_s=time.perf_counter() - started,
+            **base, status="failed", reason=f"preparing the artifact failed: {type(exc).__name__}: {exc}{kept.note}",
+            duration_s=time.perf_counter() - started, files=kept.files,
         )  # fmt: skip
     base.update(
         artifact_bytes=artifact.bytes,
@@ -540,9 +546,36 @@ def _with_capacity(
             _print_step,
         )  # fmt: skip
     except Exception as exc:  # capacity is an extra: like a profile, it never fails the timed row
-        figures = not_measured(scenario, f"capacity measurement failed: {type(exc).__name__}: {exc}")
+        kept = keep_traceback(context, file_stem, exc, "measuring capacity")
+        figures = not_measured(scenario, f"capacity measurement failed: {type(exc).__name__}: {exc}{kept.note}")
+        record = dataclasses.replace(record, files={**record.files, **kept.files})
     return dataclasses.replace(record, files={**record.files, "capacity_dir": _relative(out_dir, context.run_dir)},
                                capacity=figures)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class KeptTraceback:
+    """Where keep_traceback put a traceback: the reason's note and the row's files entry (empty if unwritten)."""
+
+    note: str
+    files: dict[str, str]
+
+
+def keep_traceback(context: RunContext, file_stem: str, exc: BaseException, during: str) -> KeptTraceback:
+    """Append the traceback of a failure in this process to the scenario's RUNNER_TRACEBACK (a fleet
+    host sends it back with the row's files); with --debug, print it too."""
+    text = "".join(traceback.format_exception(exc))
+    if context.debug:
+        print(f"bench: {file_stem}: {during} failed:\n{text}", file=sys.stderr, end="")
+    path = context.run_dir / "workers" / file_stem / RUNNER_TRACEBACK
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{utc_now()} {during} failed:\n{text}\n")
+    except OSError:  # the row still says what failed; a full disk is the run's own ending (run_suite)
+        return KeptTraceback("", {})
+    relative = _relative(path, context.run_dir)
+    return KeptTraceback(f" (traceback: {relative})", {"runner_traceback": relative})
 
 
 def _print_step(line: str) -> None:

@@ -24,7 +24,7 @@ from bench.calibration import SOURCES as CALIBRATION_SOURCES
 from bench.calibration import CalibrationSpec, check_calibration
 from bench.errors import SuiteError
 from bench.generation import GeneratePolicy
-from bench.inputs import InputsError, parse_inputs, uses_seq
+from bench.inputs import SEQ, TOKEN_INDEX_INPUTS, InputsError, parse_inputs, uses_seq
 from bench.pipeline import CLASS_INDEX_CHOICES, DataSpec, check_data_spec
 from bench.record import ROW_DEFAULTS
 from bench.sources import ModelSource, SourceError
@@ -70,6 +70,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 LAYOUT_RE = re.compile(r"^([1-9][0-9]{0,3})x([1-9][0-9]{0,3})$")  # instances x threads per instance
 
 Path_ = tuple[Any, ...]  # a location inside the YAML document, e.g. ("matrix", "threads", 1)
+_YAML_STR_TAG = "tag:yaml.org,2002:str"
 
 
 @dataclass(frozen=True)
@@ -286,14 +287,15 @@ def parse_suite(
     base_dir: Path | None = None,
 ) -> Suite:
     """`base_dir`: where the suite's relative model paths start (default: the suite file's folder)."""
-    doc, lines = _load_yaml(text, source)
+    doc, lines, written = _load_yaml(text, source)
     file_path = file_path or Path(source)
     base_dir = (base_dir or file_path.parent).absolute()
-    return _Validator(source, lines, base_dir).suite(doc, text, max_scenarios, file_path)
+    return _Validator(source, lines, base_dir, written).suite(doc, text, max_scenarios, file_path)
 
 
-def _load_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
-    """Parse YAML safely and remember the line of every key and list item."""
+def _load_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int], dict[Path_, str]]:
+    """Parse YAML safely; remember the line of every key and list item, and the text of every value
+    YAML read as something other than a string (0x1 is the number 1, no is false), for messages."""
     try:
         _check_depth(text, source)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -304,9 +306,10 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
         line = mark.line + 1 if mark is not None else None
         raise SuiteError(source, f"is not valid YAML: {problem}", line=line) from None
     lines: dict[Path_, int] = {}
+    written: dict[Path_, str] = {}
     if root is not None:
-        _index_lines(root, (), lines, [0], source)
-    return doc, lines
+        _index_lines(root, (), lines, written, [0], source)
+    return doc, lines, written
 
 
 def _check_depth(text: str, source: str) -> None:
@@ -326,28 +329,33 @@ def _check_depth(text: str, source: str) -> None:
             depth -= 1
 
 
-def _index_lines(node: yaml.Node, where: Path_, lines: dict[Path_, int], count: list[int], source: str) -> None:
+def _index_lines(
+    node: yaml.Node, where: Path_, lines: dict[Path_, int], written: dict[Path_, str], count: list[int], source: str
+) -> None:
     count[0] += 1
     if count[0] > _MAX_YAML_NODES:
         # Alias chains can make a small file expand to billions of nodes.
         raise SuiteError(source, f"expands to more than {_MAX_YAML_NODES} YAML nodes; refusing to read it")
     lines.setdefault(where, node.start_mark.line + 1)
+    if isinstance(node, yaml.ScalarNode) and node.tag != _YAML_STR_TAG:
+        written.setdefault(where, node.value)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
             lines.setdefault((*where, key), key_node.start_mark.line + 1)
-            _index_lines(value_node, (*where, key), lines, count, source)
+            _index_lines(value_node, (*where, key), lines, written, count, source)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index_lines(item, (*where, index), lines, count, source)
+            _index_lines(item, (*where, index), lines, written, count, source)
 
 
 class _Validator:
     """Checks a parsed document; every failure is a SuiteError with file, line and field."""
 
-    def __init__(self, source: str, lines: dict[Path_, int], base_dir: Path):
+    def __init__(self, source: str, lines: dict[Path_, int], base_dir: Path, written: dict[Path_, str]):
         self.source = source
         self.lines = lines
+        self.written = written  # what was written, where YAML read it as another type than a string
         self.base_dir = base_dir
         self.model_sources: dict[str, ModelSource] = {}  # by name: a name means one source in a suite
         self.max_positions: dict[str, int] = {}  # hf sources: the longest sequence their config allows
@@ -360,6 +368,13 @@ class _Validator:
                 break
         field_name = ".".join(str(p) for p in where) or None
         return SuiteError(self.source, message, line=line, field=field_name)
+
+    def got(self, value: Any, where: Path_) -> str:
+        """`got <value>`, with what was written when YAML read it as another type (`0x1` as the number 1)."""
+        text = self.written.get(where)
+        if text is None or text.lower() == str(value).lower():
+            return f"got {value!r}"
+        return f"got {value!r}: YAML reads {text} as {_kind(value)}; to give {text} as written, quote it: '{text}'"
 
     def suite(self, doc: Any, text: str, max_scenarios: int, file_path: Path) -> Suite:
         if doc is None:
@@ -668,7 +683,8 @@ class _Validator:
             if item != "auto" and not (isinstance(item, str) and LAYOUT_RE.match(item)):
                 raise self.fail(
                     (*where, i),
-                    f"expected a layout 'NxT' (N instances x T threads per instance, e.g. 2x1) or 'auto', got {item!r}",
+                    "expected a layout 'NxT' (N instances x T threads per instance, e.g. 2x1) or 'auto', "
+                    + self.got(item, (*where, i)),
                 )
         return list(dict.fromkeys(value))
 
@@ -842,6 +858,12 @@ class _Validator:
         if not isinstance(fields["random_weights"], bool):
             got = _kind(fields["random_weights"])
             raise self.fail((*where, "random_weights"), f"expected true or false, got {got}")
+        if kind == "hf" or fields["task"] is not None:  # a text model
+            for i, spec in enumerate(fields["inputs"]):
+                if spec.name in TOKEN_INDEX_INPUTS and not spec.integer:
+                    raise self.fail((*where, "inputs", i, "dtype"), f"{spec.name} indexes an embedding table, so it "
+                                    f"takes integers: dtype: int64 with range: [0, vocabulary size), not "
+                                    f"{spec.dtype} (the model's embedding would refuse it when it runs)")  # fmt: skip
         if kind != "hf":
             if fields["task"] is not None and not fields["inputs"]:
                 raise self.fail((*where, "task"), "applies to models with inputs: (token ids) or hf: folders")
@@ -855,6 +877,14 @@ class _Validator:
             named = ", ".join(config.get("architectures") or []) or "not named in config.json"
             raise self.fail(where, f"an hf: folder needs task: one of {', '.join(sources.TASKS)} (its "
                             f"architecture: {named})")  # fmt: skip
+        if not fields["random_weights"] and (misfit := hf.task_misfit(config, fields["task"])):
+            raise self.fail((*where, "task"), misfit)
+        for i, spec in enumerate(fields["inputs"]):
+            if spec.name in hf.SEQUENCE_INPUTS and len(spec.shape) != 1:
+                shape = f"[{', '.join(map(str, spec.shape))}]"
+                raise self.fail((*where, "inputs", i, "shape"), f"a transformers text model takes {spec.name} as "
+                                f"[batch, sequence], so one sample's shape has one dimension, e.g. [{SEQ}]; "
+                                f"{shape} would make it [batch, {shape[1:]}")  # fmt: skip
         fields["inputs"] = fields["inputs"] or hf.default_inputs(config)
         vocab = config.get("vocab_size")
         for i, spec in enumerate(fields["inputs"]):
@@ -894,7 +924,7 @@ class _Validator:
 
     def choice(self, value: Any, where: Path_, allowed: tuple[str, ...]) -> str:
         if value not in allowed:
-            raise self.fail(where, f"expected one of {', '.join(allowed)}, got {value!r}")
+            raise self.fail(where, f"expected one of {', '.join(allowed)}, {self.got(value, where)}")
         return value
 
     def integer(self, value: Any, where: Path_, minimum: int) -> int:

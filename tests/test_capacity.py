@@ -55,6 +55,12 @@ def test_a_capacity_block_is_validated_merged_over_defaults_and_survives_the_tri
         ("{slo_p99_ms: -5}", "defaults.capacity.slo_p99_ms", "milliseconds > 0"),
         ("{slo_p99_ms: 5, layouts: [2x1, two]}", "defaults.capacity.layouts.1", "expected a layout 'NxT'"),
         ("{slo_p99_ms: 5, layouts: []}", "defaults.capacity.layouts", "'auto' or a non-empty list"),
+        # YAML reads 0x1 as the number 1: the message shows what was written and how to keep it as text
+        (
+            "{slo_p99_ms: 5, layouts: [0x1]}",
+            "defaults.capacity.layouts.0",
+            "got 1: YAML reads 0x1 as int 1; to give 0x1 as written, quote it: '0x1'",
+        ),  # fmt: skip
         ("{slo_p99_ms: 5, slo_p90_ms: 3}", "defaults.capacity.slo_p90_ms", "did you mean 'slo_p99_ms'"),
         ("{slo_p99_ms: 5, tolerance: 0}", "defaults.capacity.tolerance", "between 0 and 1"),
         ("{slo_p99_ms: 5, step_min_requests: -1}", "defaults.capacity.step_min_requests", "integer >= 0"),

@@ -180,3 +180,36 @@ def test_a_disk_that_fills_up_mid_run_ends_it_cleanly_and_resume_finishes_it(wri
     assert [r.scenario_id for r in records] == ["tiny_mlp-b1-t1-fp32-eager", "tiny_cnn-b1-t1-fp32-eager"]
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "complete" and info["reason"] is None
+
+
+def test_a_failure_in_the_parent_keeps_its_traceback_in_the_run_folder_and_debug_prints_it(
+    run_cli, write_suite, tmp_path
+):
+    # tiny_mlp cannot take 3x32x32 inputs: the fp32 reference, made in the parent, fails. There is no
+    # worker log for it; the reason said only "ValueError: ..." and the traceback was lost.
+    suite = write_suite("name: parent\nmatrix:\n  model: [tiny_mlp]\n  input_shape: [[3, 32, 32]]\n")
+    result = run_cli("run", str(suite), "--no-history", "--debug")
+    assert result.returncode == 1, result.stderr
+    [run_dir] = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    [row] = read_records(run_dir / "results.jsonl")[0]
+    kept = f"workers/{row.scenario_id}/runner-traceback.log"
+    assert row.status == "failed" and row.reason.endswith(f"(traceback: {kept})"), row.reason
+    assert row.files == {"runner_traceback": kept}
+    log = (run_dir / kept).read_text()
+    assert "preparing the artifact failed:\nTraceback (most recent call last):" in log
+    assert "shapes cannot be multiplied" in log and "bench/backends.py" in log
+    assert f"bench: {row.scenario_id}: preparing the artifact failed:\nTraceback" in result.stderr
+
+
+def test_run_refuses_a_history_that_is_a_folder_before_measuring(run_cli, write_suite, tmp_path):
+    # It measured the whole suite, then exited 0 with a warning that the run was not recorded.
+    suite = write_suite("name: hist\nmatrix:\n  model: [tiny_mlp]\n")
+    (tmp_path / "folder").mkdir()
+    for history in (["--history", "folder"], []):
+        if not history:
+            (tmp_path / "reports" / "history.sqlite").mkdir(parents=True)  # the default one, beside the runs
+        result = run_cli("run", str(suite), *history)
+        assert result.returncode == 2, result.stderr
+        where = "folder" if history else "reports/history.sqlite"
+        assert f"bench: error: the history {where} is a folder; --history takes an SQLite file" in result.stderr
+        assert [p.name for p in (tmp_path / "reports").glob("*") if p.name != "history.sqlite"] == []

@@ -95,7 +95,30 @@ def test_hf_inputs_come_from_config_json(tmp_path):
             "",
             "seq_len: [16]",
             "matrix.model.0.hf",
-            "no config.json",
+            "nowhere: no such folder",
+        ),
+        (
+            "{name: enc, hf: folder/config.json, task: feature-extraction}",
+            "",
+            "seq_len: [16]",
+            "matrix.model.0.hf",
+            "config.json is a file, not a folder: hf: takes the model's folder",
+        ),
+        (
+            "{name: enc, hf: folder, task: feature-extraction, random_weights: true, inputs: [{name: input_ids, "
+            "shape: [seq, 3], dtype: int64, range: [0, 100]}]}",
+            "",
+            "seq_len: [16]",
+            "matrix.model.0.inputs.0.shape",
+            "takes input_ids as [batch, sequence], so one sample's shape has one dimension, e.g. [seq]; [seq, 3]",
+        ),
+        (
+            "{name: enc, hf: folder, task: feature-extraction, random_weights: true, inputs: [{name: input_ids, "
+            "shape: [seq]}]}",
+            "",
+            "seq_len: [16]",
+            "matrix.model.0.inputs.0.dtype",
+            "input_ids indexes an embedding table, so it takes integers: dtype: int64",
         ),
         (
             "{name: enc, hf: folder, task: translation, random_weights: true}",
@@ -172,6 +195,40 @@ def test_bad_text_models_are_refused_with_file_line_and_field(tmp_path, model, e
         _suite(tmp_path, model, extra, seq)
     assert caught.value.field == field
     assert caught.value.line is not None
+
+
+def test_a_float_token_input_of_a_text_factory_is_refused_naming_its_dtype(tmp_path):
+    (tmp_path / "m.py").write_text("def f():\n    pass\n")
+    model = ("{name: tok, factory: 'm:f', task: feature-extraction, inputs: [{name: input_ids, shape: [seq], "
+             "dtype: int64, range: [0, 9]}, {name: token_type_ids, shape: [seq], fill: 0}]}")  # fmt: skip
+    with pytest.raises(SuiteError, match="token_type_ids indexes an embedding table") as caught:
+        _suite(tmp_path, model)
+    assert caught.value.field == "matrix.model.0.inputs.1.dtype"
+
+
+@pytest.mark.parametrize(
+    ("architecture", "task", "fits"),
+    [
+        ("BertModel", "causal-lm", "a base model without a task head. The task that fits it: task: feature-extraction"),
+        ("GPT2LMHeadModel", "text-classification", "a causal language model. The task that fits it: task: causal-lm"),
+        ("BertForSequenceClassification", "feature-extraction", "The task that fits it: task: text-classification"),
+        ("BertForMaskedLM", "text-classification", "No task bench offers is sure to fit it"),
+    ],
+)
+def test_a_task_that_cannot_load_the_saved_architecture_is_blamed_on_the_task(tmp_path, architecture, task, fits):
+    _hf(tmp_path, architectures=[architecture])
+    model = f"{{name: enc, hf: folder, task: {task}}}"
+    with pytest.raises(SuiteError, match=re.escape(fits)) as caught:
+        _suite(tmp_path, model)
+    assert caught.value.field == "matrix.model.0.task"
+    assert f"task: {task} does not fit this folder" in str(caught.value) and f"architecture {architecture}" in str(
+        caught.value
+    )
+    assert "weights do not fit" not in str(caught.value)
+    # With seeded random weights any task builds from config.json; the ones that load a masked LM are not refused.
+    assert _suite(tmp_path, model.replace("}", ", random_weights: true}")).scenarios
+    _hf(tmp_path, architectures=["BertForMaskedLM"])
+    assert _suite(tmp_path, "{name: enc, hf: folder, task: causal-lm, random_weights: true}").scenarios
 
 
 def test_generation_cannot_run_past_the_models_positions(tmp_path):

@@ -528,6 +528,11 @@ def test_unknown_nested_key(text, line, field, fragment):
         ("input_shape: 64", "defaults.input_shape", "expected a list of positive integers"),
         ("precision: fp64", "defaults.precision", "int8_static, int8_weight_only, int4_weight_only, got 'fp64'"),
         (
+            "precision: no",
+            "defaults.precision",
+            "got False: YAML reads no as bool False; to give no as written, quote it: 'no'",
+        ),  # fmt: skip
+        (
             "load: pickle",
             "defaults.load",
             "expected one of eager, mmap, torchscript, export, onnxruntime, litert, compile, aoti, openvino, "

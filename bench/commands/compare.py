@@ -7,9 +7,8 @@ import json
 import os
 import sys
 import textwrap
-from pathlib import Path
 
-from bench.commands.common import add_history_option
+from bench.commands.common import add_history_option, output_file, positive_int, write_output
 from bench.compare import Rule, compare_runs, format_markdown, format_text, github_annotations, to_json
 from bench.errors import UserError
 from bench.history import DEFAULT_HISTORY, HISTORY_ENV, HistoryError, history_exists, latest_run, resolve
@@ -81,7 +80,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="and the load time must move by at least this much (default 25)",
     )
     rule.add_argument("--confidence", type=float, default=95.0, metavar="PCT", help="confidence level (default 95)")
-    rule.add_argument("--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
+    rule.add_argument(
+        "--resamples", type=positive_int, default=1000, metavar="N", help="bootstrap resamples (default 1000)"
+    )
     rule.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0): same runs, same intervals")
     compare.add_argument(
         "--allow-env-mismatch",
@@ -97,7 +98,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "folded), appended to $GITHUB_STEP_SUMMARY when it is set and --output is not given, and an ::error "
         "annotation per regressed metric on standard output",
     )
-    out.add_argument("--output", type=Path, metavar="FILE", help="write there instead of to stdout")
+    out.add_argument("--output", type=output_file, metavar="FILE", help="write there instead of to stdout")
     out.add_argument("--changes-only", action="store_true", help="table: leave out unchanged rows")
     compare.set_defaults(handler=compare_command)  # fmt: skip
 
@@ -148,10 +149,7 @@ def compare_command(args: argparse.Namespace) -> int:
             print(f"{comparison.summary()}; appended to the job summary", file=sys.stderr)
             return 1 if comparison.regressed else 0
     if args.output:
-        try:
-            Path(args.output).write_text(text + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        write_output(args.output, text + "\n")
         print(f"{comparison.summary()}; written to {args.output}", file=sys.stderr)
     else:
         print(text)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.commands.common import output_file, write_output
 from bench.export import FORMATS, WRITERS
 from bench.runfolder import load_run
 
@@ -35,7 +36,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     )
     export.add_argument("run", type=Path, metavar="RUN_DIR", help="a run folder written by bench run")
     export.add_argument("--format", choices=FORMATS, required=True, help="the dashboard's format")
-    export.add_argument("--output", type=Path, metavar="FILE", help="write here (default: standard output)")
+    export.add_argument("--output", type=output_file, metavar="FILE", help="write here (default: standard output)")
     export.set_defaults(handler=export_command)
 
 
@@ -48,7 +49,7 @@ def export_command(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        args.output.write_text(text, encoding="utf-8")
+        write_output(args.output, text)
         ok = sum(r.status == "ok" for r in records)
         print(f"{args.format}: {ok} of {len(records)} rows with figures -> {args.output}")
     return 0

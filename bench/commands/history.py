@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.changepoint import detect_steps
-from bench.commands.common import add_history_option
+from bench.commands.common import add_history_option, output_file, positive_int
 from bench.errors import UserError
 from bench.history import (
     DEFAULT_TIMEOUT_S,
@@ -85,7 +85,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     )
     history.add_argument("--label", help="only runs with this label")
     history.add_argument("--branch", help="only runs on this git branch")
-    history.add_argument("--limit", type=int, metavar="N", help="only the newest N runs")
+    history.add_argument("--limit", type=positive_int, metavar="N", help="only the newest N runs")
     history.add_argument(
         "--threshold",
         type=float,
@@ -95,7 +95,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     )
     history.add_argument(
         "--html",
-        type=Path,
+        type=output_file,
         metavar="FILE",
         help="write a page of trend charts (every scenario, or the --scenario given) with the steps marked",
     )
@@ -133,7 +133,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         description="Write every result row of every run (run columns, then each record field flattened, "
         "e.g. latency_s.median) as one CSV file.",
     )
-    export.add_argument("out", type=Path, metavar="FILE.csv", help="the CSV file to write")
+    export.add_argument("out", type=output_file, metavar="FILE.csv", help="the CSV file to write")
     export.add_argument("--scenario", metavar="ID", help="only this scenario")
     export.add_argument("--round-times", action="store_true", help="add a column with every raw round time (JSON)")
     export.set_defaults(handler=export_command)

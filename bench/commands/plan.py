@@ -9,10 +9,9 @@ import math
 import sys
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from bench.commands.common import add_history_option
+from bench.commands.common import add_history_option, output_file, write_output
 from bench.errors import UserError
 from bench.history import resolve
 from bench.plan import DEFAULT_HEADROOM, GIB, Host, PlanRequest, make_plan, render_json, render_markdown
@@ -66,7 +65,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     )  # fmt: skip
     plan.add_argument("--scenario", action="append", metavar="ID", help="only this scenario (repeatable)")
     plan.add_argument("--format", choices=("markdown", "json"), default="markdown", help="default: markdown")
-    plan.add_argument("--output", type=Path, metavar="FILE", help="write there instead of to stdout")
+    plan.add_argument("--output", type=output_file, metavar="FILE", help="write there instead of to stdout")
     add_history_option(plan)
     plan.set_defaults(handler=plan_command)
 
@@ -182,7 +181,7 @@ def plan_command(args: argparse.Namespace) -> int:
     plan = make_plan(snapshot.run_id, with_capacity, snapshot.environment, request, groups)
     text = render_json(plan) if args.format == "json" else render_markdown(plan)
     if args.output:
-        args.output.write_text(text, encoding="utf-8")
+        write_output(args.output, text)
         print(f"plan: {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench import backends
-from bench.commands.common import check_writable, find_scenario
+from bench.commands.common import check_writable, find_scenario, output_folder
 from bench.errors import UserError
 from bench.profiling import flops_figures, format_profile, profile_scenario
 
@@ -27,8 +27,10 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     profile.add_argument("scenario_id", metavar="SCENARIO_ID", help="a scenario id, as 'bench validate' lists them")
     profile.add_argument("--suite", type=Path, required=True, help="the suite file that has the scenario")
     profile.add_argument("--iterations", type=int, default=50, metavar="N", help="profiled calls (default 50)")
-    profile.add_argument("--out", type=Path, help="output folder (default: reports/profile-<time>-<scenario>)")
-    profile.add_argument("--reports", type=Path, default=Path("reports"), help="reports folder (artifact cache)")
+    profile.add_argument("--out", type=output_folder, help="output folder (default: reports/profile-<time>-<scenario>)")
+    profile.add_argument(
+        "--reports", type=output_folder, default=Path("reports"), help="reports folder (artifact cache)"
+    )
     profile.set_defaults(handler=profile_command)
 
 

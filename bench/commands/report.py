@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.commands.common import output_folder
 from bench.report import write_report
 
 
@@ -20,7 +21,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "'bench run' already does this at the end of every run.",
     )
     report.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="run folder(s) under reports/")
-    report.add_argument("--out", type=Path, help="output folder (default: the run folder; required for several runs)")
+    report.add_argument(
+        "--out", type=output_folder, help="output folder (default: the run folder; required for several runs)"
+    )
     report.set_defaults(handler=report_command)
 
 

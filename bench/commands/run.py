@@ -10,11 +10,18 @@ import sys
 from pathlib import Path
 
 from bench import fleet
-from bench.commands.common import check_writable
+from bench.commands.common import check_writable, output_folder, positive_int
 from bench.console import ConsoleProgress, summary_table
 from bench.contention import ON_CONTENTION
 from bench.errors import UserError
-from bench.history import HISTORY_ENV, HistoryUnreachable, RecordAsItRuns, history_location
+from bench.history import (
+    DEFAULT_HISTORY,
+    HISTORY_ENV,
+    HistoryUnreachable,
+    RecordAsItRuns,
+    history_location,
+    refuse_folder,
+)
 from bench.library_log import LIBRARY_LOG, LibraryLog, kept_aside
 from bench.memory import cpu_count
 from bench.nospace import NoSpaceLeft
@@ -49,7 +56,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         metavar="RUN_DIR",
         help="continue an interrupted run: measure only the scenarios that have no row in its results.jsonl",
     )
-    run.add_argument("--reports", type=Path, default=Path("reports"), help="where run folders go (default: reports)")
+    run.add_argument(
+        "--reports", type=output_folder, default=Path("reports"), help="where run folders go (default: reports)"
+    )
     run.add_argument(
         "--rss-interval",
         type=float,
@@ -57,7 +66,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="RSS sampling interval for every scenario (default: the suite's measure.rss_interval_s, 0.01)",
     )
     run.add_argument(
-        "--max-scenarios", type=int, default=1000, metavar="N", help="refuse suites larger than N (default 1000)"
+        "--max-scenarios",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="refuse suites larger than N (default 1000)",
     )
     run.add_argument(
         "--label", help="record the run in the history with this label, e.g. main or pr-123 (see bench compare)"
@@ -137,6 +150,12 @@ def _run(args: argparse.Namespace, library: LibraryLog) -> int:
         raise UserError("--shuffle orders a local run; a fleet run's scenarios already run side by side on its hosts")
     if args.resume is not None:  # before connecting: a fleet run resumes on a fleet only, a local one here only
         check_resume_mode(args.resume, on_fleet=args.scheduler is not None)
+    history_path = None
+    if not args.no_history:  # the run folder goes into --reports (or is --resume's), its default history beside it
+        history_path = (
+            args.history or (args.resume.parent if args.resume is not None else args.reports) / DEFAULT_HISTORY.name
+        )
+        refuse_folder(history_path)  # before measuring: a run that cannot be recorded is refused as history is
     client = None
     if args.scheduler is not None:
         client = fleet.connect(args.scheduler, args.connect_timeout)
@@ -171,10 +190,10 @@ def _run(args: argparse.Namespace, library: LibraryLog) -> int:
         )
         print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
     library.attach(context.run_dir / LIBRARY_LOG)
+    context.debug = args.debug  # a failure in this process: its traceback printed as well as kept
     progress = ConsoleProgress()
     history = None
-    if not args.no_history:
-        history_path = args.history or context.run_dir.parent / "history.sqlite"
+    if history_path is not None:
         progress = history = RecordAsItRuns(progress, history_path, context.run_dir, label=args.label)
     policy = ContentionPolicy(args.on_contention, args.contention_retries, args.contention_wait)
     try:

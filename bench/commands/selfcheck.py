@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.commands.common import find_scenario
+from bench.commands.common import find_scenario, output_folder
 from bench.errors import UserError
 from bench.runner import DEFAULT_WORKER_KIND
 from bench.selfcheck import print_selfcheck, run_selfcheck
@@ -29,7 +29,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     selfcheck.add_argument(
         "--block-time", type=float, default=0.5, metavar="SECONDS", help="time per interleaved block (default 0.5)"
     )
-    selfcheck.add_argument("--reports", type=Path, default=Path("reports"))
+    selfcheck.add_argument("--reports", type=output_folder, default=Path("reports"))
     selfcheck.add_argument(
         "--scenario", metavar="SCENARIO_ID", help="check on this scenario of --suite instead of --model (e.g. a text "
         "model from scenarios/text.yaml); --threads overrides its threads",

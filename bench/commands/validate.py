@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.commands.common import positive_int
 from bench.sources import factory_modules
 from bench.suite import load_suite
 
@@ -18,7 +19,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         description="Check suite files and list the scenarios they expand to. Exit status 2 on the first problem.",
     )
     validate.add_argument("suites", type=Path, nargs="+", metavar="SUITE")
-    validate.add_argument("--max-scenarios", type=int, default=1000, metavar="N")
+    validate.add_argument("--max-scenarios", type=positive_int, default=1000, metavar="N")
     validate.set_defaults(handler=validate_command)
 
 

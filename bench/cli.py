@@ -1,21 +1,56 @@
 """The `bench` command line: the top-level parser, the commands of bench.commands under it, and
-how any command's errors and signals become exit statuses."""
+how any command's errors and signals become exit statuses.
+
+A command's module is imported only when that command runs (or for build_parser()'s full
+parser): `bench --help` lists the commands from COMMANDS alone, so it imports no command
+module, and `bench validate` does not import what `bench report` draws with. This is the one
+place where bench imports its own modules inside a function (tests/test_imports.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from bench import __version__
-from bench.commands import compare, export, history, models, plan, profile, report, run, selfcheck, tradeoffs, validate
 from bench.errors import UserError
 
-# In the order `bench --help` lists them. Each module's register() adds its parser and handler.
-COMMANDS = (run, validate, report, models, selfcheck, profile, history, compare, plan, export, tradeoffs)
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str  # the line `bench --help` shows for it
+    module: str  # its register(commands, common) adds its parser and handler
+
+
+# In the order `bench --help` lists them.
+COMMANDS = (
+    Command("run", "measure every scenario of a suite", "bench.commands.run"),
+    Command("validate", "check suite files without running them", "bench.commands.validate"),
+    Command("report", "turn run folders into report.html and report.md", "bench.commands.report"),
+    Command("models", "list the model names a suite can use", "bench.commands.models"),
+    Command("selfcheck", "check the harness's own accuracy and overhead", "bench.commands.selfcheck"),
+    Command("profile", "profile one scenario operator by operator", "bench.commands.profile"),
+    Command(
+        "history", "list recorded runs; a scenario's metric over time; import and export", "bench.commands.history"
+    ),
+    Command("compare", "compare two runs, beyond the noise (a CI gate)", "bench.commands.compare"),
+    Command("plan", "how many hosts a target load needs, from measured capacity", "bench.commands.plan"),
+    Command(
+        "export", "write a run's rows for existing dashboards (GitHub, Bencher, Prometheus)", "bench.commands.export"
+    ),
+    Command(
+        "tradeoffs",
+        "per model: latency, fidelity, accuracy, memory and size of each precision and load mode",
+        "bench.commands.tradeoffs",
+    ),
+)
 
 DESCRIPTION = """\
 Benchmark PyTorch and ONNX Runtime models on CPUs.
@@ -54,7 +89,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_command_named(argv))
     args = parser.parse_args(argv)
     # SIGTERM takes the same path as Ctrl-C: the running worker is killed, not orphaned,
     # and the run folder is marked interrupted.
@@ -83,7 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_named(argv: Sequence[str]) -> set[str]:
+    """The command that argv names, as a set for build_parser(only=...): empty when it names none.
+    The top-level options (--debug, --help, --version) take no value, so the command is the
+    first word that is not an option."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return {word} & {c.name for c in COMMANDS}
+
+
+def build_parser(only: set[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only`, the other commands get a parser that has their name and help
+    line only, and their modules are not imported."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--debug",
@@ -102,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     for command in COMMANDS:
-        command.register(subcommands, common)
+        if only is None or command.name in only:
+            importlib.import_module(command.module).register(subcommands, common, command.help)
+        else:
+            subcommands.add_parser(command.name, help=command.help)
     return parser
 
 

@@ -1,12 +1,11 @@
 """Models by name: built-in tiny models and torchvision classification models (bench.sources: the user's own).
 
 torchvision models are built with weights=None and a fixed seed: no hub, no download.
-torch is imported lazily so that validating a suite of built-in models stays fast.
+torch and torchvision are imported only to build a model, so that validating a suite stays fast.
 """
 
 from __future__ import annotations
 
-import functools
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -24,19 +23,32 @@ _TORCHVISION_SHAPES = {"inception_v3": (3, 299, 299)}
 _TORCHVISION_DEFAULT_SHAPE = (3, 224, 224)
 
 
-@functools.cache
-def torchvision_models() -> tuple[str, ...]:
-    import torchvision
-
-    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+# torchvision's classification models (torchvision.models.list_models(module=torchvision.models)) in
+# the pinned release: a suite's model names are checked against this list, because importing
+# torchvision (and torch with it) to list them took 4.3 s of a 6.8 s `bench validate` on a 2-core
+# host. tests/test_models.py fails when the installed torchvision lists other names.
+TORCHVISION_MODELS: tuple[str, ...] = (
+    "alexnet", "convnext_base", "convnext_large", "convnext_small", "convnext_tiny", "densenet121", "densenet161",
+    "densenet169", "densenet201", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+    "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l",
+    "efficientnet_v2_m", "efficientnet_v2_s", "googlenet", "inception_v3", "maxvit_t", "mnasnet0_5", "mnasnet0_75",
+    "mnasnet1_0", "mnasnet1_3", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "regnet_x_16gf",
+    "regnet_x_1_6gf", "regnet_x_32gf", "regnet_x_3_2gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_x_8gf",
+    "regnet_y_128gf", "regnet_y_16gf", "regnet_y_1_6gf", "regnet_y_32gf", "regnet_y_3_2gf", "regnet_y_400mf",
+    "regnet_y_800mf", "regnet_y_8gf", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50",
+    "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+    "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet1_0", "squeezenet1_1", "swin_b", "swin_s", "swin_t",
+    "swin_v2_b", "swin_v2_s", "swin_v2_t", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+    "vgg19_bn", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32", "wide_resnet101_2", "wide_resnet50_2",
+)  # fmt: skip
 
 
 def is_known(name: str) -> bool:
-    return name in BUILTIN or name in torchvision_models()
+    return name in BUILTIN or name in TORCHVISION_MODELS
 
 
 def known_models() -> list[str]:
-    return [*BUILTIN, *torchvision_models()]
+    return [*BUILTIN, *TORCHVISION_MODELS]
 
 
 def default_input_shape(name: str) -> tuple[int, ...]:

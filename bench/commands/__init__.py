@@ -1,2 +1,3 @@
-"""The `bench` commands: one module per verb, each with `register(commands, common)` (its parser and
-handler). bench.cli assembles them; a new verb is a new module here and one line in cli.COMMANDS."""
+"""The `bench` commands: one module per verb, each with `register(commands, common, summary)` (its
+parser and handler). bench.cli imports one when its command runs; a new verb is a new module here
+and one line in cli.COMMANDS."""

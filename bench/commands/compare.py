@@ -29,13 +29,13 @@ examples:
 """
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
     """Add `bench compare` to the CLI's subcommands."""
     compare = commands.add_parser(
         "compare",
         parents=[common],
         usage="bench compare [options] BASELINE CANDIDATE\n       bench compare [options] --baseline NAME CANDIDATE",
-        help="compare two runs, beyond the noise (a CI gate)",
+        help=summary,
         description=textwrap.fill(
             "Match the scenarios of two runs by id and, for median and p99 latency, throughput, load "
             "time and peak RSS, report the change with a confidence interval and a verdict: regressed, improved, "

@@ -22,12 +22,12 @@ examples:
 """
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
     """Add `bench export` to the CLI's subcommands."""
     export = commands.add_parser(
         "export",
         parents=[common],
-        help="write a run's rows for existing dashboards (GitHub, Bencher, Prometheus)",
+        help=summary,
         description="Write the ok rows of a run folder in a format that an existing dashboard reads: "
         "median and p99 latency, load time, first inference, peak RSS and throughput per scenario. "
         "Failed and unsupported rows carry no figures (OpenMetrics lists them in bench_scenario_ok).",

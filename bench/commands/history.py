@@ -55,13 +55,13 @@ p99, mean (latency), throughput, load, first_inference, peak_rss (sampled), peak
 """
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
     """Add `bench history` (list, show a scenario, import, export) to the CLI's subcommands."""
     history = commands.add_parser(
         "history",
         parents=[common],
         usage=HISTORY_USAGE,
-        help="list recorded runs; a scenario's metric over time; import and export",
+        help=summary,
         description=textwrap.fill(
             "The history store: every run recorded by `bench run` (or imported), its rows and raw round "
             "times, in one SQLite file or a PostgreSQL database. Without a subcommand, list the runs; with "

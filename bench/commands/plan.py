@@ -31,13 +31,13 @@ measurement failed), 2 bad input.
 """
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
     """Add `bench plan` to the CLI's subcommands."""
 
     plan = commands.add_parser(
         "plan",
         parents=[common],
-        help="how many hosts a target load needs, from measured capacity",
+        help=summary,
         description=textwrap.fill(
             "From a run's capacity measurements (suites with a `capacity:` block), answer per scenario: "
             "instances per host (bounded by cores and by memory), requests/s per host at the p99 SLO, hosts "

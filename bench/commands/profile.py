@@ -13,12 +13,12 @@ from bench.errors import UserError
 from bench.profiling import flops_figures, format_profile, profile_scenario
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
     """Add `bench profile` to the CLI's subcommands."""
     profile = commands.add_parser(
         "profile",
         parents=[common],
-        help="profile one scenario operator by operator",
+        help=summary,
         description="Run one scenario of a suite under torch.profiler (ONNX Runtime's session profiler for "
         "load: onnxruntime) in a fresh process and write ops.csv (the operator table), trace.json (opens in "
         "ui.perfetto.dev or chrome://tracing) and profile.json (the summary). Untimed: for the timed "

@@ -10,12 +10,12 @@ from bench.commands.common import output_folder
 from bench.report import write_report
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
     """Add `bench report` to the CLI's subcommands."""
     report = commands.add_parser(
         "report",
         parents=[common],
-        help="turn run folders into report.html and report.md",
+        help=summary,
         description="Write report.html (one self-contained page: tables and figures), report.md, results.csv "
         "and figures/*.png for a run folder; given several run folders, put them side by side in --out. "
         "'bench run' already does this at the end of every run.",

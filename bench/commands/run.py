@@ -39,12 +39,12 @@ from bench.suite import load_suite
 from bench.zygote import fork_available
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
     """Add `bench run` to the CLI's subcommands."""
     run = commands.add_parser(
         "run",
         parents=[common],
-        help="measure every scenario of a suite",
+        help=summary,
         description="Measure every scenario of a suite, each in a fresh worker process, and write "
         "reports/<run-id>/ with results.jsonl (one row per scenario, written as each one ends), "
         "environment.json, raw pytest-benchmark JSON and RSS samples.",

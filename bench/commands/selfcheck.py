@@ -11,12 +11,12 @@ from bench.runner import DEFAULT_WORKER_KIND
 from bench.selfcheck import print_selfcheck, run_selfcheck
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
     """Add `bench selfcheck` to the CLI's subcommands."""
     selfcheck = commands.add_parser(
         "selfcheck",
         parents=[common],
-        help="check the harness's own accuracy and overhead",
+        help=summary,
         description="Run one small scenario and check the tool itself: (a) harness median against "
         "torch.utils.benchmark.Timer, interleaved in one process; (b) sampled peak RSS against the "
         "kernel's high-water mark; (c) the RSS sampler's cost on latency (sampler toggled on and off); "

@@ -12,12 +12,12 @@ from bench.record import ResultRecord
 from bench.tradeoffs import FORMATS, build_groups, render_json, render_markdown, render_table
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
     """Add `bench tradeoffs` to the CLI's subcommands."""
     parser = commands.add_parser(
         "tradeoffs",
         parents=[common],
-        help="per model: latency, fidelity, accuracy, memory and size of each precision and load mode",
+        help=summary,
         description="Per model, batch size and threads: each precision and load mode's median and p99 latency, "
         "speed-up over fp32 eager, fidelity, accuracy (with data:), peak RSS and artifact size, with the "
         "Pareto frontier of latency against fidelity marked and one sentence reading it.",

@@ -10,12 +10,12 @@ from bench.sources import factory_modules
 from bench.suite import load_suite
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
     """Add `bench validate` to the CLI's subcommands."""
     validate = commands.add_parser(
         "validate",
         parents=[common],
-        help="check suite files without running them",
+        help=summary,
         description="Check suite files and list the scenarios they expand to. Exit status 2 on the first problem.",
     )
     validate.add_argument("suites", type=Path, nargs="+", metavar="SUITE")

@@ -3,25 +3,44 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 from bench.capacity import summary
+from bench.eta import RemainingTime, shapes_of
 from bench.record import ResultRecord
+from bench.suite import Scenario
 from bench.timeline import overhead_line
-from bench.units import MIB, ms_fixed
+from bench.units import MIB, duration_readable, ms_fixed
 
 
 class ConsoleProgress:
-    """One line per scenario; on a terminal the line also shows the live phase and time."""
+    """One line per scenario; on a terminal the line also shows the live phase and time.
 
-    def __init__(self, stream: TextIO = sys.stderr):
+    Each finished line ends with how many scenarios are left and about how long they will take
+    (bench.eta), from the wall time between finished rows: everything a row costs (artifacts,
+    capacity steps, history writes) counts, and on a fleet, where rows end side by side, the
+    time between them is what the remaining rows cost. `scenarios`: those the run will measure,
+    for their shapes; `clock`: seconds, monotonic (tests pass a fake one)."""
+
+    def __init__(
+        self,
+        stream: TextIO = sys.stderr,
+        scenarios: Iterable[Scenario] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.stream = stream
         self.live = stream.isatty()
         self._prefix = ""
+        self._left = 0
+        self._remaining = RemainingTime(shapes_of(scenarios))
+        self._clock = clock
+        self._last_finished_s = clock()
 
     def scenario_started(self, index: int, total: int, scenario_id: str) -> None:
         self._prefix = f"[{index}/{total}] {scenario_id}"
+        self._left = total - index
         if not self.live:
             print(f"{self._prefix} ...", file=self.stream, flush=True)
 
@@ -40,6 +59,12 @@ class ConsoleProgress:
                 detail += "  CONTENDED: other processes took the CPU while it was timed"
         else:
             detail = f"{record.status}: {(record.reason or '').splitlines()[0]}"
+        now_s = self._clock()
+        self._remaining.finished(record.scenario_id, now_s - self._last_finished_s)
+        self._last_finished_s = now_s
+        estimate_s = self._remaining.estimate_s(self._left)
+        if self._left and estimate_s is not None:
+            detail += f"  [{self._left} left, about {duration_readable(estimate_s)}]"
         lead = "\r\033[K" if self.live else ""
         print(f"{lead}{self._prefix}  {detail}", file=self.stream, flush=True)
         if record.capacity is not None:

@@ -165,7 +165,7 @@ def run_suite_on_fleet(
     `announce` gets a line each time a host starts a scenario; each host applies `on_contention`
     to its own scenarios. A full disk here ends the run as a local run ends (runner.stop_for_space)."""
     progress = progress or runner.Silent()
-    scenarios = context.pending if context.pending is not None else list(context.suite.scenarios)
+    scenarios = context.to_run
     attempts = _Attempts(announce)
     client.subscribe_topic(EVENT_TOPIC, attempts.on_event)
     futures = {}

@@ -113,6 +113,11 @@ class RunContext:
     def results_path(self) -> Path:
         return self.run_dir / "results.jsonl"
 
+    @property
+    def to_run(self) -> list[Scenario]:
+        """The scenarios this run measures: the pending ones when resuming, else the suite's."""
+        return list(self.pending) if self.pending is not None else list(self.suite.scenarios)
+
 
 @dataclass
 class WorkerOutcome:
@@ -371,7 +376,7 @@ def run_suite(
     `shuffle_seed`: run them in a seeded random order (recorded in run.json), so that a host's
     slow drift over the run does not line up with the suite's order (dense first, say)."""
     progress = progress or Silent()
-    scenarios = context.pending if context.pending is not None else list(context.suite.scenarios)
+    scenarios = context.to_run
     if shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(scenarios)
         write_run_info(context, shuffle_seed=shuffle_seed)

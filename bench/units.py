@@ -1,5 +1,6 @@
-"""Units: the byte multiples and how a duration in seconds is written in milliseconds. Every figure
-is kept in base units (seconds, bytes) and converted only where it is shown."""
+"""Units: the byte multiples and how a duration in seconds is written (in milliseconds, or for a
+person waiting on a run). Every figure is kept in base units (seconds, bytes) and converted only
+where it is shown."""
 
 from __future__ import annotations
 
@@ -26,3 +27,14 @@ def ms_fixed(seconds: float | None, missing: str = "-") -> str:
 def ms_number(seconds: float | None) -> str:
     """'1.23': three significant digits without the unit, for tables whose header says ms."""
     return "-" if seconds is None else f"{seconds * 1e3:.3g}"
+
+
+def duration_readable(seconds: float) -> str:
+    """'40 s', '3 min 20 s', '2 h 05 min': to the second under an hour, to the minute above (the console's ETA)."""
+    total = round(seconds)
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        return f"{total // 60} min {total % 60:02d} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"

@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace, library: LibraryLog) -> int:
         print(f"bench: run {context.run_id}: {len(suite.scenarios)} scenarios from {args.suite}", file=sys.stderr)
     library.attach(context.run_dir / LIBRARY_LOG)
     context.debug = args.debug  # a failure in this process: its traceback printed as well as kept
-    progress = ConsoleProgress()
+    progress = ConsoleProgress(scenarios=context.to_run)
     history = None
     if history_path is not None:
         progress = history = RecordAsItRuns(progress, history_path, context.run_dir, label=args.label)

@@ -1,0 +1,74 @@
+"""The time left in a run (bench.eta) and the console line that shows it, with made-up wall times."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from bench.console import ConsoleProgress
+from bench.eta import RemainingTime, shapes_of
+from bench.record import ResultRecord
+from bench.suite import Scenario
+from bench.units import duration_readable
+
+
+def scenario(model: str = "tiny_mlp", precision: str = "fp32", load: str = "eager", batch_size: int = 1) -> Scenario:
+    return Scenario(model, batch_size, 1, 1, precision, load, (64,))
+
+
+def test_a_scenario_is_estimated_at_its_shapes_mean_else_the_overall_mean():
+    fast, slow, other = scenario(), scenario(load="onnxruntime"), scenario(model="tiny_cnn")
+    todo = [fast, scenario(batch_size=8), slow, scenario(load="onnxruntime", batch_size=8), other]
+    remaining = RemainingTime(shapes_of(todo))
+    assert remaining.estimate_s(5) is None  # nothing finished: nothing to go on
+    remaining.finished(fast.id, 2.0)
+    remaining.finished(slow.id, 30.0)
+    # left: tiny_mlp eager b8 (its shape's 2 s), onnxruntime b8 (30 s), tiny_cnn (no row of its shape: the mean, 16 s)
+    assert remaining.estimate_s(3) == pytest.approx(2.0 + 30.0 + 16.0)
+
+
+def test_rows_beyond_the_known_scenarios_count_at_the_overall_mean():
+    remaining = RemainingTime({})
+    remaining.finished("selfcheck-run0", 4.0)
+    remaining.finished("selfcheck-run1", 6.0)
+    assert remaining.estimate_s(3) == pytest.approx(15.0)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 100.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def finished_row(s: Scenario) -> ResultRecord:
+    return ResultRecord(
+        run_id="r", scenario_id=s.id, suite="t", model=s.model, batch_size=s.batch_size, threads=1,
+        interop_threads=1, precision=s.precision, load=s.load, runtime="torch", input_shape=[64],
+        status="unsupported", reason="not here",
+    )  # fmt: skip
+
+
+def test_each_finished_line_says_how_many_are_left_and_about_how_long():
+    todo = [scenario(), scenario(batch_size=4), scenario(load="onnxruntime")]
+    stream, clock = io.StringIO(), FakeClock()
+    progress = ConsoleProgress(stream, scenarios=todo, clock=clock)
+    lines = []
+    for index, (s, wall_s) in enumerate(zip(todo, (90.0, 110.0, 5.0), strict=True), start=1):
+        progress.scenario_started(index, len(todo), s.id)
+        clock.now_s += wall_s
+        progress.scenario_finished(finished_row(s))
+        lines.append(stream.getvalue().splitlines()[-1])
+    assert lines[0].endswith("[2 left, about 3 min 00 s]")  # 90 s for the b4 row (its shape), 90 s for the rest
+    assert lines[1].endswith("[1 left, about 1 min 40 s]")  # no onnxruntime row yet: the mean of 90 and 110 s
+    assert "left" not in lines[2]  # the last row: nothing left to estimate
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.4, "0 s"), (59.4, "59 s"), (200, "3 min 20 s"), (3599, "59 min 59 s"), (7500, "2 h 05 min")],
+)
+def test_durations_read_as_a_person_would_say_them(seconds, text):
+    assert duration_readable(seconds) == text

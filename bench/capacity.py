@@ -32,6 +32,7 @@ import dataclasses
 import fcntl
 import mmap
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +67,7 @@ from bench.record import (
 )
 from bench.stats import PERCENTILE_RULE, LatencyStats, nearest_rank
 from bench.suite import LAYOUT_RE, BatchingPolicy, CapacityPolicy, Scenario, SeqLenMix
+from bench.units import duration_readable
 from bench.verdict import RULE, UNDECIDED, fewest_to_pass
 from bench.worker import worker_env
 
@@ -565,15 +567,19 @@ def measure_capacity(
                 status="skipped",
                 note=f"needs {layout.instances * layout.threads} cores; this process may use {len(usable)}",
             )  # fmt: skip
+    widths = []  # (threads, instance counts to measure, the requested ones)
     for threads in dict.fromkeys(layout.threads for layout in layouts):
         fitting = [la for la in layouts if la.threads == threads and la not in results]
-        if not fitting:
-            continue
-        largest = max(la.instances for la in fitting)
-        counts = sorted(set(sweep_counts(largest, policy.sweep)) | {la.instances for la in fitting})
-        requested = {la.instances for la in fitting}
-        cores = [usable[i * threads : (i + 1) * threads] for i in range(largest)]
-        results.update(_measure_width(scenario, artifact_path, out_dir, policy, cores, counts, requested, phase, log))
+        if fitting:
+            largest = max(la.instances for la in fitting)
+            counts = sorted(set(sweep_counts(largest, policy.sweep)) | {la.instances for la in fitting})
+            widths.append((threads, counts, {la.instances for la in fitting}))
+    points = PointProgress(sum(len(counts) for _, counts, _ in widths), log)
+    for threads, counts, requested in widths:
+        cores = [usable[i * threads : (i + 1) * threads] for i in range(max(counts))]
+        results.update(
+            _measure_width(scenario, artifact_path, out_dir, policy, cores, counts, requested, phase, points)
+        )
     ordered = [results[la] for la in layouts] + [f for la, f in results.items() if la not in layouts]
     best = _best_layout(ordered)
     ok = any(f.status == "ok" and f.requested for f in ordered)
@@ -589,6 +595,32 @@ def measure_capacity(
         duration_s=time.monotonic() - started,
         memory_total_bytes=psutil.virtual_memory().total,
     )
+
+
+class PointProgress:
+    """The layout points (instance counts) of one capacity measurement, for its step lines: each says
+    which point it belongs to, and once a point has finished, about how long the rest will take (the
+    mean time of the points so far: a point's steps are not known before its search ends)."""
+
+    def __init__(self, total: int, log: Phase, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.log, self.clock = total, log, clock
+        self.done_s: list[float] = []
+        self.started_s = clock()
+
+    def start(self) -> None:
+        self.started_s = self.clock()
+
+    def finish(self) -> None:
+        self.done_s.append(self.clock() - self.started_s)
+
+    def step(self, line: str) -> None:
+        """`log` this finished step's line, with where the measurement stands."""
+        text = f"{line}  [layout point {len(self.done_s) + 1} of {self.total}"
+        if self.done_s:
+            this_point_s = self.clock() - self.started_s
+            left_s = statistics.fmean(self.done_s) * (self.total - len(self.done_s)) - this_point_s
+            text += f", about {duration_readable(max(0.0, left_s))} left"
+        self.log(text + "]")
 
 
 def not_measured(scenario: Scenario, note: str) -> CapacityFigures:
@@ -608,7 +640,7 @@ def _measure_width(
     counts: list[int],
     requested: set[int],
     phase: Phase,
-    log: Phase,
+    points: PointProgress,
 ) -> dict[Layout, LayoutFigures]:
     """One group of instances (one per entry of `cores`), measured with the first k for each k in `counts`."""
     threads = len(cores[0])
@@ -623,7 +655,9 @@ def _measure_width(
             for k in counts:
                 layout = Layout(k, threads)
                 raw_path = out_dir / f"{layout.name}.npz"
-                figures = measure_point(group, k, policy, floor_p99_s, k in requested, phase, raw_path, log)
+                points.start()
+                figures = measure_point(group, k, policy, floor_p99_s, k in requested, phase, raw_path, points.step)
+                points.finish()
                 if k == 1:
                     floor_p99_s = figures.closed_loop.latency_s.p99 if figures.closed_loop else None
                 results[layout] = figures

@@ -6,6 +6,7 @@ import io
 
 import pytest
 
+from bench.capacity import PointProgress
 from bench.console import ConsoleProgress
 from bench.eta import RemainingTime, shapes_of
 from bench.record import ResultRecord
@@ -72,3 +73,18 @@ def test_each_finished_line_says_how_many_are_left_and_about_how_long():
 )
 def test_durations_read_as_a_person_would_say_them(seconds, text):
     assert duration_readable(seconds) == text
+
+
+def test_a_capacity_step_line_says_its_layout_point_and_the_time_left():
+    clock, lines = FakeClock(), []
+    points = PointProgress(3, lines.append, clock=clock)
+    points.start()
+    clock.now_s += 40.0
+    points.step("capacity 1x1: step at 100/s: ...")
+    points.finish()
+    points.start()
+    clock.now_s += 10.0
+    points.step("capacity 2x1: step at 200/s: ...")
+    assert lines[0] == "capacity 1x1: step at 100/s: ...  [layout point 1 of 3]"  # no point finished: no estimate
+    # two points to go at the first one's 40 s, 10 s of this one already spent
+    assert lines[1] == "capacity 2x1: step at 200/s: ...  [layout point 2 of 3, about 1 min 10 s left]"

@@ -9,6 +9,7 @@ with the number of scenarios, so 50 scenarios never overlap.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -775,10 +776,11 @@ FIGURE_PREFIXES = (
 )  # fmt: skip
 
 
-def draw_all(
+def figure_jobs(
     runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path, fidelity_measured: bool
-) -> list[FigureResult]:
-    """Every figure of the report; one that fails becomes a note, never an exception."""
+) -> dict[str, Callable[[], FigureResult]]:
+    """A call per figure of the report by its key, in the report's order (bench.report.parallel runs
+    them); one that fails returns a note, never an exception."""
     makers: list[tuple[str, str, Callable[..., FigureResult]]] = [
         ("latency", "Latency distribution per scenario", latency_distribution),
         ("throughput_vs_batch", "Throughput versus batch size", throughput_vs_batch),
@@ -790,13 +792,26 @@ def draw_all(
         makers.append(("latency_vs_fidelity", "Latency versus fidelity", latency_vs_fidelity))
     makers.append(("load_time", "Load time by loading mode", load_time))
     makers.append(("cold_start_vs_steady", "Cold start versus steady-state latency", cold_start_vs_steady))
-    results = []
+    # Colors and markers of names outside the fixed tables, assigned here, in one order: figures
+    # drawn in different processes would each assign them in the order they meet them.
+    for precision in sorted(frame["precision"].dropna().unique()):
+        _color(PRECISION_COLORS, precision)
+    for load in sorted(frame["load"].dropna().unique()):
+        _color(LOAD_COLORS, load)
+        _marker(load)
+    return {key: functools.partial(_draw_one, key, title, maker, runs, frame, fig_dir) for key, title, maker in makers}
+
+
+def _draw_one(
+    key: str,
+    title: str,
+    maker: Callable[..., FigureResult],
+    runs: Sequence[RunFolder],
+    frame: pd.DataFrame,
+    fig_dir: Path,
+) -> FigureResult:
     with matplotlib.rc_context(STYLE):
-        for key, title, maker in makers:
-            try:
-                results.append(maker(runs, frame, fig_dir))
-            except Exception as exc:  # a report with a figure missing beats no report
-                results.append(
-                    FigureResult(key, title, "", notes=[f"Not drawn: {type(exc).__name__}: {exc} (a bug in bench)"])
-                )
-    return results
+        try:
+            return maker(runs, frame, fig_dir)
+        except Exception as exc:  # a report with a figure missing beats no report
+            return FigureResult(key, title, "", notes=[f"Not drawn: {type(exc).__name__}: {exc} (a bug in bench)"])

@@ -19,7 +19,7 @@ import matplotlib
 from bench.markdown import cell, table
 from bench.report.blocks import figure_html, figure_markdown, section_table
 from bench.report.data import run_tags
-from bench.report.figures import PRECISION_COLORS, STYLE, FigureResult, _save
+from bench.report.figures import PRECISION_COLORS, STYLE, FigureResult, _fixed_grid, _save
 from bench.runfolder import RunFolder
 from bench.tradeoffs import HEADERS, Group, Point, build_groups, cells, title
 
@@ -71,10 +71,11 @@ def _file_name(tag: str, group: Group) -> str:
 
 
 def _draw(group: Group, name: str, path: Path) -> FigureResult:
-    import matplotlib.pyplot as plt
-
     result = FigureResult(path.stem, name, CAPTION)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    # Margins fixed in inches: tight_layout measured every label first, half of the figure's
+    # drawing time (24 figures of a 192-row run: 14 s of 26 s under cProfile).
+    fig, axes = _fixed_grid(1, 2, panel_w=4.6, panel_h=3.35, top=0.5, bottom=0.55, gap_w=1.0)
+    left, right = axes[0]
     rss = [p.peak_rss_mib for p in group.points if p.peak_rss_mib]
     largest = max(rss) if rss else 1.0
     for point in group.points:
@@ -104,7 +105,6 @@ def _draw(group: Group, name: str, path: Path) -> FigureResult:
     right.set_xlabel("median latency, ms")
     right.set_ylabel("artifact, MiB")
     fig.suptitle(name, fontsize=10)
-    fig.tight_layout()
     result.files.append(_save(fig, path))
     return result
 

@@ -52,6 +52,7 @@ from typing import Any
 from bench.errors import UserError
 from bench.markdown import cell, table
 from bench.metrics import METRICS, Metric
+from bench.record import ResultRecord
 from bench.runfolder import RunFolder, ScenarioResult
 from bench.stats import bootstrap_statistics, drift, point_statistics
 from bench.textformat import format_table
@@ -315,7 +316,7 @@ def _view_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 def is_fleet_run(run: RunFolder) -> bool:
     """Every row measured on a fleet host (bench.fleet): the run's environment.json is the client's."""
-    return bool(run.results) and all(r.record.get("fleet") for r in run.results.values())
+    return bool(run.results) and all(r.record.fleet is not None for r in run.results.values())
 
 
 def _row_environment(run: RunFolder, fp: str) -> dict[str, Any] | None:
@@ -339,7 +340,7 @@ def host_differences(
     out = []
     why: dict[tuple[str, str], str | None] = {}
     for label, base, cand in pairs:
-        fa, fb = base.record.get("environment_fingerprint"), cand.record.get("environment_fingerprint")
+        fa, fb = base.record.environment_fingerprint, cand.record.environment_fingerprint
         if not fa or not fb:
             continue  # a row measured nowhere (a fleet scenario given up): its status says so
         key = (str(fa), str(fb))
@@ -368,20 +369,20 @@ def _show(value: Any) -> str:
     return "missing" if value is None else str(value)
 
 
-def _shape_key(record: dict[str, Any]) -> tuple:
+def _shape_key(record: ResultRecord) -> tuple:
     """What a scenario is, but for its thread settings (the id's other parts, host group, variant, modes).
 
-    Rows are upgraded (bench.record.upgrade_row): a row from before an axis existed holds its default."""
-    shape = record["input_shape"]
-    return (record["model"], record["batch_size"], record["precision"], record["load"],
-            tuple(shape) if isinstance(shape, list) else shape, record.get("host_group"),
-            record["variant"], record["grad_mode"], record["module_mode"])  # fmt: skip
+    Records are upgraded (bench.record.upgrade_row): a row from before an axis existed holds its default."""
+    shape = record.input_shape
+    return (record.model, record.batch_size, record.precision, record.load,
+            tuple(shape) if isinstance(shape, list) else shape, record.host_group,
+            record.variant, record.grad_mode, record.module_mode)  # fmt: skip
 
 
-def _threads_of(record: dict[str, Any]) -> str:
-    text = f"threads={record.get('threads')}"
-    if record.get("interop_threads") not in (None, 1):
-        text += f", interop_threads={record.get('interop_threads')}"
+def _threads_of(record: ResultRecord) -> str:
+    text = f"threads={record.threads}"
+    if record.interop_threads not in (None, 1):
+        text += f", interop_threads={record.interop_threads}"
     return text
 
 
@@ -399,13 +400,8 @@ def _pair_scenarios(
         cand = candidate.results.get(sid)
         if cand is None:
             continue
-        diffs = [
-            f"{name} {base.record.get(name)} vs {cand.record.get(name)}"
-            for name in _THREAD_FIELDS
-            if base.record.get(name) is not None
-            and cand.record.get(name) is not None
-            and base.record.get(name) != cand.record.get(name)
-        ]
+        settings = [(name, getattr(base.record, name), getattr(cand.record, name)) for name in _THREAD_FIELDS]
+        diffs = [f"{name} {b} vs {c}" for name, b, c in settings if b is not None and c is not None and b != c]
         if diffs:
             differences.append(f"{sid}: {', '.join(diffs)} (baseline vs candidate)")
         pairs.append((sid, base, cand))
@@ -434,20 +430,20 @@ def _pair_scenarios(
     return pairs, differences, only_base, only_cand
 
 
-def _memory_metric(base: dict[str, Any], cand: dict[str, Any]) -> Metric:
+def _memory_metric(base: ResultRecord, cand: ResultRecord) -> Metric:
     kernel = METRICS["peak_rss_kernel"]
     if kernel.of(base) is not None and kernel.of(cand) is not None:
         return kernel
     return METRICS["peak_rss"]
 
 
-def _cpu_note(base: dict[str, Any], cand: dict[str, Any], threshold: float) -> str:
+def _cpu_note(base: ResultRecord, cand: ResultRecord, threshold: float) -> str:
     """A note when the worker got a different share of the CPU in the two runs.
 
     Only a note, never a verdict: a change in the code (a sleep, I/O, more threads) moves
     cpu_utilization too, and the two cannot be told apart from these numbers alone.
     """
-    ub, uc = base.get("cpu_utilization"), cand.get("cpu_utilization")
+    ub, uc = base.cpu_utilization, cand.cpu_utilization
     if not isinstance(ub, int | float) or not isinstance(uc, int | float) or min(ub, uc) <= 0:
         return ""
     if abs(uc / ub - 1) < 2 * threshold:
@@ -520,24 +516,19 @@ def compare_scenario(label: str, base: ScenarioResult, cand: ScenarioResult, rul
                 row.verdict = "inconclusive"
             row.note = no_rounds_note
         rows.append(row)
-    contended = [side for side, r in (("baseline", base.record), ("candidate", cand.record)) if _contended(r)]
+    contended = [side for side, r in (("baseline", base.record), ("candidate", cand.record)) if r.contended]
     for row in rows if contended else ():
         if row.metric != "peak_rss":  # time figures only: memory does not depend on the neighbours
             row.verdict = "inconclusive"
             note = f"the {' and '.join(contended)} row was measured on a contended host (see its contention)"
             row.note = f"{note}; {row.note}" if row.note else note
-    kinds = [r["worker_kind"] for r in (base.record, cand.record)]  # upgraded: rows from before kinds say fresh
+    kinds = [r.worker_kind for r in (base.record, cand.record)]  # upgraded: rows from before kinds say fresh
     for row in rows if kinds[0] != kinds[1] else ():
         if row.metric.startswith("peak_rss"):  # a forked worker shares the zygote's pages: another RSS baseline
             row.verdict = "inconclusive"
             note = f"measured with {kinds[0]} then {kinds[1]} workers, whose RSS baselines differ (bench run --worker)"
             row.note = f"{note}; {row.note}" if row.note else note
     return rows
-
-
-def _contended(record: dict[str, Any]) -> bool:
-    value = record.get("contention")
-    return isinstance(value, dict) and value.get("verdict") == "contended"
 
 
 def compare_runs(
@@ -616,8 +607,8 @@ def _same_measurements(
                    "runs measured apart")  # fmt: skip
     if baseline.run_id == candidate.run_id:
         return f"the baseline and the candidate are the same run ({baseline.run_id}): {consequence}"
-    if all(b.round_times == c.round_times and b.record.get("latency_s") == c.record.get("latency_s")
-           for _, b, c in pairs) and any(b.record.get("latency_s") for _, b, _ in pairs):  # fmt: skip
+    if all(b.round_times == c.round_times and b.record.latency_s == c.record.latency_s
+           for _, b, c in pairs) and any(b.record.latency_s is not None for _, b, _ in pairs):  # fmt: skip
         return (f"the baseline {baseline.run_id} and the candidate {candidate.run_id} hold identical measurements "
                 f"(every scenario's round times and latency figures are equal): one run copied, not two. "
                 + consequence)  # fmt: skip

@@ -12,9 +12,11 @@ only ever adds, never drops, user data):
   a run imported while it was still running is brought up to date).
 - ``results``: one row per scenario of a run: indexed key columns (scenario id, model,
   batch, threads, precision, load...), the main figures as columns (median, p90, p99,
-  mean latency, throughput, load, first inference, peak RSS), the whole ResultRecord as
-  written (``record_json``), and every steady-state round time (``round_times``: little-endian
-  float64 seconds, from the run's benchmark/<scenario>.json), so statistics can be recomputed.
+  mean latency, throughput, load, first inference, peak RSS), the whole ResultRecord as read
+  (``record_json``: its ``to_dict``, so a row of an older version is stored upgraded and a key
+  of a newer version that this one does not know is not kept), and every steady-state round
+  time (``round_times``: little-endian float64 seconds, from the run's benchmark/<scenario>.json),
+  so statistics can be recomputed.
 
 The file is opened in WAL mode (readers never wait for a writer); every write is one
 ``BEGIN IMMEDIATE`` transaction, so a crash or a second writer never leaves a half-written
@@ -44,7 +46,7 @@ from bench import runfolder
 from bench.errors import UserError
 from bench.metrics import METRICS
 from bench.nospace import NoSpaceLeft, is_no_space
-from bench.record import RESULTS_FILE, upgrade_row
+from bench.record import RESULTS_FILE
 from bench.runfolder import ResultLine, RunFolder, ScenarioResult, load_run, read_rows
 
 DEFAULT_HISTORY = Path("reports") / "history.sqlite"
@@ -669,18 +671,23 @@ def import_history(
 
 
 def record_rows(
-    history_path: HistoryLocation, run_dir: Path, records: Sequence[dict[str, Any]], results_digest: str,
+    history_path: HistoryLocation, run_dir: Path, lines: Sequence[ResultLine], results_digest: str,
     *, timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> None:  # fmt: skip
     """Add rows just appended to a run already in the history, with their round times, and bring
     the run's run.json and digest up to date: the cost of those rows, not of the whole run.
 
-    `results_digest`: the sha256 of results.jsonl with these rows (kept by the caller as the file
-    grows, so that a later record_run of the folder finds it unchanged). HistoryError when the run
-    is not in the history yet (record_run adds it)."""
+    `lines`: the rows appended, read into records as load_run reads them (a line that is no record is
+    left out, as load_run leaves it out). `results_digest`: the sha256 of results.jsonl with these rows
+    (kept by the caller as the file grows, so that a later record_run of the folder finds it unchanged).
+    HistoryError when the run is not in the history yet (record_run adds it)."""
     info = runfolder.read_json_object(run_dir / runfolder.RUN_INFO_FILE, [])
     run_id = str(info.get("run_id") or run_dir.name)
     identity = {"run_id": run_id, "suite": info.get("suite") or "unknown"}  # as load_run fills them
+    _, results, _ = read_rows(list(lines), identity, run_dir / RESULTS_FILE, [], [])
+    for sid, result in results.items():
+        if result.status == "ok":
+            result.round_times = runfolder.round_times(run_dir, result.record.files, sid)[0]
     with (
         open_history(history_path, timeout_s=timeout_s) as db,
         _errors(history_path, timeout_s),
@@ -689,12 +696,8 @@ def record_rows(
         found = db.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if found is None:
             raise HistoryError(f"run {run_id} is not in the history {history_path} yet")
-        for record in records:
-            sid = record["scenario_id"]
-            rounds = (
-                runfolder.round_times(run_dir, record.get("files"), sid)[0] if record.get("status") == "ok" else None
-            )
-            _insert_result(db, found["id"], ScenarioResult(sid, upgrade_row(record, identity)[0], rounds))
+        for result in results.values():
+            _insert_result(db, found["id"], result)
         run_json = json.dumps(info, sort_keys=True)
         db.execute(
             "UPDATE runs SET results_digest = ?, status = ?, finished_at = ?, run_json = ? WHERE id = ?",
@@ -703,10 +706,12 @@ def record_rows(
 
 
 def _insert_result(db: Db, run_pk: int, result: ScenarioResult) -> None:
+    """One scenario's row in `results`: the record's key fields and figures as columns, and the record itself as
+    JSON (`record_json`, the one place a record becomes a dict: SQL stores it as text)."""
     record = result.record
 
     def scalar(key: str) -> Any:
-        value = record.get(key)
+        value = getattr(record, key)  # a hand-made row may hold anything: a column takes a plain scalar only
         return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
 
     row: dict[str, Any] = {
@@ -721,10 +726,10 @@ def _insert_result(db: Db, run_pk: int, result: ScenarioResult) -> None:
         "precision": scalar("precision"),
         "load": scalar("load"),
         "runtime": scalar("runtime"),
-        "input_shape": json.dumps(record.get("input_shape")),
+        "input_shape": json.dumps(record.input_shape),
         "rounds": len(result.round_times) if result.round_times is not None else None,
         "round_times": pack_times(result.round_times) if result.round_times is not None else None,
-        "record_json": json.dumps(record, sort_keys=False),
+        "record_json": json.dumps(record.to_dict(), sort_keys=False),
     }
     for column, metric in _METRIC_COLUMNS.items():
         row[column] = metric.of(record)
@@ -1098,7 +1103,7 @@ class RecordAsItRuns:
         self._digest.update(new)
         self._recorded_bytes += len(new)
         lines = runfolder.result_lines_of(new.decode("utf-8", errors="replace"), results, [])
-        record_rows(self.history_path, self.run_dir, [line.data for line in lines], self._digest.hexdigest())
+        record_rows(self.history_path, self.run_dir, lines, self._digest.hexdigest())
 
     def finish(self) -> Exception | None:
         """Record the run's final state (its status and end time, any row not yet recorded); the error

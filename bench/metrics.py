@@ -1,5 +1,5 @@
 """The metric catalog: each figure a reader shows or compares (median, p99, throughput, peak RSS...),
-where it sits in a ResultRecord, its unit, and which way is better."""
+where it sits in a ResultRecord (`Metric.of` reads it from a record), its unit, and which way is better."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bench.record import ResultRecord
 from bench.units import MIB, ms_readable
 
 
@@ -16,16 +17,18 @@ class Metric:
     title: str
     unit: str  # "s", "samples/s" or "bytes"
     column: str  # column of the results table
-    path: tuple[str, ...]  # where it is in a ResultRecord
+    path: tuple[str, ...]  # where it is in a ResultRecord: attribute names, outermost first
     higher_is_better: bool = False
     from_rounds: str | None = None  # statistic of the raw round times that gives it: median, p99, mean
 
-    def of(self, record: dict[str, Any]) -> float | None:
+    def of(self, record: ResultRecord) -> float | None:
+        """The figure in `record`; None when it is absent (it or the block holding it is None), not a number
+        (a hand-made row), or not finite. A path naming no field raises AttributeError: never a silent None."""
         value: Any = record
-        for key in self.path:
-            if not isinstance(value, dict):
+        for name in self.path:
+            if value is None:
                 return None
-            value = value.get(key)
+            value = getattr(value, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             return None
         return float(value)

@@ -225,20 +225,20 @@ def allocation_events(run_dir: Path, files: Any, scenario_id: str):  # -> tuple[
 
 @dataclass
 class ScenarioResult:
-    """One scenario of one run as compare and the history use it: its last row, upgraded to this version's
-    shape (bench.record.upgrade_row) and kept as JSON, and its raw round times (None when unknown)."""
+    """One scenario of one run as compare and the history use it: its last row as a record (upgraded to this
+    version's shape by bench.record) and its raw round times (None when unknown)."""
 
     scenario_id: str
-    record: dict[str, Any]
+    record: ResultRecord
     round_times: list[float] | None = None
 
     @property
     def status(self) -> str:
-        return str(self.record.get("status") or "failed")
+        return self.record.status
 
     @property
     def reason(self) -> str | None:
-        return self.record.get("reason")
+        return self.record.reason
 
 
 @dataclass
@@ -246,9 +246,10 @@ class RunFolder:
     """A run as every reader sees it: the report, compare, plan, export, resume and the history.
 
     Read from its folder by `load_run`, or read back from the history store (bench.history), which
-    keeps the rows (upgraded when recorded) and round times but no raw files: then `path` is None. Rows of an older
+    keeps the records (as JSON) and round times but no raw files: then `path` is None. Rows of an older
     schema are upgraded by bench.record (one table of defaults); a row that is still no record is
-    left out of `records` and `results`, with a warning.
+    left out of `records` and `results`, with a warning. Readers get typed records (`records`, and
+    `results[...].record`); `lines`, the rows as written, are what resume reads to tell a fleet run.
     """
 
     path: Path | None  # the run folder; None: read back from the history
@@ -292,8 +293,8 @@ class RunFolder:
         if fp:
             return str(fp)
         for result in self.results.values():
-            if result.record.get("environment_fingerprint"):
-                return str(result.record["environment_fingerprint"])
+            if result.record.environment_fingerprint:
+                return str(result.record.environment_fingerprint)
         return None
 
     def describe(self) -> str:
@@ -336,7 +337,7 @@ def load_run(path: Path, *, with_round_times: bool = False) -> RunFolder:
             seen.add(record.scenario_id)
         for sid, result in results.items():
             if result.status == "ok":
-                result.round_times, why = round_times(path, result.record.get("files"), sid)
+                result.round_times, why = round_times(path, result.record.files, sid)
                 if why:
                     warnings.append(f"{sid}: {why}; no raw round times")
     raw = [line.data for line in lines]
@@ -386,7 +387,7 @@ def read_rows(
                 f"(schema_version {line.data.get('schema_version', 'missing')}); missing: {', '.join(filled)}"
             )
         records.append(record)
-        results[record.scenario_id] = ScenarioResult(record.scenario_id, row)
+        results[record.scenario_id] = ScenarioResult(record.scenario_id, record)
     order = {scenario_id: i for i, scenario_id in enumerate(expected)}
     records.sort(key=lambda r: order.get(r.scenario_id, len(order)))
     return records, results, old_rows

@@ -6,13 +6,15 @@ these exact numbers; no worker runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import random
 import zlib
 from pathlib import Path
 
 import pytest
-from demo_runs import DEMO, Spec, make_run
+from demo_runs import DEMO, Spec, make_record, make_run
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,6 +32,7 @@ from bench.compare import (
 )
 from bench.errors import UserError
 from bench.history import record_run
+from bench.metrics import METRICS, Metric
 from bench.runfolder import load_run
 from bench.stats import LatencyStats, drift
 
@@ -724,3 +727,20 @@ def test_a_thread_warning_marks_only_its_own_scenario_not_those_whose_id_it_exte
     notes = {r.scenario_id: r.note for r in comparison.rows if r.metric == "median"}
     assert "thread settings differ" in notes[longer]
     assert "thread settings differ" not in notes[MLP]
+
+
+def test_each_metric_reads_its_figure_from_a_typed_record():
+    record, _ = make_record(Spec(median_ms=1.0))
+    record = dataclasses.replace(record, peak_rss_kernel_bytes=600 * MIB)
+    figures = {name: metric.of(record) for name, metric in METRICS.items()}
+    assert figures == {
+        "median": record.latency_s.median, "p90": record.latency_s.p90, "p99": record.latency_s.p99,
+        "mean": record.latency_s.mean, "throughput": record.throughput_samples_per_s, "load": 0.02,
+        "first_inference": 0.003, "peak_rss": 540.0 * MIB, "peak_rss_kernel": 600.0 * MIB,
+    }  # fmt: skip
+    # absent (a block that is None), not a number, or not finite: None
+    odd = dataclasses.replace(record, latency_s=None, load_s=True, first_inference_s=math.nan)
+    assert [METRICS[name].of(odd) for name in ("median", "load", "first_inference")] == [None, None, None]
+    # a path that names no field is an error, never a silent None
+    with pytest.raises(AttributeError, match="medain"):
+        Metric("typo", "typo", "s", "typo_s", ("latency_s", "medain")).of(record)

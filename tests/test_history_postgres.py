@@ -73,7 +73,7 @@ def test_the_same_behaviour_in_either_store(store, tmp_path, capsys):
     points = scenario_history(store, MLP)
     assert [p.run_id for p in points] == [r.name for r in runs]
     assert points[1].value == pytest.approx(points[0].value * 1.1)
-    assert points[0].fingerprint == folder.results[MLP].record["environment_fingerprint"]
+    assert points[0].fingerprint == folder.results[MLP].record.environment_fingerprint
     out = tmp_path / "rows.csv"
     assert export_csv(store, out, with_round_times=True) == 3 * len(DEMO)
     rows = list(csv.DictReader(out.open()))

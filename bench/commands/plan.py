@@ -162,7 +162,7 @@ def plan_request(args: argparse.Namespace, environment: dict[str, Any], measured
 def plan_command(args: argparse.Namespace) -> int:
     check_figures(args)
     snapshot = resolve(args.run, args.history, args.history_timeout)
-    records = [ResultRecord.from_dict(result.record) for result in snapshot.results.values()]
+    records = [result.record for result in snapshot.results.values()]
     if args.scenario:
         unknown = [s for s in args.scenario if s not in snapshot.results]
         if unknown:

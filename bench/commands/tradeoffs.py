@@ -8,7 +8,6 @@ import sys
 from bench.commands.common import add_history_option
 from bench.errors import UserError
 from bench.history import resolve
-from bench.record import ResultRecord
 from bench.tradeoffs import FORMATS, build_groups, render_json, render_markdown, render_table
 
 
@@ -31,7 +30,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def tradeoffs_command(args: argparse.Namespace) -> int:
     snapshot = resolve(args.run, args.history, args.history_timeout)
-    records = [ResultRecord.from_dict(result.record) for result in snapshot.results.values()]
+    records = [result.record for result in snapshot.results.values()]
     groups = build_groups(records, snapshot.environment.get("cpu_model"), args.model)
     if not groups:
         models = sorted({r.model for r in records})

@@ -20,14 +20,12 @@ import math
 import os
 import types
 import typing
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.contention import Contention
-from bench.errors import BenchWarning
 from bench.stats import LatencyStats
 
 SCHEMA_VERSION = 1
@@ -630,29 +628,3 @@ def append_record(path: Path, record: ResultRecord) -> None:
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
         os.close(fd)
-
-
-@dataclass(frozen=True)
-class ReadProblem:
-    line: int
-    message: str
-
-
-def read_records(path: Path) -> tuple[list[ResultRecord], list[ReadProblem]]:
-    """Every valid record of a results.jsonl, and what could not be read (e.g. a half-written last line)."""
-    records: list[ResultRecord] = []
-    problems: list[ReadProblem] = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-                if not isinstance(data, dict):
-                    raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-                records.append(ResultRecord.from_dict(data))
-            except (json.JSONDecodeError, TypeError, ValueError) as exc:
-                problems.append(ReadProblem(number, f"{type(exc).__name__}: {exc}"))
-    for problem in problems:
-        warnings.warn(f"{path}: line {problem.line} skipped ({problem.message})", BenchWarning, stacklevel=2)
-    return records, problems

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import history
-from bench.record import read_records
+from bench.runfolder import load_run
 from bench.zygote import fork_available
 
 pytestmark = pytest.mark.slow
@@ -45,8 +45,9 @@ def test_run_writes_a_row_per_scenario_whatever_happens(run_cli, write_suite, tm
     assert "Traceback" not in result.stderr
     run_dir = _run_dir(tmp_path)
     assert f"run folder: reports/{run_dir.name}" in result.stdout
-    records, problems = read_records(run_dir / "results.jsonl")
-    assert problems == []
+    written = load_run(run_dir)
+    assert written.warnings == []
+    records = written.records
     by_id = {r.scenario_id: r for r in records}
     assert list(by_id) == [
         "tiny_mlp-b1-t1-fp32-eager",
@@ -120,7 +121,7 @@ def test_a_second_run_never_overwrites_the_first(run_cli, write_suite, tmp_path)
     runs = sorted(p.name for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(runs) == 2
     for name in runs:
-        records, _ = read_records(tmp_path / "reports" / name / "results.jsonl")
+        records = load_run(tmp_path / "reports" / name).records
         assert [r.status for r in records] == ["ok"]
         assert records[0].run_id == name
 
@@ -221,8 +222,8 @@ def test_sigterm_stops_the_run_keeps_its_rows_and_leaves_no_worker_behind(write_
     assert "interrupted" in stderr and "Traceback" not in stderr
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert alive == [], f"orphaned workers: {alive}"
-    records, problems = read_records(results)
-    assert [r.scenario_id for r in records] == ["tiny_mlp-b1-t1-fp32-eager"] and problems == []
+    written = load_run(results.parent)
+    assert [r.scenario_id for r in written.records] == ["tiny_mlp-b1-t1-fp32-eager"] and written.warnings == []
     assert json.loads((results.parent / "run.json").read_text())["status"] == "interrupted"
     assert f"bench run --resume {results.parent.relative_to(tmp_path)}" in stderr
     history_path = tmp_path / "reports" / "history.sqlite"
@@ -238,8 +239,9 @@ def test_sigterm_stops_the_run_keeps_its_rows_and_leaves_no_worker_behind(write_
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert "2 of 3 scenarios have no row yet" in resumed.stderr
-    records, problems = read_records(results)
-    assert problems == []
+    written = load_run(results.parent)
+    assert written.warnings == []
+    records = written.records
     assert [r.scenario_id for r in records] == [f"tiny_mlp-b{b}-t1-fp32-eager" for b in (1, 2, 3)]
     assert len({r.run_id for r in records}) == 1
     (partial,) = results.parent.glob("results.jsonl.partial-*")
@@ -263,7 +265,7 @@ def test_a_worker_above_max_rss_bytes_is_killed_and_the_run_goes_on(run_cli, wri
     result = run_cli("run", str(suite))
     assert result.returncode == 1
     (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    records, _ = read_records(run_dir / "results.jsonl")
+    records = load_run(run_dir).records
     assert [r.status for r in records] == ["ok", "ok", "failed"]
     assert "exceeded max_rss_bytes" in records[2].reason and "67108864" in records[2].reason
 
@@ -295,6 +297,7 @@ def test_two_runs_at_once_write_two_complete_run_folders(write_suite, tmp_path):
     folders = sorted(p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(folders) == 2
     for folder in folders:
-        records, problems = read_records(folder / "results.jsonl")
-        assert problems == [] and [r.status for r in records] == ["ok", "ok"]
+        written = load_run(folder)
+        records = written.records
+        assert written.warnings == [] and [r.status for r in records] == ["ok", "ok"]
         assert {r.run_id for r in records} == {folder.name}

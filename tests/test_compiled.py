@@ -17,7 +17,8 @@ from text_models import TAGGER_FACTORY
 
 from bench import compiled
 from bench.errors import SuiteError, Unsupported
-from bench.record import CompiledRuntime, ResultRecord, read_records
+from bench.record import CompiledRuntime, ResultRecord
+from bench.runfolder import load_run
 from bench.suite import CompilePolicy, Scenario, parse_suite
 
 
@@ -170,8 +171,9 @@ def test_compile_aoti_and_openvino_run_end_to_end(run_cli, write_suite, tmp_path
     result = run_cli("run", str(suite), "--no-history", timeout_s=1500)  # two cold Inductor builds
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    records, problems = read_records(run_dir / "results.jsonl")
-    assert problems == []
+    written = load_run(run_dir)
+    assert written.warnings == []
+    records = written.records
     rows = {(r.load, r.precision): r for r in records if r.model == "tiny_mlp"}
     for tagger in (r for r in records if r.model == "tagger"):
         assert tagger.status == "ok" and tagger.seq_len == 12, (tagger.load, tagger.reason)
@@ -210,7 +212,7 @@ def test_compile_aoti_and_openvino_run_end_to_end(run_cli, write_suite, tmp_path
     result = run_cli("run", str(suite), "--no-history", "--reports", "user")
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = [p for p in (tmp_path / "user").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    rows = {r.load: r for r in read_records(run_dir / "results.jsonl")[0]}
+    rows = {r.load: r for r in load_run(run_dir).records}
     assert rows["aoti"].status == "ok" and rows["aoti"].compiled.compiler == "aot_inductor", rows["aoti"].reason
     assert rows["aoti"].model_source.sha256 == hashlib.sha256(package.read_bytes()).hexdigest()
     assert rows["eager"].status == "unsupported" and "runs only with load: aoti" in rows["eager"].reason

@@ -13,7 +13,8 @@ import pytest
 from bench import contention, runner
 from bench.console import summary_table
 from bench.contention import Contention, Probe, verdict
-from bench.record import ResultRecord, read_records
+from bench.record import ResultRecord
+from bench.runfolder import load_run
 from bench.runner import ContentionPolicy
 from bench.suite import parse_suite
 
@@ -65,7 +66,7 @@ def test_retry_measures_a_contended_scenario_again_and_mark_keeps_it(tmp_path, m
         context = runner.start_run(suite, tmp_path / "reports")
         [row] = runner.run_suite(context, on_contention=policy)
         assert (row.contention.verdict, row.contention.attempts) == expected
-        [kept] = read_records(context.results_path)[0]
+        [kept] = load_run(context.run_dir).records
         assert kept.contention == row.contention
     assert "ok (contended)" in summary_table([row]) and "1 row(s) measured on a contended host" in summary_table([row])
 
@@ -110,6 +111,6 @@ def test_a_scenario_beside_two_busy_processes_is_contended(write_suite, tmp_path
     stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == 0, stderr
     assert spinners, "the worker never started"
-    [row] = read_records(next(events.glob("*/results.jsonl")))[0]
+    [row] = load_run(next(events.glob("*/results.jsonl")).parent).records
     assert row.contention.verdict == "contended", row.contention
     assert "CONTENDED" in stderr and "ok (contended)" in stdout

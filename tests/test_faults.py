@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.record import read_records
+from bench.runfolder import load_run
 from bench.suite import MAX_SUITE_BYTES
 
 pytestmark = pytest.mark.slow  # each starts the CLI (torch imports: seconds)
@@ -159,8 +159,9 @@ def test_a_disk_that_fills_up_mid_run_ends_it_cleanly_and_resume_finishes_it(wri
     assert "Traceback" not in stderr and "internal error" not in stderr
     [run_dir] = [p for p in reports.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert "bench: error: no space left on " in stderr and f"bench run --resume {run_dir}" in stderr
-    records, problems = read_records(run_dir / "results.jsonl")
-    assert problems == [] and len(records) == 1  # finished rows kept, whole lines only
+    written = load_run(run_dir)
+    records = written.records
+    assert written.warnings == [] and len(records) == 1  # finished rows kept, whole lines only
     assert all(r.status == "ok" for r in records), [r.reason for r in records]  # the disk failed no scenario
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "interrupted" and info["reason"].startswith("no space left on ")
@@ -173,10 +174,11 @@ def test_a_disk_that_fills_up_mid_run_ends_it_cleanly_and_resume_finishes_it(wri
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    records, problems = read_records(run_dir / "results.jsonl")
+    written = load_run(run_dir)
+    records = written.records
     # every ok row says who else used the CPU while it was timed (no verdict asserted: a shared host)
     assert all(r.contention.verdict in ("quiet", "contended") and r.contention.wall_s > 0 for r in records)
-    assert problems == []
+    assert written.warnings == []
     assert [r.scenario_id for r in records] == ["tiny_mlp-b1-t1-fp32-eager", "tiny_cnn-b1-t1-fp32-eager"]
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "complete" and info["reason"] is None
@@ -191,7 +193,7 @@ def test_a_failure_in_the_parent_keeps_its_traceback_in_the_run_folder_and_debug
     result = run_cli("run", str(suite), "--no-history", "--debug")
     assert result.returncode == 1, result.stderr
     [run_dir] = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    [row] = read_records(run_dir / "results.jsonl")[0]
+    [row] = load_run(run_dir).records
     kept = f"workers/{row.scenario_id}/runner-traceback.log"
     assert row.status == "failed" and row.reason.endswith(f"(traceback: {kept})"), row.reason
     assert row.files == {"runner_traceback": kept}

@@ -13,7 +13,8 @@ import pytest
 from bench import record as record_module
 from bench import runner
 from bench.nospace import NoSpaceLeft, is_no_space
-from bench.record import ResultRecord, read_records
+from bench.record import ResultRecord
+from bench.runfolder import load_run
 from bench.suite import parse_suite
 
 
@@ -65,8 +66,8 @@ def test_a_full_disk_while_appending_a_row_ends_the_run_with_whole_rows_and_the_
     assert message.startswith(f"no space left on {results}: the run stopped")
     assert "1 finished row(s)" in message and f"bench run --resume {context.run_dir}" in message
     assert info.value.exit_code == 2
-    records, problems = read_records(results)
-    assert [r.scenario_id for r in records] == ["tiny_mlp-b1-t1-fp32-eager"] and problems == []
+    written = load_run(context.run_dir)
+    assert [r.scenario_id for r in written.records] == ["tiny_mlp-b1-t1-fp32-eager"] and written.warnings == []
     assert results.read_text().endswith("\n")  # the half line was cut away
     run_info = json.loads((context.run_dir / "run.json").read_text())
     assert run_info["status"] == "interrupted" and run_info["reason"] == f"no space left on {results}"

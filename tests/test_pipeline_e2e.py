@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.pipeline import STAGES, write_image_folder
-from bench.record import read_records
+from bench.runfolder import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_a_labelled_folder_gives_stage_times_and_accuracy_per_variant(run_cli, w
     done = run_cli("run", str(suite), "--no-history")
     assert done.returncode == 0, done.stderr
     (results,) = tmp_path.glob("reports/*/results.jsonl")
-    rows = {r.scenario_id: r for r in read_records(results)[0]}
+    rows = {r.scenario_id: r for r in load_run(results.parent).records}
     assert set(rows) == {
         "colour-b4-t1-fp32-eager", "colour-b4-t1-fp32-eager-pruned-l1-40",
         "colour-b4-t1-fp32-eager-shrunk-channels-50", "tiny_cnn-b1-t1-fp32-eager-shrunk-channels-50",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.backends import ort_reduce_range
-from bench.record import read_records
+from bench.runfolder import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -19,9 +19,9 @@ UNSUPPORTED = {("int8_dynamic", "mmap"), ("int8_dynamic", "export"), ("bf16", "o
 
 def _records(tmp_path: Path) -> list:
     (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    records, problems = read_records(run_dir / "results.jsonl")
-    assert problems == []
-    return records
+    written = load_run(run_dir)
+    assert written.warnings == []
+    return written.records
 
 
 def test_every_precision_and_load_mode_on_the_tiny_model(run_cli, write_suite, tmp_path):

@@ -9,12 +9,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from demo_runs import RUN_ID, make_run
 
 from bench import backends, calibration, quantization, tradeoffs
 from bench.calibration import CalibrationSpec
+from bench.cli import main
 from bench.errors import SuiteError, Unsupported
 from bench.pipeline import write_image_folder
-from bench.record import Fidelity, PipelineFigures, QuantizationFacts, ResultRecord, read_records
+from bench.record import Fidelity, PipelineFigures, QuantizationFacts, ResultRecord
+from bench.runfolder import load_run
 from bench.stats import LatencyStats
 from bench.suite import load_suite
 
@@ -134,8 +137,15 @@ def test_int4_weight_only_groups_each_linear_by_the_largest_group_size_that_divi
     from torch import nn
 
     torch.manual_seed(0)
-    layers = [nn.Linear(256, 96), nn.ReLU(), nn.Linear(96, 64), nn.ReLU(), nn.Linear(64, 32), nn.Linear(32, 10),
-              nn.Linear(10, 16)]
+    layers = [
+        nn.Linear(256, 96),
+        nn.ReLU(),
+        nn.Linear(96, 64),
+        nn.ReLU(),
+        nn.Linear(64, 32),
+        nn.Linear(32, 10),
+        nn.Linear(10, 16),
+    ]
     model = nn.Sequential(*layers)
     x = torch.randn(4, 256)
     with torch.inference_mode():
@@ -232,6 +242,17 @@ def test_accuracy_joins_the_objectives_when_every_row_has_one():
 
 
 @pytest.mark.slow
+def test_the_command_reads_a_run_folder_and_the_same_run_from_the_history_alike(tmp_path, capsys):
+    run_dir, history = make_run(tmp_path), str(tmp_path / "h.sqlite")
+    assert main(["tradeoffs", str(run_dir), "--model", "tiny_mlp", "--format", "json", "--history", history]) == 0
+    from_folder = json.loads(capsys.readouterr().out)
+    assert [p["precision"] for p in from_folder[0]["points"]] == ["fp32", "fp16", "bf16"]  # fastest first
+    assert main(["history", "import", str(run_dir), "--history", history]) == 0
+    capsys.readouterr()
+    assert main(["tradeoffs", RUN_ID, "--model", "tiny_mlp", "--format", "json", "--history", history]) == 0
+    assert json.loads(capsys.readouterr().out) == from_folder
+
+
 def test_int8_static_and_weight_only_run_end_to_end_and_tradeoffs_prints_them(run_cli, write_suite, tmp_path):
     suite = write_suite(
         """
@@ -251,7 +272,7 @@ def test_int8_static_and_weight_only_run_end_to_end_and_tradeoffs_prints_them(ru
     done = run_cli("run", str(suite), "--no-history")
     assert done.returncode == 0, done.stderr
     (results,) = tmp_path.glob("reports/*/results.jsonl")
-    rows = {r.scenario_id: r for r in read_records(results)[0]}
+    rows = {r.scenario_id: r for r in load_run(results.parent).records}
     assert {r.status for r in rows.values()} == {"ok", "unsupported"}
     for load in ("eager", "onnxruntime"):
         row = rows[f"tiny_cnn-b2-t1-int8_static-{load}"]
@@ -326,7 +347,7 @@ def test_int8_static_calibrated_on_the_data_folder_reports_top1_accuracy_beside_
     done = run_cli("run", str(suite), "--no-history")
     assert done.returncode == 0, done.stderr
     (results,) = tmp_path.glob("reports/*/results.jsonl")
-    rows = {(r.precision, r.load): r for r in read_records(results)[0]}
+    rows = {(r.precision, r.load): r for r in load_run(results.parent).records}
     assert all(r.status == "ok" for r in rows.values()), [r.reason for r in rows.values()]
     fp32 = rows[("fp32", "eager")].pipeline.top1_accuracy
     assert fp32 >= 0.9  # the model learned the tints: accuracy means something here

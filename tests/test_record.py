@@ -1,9 +1,8 @@
-"""ResultRecord: the JSON contract, schema tolerance and reading a half-written results.jsonl."""
+"""ResultRecord: the JSON contract, appending rows to results.jsonl, and rows of older schemas upgraded."""
 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,13 @@ from bench.record import (
     UPGRADES,
     Fidelity,
     KernelPeaks,
-    ReadProblem,
     ResultRecord,
     RssFigures,
     append_record,
-    read_records,
     record_from_row,
     upgrade_row,
 )
+from bench.runfolder import load_run
 from bench.stats import LatencyStats
 
 REQUIRED = dict(
@@ -181,84 +179,15 @@ def test_from_dict_missing_required_key_raises_type_error():
         ResultRecord.from_dict(data)
 
 
-def test_append_and_read_records(tmp_path: Path):
+def test_appended_records_read_back_through_the_run_model_as_they_were(tmp_path: Path):
     path = tmp_path / "results.jsonl"
     records = [full(), minimal(status="failed", reason="boom"), minimal(scenario_id="x", threads=2)]
     for record in records:
         append_record(path, record)
     assert path.read_text(encoding="utf-8").count("\n") == 3
-    read, problems = read_records(path)
-    assert read == records
-    assert problems == []
-
-
-def test_read_records_with_truncated_last_line(tmp_path: Path):
-    path = tmp_path / "results.jsonl"
-    good = [full(), minimal(status="unsupported", reason="no onnxruntime")]
-    for record in good:
-        append_record(path, record)
-    half = minimal(scenario_id="half").to_json()
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(half[: len(half) // 2])  # the worker died mid-write: no newline, half an object
-    with pytest.warns(UserWarning, match=r"line 3 skipped \(JSONDecodeError") as caught:
-        read, problems = read_records(path)
-    assert read == good
-    assert len(problems) == 1
-    assert isinstance(problems[0], ReadProblem)
-    assert problems[0].line == 3
-    assert problems[0].message.startswith("JSONDecodeError: ")
-    assert str(path) in str(caught[0].message)
-
-
-def test_read_records_reports_each_bad_line_and_keeps_line_numbers(tmp_path: Path):
-    path = tmp_path / "results.jsonl"
-    bad_status = json.loads(minimal().to_json())
-    bad_status["status"] = "exploded"
-    missing_field = json.loads(minimal().to_json())
-    del missing_field["run_id"]
-    lines = [
-        minimal(scenario_id="a").to_json(),
-        "",  # blank lines are skipped but still counted
-        "{not json",
-        json.dumps(bad_status),
-        json.dumps(missing_field),
-        minimal(scenario_id="b").to_json(),
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.warns(UserWarning) as caught:
-        read, problems = read_records(path)
-    assert [r.scenario_id for r in read] == ["a", "b"]
-    assert [p.line for p in problems] == [3, 4, 5]
-    assert problems[0].message.startswith("JSONDecodeError")
-    assert problems[1].message.startswith("ValueError") and "status must be one of" in problems[1].message
-    assert problems[2].message.startswith("TypeError")
-    assert len(caught) == 3
-    assert ["line 3 skipped" in str(w.message) for w in caught] == [True, False, False]
-
-
-@pytest.mark.parametrize("line", ["[1, 2]", "null", "42", '"text"'])
-def test_read_records_reports_a_non_object_line(tmp_path: Path, line):
-    path = tmp_path / "results.jsonl"
-    append_record(path, minimal())
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        read, problems = read_records(path)
-    assert read == [minimal()]
-    assert [p.line for p in problems] == [2]
-    assert ["line 2 skipped" in str(w.message) for w in caught] == [True]
-
-
-def test_read_records_of_invalid_utf8_does_not_crash(tmp_path: Path):
-    path = tmp_path / "results.jsonl"
-    append_record(path, minimal())
-    with open(path, "ab") as f:
-        f.write(b'{"run_id": "\xff\xfe\n')
-    with pytest.warns(UserWarning, match="line 2 skipped"):
-        read, problems = read_records(path)
-    assert read == [minimal()]
-    assert [p.line for p in problems] == [2]
+    run = load_run(tmp_path)
+    assert run.records == records and run.old_schema_rows == []
+    assert [w for w in run.warnings if "results.jsonl" in w] == []
 
 
 def test_an_unversioned_row_is_upgraded_to_version_1_and_filled_from_the_one_table():

@@ -42,6 +42,15 @@ def test_every_kind_of_bad_line_is_a_warning_with_its_line_number(tmp_path):
     assert len(folder.warnings) == 5
 
 
+def test_a_line_of_invalid_utf8_is_a_warning_not_a_crash(tmp_path):
+    run_dir = make_run(tmp_path, DEMO[:1])
+    with open(run_dir / "results.jsonl", "ab") as f:
+        f.write(b'{"run_id": "\xff\xfe\n')
+    folder = runfolder.load_run(run_dir)
+    assert [r.scenario_id for r in folder.records] == [MLP]
+    assert len(folder.warnings) == 1 and "line 2 is truncated" in folder.warnings[0]
+
+
 def test_empty_and_missing_small_files(tmp_path):
     run_dir = make_run(tmp_path, [])
     (run_dir / "run.json").unlink()

@@ -11,7 +11,7 @@ from model_files import save_as_if_on_cuda, tflite_linear
 from torch import nn
 
 from bench import models, sources
-from bench.record import read_records
+from bench.runfolder import load_run
 from bench.runner import resume_run, start_run
 from bench.suite import load_suite
 
@@ -69,8 +69,9 @@ def test_user_models_run_and_bad_files_become_failed_rows(run_cli, write_suite, 
     assert result.returncode == 1, result.stdout + result.stderr  # the two bad files
     assert "Traceback" not in result.stderr
     (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    records, problems = read_records(run_dir / "results.jsonl")
-    assert problems == []
+    written = load_run(run_dir)
+    assert written.warnings == []
+    records = written.records
     rows = {r.scenario_id: r for r in records}
     expected = {
         "gpu_ckpt-b1-t1-fp32-eager": "ok",

@@ -15,7 +15,7 @@ import torch
 from text_models import SENTENCES, TAGGER_FACTORY, bert_folder, gpt2_folder
 from torch import nn
 
-from bench.record import read_records
+from bench.runfolder import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -76,9 +76,9 @@ def test_text_models_run_in_every_load_mode_with_task_fidelity_and_generation(ru
     assert result.returncode == 1, result.stdout + result.stderr  # the three bad entries
     assert "Traceback" not in result.stderr
     (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    records, problems = read_records(run_dir / "results.jsonl")
-    assert problems == []
-    rows = {r.scenario_id: r for r in records}
+    written = load_run(run_dir)
+    assert written.warnings == []
+    rows = {r.scenario_id: r for r in written.records}
     statuses = {k: r.status for k, r in rows.items()}
     assert statuses == {
         "enc-b2-t1-fp32-eager-s12": "ok",

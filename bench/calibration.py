@@ -22,6 +22,7 @@ from typing import Any
 
 from bench import hf, inputs, models, pipeline
 from bench.pipeline import IMAGE_SUFFIXES, DataSpec
+from bench.schema import choice, integer, key
 from bench.sources import ModelSource
 
 SOURCES = ("random", "data", "text")
@@ -42,8 +43,9 @@ class CalibrationError(Exception):
 class CalibrationSpec:
     """The suite's `calibration:` block (int8_static rows)."""
 
-    source: str = "random"  # random, data (the scenario's data: folder) or text (the source's text: file)
-    samples: int = DEFAULT_SAMPLES
+    # random, data (the scenario's data: folder) or text (the source's text: file)
+    source: str = key(choice(SOURCES), default="random")
+    samples: int = key(integer(1), default=DEFAULT_SAMPLES)
 
 
 def check_calibration(

@@ -16,14 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.memory import read_status_bytes
+from bench.schema import integer, key
 from bench.stats import LatencyStats
 
 
 @dataclass(frozen=True)
 class GeneratePolicy:
-    new_tokens: int  # generated after each prompt (exactly: end-of-sequence does not stop it)
-    rounds: int = 3  # timed generations
-    warmup_rounds: int = 1  # untimed generations first
+    """The suite's `generate:` block (causal-lm models)."""
+
+    # generated after each prompt (exactly: end-of-sequence does not stop it)
+    new_tokens: int = key(
+        integer(1), required="has no new_tokens: how many tokens to generate after the prompt, e.g. 32"
+    )
+    rounds: int = key(integer(1), default=3)  # timed generations
+    warmup_rounds: int = key(integer(0), default=1)  # untimed generations first
 
 
 def _streamer_class() -> type:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.schema import Context, Invalid, Where, integer, key
+
 STAGES = ("load_preprocess", "copy", "inference", "postprocess")
 CLASS_INDEX_CHOICES = ("sorted", "name")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,20 +33,50 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
+def _folder(value: Any, where: Where, context: Context) -> str:
+    if not isinstance(value, str):
+        raise Invalid(where, "expected the path of an image folder (FOLDER/CLASS/IMAGE)")
+    folder = Path(context.path(value))
+    if not folder.is_dir():
+        raise Invalid(where, f"{folder} is not a folder")
+    return str(folder)
+
+
+def _class_index(value: Any, where: Where, context: Context) -> str:
+    if not isinstance(value, str):
+        raise Invalid(where, f"expected 'sorted', 'name' or a JSON file, got {value!r}")
+    if value in CLASS_INDEX_CHOICES:
+        return value
+    path = context.path(value)
+    if not Path(path).is_file():
+        raise Invalid(where, f"expected 'sorted', 'name' or a JSON file; {path} is none")
+    return path
+
+
+def _channels(value: Any, where: Where, context: Context) -> tuple[float, ...]:
+    if not (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(n, int | float) and not isinstance(n, bool) for n in value)
+    ):
+        raise Invalid(where, f"expected three numbers, one per colour channel, got {value!r}")
+    return tuple(float(n) for n in value)
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """The suite's `data:` block."""
 
-    folder: str
+    folder: str = key(_folder, required="has no 'folder': the path of an image folder (FOLDER/CLASS/IMAGE)")
     # How a sub-folder maps to the model's class index: `sorted` (ImageFolder's order, right
     # for a folder with every class, e.g. ImageNet's val set by WordNet id), `name` (sub-folders
     # are named by the class number, e.g. 0/, 207/), or a JSON file {"sub-folder": index}.
-    class_index: str = "sorted"
-    resize: int | None = None  # shorter side before the center crop; default crop * 256 / 224
-    loader_workers: int = 0
-    max_images: int | None = None
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
+    class_index: str = key(_class_index, default="sorted")
+    resize: int | None = key(integer(1), default=None)  # shorter side before the center crop; default crop * 256 / 224
+    loader_workers: int = key(integer(0), default=0)
+    max_images: int | None = key(integer(1), default=None)
+    mean: tuple[float, ...] = key(_channels, default=IMAGENET_MEAN)
+    std: tuple[float, ...] = key(_channels, default=IMAGENET_STD)
 
 
 @dataclass

@@ -25,7 +25,6 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import os
 import re
 import sys
 import warnings
@@ -647,12 +646,6 @@ def _describe(value: Any) -> str:
         keys = [str(k) for k in list(value)[:_LISTED]]
         return f"a dict with keys {keys}" if value else "an empty dict"
     return f"a {type(value).__module__}.{type(value).__qualname__}"
-
-
-def resolve_path(text: str, base_dir: Path) -> str:
-    """A suite's path, absolute: `~` expanded, relative paths from the suite's folder."""
-    path = Path(os.path.expanduser(text))
-    return str(path if path.is_absolute() else (base_dir / path).absolute())
 
 
 def spec_available(module: str) -> bool:

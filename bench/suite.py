@@ -13,20 +13,38 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bench import hf, models, pruning, sources
-from bench.calibration import SOURCES as CALIBRATION_SOURCES
 from bench.calibration import CalibrationSpec, check_calibration
 from bench.errors import SuiteError
 from bench.generation import GeneratePolicy
 from bench.inputs import SEQ, TOKEN_INDEX_INPUTS, InputsError, parse_inputs, uses_seq
-from bench.pipeline import CLASS_INDEX_CHOICES, DataSpec, check_data_spec
+from bench.pipeline import DataSpec, check_data_spec
 from bench.record import ROW_DEFAULTS
+from bench.schema import (
+    Check,
+    Context,
+    Invalid,
+    block,
+    byte_size,
+    choice,
+    describe,
+    expect_mapping,
+    flag,
+    fraction,
+    from_json,
+    integer,
+    key,
+    keys,
+    positive,
+    read_keys,
+    seconds,
+)  # fmt: skip
 from bench.sources import ModelSource, SourceError
 
 PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16", "int8_static", "int8_weight_only", "int4_weight_only")
@@ -37,12 +55,6 @@ COMPILE_CACHES = ("cold", "warm")
 GRAD_MODES = ("inference_mode", "no_grad", "enabled")
 MODULE_MODES = ("eval", "train")
 
-# Axes that may vary in `matrix`, in the order they appear in a scenario id.
-AXES = ("model", "batch_size", "threads", "interop_threads", "precision", "load", "input_shape", "seq_len", "variant",
-        "grad_mode", "module_mode")  # fmt: skip
-# Keys allowed in `defaults` and `include` entries on top of the axes.
-SETTINGS = ("measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data", "generate", "compile",
-            "calibration")  # fmt: skip
 TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
 # An axis a suite does not set, and a row written before the axis existed, mean the same value: the
 # readers' one table (bench.record.ROW_DEFAULTS); batch_size and threads are in every row.
@@ -63,28 +75,67 @@ _MAX_YAML_DEPTH = 64  # real suites nest ~6 levels; PyYAML's composer recurses a
 MAX_SUITE_BYTES = 2**20  # real suites are a few KiB; a huge one takes minutes to validate and is copied per run
 SLOW_FACTOR = 3  # a steady state may run up to 3x max_time_s to reach min_rounds ...
 SLOW_MIN_ROUNDS = 5  # ... beyond that it is cut to this many rounds at least, and flagged
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 LAYOUT_RE = re.compile(r"^([1-9][0-9]{0,3})x([1-9][0-9]{0,3})$")  # instances x threads per instance
 
-Path_ = tuple[Any, ...]  # a location inside the YAML document, e.g. ("matrix", "threads", 1)
+Path_ = tuple[Any, ...]  # a location inside the YAML document, e.g. ("matrix", "threads", 1): schema.Where
 _YAML_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _input_shape(value: Any, where: Path_, context: Context) -> tuple[int, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
+    ):
+        raise Invalid(
+            where, f"expected a list of positive integers without the batch, e.g. [3, 224, 224], got {value!r}"
+        )
+    return tuple(value)
+
+
+def _variant(value: Any, where: Path_, context: Context) -> str:
+    try:
+        pruning.parse_variant(value)
+    except ValueError as exc:
+        raise Invalid(where, str(exc)) from None
+    return value
+
+
+# The axes that may vary in `matrix`, in the order they appear in a scenario id, and how their
+# values are checked; `model`'s check is the validator's (it knows the suite's model sources).
+_PRECISION = choice(PRECISIONS)
+_AXIS_CHECKS: dict[str, Check] = {
+    "batch_size": integer(1),
+    "threads": integer(1),
+    "interop_threads": integer(1),
+    "precision": _PRECISION,
+    "load": choice(LOADS),
+    "input_shape": _input_shape,
+    "seq_len": integer(1),
+    "variant": _variant,
+    "grad_mode": choice(GRAD_MODES),
+    "module_mode": choice(MODULE_MODES),
+}
+AXES = ("model", *_AXIS_CHECKS)
 
 
 @dataclass(frozen=True)
 class MeasurePolicy:
-    """How long and how often the steady state is timed, and how often RSS is sampled."""
+    """How long and how often the steady state is timed, and how often RSS is sampled (`measure:`)."""
 
-    warmup_rounds: int = 5
-    min_rounds: int = 30
-    max_rounds: int = 10_000
-    max_time_s: float = 5.0
-    rss_interval_s: float = 0.01
+    warmup_rounds: int = key(integer(0), default=5)
+    min_rounds: int = key(integer(1), default=30)
+    max_rounds: int = key(integer(1), default=10_000)
+    max_time_s: float = key(seconds, default=5.0)
+    rss_interval_s: float = key(seconds, default=0.01)
     # While the steady state is timed, RSS is flat and every wakeup of the parent's sampler
     # takes CPU from the worker (~0.1 ms each on a VM): sample less often there.
-    rss_steady_interval_s: float = 0.05
+    rss_steady_interval_s: float = key(seconds, default=0.05)
+
+    def __post_init__(self) -> None:
+        if self.min_rounds > self.max_rounds:
+            raise ValueError("min_rounds is larger than max_rounds")
 
     def rounds_for(self, estimated_latency_s: float) -> tuple[int, bool]:
         """Rounds to fill `max_time_s` within [min_rounds, max_rounds], and whether time cut them.
@@ -101,14 +152,19 @@ class MeasurePolicy:
         return rounds, False
 
 
+_BATCHING_EXAMPLE = "expected e.g. {max_batch: 8, max_delay_ms: 5}"
+
+
 @dataclass(frozen=True)
 class BatchingPolicy:
     """Dynamic batching in server mode (`capacity.batching`): as Triton's dynamic batcher does, an
     instance that takes a request waits for more until it holds `max_batch` or until `max_delay_ms`
     after the first one's arrival, then runs them as one batch."""
 
-    max_batch: int
-    max_delay_ms: float
+    max_batch: int = key(integer(2), required=f"has no 'max_batch'; {_BATCHING_EXAMPLE}")
+    max_delay_ms: float = key(
+        positive("milliseconds > 0, e.g. 5"), required=f"has no 'max_delay_ms'; {_BATCHING_EXAMPLE}"
+    )
 
     @property
     def label(self) -> str:
@@ -129,45 +185,84 @@ class SeqLenMix:
         return "seq_len " + ", ".join(f"{c} ({w / total:.0%})" for c, w in zip(self.choices, self.weights, strict=True))
 
 
+def _request_mix(value: Any, where: Path_, context: Context) -> SeqLenMix:
+    """`request_mix: {seq_len: {choices: [...], weights: [...]}}`, shortest first (a batch pads to its longest)."""
+    expect_mapping(value, where, ("seq_len",))
+    if "seq_len" not in value:
+        raise Invalid(where, "has no 'seq_len'; expected e.g. {seq_len: {choices: [32, 128], weights: [3, 1]}}")
+    at = (*where, "seq_len")
+    mix = value["seq_len"]
+    expect_mapping(mix, at, ("choices", "weights"))
+    choices = mix.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise Invalid(at, f"expected 'choices', a non-empty list of sequence lengths, got {describe(choices)}")
+    lengths = [integer(1)(c, (*at, "choices", i), context) for i, c in enumerate(choices)]
+    if len(set(lengths)) != len(lengths):
+        raise Invalid((*at, "choices"), f"lists a sequence length twice: {lengths}")
+    weights = mix.get("weights", [1] * len(lengths))
+    if not isinstance(weights, list) or len(weights) != len(lengths):
+        raise Invalid((*at, "weights"), f"expected one weight per choice ({len(lengths)}), got {weights!r}")
+    weight = positive("a weight > 0 (relative; they need not sum to 1)")
+    numbers = [weight(w, (*at, "weights", i), context) for i, w in enumerate(weights)]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return SeqLenMix(tuple(lengths[i] for i in order), tuple(numbers[i] for i in order))
+
+
+def _layouts(value: Any, where: Path_, context: Context) -> tuple[str, ...]:
+    if value == "auto":
+        return ("auto",)
+    if not isinstance(value, list) or not value:
+        raise Invalid(where, f"expected 'auto' or a non-empty list such as [2x1, 1x2], got {describe(value)}")
+    for i, item in enumerate(value):
+        if item != "auto" and not (isinstance(item, str) and LAYOUT_RE.match(item)):
+            raise Invalid(
+                (*where, i),
+                "expected a layout 'NxT' (N instances x T threads per instance, e.g. 2x1) or 'auto', "
+                + context.got(item, (*where, i)),
+            )
+    return tuple(dict.fromkeys(value))
+
+
 @dataclass(frozen=True)
 class CapacityPolicy:
     """How a scenario's serving capacity is measured (bench.capacity): `capacity:` in a suite."""
 
-    slo_p99_ms: float  # the latency bound server mode searches against
-    layouts: tuple[str, ...] = ("auto",)  # "NxT": N instances x T threads; auto: every N x T = usable cores
-    sweep: bool = True  # also measure 1, 2, 4 ... instances of each layout's width (the scaling sweep)
-    duration_s: float = 2.0  # closed-loop and offline runs
-    offline_batch_size: int = 16
-    step_min_duration_s: float = 1.0  # server mode: each step lasts at least this long ...
-    step_min_requests: int = 0  # ... and has at least this many requests (0: the verdict alone decides) ...
-    step_max_duration_s: float = 60.0  # ... then runs until its p99 verdict is decided, at most this long
-    max_steps: int = 12  # server mode search steps per layout, at most (confirming steps come on top)
-    tolerance: float = 0.1  # stop bisecting when (fail - pass) / pass is at most this
-    confidence: float = 0.95  # of a step's p99 verdict (bench.verdict)
-    batching: BatchingPolicy | None = None  # also search server mode with dynamic batching
-    request_mix: SeqLenMix | None = None  # server mode: requests of mixed seq_len (else all the scenario's)
+    # the latency bound server mode searches against
+    slo_p99_ms: float = key(
+        positive("a latency bound in milliseconds > 0, e.g. 50"),
+        required="has no 'slo_p99_ms': server mode needs the p99 latency bound to search against",
+    )
+    # "NxT": N instances x T threads; auto: every N x T = usable cores
+    layouts: tuple[str, ...] = key(_layouts, default=("auto",))
+    sweep: bool = key(flag, default=True)  # also measure 1, 2, 4 ... instances of each layout's width (scaling)
+    duration_s: float = key(seconds, default=2.0)  # closed-loop and offline runs
+    offline_batch_size: int = key(integer(1), default=16)
+    # server mode: each step lasts at least step_min_duration_s and has at least step_min_requests
+    # requests (0: the verdict alone decides), then runs until its p99 verdict is decided, at most
+    # step_max_duration_s
+    step_min_duration_s: float = key(seconds, default=1.0)
+    step_min_requests: int = key(integer(0), default=0)
+    step_max_duration_s: float = key(seconds, default=60.0)
+    max_steps: int = key(integer(1), default=12)  # server mode search steps per layout, at most (+ confirming steps)
+    tolerance: float = key(fraction, default=0.1)  # stop bisecting when (fail - pass) / pass is at most this
+    confidence: float = key(fraction, default=0.95)  # of a step's p99 verdict (bench.verdict)
+    batching: BatchingPolicy | None = key(block(BatchingPolicy), default=None)  # also search with dynamic batching
+    # server mode: requests of mixed seq_len (else all the scenario's)
+    request_mix: SeqLenMix | None = key(_request_mix, default=None)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CapacityPolicy:
-        batching, mix = data.get("batching"), data.get("request_mix")
-        if isinstance(mix, dict):  # as YAML and JSON give it: {seq_len: {choices, weights}} or the dataclass's fields
-            mix = mix.get("seq_len", mix)
-            mix = SeqLenMix(tuple(mix["choices"]), tuple(mix["weights"]))
-        return cls(**{
-            **data,
-            "layouts": tuple(data.get("layouts", cls.layouts)),
-            "batching": BatchingPolicy(**batching) if isinstance(batching, dict) else batching,
-            "request_mix": mix,
-        })  # fmt: skip
+    def __post_init__(self) -> None:
+        if self.step_min_duration_s > self.step_max_duration_s:
+            raise ValueError("step_min_duration_s is larger than step_max_duration_s")
 
 
 @dataclass(frozen=True)
 class CompilePolicy:
     """How `load: compile` compiles the model (bench.compiled): `compile:` in a suite."""
 
-    mode: str = "default"  # torch.compile's mode: default or max-autotune-no-cudagraphs
-    dynamic: bool = False  # false: shapes are static (a new batch size recompiles); true: dynamic
-    cache: str = "cold"  # cold: a fresh Inductor cache per scenario; warm: one kept beside the artifact
+    mode: str = key(choice(COMPILE_MODES), default="default")  # torch.compile's mode
+    dynamic: bool = key(flag, default=False)  # false: shapes are static (a new batch size recompiles); true: dynamic
+    # cold: a fresh Inductor cache per scenario; warm: one kept beside the artifact
+    cache: str = key(choice(COMPILE_CACHES), default="cold")
 
 
 @dataclass(frozen=True)
@@ -181,22 +276,27 @@ class Scenario:
     precision: str
     load: str
     input_shape: tuple[int, ...]
-    measure: MeasurePolicy = field(default_factory=MeasurePolicy)
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    max_rss_bytes: int | None = None  # the parent kills a worker whose sampled RSS goes above it
-    seed: int = 0
-    profile: bool = False  # after the timed run, profile it again in its own process (bench.profiling)
+    # The settings: keys of `defaults:` and `include:` entries (SETTINGS); the blocks that merge
+    # lay an include entry's keys over the defaults' block, the others replace it.
+    measure: MeasurePolicy = key(block(MeasurePolicy), merge=True, default_factory=MeasurePolicy)
+    timeout_s: float = key(seconds, default=DEFAULT_TIMEOUT_S)
+    max_rss_bytes: int | None = key(byte_size, default=None)  # the parent kills a worker whose RSS goes above it
+    seed: int = key(integer(0), default=0)
+    profile: bool = key(flag, default=False)  # after the timed run, profile it in its own process (bench.profiling)
     host_group: str | None = None  # fleet runs: the host group (a Dask worker resource) that measures it
     source: ModelSource | None = None  # the user's own model (bench.sources); `model` is then its name
     variant: str = AXIS_DEFAULTS["variant"]  # pruned variants of the model (bench.pruning)
-    data: DataSpec | None = None  # an image folder to run through the input pipeline (bench.pipeline)
-    capacity: CapacityPolicy | None = None  # after the timed run, measure serving capacity (bench.capacity)
+    data: DataSpec | None = key(block(DataSpec), default=None)  # images through the input pipeline (bench.pipeline)
+    # after the timed run, measure serving capacity (bench.capacity)
+    capacity: CapacityPolicy | None = key(block(CapacityPolicy), merge=True, default=None)
     grad_mode: str = AXIS_DEFAULTS["grad_mode"]  # inference_mode, no_grad or enabled (bench.hygiene)
     module_mode: str = AXIS_DEFAULTS["module_mode"]  # eval, or train: the forgotten eval()
     seq_len: int | None = None  # the `seq` dimension of a model's named inputs (bench.inputs)
-    generate: GeneratePolicy | None = None  # causal-lm: greedy generation after the timed run (bench.generation)
-    compile: CompilePolicy | None = None  # load: compile only; None: the defaults
-    calibration: CalibrationSpec | None = None  # int8_static only; None: seeded random inputs (bench.calibration)
+    # causal-lm: greedy generation after the timed run (bench.generation)
+    generate: GeneratePolicy | None = key(block(GeneratePolicy), default=None)
+    compile: CompilePolicy | None = key(block(CompilePolicy), merge=True, default=None)  # load: compile; None: defaults
+    # int8_static only; None: seeded random inputs (bench.calibration)
+    calibration: CalibrationSpec | None = key(block(CalibrationSpec), merge=True, default=None)
 
     @property
     def id(self) -> str:
@@ -225,23 +325,12 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scenario:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in fields}
-        values["input_shape"] = tuple(values["input_shape"])
-        values["measure"] = MeasurePolicy(**values.get("measure", {}))
-        values["source"] = ModelSource.from_dict(values["source"]) if values.get("source") else None
-        if values.get("data"):
-            data = values["data"]
-            values["data"] = DataSpec(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
-        if values.get("capacity") is not None:
-            values["capacity"] = CapacityPolicy.from_dict(values["capacity"])
-        if values.get("generate") is not None:
-            values["generate"] = GeneratePolicy(**values["generate"])
-        if values.get("compile") is not None:
-            values["compile"] = CompilePolicy(**values["compile"])
-        if values.get("calibration") is not None:
-            values["calibration"] = CalibrationSpec(**values["calibration"])
-        return cls(**values)
+        """A scenario from `to_dict()`'s form after JSON (a worker's spec); keys it does not know are dropped."""
+        return from_json(cls, data)
+
+
+# Keys allowed in `defaults` and `include` entries on top of the axes: Scenario's declared keys.
+SETTINGS = tuple(keys(Scenario))
 
 
 @dataclass(frozen=True)
@@ -290,7 +379,11 @@ def parse_suite(
     doc, lines, written = _load_yaml(text, source)
     file_path = file_path or Path(source)
     base_dir = (base_dir or file_path.parent).absolute()
-    return _Validator(source, lines, base_dir, written).suite(doc, text, max_scenarios, file_path)
+    validator = _Validator(source, lines, base_dir, written)
+    try:
+        return validator.suite(doc, text, max_scenarios, file_path)
+    except Invalid as exc:  # a check of the schema (bench.schema): placed on its line here
+        raise validator.fail(exc.where, exc.message) from None
 
 
 def _load_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int], dict[Path_, str]]:
@@ -341,9 +434,9 @@ def _index_lines(
         written.setdefault(where, node.value)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            key = key_node.value
-            lines.setdefault((*where, key), key_node.start_mark.line + 1)
-            _index_lines(value_node, (*where, key), lines, written, count, source)
+            name = key_node.value
+            lines.setdefault((*where, name), key_node.start_mark.line + 1)
+            _index_lines(value_node, (*where, name), lines, written, count, source)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _index_lines(item, (*where, index), lines, written, count, source)
@@ -355,8 +448,7 @@ class _Validator:
     def __init__(self, source: str, lines: dict[Path_, int], base_dir: Path, written: dict[Path_, str]):
         self.source = source
         self.lines = lines
-        self.written = written  # what was written, where YAML read it as another type than a string
-        self.base_dir = base_dir
+        self.context = Context(base_dir, written)
         self.model_sources: dict[str, ModelSource] = {}  # by name: a name means one source in a suite
         self.max_positions: dict[str, int] = {}  # hf sources: the longest sequence their config allows
 
@@ -369,17 +461,10 @@ class _Validator:
         field_name = ".".join(str(p) for p in where) or None
         return SuiteError(self.source, message, line=line, field=field_name)
 
-    def got(self, value: Any, where: Path_) -> str:
-        """`got <value>`, with what was written when YAML read it as another type (`0x1` as the number 1)."""
-        text = self.written.get(where)
-        if text is None or text.lower() == str(value).lower():
-            return f"got {value!r}"
-        return f"got {value!r}: YAML reads {text} as {_kind(value)}; to give {text} as written, quote it: '{text}'"
-
     def suite(self, doc: Any, text: str, max_scenarios: int, file_path: Path) -> Suite:
         if doc is None:
             raise self.fail((), "is empty; expected a mapping with at least 'name' and 'matrix'")
-        self.mapping(doc, (), TOP_KEYS)
+        expect_mapping(doc, (), TOP_KEYS)
         name = doc.get("name")
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise self.fail(
@@ -388,10 +473,10 @@ class _Validator:
             )
         description = doc.get("description", "")
         if not isinstance(description, str):
-            raise self.fail(("description",), f"expected text, got {_kind(description)}")
+            raise self.fail(("description",), f"expected text, got {describe(description)}")
 
         defaults = doc.get("defaults", {}) or {}
-        self.mapping(defaults, ("defaults",), AXES + SETTINGS)
+        expect_mapping(defaults, ("defaults",), AXES + SETTINGS)
         base = {key: self.axis_value(key, value, ("defaults", key)) for key, value in defaults.items() if key in AXES}
         base_settings = self.settings(defaults, ("defaults",), {})
 
@@ -407,9 +492,9 @@ class _Validator:
         excludes = self.entries(doc, "exclude")
         includes = self.entries(doc, "include")
         for i, rule in enumerate(excludes):
-            self.mapping(rule, ("exclude", i), AXES)
-            for key, value in rule.items():
-                self.axis_value(key, value, ("exclude", i, key))
+            expect_mapping(rule, ("exclude", i), AXES)
+            for axis, value in rule.items():
+                self.axis_value(axis, value, ("exclude", i, axis))
 
         points: list[tuple[Path_, dict[str, Any], dict[str, Any]]] = []
         total = sum(math.prod(len(values) for values in axes.values()) for axes in grids)
@@ -425,7 +510,7 @@ class _Validator:
                 if not any(_matches(rule, point) for rule in excludes):
                     points.append((where_of(i), point, base_settings))
         for i, extra in enumerate(includes):
-            self.mapping(extra, ("include", i), AXES + SETTINGS)
+            expect_mapping(extra, ("include", i), AXES + SETTINGS)
             point = {**base}
             point.update({k: self.axis_value(k, v, ("include", i, k)) for k, v in extra.items() if k in AXES})
             points.append((("include", i), point, self.settings(extra, ("include", i), base_settings)))
@@ -458,7 +543,7 @@ class _Validator:
         if value is None:
             return ()
         if not isinstance(value, list) or not value:
-            raise self.fail(("hosts",), f"expected a non-empty list of host group names, got {_kind(value)}")
+            raise self.fail(("hosts",), f"expected a non-empty list of host group names, got {describe(value)}")
         for i, group in enumerate(value):
             if not isinstance(group, str) or not _NAME_RE.match(group):
                 raise self.fail(
@@ -472,228 +557,33 @@ class _Validator:
 
     def grid(self, matrix: Any, where: Path_) -> dict[str, list[Any]]:
         """One matrix's axes and their validated values."""
-        self.mapping(matrix, where, AXES)
+        expect_mapping(matrix, where, AXES)
         if not matrix:
             raise self.fail(where, "is empty; give at least one axis, e.g. 'model: [tiny_mlp]'")
         axes: dict[str, list[Any]] = {}
-        for key, values in matrix.items():
+        for axis, values in matrix.items():
             if not isinstance(values, list) or not values:
-                raise self.fail((*where, key), f"expected a non-empty list of values, got {_kind(values)}")
-            axes[key] = [self.axis_value(key, v, (*where, key, i)) for i, v in enumerate(values)]
+                raise self.fail((*where, axis), f"expected a non-empty list of values, got {describe(values)}")
+            axes[axis] = [self.axis_value(axis, v, (*where, axis, i)) for i, v in enumerate(values)]
         return axes
 
     def entries(self, doc: dict[str, Any], key: str) -> list[Any]:
         value = doc.get(key) or []
         if not isinstance(value, list):
-            raise self.fail((key,), f"expected a list of mappings, got {_kind(value)}")
+            raise self.fail((key,), f"expected a list of mappings, got {describe(value)}")
         return value
 
-    def mapping(self, value: Any, where: Path_, allowed: tuple[str, ...]) -> None:
-        if not isinstance(value, dict):
-            raise self.fail(where, f"expected a mapping, got {_kind(value)}")
-        for key in value:
-            if key not in allowed:
-                hint = difflib.get_close_matches(str(key), allowed, n=1)
-                suggestion = f"did you mean '{hint[0]}'? " if hint else ""
-                raise self.fail(
-                    (*where, key),
-                    f"unknown key '{key}'; {suggestion}allowed here: {', '.join(allowed)}",
-                )
-
-    def settings(self, source: dict[str, Any], where: Path_, inherited: dict[str, Any]) -> dict[str, Any]:
-        out = dict(inherited)
-        if "measure" in source:
-            measure_where = (*where, "measure")
-            measure = source["measure"]
-            allowed = tuple(f.name for f in dataclasses.fields(MeasurePolicy))
-            self.mapping(measure, measure_where, allowed)
-            merged = dict(out.get("measure", {}))
-            for key, value in measure.items():
-                if key.endswith("_s"):
-                    merged[key] = self.positive_number(value, (*measure_where, key))
-                else:
-                    minimum = 0 if key == "warmup_rounds" else 1
-                    merged[key] = self.integer(value, (*measure_where, key), minimum)
-            policy = MeasurePolicy(**merged)
-            if policy.min_rounds > policy.max_rounds:
-                raise self.fail(measure_where, "min_rounds is larger than max_rounds")
-            out["measure"] = merged
-        if "timeout_s" in source:
-            out["timeout_s"] = self.positive_number(source["timeout_s"], (*where, "timeout_s"))
-        if "max_rss_bytes" in source:
-            out["max_rss_bytes"] = self.byte_size(source["max_rss_bytes"], (*where, "max_rss_bytes"))
-        if "seed" in source:
-            out["seed"] = self.integer(source["seed"], (*where, "seed"), 0)
-        if "profile" in source:
-            if not isinstance(source["profile"], bool):
-                raise self.fail((*where, "profile"), f"expected true or false, got {_kind(source['profile'])}")
-            out["profile"] = source["profile"]
-        if "data" in source:
-            out["data"] = self.data_spec(source["data"], (*where, "data"))
-        if "capacity" in source:
-            out["capacity"] = self.capacity(source["capacity"], (*where, "capacity"), out.get("capacity", {}))
-        if "generate" in source:
-            block, at = source["generate"], (*where, "generate")
-            self.mapping(block, at, tuple(f.name for f in dataclasses.fields(GeneratePolicy)))
-            if "new_tokens" not in block:
-                raise self.fail(at, "has no new_tokens: how many tokens to generate after the prompt, e.g. 32")
-            out["generate"] = {k: self.integer(v, (*at, k), 0 if k == "warmup_rounds" else 1) for k, v in block.items()}
-        if "compile" in source:
-            out["compile"] = self.compile_policy(source["compile"], (*where, "compile"), out.get("compile", {}))
-        if "calibration" in source:
-            block, at = source["calibration"], (*where, "calibration")
-            self.mapping(block, at, tuple(f.name for f in dataclasses.fields(CalibrationSpec)))
-            merged = dict(out.get("calibration", {}))
-            if "source" in block:
-                merged["source"] = self.choice(block["source"], (*at, "source"), CALIBRATION_SOURCES)
-            if "samples" in block:
-                merged["samples"] = self.integer(block["samples"], (*at, "samples"), 1)
-            out["calibration"] = merged
-        return out
-
-    def compile_policy(self, block: Any, where: Path_, inherited: dict[str, Any]) -> dict[str, Any]:
-        """A `compile:` block (load: compile) merged over the one it inherits (from defaults)."""
-        self.mapping(block, where, tuple(f.name for f in dataclasses.fields(CompilePolicy)))
-        merged = dict(inherited)
-        for key, value in block.items():
-            if key == "dynamic":
-                if not isinstance(value, bool):
-                    raise self.fail((*where, key), f"expected true or false, got {_kind(value)}")
-                merged[key] = value
-            else:
-                merged[key] = self.choice(value, (*where, key), COMPILE_MODES if key == "mode" else COMPILE_CACHES)
-        return merged
-
-    def data_spec(self, value: Any, where: Path_) -> DataSpec:
-        keys = tuple(f.name for f in dataclasses.fields(DataSpec))
-        self.mapping(value, where, keys)
-        if not isinstance(value.get("folder"), str):
-            raise self.fail((*where, "folder"), "expected the path of an image folder (FOLDER/CLASS/IMAGE)")
-        folder = Path(sources.resolve_path(value["folder"], self.base_dir))
-        if not folder.is_dir():
-            raise self.fail((*where, "folder"), f"{folder} is not a folder")
-        spec: dict[str, Any] = {"folder": str(folder)}
-        class_index = value.get("class_index", "sorted")
-        if not isinstance(class_index, str):
-            raise self.fail((*where, "class_index"), f"expected 'sorted', 'name' or a JSON file, got {class_index!r}")
-        if class_index not in CLASS_INDEX_CHOICES:
-            class_index = sources.resolve_path(class_index, self.base_dir)
-            if not Path(class_index).is_file():
-                raise self.fail(
-                    (*where, "class_index"), f"expected 'sorted', 'name' or a JSON file; {class_index} is none"
-                )
-        spec["class_index"] = class_index
-        if "resize" in value:
-            spec["resize"] = self.integer(value["resize"], (*where, "resize"), 1)
-        if "loader_workers" in value:
-            spec["loader_workers"] = self.integer(value["loader_workers"], (*where, "loader_workers"), 0)
-        if "max_images" in value:
-            spec["max_images"] = self.integer(value["max_images"], (*where, "max_images"), 1)
-        for key in ("mean", "std"):
-            if key in value:
-                numbers = value[key]
-                if not (
-                    isinstance(numbers, list)
-                    and len(numbers) == 3
-                    and all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers)
-                ):
-                    raise self.fail((*where, key), f"expected three numbers, one per colour channel, got {numbers!r}")
-                spec[key] = tuple(float(n) for n in numbers)
-        return DataSpec(**spec)
-
-    def capacity(self, block: Any, where: Path_, inherited: dict[str, Any]) -> dict[str, Any]:
-        """A `capacity:` block merged over the one it inherits (from defaults)."""
-        allowed = tuple(f.name for f in dataclasses.fields(CapacityPolicy))
-        self.mapping(block, where, allowed)
-        merged = dict(inherited)
-        for key, value in block.items():
-            at = (*where, key)
-            if key == "layouts":
-                merged[key] = self.layouts(value, at)
-            elif key == "sweep":
-                if not isinstance(value, bool):
-                    raise self.fail(at, f"expected true or false, got {_kind(value)}")
-                merged[key] = value
-            elif key in ("offline_batch_size", "max_steps"):
-                merged[key] = self.integer(value, at, 1)
-            elif key == "step_min_requests":
-                merged[key] = self.integer(value, at, 0)
-            elif key in ("tolerance", "confidence"):
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
-                    raise self.fail(at, f"expected a fraction between 0 and 1 (e.g. 0.1 for 10 %), got {value!r}")
-                merged[key] = float(value)
-            elif key == "slo_p99_ms":
-                merged[key] = self.milliseconds(value, at, "a latency bound in milliseconds > 0, e.g. 50")
-            elif key == "batching":
-                merged[key] = self.batching(value, at)
-            elif key == "request_mix":
-                merged[key] = self.request_mix(value, at)
-            else:
-                merged[key] = self.positive_number(value, at)
-        if "slo_p99_ms" not in merged:
-            raise self.fail(where, "has no 'slo_p99_ms': server mode needs the p99 latency bound to search against")
-        policy = CapacityPolicy.from_dict(merged)
-        if policy.step_min_duration_s > policy.step_max_duration_s:
-            raise self.fail(where, "step_min_duration_s is larger than step_max_duration_s")
-        return merged
-
-    def batching(self, block: Any, where: Path_) -> dict[str, Any]:
-        self.mapping(block, where, tuple(f.name for f in dataclasses.fields(BatchingPolicy)))
-        for key in ("max_batch", "max_delay_ms"):
-            if key not in block:
-                raise self.fail(where, f"has no '{key}'; expected e.g. {{max_batch: 8, max_delay_ms: 5}}")
-        delay_ms = self.milliseconds(block["max_delay_ms"], (*where, "max_delay_ms"), "milliseconds > 0, e.g. 5")
-        return {"max_batch": self.integer(block["max_batch"], (*where, "max_batch"), 2), "max_delay_ms": delay_ms}
-
-    def request_mix(self, block: Any, where: Path_) -> dict[str, Any]:
-        self.mapping(block, where, ("seq_len",))
-        if "seq_len" not in block:
-            raise self.fail(where, "has no 'seq_len'; expected e.g. {seq_len: {choices: [32, 128], weights: [3, 1]}}")
-        at = (*where, "seq_len")
-        mix = block["seq_len"]
-        self.mapping(mix, at, ("choices", "weights"))
-        choices = mix.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise self.fail(at, f"expected 'choices', a non-empty list of sequence lengths, got {_kind(choices)}")
-        lengths = [self.integer(c, (*at, "choices", i), 1) for i, c in enumerate(choices)]
-        if len(set(lengths)) != len(lengths):
-            raise self.fail((*at, "choices"), f"lists a sequence length twice: {lengths}")
-        weights = mix.get("weights", [1] * len(lengths))
-        if not isinstance(weights, list) or len(weights) != len(lengths):
-            raise self.fail((*at, "weights"), f"expected one weight per choice ({len(lengths)}), got {weights!r}")
-        for i, w in enumerate(weights):
-            if not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 < w < math.inf:
-                raise self.fail(
-                    (*at, "weights", i), f"expected a weight > 0 (relative; they need not sum to 1), got {w!r}"
-                )
-        order = sorted(range(len(lengths)), key=lengths.__getitem__)  # shortest first: a batch pads to its longest
-        return {"seq_len": {"choices": [lengths[i] for i in order], "weights": [float(weights[i]) for i in order]}}
-
-    def milliseconds(self, value: Any, where: Path_, expected: str) -> float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
-            raise self.fail(where, f"expected {expected}, got {value!r}")
-        return float(value)
-
-    def layouts(self, value: Any, where: Path_) -> list[str]:
-        if value == "auto":
-            return ["auto"]
-        if not isinstance(value, list) or not value:
-            raise self.fail(where, f"expected 'auto' or a non-empty list such as [2x1, 1x2], got {_kind(value)}")
-        for i, item in enumerate(value):
-            if item != "auto" and not (isinstance(item, str) and LAYOUT_RE.match(item)):
-                raise self.fail(
-                    (*where, i),
-                    "expected a layout 'NxT' (N instances x T threads per instance, e.g. 2x1) or 'auto', "
-                    + self.got(item, (*where, i)),
-                )
-        return list(dict.fromkeys(value))
+    def settings(self, entry: dict[str, Any], where: Path_, inherited: dict[str, Any]) -> dict[str, Any]:
+        """The settings a `defaults:` or `include:` entry gives, typed, over those it inherits."""
+        return {**inherited, **read_keys(Scenario, entry, where, self.context, inherited)}
 
     def axis_value(self, key: str, value: Any, where: Path_) -> Any:
+        """An axis value, checked; `model` here (it knows the suite's model sources), the others by _AXIS_CHECKS."""
         if key == "model":
             if isinstance(value, dict):
                 return self.model_source(value, where)
             if not isinstance(value, str):
-                raise self.fail(where, f"expected a model name or a model source (a mapping), got {_kind(value)}")
+                raise self.fail(where, f"expected a model name or a model source (a mapping), got {describe(value)}")
             if value in self.model_sources:  # a source defined earlier in the suite, by its name
                 return self.model_sources[value]
             if not models.is_known(value):
@@ -706,37 +596,11 @@ class _Validator:
                     f"model, e.g. {{name: mine, checkpoint: mine.pth, architecture: resnet18}}.{suggestion}",
                 )
             return value
-        if key in ("batch_size", "threads", "interop_threads", "seq_len"):
-            return self.integer(value, where, 1)
-        if key == "variant":
-            try:
-                pruning.parse_variant(value)
-            except ValueError as exc:
-                raise self.fail(where, str(exc)) from None
-            return value
-        if key == "precision":
-            return self.choice(value, where, PRECISIONS)
-        if key == "load":
-            return self.choice(value, where, LOADS)
-        if key == "grad_mode":
-            return self.choice(value, where, GRAD_MODES)
-        if key == "module_mode":
-            return self.choice(value, where, MODULE_MODES)
-        if key == "input_shape":
-            if (
-                not isinstance(value, list)
-                or not value
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
-            ):
-                raise self.fail(
-                    where, f"expected a list of positive integers without the batch, e.g. [3, 224, 224], got {value!r}"
-                )
-            return tuple(value)
-        raise AssertionError(f"unhandled axis {key}")
+        return _AXIS_CHECKS[key](value, where, self.context)
 
     def model_source(self, value: dict[str, Any], where: Path_) -> ModelSource:
         """A `model:` mapping: the user's own model (see bench.sources), its files checked."""
-        self.mapping(value, where, sources.KEYS)
+        expect_mapping(value, where, sources.KEYS)
         name = value.get("name")
         if not isinstance(name, str) or not sources.NAME_RE.match(name):
             raise self.fail(
@@ -755,7 +619,7 @@ class _Validator:
         spec = value[kind]
         if not isinstance(spec, str) or not spec.strip():
             expected = "'package.module:function'" if kind == "factory" else "a path"
-            raise self.fail((*where, kind), f"expected {expected}, got {_kind(spec)}")
+            raise self.fail((*where, kind), f"expected {expected}, got {describe(spec)}")
         if kind == "factory" and not sources.is_factory(spec):
             raise self.fail((*where, kind), f"expected 'package.module:function', got {spec!r}")
         allowed = {
@@ -771,15 +635,17 @@ class _Validator:
             "text": kind == "hf",
             "random_weights": kind == "hf",
         }
-        for key, ok in allowed.items():
-            if key in value and not ok:
-                raise self.fail((*where, key), f"does not apply to {kind} sources")
+        for field_name, ok in allowed.items():
+            if field_name in value and not ok:
+                raise self.fail((*where, field_name), f"does not apply to {kind} sources")
         architecture = spec if kind == "factory" else None
         if kind in sources.WEIGHT_KINDS:
             architecture = self.architecture(value, kind, where)
         kwargs = value.get("kwargs", {})
         if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-            raise self.fail((*where, "kwargs"), f"expected a mapping of argument names to values, got {_kind(kwargs)}")
+            raise self.fail(
+                (*where, "kwargs"), f"expected a mapping of argument names to values, got {describe(kwargs)}"
+            )
         try:  # the worker gets them as JSON: a YAML date, say, would arrive as a string
             json.dumps(kwargs, allow_nan=False)
         except (TypeError, ValueError):
@@ -789,9 +655,8 @@ class _Validator:
         if kwargs and architecture in models.BUILTIN:
             raise self.fail((*where, "kwargs"), f"the built-in model {architecture} takes no kwargs")
         trust_pickle, trust_code = value.get("trust_pickle", False), value.get("trust_code", False)
-        for key, flag in (("trust_pickle", trust_pickle), ("trust_code", trust_code)):
-            if not isinstance(flag, bool):
-                raise self.fail((*where, key), f"expected true or false, got {_kind(flag)}")
+        for field_name, trusted in (("trust_pickle", trust_pickle), ("trust_code", trust_code)):
+            flag(trusted, (*where, field_name), self.context)
         if kind == "aoti" and not trust_code:
             raise self.fail((*where, "trust_code"), f"is not set: {sources.CODE_RISK}")
         sha256 = value.get("sha256")
@@ -813,11 +678,11 @@ class _Validator:
             )  # fmt: skip
         source = ModelSource(
             name=name, kind=kind, input_shape=input_shape,
-            path=sources.resolve_path(spec, self.base_dir) if kind in sources.FILE_KINDS else None,
+            path=self.context.path(spec) if kind in sources.FILE_KINDS else None,
             architecture=architecture, kwargs=kwargs, sha256=sha256.lower() if sha256 else None,
             trust_pickle=trust_pickle, trust_code=trust_code,
-            saved_precision=self.choice(value.get("saved_precision", "fp32"), (*where, "saved_precision"), PRECISIONS),
-            search_path=str(self.base_dir), **text_fields,
+            saved_precision=_PRECISION(value.get("saved_precision", "fp32"), (*where, "saved_precision"), self.context),
+            search_path=str(self.context.base_dir), **text_fields,
         )  # fmt: skip
         known = self.model_sources.get(name)
         if known is not None and known != source:
@@ -854,10 +719,8 @@ class _Validator:
             raise self.fail((*where, "output"), f"expected an attribute or key name (e.g. logits) or an index, "
                             f"got {output!r}")  # fmt: skip
         if fields["task"] is not None:
-            self.choice(fields["task"], (*where, "task"), sources.TASKS)
-        if not isinstance(fields["random_weights"], bool):
-            got = _kind(fields["random_weights"])
-            raise self.fail((*where, "random_weights"), f"expected true or false, got {got}")
+            choice(sources.TASKS)(fields["task"], (*where, "task"), self.context)
+        flag(fields["random_weights"], (*where, "random_weights"), self.context)
         if kind == "hf" or fields["task"] is not None:  # a text model
             for i, spec in enumerate(fields["inputs"]):
                 if spec.name in TOKEN_INDEX_INPUTS and not spec.integer:
@@ -868,7 +731,7 @@ class _Validator:
             if fields["task"] is not None and not fields["inputs"]:
                 raise self.fail((*where, "task"), "applies to models with inputs: (token ids) or hf: folders")
             return fields
-        folder = Path(sources.resolve_path(value["hf"], self.base_dir))
+        folder = Path(self.context.path(value["hf"]))
         try:
             config = hf.read_config(folder)
         except ValueError as exc:
@@ -895,8 +758,8 @@ class _Validator:
             self.max_positions[value["name"]] = positions
         if "text" in value:
             if not isinstance(value["text"], str):
-                raise self.fail((*where, "text"), f"expected the path of a text file, got {_kind(value['text'])}")
-            fields["text"] = sources.resolve_path(value["text"], self.base_dir)
+                raise self.fail((*where, "text"), f"expected the path of a text file, got {describe(value['text'])}")
+            fields["text"] = self.context.path(value["text"])
             try:
                 hf.read_sentences(Path(fields["text"]))
             except ValueError as exc:
@@ -911,7 +774,7 @@ class _Validator:
         if not isinstance(architecture, str):
             raise self.fail(
                 (*where, "architecture"), f"a {kind} source needs an architecture: a built-in or torchvision "
-                f"model name, or a factory 'package.module:function'; got {_kind(architecture)}",
+                f"model name, or a factory 'package.module:function'; got {describe(architecture)}",
             )  # fmt: skip
         if not models.is_known(architecture) and not sources.is_factory(architecture):
             hint = difflib.get_close_matches(architecture, models.known_models(), n=3)
@@ -921,30 +784,6 @@ class _Validator:
                 f"torchvision model name, or a factory 'package.module:function'.{suggestion}",
             )  # fmt: skip
         return architecture
-
-    def choice(self, value: Any, where: Path_, allowed: tuple[str, ...]) -> str:
-        if value not in allowed:
-            raise self.fail(where, f"expected one of {', '.join(allowed)}, {self.got(value, where)}")
-        return value
-
-    def integer(self, value: Any, where: Path_, minimum: int) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise self.fail(where, f"expected an integer >= {minimum}, got {value!r}")
-        return value
-
-    def byte_size(self, value: Any, where: Path_) -> int:
-        """Bytes as an integer or a string such as '2 GiB' or '512MB'."""
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-        match = _SIZE_RE.match(value) if isinstance(value, str) else None
-        if not match or float(match.group(1)) <= 0:
-            raise self.fail(where, f"expected a size in bytes, e.g. 2147483648 or '2 GiB', got {value!r}")
-        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-
-    def positive_number(self, value: Any, where: Path_) -> float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
-            raise self.fail(where, f"expected a finite number of seconds > 0, got {value!r}")
-        return float(value)
 
     def scenario(self, point: dict[str, Any], settings: dict[str, Any], where: Path_) -> Scenario:
         if "model" not in point:
@@ -957,27 +796,14 @@ class _Validator:
         elif "seq_len" in point:
             raise self.fail(where, "seq_len applies to models with inputs: that have a 'seq' dimension "
                             "(or hf: folders)")  # fmt: skip
-        elif settings.get("capacity", {}).get("request_mix"):
+        elif settings.get("capacity") and settings["capacity"].request_mix:
             raise self.fail(where, f"capacity.request_mix varies seq_len, which applies to models with inputs: that "
                             f"have a 'seq' dimension (or hf: folders); {values['model']} takes one tensor")  # fmt: skip
         if "generate" in settings and (source is None or source.task != "causal-lm"):
             raise self.fail(where, f"generate: applies to causal-lm models (task: causal-lm); "
                             f"{values['model']} is not one")  # fmt: skip
         values.setdefault("input_shape", default_input_shape(source or values["model"]))
-        scenario = Scenario(
-            source=source,
-            measure=MeasurePolicy(**settings.get("measure", {})),
-            timeout_s=settings.get("timeout_s", DEFAULT_TIMEOUT_S),
-            max_rss_bytes=settings.get("max_rss_bytes"),
-            seed=settings.get("seed", 0),
-            profile=settings.get("profile", False),
-            data=settings.get("data"),
-            capacity=CapacityPolicy.from_dict(settings["capacity"]) if "capacity" in settings else None,
-            generate=GeneratePolicy(**settings["generate"]) if "generate" in settings else None,
-            compile=CompilePolicy(**settings["compile"]) if "compile" in settings else None,
-            calibration=CalibrationSpec(**settings["calibration"]) if "calibration" in settings else None,
-            **values,
-        )
+        scenario = Scenario(source=source, **settings, **values)
         calibration = scenario.calibration or CalibrationSpec()
         if scenario.precision == "int8_static" and (
             reason := check_calibration(calibration, scenario.input_shape, scenario.data, scenario.source)
@@ -1006,19 +832,21 @@ class _Validator:
             raise self.fail(where, f"{source.name}'s inputs have a 'seq' dimension: set seq_len (an axis), e.g. [128]")
         if seq_len is not None and not uses_seq(source.inputs):
             raise self.fail(where, f"seq_len applies to inputs with a 'seq' dimension; {source.name}'s have none")
-        mix = settings.get("capacity", {}).get("request_mix")
+        capacity: CapacityPolicy | None = settings.get("capacity")
+        mix = capacity.request_mix if capacity else None
         if mix and not uses_seq(source.inputs):
             raise self.fail(
                 where, f"capacity.request_mix varies seq_len; {source.name}'s inputs have no 'seq' dimension"
             )
         limit = self.max_positions.get(source.name)
-        longest_mixed = max(mix["seq_len"]["choices"]) if mix else 0
+        longest_mixed = max(mix.choices) if mix else 0
         if limit is not None and longest_mixed > limit:
             raise self.fail(where, f"capacity.request_mix has seq_len {longest_mixed}, more than {source.name}'s "
                             f"maximum positions ({limit}, from its config.json)")  # fmt: skip
-        longest = (seq_len or 0) + settings.get("generate", {}).get("new_tokens", 0)
+        generate: GeneratePolicy | None = settings.get("generate")
+        new = generate.new_tokens if generate else None
+        longest = (seq_len or 0) + (new or 0)
         if limit is not None and longest > limit:
-            new = settings.get("generate", {}).get("new_tokens")
             asked = f"seq_len {seq_len}" + (f" plus generate.new_tokens ({new}) is {longest}," if new else " is")
             raise self.fail(where, f"{asked} more than {source.name}'s maximum positions ({limit}, from its "
                             "config.json)")  # fmt: skip
@@ -1051,13 +879,3 @@ def _source_defaults(source: ModelSource | None) -> dict[str, Any]:
     if source is None or not source.compiled:
         return {}
     return {"load": source.native_load, "precision": source.saved_precision}
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"

@@ -3,6 +3,7 @@ records) and request mixes of several seq_lens; and their suite blocks."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -16,6 +17,7 @@ from bench import backends
 from bench.capacity import InstanceGroup, _batch_size_counts, request_seq_lens, server_step
 from bench.instance import REQUEST, STOP, _take_batch
 from bench.loadgen import StepLimits
+from bench.schema import from_json
 from bench.suite import BatchingPolicy, CapacityPolicy, SeqLenMix, SuiteError, load_suite, parse_suite
 
 pytestmark = pytest.mark.serial  # batching waits are timed
@@ -77,7 +79,7 @@ def test_a_batching_block_is_parsed_and_survives_the_trip_to_a_worker():
     )
     (scenario,) = parse_suite(text, "cap.yaml").scenarios
     assert scenario.capacity.batching == BatchingPolicy(max_batch=8, max_delay_ms=5.0)
-    assert CapacityPolicy.from_dict(scenario.to_dict()["capacity"]) == scenario.capacity
+    assert from_json(CapacityPolicy, json.loads(json.dumps(scenario.to_dict()["capacity"]))) == scenario.capacity
 
 
 @pytest.mark.parametrize(
@@ -119,7 +121,7 @@ matrix:
 def test_a_request_mix_is_parsed_shortest_first_and_refused_where_it_cannot_apply(tmp_path):
     (scenario,) = parse_suite(MIX_SUITE, str(tmp_path / "mix.yaml")).scenarios
     assert scenario.capacity.request_mix == SeqLenMix(choices=(8, 64), weights=(3.0, 1.0))
-    assert CapacityPolicy.from_dict(scenario.to_dict()["capacity"]) == scenario.capacity
+    assert from_json(CapacityPolicy, json.loads(json.dumps(scenario.to_dict()["capacity"]))) == scenario.capacity
     assert scenario.capacity.request_mix.label == "seq_len 8 (75%), 64 (25%)"
     builtin = (
         "name: m\ndefaults:\n  capacity: {slo_p99_ms: 5, request_mix: {seq_len: {choices: [8]}}}\n"

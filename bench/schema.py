@@ -1,0 +1,236 @@
+"""The suite's schema: every key of a suite block declared once, on its dataclass, and one reader.
+
+A block of a suite (`measure:`, `capacity:`, `data:`, …) is a frozen dataclass whose fields
+carry their check in the field's metadata: `key(check, default=…)`, or `key(check,
+required="…")` for a key the block cannot do without. A check turns the YAML value into the
+field's typed value, or raises `Invalid` naming where in the document the value is and what
+was expected. The dataclass's `__post_init__` raises ValueError for rules across fields
+(min_rounds above max_rounds); the reader reports those at the block.
+
+`read(cls, value, where, context, inherited)` is the one reader: it refuses what is not a
+mapping and unknown keys (with a "did you mean"), runs each given key's check in the order
+written, lays the given keys over an inherited block (a `defaults:` block under an `include:`
+entry's) and names a missing required key. `from_json(cls, data)` is the way back from a
+dataclass's `asdict` form after a trip through JSON (a worker's spec): by the type hints,
+tuples and nested dataclasses are rebuilt and keys it does not know are dropped.
+
+Nothing here knows a file or a line: bench.suite turns `Invalid.where` into both from the
+YAML line table it keeps. This module imports nothing of bench, so the modules that declare
+blocks (bench.pipeline, bench.generation, bench.calibration) stay free of the suite's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Where = tuple[Any, ...]  # a location inside the YAML document, e.g. ("matrix", "threads", 1)
+Check = Callable[[Any, Where, "Context"], Any]
+CHECK = "suite_check"  # the field metadata keys
+REQUIRED = "suite_required"
+MERGE = "suite_merge"
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+
+
+class Invalid(ValueError):
+    """A value of the suite that its schema refuses; `where` is its place in the document."""
+
+    def __init__(self, where: Where, message: str):
+        super().__init__(message)
+        self.where = where
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Context:
+    """What checks need beyond the value: where the suite's relative paths start, and what was
+    written where YAML read a value as another type than a string (`0x1` is the number 1, `no` false)."""
+
+    base_dir: Path
+    written: Mapping[Where, str] = dataclasses.field(default_factory=dict)
+
+    def path(self, text: str) -> str:
+        """A suite's path, absolute: `~` expanded, relative paths from the suite's folder."""
+        path = Path(os.path.expanduser(text))
+        return str(path if path.is_absolute() else (self.base_dir / path).absolute())
+
+    def got(self, value: Any, where: Where) -> str:
+        """`got <value>`, with what was written when YAML read it as another type (`0x1` as the number 1)."""
+        text = self.written.get(where)
+        if text is None or text.lower() == str(value).lower():
+            return f"got {value!r}"
+        return f"got {value!r}: YAML reads {text} as {describe(value)}; to give {text} as written, quote it: '{text}'"
+
+
+def key(check: Check, *, required: str | None = None, merge: bool = False, **field_args: Any) -> Any:
+    """A dataclass field that is a key of a suite block. `required`: the message when it is missing
+    (at the block). `merge`: a nested block given again lays its keys over the inherited one."""
+    return dataclasses.field(metadata={CHECK: check, REQUIRED: required, MERGE: merge}, **field_args)
+
+
+def keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    """The fields of `cls` that are suite keys, in declaration order."""
+    return {f.name: f for f in dataclasses.fields(cls) if CHECK in f.metadata}
+
+
+def describe(value: Any) -> str:
+    """A value as a message shows what was found: its type, and itself when it is short."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def expect_mapping(value: Any, where: Where, allowed: tuple[str, ...]) -> None:
+    """Refuse a value that is not a mapping, and the first key not in `allowed` (with a suggestion)."""
+    if not isinstance(value, dict):
+        raise Invalid(where, f"expected a mapping, got {describe(value)}")
+    for name in value:
+        if name not in allowed:
+            hint = difflib.get_close_matches(str(name), allowed, n=1)
+            suggestion = f"did you mean '{hint[0]}'? " if hint else ""
+            raise Invalid((*where, name), f"unknown key '{name}'; {suggestion}allowed here: {', '.join(allowed)}")
+
+
+def read_keys(
+    cls: type, value: Mapping[str, Any], where: Where, context: Context, inherited: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The typed value of each key of `value` that `cls` declares, in the order written; other keys
+    are left to the caller. A merging nested block is read over `inherited`'s."""
+    declared = keys(cls)
+    out: dict[str, Any] = {}
+    for name, raw in value.items():
+        spec = declared.get(name)
+        if spec is None:
+            continue
+        check, at = spec.metadata[CHECK], (*where, name)
+        if spec.metadata[MERGE]:
+            out[name] = check(raw, at, context, inherited.get(name))
+        else:
+            out[name] = check(raw, at, context)
+    return out
+
+
+def read(cls: type, value: Any, where: Where, context: Context, inherited: Any = None) -> Any:
+    """A block of the suite as an instance of `cls`, laid over `inherited` (an instance) if given."""
+    declared = keys(cls)
+    expect_mapping(value, where, tuple(declared))
+    base = {} if inherited is None else {name: getattr(inherited, name) for name in declared}
+    given = {**base, **read_keys(cls, value, where, context, base)}
+    for name, spec in declared.items():
+        if name not in given and spec.metadata[REQUIRED]:
+            raise Invalid(where, spec.metadata[REQUIRED])
+    try:
+        return cls(**given)
+    except ValueError as exc:  # a rule across fields, from the class's __post_init__
+        raise Invalid(where, str(exc)) from None
+
+
+def block(cls: type) -> Callable[..., Any]:
+    """The check of a nested block: `key(block(Policy))`, or `key(block(Policy), merge=True)`."""
+
+    def check(value: Any, where: Where, context: Context, inherited: Any = None) -> Any:
+        return read(cls, value, where, context, inherited)
+
+    return check
+
+
+def integer(minimum: int) -> Check:
+    def check(value: Any, where: Where, context: Context) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise Invalid(where, f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def positive(expected: str) -> Check:
+    """A finite number > 0, as a float; `expected` says what it is, e.g. "milliseconds > 0, e.g. 5"."""
+
+    def check(value: Any, where: Where, context: Context) -> float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+            raise Invalid(where, f"expected {expected}, got {value!r}")
+        return float(value)
+
+    return check
+
+
+seconds = positive("a finite number of seconds > 0")
+
+
+def fraction(value: Any, where: Where, context: Context) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+        raise Invalid(where, f"expected a fraction between 0 and 1 (e.g. 0.1 for 10 %), got {value!r}")
+    return float(value)
+
+
+def flag(value: Any, where: Where, context: Context) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(where, f"expected true or false, got {describe(value)}")
+    return value
+
+
+def choice(allowed: tuple[str, ...]) -> Check:
+    def check(value: Any, where: Where, context: Context) -> str:
+        if value not in allowed:
+            raise Invalid(where, f"expected one of {', '.join(allowed)}, {context.got(value, where)}")
+        return value
+
+    return check
+
+
+def byte_size(value: Any, where: Where, context: Context) -> int:
+    """Bytes as an integer or a string such as '2 GiB' or '512MB'."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE_RE.match(value) if isinstance(value, str) else None
+    if not match or float(match.group(1)) <= 0:
+        raise Invalid(where, f"expected a size in bytes, e.g. 2147483648 or '2 GiB', got {value!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def from_json(cls: type, data: Mapping[str, Any]) -> Any:
+    """An instance of dataclass `cls` from its `asdict` form, also after JSON made its tuples lists:
+    nested dataclasses and tuples rebuilt by the type hints, unknown keys dropped, missing ones at
+    their defaults. A dataclass with a `from_dict` of its own (bench.sources.ModelSource) reads itself."""
+    hints = _hints(cls)
+    return cls(**{name: _value(hints[name], value) for name, value in data.items() if name in hints})
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {name: hint for name, hint in typing.get_type_hints(cls).items() if name in names}
+
+
+def _value(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _value(inner[0], value) if len(inner) == 1 else value
+    if origin is tuple and isinstance(value, (list, tuple)):
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_value(args[0], item) for item in value)
+        return tuple(_value(arg, item) for arg, item in zip(args, value, strict=True))
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        reader = getattr(hint, "from_dict", None)
+        return reader(value) if reader is not None else from_json(hint, value)
+    return value

@@ -1,21 +1,25 @@
 """Hugging Face model folders (`hf: FOLDER` with a `task:`), through `transformers` (an optional extra).
 
-The folder's config.json is read with json alone when a suite is checked (maximum positions,
-vocabulary, token types), so a suite is refused before anything runs without importing
-transformers. Models are built with AutoModel / AutoModelForSequenceClassification /
-AutoModelForCausalLM and `local_files_only=True`: never the network. `text:` sentences
-are tokenized with the folder's own tokenizer, padded or truncated to `seq_len`.
+When a suite is checked, the suite asks `check_entry` what an `hf:` entry's folder says: its
+config.json is read with json alone (maximum positions, vocabulary, token types), its text:
+file and tokenizer are looked for, so a suite is refused before anything runs without importing
+transformers; the answer is typed (`EntryFacts`), a refusal names the entry's key (`EntryError`).
+
+Models are built with AutoModel / AutoModelForSequenceClassification / AutoModelForCausalLM
+and `local_files_only=True`: never the network. `text:` sentences are tokenized with the
+folder's own tokenizer, padded or truncated to `seq_len`.
 """
 
 from __future__ import annotations
 
 import json
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.inputs import SEQ, InputSpec, make_inputs
-from bench.sources import ModelSource, SourceError, short, spec_available
+from bench.sources import TASKS, ModelSource, SourceError, short, spec_available
 
 MISSING = "transformers is not installed: pip install .[transformers] (the transformers and tokenizers packages)"
 TASK_CLASSES = {
@@ -108,6 +112,63 @@ def task_misfit(config: dict[str, Any], task: str) -> str | None:
         + (f"The task that fits it: task: {fit}" if fit else "No task bench offers is sure to fit it")
         + f" (or set random_weights: true to time {task} with seeded random weights)"
     )
+
+
+class EntryError(ValueError):
+    """What an hf: folder refuses in its model entry; `where` is the entry's key it concerns, e.g.
+    ("hf",) or ("inputs", 0, "range"), or () for the entry as a whole."""
+
+    def __init__(self, where: tuple[Any, ...], message: str):
+        super().__init__(message)
+        self.where = where
+
+
+@dataclass(frozen=True)
+class EntryFacts:
+    """What an hf: folder gives its model entry."""
+
+    inputs: tuple[InputSpec, ...]  # the entry's own inputs, or the defaults from config.json
+    max_positions: int | None  # the longest sequence config.json allows, when it says
+
+
+def check_entry(
+    folder: Path, task: str | None, inputs: tuple[InputSpec, ...], text: str | None, random_weights: bool
+) -> EntryFacts:
+    """An hf: model entry checked against its folder: config.json readable, a task named that loads
+    the saved architecture (unless random_weights), sequence inputs of one dimension per sample, token
+    ids within the vocabulary, and a tokenizer for its `text:` file (whose sentences are read).
+    Raises EntryError."""
+    try:
+        config = read_config(folder)
+    except ValueError as exc:
+        raise EntryError(("hf",), str(exc)) from None
+    if task is None:
+        named = ", ".join(config.get("architectures") or []) or "not named in config.json"
+        raise EntryError((), f"an hf: folder needs task: one of {', '.join(TASKS)} (its architecture: {named})")
+    if not random_weights and (misfit := task_misfit(config, task)):
+        raise EntryError(("task",), misfit)
+    for i, spec in enumerate(inputs):
+        if spec.name in SEQUENCE_INPUTS and len(spec.shape) != 1:
+            shape = f"[{', '.join(map(str, spec.shape))}]"
+            raise EntryError(("inputs", i, "shape"), f"a transformers text model takes {spec.name} as [batch, "
+                             f"sequence], so one sample's shape has one dimension, e.g. [{SEQ}]; {shape} would "
+                             f"make it [batch, {shape[1:]}")  # fmt: skip
+    inputs = inputs or default_inputs(config)
+    vocab = config.get("vocab_size")
+    for i, spec in enumerate(inputs):
+        if spec.name == "input_ids" and spec.range and isinstance(vocab, int) and spec.range[1] > vocab:
+            raise EntryError(("inputs", i, "range"), f"token ids up to {spec.range[1] - 1} are beyond the "
+                             f"vocabulary of {folder / 'config.json'} (vocab_size {vocab})")  # fmt: skip
+    if text is not None:
+        try:
+            read_sentences(Path(text))
+        except ValueError as exc:
+            raise EntryError(("text",), str(exc)) from None
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise EntryError(
+                ("text",), f"{folder} has no tokenizer ({' or '.join(TOKENIZER_FILES)}) to tokenize it with"
+            )
+    return EntryFacts(inputs, max_positions(config))
 
 
 def max_positions(config: dict[str, Any]) -> int | None:

@@ -23,7 +23,7 @@ from bench import hf, models, pruning, sources
 from bench.calibration import CalibrationSpec, check_calibration
 from bench.errors import SuiteError
 from bench.generation import GeneratePolicy
-from bench.inputs import SEQ, TOKEN_INDEX_INPUTS, InputsError, parse_inputs, uses_seq
+from bench.inputs import TOKEN_INDEX_INPUTS, InputsError, parse_inputs, uses_seq
 from bench.pipeline import DataSpec, check_data_spec
 from bench.record import ROW_DEFAULTS
 from bench.schema import (
@@ -701,8 +701,8 @@ class _Validator:
         return source
 
     def text_fields(self, value: dict[str, Any], kind: str, where: Path_) -> dict[str, Any]:
-        """`inputs`, `output`, `task`, `text` and `random_weights` of a model entry; an hf folder's
-        config.json gives the default inputs and the limits they are checked against."""
+        """`inputs`, `output`, `task`, `text` and `random_weights` of a model entry; an hf folder is
+        asked (bench.hf.check_entry) for its default inputs and the limits they are checked against."""
         fields: dict[str, Any] = {"inputs": (), "output": value.get("output"), "task": value.get("task"),
                                   "text": None, "random_weights": value.get("random_weights", False)}  # fmt: skip
         if "inputs" in value:
@@ -731,42 +731,18 @@ class _Validator:
             if fields["task"] is not None and not fields["inputs"]:
                 raise self.fail((*where, "task"), "applies to models with inputs: (token ids) or hf: folders")
             return fields
+        text = value.get("text")
+        if text is not None and not isinstance(text, str):
+            raise self.fail((*where, "text"), f"expected the path of a text file, got {describe(text)}")
+        fields["text"] = self.context.path(text) if text is not None else None
         folder = Path(self.context.path(value["hf"]))
-        try:
-            config = hf.read_config(folder)
-        except ValueError as exc:
-            raise self.fail((*where, "hf"), str(exc)) from None
-        if fields["task"] is None:
-            named = ", ".join(config.get("architectures") or []) or "not named in config.json"
-            raise self.fail(where, f"an hf: folder needs task: one of {', '.join(sources.TASKS)} (its "
-                            f"architecture: {named})")  # fmt: skip
-        if not fields["random_weights"] and (misfit := hf.task_misfit(config, fields["task"])):
-            raise self.fail((*where, "task"), misfit)
-        for i, spec in enumerate(fields["inputs"]):
-            if spec.name in hf.SEQUENCE_INPUTS and len(spec.shape) != 1:
-                shape = f"[{', '.join(map(str, spec.shape))}]"
-                raise self.fail((*where, "inputs", i, "shape"), f"a transformers text model takes {spec.name} as "
-                                f"[batch, sequence], so one sample's shape has one dimension, e.g. [{SEQ}]; "
-                                f"{shape} would make it [batch, {shape[1:]}")  # fmt: skip
-        fields["inputs"] = fields["inputs"] or hf.default_inputs(config)
-        vocab = config.get("vocab_size")
-        for i, spec in enumerate(fields["inputs"]):
-            if spec.name == "input_ids" and spec.range and isinstance(vocab, int) and spec.range[1] > vocab:
-                raise self.fail((*where, "inputs", i, "range"), f"token ids up to {spec.range[1] - 1} are beyond "
-                                f"the vocabulary of {folder / 'config.json'} (vocab_size {vocab})")  # fmt: skip
-        if (positions := hf.max_positions(config)) is not None:
-            self.max_positions[value["name"]] = positions
-        if "text" in value:
-            if not isinstance(value["text"], str):
-                raise self.fail((*where, "text"), f"expected the path of a text file, got {describe(value['text'])}")
-            fields["text"] = self.context.path(value["text"])
-            try:
-                hf.read_sentences(Path(fields["text"]))
-            except ValueError as exc:
-                raise self.fail((*where, "text"), str(exc)) from None
-            if not any((folder / name).is_file() for name in hf.TOKENIZER_FILES):
-                raise self.fail((*where, "text"), f"{folder} has no tokenizer ({' or '.join(hf.TOKENIZER_FILES)}) "
-                                "to tokenize it with")  # fmt: skip
+        try:  # the folder's own files decide the rest (bench.hf)
+            facts = hf.check_entry(folder, fields["task"], fields["inputs"], fields["text"], fields["random_weights"])
+        except hf.EntryError as exc:
+            raise self.fail((*where, *exc.where), str(exc)) from None
+        fields["inputs"] = facts.inputs
+        if facts.max_positions is not None:
+            self.max_positions[value["name"]] = facts.max_positions
         return fields
 
     def architecture(self, value: dict[str, Any], kind: str, where: Path_) -> str:

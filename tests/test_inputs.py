@@ -8,6 +8,7 @@ import pytest
 import torch
 from text_models import config_only
 
+from bench import hf
 from bench.errors import SuiteError
 from bench.fidelity import compare_task
 from bench.inputs import InputsError, InputSpec, make_inputs, parse_inputs, select_output
@@ -85,6 +86,26 @@ def test_hf_inputs_come_from_config_json(tmp_path):
     names = [(s.name, s.range, s.fill) for s in scenario.source.inputs]
     assert names == [("input_ids", (0, 100), None), ("attention_mask", None, 1), ("token_type_ids", None, 0)]
     assert scenario.id == "enc-b1-t1-fp32-eager-s16"
+
+
+def test_the_models_side_answers_what_an_hf_folder_gives_its_entry(tmp_path):
+    folder = _hf(tmp_path, model_type="gpt2", n_positions=32, max_position_embeddings=None, type_vocab_size=None)
+    facts = hf.check_entry(folder, "causal-lm", (), None, False)
+    assert ([s.name for s in facts.inputs], facts.max_positions) == (["input_ids", "attention_mask"], 32)
+    own = (InputSpec("input_ids", ("seq",), "int64", range=(0, 10)),)
+    assert hf.check_entry(folder, "causal-lm", own, None, False).inputs == own
+    (tmp_path / "prompts.txt").write_text("one sentence\n")
+    for task, inputs, text, where in [
+        (None, (), None, ()),
+        ("causal-lm", (InputSpec("input_ids", ("seq",), "int64", range=(0, 101)),), None, ("inputs", 0, "range")),
+        ("causal-lm", (), str(tmp_path / "prompts.txt"), ("text",)),  # no tokenizer in the folder
+    ]:
+        with pytest.raises(hf.EntryError) as info:
+            hf.check_entry(folder, task, inputs, text, False)
+        assert info.value.where == where
+    with pytest.raises(hf.EntryError) as info:
+        hf.check_entry(tmp_path / "nowhere", "causal-lm", (), None, False)
+    assert info.value.where == ("hf",)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bench.schema import from_json
+
 SEQ = "seq"  # the one shape symbol: the scenario's seq_len
 DTYPES = ("float32", "int64", "int32")
 KEYS = ("name", "shape", "dtype", "range", "fill")
@@ -50,8 +52,7 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
-        return cls(name=data["name"], shape=tuple(data["shape"]), dtype=data.get("dtype", "float32"),
-                   range=tuple(data["range"]) if data.get("range") else None, fill=data.get("fill"))  # fmt: skip
+        return from_json(cls, data)
 
 
 class InputsError(ValueError):

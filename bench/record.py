@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.contention import Contention
+from bench.schema import field_types, from_json
 from bench.stats import LatencyStats
 
 SCHEMA_VERSION = 1
@@ -493,15 +493,7 @@ class ResultRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
         """Build a record from JSON; keys from newer schemas are ignored, missing optional ones default."""
-        hints = _type_hints(cls)
-        return cls(**{key: from_json(hints[key], value) for key, value in data.items() if key in hints})
-
-
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    """A dataclass's fields and their types, read once (typing.get_type_hints evaluates the annotations)."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+        return from_json(cls, data)
 
 
 def _dataclass_of(hint: Any) -> type | None:
@@ -514,7 +506,7 @@ def _dataclass_of(hint: Any) -> type | None:
 
 # The record's fields that are dataclasses of their own, and their classes: read from the type hints.
 NESTED_FIELDS: dict[str, type] = {
-    name: cls for name, hint in _type_hints(ResultRecord).items() if (cls := _dataclass_of(hint)) is not None
+    name: cls for name, hint in field_types(ResultRecord).items() if (cls := _dataclass_of(hint)) is not None
 }
 # The fields every row must have; ROW_DEFAULTS holds what an older row without one meant.
 REQUIRED_FIELDS = tuple(
@@ -593,24 +585,6 @@ def _clean(value: Any, kind: str) -> Any:
     if isinstance(value, int | float):
         return value if math.isfinite(value) else None
     return value if isinstance(value, str) and "str" in kind else None
-
-
-def from_json(hint: Any, value: Any) -> Any:
-    """A JSON value as type `hint`: dataclasses (recursively, unknown keys dropped), lists, optionals."""
-    if value is None:
-        return None
-    origin = typing.get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return from_json(inner[0], value) if len(inner) == 1 else value
-    if origin is list and isinstance(value, list):
-        (item,) = typing.get_args(hint)
-        return [from_json(item, v) for v in value]
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        hints = typing.get_type_hints(hint)
-        names = {f.name for f in dataclasses.fields(hint)}
-        return hint(**{k: from_json(hints[k], v) for k, v in value.items() if k in names})
-    return value
 
 
 def append_record(path: Path, record: ResultRecord) -> None:

@@ -11,8 +11,8 @@ was expected. The dataclass's `__post_init__` raises ValueError for rules across
 mapping and unknown keys (with a "did you mean"), runs each given key's check in the order
 written, lays the given keys over an inherited block (a `defaults:` block under an `include:`
 entry's) and names a missing required key. `from_json(cls, data)` is the way back from a
-dataclass's `asdict` form after a trip through JSON (a worker's spec): by the type hints,
-tuples and nested dataclasses are rebuilt and keys it does not know are dropped.
+dataclass's `asdict` form after a trip through JSON (a worker's spec, a results.jsonl row): by
+the type hints, tuples and nested dataclasses are rebuilt and keys it does not know are dropped.
 
 Nothing here knows a file or a line: bench.suite turns `Invalid.where` into both from the
 YAML line table it keeps. This module imports nothing of bench, so the modules that declare
@@ -204,33 +204,29 @@ def byte_size(value: Any, where: Where, context: Context) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
-def from_json(cls: type, data: Mapping[str, Any]) -> Any:
-    """An instance of dataclass `cls` from its `asdict` form, also after JSON made its tuples lists:
-    nested dataclasses and tuples rebuilt by the type hints, unknown keys dropped, missing ones at
-    their defaults. A dataclass with a `from_dict` of its own (bench.sources.ModelSource) reads itself."""
-    hints = _hints(cls)
-    return cls(**{name: _value(hints[name], value) for name, value in data.items() if name in hints})
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {name: hint for name, hint in typing.get_type_hints(cls).items() if name in names}
-
-
-def _value(hint: Any, value: Any) -> Any:
+def from_json(hint: Any, value: Any) -> Any:
+    """A JSON value as type `hint`, e.g. a dataclass from its `asdict` form after a trip through JSON:
+    nested dataclasses (keys they do not know dropped, missing ones at their defaults), tuples and
+    lists rebuilt by the type hints, optionals; anything else as it is."""
     if value is None:
         return None
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
         inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return _value(inner[0], value) if len(inner) == 1 else value
-    if origin is tuple and isinstance(value, (list, tuple)):
+        return from_json(inner[0], value) if len(inner) == 1 else value
+    if origin in (tuple, list) and isinstance(value, (list, tuple)):
         args = typing.get_args(hint)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_value(args[0], item) for item in value)
-        return tuple(_value(arg, item) for arg, item in zip(args, value, strict=True))
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        reader = getattr(hint, "from_dict", None)
-        return reader(value) if reader is not None else from_json(hint, value)
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            return origin(from_json(args[0], item) for item in value)
+        return tuple(from_json(arg, item) for arg, item in zip(args, value, strict=True))
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        hints = field_types(hint)
+        return hint(**{name: from_json(hints[name], item) for name, item in value.items() if name in hints})
     return value
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's fields and their types, read once (typing.get_type_hints evaluates the annotations)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {name: hint for name, hint in typing.get_type_hints(cls).items() if name in names}

@@ -38,6 +38,7 @@ from bench import models
 from bench.artifacts import file_sha256
 from bench.errors import UserError
 from bench.inputs import InputSpec
+from bench.schema import from_json
 
 KINDS = ("checkpoint", "safetensors", "factory", "torchscript", "onnx", "exported_program", "tflite", "aoti", "hf")
 WEIGHT_KINDS = ("checkpoint", "safetensors")  # weights for an `architecture`
@@ -115,8 +116,7 @@ class ModelSource:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSource:
-        inputs = tuple(InputSpec.from_dict(spec) for spec in data.get("inputs") or ())
-        return cls(**{**data, "input_shape": tuple(data["input_shape"]), "inputs": inputs})
+        return from_json(cls, data)
 
 
 class SourceError(UserError):

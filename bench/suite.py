@@ -2,7 +2,12 @@
 
 A suite is `name`, `description`, `defaults`, a `matrix` of axes, and optional
 `exclude` / `include` lists and `hosts` (host groups of a fleet run, bench.fleet).
-Every error names the file, the line and the field.
+Every error names the file, the line and the field: the loader keeps the line of every key
+and list item, and a failure at a place in the document is reported on the nearest line it has.
+
+The settings (`measure:`, `capacity:`, `data:`, …) are declared once, on their dataclasses'
+fields (bench.schema), and read by one reader; the axes' checks are one table (_AXIS_CHECKS).
+What a Hugging Face folder gives a model entry is asked of bench.hf (check_entry).
 """
 
 from __future__ import annotations

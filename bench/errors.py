@@ -1,5 +1,6 @@
-"""Errors a user can fix. The CLI prints them as one paragraph and exits 2. bench's own warnings
-are BenchWarning: those reach the console while library warnings are kept aside (bench.library_log)."""
+"""Errors a user can fix (the CLI prints them as one paragraph and exits 2), and the exceptions that
+become a row's reason instead: `Unsupported`, `CompileFailed`. bench's own warnings are
+BenchWarning: those reach the console while library warnings are kept aside (bench.library_log)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,18 @@ class Unsupported(Exception):
 
 class BenchWarning(UserWarning):
     """A warning of bench's own, for the user: it prints even where library warnings are kept aside."""
+
+
+class CompileFailed(Exception):
+    """The compiler refused the model; the message is its first meaningful line and a hint."""
+
+
+def first_error_line(exc: BaseException) -> str:
+    """The compiler's first meaningful line: Dynamo and Inductor wrap the real error in pages of
+    context (the user stack, 'Set TORCHDYNAMO_VERBOSE=1' advice); keep its first non-boilerplate line."""
+    skip = ("Traceback", "File ", "Set TORCH", "You can suppress", "from user code", "To log", "Explanation")
+    for line in str(exc).splitlines():
+        text = line.strip()
+        if text and not text.startswith(skip):
+            return text if len(text) <= 300 else text[:297] + "..."
+    return type(exc).__name__

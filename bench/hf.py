@@ -198,7 +198,7 @@ def read_sentences(path: Path) -> list[str]:
 
 
 def import_transformers() -> Any:
-    import transformers  # backends.unsupported_reason says MISSING before a row gets here without it
+    import transformers  # runtimes.unsupported_reason says MISSING before a row gets here without it
 
     transformers.logging.set_verbosity_error()  # its notes on configs go to every worker's stderr otherwise
     transformers.utils.logging.disable_progress_bar()

@@ -25,38 +25,10 @@ from bench.fidelity import compare
 from bench.suite import GRAD_MODES, MODULE_MODES, Scenario
 
 DEFAULT_GRAD_MODE, DEFAULT_MODULE_MODE = GRAD_MODES[0], MODULE_MODES[0]
-MODULE_LOADS = ("eager", "mmap")  # an nn.Module in Python: both axes apply
-_TORCHSCRIPT = (
-    "bench freezes its TorchScript artifacts: weights become constants (no parameter to require grad) and "
-    "BatchNorm is folded into the convolutions in eval mode, so only grad_mode no_grad applies to load torchscript"
-)
-_EXPORT_TRAIN = (
-    "an exported program's graph is captured in eval mode (torch.export.load(...).module().train() raises "
-    "'not supported'); module_mode train applies to load eager and mmap"
-)
 
 
 def is_default(scenario: Scenario) -> bool:
     return (scenario.grad_mode, scenario.module_mode) == (DEFAULT_GRAD_MODE, DEFAULT_MODULE_MODE)
-
-
-def unsupported_reason(scenario: Scenario) -> str | None:
-    """Why a non-default grad_mode or module_mode cannot apply to the scenario's load mode, or None."""
-    if is_default(scenario) or scenario.load in MODULE_LOADS:
-        return None
-    if scenario.load == "torchscript":
-        return _TORCHSCRIPT if (scenario.grad_mode, scenario.module_mode) != ("no_grad", "eval") else None
-    if scenario.load == "export":
-        return _EXPORT_TRAIN if scenario.module_mode == "train" else None
-    if scenario.load in ("compile", "aoti"):
-        return (
-            f"load {scenario.load} compiles a frozen inference graph (Inductor freezing: weights become "
-            "constants), so there is no autograd graph or training mode to measure; use load eager or mmap"
-        )
-    return (
-        f"grad_mode and module_mode apply to torch modules (load eager, mmap, export, torchscript); load "
-        f"{scenario.load} runs the model outside torch, with no autograd and no training mode"
-    )
 
 
 def grad_context(grad_mode: str) -> contextlib.AbstractContextManager[Any]:
@@ -142,7 +114,9 @@ def default_mode(scenario: Scenario, module: Any) -> Iterator[None]:
     """The model in eval() under inference_mode for a while, then back in the scenario's modes."""
     import torch
 
-    switch = scenario.load in MODULE_LOADS  # an exported or TorchScript module stays as loaded (eval)
+    # Only a module in training mode moves (only load modes with Runtime.module_modes admit it,
+    # bench.runtimes); every other, an exported or TorchScript one included, stays as loaded (eval).
+    switch = scenario.module_mode == "train"
     if switch:
         module.eval()
     try:

@@ -3,7 +3,7 @@
 The parent (bench.capacity) starts N of these with `python -m bench.instance`, hands each
 a spec on stdin (scenario, artifact, cores, thread count) and then drives them with one
 JSON command per line. Each instance pins itself with os.sched_setaffinity before torch
-starts its thread pools, loads the model through bench.backends (so every precision and
+starts its thread pools, loads the model through bench.runtimes (so every precision and
 load mode works here too), warms up and says `ready`; replies go to a separate pipe, so
 nothing a library prints can garble them.
 
@@ -87,24 +87,24 @@ def main() -> None:
 def _serve_commands(spec: dict[str, Any], replies: Any) -> None:
     import torch
 
-    from bench import backends
+    from bench import runtimes
     from bench.suite import Scenario
 
     scenario = Scenario.from_dict(spec["scenario"])
     torch.set_num_threads(scenario.threads)
     torch.set_num_interop_threads(scenario.interop_threads)
-    backends.import_libraries(scenario)
+    runtimes.import_libraries(scenario)
     with torch.inference_mode():
         started = time.perf_counter()
-        infer, _ = backends.load_model(scenario, Path(spec["artifact_path"]))
+        infer, _ = runtimes.load_model(scenario, Path(spec["artifact_path"]))
         load_s = time.perf_counter() - started
         # Keyed by (samples, index into the request mix's seq_lens, or None: the scenario's own seq_len).
         sizes = {scenario.batch_size, *spec["batch_sizes"], *spec["serve_batch_sizes"]}
-        batches = {(size, None): backends.make_batch(scenario, batch_size=size) for size in sizes}
+        batches = {(size, None): runtimes.make_batch(scenario, batch_size=size) for size in sizes}
         for seq, seq_len in enumerate(spec["mix_seq_lens"]):
             mixed = dataclasses.replace(scenario, seq_len=seq_len)
             for size in spec["serve_batch_sizes"]:
-                batches[size, seq] = backends.make_batch(mixed, batch_size=size)
+                batches[size, seq] = runtimes.make_batch(mixed, batch_size=size)
         for batch in batches.values():
             for _ in range(WARMUP_CALLS):
                 infer(batch)

@@ -2,8 +2,8 @@
 
 `profile_scenario` runs the scenario a second time, in a fresh process of its own
 (`python -m bench.profiling SPEC`), so the timed run never carries profiler overhead. The
-model is built and loaded exactly as the timed worker does it (`backends.load_model`,
-`backends.make_batch`), with the same thread settings, under `torch.inference_mode()`.
+model is built and loaded exactly as the timed worker does it (`runtimes.load_model`,
+`runtimes.make_batch`), with the same thread settings, under `torch.inference_mode()`.
 
 - torch load modes (eager, mmap, torchscript; any precision): torch.profiler with CPU
   activity, record_shapes and profile_memory over `iterations` calls after `warmup`
@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import backends, compiled, hygiene, models, sources
+from bench import hygiene, models, runtimes, sources
 from bench.profile_format import (
     ALLOCATION_FIELDS,
     MEMORY_COLUMNS,
@@ -148,13 +148,11 @@ def profile_scenario(
     """
     out_dir = Path(out_dir)
     try:
-        reason = backends.unsupported_reason(scenario)
-        if reason is None and backends.runtime_of(scenario) == "litert":
-            reason = "bench has no operator profiler for LiteRT"
+        reason = runtimes.unsupported_reason(scenario)
+        if reason is None and runtimes.runtime_for(scenario).profiler is None:
+            reason = runtimes.runtime_for(scenario).no_profiler
         if reason is None and not hygiene.is_default(scenario):
             reason = "profiles run the model in eval() under inference_mode only (grad_mode, module_mode)"
-        if reason is None and backends.runtime_of(scenario) == "openvino":
-            reason = "bench does not read OpenVINO's per-layer performance counters (PERF_COUNT) yet"
         if reason is not None:
             return ProfileResult(scenario.id, "unsupported", f"not profiled: {reason}", out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +222,7 @@ def _child_main(spec_path: str) -> int:
                                "started_monotonic_s": time.monotonic()}  # fmt: skip
     try:
         scenario = Scenario.from_dict(spec["scenario"])
-        summary.update(scenario_id=scenario.id, runtime="onnxruntime" if scenario.load == "onnxruntime" else "torch")
+        summary.update(scenario_id=scenario.id, runtime=runtimes.runtime_for(scenario).profiler)
         missing = _missing_profiler(summary["runtime"])
         if missing:
             summary.update(status="unsupported", note=missing)
@@ -232,7 +230,7 @@ def _child_main(spec_path: str) -> int:
             summary.update(_profile_here(scenario, Path(spec["artifact_path"]), out_dir, spec, summary))
             summary["status"] = "ok"
     except Exception as exc:
-        status = "unsupported" if isinstance(exc, backends.Unsupported) else "failed"
+        status = "unsupported" if isinstance(exc, runtimes.Unsupported) else "failed"
         summary.update(status=status, note=f"{type(exc).__name__} during {summary['phase']}: {exc}")
         summary["traceback"] = traceback.format_exc()
     summary.pop("phase", None)
@@ -260,14 +258,14 @@ def _profile_here(
     torch.set_num_interop_threads(scenario.interop_threads)
     iterations, warmup = max(1, spec["iterations"]), max(0, spec["warmup"])
     summary["max_time_s"] = spec.get("max_time_s")
-    batch = backends.make_batch(scenario)
-    if scenario.load == "compile":  # the same cold (or warm) Inductor cache as the timed worker
-        facts, cleanup = compiled.set_up_inductor_cache(scenario, artifact_path)
-        summary["compile_cache"] = facts["cache"]
-        atexit.register(cleanup)
+    batch = runtimes.make_batch(scenario)
+    runtime = runtimes.runtime_for(scenario)
+    facts, cleanup = runtime.set_up_process(scenario, artifact_path)  # compile: the timed worker's Inductor cache
+    summary.update(facts)
+    atexit.register(cleanup)
     summary["phase"] = "load"
     with torch.inference_mode():
-        if scenario.load == "onnxruntime":
+        if runtime.profiler == "onnxruntime":
             return _profile_onnxruntime(scenario, artifact_path, out_dir, batch, iterations, warmup, summary)
         infer, memory = _load_and_first_call(scenario, artifact_path, batch, out_dir, summary)
         return _profile_torch(infer, batch, out_dir, iterations, warmup, scenario, summary, memory)
@@ -284,7 +282,7 @@ def _load_and_first_call(
         starts_s.append(time.monotonic())
         summary["load_started_monotonic_s"] = starts_s[0]
         with record_function(LOAD_RANGE):
-            infer, _ = backends.load_model(scenario, artifact_path)
+            infer, _ = runtimes.load_model(scenario, artifact_path)
         summary["phase"] = "first_inference"
         starts_s.append(time.monotonic())
         with record_function(FIRST_CALL_RANGE):
@@ -492,7 +490,7 @@ def _profile_onnxruntime(
     warmup: int,
     summary: dict[str, Any],
 ) -> dict[str, Any]:
-    """The session is made by backends.load_model, with profiling switched on in its options."""
+    """The session is made by runtimes.load_model, with profiling switched on in its options."""
     import onnxruntime as ort
 
     sessions: list[Any] = []
@@ -508,7 +506,7 @@ def _profile_onnxruntime(
 
     ort.InferenceSession = profiling_session  # this process only, and only while loading
     try:
-        infer, facts = backends.load_model(scenario, artifact_path)
+        infer, facts = runtimes.load_model(scenario, artifact_path)
     finally:
         ort.InferenceSession = real_session
     summary["phase"] = "warmup"

@@ -434,7 +434,7 @@ class ResultRecord:
     artifact_prepare_s: float | None = None  # 0.0 when taken from the cache
     artifact_cached: bool | None = None
     quantized_layers: int | None = None  # int8 and int4 precisions: layers replaced with (or run as) quantized versions
-    # ONNX Runtime int8_dynamic: weights quantized to 7 bits (x86 without VNNI; bench.backends.ort_reduce_range)
+    # ONNX Runtime int8_dynamic: weights quantized to 7 bits (x86 without VNNI; bench.runtimes.formats.ort_reduce_range)
     ort_reduce_range: bool | None = None
     ort_graph_optimization_level: str | None = None  # onnxruntime rows: the session's optimisation level
     rounds_limited_by_time: bool | None = None  # fewer than min_rounds: the precision is pathologically slow

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import bench
-from bench import backends
+from bench import runtimes
 from bench.capacity import measure_capacity, not_measured
 from bench.contention import Contention, wait_for_quiet
 from bench.environment import collect_environment
@@ -469,15 +469,15 @@ def run_scenario(
     file_stem = file_stem or scenario.id
     started_at, started = utc_now(), time.perf_counter()
     base = record_base(context, scenario, started_at)
-    reason = backends.unsupported_reason(scenario)
+    reason = runtimes.unsupported_reason(scenario)
     if reason is not None:
         return ResultRecord(**base, status="unsupported", reason=reason, duration_s=0.0)
     progress.scenario_phase("preparing artifact (cached after the first time)", 0.0)
     artifact_started = time.perf_counter()
     try:
-        artifact = backends.prepare_artifact(scenario, context.cache_dir)
-        reference = backends.reference_outputs(scenario, context.cache_dir, backends.fidelity_count(scenario))
-    except backends.Unsupported as exc:
+        artifact = runtimes.prepare_artifact(scenario, context.cache_dir)
+        reference = runtimes.reference_outputs(scenario, context.cache_dir, runtimes.fidelity_count(scenario))
+    except runtimes.Unsupported as exc:
         return ResultRecord(**base, status="unsupported", reason=str(exc), duration_s=time.perf_counter() - started)
     except SourceError as exc:  # the user's file or factory: the message names it and the suite field
         return ResultRecord(**base, status="failed", reason=str(exc), duration_s=time.perf_counter() - started)
@@ -833,8 +833,8 @@ def record_base(context: RunContext, scenario: Scenario, started_at: str) -> dic
         interop_threads=scenario.interop_threads,
         precision=scenario.precision,
         load=scenario.load,
-        runtime=backends.runtime_of(scenario),
-        artifact_format=backends.artifact_format(scenario),
+        runtime=runtimes.runtime_of(scenario),
+        artifact_format=runtimes.artifact_format(scenario),
         input_shape=list(scenario.input_shape),
         host_group=scenario.host_group,
         environment_fingerprint=context.environment["fingerprint"],
@@ -843,8 +843,8 @@ def record_base(context: RunContext, scenario: Scenario, started_at: str) -> dic
         variant=scenario.variant,
         grad_mode=scenario.grad_mode,
         module_mode=scenario.module_mode,
-        model_source=ModelSourceInfo(**info) if (info := backends.source_record(scenario)) else None,
-        **backends.inputs_record(scenario),
+        model_source=ModelSourceInfo(**info) if (info := runtimes.source_record(scenario)) else None,
+        **runtimes.inputs_record(scenario),
     )
 
 

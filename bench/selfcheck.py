@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import backends, models
+from bench import models, runtimes
 from bench.console import ConsoleProgress
 from bench.errors import UserError
 from bench.memory import cpu_count
@@ -173,7 +173,7 @@ def _measure(
     progress = ConsoleProgress()
 
     progress.scenario_started(1, runs + 1, f"{scenario.id}: {INTERLEAVED_BLOCKS} blocks, harness and Timer interleaved")
-    artifact = backends.prepare_artifact(scenario, context.cache_dir)
+    artifact = runtimes.prepare_artifact(scenario, context.cache_dir)
     out_dir = context.run_dir / "selfcheck"
     benchmark_json = out_dir / "interleaved-benchmark.json"
     outcome = run_worker(

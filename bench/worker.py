@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from bench import backends, compiled, contention, generation, hygiene
+from bench import contention, generation, hygiene, runtimes
 from bench.fidelity import FIDELITY_INPUTS, compare_task
 from bench.memory import malloc_trim, max_rss_rusage_bytes, read_status_bytes, reset_peak_rss
 from bench.suite import Scenario
@@ -93,6 +93,7 @@ class WorkerSession:
 
     def __init__(self, spec: dict[str, Any], configured_s: float | None = None):
         self.scenario = Scenario.from_dict(spec["scenario"])
+        self.runtime = runtimes.runtime_for(self.scenario)
         self.artifact_path = Path(spec["artifact_path"])
         self.out_dir = Path(spec["out_dir"])
         self.reference_path = Path(spec["reference_path"]) if spec.get("reference_path") else None
@@ -129,11 +130,11 @@ class WorkerSession:
             self.result["torch_num_threads"] = torch.get_num_threads()
             self.result["torch_num_interop_threads"] = torch.get_num_interop_threads()
             self.result["clear_refs_works"] = reset_peak_rss()
-            backends.import_libraries(self.scenario)
-            if self.scenario.load == "compile":  # before anything compiles: Inductor reads it on first use
-                facts, cleanup = compiled.set_up_inductor_cache(self.scenario, self.artifact_path)
-                self._stack.callback(cleanup)
-                self.result["compile_cache"] = facts["cache"]
+            runtimes.import_libraries(self.scenario)
+            # before anything loads or compiles (compile: Inductor reads its cache folder on first use)
+            facts, cleanup = self.runtime.set_up_process(self.scenario, self.artifact_path)
+            self._stack.callback(cleanup)
+            self.result.update(facts)
             # Every phase runs in the scenario's grad mode (inference_mode unless the suite asks otherwise).
             self._stack.enter_context(hygiene.grad_context(self.scenario.grad_mode))
         return self
@@ -150,7 +151,7 @@ class WorkerSession:
         """Record an exception as this scenario's failure reason, then let pytest see it."""
         try:
             yield
-        except backends.Unsupported as exc:
+        except runtimes.Unsupported as exc:
             self.result["status"] = "unsupported"
             self.result["reason"] = str(exc)
             raise
@@ -187,11 +188,11 @@ class WorkerSession:
 
     def load(self) -> None:
         """File to ready model: `load_s`. The seeded input batch is made first, outside it."""
-        self.batch = backends.make_batch(self.scenario)
+        self.batch = runtimes.make_batch(self.scenario)
         self._enter("load")
         self.result["rss_before_load_bytes"] = read_status_bytes().get("VmRSS")
         started = time.perf_counter()
-        self.infer, facts = backends.load_model(self.scenario, self.artifact_path)
+        self.infer, facts = runtimes.load_model(self.scenario, self.artifact_path)
         self.result["load_s"] = time.perf_counter() - started
         self.result.update(facts)
         self.saved_buffers, mode_facts = hygiene.prepare(self.scenario, self.infer)
@@ -200,11 +201,11 @@ class WorkerSession:
 
     def compile(self) -> None:
         """torch.compile compiles on the first call: that call alone is `compile_s`, its own phase."""
-        if self.scenario.load != "compile":
+        if not self.runtime.compiles_on_first_call:
             return
         assert self.infer is not None
         self._enter("compile")
-        facts = compiled.first_compiled_call(self.infer, self.batch)
+        facts = self.runtime.first_call(self.infer, self.batch)
         self.result["compile_s"] = facts["compile_s"]
         self.result["compiled"] = {**self.result.get("compiled", {}), "graphs": facts["graphs"]}
 
@@ -274,7 +275,7 @@ class WorkerSession:
         self._enter("pipeline")
         fixed = self.result.get("fixed_batch") is not None
         loader = build_loader(spec, self.scenario.input_shape, self.scenario.batch_size, drop_last=fixed)
-        result = run_pipeline(loader, self.infer, lambda batch: backends.to_runtime_input(self.scenario, batch))
+        result = run_pipeline(loader, self.infer, lambda batch: runtimes.to_runtime_input(self.scenario, batch))
         if result.images == 0:
             if fixed and len(loader.dataset):
                 raise ValueError(
@@ -293,9 +294,9 @@ class WorkerSession:
         assert self.infer is not None
         self._enter("fidelity")
         reference = torch.load(self.reference_path, map_location="cpu", weights_only=True)
-        inputs = backends.fidelity_batch(self.scenario, reference.shape[0])
-        batch = backends.to_runtime_input(self.scenario, inputs)
-        output = backends.run_inputs(self.infer, batch, self.result.get("fixed_batch"))
+        inputs = runtimes.fidelity_batch(self.scenario, reference.shape[0])
+        batch = runtimes.to_runtime_input(self.scenario, inputs)
+        output = runtimes.run_inputs(self.infer, batch, self.result.get("fixed_batch"))
         task = self.scenario.source.task if self.scenario.source else None
         named = inputs if isinstance(inputs, dict) else None
         mask = named.get("attention_mask") if named else None
@@ -308,24 +309,25 @@ class WorkerSession:
             return
         self._enter("generation")
         module = getattr(self.infer, "module", None)
-        if self.scenario.load not in ("eager", "mmap") or module is None or not hasattr(module, "generate"):
+        if not self.runtime.generates or module is None or not hasattr(module, "generate"):
             self.result["generation"] = {
                 "prompt_tokens": self.scenario.seq_len, "new_tokens": policy.new_tokens,
                 "batch_size": self.scenario.batch_size, "rounds": 0, "ttft_s": None, "tpot_s": None,
-                "tokens_per_s": None, "note": f"not measured: generation runs the transformers module (load eager "
-                f"or mmap) with its KV cache; a {self.scenario.load} artifact has one forward call only",
+                "tokens_per_s": None, "note": f"not measured: generation runs the transformers module (load "
+                f"{runtimes.generating_loads()}) with its KV cache; a {self.scenario.load} artifact has one "
+                "forward call only",
             }  # fmt: skip
             return
         self.result["generation"] = generation.measure(module, self.batch, policy)
 
     def check_hygiene(self) -> None:
         """Torch rows, after timing: do outputs repeat, and what the grad and module modes changed (bench.hygiene)."""
-        if backends.runtime_of(self.scenario) != "torch":
+        if self.runtime.engine != "torch":
             return
         if self.reference_path is None and hygiene.is_default(self.scenario):
             return  # a compiled file of the user's: the fidelity inputs may not fit its fixed shapes
         self._enter("hygiene")
-        inputs = backends.to_runtime_input(self.scenario, backends.fidelity_batch(self.scenario, FIDELITY_INPUTS))
+        inputs = runtimes.to_runtime_input(self.scenario, runtimes.fidelity_batch(self.scenario, FIDELITY_INPUTS))
         facts = hygiene.check(self.scenario, self.infer, inputs, self.batch, self.saved_buffers)
         self.result["hygiene"] = {**self.result.get("hygiene", {}), **facts}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import backends
+from bench import runtimes
 from bench.capacity import InstanceGroup, _batch_size_counts, request_seq_lens, server_step
 from bench.instance import REQUEST, STOP, _take_batch
 from bench.loadgen import StepLimits
@@ -157,7 +157,7 @@ def test_mixed_lengths_are_served_at_their_own_length_and_a_batch_pads_to_its_lo
     (tmp_path / "mix.yaml").write_text(MIX_SUITE, encoding="utf-8")
     (scenario,) = load_suite(tmp_path / "mix.yaml").scenarios
     policy = scenario.capacity
-    artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
+    artifact = runtimes.prepare_artifact(scenario, tmp_path / "cache")
     with InstanceGroup(scenario, artifact.path, [[0]], tmp_path / "logs", [scenario.batch_size], policy) as group:
         step, raw = server_step(group, 1, 40.0, 3, StepLimits(1.0, 100, 4.0), 0.5, policy.batching, policy.request_mix)
     served = ~np.isnan(raw["ended"])

@@ -17,7 +17,7 @@ import pytest
 from capacity_fakes import two_core_run
 from demo_runs import EVIL, Spec, assert_png, make_run
 
-from bench import backends
+from bench import runtimes
 from bench.capacity import InstanceGroup, Layout, closed_loop, measure_capacity, requested_layouts, server_step
 from bench.errors import SuiteError
 from bench.loadgen import StepLimits, search_max_rate
@@ -169,7 +169,7 @@ def group(tmp_path_factory):
             batch_size *= 2
     root = tmp_path_factory.mktemp("capacity")
     scenario = _scenario(batch_size)
-    artifact = backends.prepare_artifact(scenario, root / "cache")
+    artifact = runtimes.prepare_artifact(scenario, root / "cache")
     policy = CapacityPolicy(slo_p99_ms=1000, batching=BatchingPolicy(BATCHED, 2.0))  # inputs for batches of 1-4
     with InstanceGroup(scenario, artifact.path, [[0], [1]], root / "logs", [batch_size], policy) as instances:
         yield instances

@@ -1,4 +1,4 @@
-"""The compiled load modes (bench.compiled): compile, aoti and openvino.
+"""The compiled load modes (bench.runtimes.compile, .aoti, .openvino): compile, aoti and openvino.
 
 Unit tests first (suite settings, honest gaps, error lines, the Inductor cache), then one
 end-to-end run of the real CLI on the tiny model (slow: Inductor builds C++ kernels).
@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from text_models import TAGGER_FACTORY
 
-from bench import compiled
-from bench.errors import SuiteError, Unsupported
+from bench import runtimes
+from bench.errors import CompileFailed, SuiteError, Unsupported, first_error_line
 from bench.record import CompiledRuntime, ResultRecord
 from bench.runfolder import load_run
+from bench.runtimes import compile as compiled
+from bench.runtimes import openvino
 from bench.suite import CompilePolicy, Scenario, parse_suite
 
 
@@ -60,14 +62,14 @@ def test_bad_compile_settings_name_the_field_and_line(block, field, fragment):
 
 
 def test_known_gaps_are_unsupported_with_a_reason(monkeypatch):
-    assert "torch.export cannot export int8_dynamic" in compiled.unsupported_reason(
+    assert "torch.export cannot export int8_dynamic" in runtimes.unsupported_reason(
         _scenario(load="aoti", precision="int8_dynamic")
     )
-    assert "NNCF" in compiled.unsupported_reason(_scenario(load="openvino", precision="int8_dynamic"))
-    monkeypatch.setattr(compiled.sources, "spec_available", lambda module: module != "openvino")
-    assert compiled.unsupported_reason(_scenario(load="openvino")) == compiled.OPENVINO_MISSING
+    assert "NNCF" in runtimes.unsupported_reason(_scenario(load="openvino", precision="int8_dynamic"))
+    monkeypatch.setattr(openvino.sources, "spec_available", lambda module: module != "openvino")
+    assert runtimes.unsupported_reason(_scenario(load="openvino")) == openvino.OPENVINO_MISSING
     monkeypatch.setenv("CXX", "/nonexistent/c++")
-    reason = compiled.unsupported_reason(_scenario(load="aoti"))
+    reason = runtimes.unsupported_reason(_scenario(load="aoti"))
     assert "needs a C++ compiler" in reason and "apt-get install g++" in reason
 
 
@@ -95,15 +97,15 @@ def test_first_error_line_skips_the_compilers_boilerplate():
         "Unsupported: call_function UserDefinedObjectVariable(foo) [] {}\n\n"
         "Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace\n"
     )
-    assert compiled.first_error_line(exc) == "Unsupported: call_function UserDefinedObjectVariable(foo) [] {}"
-    assert compiled.first_error_line(ValueError("")) == "ValueError"
+    assert first_error_line(exc) == "Unsupported: call_function UserDefinedObjectVariable(foo) [] {}"
+    assert first_error_line(ValueError("")) == "ValueError"
 
 
 def test_a_compile_that_raises_is_one_line_with_a_hint():
     def infer(batch):
         raise RuntimeError("backend='inductor' raised:\nCppCompileError: C++ compile error\n" + "noise\n" * 200)
 
-    with pytest.raises(compiled.CompileFailed) as info:
+    with pytest.raises(CompileFailed) as info:
         compiled.first_compiled_call(infer, None)
     message = str(info.value)
     assert message.startswith("torch.compile failed: backend='inductor' raised:") and "noise" not in message

@@ -199,7 +199,7 @@ def test_a_failure_in_the_parent_keeps_its_traceback_in_the_run_folder_and_debug
     assert row.files == {"runner_traceback": kept}
     log = (run_dir / kept).read_text()
     assert "preparing the artifact failed:\nTraceback (most recent call last):" in log
-    assert "shapes cannot be multiplied" in log and "bench/backends.py" in log
+    assert "shapes cannot be multiplied" in log and "bench/runtimes/formats.py" in log
     assert f"bench: {row.scenario_id}: preparing the artifact failed:\nTraceback" in result.stderr
 
 

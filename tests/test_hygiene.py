@@ -10,7 +10,7 @@ import torch
 from demo_runs import ENVIRONMENT, run_of
 from torch import nn
 
-from bench import backends, hygiene
+from bench import hygiene, runtimes
 from bench.errors import SuiteError
 from bench.fidelity import FIDELITY_INPUTS
 from bench.record import Fidelity, HygieneFigures, KernelPeaks, ResultRecord, RssFigures
@@ -64,7 +64,7 @@ def test_other_load_modes_are_unsupported_with_a_reason():
         "  model: [tiny_cnn]\n  load: [eager, mmap, torchscript, export, onnxruntime]\n"
         "  grad_mode: [inference_mode, no_grad, enabled]\n  module_mode: [eval, train]\n"
     )
-    reasons = {s.id: hygiene.unsupported_reason(s) for s in scenarios}
+    reasons = {s.id: runtimes.modes_reason(s) for s in scenarios}
     supported = sorted(i.removeprefix("tiny_cnn-b1-t1-fp32-") for i, r in reasons.items() if r is None)
     assert supported == sorted([
         *(f"{load}{mode}" for load in ("eager", "mmap") for mode in
@@ -73,8 +73,8 @@ def test_other_load_modes_are_unsupported_with_a_reason():
     ])  # fmt: skip
     assert "no autograd" in reasons["tiny_cnn-b1-t1-fp32-onnxruntime-no_grad"]
     assert "eval mode" in reasons["tiny_cnn-b1-t1-fp32-export-train"]
-    # The runner asks backends, which asks bench.hygiene first.
-    assert backends.unsupported_reason(scenarios[-1]) == reasons[scenarios[-1].id]
+    # The runner asks bench.runtimes, which asks the grad and module modes first.
+    assert runtimes.unsupported_reason(scenarios[-1]) == reasons[scenarios[-1].id]
 
 
 class _Net(nn.Module):

@@ -295,13 +295,13 @@ def test_text_classification_fidelity_is_top1_on_raw_logits():
 
 
 def test_hf_rows_without_transformers_are_unsupported_with_the_install_hint(tmp_path, monkeypatch):
-    from bench import backends, hf
+    from bench import hf, runtimes
 
     _hf(tmp_path)
     (scenario,) = _suite(tmp_path, "{name: enc, hf: folder, task: feature-extraction, random_weights: true}").scenarios
-    assert backends.unsupported_reason(scenario) is None
+    assert runtimes.unsupported_reason(scenario) is None
     monkeypatch.setattr(hf, "available", lambda: False)
-    assert "pip install .[transformers]" in backends.unsupported_reason(scenario)
+    assert "pip install .[transformers]" in runtimes.unsupported_reason(scenario)
 
 
 def test_kv_cache_bytes_count_each_tensor_once():

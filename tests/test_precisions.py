@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.backends import ort_reduce_range
 from bench.runfolder import load_run
+from bench.runtimes import ort_reduce_range
 
 pytestmark = pytest.mark.slow
 

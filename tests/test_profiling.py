@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from demo_runs import DEMO, EVIL, MIB, add_profile, allocation_events_demo, make_run, update_row
 
-from bench import backends, models, profile_format, profiling
+from bench import models, profile_format, profiling, runtimes
 from bench.report import write_report
 from bench.suite import Scenario
 
@@ -42,7 +42,7 @@ def profile(workdir: Path):
     def run(model: str, precision: str = "fp32", load: str = "eager", iterations: int = 30):
         scenario = _scenario(model, precision, load)
         if scenario.id not in done:
-            artifact = backends.prepare_artifact(scenario, cache_dir=workdir / "cache")
+            artifact = runtimes.prepare_artifact(scenario, cache_dir=workdir / "cache")
             done[scenario.id] = profiling.profile_scenario(scenario, artifact.path, workdir / scenario.id, iterations)
         return done[scenario.id]
 

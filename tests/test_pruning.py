@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import backends, models
+from bench import models, runtimes
 from bench.pruning import Variant, apply_variant, fit_to_state_dict, parse_variant
 from bench.suite import parse_suite
 
@@ -67,10 +67,10 @@ def test_a_shrunk_file_loads_in_eval_mode_and_gives_the_shrunk_models_outputs(lo
         f"name: s\nmatrix: {{model: [resnet18], variant: [shrunk-channels-50], load: [{load}], "
         "input_shape: [[3, 32, 32]]}\n"
     ).scenarios
-    artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
-    infer, _ = backends.load_model(scenario, artifact.path)
+    artifact = runtimes.prepare_artifact(scenario, tmp_path / "cache")
+    infer, _ = runtimes.load_model(scenario, artifact.path)
     assert not any(m.training for m in infer.modules())  # resized BatchNorm layers included
-    shrunk, _ = backends.build_variant(scenario)
+    shrunk, _ = runtimes.build_variant(scenario)
     x = models.make_input((3, 32, 32), 2)
     with torch.inference_mode():
         assert torch.allclose(infer(x), shrunk(x), atol=1e-5)

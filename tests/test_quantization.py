@@ -1,4 +1,4 @@
-"""int8_static, int8_weight_only, calibration data and the trade-off view (bench.quantization,
+"""int8_static, int8_weight_only, calibration data and the trade-off view (bench.runtimes.quantization,
 bench.calibration, bench.tradeoffs). No speed is asserted: the benchmark reports it."""
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from types import SimpleNamespace
 import pytest
 from demo_runs import RUN_ID, make_run
 
-from bench import backends, calibration, quantization, tradeoffs
+from bench import calibration, runtimes, tradeoffs
 from bench.calibration import CalibrationSpec
 from bench.cli import main
 from bench.errors import SuiteError, Unsupported
 from bench.pipeline import write_image_folder
 from bench.record import Fidelity, PipelineFigures, QuantizationFacts, ResultRecord
 from bench.runfolder import load_run
+from bench.runtimes import formats, quantization
 from bench.stats import LatencyStats
 from bench.suite import load_suite
 
@@ -120,10 +121,10 @@ def test_pt2e_quantizes_every_conv_and_linear_of_a_small_cnn():
     from bench.suite import Scenario
 
     scenario = Scenario("tiny_cnn", 1, 1, 1, "int8_static", "eager", (3, 32, 32))
-    model = backends.build_fp32(scenario)
-    args, dynamic = backends._export_args(backends.make_batch(scenario, batch_size=2))
-    batches = [(b,) for b in backends._calibration_batches(scenario)]
-    program, facts = quantization.pt2e_static(model, args, dynamic, batches, CalibrationSpec())
+    fp32 = runtimes.build_fp32(scenario)
+    args, dynamic = formats._export_args(runtimes.make_batch(scenario, batch_size=2))
+    batches = [(b,) for b in runtimes.model.calibration_batches(scenario)]
+    program, facts = quantization.pt2e_static(fp32, args, dynamic, batches, CalibrationSpec())
     assert facts["quantization"]["layers_by_kind"] == {"conv": 2, "linear": 1}
     assert facts["quantized_layers"] == 3
     assert facts["quantization"]["library"] == "torchao" and facts["quantization"]["calibration_source"] == "random"
@@ -281,7 +282,7 @@ def test_int8_static_and_weight_only_run_end_to_end_and_tradeoffs_prints_them(ru
         assert row.quantization.calibration_source == "random" and row.quantization.calibration_samples == 8
         assert "say nothing about a real model" in row.quantization.calibration_note
         assert row.fidelity.cosine_similarity is not None and row.artifact_prepare_s > 0
-    assert rows["tiny_cnn-b2-t1-int8_static-onnxruntime"].quantization.reduce_range == backends.ort_reduce_range()
+    assert rows["tiny_cnn-b2-t1-int8_static-onnxruntime"].quantization.reduce_range == runtimes.ort_reduce_range()
     weight_only = rows["tiny_cnn-b2-t1-int8_weight_only-eager"]
     assert weight_only.status == "ok" and weight_only.quantization.library == "torchao"
     assert weight_only.quantization.layers_by_kind == {"linear": 1}

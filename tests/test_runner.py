@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import backends
+from bench import runtimes
 from bench.runner import build_record, run_worker
 from bench.suite import MeasurePolicy, Scenario
 
@@ -46,7 +46,7 @@ def test_a_worker_that_raises_gives_a_failed_record_naming_phase_and_error(tmp_p
 
 def test_thread_settings_take_effect_in_the_worker(tmp_path):
     scenario = _scenario(model="tiny_cnn", input_shape=(3, 32, 32), threads=2, interop_threads=2)
-    artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
+    artifact = runtimes.prepare_artifact(scenario, tmp_path / "cache")
     outcome = run_worker(scenario, artifact.path, tmp_path / "w", tmp_path / "b.json", rss_interval_s=0.01)
     assert outcome.returncode == 0, outcome.stderr_tail
     assert outcome.worker["torch_num_threads"] == 2
@@ -57,7 +57,7 @@ def test_thread_settings_take_effect_in_the_worker(tmp_path):
 
 def test_a_worker_killed_by_a_signal_names_the_signal_and_where_it_crashed(tmp_path):
     scenario = _scenario()
-    artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
+    artifact = runtimes.prepare_artifact(scenario, tmp_path / "cache")
     # A real segfault in the worker: a sitecustomize that reads address 0 when the harness imports
     # bench.worker, i.e. after pytest has switched faulthandler on, as in a crash inside a model.
     site = tmp_path / "site"
@@ -91,7 +91,7 @@ def test_a_worker_started_under_a_pytest_xdist_worker_still_times_its_rounds(tmp
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
     scenario = _scenario()
-    artifact = backends.prepare_artifact(scenario, tmp_path / "cache")
+    artifact = runtimes.prepare_artifact(scenario, tmp_path / "cache")
     outcome = run_worker(scenario, artifact.path, tmp_path / "w", tmp_path / "b.json", rss_interval_s=0.01)
     assert outcome.returncode == 0, outcome.stderr_tail
     assert (tmp_path / "b.json").exists(), "pytest-benchmark wrote no JSON: it saw the caller's xdist"

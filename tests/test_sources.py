@@ -24,8 +24,9 @@ import torch
 from model_files import save_as_if_on_cuda, tflite_linear
 from torch import nn
 
-from bench import backends, models, sources
+from bench import models, runtimes, sources
 from bench.errors import SuiteError
+from bench.runtimes import litert
 from bench.sources import ModelSource, SourceError
 from bench.suite import MeasurePolicy, Scenario, parse_suite
 
@@ -340,7 +341,7 @@ def test_a_torchscript_file_saved_in_train_mode_runs_in_eval_mode(tmp_path):
     assert scripted.training
     scripted.save(str(tmp_path / "train.pt"))
     source = _source(tmp_path / "train.pt", kind="torchscript", architecture=None)
-    infer, _ = backends.load_model(_scenario(source), tmp_path / "train.pt")
+    infer, _ = runtimes.load_model(_scenario(source), tmp_path / "train.pt")
     x = torch.randn(1, 64)  # batch 1: BatchNorm in train mode would refuse it
     with torch.inference_mode():
         assert torch.equal(infer(x), infer(x))  # no dropout
@@ -350,10 +351,10 @@ def test_a_torchscript_file_saved_in_train_mode_runs_in_eval_mode(tmp_path):
 def test_onnx_artifacts_are_keyed_by_input_shape(tmp_path):
     small, large = (_scenario(None, model="tiny_cnn", load="onnxruntime", input_shape=shape)
                     for shape in ((3, 32, 32), (3, 48, 48)))  # fmt: skip
-    first = backends.prepare_artifact(small, tmp_path / "cache")
-    second = backends.prepare_artifact(large, tmp_path / "cache")
+    first = runtimes.prepare_artifact(small, tmp_path / "cache")
+    second = runtimes.prepare_artifact(large, tmp_path / "cache")
     assert not second.cached and second.path != first.path
-    infer, _ = backends.load_model(large, second.path)
+    infer, _ = runtimes.load_model(large, second.path)
     assert infer(models.make_input((3, 48, 48), 1).numpy()).shape == (1, 10)
 
 
@@ -391,8 +392,8 @@ def test_a_pt2_file_loads_and_one_that_would_unpickle_code_is_refused(tmp_path):
     x = torch.randn(2, 16)
     torch.export.save(torch.export.export(module, (x,)), str(tmp_path / "good.pt2"))
     good = _source(tmp_path / "good.pt2", kind="exported_program", architecture=None, input_shape=(16,))
-    artifact = backends.prepare_artifact(_scenario(good, batch_size=2), tmp_path / "cache")
-    infer, _ = backends.load_model(_scenario(good, batch_size=2), artifact.path)
+    artifact = runtimes.prepare_artifact(_scenario(good, batch_size=2), tmp_path / "cache")
+    infer, _ = runtimes.load_model(_scenario(good, batch_size=2), artifact.path)
     with torch.inference_mode():
         assert torch.allclose(infer(x), module(x))
 
@@ -418,7 +419,7 @@ def test_a_pt2_file_loads_and_one_that_would_unpickle_code_is_refused(tmp_path):
         _rewrite_pt2(tmp_path / name, change)
         bad = dataclasses.replace(good, path=str(tmp_path / name))
         with pytest.raises(SourceError) as info:
-            backends.prepare_artifact(_scenario(bad), tmp_path / "cache")
+            runtimes.prepare_artifact(_scenario(bad), tmp_path / "cache")
         assert fragment in str(info.value) and "trust_pickle: true" in str(info.value)
         assert info.value.field == "trust_pickle" and not marker.exists()
         sources.check_exported_program(dataclasses.replace(bad, trust_pickle=True))  # the user's call
@@ -505,52 +506,52 @@ def onnx_file(tmp_path_factory) -> Path:
 def test_an_onnx_file_with_the_wrong_input_shape_is_named(onnx_file, tmp_path):
     source = _source(onnx_file, kind="onnx", architecture=None, input_shape=(3, 4))
     with pytest.raises(SourceError) as info:
-        backends.prepare_artifact(_scenario(source, batch_size=2), tmp_path)
+        runtimes.prepare_artifact(_scenario(source, batch_size=2), tmp_path)
     assert info.value.field == "input_shape"
     assert "input 'x' has shape [batch, 16], but the scenario feeds [2, 3, 4]" in str(info.value)
 
     half = _source(onnx_file, kind="onnx", architecture=None, input_shape=(16,), saved_precision="fp16")
     with pytest.raises(SourceError, match="takes FLOAT elements, which does not match saved_precision fp16"):
-        backends.prepare_artifact(_scenario(half, precision="fp16"), tmp_path)
+        runtimes.prepare_artifact(_scenario(half, precision="fp16"), tmp_path)
 
     (tmp_path / "random.onnx").write_bytes(np.random.default_rng(2).bytes(1000))
     garbage = _source(tmp_path / "random.onnx", kind="onnx", architecture=None, input_shape=(16,))
     with pytest.raises(SourceError, match="is not a readable ONNX file"):
-        backends.prepare_artifact(_scenario(garbage), tmp_path)
+        runtimes.prepare_artifact(_scenario(garbage), tmp_path)
 
 
 def test_a_given_file_is_loaded_where_it_is_and_int8_comes_from_its_content(onnx_file, tmp_path):
     source = _source(onnx_file, kind="onnx", architecture=None, input_shape=(16,))
-    given = backends.prepare_artifact(_scenario(source), tmp_path / "cache")
+    given = runtimes.prepare_artifact(_scenario(source), tmp_path / "cache")
     assert given.path == onnx_file and given.sha256 == hashlib.sha256(onnx_file.read_bytes()).hexdigest()
-    int8 = backends.prepare_artifact(_scenario(source, precision="int8_dynamic"), tmp_path / "cache")
+    int8 = runtimes.prepare_artifact(_scenario(source, precision="int8_dynamic"), tmp_path / "cache")
     assert int8.facts["quantized_layers"] == 2 and not int8.cached
     # The same bytes under another name and path: the cache entry is found by content.
     moved = tmp_path / "elsewhere" / "renamed.onnx"
     moved.parent.mkdir()
     shutil.copy(onnx_file, moved)
     again = dataclasses.replace(source, name="other", path=str(moved))
-    reused = backends.prepare_artifact(_scenario(again, precision="int8_dynamic"), tmp_path / "cache")
+    reused = runtimes.prepare_artifact(_scenario(again, precision="int8_dynamic"), tmp_path / "cache")
     assert reused.cached and reused.sha256 == int8.sha256
     # ... and the reference outputs are the file's own, for the int8 row's fidelity.
-    reference = backends.reference_outputs(_scenario(source, precision="int8_dynamic"), tmp_path / "cache", 4)
+    reference = runtimes.reference_outputs(_scenario(source, precision="int8_dynamic"), tmp_path / "cache", 4)
     assert torch.load(reference.path, weights_only=True).shape == (4, 4)
 
 
 def test_checkpoint_artifacts_are_keyed_by_content_not_path(tmp_path):
     torch.save(_tiny_mlp_state(), tmp_path / "a.pth")
-    first = backends.prepare_artifact(_scenario(_source(tmp_path / "a.pth")), tmp_path / "cache")
+    first = runtimes.prepare_artifact(_scenario(_source(tmp_path / "a.pth")), tmp_path / "cache")
     shutil.copy(tmp_path / "a.pth", tmp_path / "b.pth")
-    same = backends.prepare_artifact(_scenario(_source(tmp_path / "b.pth", name="b")), tmp_path / "cache")
+    same = runtimes.prepare_artifact(_scenario(_source(tmp_path / "b.pth", name="b")), tmp_path / "cache")
     assert same.cached and same.path == first.path
     torch.save(_tiny_mlp_state(seed=4), tmp_path / "a.pth")  # new weights, same path
-    changed = backends.prepare_artifact(_scenario(_source(tmp_path / "a.pth")), tmp_path / "cache")
+    changed = runtimes.prepare_artifact(_scenario(_source(tmp_path / "a.pth")), tmp_path / "cache")
     assert not changed.cached and changed.sha256 != first.sha256
 
 
 def test_what_each_source_can_run(onnx_file):
     def reason(source: ModelSource | None, **changes) -> str | None:
-        return backends.unsupported_reason(_scenario(source, **changes))
+        return runtimes.unsupported_reason(_scenario(source, **changes))
 
     onnx = _source(onnx_file, kind="onnx", architecture=None, input_shape=(16,))
     script = _source(onnx_file, kind="torchscript", architecture=None, input_shape=(16,))
@@ -574,9 +575,9 @@ def test_a_tflite_file_runs_in_litert_with_the_scenario_threads(tmp_path):
     weight, bias = tflite_linear(tmp_path / "linear.tflite", in_features=8, out_features=4)
     source = _source(tmp_path / "linear.tflite", kind="tflite", architecture=None, input_shape=(8,))
     scenario = _scenario(source, batch_size=3, threads=2)
-    assert backends.unsupported_reason(scenario) is None and backends.runtime_of(scenario) == "litert"
-    infer, facts = backends.load_model(scenario, Path(source.path))
-    batch = backends.make_batch(scenario)
+    assert runtimes.unsupported_reason(scenario) is None and runtimes.runtime_of(scenario) == "litert"
+    infer, facts = runtimes.load_model(scenario, Path(source.path))
+    batch = runtimes.make_batch(scenario)
     assert isinstance(batch, np.ndarray) and batch.shape == (3, 8)
     np.testing.assert_allclose(infer(batch), batch @ weight.T + bias, rtol=1e-5, atol=1e-5)
     one = batch[:1]  # another batch size: the interpreter is resized
@@ -585,21 +586,21 @@ def test_a_tflite_file_runs_in_litert_with_the_scenario_threads(tmp_path):
 
     wrong = dataclasses.replace(scenario, input_shape=(5,), source=dataclasses.replace(source, input_shape=(5,)))
     with pytest.raises(SourceError, match=r"input 'input' has shape \[-1, 8\] .* feeds \[3, 5\]"):
-        backends.load_model(wrong, Path(source.path))
+        runtimes.load_model(wrong, Path(source.path))
     (tmp_path / "random.tflite").write_bytes(np.random.default_rng(3).bytes(512))
     garbage = dataclasses.replace(scenario, source=dataclasses.replace(source, path=str(tmp_path / "random.tflite")))
     with pytest.raises(SourceError, match="litert could not load it as a TFLite file"):
-        backends.load_model(garbage, tmp_path / "random.tflite")
+        runtimes.load_model(garbage, tmp_path / "random.tflite")
 
 
 def test_without_the_tflite_extra_rows_are_unsupported(tmp_path, monkeypatch):
     source = _source(tmp_path / "m.tflite", kind="tflite", architecture=None, input_shape=(8,))
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # what an environment without it sees
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
-    assert backends.unsupported_reason(_scenario(source)) == backends.LITERT_MISSING
-    assert "pip install .[tflite]" in backends.LITERT_MISSING
-    with pytest.raises(backends.Unsupported, match=r"install \.\[tflite\]"):  # the worker says the same
-        backends.import_libraries(_scenario(source))
+    assert runtimes.unsupported_reason(_scenario(source)) == litert.LITERT_MISSING
+    assert "pip install .[tflite]" in litert.LITERT_MISSING
+    with pytest.raises(runtimes.Unsupported, match=r"install \.\[tflite\]"):  # the worker says the same
+        runtimes.import_libraries(_scenario(source))
 
 
 # ---------------------------------------------------------------- memory release

@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from bench import backends
+from bench import runtimes
 from bench.commands.common import check_writable, find_scenario, output_folder
 from bench.errors import UserError
 from bench.profiling import flops_figures, format_profile, profile_scenario
@@ -41,11 +41,11 @@ def profile_command(args: argparse.Namespace) -> int:
     check_writable(args.reports)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     out = args.out or args.reports / f"profile-{stamp}-{scenario.id}"
-    if backends.unsupported_reason(scenario) is None:
+    if runtimes.unsupported_reason(scenario) is None:
         print(f"bench: preparing the artifact of {scenario.id} ...", file=sys.stderr)
         try:
-            artifact_path = backends.prepare_artifact(scenario, args.reports / ".cache" / "artifacts").path
-        except backends.Unsupported as exc:
+            artifact_path = runtimes.prepare_artifact(scenario, args.reports / ".cache" / "artifacts").path
+        except runtimes.Unsupported as exc:
             print(f"profile of {scenario.id}: unsupported ({exc})")
             return 0
     else:

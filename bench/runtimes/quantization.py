@@ -8,7 +8,7 @@
   result is a program of fp32 ops between quantize/dequantize pairs: Inductor (load compile, aoti)
   fuses those into int8 oneDNN kernels; eager runs them as they are, in fp32 (slower than fp32 itself).
 - ONNX Runtime `int8_static`: `quantize_static` in QDQ format over the same calibration data,
-  per-channel weights, 7-bit weights on x86 without VNNI (bench.backends.ort_reduce_range).
+  per-channel weights, 7-bit weights on x86 without VNNI (bench.runtimes.formats.ort_reduce_range).
 - OpenVINO `int8_static`: NNCF post-training quantization of the fp32 ONNX file (its ONNX backend
   writes QDQ nodes, which OpenVINO runs with int8 kernels), over the same calibration data.
 - `int8_weight_only`: torchao's Int8WeightOnlyConfig on Linear layers: int8 weights with a scale
@@ -33,8 +33,7 @@ from typing import Any
 
 from bench import calibration
 from bench.calibration import CalibrationSpec
-from bench.compiled import first_error_line
-from bench.errors import Unsupported
+from bench.errors import Unsupported, first_error_line
 
 TORCHAO_MISSING = "torchao is not installed: pip install .[quant] (int8_static and the weight-only precisions use it)"
 WEIGHT_ONLY = ("int8_weight_only", "int4_weight_only")

@@ -1,0 +1,58 @@
+"""`load: onnxruntime`: an ONNX file (bench's export, or the user's) in ONNX Runtime's CPU execution
+provider, with the scenario's intra- and inter-op threads. bench exports fp32 and fp16 from torch;
+its int8 files are ONNX Runtime's own quantization of the fp32 export (bench.runtimes.formats)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import sources
+from bench.errors import Unsupported
+from bench.runtimes.base import Infer, Runtime
+from bench.runtimes.registry import register
+
+if TYPE_CHECKING:
+    from bench.suite import Scenario
+
+NO_BF16 = "ONNX Runtime's CPU execution provider has no bfloat16 kernels for these operators"
+
+
+@register
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+    artifact_format = "onnx"
+    engine = "onnxruntime"
+    profiler = "onnxruntime"  # the session's own profiler (bench.profiling)
+
+    def unsupported(self, scenario: Scenario) -> str | None:
+        return NO_BF16 if scenario.precision == "bf16" else None
+
+    def file_unsupported(self, scenario: Scenario) -> str | None:
+        return self.unsupported(scenario)
+
+    def import_libraries(self, scenario: Scenario) -> None:
+        import onnxruntime  # noqa: F401
+
+    def load(self, scenario: Scenario, artifact_path: Path) -> tuple[Infer, dict[str, Any]]:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = scenario.threads
+        options.inter_op_num_threads = scenario.interop_threads
+        # ORT_ENABLE_ALL adds layout transforms; with fp16 graphs it segfaulted while creating
+        # the session (ORT 1.32, small_transformer), so fp16 stops one level below.
+        level = "ORT_ENABLE_EXTENDED" if scenario.precision == "fp16" else "ORT_ENABLE_ALL"
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        try:
+            session = ort.InferenceSession(str(artifact_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT reports a missing kernel as NOT_IMPLEMENTED at session creation
+            if "NOT_IMPLEMENTED" in str(exc) or "Could not find an implementation" in str(exc):
+                raise Unsupported(f"ONNX Runtime cannot run this model in {scenario.precision}: {exc}") from exc
+            raise
+        first = session.get_inputs()[0]
+
+        def infer(batch: Any) -> Any:
+            return session.run(None, batch if isinstance(batch, dict) else {first.name: batch})[0]
+
+        return infer, {"ort_graph_optimization_level": level, "fixed_batch": sources.fixed_batch(first.shape)}

@@ -1,0 +1,134 @@
+"""`load: openvino`: OpenVINO Runtime reads an ONNX file and compiles it for the CPU with the
+scenario's threads, a latency hint and an explicit inference precision.
+
+Its artifact is prepared from ONNX Runtime's: the fp32 ONNX export (`load: onnxruntime`,
+`precision: fp32`), which OpenVINO runs in the precision asked through its precision hint, so its
+inputs are that file's fp32 numpy arrays. int8_static is NNCF's post-training quantization of that
+fp32 file (QDQ nodes, which OpenVINO runs with int8 kernels), over the scenario's calibration inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+from bench import calibration, sources
+from bench.artifacts import Artifact, cached_artifact, file_sha256
+from bench.errors import Unsupported
+from bench.runtimes import quantization
+from bench.runtimes.base import Infer, Runtime
+from bench.runtimes.model import calibration_feeds, calibration_spec, file_stem
+from bench.runtimes.registry import RUNTIMES, register
+from bench.suite import Scenario
+
+OPENVINO_MISSING = "OpenVINO is not installed: pip install .[openvino] (the openvino package)"
+NNCF_MISSING = "NNCF is not installed: pip install .[openvino] (OpenVINO's int8_static is NNCF's quantization)"
+# The load mode and precision whose artifact OpenVINO reads (the fp32 ONNX export).
+PREPARED_FROM = ("onnxruntime", "fp32")
+# OpenVINO's names for the precisions it is told to run in, and the CPU capability each needs.
+# int8_static: NNCF's QDQ nodes run in int8, the float parts in f32.
+_PRECISIONS = {
+    "fp32": ("f32", "FP32"),
+    "bf16": ("bf16", "BF16"),
+    "fp16": ("f16", "FP16"),
+    "int8_static": ("f32", "INT8"),
+}
+
+
+def _openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise Unsupported(f"{OPENVINO_MISSING} ({exc})") from exc
+    return openvino
+
+
+def onnx_source(scenario: Scenario) -> Scenario:
+    """The scenario whose artifact OpenVINO reads: the same model as an fp32 ONNX export."""
+    load, precision = PREPARED_FROM
+    return dataclasses.replace(scenario, load=load, precision=precision)
+
+
+def _nncf_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
+    """OpenVINO's int8_static: NNCF post-training quantization of the fp32 ONNX file (QDQ, which
+    OpenVINO runs with int8 kernels), over the scenario's calibration inputs."""
+    fp32 = RUNTIMES[PREPARED_FROM[0]].prepare(onnx_source(scenario), cache_dir)
+    key = {"source_sha256": fp32.sha256, "kind": "nncf_int8_static", "nncf": quantization.nncf_version(),
+           "calibration": calibration.cache_key(calibration_spec(scenario), scenario.data, scenario.source),
+           "quantization_code_sha256": file_sha256(Path(quantization.__file__))}  # fmt: skip
+    filename = f"{file_stem(scenario)}-int8_static-nncf.onnx"
+
+    def write(path: Path) -> dict[str, Any]:
+        return quantization.nncf_static(fp32.path, path, calibration_feeds(scenario), calibration_spec(scenario))
+
+    artifact = cached_artifact(cache_dir, key, filename, write)
+    return dataclasses.replace(artifact, prepare_s=artifact.prepare_s + fp32.prepare_s)
+
+
+@register
+class OpenVINO(Runtime):
+    name = "openvino"
+    artifact_format = "onnx"
+    engine = "openvino"
+    profiler = None
+    no_profiler = "bench does not read OpenVINO's per-layer performance counters (PERF_COUNT) yet"
+
+    def unsupported(self, scenario: Scenario) -> str | None:
+        if scenario.precision == "int8_dynamic":
+            return (
+                "OpenVINO's int8 comes from NNCF post-training quantization (with calibration data): "
+                "precision int8_static; torch's int8_dynamic layers have no ONNX/OpenVINO equivalent"
+            )
+        if scenario.precision == "int8_static" and not sources.spec_available("nncf"):
+            return NNCF_MISSING
+        if not sources.spec_available("openvino"):
+            return OPENVINO_MISSING
+        return None
+
+    def import_libraries(self, scenario: Scenario) -> None:
+        _openvino()
+
+    def prepare(self, scenario: Scenario, cache_dir: Path) -> Artifact:
+        if scenario.precision == "int8_static":
+            return _nncf_artifact(scenario, cache_dir)
+        return RUNTIMES[PREPARED_FROM[0]].prepare(onnx_source(scenario), cache_dir)
+
+    def tensor_input(self, scenario: Scenario, tensor: Any) -> Any:
+        return tensor.numpy()  # the fp32 ONNX graph's input; the precision is OpenVINO's hint
+
+    def load(self, scenario: Scenario, artifact_path: Path) -> tuple[Infer, dict[str, Any]]:
+        """The ONNX file read and compiled by OpenVINO for the CPU: the scenario's threads, a latency
+        hint (one stream) and the precision set explicitly; the record says what OpenVINO ran."""
+        ov = _openvino()
+        core = ov.Core()
+        hint, capability = _PRECISIONS[scenario.precision]
+        capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        if capability not in capabilities:
+            raise Unsupported(
+                f"OpenVINO's CPU plugin cannot run {scenario.precision} on this CPU: its optimization "
+                f"capabilities are {', '.join(capabilities)} (no {capability})"
+            )
+        model = core.read_model(str(artifact_path))
+        config = {
+            "INFERENCE_NUM_THREADS": scenario.threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": hint,
+        }
+        compiled = core.compile_model(model, "CPU", config)
+        request = compiled.create_infer_request()
+        output = compiled.output(0)
+
+        def infer(batch: Any) -> Any:  # named inputs come as a dict by the ONNX file's input names
+            return request.infer(batch if isinstance(batch, dict) else {0: batch}, share_outputs=False)[output]
+
+        facts = {
+            "compiler": "openvino",
+            "version": importlib.metadata.version("openvino"),
+            "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+            "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
+            "num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            "num_streams": int(compiled.get_property("NUM_STREAMS")),
+        }
+        return infer, {"compiled": facts}

@@ -151,7 +151,7 @@ class ModelSourceInfo:
 
 @dataclass(frozen=True)
 class CompiledRuntime:
-    """How a compile, aoti or openvino row's model was compiled (bench.compiled)."""
+    """How a compile, aoti or openvino row's model was compiled (bench.runtimes.compile, .aoti, .openvino)."""
 
     compiler: str | None = None  # inductor, aot_inductor or openvino
     version: str | None = None  # torch's or OpenVINO's
@@ -178,7 +178,7 @@ class PruningFacts:
 
 @dataclass(frozen=True)
 class QuantizationFacts:
-    """How an int8_static, int8_weight_only or int4_weight_only row's model was quantized (bench.quantization)."""
+    """How an int8_static, int8_weight_only or int4_weight_only row's model was quantized (bench.runtimes)."""
 
     method: str | None = None  # pt2e_x86_inductor, ort_qdq_static, nncf_ptq, int8_weight_only, int4_weight_only
     library: str | None = None  # the package that quantized it: torchao, onnxruntime or nncf

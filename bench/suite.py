@@ -262,7 +262,7 @@ class CapacityPolicy:
 
 @dataclass(frozen=True)
 class CompilePolicy:
-    """How `load: compile` compiles the model (bench.compiled): `compile:` in a suite."""
+    """How `load: compile` compiles the model (bench.runtimes.compile): `compile:` in a suite."""
 
     mode: str = key(choice(COMPILE_MODES), default="default")  # torch.compile's mode
     dynamic: bool = key(flag, default=False)  # false: shapes are static (a new batch size recompiles); true: dynamic

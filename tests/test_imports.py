@@ -22,7 +22,7 @@ PACKAGE = Path(bench.__file__).parent
 # (module, imported bench module): function-level imports that stay, each for a stated reason.
 ALLOWED = {
     # The measuring side, left to its owners: an instance process and the worker import the
-    # backends and the pipeline only in the child that needs them.
+    # runtimes and the pipeline only in the child that needs them.
     ("bench/instance.py", "bench"),
     ("bench/instance.py", "bench.suite"),
     ("bench/instance.py", "bench.worker"),

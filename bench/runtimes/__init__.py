@@ -54,11 +54,32 @@ from bench.sources import FORMAT_NAMES, SourceError
 from bench.suite import Scenario
 
 __all__ = [
-    "PRECISIONS", "RUNTIMES", "Runtime", "Unsupported", "artifact_format", "build_fp32", "build_variant",
-    "fidelity_batch", "fidelity_count", "generating_loads", "import_libraries", "inputs_record", "load_model",
-    "make_batch", "modes_reason", "ort_reduce_range", "prepare_artifact", "reference_outputs", "register",
-    "run_inputs", "runtime_for", "runtime_of", "source_record", "to_runtime_input", "unsupported_reason",
-]  # fmt: skip
+    "PRECISIONS",
+    "RUNTIMES",
+    "Runtime",
+    "Unsupported",
+    "artifact_format",
+    "build_fp32",
+    "build_variant",
+    "fidelity_batch",
+    "fidelity_count",
+    "generating_loads",
+    "import_libraries",
+    "inputs_record",
+    "load_model",
+    "make_batch",
+    "modes_reason",
+    "ort_reduce_range",
+    "prepare_artifact",
+    "reference_outputs",
+    "register",
+    "run_inputs",
+    "runtime_for",
+    "runtime_of",
+    "source_record",
+    "to_runtime_input",
+    "unsupported_reason",
+]
 
 
 def runtime_of(scenario: Scenario) -> str:

@@ -233,8 +233,7 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
         names = [spec.name for spec in named_inputs(scenario)]
         model = inputs.positional(model, named_inputs(scenario), output_of(scenario))
         samples = sample_inputs(scenario, 2, scenario.seed, skip=0)  # torch tensors, float ones in the export's dtype
-        example = tuple(cast(value, export_precision) if value.is_floating_point() else value
-                        for value in samples.values())  # fmt: skip
+        example = tuple(cast(v, export_precision) if v.is_floating_point() else v for v in samples.values())
         axes = {name: {0: "batch", **({axis: "seq"} if axis else {})}
                 for name, axis in zip(names, _seq_axes(scenario), strict=True)}  # fmt: skip
     else:

@@ -36,16 +36,12 @@ class Runtime:
     name: ClassVar[str]  # the `load:` value
     artifact_format: ClassVar[str]  # the record's artifact_format (a precision may change it: format_for)
     engine: ClassVar[str] = "torch"  # the record's `runtime`: the library that runs the model
+    takes_numpy: ClassVar[bool] = False  # inputs go in as numpy arrays rather than torch tensors
     module_modes: ClassVar[bool] = False  # an nn.Module in Python: grad_mode and module_mode both apply
     generates: ClassVar[bool] = False  # `generate:` can run the transformers module's generate()
     compiles_on_first_call: ClassVar[bool] = False  # the worker times the first call apart, as compile_s
     profiler: ClassVar[str | None] = "torch"  # bench.profiling's profiler for it: torch, onnxruntime, or None
     no_profiler: ClassVar[str] = ""  # why there is none, when profiler is None
-
-    @property
-    def takes_numpy(self) -> bool:
-        """Whether inputs go in as numpy arrays (every runtime outside torch) rather than torch tensors."""
-        return self.engine != "torch"
 
     def format_for(self, scenario: Scenario) -> str:
         """The format of the artifact this scenario loads."""

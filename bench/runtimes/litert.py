@@ -32,6 +32,7 @@ class LiteRT(Runtime):
     name = "litert"
     artifact_format = "tflite"
     engine = "litert"
+    takes_numpy = True
     profiler = None
     no_profiler = "bench has no operator profiler for LiteRT"
 

@@ -23,6 +23,7 @@ class OnnxRuntime(Runtime):
     name = "onnxruntime"
     artifact_format = "onnx"
     engine = "onnxruntime"
+    takes_numpy = True
     profiler = "onnxruntime"  # the session's own profiler (bench.profiling)
 
     def unsupported(self, scenario: Scenario) -> str | None:

@@ -72,6 +72,7 @@ class OpenVINO(Runtime):
     name = "openvino"
     artifact_format = "onnx"
     engine = "openvino"
+    takes_numpy = True
     profiler = None
     no_profiler = "bench does not read OpenVINO's per-layer performance counters (PERF_COUNT) yet"
 

@@ -151,10 +151,10 @@ class ModelSourceInfo:
 
 @dataclass(frozen=True)
 class CompiledRuntime:
-    """How a compile, aoti or openvino row's model was compiled (bench.runtimes.compile, .aoti, .openvino)."""
+    """How a compile, aoti, openvino or executorch row's model was compiled (bench.runtimes)."""
 
-    compiler: str | None = None  # inductor, aot_inductor or openvino
-    version: str | None = None  # torch's or OpenVINO's
+    compiler: str | None = None  # inductor, aot_inductor, openvino or executorch_xnnpack
+    version: str | None = None  # torch's, OpenVINO's or ExecuTorch's
     mode: str | None = None  # compile: torch.compile's mode
     dynamic: bool | None = None  # compile: dynamic shapes
     freezing: bool | None = None  # compile: Inductor's inference freezing
@@ -162,7 +162,7 @@ class CompiledRuntime:
     graphs: int | None = None  # compile: graphs Dynamo compiled on the first call (>1: graph breaks)
     inference_precision: str | None = None  # openvino: the precision the compiled model reports it runs in
     performance_hint: str | None = None  # openvino
-    num_threads: int | None = None  # openvino: INFERENCE_NUM_THREADS of the compiled model
+    num_threads: int | None = None  # openvino: INFERENCE_NUM_THREADS; executorch: its thread pool
     num_streams: int | None = None  # openvino
 
 

@@ -53,7 +53,7 @@ from bench.schema import (
 from bench.sources import ModelSource, SourceError
 
 PRECISIONS = ("fp32", "int8_dynamic", "fp16", "bf16", "int8_static", "int8_weight_only", "int4_weight_only")
-LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert", "compile", "aoti", "openvino")
+LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime", "litert", "compile", "aoti", "openvino", "executorch")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 COMPILE_CACHES = ("cold", "warm")
 # How the model is called (bench.hygiene): the right way first, then the forgotten ones.

@@ -15,7 +15,7 @@ from bench.runtimes import openvino
 from bench.suite import Scenario
 
 PACKAGE = Path(bench.__file__).parent
-FORMATS = {"state_dict", "torchscript", "exported_program", "onnx", "aoti_package", "tflite"}
+FORMATS = {"state_dict", "torchscript", "exported_program", "onnx", "aoti_package", "tflite", "executorch_program"}
 # `scenario.load == "x"`, `load in ("x", ...)`, `.load in {...}`, `load != "x"`, `load not in (...)`.
 LOAD_TEST = re.compile(r"\bload\s*(==|!=)|\bload\s+(not\s+)?in\s*[({]|\.load\s+(not\s+)?in\s")
 

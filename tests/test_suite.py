@@ -536,7 +536,7 @@ def test_unknown_nested_key(text, line, field, fragment):
             "load: pickle",
             "defaults.load",
             "expected one of eager, mmap, torchscript, export, onnxruntime, litert, compile, aoti, openvino, "
-            "got 'pickle'",
+            "executorch, got 'pickle'",
         ),
         ("model: 5", "defaults.model", "expected a model name or a model source (a mapping), got int 5"),
         ("timeout_s: 0", "defaults.timeout_s", "expected a finite number of seconds > 0, got 0"),

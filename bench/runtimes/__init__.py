@@ -1,7 +1,7 @@
 """Runtimes: how each (precision, load mode) pair is prepared on disk, loaded for inference, or refused.
 
 One module per load mode (`eager`, `mmap`, `torchscript`, `export`, `onnxruntime`, `compile`,
-`aoti`, `openvino`, `litert`), each a `Runtime` (bench.runtimes.base) registered in `RUNTIMES`
+`aoti`, `openvino`, `litert`, `executorch`), each a `Runtime` (bench.runtimes.base) registered in `RUNTIMES`
 (bench.runtimes.registry); one table of precisions (`PRECISIONS`, bench.runtimes.precisions).
 The functions here are what the rest of bench asks:
 
@@ -27,6 +27,7 @@ from bench.runtimes import (  # noqa: F401  (importing a runtime's module regist
     aoti,
     compile,
     eager,
+    executorch,
     export,
     litert,
     mmap,

@@ -5,8 +5,9 @@ In the parent, the fp32 model is exported (torch.export), lowered with `to_edge_
 and the XNNPACK partitioner (the operators XNNPACK takes run in its kernels, any other in
 ExecuTorch's portable ones) and written as a `.pte` program: its time is `artifact_prepare_s`.
 ExecuTorch plans every tensor's memory ahead for the largest shape, so the batch axis is dynamic
-only up to `max_batch` (the scenario's batch or fidelity's samples, whichever is larger) and a
-named input's seq axis is fixed at the scenario's `seq_len`; both are in the artifact's cache key.
+only up to `max_batch` (the largest of the scenario's batch, fidelity's samples and a `capacity:`
+block's batches) and a named input's seq axis is fixed at the scenario's `seq_len` (a capacity
+request mix of other lengths is unsupported); both are in the artifact's cache key.
 In the worker, ExecuTorch's runtime loads the program and its `forward` method (`load_s`), its
 thread pool reset to the scenario's threads (`compiled.num_threads` records what it has).
 """
@@ -40,8 +41,16 @@ def _portable_lib() -> Any:
 
 
 def max_batch(scenario: Scenario) -> int:
-    """The largest batch the program takes: the timed batch, or fidelity's samples in one call."""
-    return max(scenario.batch_size, model.fidelity_count(scenario))
+    """The largest batch the program takes: the timed batch, fidelity's samples in one call, and a
+    `capacity:` block's offline batch and dynamically batched server calls (its instances load this
+    same program: a tiny_mlp capacity run bounded at fidelity's 4 failed its offline batch of 16 in
+    set_inputs, error 0x10)."""
+    batches = [scenario.batch_size, model.fidelity_count(scenario)]
+    if scenario.capacity is not None:
+        batches.append(scenario.capacity.offline_batch_size)
+        if scenario.capacity.batching is not None:
+            batches.append(scenario.capacity.batching.max_batch * scenario.batch_size)
+    return max(batches)
 
 
 def _write_program(scenario: Scenario, path: Path) -> dict[str, Any]:
@@ -80,6 +89,13 @@ class ExecuTorch(Runtime):
             return (
                 f"bench lowers fp32 programs to ExecuTorch's XNNPACK delegate; {scenario.precision} "
                 "(XNNPACK's own quantizer, or half precision) is not prepared for it"
+            )
+        mix = scenario.capacity.request_mix if scenario.capacity is not None else None
+        if mix is not None and set(mix.choices) != {scenario.seq_len}:
+            return (
+                f"capacity.request_mix draws seq_len {', '.join(map(str, mix.choices))}; bench's ExecuTorch "
+                f"program fixes the seq axis at the scenario's seq_len ({scenario.seq_len}), as ExecuTorch "
+                "plans memory ahead"
             )
         if not sources.spec_available("executorch"):
             return EXECUTORCH_MISSING

@@ -4,8 +4,11 @@ A block of a suite (`measure:`, `capacity:`, `data:`, …) is a frozen dataclass
 carry their check in the field's metadata: `key(check, default=…)`, or `key(check,
 required="…")` for a key the block cannot do without. A check turns the YAML value into the
 field's typed value, or raises `Invalid` naming where in the document the value is and what
-was expected. The dataclass's `__post_init__` raises ValueError for rules across fields
-(min_rounds above max_rounds); the reader reports those at the block.
+was expected. The dataclass's `__post_init__` holds the rules across fields: it raises
+ValueError for one the reader reports at the block (min_rounds above max_rounds), or `Invalid`
+whose `where` is relative to the block for one that concerns a key (a `model:` entry's
+`trust_pickle` that does not apply to its kind of source). An optional key whose presence
+matters to such a rule defaults to None: None is "not given".
 
 `read(cls, value, where, context, inherited)` is the one reader: it refuses what is not a
 mapping and unknown keys (with a "did you mean"), runs each given key's check in the order
@@ -80,9 +83,10 @@ def key(check: Check, *, required: str | None = None, merge: bool = False, **fie
     return dataclasses.field(metadata={CHECK: check, REQUIRED: required, MERGE: merge}, **field_args)
 
 
-def keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
-    """The fields of `cls` that are suite keys, in declaration order."""
-    return {f.name: f for f in dataclasses.fields(cls) if CHECK in f.metadata}
+@functools.cache
+def keys(cls: type) -> Mapping[str, dataclasses.Field[Any]]:
+    """The fields of `cls` that are suite keys, in declaration order (read once per class)."""
+    return types.MappingProxyType({f.name: f for f in dataclasses.fields(cls) if CHECK in f.metadata})
 
 
 def describe(value: Any) -> str:
@@ -137,6 +141,8 @@ def read(cls: type, value: Any, where: Where, context: Context, inherited: Any =
             raise Invalid(where, spec.metadata[REQUIRED])
     try:
         return cls(**given)
+    except Invalid as exc:  # a rule across fields that names a key of the block
+        raise Invalid((*where, *exc.where), exc.message) from None
     except ValueError as exc:  # a rule across fields, from the class's __post_init__
         raise Invalid(where, str(exc)) from None
 

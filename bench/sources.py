@@ -9,7 +9,8 @@ or a mapping with a `name` and exactly one source key:
   given (an AOTInductor package holds native code: it needs `trust_code: true`);
 - `hf`: a Hugging Face model folder (config.json and weights), built with transformers (bench.hf).
 
-Any source but tflite may declare named, typed `inputs:` (bench.inputs) and an `output:`.
+Any source but tflite may declare named, typed `inputs:` (bench.inputs) and an `output:`. The
+mapping's keys, and which apply to which kind, are declared once by the suite (bench.suite.ModelEntry).
 
 Here: what each kind is, the file checks (exists, not empty, sha256), and reading weights
 (torch.load with weights_only=True and map_location="cpu" unless the suite trusts the
@@ -59,8 +60,6 @@ FORMAT_NAMES = {
     "aoti": "AOTInductor package (.pt2)",
     "hf": "Hugging Face model folder",
 }
-KEYS = ("name", *KINDS, "architecture", "kwargs", "input_shape", "sha256", "trust_pickle", "trust_code",
-        "saved_precision", "inputs", "output", "task", "text", "random_weights")  # fmt: skip
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # a folder's single-file weights, by preference
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,63}$")  # no '-': it separates the parts of a scenario id
 FACTORY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")

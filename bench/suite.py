@@ -5,9 +5,11 @@ A suite is `name`, `description`, `defaults`, a `matrix` of axes, and optional
 Every error names the file, the line and the field: the loader keeps the line of every key
 and list item, and a failure at a place in the document is reported on the nearest line it has.
 
-The settings (`measure:`, `capacity:`, `data:`, …) are declared once, on their dataclasses'
-fields (bench.schema), and read by one reader; the axes' checks are one table (_AXIS_CHECKS).
-What a Hugging Face folder gives a model entry is asked of bench.hf (check_entry).
+The top level (SuiteDocument), a `model:` mapping (ModelEntry) and the settings (`measure:`,
+`capacity:`, `data:`, …) are declared once, on their dataclasses' fields (bench.schema), and
+read by one reader; the axes' checks are one table (_AXIS_CHECKS). What the validator adds is
+what needs the suite read so far (a model named by a source defined earlier) or the disk: a
+source's files and factory, and what a Hugging Face folder gives its entry (bench.hf.check_entry).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from bench import hf, models, pruning, sources
 from bench.calibration import CalibrationSpec, check_calibration
 from bench.errors import SuiteError
 from bench.generation import GeneratePolicy
-from bench.inputs import TOKEN_INDEX_INPUTS, InputsError, parse_inputs, uses_seq
+from bench.inputs import TOKEN_INDEX_INPUTS, InputsError, InputSpec, parse_inputs, uses_seq
 from bench.pipeline import DataSpec, check_data_spec
 from bench.record import ROW_DEFAULTS
 from bench.schema import (
@@ -47,6 +49,7 @@ from bench.schema import (
     key,
     keys,
     positive,
+    read,
     read_keys,
     seconds,
 )  # fmt: skip
@@ -60,7 +63,6 @@ COMPILE_CACHES = ("cold", "warm")
 GRAD_MODES = ("inference_mode", "no_grad", "enabled")
 MODULE_MODES = ("eval", "train")
 
-TOP_KEYS = ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
 # An axis a suite does not set, and a row written before the axis existed, mean the same value: the
 # readers' one table (bench.record.ROW_DEFAULTS); batch_size and threads are in every row.
 AXIS_DEFAULTS: dict[str, Any] = {
@@ -123,6 +125,197 @@ _AXIS_CHECKS: dict[str, Check] = {
     "module_mode": choice(MODULE_MODES),
 }
 AXES = ("model", *_AXIS_CHECKS)
+
+
+# ---------------------------------------------------------------- a `model:` mapping (bench.sources)
+
+_SOURCE_NAME = "a name of letters, digits, '_' or '.' (it starts the scenario ids)"
+_ARCHITECTURE = "a built-in or torchvision model name, or a factory 'package.module:function'"
+
+
+def _source_name(value: Any, where: Path_, context: Context) -> str:
+    if not isinstance(value, str) or not sources.NAME_RE.match(value):
+        raise Invalid(where, f"expected {_SOURCE_NAME}, got {value!r}")
+    if models.is_known(value):
+        raise Invalid(
+            where,
+            f"'{value}' is already a built-in or torchvision model; pick another name so that "
+            "its rows are never taken for that model's",
+        )
+    return value
+
+
+def _file(value: Any, where: Path_, context: Context) -> str:
+    """A source's file or folder, absolute (relative paths start at the suite's folder)."""
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(where, f"expected a path, got {describe(value)}")
+    return context.path(value)
+
+
+def _factory(value: Any, where: Path_, context: Context) -> str:
+    if not isinstance(value, str) or not sources.is_factory(value):
+        got = repr(value) if isinstance(value, str) and value.strip() else describe(value)
+        raise Invalid(where, f"expected 'package.module:function', got {got}")
+    return value
+
+
+def _architecture(value: Any, where: Path_, context: Context) -> str:
+    if not isinstance(value, str):
+        raise Invalid(where, f"expected {_ARCHITECTURE}; got {describe(value)}")
+    if not models.is_known(value) and not sources.is_factory(value):
+        hint = difflib.get_close_matches(value, models.known_models(), n=3)
+        suggestion = f" Did you mean {', '.join(hint)}?" if hint else ""
+        raise Invalid(where, f"unknown architecture '{value}'; expected {_ARCHITECTURE}.{suggestion}")
+    return value
+
+
+def _kwargs(value: Any, where: Path_, context: Context) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise Invalid(where, f"expected a mapping of argument names to values, got {describe(value)}")
+    try:  # the worker gets them as JSON: a YAML date, say, would arrive as a string
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise Invalid(where, "values must be numbers, strings, booleans, lists or mappings of those") from None
+    return value
+
+
+def _sha256(value: Any, where: Path_, context: Context) -> str:
+    if not (isinstance(value, str) and sources.SHA256_RE.match(value)):
+        raise Invalid(where, f"expected 64 hexadecimal digits, got {value!r}")
+    return value.lower()
+
+
+def _inputs(value: Any, where: Path_, context: Context) -> tuple[InputSpec, ...]:
+    try:
+        return parse_inputs(value)
+    except InputsError as exc:
+        raise Invalid((*where, *exc.where), str(exc)) from None
+
+
+def _output(value: Any, where: Path_, context: Context) -> str | int:
+    if not (isinstance(value, str) and value) and not (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    ):
+        raise Invalid(where, f"expected an attribute or key name (e.g. logits) or an index, got {value!r}")
+    return value
+
+
+def _text_file(value: Any, where: Path_, context: Context) -> str:
+    if not isinstance(value, str):
+        raise Invalid(where, f"expected the path of a text file, got {describe(value)}")
+    return context.path(value)
+
+
+_NOT_TFLITE = tuple(kind for kind in sources.KINDS if kind != "tflite")  # a TFLite file runs as given
+# The keys of a `model:` mapping that apply to some kinds of source only: the kinds they apply to.
+_KINDS_OF_KEY: dict[str, tuple[str, ...]] = {
+    "architecture": sources.WEIGHT_KINDS,
+    "kwargs": sources.MODULE_KINDS,
+    "trust_pickle": ("checkpoint", "exported_program"),  # the kinds that unpickle
+    "trust_code": ("aoti",),
+    "saved_precision": tuple(sources.NATIVE_LOAD),
+    "sha256": sources.FILE_KINDS,
+    "inputs": _NOT_TFLITE,
+    "output": _NOT_TFLITE,
+    "task": _NOT_TFLITE,
+    "text": ("hf",),
+    "random_weights": ("hf",),
+    "input_shape": tuple(kind for kind in sources.KINDS if kind != "hf"),  # an hf folder's inputs give its shapes
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A `model:` mapping as written: the user's own model (bench.sources). Exactly one key names
+    the source and its kind (sources.KINDS); which other keys apply to that kind (_KINDS_OF_KEY)
+    and the other rules across keys are `__post_init__`'s. Optional keys default to None, "not
+    given", so that a key which does not apply is refused even at its usual value."""
+
+    name: str = key(_source_name, required=f"has no 'name'; expected {_SOURCE_NAME}")
+    checkpoint: str | None = key(_file, default=None)
+    safetensors: str | None = key(_file, default=None)
+    factory: str | None = key(_factory, default=None)
+    torchscript: str | None = key(_file, default=None)
+    onnx: str | None = key(_file, default=None)
+    exported_program: str | None = key(_file, default=None)
+    tflite: str | None = key(_file, default=None)
+    aoti: str | None = key(_file, default=None)
+    hf: str | None = key(_file, default=None)
+    architecture: str | None = key(_architecture, default=None)
+    kwargs: dict[str, Any] | None = key(_kwargs, default=None)
+    input_shape: tuple[int, ...] | None = key(_input_shape, default=None)
+    sha256: str | None = key(_sha256, default=None)
+    trust_pickle: bool | None = key(flag, default=None)
+    trust_code: bool | None = key(flag, default=None)
+    saved_precision: str | None = key(_PRECISION, default=None)
+    inputs: tuple[InputSpec, ...] | None = key(_inputs, default=None)
+    output: str | int | None = key(_output, default=None)
+    task: str | None = key(choice(sources.TASKS), default=None)
+    text: str | None = key(_text_file, default=None)
+    random_weights: bool | None = key(flag, default=None)
+
+    def __post_init__(self) -> None:
+        kinds = [kind for kind in sources.KINDS if getattr(self, kind) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of {', '.join(sources.KINDS)} (got {', '.join(kinds) or 'none'})")
+        kind = kinds[0]
+        for name, applies in _KINDS_OF_KEY.items():
+            if getattr(self, name) is not None and kind not in applies:
+                raise Invalid((name,), f"does not apply to {kind} sources")
+        if kind in sources.WEIGHT_KINDS and self.architecture is None:
+            raise Invalid(("architecture",), f"a {kind} source needs an architecture: {_ARCHITECTURE}; got nothing")
+        if self.kwargs and self.architecture in models.BUILTIN:
+            raise Invalid(("kwargs",), f"the built-in model {self.architecture} takes no kwargs")
+        if kind == "aoti" and not self.trust_code:
+            raise Invalid(("trust_code",), f"is not set: {sources.CODE_RISK}")
+        if kind == "hf" or self.task is not None:  # a text model
+            for i, spec in enumerate(self.inputs or ()):
+                if spec.name in TOKEN_INDEX_INPUTS and not spec.integer:
+                    raise Invalid(
+                        ("inputs", i, "dtype"),
+                        f"{spec.name} indexes an embedding table, so it takes integers: dtype: int64 with "
+                        f"range: [0, vocabulary size), not {spec.dtype} (the model's embedding would refuse it "
+                        "when it runs)",
+                    )
+        if kind != "hf" and self.task is not None and not self.inputs:
+            raise Invalid(("task",), "applies to models with inputs: (token ids) or hf: folders")
+        if self.inputs and self.input_shape is not None:
+            raise Invalid(("input_shape",), "does not apply with inputs: (their shapes are given there)")
+        known = self.architecture is not None and models.is_known(self.architecture)
+        if kind != "hf" and not self.inputs and self.input_shape is None and not known:
+            raise ValueError(
+                f"needs input_shape: one sample's shape without the batch, e.g. [3, 224, 224] "
+                f"(a {kind} source has no default)"
+            )
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in sources.KINDS if getattr(self, kind) is not None)
+
+    def source(self, inputs: tuple[InputSpec, ...], search_path: str) -> ModelSource:
+        """The model source this entry names; `inputs`: its own, or those its hf: folder gives."""
+        kind = self.kind
+        architecture = self.factory if kind == "factory" else self.architecture
+        # __post_init__ made sure that one without inputs has an input_shape or a known architecture
+        input_shape = () if inputs else self.input_shape or models.default_input_shape(str(architecture))
+        return ModelSource(
+            name=self.name,
+            kind=kind,
+            input_shape=input_shape,
+            path=getattr(self, kind) if kind in sources.FILE_KINDS else None,
+            architecture=architecture,
+            kwargs=self.kwargs or {},
+            sha256=self.sha256,
+            trust_pickle=bool(self.trust_pickle),
+            trust_code=bool(self.trust_code),
+            saved_precision=self.saved_precision or "fp32",
+            search_path=search_path,
+            inputs=inputs,
+            output=self.output,
+            task=self.task,
+            text=self.text,
+            random_weights=bool(self.random_weights),
+        )
 
 
 @dataclass(frozen=True)
@@ -338,6 +531,103 @@ class Scenario:
 SETTINGS = tuple(keys(Scenario))
 
 
+# ---------------------------------------------------------------- the top level of a suite file
+
+_SUITE_NAME = "expected a short name of letters, digits, '_', '.' or '-' (it goes into run ids)"
+
+
+def _suite_name(value: Any, where: Path_, context: Context) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise Invalid(where, f"{_SUITE_NAME}, got {value!r}")
+    return value
+
+
+def _description(value: Any, where: Path_, context: Context) -> str:
+    if not isinstance(value, str):
+        raise Invalid(where, f"expected text, got {describe(value)}")
+    return value
+
+
+def _defaults(value: Any, where: Path_, context: Context) -> dict[str, Any]:
+    """Axes and settings every scenario starts from; their values are the validator's to check."""
+    if value is None:  # `defaults:` left empty
+        return {}
+    expect_mapping(value, where, AXES + SETTINGS)
+    return value
+
+
+def _matrices(value: Any, where: Path_, context: Context) -> tuple[tuple[Path_, dict[str, list[Any]]], ...]:
+    """One matrix, or a list of matrices whose scenarios are joined (e.g. per model family), each
+    with its place: mappings of axes to non-empty lists, whose values are the validator's to check."""
+    if isinstance(value, list) and not value:
+        raise Invalid(where, "is an empty list; give at least one matrix")
+    placed = [((*where, i), m) for i, m in enumerate(value)] if isinstance(value, list) else [(where, value)]
+    for at, matrix in placed:
+        expect_mapping(matrix, at, AXES)
+        if not matrix:
+            raise Invalid(at, "is empty; give at least one axis, e.g. 'model: [tiny_mlp]'")
+        for axis, values in matrix.items():
+            if not isinstance(values, list) or not values:
+                raise Invalid((*at, axis), f"expected a non-empty list of values, got {describe(values)}")
+    return tuple(placed)
+
+
+def _entries(allowed: tuple[str, ...]) -> Check:
+    """`exclude:` or `include:`: a list of mappings whose keys are among `allowed`."""
+
+    def check(value: Any, where: Path_, context: Context) -> tuple[dict[str, Any], ...]:
+        if value is None:  # left empty
+            return ()
+        if not isinstance(value, list):
+            raise Invalid(where, f"expected a list of mappings, got {describe(value)}")
+        for i, entry in enumerate(value):
+            expect_mapping(entry, (*where, i), allowed)
+        return tuple(value)
+
+    return check
+
+
+def _host_groups(value: Any, where: Path_, context: Context) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        raise Invalid(where, f"expected a non-empty list of host group names, got {describe(value)}")
+    for i, group in enumerate(value):
+        if not isinstance(group, str) or not _NAME_RE.match(group):
+            raise Invalid(
+                (*where, i),
+                "expected a host group name of letters, digits, '_', '.' or '-' (the Dask "
+                f"worker resource its workers offer), got {group!r}",
+            )
+        if value.index(group) != i:
+            raise Invalid((*where, i), f"names host group '{group}' twice")
+    return tuple(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuiteDocument:
+    """The top level of a suite file as written. The axis values inside `defaults`, `matrix`,
+    `exclude` and `include` are the validator's to check (a `model:` value may name a source
+    defined earlier in the suite); the settings are read by Scenario's declared keys."""
+
+    name: str = key(_suite_name, default="")  # "": not given, refused at the key as a bad name is
+    description: str = key(_description, default="")
+    defaults: dict[str, Any] = key(_defaults, default_factory=dict)
+    matrix: tuple[tuple[Path_, dict[str, list[Any]]], ...] = key(
+        _matrices, required="has no 'matrix'; expected a mapping of axes to lists of values"
+    )
+    exclude: tuple[dict[str, Any], ...] = key(_entries(AXES), default=())
+    include: tuple[dict[str, Any], ...] = key(_entries(AXES + SETTINGS), default=())
+    hosts: tuple[str, ...] = key(_host_groups, default=())  # host groups: fleet runs (bench.fleet)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise Invalid(("name",), f"{_SUITE_NAME}, got None")
+
+
+TOP_KEYS = tuple(keys(SuiteDocument))
+
+
 @dataclass(frozen=True)
 class Suite:
     path: Path
@@ -469,53 +759,28 @@ class _Validator:
     def suite(self, doc: Any, text: str, max_scenarios: int, file_path: Path) -> Suite:
         if doc is None:
             raise self.fail((), "is empty; expected a mapping with at least 'name' and 'matrix'")
-        expect_mapping(doc, (), TOP_KEYS)
-        name = doc.get("name")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise self.fail(
-                ("name",),
-                f"expected a short name of letters, digits, '_', '.' or '-' (it goes into run ids), got {name!r}",
-            )
-        description = doc.get("description", "")
-        if not isinstance(description, str):
-            raise self.fail(("description",), f"expected text, got {describe(description)}")
-
-        defaults = doc.get("defaults", {}) or {}
-        expect_mapping(defaults, ("defaults",), AXES + SETTINGS)
-        base = {key: self.axis_value(key, value, ("defaults", key)) for key, value in defaults.items() if key in AXES}
-        base_settings = self.settings(defaults, ("defaults",), {})
-
-        if "matrix" not in doc:
-            raise self.fail((), "has no 'matrix'; expected a mapping of axes to lists of values")
-        # One matrix, or a list of matrices whose scenarios are joined (e.g. per model family).
-        matrices = doc["matrix"] if isinstance(doc["matrix"], list) else [doc["matrix"]]
-        where_of = (lambda i: ("matrix", i)) if isinstance(doc["matrix"], list) else (lambda i: ("matrix",))
-        if not matrices:
-            raise self.fail(("matrix",), "is an empty list; give at least one matrix")
-        grids = [self.grid(matrix, where_of(i)) for i, matrix in enumerate(matrices)]
-
-        excludes = self.entries(doc, "exclude")
-        includes = self.entries(doc, "include")
-        for i, rule in enumerate(excludes):
-            expect_mapping(rule, ("exclude", i), AXES)
+        top: SuiteDocument = read(SuiteDocument, doc, (), self.context)
+        base = {k: self.axis_value(k, v, ("defaults", k)) for k, v in top.defaults.items() if k in AXES}
+        base_settings = self.settings(top.defaults, ("defaults",), {})
+        grids = [(where, self.grid(matrix, where)) for where, matrix in top.matrix]
+        for i, rule in enumerate(top.exclude):
             for axis, value in rule.items():
                 self.axis_value(axis, value, ("exclude", i, axis))
 
         points: list[tuple[Path_, dict[str, Any], dict[str, Any]]] = []
-        total = sum(math.prod(len(values) for values in axes.values()) for axes in grids)
+        total = sum(math.prod(len(values) for values in axes.values()) for _, axes in grids)
         if total > max_scenarios:
             raise self.fail(
                 ("matrix",),
                 f"expands to {total} scenarios, more than the limit of {max_scenarios}; "
                 "split the suite or raise the limit (bench run --max-scenarios)",
             )
-        for i, axes in enumerate(grids):
+        for where, axes in grids:
             for combo in itertools.product(*axes.values()):
                 point = {**base, **dict(zip(axes, combo, strict=True))}
-                if not any(_matches(rule, point) for rule in excludes):
-                    points.append((where_of(i), point, base_settings))
-        for i, extra in enumerate(includes):
-            expect_mapping(extra, ("include", i), AXES + SETTINGS)
+                if not any(_matches(rule, point) for rule in top.exclude):
+                    points.append((where, point, base_settings))
+        for i, extra in enumerate(top.include):
             point = {**base}
             point.update({k: self.axis_value(k, v, ("include", i, k)) for k, v in extra.items() if k in AXES})
             points.append((("include", i), point, self.settings(extra, ("include", i), base_settings)))
@@ -536,47 +801,18 @@ class _Validator:
                 )
             seen[scenario.id] = where
             scenarios.append(scenario)
-        hosts = self.host_groups(doc)
-        if hosts:
-            scenarios = [dataclasses.replace(s, host_group=group) for group in hosts for s in scenarios]
+        if top.hosts:
+            scenarios = [dataclasses.replace(s, host_group=group) for group in top.hosts for s in scenarios]
             if len(scenarios) > max_scenarios:
                 raise self.fail(("hosts",), f"gives {len(scenarios)} scenarios, more than the limit of {max_scenarios}")
-        return Suite(file_path, name, description, tuple(scenarios), text, hosts)
+        return Suite(file_path, top.name, top.description, tuple(scenarios), text, top.hosts)
 
-    def host_groups(self, doc: dict[str, Any]) -> tuple[str, ...]:
-        value = doc.get("hosts")
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not value:
-            raise self.fail(("hosts",), f"expected a non-empty list of host group names, got {describe(value)}")
-        for i, group in enumerate(value):
-            if not isinstance(group, str) or not _NAME_RE.match(group):
-                raise self.fail(
-                    ("hosts", i),
-                    "expected a host group name of letters, digits, '_', '.' or '-' (the Dask worker "
-                    f"resource its workers offer), got {group!r}",
-                )
-            if value.index(group) != i:
-                raise self.fail(("hosts", i), f"names host group '{group}' twice")
-        return tuple(value)
-
-    def grid(self, matrix: Any, where: Path_) -> dict[str, list[Any]]:
-        """One matrix's axes and their validated values."""
-        expect_mapping(matrix, where, AXES)
-        if not matrix:
-            raise self.fail(where, "is empty; give at least one axis, e.g. 'model: [tiny_mlp]'")
-        axes: dict[str, list[Any]] = {}
-        for axis, values in matrix.items():
-            if not isinstance(values, list) or not values:
-                raise self.fail((*where, axis), f"expected a non-empty list of values, got {describe(values)}")
-            axes[axis] = [self.axis_value(axis, v, (*where, axis, i)) for i, v in enumerate(values)]
-        return axes
-
-    def entries(self, doc: dict[str, Any], key: str) -> list[Any]:
-        value = doc.get(key) or []
-        if not isinstance(value, list):
-            raise self.fail((key,), f"expected a list of mappings, got {describe(value)}")
-        return value
+    def grid(self, matrix: dict[str, list[Any]], where: Path_) -> dict[str, list[Any]]:
+        """One matrix's axes (their structure checked by SuiteDocument) and their validated values."""
+        return {
+            axis: [self.axis_value(axis, v, (*where, axis, i)) for i, v in enumerate(values)]
+            for axis, values in matrix.items()
+        }
 
     def settings(self, entry: dict[str, Any], where: Path_, inherited: dict[str, Any]) -> dict[str, Any]:
         """The settings a `defaults:` or `include:` entry gives, typed, over those it inherits."""
@@ -604,167 +840,33 @@ class _Validator:
         return _AXIS_CHECKS[key](value, where, self.context)
 
     def model_source(self, value: dict[str, Any], where: Path_) -> ModelSource:
-        """A `model:` mapping: the user's own model (see bench.sources), its files checked."""
-        expect_mapping(value, where, sources.KEYS)
-        name = value.get("name")
-        if not isinstance(name, str) or not sources.NAME_RE.match(name):
-            raise self.fail(
-                (*where, "name"),
-                f"expected a name of letters, digits, '_' or '.' (it starts the scenario ids), got {name!r}",
-            )
-        if models.is_known(name):
-            raise self.fail(
-                (*where, "name"), f"'{name}' is already a built-in or torchvision model; pick another name "
-                "so that its rows are never taken for that model's",
-            )  # fmt: skip
-        kinds = [kind for kind in sources.KINDS if kind in value]
-        if len(kinds) != 1:
-            raise self.fail(where, f"give exactly one of {', '.join(sources.KINDS)} (got {', '.join(kinds) or 'none'})")
-        kind = kinds[0]
-        spec = value[kind]
-        if not isinstance(spec, str) or not spec.strip():
-            expected = "'package.module:function'" if kind == "factory" else "a path"
-            raise self.fail((*where, kind), f"expected {expected}, got {describe(spec)}")
-        if kind == "factory" and not sources.is_factory(spec):
-            raise self.fail((*where, kind), f"expected 'package.module:function', got {spec!r}")
-        allowed = {
-            "architecture": kind in sources.WEIGHT_KINDS,
-            "kwargs": kind in sources.MODULE_KINDS,
-            "trust_pickle": kind in ("checkpoint", "exported_program"),
-            "trust_code": kind == "aoti",
-            "saved_precision": kind in sources.NATIVE_LOAD,
-            "sha256": kind in sources.FILE_KINDS,
-            "inputs": kind != "tflite",
-            "output": kind != "tflite",
-            "task": kind != "tflite",
-            "text": kind == "hf",
-            "random_weights": kind == "hf",
-        }
-        for field_name, ok in allowed.items():
-            if field_name in value and not ok:
-                raise self.fail((*where, field_name), f"does not apply to {kind} sources")
-        architecture = spec if kind == "factory" else None
-        if kind in sources.WEIGHT_KINDS:
-            architecture = self.architecture(value, kind, where)
-        kwargs = value.get("kwargs", {})
-        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-            raise self.fail(
-                (*where, "kwargs"), f"expected a mapping of argument names to values, got {describe(kwargs)}"
-            )
-        try:  # the worker gets them as JSON: a YAML date, say, would arrive as a string
-            json.dumps(kwargs, allow_nan=False)
-        except (TypeError, ValueError):
-            raise self.fail(
-                (*where, "kwargs"), "values must be numbers, strings, booleans, lists or mappings of those"
-            ) from None
-        if kwargs and architecture in models.BUILTIN:
-            raise self.fail((*where, "kwargs"), f"the built-in model {architecture} takes no kwargs")
-        trust_pickle, trust_code = value.get("trust_pickle", False), value.get("trust_code", False)
-        for field_name, trusted in (("trust_pickle", trust_pickle), ("trust_code", trust_code)):
-            flag(trusted, (*where, field_name), self.context)
-        if kind == "aoti" and not trust_code:
-            raise self.fail((*where, "trust_code"), f"is not set: {sources.CODE_RISK}")
-        sha256 = value.get("sha256")
-        if sha256 is not None and not (isinstance(sha256, str) and sources.SHA256_RE.match(sha256)):
-            raise self.fail((*where, "sha256"), f"expected 64 hexadecimal digits, got {sha256!r}")
-        text_fields = self.text_fields(value, kind, where)
-        if text_fields["inputs"] and "input_shape" in value:
-            raise self.fail((*where, "input_shape"), "does not apply with inputs: (their shapes are given there)")
-        if text_fields["inputs"]:
-            input_shape = ()
-        elif "input_shape" in value:
-            input_shape = self.axis_value("input_shape", value["input_shape"], (*where, "input_shape"))
-        elif architecture and models.is_known(architecture):
-            input_shape = models.default_input_shape(architecture)
-        else:
-            raise self.fail(
-                where, f"needs input_shape: one sample's shape without the batch, e.g. [3, 224, 224] "
-                f"(a {kind} source has no default)",
-            )  # fmt: skip
-        source = ModelSource(
-            name=name, kind=kind, input_shape=input_shape,
-            path=self.context.path(spec) if kind in sources.FILE_KINDS else None,
-            architecture=architecture, kwargs=kwargs, sha256=sha256.lower() if sha256 else None,
-            trust_pickle=trust_pickle, trust_code=trust_code,
-            saved_precision=_PRECISION(value.get("saved_precision", "fp32"), (*where, "saved_precision"), self.context),
-            search_path=str(self.context.base_dir), **text_fields,
-        )  # fmt: skip
-        known = self.model_sources.get(name)
+        """A `model:` mapping (ModelEntry): the user's own model (see bench.sources), its files checked."""
+        entry: ModelEntry = read(ModelEntry, value, where, self.context)
+        inputs = entry.inputs or ()
+        if entry.hf is not None:
+            try:  # the folder's own files decide the rest (bench.hf)
+                facts = hf.check_entry(Path(entry.hf), entry.task, inputs, entry.text, bool(entry.random_weights))
+            except hf.EntryError as exc:
+                raise self.fail((*where, *exc.where), str(exc)) from None
+            inputs = facts.inputs
+            if facts.max_positions is not None:
+                self.max_positions[entry.name] = facts.max_positions
+        source = entry.source(inputs, str(self.context.base_dir))
+        known = self.model_sources.get(source.name)
         if known is not None and known != source:
-            raise self.fail((*where, "name"), f"'{name}' names a different model source earlier in the suite")
+            raise self.fail((*where, "name"), f"'{source.name}' names a different model source earlier in the suite")
         if known is None:
             # Refused before anything runs: a missing, empty or changed file, a factory that does
             # not import. Reading the file's contents waits for the run (it needs torch / onnx).
             try:
-                if kind in sources.FILE_KINDS:
+                if source.kind in sources.FILE_KINDS:
                     sources.check_file(source)
-                if architecture and sources.is_factory(architecture):
+                if source.architecture and sources.is_factory(source.architecture):
                     sources.resolve_factory(source)
             except SourceError as exc:
                 raise self.fail((*where, exc.field), str(exc)) from None
-            self.model_sources[name] = source
+            self.model_sources[source.name] = source
         return source
-
-    def text_fields(self, value: dict[str, Any], kind: str, where: Path_) -> dict[str, Any]:
-        """`inputs`, `output`, `task`, `text` and `random_weights` of a model entry; an hf folder is
-        asked (bench.hf.check_entry) for its default inputs and the limits they are checked against."""
-        fields: dict[str, Any] = {"inputs": (), "output": value.get("output"), "task": value.get("task"),
-                                  "text": None, "random_weights": value.get("random_weights", False)}  # fmt: skip
-        if "inputs" in value:
-            try:
-                fields["inputs"] = parse_inputs(value["inputs"])
-            except InputsError as exc:
-                raise self.fail((*where, "inputs", *exc.where), str(exc)) from None
-        output = fields["output"]
-        if (
-            output is not None
-            and not (isinstance(output, str) and output)
-            and not (isinstance(output, int) and not isinstance(output, bool) and output >= 0)
-        ):
-            raise self.fail((*where, "output"), f"expected an attribute or key name (e.g. logits) or an index, "
-                            f"got {output!r}")  # fmt: skip
-        if fields["task"] is not None:
-            choice(sources.TASKS)(fields["task"], (*where, "task"), self.context)
-        flag(fields["random_weights"], (*where, "random_weights"), self.context)
-        if kind == "hf" or fields["task"] is not None:  # a text model
-            for i, spec in enumerate(fields["inputs"]):
-                if spec.name in TOKEN_INDEX_INPUTS and not spec.integer:
-                    raise self.fail((*where, "inputs", i, "dtype"), f"{spec.name} indexes an embedding table, so it "
-                                    f"takes integers: dtype: int64 with range: [0, vocabulary size), not "
-                                    f"{spec.dtype} (the model's embedding would refuse it when it runs)")  # fmt: skip
-        if kind != "hf":
-            if fields["task"] is not None and not fields["inputs"]:
-                raise self.fail((*where, "task"), "applies to models with inputs: (token ids) or hf: folders")
-            return fields
-        text = value.get("text")
-        if text is not None and not isinstance(text, str):
-            raise self.fail((*where, "text"), f"expected the path of a text file, got {describe(text)}")
-        fields["text"] = self.context.path(text) if text is not None else None
-        folder = Path(self.context.path(value["hf"]))
-        try:  # the folder's own files decide the rest (bench.hf)
-            facts = hf.check_entry(folder, fields["task"], fields["inputs"], fields["text"], fields["random_weights"])
-        except hf.EntryError as exc:
-            raise self.fail((*where, *exc.where), str(exc)) from None
-        fields["inputs"] = facts.inputs
-        if facts.max_positions is not None:
-            self.max_positions[value["name"]] = facts.max_positions
-        return fields
-
-    def architecture(self, value: dict[str, Any], kind: str, where: Path_) -> str:
-        architecture = value.get("architecture")
-        if not isinstance(architecture, str):
-            raise self.fail(
-                (*where, "architecture"), f"a {kind} source needs an architecture: a built-in or torchvision "
-                f"model name, or a factory 'package.module:function'; got {describe(architecture)}",
-            )  # fmt: skip
-        if not models.is_known(architecture) and not sources.is_factory(architecture):
-            hint = difflib.get_close_matches(architecture, models.known_models(), n=3)
-            suggestion = f" Did you mean {', '.join(hint)}?" if hint else ""
-            raise self.fail(
-                (*where, "architecture"), f"unknown architecture '{architecture}'; expected a built-in or "
-                f"torchvision model name, or a factory 'package.module:function'.{suggestion}",
-            )  # fmt: skip
-        return architecture
 
     def scenario(self, point: dict[str, Any], settings: dict[str, Any], where: Path_) -> Scenario:
         if "model" not in point:

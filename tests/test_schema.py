@@ -8,29 +8,55 @@ from pathlib import Path
 
 import pytest
 
+from bench import sources
 from bench.calibration import CalibrationSpec
 from bench.errors import SuiteError
 from bench.generation import GeneratePolicy
 from bench.pipeline import DataSpec
 from bench.schema import Context, Invalid, block, from_json, integer, key, keys, read
 from bench.suite import (
+    _KINDS_OF_KEY,
     SETTINGS,
+    TOP_KEYS,
     BatchingPolicy,
     CapacityPolicy,
     CompilePolicy,
     MeasurePolicy,
+    ModelEntry,
     Scenario,
     SeqLenMix,
+    SuiteDocument,
     parse_suite,
 )
 
-BLOCKS = (MeasurePolicy, CapacityPolicy, BatchingPolicy, CompilePolicy, GeneratePolicy, CalibrationSpec, DataSpec)
+BLOCKS = (
+    MeasurePolicy,
+    CapacityPolicy,
+    BatchingPolicy,
+    CompilePolicy,
+    GeneratePolicy,
+    CalibrationSpec,
+    DataSpec,
+    ModelEntry,
+    SuiteDocument,
+)
 
 
 @pytest.mark.parametrize("cls", BLOCKS, ids=lambda cls: cls.__name__)
 def test_every_field_of_a_suite_block_is_a_declared_key(cls):
     # a field added without its check would be refused in every suite as an unknown key
     assert list(keys(cls)) == [f.name for f in dataclasses.fields(cls)]
+
+
+def test_a_model_entry_has_one_key_per_kind_of_source_and_its_kind_rules_name_its_keys():
+    # a kind added to bench.sources without its key here could never be written in a suite
+    assert [name for name in keys(ModelEntry) if name in sources.KINDS] == list(sources.KINDS)
+    assert set(_KINDS_OF_KEY) < set(keys(ModelEntry)) - set(sources.KINDS)
+    assert all(set(kinds) <= set(sources.KINDS) for kinds in _KINDS_OF_KEY.values())
+
+
+def test_the_top_level_keys_are_the_suite_documents_declared_keys():
+    assert TOP_KEYS == ("name", "description", "defaults", "matrix", "exclude", "include", "hosts")
 
 
 def test_the_settings_are_the_scenarios_declared_keys():
@@ -54,6 +80,8 @@ class _Outer:
     def __post_init__(self) -> None:
         if self.inner and self.other and self.inner.size < self.other.size:
             raise ValueError("inner.size is smaller than other.size")
+        if self.inner and self.other and self.other.count > 10 * self.inner.size:
+            raise Invalid(("other", "count"), "is more than ten times inner.size")
 
 
 def test_the_reader_merges_replaces_requires_and_places_every_error(tmp_path: Path):
@@ -68,6 +96,7 @@ def test_the_reader_merges_replaces_requires_and_places_every_error(tmp_path: Pa
         ({"inner": {"sise": 2}}, ("x", "inner", "sise"), "unknown key 'sise'; did you mean 'size'?"),
         ({"inner": [2]}, ("x", "inner"), "expected a mapping, got a list"),
         ({"inner": {"size": 1}, "other": {"size": 2}}, ("x",), "inner.size is smaller than other.size"),
+        ({"inner": {"size": 1}, "other": {"size": 1, "count": 11}}, ("x", "other", "count"), "is more than ten"),
         ({"shape": [1]}, ("x", "shape"), "unknown key 'shape'"),  # a field without a check is not a suite key
     ]
     for value, where, message in cases:
@@ -107,3 +136,4 @@ def test_an_include_replaces_the_generate_block_and_merges_the_calibration_block
     assert plain.calibration == CalibrationSpec(samples=8)
     assert included.calibration == CalibrationSpec(source="random", samples=8)
     assert included.compile == CompilePolicy(mode="max-autotune-no-cudagraphs", cache="warm")
+

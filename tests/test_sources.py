@@ -167,6 +167,11 @@ def test_relative_paths_start_at_the_given_base_dir(tmp_path):
         ("{name: m, onnx: w.pth, architecture: tiny_mlp, input_shape: [4]}", "architecture",
          ["does not apply to onnx sources"]),
         ("{name: m, onnx: w.pth, trust_pickle: true, input_shape: [4]}", "trust_pickle", ["does not apply"]),
+        # a key that does not apply is refused at its usual value too
+        ("{name: m, onnx: w.pth, kwargs: {}, input_shape: [4]}", "kwargs", ["does not apply to onnx sources"]),
+        ("{name: m, hf: folder, input_shape: [4]}", "input_shape", ["does not apply to hf sources"]),
+        ("{checkpoint: w.pth, architecture: tiny_mlp}", None, ["has no 'name'", "letters, digits"]),
+        ("{name: m, aoti: w.pth, input_shape: [4]}", "trust_code", ["is not set", "native code"]),
         ("{name: m, torchscript: w.pth}", None, ["needs input_shape"]),
         ("{name: m, checkpoint: w.pth, architecture: tiny_mlp, sha256: abc}", "sha256", ["64 hexadecimal digits"]),
         ("{name: m, checkpoint: w.pth, architecture: tiny_mlp, kwargs: {a: 1}}", "kwargs", ["takes no kwargs"]),

@@ -704,6 +704,26 @@ def test_exclude_that_removes_everything():
     assert "removes every scenario" in err.message
 
 
+@pytest.mark.parametrize(
+    ("text", "field", "fragment"),
+    [
+        ("defaults: []\n", "defaults", "expected a mapping, got a list"),
+        ("exclude: {}\n", "exclude", "expected a list of mappings, got a mapping"),
+        ("include: 0\n", "include", "expected a list of mappings, got int 0"),
+        ("hosts: ''\n", "hosts", "expected a non-empty list of host group names"),
+    ],
+)
+def test_an_empty_value_of_the_wrong_kind_is_refused_at_the_top_level(text, field, fragment):
+    err = parse_error(f"name: demo\nmatrix: {{model: [tiny_mlp]}}\n{text}")
+    assert (err.line, err.field) == (3, field)
+    assert fragment in err.message
+
+
+def test_top_level_keys_left_empty_are_taken_as_not_given():
+    suite = parse("name: demo\ndescription: d\ndefaults:\nmatrix: {model: [tiny_mlp]}\nexclude:\ninclude:\nhosts:\n")
+    assert [s.id for s in suite.scenarios] == ["tiny_mlp-b1-t1-fp32-eager"] and suite.hosts == ()
+
+
 def test_exclude_not_a_list():
     err = parse_error("name: demo\nmatrix: {model: [tiny_mlp]}\nexclude: {model: tiny_mlp}\n")
     assert err.line == 3

@@ -57,10 +57,10 @@ from bench.record import (
     ResultRecord,
     RssFigures,
     append_record,
-    from_json,
 )
 from bench.runfolder import RunFolder, benchmark_round_times, load_run
 from bench.runlock import lock_run_folder
+from bench.schema import from_json
 from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite

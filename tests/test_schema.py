@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
+import bench
 from bench import sources
 from bench.calibration import CalibrationSpec
 from bench.errors import SuiteError
@@ -137,3 +139,24 @@ def test_an_include_replaces_the_generate_block_and_merges_the_calibration_block
     assert included.calibration == CalibrationSpec(source="random", samples=8)
     assert included.compile == CompilePolicy(mode="max-autotune-no-cudagraphs", cache="warm")
 
+
+def test_the_schemas_names_are_imported_from_bench_schema_never_through_a_module_that_uses_them():
+    # bench.record imports from_json for its own rows; bench.runner took it from there
+    root = Path(bench.__file__).parent.parent
+    imports: dict[str, list[ast.ImportFrom]] = {}  # module name: its `from ... import ...` statements
+    for path in sorted([*root.glob("bench/**/*.py"), *root.glob("tests/**/*.py")]):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        module = ".".join(path.relative_to(root).with_suffix("").parts)
+        imports[module] = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    from_schema = {
+        module: {alias.name for node in nodes if node.module == "bench.schema" for alias in node.names}
+        for module, nodes in imports.items()
+    }
+    through = [
+        f"{module}: from {node.module} import {alias.name}"
+        for module, nodes in imports.items()
+        for node in nodes
+        for alias in node.names
+        if alias.name in from_schema.get(node.module or "", ())
+    ]
+    assert through == []

@@ -266,6 +266,10 @@ def test_int8_static_and_weight_only_run_end_to_end_and_tradeoffs_prints_them(ru
           precision: [fp32, int8_static, int8_weight_only]
           load: [eager, mmap, onnxruntime]
           batch_size: [2]
+        exclude:  # rows no assertion below reads (test_precisions runs fp32 in every load mode)
+          - {precision: fp32, load: mmap}
+          - {precision: fp32, load: onnxruntime}
+          - {precision: int8_weight_only, load: mmap}
         include:
           - {model: tiny_mlp, precision: int4_weight_only, load: eager, batch_size: 2}
         """
@@ -305,7 +309,7 @@ def test_int8_static_and_weight_only_run_end_to_end_and_tradeoffs_prints_them(ru
     assert "## Trade-offs" in report and "tiny_cnn, batch 2" in report
 
 
-TRAINED_EPOCHS = 30
+TRAINED_EPOCHS = 10  # 1.0 accuracy on this folder from 5 epochs on (30 cost 3 CPU-s, 10 cost 0.8)
 
 
 def _train_tiny_cnn(images: Path, out: Path) -> None:
@@ -343,6 +347,7 @@ def test_int8_static_calibrated_on_the_data_folder_reports_top1_accuracy_beside_
           precision: [fp32, int8_static]
           load: [eager, onnxruntime]
           batch_size: [4]
+        exclude: [{precision: fp32, load: onnxruntime}]  # fp32's accuracy is read under eager only
         """
     )
     done = run_cli("run", str(suite), "--no-history")

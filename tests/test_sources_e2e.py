@@ -27,9 +27,14 @@ def wide():
 """
 
 
-def _make_files(folder: Path) -> None:
+def _save_gpu_checkpoint(folder: Path) -> None:
+    """gpu.pth: tiny_mlp's weights as a training script on a GPU saves them (cuda:0 storages, module. prefix)."""
     state = models.build_model("tiny_mlp", 5).state_dict()
     save_as_if_on_cuda({"epoch": 9, "state_dict": {f"module.{k}": v for k, v in state.items()}}, folder / "gpu.pth")
+
+
+def _make_files(folder: Path) -> None:
+    _save_gpu_checkpoint(folder)
     data = (folder / "gpu.pth").read_bytes()
     (folder / "truncated.pth").write_bytes(data[: len(data) // 3])
     (folder / "bench_e2e_user_models.py").write_text(FACTORY, encoding="utf-8")
@@ -136,7 +141,7 @@ def test_user_models_run_and_bad_files_become_failed_rows(run_cli, write_suite, 
 
 
 def test_refused_before_running_with_file_line_and_field(run_cli, write_suite, tmp_path):
-    _make_files(tmp_path)
+    _save_gpu_checkpoint(tmp_path)  # the only file it reads: no ONNX export, trace or .tflite to pay for
     suite = write_suite(
         """
         name: refused
@@ -165,7 +170,7 @@ def test_refused_before_running_with_file_line_and_field(run_cli, write_suite, t
 
 def test_resume_reads_model_paths_from_the_original_suite_folder(tmp_path):
     """The run folder keeps a copy of the suite; its relative model paths still mean the original folder."""
-    _make_files(tmp_path)
+    _save_gpu_checkpoint(tmp_path)
     (tmp_path / "suite.yaml").write_text(
         "name: r\nmatrix:\n  model: [{name: mine, checkpoint: gpu.pth, architecture: tiny_mlp}]\n", encoding="utf-8"
     )

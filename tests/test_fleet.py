@@ -107,7 +107,7 @@ def test_a_fleet_run_gives_the_rows_of_a_local_run_each_with_its_worker_and_neve
 
 @pytest.mark.slow
 def test_a_worker_lost_mid_scenario_costs_a_retry_not_a_row(cluster, tmp_path):
-    suite = _suite(tmp_path, 2.5)
+    suite = _suite(tmp_path, 2.5, extra=THREE)
     command = [sys.executable, "-m", "bench", "run", str(suite), "--scheduler", cluster.scheduler_address,
                "--reports", "fleet", "--no-history"]  # fmt: skip
     run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -125,7 +125,7 @@ def test_a_worker_lost_mid_scenario_costs_a_retry_not_a_row(cluster, tmp_path):
             run.kill()
     assert run.returncode == 0, stderr
     rows = _rows(tmp_path / "fleet")
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"ok"}
     retried = [r for r in rows if r["fleet"]["lost_attempts"]]
     assert len(retried) == 1, rows
     assert retried[0]["fleet"]["lost_attempts"] == [{"worker": victim, "reason": "worker lost"}]

@@ -24,22 +24,33 @@ class CliResult:
     stderr: str
 
 
+def _run_bench(cwd: Path, *args: str, timeout_s: float = 600) -> CliResult:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
 @pytest.fixture
 def run_cli(tmp_path: Path):
     """Run the real `bench` command (python -m bench) in a fresh process, from tmp_path."""
 
     def run(*args: str, timeout_s: float = 600) -> CliResult:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench", *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            stdin=subprocess.DEVNULL,
-        )
-        return CliResult(done.returncode, done.stdout, done.stderr)
+        return _run_bench(tmp_path, *args, timeout_s=timeout_s)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def bench_in():
+    """bench_in(folder, *args): run_cli from a folder of the caller's choosing, for a module-scoped
+    fixture whose run several tests read (run_cli's folder, tmp_path, is per test)."""
+    return _run_bench
 
 
 @pytest.fixture

@@ -17,29 +17,39 @@ LOADS = ("eager", "mmap", "torchscript", "export", "onnxruntime")
 UNSUPPORTED = {("int8_dynamic", "mmap"), ("int8_dynamic", "export"), ("bf16", "onnxruntime")}
 
 
-def _records(tmp_path: Path) -> list:
-    (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
+MATRIX_SUITE = """\
+name: matrix
+defaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.05}}
+matrix:
+  model: [tiny_mlp]
+  precision: [fp32, int8_dynamic, fp16, bf16]
+  load: [eager, mmap, torchscript, export, onnxruntime]
+"""
+
+
+def _records(folder: Path, suite_name: str) -> list:
+    """The rows of the run of suite `suite_name` in folder/reports (run folders end in the suite's name)."""
+    (run_dir,) = [p for p in (folder / "reports").iterdir() if p.is_dir() and p.name.endswith(f"-{suite_name}")]
     written = load_run(run_dir)
     assert written.warnings == []
     return written.records
 
 
-def test_every_precision_and_load_mode_on_the_tiny_model(run_cli, write_suite, tmp_path):
-    suite = write_suite(
-        """
-        name: matrix
-        defaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.05}}
-        matrix:
-          model: [tiny_mlp]
-          precision: [fp32, int8_dynamic, fp16, bf16]
-          load: [eager, mmap, torchscript, export, onnxruntime]
-        """
-    )
-    result = run_cli("run", str(suite))
+@pytest.fixture(scope="module")
+def matrix_run(tmp_path_factory, bench_in):
+    """Every precision and load mode of tiny_mlp, run once for the module: the matrix test reads its rows
+    and the cache test runs two of its scenarios again beside it. Returns (folder, CLI result)."""
+    folder = tmp_path_factory.mktemp("matrix")
+    (folder / "suite.yaml").write_text(MATRIX_SUITE, encoding="utf-8")
+    return folder, bench_in(folder, "run", "suite.yaml")
+
+
+def test_every_precision_and_load_mode_on_the_tiny_model(matrix_run):
+    folder, result = matrix_run
     assert result.returncode == 0, result.stdout + result.stderr
     # ORT's "consider pre-processing before quantization": the int8 ONNX file went through it
     assert "pre-processing" not in result.stderr, result.stderr
-    records = {(r.precision, r.load): r for r in _records(tmp_path)}
+    records = {(r.precision, r.load): r for r in _records(folder, "matrix")}
     assert set(records) == {(p, load) for p in PRECISIONS for load in LOADS}
 
     fp32_bytes = records["fp32", "eager"].artifact_bytes
@@ -81,7 +91,7 @@ def test_mmap_maps_the_weights_instead_of_copying_them(run_cli, write_suite, tmp
     )
     result = run_cli("run", str(suite))
     assert result.returncode == 0, result.stderr
-    rows = {r.load: r for r in _records(tmp_path)}
+    rows = {r.load: r for r in _records(tmp_path, "mmap")}
     eager, mmap = rows["eager"], rows["mmap"]
     weights = eager.artifact_bytes  # ~45 MB of fp32 weights
     grown = {load: r.rss_bytes.after_load - r.rss_bytes.before_load for load, r in rows.items()}
@@ -93,21 +103,21 @@ def test_mmap_maps_the_weights_instead_of_copying_them(run_cli, write_suite, tmp
     assert mmap.fidelity.max_abs_error == 0.0  # the same weights, just mapped
 
 
-def test_a_second_run_reuses_the_cached_artifacts(run_cli, write_suite, tmp_path):
-    suite = write_suite(
-        """
-        name: cache
-        defaults: {measure: {warmup_rounds: 1, min_rounds: 3, max_time_s: 0.02}}
-        matrix: {model: [tiny_cnn], load: [eager, torchscript]}
-        """
+def test_a_second_run_reuses_the_cached_artifacts(matrix_run, bench_in):
+    """The matrix run prepared every artifact; a second run of two of its scenarios (another suite, other
+    measurement settings, the same artifacts) in the same reports folder takes them from the cache."""
+    folder, result = matrix_run
+    assert result.returncode == 0, result.stderr
+    first = {r.scenario_id: r for r in _records(folder, "matrix")}
+    (folder / "cache.yaml").write_text(
+        "name: cache\ndefaults: {measure: {warmup_rounds: 1, min_rounds: 3, max_time_s: 0.02}}\n"
+        "matrix: {model: [tiny_mlp], load: [eager, torchscript]}\n",
+        encoding="utf-8",
     )
-    assert run_cli("run", str(suite)).returncode == 0
-    first = {r.scenario_id: r for r in _records(tmp_path)}
-    for run_dir in (tmp_path / "reports").iterdir():
-        if not run_dir.name.startswith("."):
-            run_dir.rename(tmp_path / f"done-{run_dir.name}")
-    assert run_cli("run", str(suite)).returncode == 0
-    second = {r.scenario_id: r for r in _records(tmp_path)}
+    done = bench_in(folder, "run", "cache.yaml", "--no-history")
+    assert done.returncode == 0, done.stderr
+    second = {r.scenario_id: r for r in _records(folder, "cache")}
+    assert sorted(second) == ["tiny_mlp-b1-t1-fp32-eager", "tiny_mlp-b1-t1-fp32-torchscript"]
     for scenario_id, row in second.items():
         assert first[scenario_id].artifact_cached is False and first[scenario_id].artifact_prepare_s > 0
         assert row.artifact_cached is True and row.artifact_prepare_s == 0.0

@@ -89,10 +89,12 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
-    """ruff over the package, tests and glue."""
+    """ruff over the package, tests and glue: the lint rules, and the formatting (`ruff format --check`).
+    tests/test_style.py runs the same two checks, so the test command (and CI) enforces them too."""
     _install(session)
-    session.run(str(BIN / "python"), "-m", "pip", "install", "-q", "ruff==0.17.6", external=True)
-    session.run(str(BIN / "ruff"), "check", "bench", "tests", "conftest.py", "noxfile.py", external=True)
+    paths = ["bench", "tests", "conftest.py", "noxfile.py"]
+    session.run(str(BIN / "ruff"), "check", *paths, external=True)
+    session.run(str(BIN / "ruff"), "format", "--check", *paths, external=True)
 
 
 @nox.session(venv_backend="none")

@@ -42,7 +42,21 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bench.instance import STOP, InstanceError, InstanceProcess, step_file_slots, step_region
+from bench.instance import (
+    STOP,
+    Batching,
+    ClosedLoop,
+    ClosedLoopDone,
+    InstanceError,
+    InstanceProcess,
+    InstanceSpec,
+    Ready,
+    Serve,
+    ServeDone,
+    Serving,
+    step_file_slots,
+    step_region,
+)
 from bench.loadgen import (
     StepLimits,
     StepTimes,
@@ -157,18 +171,15 @@ class InstanceGroup:
         try:
             with contextlib.suppress(OSError):  # a smaller pipe only makes the generator block sooner
                 fcntl.fcntl(self.request_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-            spec = {
-                "scenario": self.scenario.to_dict(),
-                "artifact_path": str(self.artifact_path),
-                "batch_sizes": self.batch_sizes,
-                "serve_batch_sizes": self.serve_batch_sizes,
-                "mix_seq_lens": self.mix_seq_lens,
-            }
+            spec = InstanceSpec(
+                self.scenario.to_dict(), str(self.artifact_path), self.batch_sizes, self.serve_batch_sizes,
+                self.mix_seq_lens, index=-1, cores=[], reply_fd=-1, request_fd=-1,
+            )  # fmt: skip
             env = worker_env(self.scenario.threads, {})
             for index, cores in enumerate(self.cores):
                 self.instances.append(InstanceProcess.start(index, cores, spec, read_fd, env, self.log_dir))
             for instance in self.instances:
-                instance.ready = instance.receive(self.scenario.timeout_s)
+                instance.ready = instance.receive(Ready, self.scenario.timeout_s)
         except BaseException as exc:
             self.__exit__(type(exc))
             raise
@@ -192,21 +203,21 @@ def closed_loop(group: InstanceGroup, k: int, batch_size: int, duration_s: float
     active = group.instances[:k]
     start_at = time.monotonic() + START_DELAY_S
     for instance in active:
-        instance.send({"cmd": "closed_loop", "start_at": start_at, "duration_s": duration_s, "batch_size": batch_size})
-    replies = [instance.receive(group.timeout_s(START_DELAY_S + duration_s)) for instance in active]
+        instance.send(ClosedLoop(start_at, duration_s, batch_size))
+    replies = [instance.receive(ClosedLoopDone, group.timeout_s(START_DELAY_S + duration_s)) for instance in active]
     runs, pooled, raw = [], [], {}
     for instance, reply in zip(active, replies, strict=True):
-        times = np.frombuffer(base64.b64decode(reply["times_b64"]), dtype="<f8")
+        times = np.frombuffer(base64.b64decode(reply.times_b64), dtype="<f8")
         raw[f"i{instance.index}"] = times
         pooled.extend(times.tolist())
         runs.append(
             InstanceRun(
                 instance=instance.index,
                 cores=instance.cores,
-                calls=reply["calls"],
-                samples_per_s=reply["calls"] * batch_size / reply["wall_s"],
+                calls=reply.calls,
+                samples_per_s=reply.calls * batch_size / reply.wall_s,
                 latency_s=LatencyStats.from_times(times.tolist()),
-                cpu_s=reply["cpu_s"],
+                cpu_s=reply.cpu_s,
             )
         )
     figures = ClosedLoopFigures(
@@ -235,14 +246,12 @@ def server_step(
     n = len(offsets)
     active = group.instances[:k]
     drain_s = max(_DRAIN_MIN_S, 2 * slo_p99_s)
-    serve: dict = {"cmd": "serve", "requests": n, "mixed": mix is not None}
-    if batching is not None:
-        serve["batching"] = {"max_batch": batching.max_batch, "max_delay_s": batching.max_delay_ms / 1e3}
+    batches = Batching(batching.max_batch, batching.max_delay_ms / 1e3) if batching is not None else None
     with step_file(n) as (path, slots):
         for instance in active:
-            instance.send({**serve, "path": path})
+            instance.send(Serve(n, mix is not None, path, batches))
         for instance in active:
-            instance.receive(group.timeout_s(0))  # "serving": blocked on the request pipe
+            instance.receive(Serving, group.timeout_s(0))  # blocked on the request pipe
         usable = sorted(os.sched_getaffinity(0))
         generator_cores = _pin_generator(active, usable)
         wall_started, cpu_started = time.monotonic(), time.thread_time()
@@ -276,7 +285,9 @@ def server_step(
             if generator_cores is not None:
                 os.sched_setaffinity(0, usable)
         loadgen_cpu_s = time.thread_time() - cpu_started
-        replies = [instance.receive(group.timeout_s(drain_s + (offsets[m - 1] if m else 0))) for instance in active]
+        replies = [
+            instance.receive(ServeDone, group.timeout_s(drain_s + (offsets[m - 1] if m else 0))) for instance in active
+        ]
         wall_s = time.monotonic() - wall_started
         ended = ended[:m]
         times = StepTimes(
@@ -289,7 +300,7 @@ def server_step(
         )
         step = evaluate_step(
             rate_per_s, times, limits, slo_p99_s, loadgen_cpu_s=loadgen_cpu_s, wall_s=wall_s,
-            instances_cpu_s=sum(r["cpu_s"] for r in replies), seed=seed,
+            instances_cpu_s=sum(r.cpu_s for r in replies), seed=seed,
         )  # fmt: skip
         batch = slots[step_region("batch", n)][:m].copy()
         seq = slots[step_region("seq", n)][:m].copy()

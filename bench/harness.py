@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench import harness_plugin
-from bench.worker import WorkerSession, die_with_parent
+from bench.worker import SelfcheckBlock, WorkerSession, die_with_parent
 
 die_with_parent()
 SELFCHECK_BLOCKS = int(os.environ.get("BENCH_SELFCHECK_BLOCKS", "0"))
@@ -38,7 +38,7 @@ def test_selfcheck_block(benchmark, session: WorkerSession, block: int) -> None:
             session.load()
             session.compile()
             session.first_inference()
-            session.result["block_rounds"] = session.warmup()
+            session.block_rounds = session.warmup()
         timer = Timer(
             stmt="infer(batch)",
             globals={"infer": session.infer, "batch": session.batch},
@@ -49,15 +49,9 @@ def test_selfcheck_block(benchmark, session: WorkerSession, block: int) -> None:
         timer_first = block % 2 == 0
         if timer_first:
             timer_median_s = timer.blocked_autorange(min_run_time=budget_s).median
-        round_starts_s = session.steady(benchmark, session.result["block_rounds"], phase=f"block{block}")
+        round_starts_s = session.steady(benchmark, session.block_rounds, phase=f"block{block}")
         if not timer_first:
             timer_median_s = timer.blocked_autorange(min_run_time=budget_s).median
-        session.result.setdefault("selfcheck_blocks", []).append(
-            {
-                "block": block,
-                "timer_median_s": timer_median_s,
-                "round_starts_s": round_starts_s,
-                "contention": session.result.get("contention"),
-            }  # fmt: skip
-        )
-        session.result["status"] = "ok"
+        facts = session.facts
+        facts.selfcheck_blocks.append(SelfcheckBlock(block, timer_median_s, round_starts_s, facts.contention))
+        facts.status = "ok"

@@ -1,25 +1,27 @@
 """A serving instance: one process pinned to its own cores, running one scenario's model.
 
 The parent (bench.capacity) starts N of these with `python -m bench.instance`, hands each
-a spec on stdin (scenario, artifact, cores, thread count) and then drives them with one
-JSON command per line. Each instance pins itself with os.sched_setaffinity before torch
-starts its thread pools, loads the model through bench.runtimes (so every precision and
-load mode works here too), warms up and says `ready`; replies go to a separate pipe, so
-nothing a library prints can garble them.
+an InstanceSpec on stdin (scenario, artifact, cores, thread count) and then drives them with
+one command per line. Spec, commands and replies are dataclasses of this module, sent with
+bench.contract: a field renamed on one side fails the read. Each instance pins itself with
+os.sched_setaffinity before torch starts its thread pools, loads the model through
+bench.runtimes (so every precision and load mode works here too), warms up and replies
+`Ready`; replies go to a separate pipe, so nothing a library prints can garble them.
 
-Commands:
-- `closed_loop`: call the model back to back on a batch of `batch_size` from `start_at`
-  (time.monotonic, shared by all processes on Linux) for `duration_s`; reply with the
-  number of calls and every call's time.
-- `serve`: take requests from the shared request pipe (8-byte request numbers, written by
-  bench.loadgen; every instance reads the same pipe, so a free instance takes the next
-  request) until a STOP number; write each request's start and end time into the step's
-  shared file. A request read after the step was cancelled is dropped unserved. With
-  `batching`, a free instance holding a request takes more until it has `max_batch` or
-  until `max_delay_s` after the first one's scheduled arrival (from the step file), then runs
-  them as one batch: as Triton's dynamic batcher, except that each free instance batches
-  for itself rather than one queue batching for all.
-- `exit`.
+Commands (their replies in brackets):
+- `ClosedLoop` (`ClosedLoopDone`): call the model back to back on a batch of `batch_size`
+  from `start_at_s` (time.monotonic, shared by all processes on Linux) for `duration_s`;
+  reply with the number of calls and every call's time.
+- `Serve` (`Serving` once it reads the request pipe, then `ServeDone`): take requests from
+  the shared request pipe (8-byte request numbers, written by bench.loadgen; every instance
+  reads the same pipe, so a free instance takes the next request) until a STOP number; write
+  each request's start and end time into the step's shared file. A request read after the
+  step was cancelled is dropped unserved. With `batching`, a free instance holding a request
+  takes more until it has `max_batch` or until `max_delay_s` after the first one's scheduled
+  arrival (from the step file), then runs them as one batch: as Triton's dynamic batcher,
+  except that each free instance batches for itself rather than one queue batching for all.
+- `Exit`.
+An instance that fails replies `Failed` with the error, then ends.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ import subprocess
 import sys
 import time
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from bench import contract
 
 REQUEST = struct.Struct("<Q")
 STOP = 2**64 - 1
@@ -50,6 +54,83 @@ STOP = 2**64 - 1
 HEADER_SLOTS = 1
 STEP_FIELDS = ("started", "ended", "instance", "batch", "scheduled", "seq")
 WARMUP_CALLS = 5
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """parent → instance, once, before any command."""
+
+    scenario: dict[str, Any]  # Scenario.to_dict(), threads = this width
+    artifact_path: str
+    batch_sizes: list[int]  # the closed loops' (the scenario's own comes on top)
+    serve_batch_sizes: list[int]  # server mode's: multiples of the scenario's batch, up to batching.max_batch
+    mix_seq_lens: list[int]  # a request mix's seq_lens ([] without one)
+    index: int
+    cores: list[int]  # the CPUs it pins itself to
+    reply_fd: int
+    request_fd: int
+
+
+@dataclass(frozen=True)
+class ClosedLoop:
+    start_at_s: float  # time.monotonic() at which every instance of the step starts
+    duration_s: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Batching:
+    max_batch: int  # requests per batch, at most
+    max_delay_s: float  # after the first request's scheduled arrival
+
+
+@dataclass(frozen=True)
+class Serve:
+    requests: int  # the step's requests: the step file's size
+    mixed: bool  # a request mix: the step file says each request's seq_len
+    path: str  # the step file
+    batching: Batching | None
+
+
+@dataclass(frozen=True)
+class Exit:
+    pass
+
+
+@dataclass(frozen=True)
+class Ready:
+    load_s: float
+    torch_num_threads: int
+    affinity: list[int]  # os.sched_getaffinity once pinned
+
+
+@dataclass(frozen=True)
+class ClosedLoopDone:
+    calls: int
+    wall_s: float
+    cpu_s: float  # the process's CPU time over the loop
+    times_b64: str  # every call's time.monotonic() span, float64 little-endian, base64
+
+
+@dataclass(frozen=True)
+class Serving:
+    pass
+
+
+@dataclass(frozen=True)
+class ServeDone:
+    served: int
+    cpu_s: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: str
+
+
+COMMANDS = (ClosedLoop, Serve, Exit)
+REPLIES = (Ready, ClosedLoopDone, Serving, ServeDone, Failed)
 
 
 class InstanceError(Exception):
@@ -70,67 +151,60 @@ def step_region(name: str, requests: int) -> slice:
 
 
 def main() -> None:
-    spec = json.loads(sys.stdin.readline())
+    spec = contract.decode(InstanceSpec, json.loads(sys.stdin.readline()), "instance spec")
     # Pin first: OpenMP threads started later inherit the mask.
-    os.sched_setaffinity(0, spec["cores"])
-    replies = os.fdopen(spec["reply_fd"], "w", buffering=1, encoding="utf-8")
+    os.sched_setaffinity(0, spec.cores)
+    replies = os.fdopen(spec.reply_fd, "wb", buffering=0)
     try:
         _serve_commands(spec, replies)
     except BaseException as exc:  # the parent turns this into the layout's note
-        replies.write(json.dumps({"event": "error", "error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        replies.write(contract.encode_line(Failed(f"{type(exc).__name__}: {exc}")))
         raise
     # Asked to exit: tearing torch down at interpreter exit takes seconds and serves no one.
     replies.flush()
     os._exit(0)
 
 
-def _serve_commands(spec: dict[str, Any], replies: Any) -> None:
+def _serve_commands(spec: InstanceSpec, replies: Any) -> None:
     import torch
 
     from bench import runtimes
     from bench.suite import Scenario
 
-    scenario = Scenario.from_dict(spec["scenario"])
+    scenario = Scenario.from_dict(spec.scenario)
     torch.set_num_threads(scenario.threads)
     torch.set_num_interop_threads(scenario.interop_threads)
     runtimes.import_libraries(scenario)
     with torch.inference_mode():
         started = time.perf_counter()
-        infer, _ = runtimes.load_model(scenario, Path(spec["artifact_path"]))
+        infer, _ = runtimes.load_model(scenario, Path(spec.artifact_path))
         load_s = time.perf_counter() - started
         # Keyed by (samples, index into the request mix's seq_lens, or None: the scenario's own seq_len).
-        sizes = {scenario.batch_size, *spec["batch_sizes"], *spec["serve_batch_sizes"]}
+        sizes = {scenario.batch_size, *spec.batch_sizes, *spec.serve_batch_sizes}
         batches = {(size, None): runtimes.make_batch(scenario, batch_size=size) for size in sizes}
-        for seq, seq_len in enumerate(spec["mix_seq_lens"]):
+        for seq, seq_len in enumerate(spec.mix_seq_lens):
             mixed = dataclasses.replace(scenario, seq_len=seq_len)
-            for size in spec["serve_batch_sizes"]:
+            for size in spec.serve_batch_sizes:
                 batches[size, seq] = runtimes.make_batch(mixed, batch_size=size)
         for batch in batches.values():
             for _ in range(WARMUP_CALLS):
                 infer(batch)
-        ready = {
-            "event": "ready",
-            "load_s": load_s,
-            "torch_num_threads": torch.get_num_threads(),
-            "affinity": sorted(os.sched_getaffinity(0)),
-        }
-        replies.write(json.dumps(ready) + "\n")
+        ready = Ready(load_s, torch.get_num_threads(), sorted(os.sched_getaffinity(0)))
+        replies.write(contract.encode_line(ready))
         for line in sys.stdin:
-            command = json.loads(line)
-            if command["cmd"] == "exit":
+            command = contract.decode_line(line, COMMANDS, f"instance {spec.index} command")
+            if isinstance(command, Exit):
                 return
-            if command["cmd"] == "closed_loop":
-                reply = _closed_loop(infer, batches[command["batch_size"], None], command)
-            elif command["cmd"] == "serve":
-                reply = _serve(infer, batches, scenario.batch_size, command, spec, replies)
+            if isinstance(command, ClosedLoop):
+                reply: Any = _closed_loop(infer, batches[command.batch_size, None], command)
             else:
-                raise ValueError(f"unknown command {command['cmd']!r}")
-            replies.write(json.dumps(reply) + "\n")
+                reply = _serve(infer, batches, scenario.batch_size, command, spec, replies)
+            replies.write(contract.encode_line(reply))
 
 
-def _closed_loop(infer: Any, batch: Any, command: dict[str, Any]) -> dict[str, Any]:
-    start_at = command["start_at"]
-    end_at = start_at + command["duration_s"]
+def _closed_loop(infer: Any, batch: Any, command: ClosedLoop) -> ClosedLoopDone:
+    start_at = command.start_at_s
+    end_at = start_at + command.duration_s
     delay = start_at - time.monotonic()
     if delay > 0:
         time.sleep(delay)
@@ -144,36 +218,33 @@ def _closed_loop(infer: Any, batch: Any, command: dict[str, Any]) -> dict[str, A
         times.append(t1 - t0)
         if t1 >= end_at:
             break
-    return {
-        "event": "done",
-        "calls": len(times),
-        "wall_s": t1 - started,
-        "cpu_s": time.process_time() - cpu_started,
-        "times_b64": base64.b64encode(times.tobytes()).decode("ascii"),
-    }
+    times_b64 = base64.b64encode(times.tobytes()).decode("ascii")
+    return ClosedLoopDone(len(times), t1 - started, time.process_time() - cpu_started, times_b64)
 
 
 def _serve(
-    infer: Any, batches: dict[int, Any], per_request: int, command: dict[str, Any], spec: dict[str, Any], replies: Any
-) -> dict[str, Any]:
+    infer: Any, batches: dict[Any, Any], per_request: int, command: Serve, spec: InstanceSpec, replies: Any
+) -> ServeDone:
     """Serve one step; `batches` holds an input for every multiple of `per_request` (a request's samples) it
     may run, and with a request mix for each of its seq_lens (the step file says each request's)."""
-    requests, index, request_fd = command["requests"], float(spec["index"]), spec["request_fd"]
-    batching, mixed = command.get("batching"), command.get("mixed", False)
+    requests, index, request_fd = command.requests, float(spec.index), spec.request_fd
+    batching, mixed = command.batching, command.mixed
     # Every instance of a step reads in the same mode: the pipe's blocking flag is shared by them all.
     os.set_blocking(request_fd, batching is None)
-    with open(command["path"], "r+b") as f, mmap.mmap(f.fileno(), 8 * step_file_slots(requests)) as shared:
+    with open(command.path, "r+b") as f, mmap.mmap(f.fileno(), 8 * step_file_slots(requests)) as shared:
         slots = memoryview(shared).cast("d")
         region = {name: step_region(name, requests).start for name in STEP_FIELDS}
         try:
-            replies.write(json.dumps({"event": "serving"}) + "\n")
+            replies.write(contract.encode_line(Serving()))
             served = 0
             cpu_started = time.process_time()
             while True:
                 if batching is None:
                     numbers, stopped = _take_one(request_fd)
                 else:
-                    numbers, stopped = _take_batch(request_fd, slots, region["scheduled"], **batching)
+                    numbers, stopped = _take_batch(
+                        request_fd, slots, region["scheduled"], batching.max_batch, batching.max_delay_s
+                    )
                 if slots[0] != 0.0:  # cancelled: drop the backlog unserved
                     numbers = []
                 if numbers:
@@ -190,7 +261,7 @@ def _serve(
                     served += len(numbers)
                 if stopped:
                     break
-            return {"event": "done", "served": served, "cpu_s": time.process_time() - cpu_started}
+            return ServeDone(served, time.process_time() - cpu_started)
         finally:
             slots.release()
 
@@ -250,7 +321,7 @@ class InstanceProcess:
     process: subprocess.Popen
     reply_fd: int
     log_dir: Path
-    ready: dict[str, Any] = field(default_factory=dict)
+    ready: Ready | None = None
     _buffer: bytes = b""
 
     @classmethod
@@ -258,7 +329,7 @@ class InstanceProcess:
         cls,
         index: int,
         cores: list[int],
-        spec: dict[str, Any],
+        spec: InstanceSpec,
         request_fd: int,
         env: dict[str, str],
         log_dir: Path,
@@ -284,19 +355,27 @@ class InstanceProcess:
         finally:
             os.close(reply_write)
         handle = cls(index, cores, process, reply_read, log_dir)
-        handle.send({**spec, "index": index, "cores": cores, "reply_fd": reply_write, "request_fd": request_fd})
+        mine = dataclasses.replace(spec, index=index, cores=cores, reply_fd=reply_write, request_fd=request_fd)
+        handle.send_spec(mine)
         return handle
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send_spec(self, spec: InstanceSpec) -> None:
+        self._write(contract.encode(spec).replace("\n", "").encode() + b"\n")
+
+    def send(self, command: ClosedLoop | Serve | Exit) -> None:
+        self._write(contract.encode_line(command))
+
+    def _write(self, line: bytes) -> None:
         try:
             assert self.process.stdin is not None
-            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.write(line)
             self.process.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise InstanceError(self._died(f"could not be sent a command ({exc})")) from None
 
-    def receive(self, timeout_s: float) -> dict[str, Any]:
-        """The next reply; InstanceError if it reports an error, dies or says nothing for timeout_s."""
+    def receive(self, expected: type[R], timeout_s: float) -> R:
+        """The next reply, an `expected`; InstanceError if it reports an error, dies, says nothing for timeout_s
+        or answers out of turn."""
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
@@ -307,9 +386,11 @@ class InstanceProcess:
                 raise InstanceError(self._died("ended"))
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
-        reply = json.loads(line)
-        if reply.get("event") == "error":
-            raise InstanceError(f"instance {self.index} failed: {reply['error']}")
+        reply = contract.decode_line(line, REPLIES, f"instance {self.index} reply")
+        if isinstance(reply, Failed):
+            raise InstanceError(f"instance {self.index} failed: {reply.error}")
+        if not isinstance(reply, expected):
+            raise InstanceError(f"instance {self.index} answered {reply} where a {expected.__name__} was due")
         return reply
 
     def _died(self, what: str) -> str:
@@ -327,7 +408,7 @@ class InstanceProcess:
         """Ask it to exit (kill it if it does not within a few seconds), or kill it at once."""
         if graceful and self.process.poll() is None:
             with contextlib.suppress(InstanceError, OSError, subprocess.TimeoutExpired):
-                self.send({"cmd": "exit"})
+                self.send(Exit())
                 self.process.stdin.close()  # type: ignore[union-attr]
                 self.process.wait(timeout=5)
         if self.process.poll() is None:

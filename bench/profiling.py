@@ -23,8 +23,9 @@ trace: opens in ui.perfetto.dev or chrome://tracing), torch only: `load_trace.js
 and the first call) and `memory.csv` (MEMORY_COLUMNS), `profile.json` (the summary, with
 the child's pid and time.monotonic() at its start, around the profiled calls and at its
 end: one clock with the timed worker's events) and the child's `stdout.log` /
-`stderr.log`. A profiler that cannot run (a runtime that is missing, an unsupported
-scenario, a crash, a timeout) gives a ProfileResult whose status is `unsupported` or
+`stderr.log`. profile.json is a ProfileSummary (bench.contract: the parent reads it back as that
+dataclass, and a field it does not know fails the read). A profiler that cannot run (a runtime
+that is missing, an unsupported scenario, a crash, a timeout) gives a ProfileResult whose status is `unsupported` or
 `failed` with a note; `profile_scenario` never raises for it.
 
 "Does the profile explain the time?": `explained_ratio` is the median over iterations
@@ -42,9 +43,9 @@ calling thread / iterations / median wall) is `explained_ratio_mean_based`.
 
 from __future__ import annotations
 
-import atexit
 import bisect
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -59,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import hygiene, models, runtimes, sources
+from bench import contract, hygiene, models, runtimes, sources
 from bench.profile_format import (
     ALLOCATION_FIELDS,
     MEMORY_COLUMNS,
@@ -90,6 +91,80 @@ CONVERSION_OP = re.compile(
 )
 
 
+@dataclass(frozen=True)
+class ProfileSpec:
+    """parent → profile child (profile_spec.json)."""
+
+    scenario: dict[str, Any]  # Scenario.to_dict()
+    artifact_path: str
+    out_dir: str
+    iterations: int
+    warmup: int
+    max_time_s: float | None
+
+
+@dataclass(frozen=True)
+class TopOp:
+    op: str
+    calls_per_iter: float
+    self_cpu_per_iter_s: float
+    self_cpu_pct: float
+    input_shapes: str
+
+
+@dataclass
+class ProfileSummary:
+    """profile child → parent (profile.json): the outcome and the figures of one profile.
+
+    `*_monotonic_s` are time.monotonic(), one clock with the timed worker's events. Figures
+    are None where the runtime has none (onnxruntime: no allocation events, torch: no session
+    overhead) or where the profile did not get that far."""
+
+    pid: int  # the profiling process
+    started_monotonic_s: float
+    status: str = "failed"  # ok, unsupported or failed
+    phase: str = "startup"  # the phase reached: a failure's phase
+    note: str | None = None  # why not ok
+    traceback: str | None = None
+    ended_monotonic_s: float | None = None
+    scenario_id: str | None = None
+    runtime: str | None = None  # torch or onnxruntime: whose profiler
+    max_time_s: float | None = None
+    compile_cache: str | None = None  # load compile: cold or warm
+    load_started_monotonic_s: float | None = None
+    iterations: int | None = None  # profiled calls
+    warmup: int | None = None
+    threads: int | None = None
+    profiled_median_s: float | None = None
+    profiled_mean_s: float | None = None
+    self_cpu_total_s: float | None = None
+    self_cpu_per_iter_s: float | None = None
+    top_ops: list[TopOp] = field(default_factory=list)
+    calling_thread_self_per_iter_s: float | None = None
+    outside_operators_per_iter_s: float | None = None  # torch
+    other_threads_self_s: float | None = None  # torch
+    session_overhead_per_iter_s: float | None = None  # onnxruntime
+    explained_ratio: float | None = None
+    ops_only_ratio: float | None = None
+    explained_ratio_mean_based: float | None = None
+    torch_num_threads: int | None = None
+    ort_graph_optimization_level: str | None = None
+    trace_format: str | None = None
+    unprofiled_median_s: float | None = None  # torch: the warmup calls, without the profiler
+    profiler_overhead: float | None = None
+    profiled_from_monotonic_s: float | None = None
+    profiled_to_monotonic_s: float | None = None
+    allocated_load_bytes: int | None = None
+    allocated_first_inference_bytes: int | None = None
+    allocated_steady_bytes: int | None = None
+    allocated_per_call_bytes: int | None = None
+
+    def add(self, figures: dict[str, Any]) -> None:
+        """Figures computed as a dict (bench.contract.build: a key without a field fails)."""
+        merged = contract.build(ProfileSummary, {**dataclasses.asdict(self), **figures}, "profile summary")
+        self.__dict__.update(merged.__dict__)
+
+
 @dataclass
 class ProfileResult:
     """What `profile_scenario` produced. Paths are absolute; missing files are None."""
@@ -100,7 +175,7 @@ class ProfileResult:
     out_dir: Path | None = None
     ops_csv: Path | None = None
     trace_json: Path | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: ProfileSummary | None = None  # None when the child wrote none
 
     @property
     def ok(self) -> bool:
@@ -109,19 +184,20 @@ class ProfileResult:
     def record_fields(self) -> dict[str, Any]:
         """The few figures a ResultRecord keeps (see the proposed `profile` record field)."""
         s = self.summary
+        top = s.top_ops[0] if s is not None and s.top_ops else None
         return {
             "status": self.status,
             "note": self.note,
-            "runtime": s.get("runtime"),
-            "iterations": s.get("iterations"),
-            "median_latency_s": s.get("profiled_median_s"),
-            "self_cpu_median_per_iter_s": s.get("calling_thread_self_per_iter_s"),
-            "explained_ratio": s.get("explained_ratio"),
-            "ops_only_ratio": s.get("ops_only_ratio"),
-            "top_op": (s.get("top_ops") or [{}])[0].get("op"),
-            "top_op_pct": (s.get("top_ops") or [{}])[0].get("self_cpu_pct"),
-            "profiler_overhead": s.get("profiler_overhead"),
-            **{key: s.get(key) for key in ALLOCATION_FIELDS},
+            "runtime": s.runtime if s else None,
+            "iterations": s.iterations if s else None,
+            "median_latency_s": s.profiled_median_s if s else None,
+            "self_cpu_median_per_iter_s": s.calling_thread_self_per_iter_s if s else None,
+            "explained_ratio": s.explained_ratio if s else None,
+            "ops_only_ratio": s.ops_only_ratio if s else None,
+            "top_op": top.op if top else None,
+            "top_op_pct": top.self_cpu_pct if top else None,
+            "profiler_overhead": s.profiler_overhead if s else None,
+            **{key: getattr(s, key) if s else None for key in ALLOCATION_FIELDS},
         }
 
 
@@ -159,15 +235,10 @@ def profile_scenario(
         for name in ("ops.csv", "trace.json", PROFILE_SUMMARY, MEMORY_CSV, "load_trace.json"):
             (out_dir / name).unlink(missing_ok=True)
         spec_path = out_dir / "profile_spec.json"
-        spec = {
-            "scenario": scenario.to_dict(),
-            "artifact_path": str(artifact_path),
-            "out_dir": str(out_dir),
-            "iterations": int(iterations),
-            "warmup": int(warmup),
-            "max_time_s": max_time_s,
-        }
-        spec_path.write_text(json.dumps(spec, indent=2), encoding="utf-8")
+        spec = ProfileSpec(
+            scenario.to_dict(), str(artifact_path), str(out_dir), int(iterations), int(warmup), max_time_s
+        )
+        contract.write(spec_path, spec)
         command = [sys.executable, "-m", "bench.profiling", str(spec_path)]
         limit_s = timeout_s if timeout_s is not None else scenario.timeout_s
         with open(out_dir / "stdout.log", "wb") as stdout, open(out_dir / "stderr.log", "wb") as stderr:
@@ -191,12 +262,12 @@ def _read_result(scenario_id: str, out_dir: Path, returncode: int) -> ProfileRes
         tail = _tail(out_dir / "stderr.log")
         note = f"the profiling process ended ({describe_exit(returncode)}) without a result"
         return ProfileResult(scenario_id, "failed", f"{note}; last output:\n{tail}" if tail else note, out_dir)
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary = contract.read(ProfileSummary, summary_path)
     ops_csv, trace_json = out_dir / "ops.csv", out_dir / "trace.json"
     return ProfileResult(
         scenario_id,
-        summary.get("status", "failed"),
-        summary.get("note"),
+        summary.status,
+        summary.note,
         out_dir,
         ops_csv if ops_csv.exists() else None,
         trace_json if trace_json.exists() else None,
@@ -215,27 +286,26 @@ def _tail(path: Path, lines: int = 12) -> str:
 
 
 def _child_main(spec_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    out_dir = Path(spec["out_dir"])
     # time.monotonic() is one clock for every process on Linux: the runner's worker events use it too.
-    summary: dict[str, Any] = {"status": "failed", "phase": "startup", "pid": os.getpid(),
-                               "started_monotonic_s": time.monotonic()}  # fmt: skip
+    summary = ProfileSummary(pid=os.getpid(), started_monotonic_s=time.monotonic())
+    spec = contract.read(ProfileSpec, Path(spec_path))
+    out_dir = Path(spec.out_dir)
     try:
-        scenario = Scenario.from_dict(spec["scenario"])
-        summary.update(scenario_id=scenario.id, runtime=runtimes.runtime_for(scenario).profiler)
-        missing = _missing_profiler(summary["runtime"])
+        scenario = Scenario.from_dict(spec.scenario)
+        summary.scenario_id = scenario.id
+        summary.runtime = runtimes.runtime_for(scenario).profiler
+        missing = _missing_profiler(summary.runtime)
         if missing:
-            summary.update(status="unsupported", note=missing)
+            summary.status, summary.note = "unsupported", missing
         else:
-            summary.update(_profile_here(scenario, Path(spec["artifact_path"]), out_dir, spec, summary))
-            summary["status"] = "ok"
+            _profile_here(scenario, Path(spec.artifact_path), out_dir, spec, summary)
+            summary.status = "ok"
     except Exception as exc:
-        status = "unsupported" if isinstance(exc, runtimes.Unsupported) else "failed"
-        summary.update(status=status, note=f"{type(exc).__name__} during {summary['phase']}: {exc}")
-        summary["traceback"] = traceback.format_exc()
-    summary.pop("phase", None)
-    summary["ended_monotonic_s"] = time.monotonic()
-    (out_dir / PROFILE_SUMMARY).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        summary.status = "unsupported" if isinstance(exc, runtimes.Unsupported) else "failed"
+        summary.note = f"{type(exc).__name__} during {summary.phase}: {exc}"
+        summary.traceback = traceback.format_exc()
+    summary.ended_monotonic_s = time.monotonic()
+    contract.write(out_dir / PROFILE_SUMMARY, summary)
     return 0
 
 
@@ -250,29 +320,31 @@ def _missing_profiler(runtime: str) -> str | None:
 
 
 def _profile_here(
-    scenario: Scenario, artifact_path: Path, out_dir: Path, spec: dict[str, Any], summary: dict[str, Any]
-) -> dict[str, Any]:
+    scenario: Scenario, artifact_path: Path, out_dir: Path, spec: ProfileSpec, summary: ProfileSummary
+) -> None:
     import torch
 
     torch.set_num_threads(scenario.threads)
     torch.set_num_interop_threads(scenario.interop_threads)
-    iterations, warmup = max(1, spec["iterations"]), max(0, spec["warmup"])
-    summary["max_time_s"] = spec.get("max_time_s")
+    iterations, warmup = max(1, spec.iterations), max(0, spec.warmup)
+    summary.max_time_s = spec.max_time_s
     batch = runtimes.make_batch(scenario)
     runtime = runtimes.runtime_for(scenario)
-    facts, cleanup = runtime.set_up_process(scenario, artifact_path)  # compile: the timed worker's Inductor cache
-    summary.update(facts)
-    atexit.register(cleanup)
-    summary["phase"] = "load"
-    with torch.inference_mode():
+    with contextlib.ExitStack() as stack:
+        facts, cleanup = runtime.set_up_process(scenario, artifact_path)  # compile: the timed worker's Inductor cache
+        stack.callback(cleanup)
+        summary.add(facts)
+        summary.phase = "load"
+        stack.enter_context(torch.inference_mode())
         if runtime.profiler == "onnxruntime":
-            return _profile_onnxruntime(scenario, artifact_path, out_dir, batch, iterations, warmup, summary)
+            summary.add(_profile_onnxruntime(scenario, artifact_path, out_dir, batch, iterations, warmup, summary))
+            return
         infer, memory = _load_and_first_call(scenario, artifact_path, batch, out_dir, summary)
-        return _profile_torch(infer, batch, out_dir, iterations, warmup, scenario, summary, memory)
+        summary.add(_profile_torch(infer, batch, out_dir, iterations, warmup, scenario, summary, memory))
 
 
 def _load_and_first_call(
-    scenario: Scenario, artifact_path: Path, batch: Any, out_dir: Path, summary: dict[str, Any]
+    scenario: Scenario, artifact_path: Path, batch: Any, out_dir: Path, summary: ProfileSummary
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Load and make the first call under a memory-only profiler (load_trace.json): their allocation events."""
     from torch.profiler import ProfilerActivity, profile, record_function
@@ -280,10 +352,10 @@ def _load_and_first_call(
     starts_s = []
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         starts_s.append(time.monotonic())
-        summary["load_started_monotonic_s"] = starts_s[0]
+        summary.load_started_monotonic_s = starts_s[0]
         with record_function(LOAD_RANGE):
             infer, _ = runtimes.load_model(scenario, artifact_path)
-        summary["phase"] = "first_inference"
+        summary.phase = "first_inference"
         starts_s.append(time.monotonic())
         with record_function(FIRST_CALL_RANGE):
             infer(batch)
@@ -334,19 +406,19 @@ def _profile_torch(
     iterations: int,
     warmup: int,
     scenario: Scenario,
-    summary: dict[str, Any],
+    summary: ProfileSummary,
     memory: list[dict[str, Any]],
 ) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    summary["phase"] = "warmup"
-    warm_s = _warm_up(infer, batch, warmup, summary.get("max_time_s"))
-    summary["phase"] = "profile"
+    summary.phase = "warmup"
+    warm_s = _warm_up(infer, batch, warmup, summary.max_time_s)
+    summary.phase = "profile"
     walls_s: list[float] = []
     call_starts_s: list[float] = []
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True, profile_memory=True) as prof:
-        for _ in _iterations(iterations, summary.get("max_time_s")):
+        for _ in _iterations(iterations, summary.max_time_s):
             call_starts_s.append(time.monotonic())
             with record_function(ITERATION_RANGE):
                 started = time.perf_counter()
@@ -354,11 +426,12 @@ def _profile_torch(
                 walls_s.append(time.perf_counter() - started)
     profiled_to_s = time.monotonic()
     iterations = len(walls_s)
-    summary["phase"] = "export"
+    summary.phase = "export"
     prof.export_chrome_trace(str(out_dir / "trace.json"))
     trace = json.loads((out_dir / "trace.json").read_text(encoding="utf-8"))["traceEvents"]
     memory = memory + _allocation_events(trace, {ITERATION_RANGE: "steady"}, call_starts_s)
-    _write_memory_csv(memory, out_dir / MEMORY_CSV, summary["load_started_monotonic_s"])
+    assert summary.load_started_monotonic_s is not None  # _load_and_first_call set it
+    _write_memory_csv(memory, out_dir / MEMORY_CSV, summary.load_started_monotonic_s)
 
     # Per iteration: self time of everything on the calling thread inside the iteration's range.
     events = list(prof.events())
@@ -488,7 +561,7 @@ def _profile_onnxruntime(
     batch: Any,
     iterations: int,
     warmup: int,
-    summary: dict[str, Any],
+    summary: ProfileSummary,
 ) -> dict[str, Any]:
     """The session is made by runtimes.load_model, with profiling switched on in its options."""
     import onnxruntime as ort
@@ -509,16 +582,16 @@ def _profile_onnxruntime(
         infer, facts = runtimes.load_model(scenario, artifact_path)
     finally:
         ort.InferenceSession = real_session
-    summary["phase"] = "warmup"
-    _warm_up(infer, batch, warmup, summary.get("max_time_s"))
-    summary["phase"] = "profile"
+    summary.phase = "warmup"
+    _warm_up(infer, batch, warmup, summary.max_time_s)
+    summary.phase = "profile"
     walls_s: list[float] = []
-    for _ in _iterations(iterations, summary.get("max_time_s")):
+    for _ in _iterations(iterations, summary.max_time_s):
         started = time.perf_counter()
         infer(batch)
         walls_s.append(time.perf_counter() - started)
     iterations = len(walls_s)
-    summary["phase"] = "export"
+    summary.phase = "export"
     written = Path(sessions[0].end_profiling())
     trace_path = out_dir / "trace.json"
     shutil.move(str(written if written.is_absolute() else Path.cwd() / written), trace_path)
@@ -606,9 +679,6 @@ def _common_summary(table: Any, iterations: int, warmup: int, walls_s: list[floa
 
 
 # ---------------------------------------------------------------- comparing two profiles
-
-
-
 
 
 def compare_ops(profile_a_csv: Path | str, profile_b_csv: Path | str, *, tolerance: float = 0.10) -> Any:
@@ -763,28 +833,28 @@ def format_profile(result: ProfileResult, *, top: int = TOP_OPS) -> str:
     """A terminal summary: status, the self-time check, the top ops and where the files are."""
     lines = [f"profile of {result.scenario_id}: {result.status}" + (f" ({result.note})" if result.note else "")]
     s = result.summary
-    if result.ok:
+    if result.ok and s is not None:
         lines.append(
-            f"{s['iterations']} profiled calls after {s['warmup']} warmup calls, {s['threads']} thread(s); "
-            f"median {s['profiled_median_s'] * 1e3:.3f} ms under the profiler"
-            + (f" ({s['profiler_overhead']:.2f}x a call without it)" if s.get("profiler_overhead") else "")
+            f"{s.iterations} profiled calls after {s.warmup} warmup calls, {s.threads} thread(s); "
+            f"median {s.profiled_median_s * 1e3:.3f} ms under the profiler"
+            + (f" ({s.profiler_overhead:.2f}x a call without it)" if s.profiler_overhead else "")
         )
-        if s.get("allocated_load_bytes") is not None:
+        if s.allocated_load_bytes is not None:
             lines.append(
-                f"torch's live CPU allocations: {s['allocated_load_bytes'] / 2**20:.2f} MiB at the peak of load, "
-                f"{s['allocated_first_inference_bytes'] / 2**20:.2f} MiB at the peak of the first call, "
-                f"{s['allocated_per_call_bytes'] / 1024:.1f} KiB working memory per call"
+                f"torch's live CPU allocations: {s.allocated_load_bytes / 2**20:.2f} MiB at the peak of load, "
+                f"{s.allocated_first_inference_bytes / 2**20:.2f} MiB at the peak of the first call, "
+                f"{s.allocated_per_call_bytes / 1024:.1f} KiB working memory per call"
             )
         lines.append(
-            f"self time explains {100 * s['explained_ratio']:.0f}% of the median call "
-            f"(operators alone: {100 * s['ops_only_ratio']:.0f}%)"
+            f"self time explains {100 * s.explained_ratio:.0f}% of the median call "
+            f"(operators alone: {100 * s.ops_only_ratio:.0f}%)"
         )
         lines.append("")
         lines.append(f"{'op':<48} {'calls/it':>8} {'self ms/it':>10} {'self %':>7}  input shapes")
-        for op in s["top_ops"][:top]:
+        for op in s.top_ops[:top]:
             lines.append(
-                f"{op['op'][:48]:<48} {op['calls_per_iter']:>8.1f} {op['self_cpu_per_iter_s'] * 1e3:>10.4f} "
-                f"{op['self_cpu_pct']:>7.1f}  {op['input_shapes'][:60]}"
+                f"{op.op[:48]:<48} {op.calls_per_iter:>8.1f} {op.self_cpu_per_iter_s * 1e3:>10.4f} "
+                f"{op.self_cpu_pct:>7.1f}  {op.input_shapes[:60]}"
             )
         lines.append("")
     memory_csv = result.out_dir / MEMORY_CSV if result.out_dir is not None else None

@@ -38,6 +38,7 @@ from bench.runner import (
 )
 from bench.stats import coefficient_of_variation
 from bench.suite import MeasurePolicy, Scenario, Suite
+from bench.worker import WorkerFacts
 
 # Many short blocks rather than a few long ones: on a shared host the latency drifts over
 # seconds, and only fine alternation lets both timers see the same drift.
@@ -146,8 +147,8 @@ def run_selfcheck(
     checks.append(_sampler_accuracy(records))
     checks.append(_run_to_run(records))
     contended = [
-        f"interleaved block {b['block']}: {b['contention']['why']}"
-        for b in outcome.worker["selfcheck_blocks"] if (b.get("contention") or {}).get("verdict") == "contended"
+        f"interleaved block {b.block}: {b.contention.why}"
+        for b in outcome.worker.selfcheck_blocks if b.contention is not None and b.contention.verdict == "contended"
     ] + [f"{context.worker_kind} worker {n}: {r.contention.why}"
          for n, r in enumerate(records, start=1) if r.contended]  # fmt: skip
     result = SelfcheckResult(context.run_dir, scenario.id, checks, contended)
@@ -190,9 +191,9 @@ def _measure(
         workers=context.workers,
     )
     print(file=sys.stderr)
-    if outcome.returncode != 0 or outcome.worker.get("status") != "ok":
+    if outcome.returncode != 0 or outcome.worker.status != "ok":
         raise RuntimeError(
-            f"the selfcheck worker failed: {outcome.worker.get('reason') or outcome.stderr_tail} (details in {out_dir})"
+            f"the selfcheck worker failed: {outcome.worker.reason or outcome.stderr_tail} (details in {out_dir})"
         )
     checks = [_harness_vs_timer(benchmark_json, outcome.worker), _sampler_cost(benchmark_json, outcome)]
 
@@ -208,10 +209,10 @@ def _measure(
     return checks, records, outcome
 
 
-def _harness_vs_timer(benchmark_json: Path, worker: dict) -> Check:
+def _harness_vs_timer(benchmark_json: Path, worker: WorkerFacts) -> Check:
     data = json.loads(benchmark_json.read_text(encoding="utf-8"))
     harness_medians = [statistics.median(b["stats"]["data"]) for b in data["benchmarks"]]
-    timer_medians = [b["timer_median_s"] for b in worker["selfcheck_blocks"]]
+    timer_medians = [b.timer_median_s for b in worker.selfcheck_blocks]
     # Each block's pair was measured back to back: their ratio cancels the host's slow drift.
     ratios = sorted(h / t for h, t in zip(harness_medians, timer_medians, strict=True))
     return Check(
@@ -228,7 +229,7 @@ def _harness_vs_timer(benchmark_json: Path, worker: dict) -> Check:
 
 def _sampler_cost(benchmark_json: Path, outcome) -> Check:
     times_s = benchmark_round_times(benchmark_json)
-    starts_s = [t for b in outcome.worker["selfcheck_blocks"] for t in b["round_starts_s"]]
+    starts_s = [t for b in outcome.worker.selfcheck_blocks for t in b.round_starts_s]
     on, off = [], []
     for start_s, time_s in zip(starts_s, times_s, strict=True):
         sampled = any(lo <= start_s < hi for lo, hi in outcome.on_windows)

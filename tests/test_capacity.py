@@ -195,9 +195,9 @@ def test_a_batched_step_runs_queued_requests_together_and_counts_its_batches(gro
 
 @pytest.mark.slow
 def test_instances_are_pinned_to_disjoint_cores_with_one_thread(group):
-    affinities = [tuple(instance.ready["affinity"]) for instance in group.instances]
+    affinities = [tuple(instance.ready.affinity) for instance in group.instances]
     assert affinities == [(0,), (1,)]
-    assert [instance.ready["torch_num_threads"] for instance in group.instances] == [1, 1]
+    assert [instance.ready.torch_num_threads for instance in group.instances] == [1, 1]
 
 
 @pytest.mark.slow

@@ -77,15 +77,15 @@ def test_torch_profile_files_and_the_self_time_explains_the_latency(profile):
     assert table["cpu_memory_bytes"].abs().sum() > 0  # profile_memory recorded allocations
 
     summary = result.summary
-    assert summary["iterations"] == 30 and summary["threads"] == 1 and summary["torch_num_threads"] == 1
-    assert len(summary["top_ops"]) == min(profile_format.TOP_OPS, len(table))
-    assert summary["profiled_median_s"] > 0
+    assert summary.iterations == 30 and summary.threads == 1 and summary.torch_num_threads == 1
+    assert len(summary.top_ops) == min(profile_format.TOP_OPS, len(table))
+    assert summary.profiled_median_s > 0
     # At one thread the calling thread's self time per iteration is the iteration's time.
-    assert 0.85 <= summary["explained_ratio"] <= 1.15, summary
-    assert 0 < summary["ops_only_ratio"] < summary["explained_ratio"]
-    assert summary["other_threads_self_s"] == 0
+    assert 0.85 <= summary.explained_ratio <= 1.15, summary
+    assert 0 < summary.ops_only_ratio < summary.explained_ratio
+    assert summary.other_threads_self_s == 0
     fields = result.record_fields()
-    assert fields["status"] == "ok" and fields["top_op"] == summary["top_ops"][0]["op"]
+    assert fields["status"] == "ok" and fields["top_op"] == summary.top_ops[0].op
     # allocation events of load, the first call and the profiled calls, on one clock
     memory = pd.read_csv(result.out_dir / profile_format.MEMORY_CSV)
     assert list(memory.columns) == profile_format.MEMORY_COLUMNS
@@ -96,11 +96,11 @@ def test_torch_profile_files_and_the_self_time_explains_the_latency(profile):
     assert fields["allocated_load_bytes"] >= weights  # the state_dict and the module's own tensors
     assert 0 < fields["allocated_per_call_bytes"] <= fields["allocated_steady_bytes"]
     json.loads((result.out_dir / "load_trace.json").read_text(encoding="utf-8"))["traceEvents"]
-    assert summary["started_monotonic_s"] < summary["profiled_from_monotonic_s"] < summary["profiled_to_monotonic_s"]
-    assert summary["profiled_to_monotonic_s"] <= summary["ended_monotonic_s"] and summary["pid"] != os.getpid()
+    assert summary.started_monotonic_s < summary.profiled_from_monotonic_s < summary.profiled_to_monotonic_s
+    assert summary.profiled_to_monotonic_s <= summary.ended_monotonic_s and summary.pid != os.getpid()
     # The overhead is reported, not asserted: on a noisy host the profiled calls can beat the unprofiled ones.
-    assert summary["unprofiled_median_s"] > 0
-    assert summary["profiler_overhead"] == pytest.approx(summary["profiled_median_s"] / summary["unprofiled_median_s"])
+    assert summary.unprofiled_median_s > 0
+    assert summary.profiler_overhead == pytest.approx(summary.profiled_median_s / summary.unprofiled_median_s)
 
 
 @pytest.mark.slow
@@ -128,7 +128,7 @@ def test_onnxruntime_profile_is_the_session_profile(profile):
     table = _check_ops_csv(result.ops_csv)
     assert table["op"].str.contains("Gemm").any() and profiling.SESSION_OVERHEAD in set(table["op"])
     assert table.loc[table["op"].str.contains("Gemm"), "calls_per_iter"].sum() == 3  # three Linear layers
-    assert 0 < result.summary["ops_only_ratio"] <= result.summary["explained_ratio"] <= 1.15
+    assert 0 < result.summary.ops_only_ratio <= result.summary.explained_ratio <= 1.15
 
 
 @pytest.mark.slow

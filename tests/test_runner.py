@@ -35,7 +35,7 @@ def test_a_worker_that_raises_gives_a_failed_record_naming_phase_and_error(tmp_p
     outcome = run_worker(scenario, missing, tmp_path / "w", tmp_path / "b.json", rss_interval_s=0.01)
 
     assert outcome.returncode == 1  # pytest's exit status for a failed test
-    assert outcome.worker["status"] == "failed"
+    assert outcome.worker.status == "failed"
     assert outcome.samples, "the sampler saw the worker"
     record = build_record(_record_base(scenario), scenario, outcome, tmp_path / "b.json", 0.01, 1.0)
     assert record.status == "failed"
@@ -49,8 +49,8 @@ def test_thread_settings_take_effect_in_the_worker(tmp_path):
     artifact = runtimes.prepare_artifact(scenario, tmp_path / "cache")
     outcome = run_worker(scenario, artifact.path, tmp_path / "w", tmp_path / "b.json", rss_interval_s=0.01)
     assert outcome.returncode == 0, outcome.stderr_tail
-    assert outcome.worker["torch_num_threads"] == 2
-    assert outcome.worker["torch_num_interop_threads"] == 2
+    assert outcome.worker.torch_num_threads == 2
+    assert outcome.worker.torch_num_interop_threads == 2
     env = (tmp_path / "w" / "spec.json").read_text()
     assert '"threads": 2' in env
 

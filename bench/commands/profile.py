@@ -54,7 +54,7 @@ def profile_command(args: argparse.Namespace) -> int:
     result = profile_scenario(scenario, artifact_path, out, args.iterations, timeout_s=scenario.timeout_s)
     print(format_profile(result))
     if result.ok:
-        figures = flops_figures(scenario, result.summary["profiled_median_s"], cache_dir=None, fingerprint=None)
+        figures = flops_figures(scenario, result.summary.profiled_median_s, cache_dir=None, fingerprint=None)
         if figures["flops"]:
             print(
                 f"FLOPs per call: {figures['flops']:,}; {figures['achieved_gflops']:.2f} GFLOP/s at the profiled "

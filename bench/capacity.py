@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from bench.child import child_env
 from bench.instance import (
     STOP,
     Batching,
@@ -83,7 +84,7 @@ from bench.stats import PERCENTILE_RULE, LatencyStats, nearest_rank
 from bench.suite import LAYOUT_RE, BatchingPolicy, CapacityPolicy, Scenario, SeqLenMix
 from bench.units import duration_readable
 from bench.verdict import RULE, UNDECIDED, fewest_to_pass
-from bench.worker import worker_env
+from bench.zygote import ZygoteWorkers
 
 PIPE_BYTES = 1 << 20  # room for 131072 queued requests before the generator's write blocks
 START_DELAY_S = 0.05  # instances get their command, then all start at the same monotonic time
@@ -150,9 +151,11 @@ class InstanceGroup:
         log_dir: Path,
         batch_sizes: list[int],
         policy: CapacityPolicy | None = None,
+        workers: ZygoteWorkers | None = None,
     ):
         """`batch_sizes`: the closed loops' (the scenario's own comes on top); `policy`: what server
-        mode needs inputs for (batches of up to batching.max_batch requests, request_mix's seq_lens)."""
+        mode needs inputs for (batches of up to batching.max_batch requests, request_mix's seq_lens);
+        `workers`: the zygote to fork the instances from (None: fresh interpreters)."""
         self.scenario = scenario
         self.artifact_path = artifact_path
         self.cores = cores
@@ -163,6 +166,7 @@ class InstanceGroup:
             m * scenario.batch_size for m in range(1, (batching.max_batch if batching else 1) + 1)
         ]
         self.mix_seq_lens = list(policy.request_mix.choices) if policy and policy.request_mix else []
+        self.workers = workers
         self.instances: list[InstanceProcess] = []
         self.request_fd = -1
 
@@ -171,14 +175,15 @@ class InstanceGroup:
         try:
             with contextlib.suppress(OSError):  # a smaller pipe only makes the generator block sooner
                 fcntl.fcntl(self.request_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-            spec = InstanceSpec(
-                self.scenario.to_dict(), str(self.artifact_path), self.batch_sizes, self.serve_batch_sizes,
-                self.mix_seq_lens, index=-1, cores=[], reply_fd=-1, request_fd=-1,
-            )  # fmt: skip
-            env = worker_env(self.scenario.threads, {})
+            env = child_env(self.scenario.threads, {})
             for index, cores in enumerate(self.cores):
-                self.instances.append(InstanceProcess.start(index, cores, spec, read_fd, env, self.log_dir))
+                spec = InstanceSpec(
+                    self.scenario.to_dict(), str(self.artifact_path), self.batch_sizes, self.serve_batch_sizes,
+                    self.mix_seq_lens, index, cores,
+                )  # fmt: skip
+                self.instances.append(InstanceProcess.start(spec, env, self.log_dir, self.workers))
             for instance in self.instances:
+                instance.connect(read_fd, self.scenario.timeout_s)
                 instance.ready = instance.receive(Ready, self.scenario.timeout_s)
         except BaseException as exc:
             self.__exit__(type(exc))
@@ -391,11 +396,11 @@ def instance_memory(group: InstanceGroup, k: int) -> list[InstanceMemory]:
     out = []
     for instance in group.instances[:k]:
         try:
-            full = psutil.Process(instance.process.pid).memory_full_info()
+            full = psutil.Process(instance.child.pid).memory_full_info()
             rss, uss, pss = full.rss, full.uss, getattr(full, "pss", None)
         except (psutil.Error, OSError):
             rss = uss = pss = None
-        peak = read_status_bytes(instance.process.pid).get("VmHWM")
+        peak = read_status_bytes(instance.child.pid).get("VmHWM")
         out.append(InstanceMemory(instance.index, rss, uss, pss, peak))
     return out
 
@@ -559,11 +564,18 @@ def search_server(
 
 
 def measure_capacity(
-    scenario: Scenario, artifact_path: Path, out_dir: Path, phase: Phase, log: Phase = lambda _: None
+    scenario: Scenario,
+    artifact_path: Path,
+    out_dir: Path,
+    phase: Phase,
+    log: Phase = lambda _: None,
+    *,
+    workers: ZygoteWorkers | None = None,
 ) -> CapacityFigures:
     """Measure every layout of the scenario's capacity policy; failures become notes, never exceptions.
 
-    `phase` says what runs now; `log` gets one line per finished server step (the progress to keep).
+    `phase` says what runs now; `log` gets one line per finished server step (the progress to keep);
+    the instances fork from `workers`' zygote when there is one.
     """
     policy = scenario.capacity
     assert policy is not None
@@ -589,7 +601,7 @@ def measure_capacity(
     for threads, counts, requested in widths:
         cores = [usable[i * threads : (i + 1) * threads] for i in range(max(counts))]
         results.update(
-            _measure_width(scenario, artifact_path, out_dir, policy, cores, counts, requested, phase, points)
+            _measure_width(scenario, artifact_path, out_dir, policy, cores, counts, requested, phase, points, workers)
         )
     ordered = [results[la] for la in layouts] + [f for la, f in results.items() if la not in layouts]
     best = _best_layout(ordered)
@@ -652,6 +664,7 @@ def _measure_width(
     requested: set[int],
     phase: Phase,
     points: PointProgress,
+    workers: ZygoteWorkers | None,
 ) -> dict[Layout, LayoutFigures]:
     """One group of instances (one per entry of `cores`), measured with the first k for each k in `counts`."""
     threads = len(cores[0])
@@ -661,7 +674,9 @@ def _measure_width(
     floor_p99_s = None
     log_dir = out_dir / f"t{threads}"
     try:
-        group = InstanceGroup(instance_scenario, artifact_path, cores, log_dir, [policy.offline_batch_size], policy)
+        group = InstanceGroup(
+            instance_scenario, artifact_path, cores, log_dir, [policy.offline_batch_size], policy, workers
+        )
         with group:
             for k in counts:
                 layout = Layout(k, threads)

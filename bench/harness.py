@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from bench import harness_plugin
-from bench.worker import SelfcheckBlock, WorkerSession, die_with_parent
+from bench.child import die_with_parent
+from bench.worker import SelfcheckBlock, WorkerSession
 
 die_with_parent()
 SELFCHECK_BLOCKS = int(os.environ.get("BENCH_SELFCHECK_BLOCKS", "0"))

@@ -1,12 +1,16 @@
 """A serving instance: one process pinned to its own cores, running one scenario's model.
 
-The parent (bench.capacity) starts N of these with `python -m bench.instance`, hands each
-an InstanceSpec on stdin (scenario, artifact, cores, thread count) and then drives them with
-one command per line. Spec, commands and replies are dataclasses of this module, sent with
-bench.contract: a field renamed on one side fails the read. Each instance pins itself with
-os.sched_setaffinity before torch starts its thread pools, loads the model through
-bench.runtimes (so every precision and load mode works here too), warms up and replies
-`Ready`; replies go to a separate pipe, so nothing a library prints can garble them.
+The parent (bench.capacity) starts N of these with bench.child.launch (`python -m
+bench.instance SPEC SOCKET`, forked from the run's zygote when there is one), each with an
+InstanceSpec file (scenario, artifact, index, cores). An instance connects to the parent's
+Unix socket SOCKET (an abstract name: no file, no path length limit), receives the shared
+request pipe over it (SCM_RIGHTS: a forked instance is the zygote's child, not the parent's,
+so it cannot inherit the pipe) and then takes one command per line on that socket and replies
+on it; nothing a library prints can garble them. Spec, commands and replies are dataclasses
+of this module, sent with bench.contract: a field renamed on one side fails the read. Each
+instance pins itself with os.sched_setaffinity before torch starts its thread pools, loads
+the model through bench.runtimes (so every precision and load mode works here too), warms up
+and replies `Ready`.
 
 Commands (their replies in brackets):
 - `ClosedLoop` (`ClosedLoopDone`): call the model back to back on a batch of `batch_size`
@@ -29,21 +33,25 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import json
 import math
 import mmap
 import os
+import secrets
 import select
+import socket
 import struct
-import subprocess
 import sys
 import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bench import contract
+from bench.child import Child, ChildFiles, describe_exit, die_with_parent, launch
+
+if TYPE_CHECKING:
+    from bench.zygote import ZygoteWorkers
 
 REQUEST = struct.Struct("<Q")
 STOP = 2**64 - 1
@@ -68,8 +76,6 @@ class InstanceSpec:
     mix_seq_lens: list[int]  # a request mix's seq_lens ([] without one)
     index: int
     cores: list[int]  # the CPUs it pins itself to
-    reply_fd: int
-    request_fd: int
 
 
 @dataclass(frozen=True)
@@ -150,22 +156,28 @@ def step_region(name: str, requests: int) -> slice:
 # --- the instance process -------------------------------------------------------------------
 
 
-def main() -> None:
-    spec = contract.decode(InstanceSpec, json.loads(sys.stdin.readline()), "instance spec")
+def main(argv: list[str]) -> int:
+    """`SPEC SOCKET`: serve until asked to exit (or until the parent goes)."""
+    die_with_parent()
+    spec = contract.read(InstanceSpec, Path(argv[0]))
     # Pin first: OpenMP threads started later inherit the mask.
     os.sched_setaffinity(0, spec.cores)
-    replies = os.fdopen(spec.reply_fd, "wb", buffering=0)
+    channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    channel.connect("\0" + argv[1])
+    _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+    if len(fds) != 1:
+        raise RuntimeError(f"instance {spec.index}: the parent sent {len(fds)} file descriptors, expected the pipe")
     try:
-        _serve_commands(spec, replies)
+        _serve_commands(spec, channel, fds[0])
     except BaseException as exc:  # the parent turns this into the layout's note
-        replies.write(contract.encode_line(Failed(f"{type(exc).__name__}: {exc}")))
+        with contextlib.suppress(OSError):
+            channel.sendall(contract.encode_line(Failed(f"{type(exc).__name__}: {exc}")))
         raise
     # Asked to exit: tearing torch down at interpreter exit takes seconds and serves no one.
-    replies.flush()
     os._exit(0)
 
 
-def _serve_commands(spec: InstanceSpec, replies: Any) -> None:
+def _serve_commands(spec: InstanceSpec, channel: socket.socket, request_fd: int) -> None:
     import torch
 
     from bench import runtimes
@@ -189,17 +201,16 @@ def _serve_commands(spec: InstanceSpec, replies: Any) -> None:
         for batch in batches.values():
             for _ in range(WARMUP_CALLS):
                 infer(batch)
-        ready = Ready(load_s, torch.get_num_threads(), sorted(os.sched_getaffinity(0)))
-        replies.write(contract.encode_line(ready))
-        for line in sys.stdin:
+        channel.sendall(contract.encode_line(Ready(load_s, torch.get_num_threads(), sorted(os.sched_getaffinity(0)))))
+        for line in channel.makefile("rb"):
             command = contract.decode_line(line, COMMANDS, f"instance {spec.index} command")
             if isinstance(command, Exit):
                 return
             if isinstance(command, ClosedLoop):
                 reply: Any = _closed_loop(infer, batches[command.batch_size, None], command)
             else:
-                reply = _serve(infer, batches, scenario.batch_size, command, spec, replies)
-            replies.write(contract.encode_line(reply))
+                reply = _serve(infer, batches, scenario.batch_size, command, spec.index, request_fd, channel)
+            channel.sendall(contract.encode_line(reply))
 
 
 def _closed_loop(infer: Any, batch: Any, command: ClosedLoop) -> ClosedLoopDone:
@@ -223,19 +234,19 @@ def _closed_loop(infer: Any, batch: Any, command: ClosedLoop) -> ClosedLoopDone:
 
 
 def _serve(
-    infer: Any, batches: dict[Any, Any], per_request: int, command: Serve, spec: InstanceSpec, replies: Any
-) -> ServeDone:
+    infer: Any, batches: dict[Any, Any], per_request: int, command: Serve, index: int, request_fd: int,
+    channel: socket.socket,
+) -> ServeDone:  # fmt: skip
     """Serve one step; `batches` holds an input for every multiple of `per_request` (a request's samples) it
     may run, and with a request mix for each of its seq_lens (the step file says each request's)."""
-    requests, index, request_fd = command.requests, float(spec.index), spec.request_fd
-    batching, mixed = command.batching, command.mixed
+    requests, batching, mixed = command.requests, command.batching, command.mixed
     # Every instance of a step reads in the same mode: the pipe's blocking flag is shared by them all.
     os.set_blocking(request_fd, batching is None)
     with open(command.path, "r+b") as f, mmap.mmap(f.fileno(), 8 * step_file_slots(requests)) as shared:
         slots = memoryview(shared).cast("d")
         region = {name: step_region(name, requests).start for name in STEP_FIELDS}
         try:
-            replies.write(contract.encode_line(Serving()))
+            channel.sendall(contract.encode_line(Serving()))
             served = 0
             cpu_started = time.process_time()
             while True:
@@ -256,7 +267,7 @@ def _serve(
                     for number in numbers:
                         slots[region["started"] + number] = t0
                         slots[region["ended"] + number] = t1
-                        slots[region["instance"] + number] = index
+                        slots[region["instance"] + number] = float(index)
                         slots[region["batch"] + number] = len(numbers)
                     served += len(numbers)
                 if stopped:
@@ -312,76 +323,64 @@ def _take_batch(
 # --- the parent's handle --------------------------------------------------------------------
 
 
-@dataclass
 class InstanceProcess:
-    """The parent's side of one instance: its process, its command pipe and its reply pipe."""
+    """The parent's side of one instance: its child process and the socket its commands and replies go through."""
 
-    index: int
-    cores: list[int]
-    process: subprocess.Popen
-    reply_fd: int
-    log_dir: Path
-    ready: Ready | None = None
-    _buffer: bytes = b""
+    def __init__(self, spec: InstanceSpec, child: Child, listener: socket.socket):
+        self.index, self.cores = spec.index, spec.cores
+        self.child = child
+        self.ready: Ready | None = None
+        self._listener = listener
+        self._channel: socket.socket | None = None
+        self._buffer = b""
 
     @classmethod
     def start(
-        cls,
-        index: int,
-        cores: list[int],
-        spec: InstanceSpec,
-        request_fd: int,
-        env: dict[str, str],
-        log_dir: Path,
+        cls, spec: InstanceSpec, env: dict[str, str], log_dir: Path, workers: ZygoteWorkers | None = None
     ) -> InstanceProcess:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        reply_read, reply_write = os.pipe()
+        """Start it (forked from `workers`' zygote when there is one); `connect` then hands it the request pipe."""
+        files = ChildFiles.in_folder(log_dir, f"instance{spec.index}.")
+        contract.write(files.spec, spec)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            with (
-                open(log_dir / f"instance{index}.stdout.log", "wb") as out,
-                open(log_dir / f"instance{index}.stderr.log", "wb") as err,
-            ):
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "bench.instance"],
-                    stdin=subprocess.PIPE,
-                    stdout=out,
-                    stderr=err,
-                    env=env,
-                    pass_fds=(reply_write, request_fd),
-                )
+            name = f"bench-instance-{os.getpid()}-{spec.index}-{secrets.token_hex(8)}"
+            listener.bind("\0" + name)
+            listener.listen(1)
+            child = launch("bench.instance", [str(files.spec), name], env, files, workers)
         except BaseException:
-            os.close(reply_read)
+            listener.close()
             raise
-        finally:
-            os.close(reply_write)
-        handle = cls(index, cores, process, reply_read, log_dir)
-        mine = dataclasses.replace(spec, index=index, cores=cores, reply_fd=reply_write, request_fd=request_fd)
-        handle.send_spec(mine)
-        return handle
+        return cls(spec, child, listener)
 
-    def send_spec(self, spec: InstanceSpec) -> None:
-        self._write(contract.encode(spec).replace("\n", "").encode() + b"\n")
+    def connect(self, request_fd: int, timeout_s: float) -> None:
+        """Wait for the instance to connect, then send it the request pipe's read end."""
+        deadline = time.monotonic() + timeout_s
+        while not select.select([self._listener], [], [], 0.1)[0]:
+            if self.child.poll() is not None:
+                raise InstanceError(self._died("ended before it connected"))
+            if time.monotonic() > deadline:
+                raise InstanceError(f"instance {self.index} did not connect within {timeout_s:.0f} s")
+        self._channel, _ = self._listener.accept()
+        self._listener.close()
+        socket.send_fds(self._channel, [b"p"], [request_fd])
 
     def send(self, command: ClosedLoop | Serve | Exit) -> None:
-        self._write(contract.encode_line(command))
-
-    def _write(self, line: bytes) -> None:
         try:
-            assert self.process.stdin is not None
-            self.process.stdin.write(line)
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
+            assert self._channel is not None, "connect first"
+            self._channel.sendall(contract.encode_line(command))
+        except OSError as exc:
             raise InstanceError(self._died(f"could not be sent a command ({exc})")) from None
 
     def receive(self, expected: type[R], timeout_s: float) -> R:
         """The next reply, an `expected`; InstanceError if it reports an error, dies, says nothing for timeout_s
         or answers out of turn."""
+        assert self._channel is not None, "connect first"
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.reply_fd], [], [], left)[0]:
+            if left <= 0 or not select.select([self._channel], [], [], left)[0]:
                 raise InstanceError(f"instance {self.index} said nothing for {timeout_s:.0f} s")
-            chunk = os.read(self.reply_fd, 1 << 20)
+            chunk = self._channel.recv(1 << 20)
             if not chunk:
                 raise InstanceError(self._died("ended"))
             self._buffer += chunk
@@ -394,35 +393,22 @@ class InstanceProcess:
         return reply
 
     def _died(self, what: str) -> str:
-        try:
-            code = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
-        from bench.worker import describe_exit
-
+        code = self.child.wait(5.0)
         status = describe_exit(code) if code is not None else "still running"
-        tail = _tail(self.log_dir / f"instance{self.index}.stderr.log")
+        tail = self.child.tail()
         return f"instance {self.index} {what} ({status})" + (f"; last output:\n{tail}" if tail else "")
 
     def close(self, graceful: bool = True) -> None:
         """Ask it to exit (kill it if it does not within a few seconds), or kill it at once."""
-        if graceful and self.process.poll() is None:
-            with contextlib.suppress(InstanceError, OSError, subprocess.TimeoutExpired):
+        if graceful and self._channel is not None and self.child.poll() is None:
+            with contextlib.suppress(InstanceError, OSError):
                 self.send(Exit())
-                self.process.stdin.close()  # type: ignore[union-attr]
-                self.process.wait(timeout=5)
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        os.close(self.reply_fd)
-
-
-def _tail(path: Path, lines: int = 12) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+                self.child.wait(5.0)
+        self.child.end()
+        for end in (self._channel, self._listener):
+            if end is not None:
+                end.close()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

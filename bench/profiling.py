@@ -1,7 +1,8 @@
 """Per-operator profiles: where a scenario's time (and memory) goes, run apart from the timed run.
 
-`profile_scenario` runs the scenario a second time, in a fresh process of its own
-(`python -m bench.profiling SPEC`), so the timed run never carries profiler overhead. The
+`profile_scenario` runs the scenario a second time, in a process of its own (`python -m
+bench.profiling SPEC` through bench.child.launch: forked from the run's zygote when there is
+one, else fresh), so the timed run never carries profiler overhead. The
 model is built and loaded exactly as the timed worker does it (`runtimes.load_model`,
 `runtimes.make_batch`), with the same thread settings, under `torch.inference_mode()`.
 
@@ -18,7 +19,7 @@ model is built and loaded exactly as the timed worker does it (`runtimes.load_mo
   is the trace, and `Node` kernel events summed by `op_name` make the table. The
   session's own time outside its kernels is the row `[session overhead]`.
 
-Files written into `out_dir`: `ops.csv` (OPS_COLUMNS), `trace.json` (Chrome/Perfetto
+Files written into `out_dir`: `spec.json` (a ProfileSpec), `ops.csv` (OPS_COLUMNS), `trace.json` (Chrome/Perfetto
 trace: opens in ui.perfetto.dev or chrome://tracing), torch only: `load_trace.json` (load
 and the first call) and `memory.csv` (MEMORY_COLUMNS), `profile.json` (the summary, with
 the child's pid and time.monotonic() at its start, around the profiled calls and at its
@@ -58,7 +59,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import contract, hygiene, models, runtimes, sources
 from bench.profile_format import (
@@ -72,7 +73,10 @@ from bench.profile_format import (
     read_ops,
 )
 from bench.suite import Scenario
-from bench.worker import describe_exit, worker_env
+
+if TYPE_CHECKING:
+    from bench.zygote import ZygoteWorkers
+from bench.child import Child, ChildFiles, child_env, describe_exit, die_with_parent, launch
 
 DEFAULT_ITERATIONS = 50
 DEFAULT_WARMUP = 5
@@ -93,7 +97,7 @@ CONVERSION_OP = re.compile(
 
 @dataclass(frozen=True)
 class ProfileSpec:
-    """parent → profile child (profile_spec.json)."""
+    """parent → profile child (spec.json)."""
 
     scenario: dict[str, Any]  # Scenario.to_dict()
     artifact_path: str
@@ -214,8 +218,10 @@ def profile_scenario(
     max_time_s: float | None = None,
     timeout_s: float | None = None,
     extra_env: dict[str, str] | None = None,
+    workers: ZygoteWorkers | None = None,
 ) -> ProfileResult:
-    """Profile `scenario` in a fresh process; write ops.csv, trace.json, profile.json into out_dir.
+    """Profile `scenario` in a process of its own (forked from `workers`' zygote when there is one, else
+    fresh); write ops.csv, trace.json, profile.json into out_dir.
 
     `iterations` profiled calls follow `warmup` untimed ones; with `max_time_s`, profiling stops
     after the call that passes that many seconds (at least MIN_ITERATIONS calls), and the summary's
@@ -234,33 +240,30 @@ def profile_scenario(
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in ("ops.csv", "trace.json", PROFILE_SUMMARY, MEMORY_CSV, "load_trace.json"):
             (out_dir / name).unlink(missing_ok=True)
-        spec_path = out_dir / "profile_spec.json"
+        files = ChildFiles.in_folder(out_dir)
         spec = ProfileSpec(
             scenario.to_dict(), str(artifact_path), str(out_dir), int(iterations), int(warmup), max_time_s
         )
-        contract.write(spec_path, spec)
-        command = [sys.executable, "-m", "bench.profiling", str(spec_path)]
+        contract.write(files.spec, spec)
         limit_s = timeout_s if timeout_s is not None else scenario.timeout_s
-        with open(out_dir / "stdout.log", "wb") as stdout, open(out_dir / "stderr.log", "wb") as stderr:
-            try:
-                done = subprocess.run(
-                    command, env=worker_env(scenario.threads, extra_env or {}), stdout=stdout, stderr=stderr,
-                    stdin=subprocess.DEVNULL, timeout=limit_s, check=False,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:  # subprocess.run kills the child before raising
-                return ProfileResult(
-                    scenario.id, "failed", f"the profile ran past {limit_s:g} s and was killed", out_dir
-                )
-        return _read_result(scenario.id, out_dir, done.returncode)
+        env = child_env(scenario.threads, extra_env or {})
+        child = launch("bench.profiling", [str(files.spec)], env, files, workers)
+        try:
+            if child.wait(limit_s) is None:
+                note = f"the profile ran past {limit_s:g} s and was killed"
+                return ProfileResult(scenario.id, "failed", note, out_dir)
+        finally:
+            child.end()  # killed if it still runs
+        return _read_result(scenario.id, out_dir, child)
     except Exception as exc:  # the profile is an extra: it must never take the run down
         return ProfileResult(scenario.id, "failed", f"profiling failed: {type(exc).__name__}: {exc}", out_dir)
 
 
-def _read_result(scenario_id: str, out_dir: Path, returncode: int) -> ProfileResult:
+def _read_result(scenario_id: str, out_dir: Path, child: Child) -> ProfileResult:
     summary_path = out_dir / PROFILE_SUMMARY
     if not summary_path.exists():
-        tail = _tail(out_dir / "stderr.log")
-        note = f"the profiling process ended ({describe_exit(returncode)}) without a result"
+        tail = child.tail()
+        note = f"the profiling process ended ({describe_exit(child.returncode or 0)}) without a result"
         return ProfileResult(scenario_id, "failed", f"{note}; last output:\n{tail}" if tail else note, out_dir)
     summary = contract.read(ProfileSummary, summary_path)
     ops_csv, trace_json = out_dir / "ops.csv", out_dir / "trace.json"
@@ -275,17 +278,11 @@ def _read_result(scenario_id: str, out_dir: Path, returncode: int) -> ProfileRes
     )
 
 
-def _tail(path: Path, lines: int = 12) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 # ---------------------------------------------------------------- the child side
 
 
 def _child_main(spec_path: str) -> int:
+    die_with_parent()
     # time.monotonic() is one clock for every process on Linux: the runner's worker events use it too.
     summary = ProfileSummary(pid=os.getpid(), started_monotonic_s=time.monotonic())
     spec = contract.read(ProfileSpec, Path(spec_path))
@@ -787,10 +784,12 @@ def profile_for_run(
     cache_dir: Path,
     fingerprint: str | None,
     iterations: int = DEFAULT_ITERATIONS,
+    workers: ZygoteWorkers | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """The profile of a scenario whose timed run has ended: (record.files entries, record.profile fields).
 
-    Runs after the timed worker, in its own process, into run_dir/profile/<file_stem>/; the
+    Runs after the timed worker, in its own process (forked from `workers`' zygote when there is one),
+    into run_dir/profile/<file_stem>/; the
     profile is bounded by the scenario's measure.max_time_s (warmup and profiled calls each)
     and timeout_s. FLOPs are counted on the fp32 eager model in this process (cached per
     model, shape and batch) and the peak is measured once per threads and dtype, cached in
@@ -799,7 +798,7 @@ def profile_for_run(
     out_dir = run_dir / "profile" / file_stem
     result = profile_scenario(
         scenario, artifact_path, out_dir, iterations,
-        max_time_s=scenario.measure.max_time_s, timeout_s=scenario.timeout_s,
+        max_time_s=scenario.measure.max_time_s, timeout_s=scenario.timeout_s, workers=workers,
     )  # fmt: skip
     files = {}
     for key, path in (("ops_csv", result.ops_csv), ("trace_json", result.trace_json),
@@ -897,7 +896,7 @@ def measure_peak_gflops(
     command = [sys.executable, "-m", "bench.profiling", "--peak", dtype, str(size), str(seconds)]
     try:
         done = subprocess.run(
-            command, env=worker_env(threads, {}), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            command, env=child_env(threads, {}), capture_output=True, text=True, stdin=subprocess.DEVNULL,
             timeout=timeout_s, check=False,
         )  # fmt: skip
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -949,7 +948,12 @@ def percent_of_peak(achieved: float | None, peak: float | None) -> float | None:
     return 100.0 * achieved / peak
 
 
+def main(argv: list[str]) -> int:
+    """`SPEC`: profile as the spec says; `--peak DTYPE SIZE SECONDS`: measure this CPU's matmul peak."""
+    if argv[0] == "--peak":
+        return _peak_child(argv[1], int(argv[2]), float(argv[3]))
+    return _child_main(argv[0])
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "--peak":
-        sys.exit(_peak_child(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
-    sys.exit(_child_main(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

@@ -1,8 +1,8 @@
 """The runner: a Suite in, one run folder with a ResultRecord per scenario out.
 
-For each scenario the parent prepares the artifact, starts a fresh worker process
-(`python -m pytest bench/harness.py`) with its thread settings fixed in the
-environment, samples the worker's RSS while it runs, and appends the scenario's record
+For each scenario the parent prepares the artifact, starts a worker process (`python -m
+pytest bench/harness.py`, forked from the run's zygote or fresh: bench.child.launch) with
+its thread settings fixed in the environment, samples the worker's RSS while it runs, and appends the scenario's record
 to results.jsonl the moment it ends. A failing scenario is a `failed` row; the run
 goes on.
 """
@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import bench
 from bench import contract, runtimes
 from bench.capacity import measure_capacity, not_measured
+from bench.child import ChildFiles, child_env, describe_exit, launch
 from bench.contention import wait_for_quiet
 from bench.environment import collect_environment
 from bench.errors import UserError
@@ -59,13 +60,12 @@ from bench.sources import SourceError
 from bench.stats import PERCENTILE_RULE, LatencyStats
 from bench.suite import Scenario, Suite, parse_suite
 from bench.timeline import build_timeline, worker_parts
-from bench.worker import SPEC_ENV, WINDOW_END_PHASE, WORKER_FACTS, WorkerFacts, describe_exit, worker_env
-from bench.zygote import ForkedWorker, ZygoteWorkers, fork_available
+from bench.worker import SPEC_ENV, WINDOW_END_PHASE, WORKER_FACTS, WorkerFacts, WorkerSpec
+from bench.zygote import ZygoteWorkers, fork_available
 
 HARNESS_PATH = Path(__file__).with_name("harness.py")
 # `bench run --worker`: fork each worker from the run's zygote (bench.zygote), or start a fresh interpreter.
 DEFAULT_WORKER_KIND = "fork" if fork_available() else "fresh"
-_STDERR_TAIL_LINES = 12
 # A failure in this process (preparing a scenario, measuring its capacity) has no worker log: its
 # traceback goes here, in the scenario's worker folder, and the row's reason names the file.
 RUNNER_TRACEBACK = "runner-traceback.log"
@@ -178,7 +178,7 @@ def _start_workers(worker_kind: str, run_dir: Path) -> ZygoteWorkers | None:
     """The run's zygote when its workers fork; None for fresh workers."""
     if worker_kind != "fork":
         return None
-    return ZygoteWorkers(worker_env(1, {}), run_dir / "zygote.log", _print_step)
+    return ZygoteWorkers(child_env(1, {}), run_dir / "zygote.log", _print_step)
 
 
 @contextlib.contextmanager
@@ -622,18 +622,11 @@ def run_worker(
     """Run one scenario in a `python -m pytest` process while sampling its RSS: forked from the run's
     zygote when `workers` has one (the same pytest command line, run by the child), else a fresh one."""
     progress = progress or Silent()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files = ChildFiles.in_folder(out_dir)
     benchmark_json.parent.mkdir(parents=True, exist_ok=True)
-    spec_path = out_dir / "spec.json"
-    _write_json(
-        spec_path,
-        {
-            "scenario": scenario.to_dict(),
-            "artifact_path": str(artifact_path),
-            "reference_path": str(reference_path) if reference_path else None,
-            "out_dir": str(out_dir),
-        },
-    )
+    spec = WorkerSpec(scenario.to_dict(), str(artifact_path), str(reference_path) if reference_path else None,
+                      str(out_dir))  # fmt: skip
+    contract.write(files.spec, spec)
     # An empty ini and --noconftest keep the user's pytest configuration out of the worker, and with plugin
     # autoloading off, the plugins installed next to it: only pytest-benchmark and bench's own are loaded
     # (hypothesis's alone imported hypothesis at the end of every worker, ~1.7 s).
@@ -645,23 +638,13 @@ def run_worker(
         "-p", "pytest_benchmark.plugin", "-p", "bench.harness_plugin",
         "-q", "--no-header", f"--benchmark-json={benchmark_json}",
     ]  # fmt: skip
-    env = worker_env(
-        scenario.threads, {SPEC_ENV: str(spec_path), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **(extra_env or {})}
+    env = child_env(
+        scenario.threads, {SPEC_ENV: str(files.spec), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **(extra_env or {})}
     )
     events_path = out_dir / "events.jsonl"
     started = time.monotonic()
     timed_out = False
-    stdout_path, stderr_path = out_dir / "stdout.log", out_dir / "stderr.log"
-    process: ForkedWorker | subprocess.Popen[bytes] | None = None
-    if workers is not None:
-        process = workers.start(pytest_args, env, stdout_path, stderr_path)
-    worker_kind = "fresh" if process is None else "fork"
-    if process is None:
-        with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "pytest", *pytest_args], env=env, stdout=stdout, stderr=stderr,
-                stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+    process = launch("pytest", pytest_args, env, files, workers)
     try:
         with RssSampler(
             process.pid, rss_interval_s, sampler_toggle_period_s, limit_bytes=scenario.max_rss_bytes
@@ -670,8 +653,6 @@ def run_worker(
                 elapsed_s = time.monotonic() - started
                 if elapsed_s > scenario.timeout_s:
                     timed_out = True
-                    process.kill()
-                    process.wait()
                     break
                 events = _read_events(events_path)
                 phase = events[-1]["phase"] if events else "starting"
@@ -680,24 +661,20 @@ def run_worker(
                 progress.scenario_phase(phase, elapsed_s)
                 time.sleep(_POLL_S)
     finally:
-        if process.poll() is None:  # interrupted: leave no orphan behind
-            process.kill()
-            process.wait()
-        if isinstance(process, ForkedWorker) and workers is not None:
-            workers.worker_ended(process)
+        returncode = process.end()  # killed if it still runs: timed out, or interrupted (no orphan left)
     return WorkerOutcome(
-        returncode=process.returncode,
+        returncode=returncode,
         timed_out=timed_out,
         elapsed_s=time.monotonic() - started,
         samples=sampler.samples,
         on_windows=sampler.on_windows,
         events=_read_events(events_path),
         worker=read_worker_facts(out_dir / WORKER_FACTS),
-        stderr_tail=_tail(out_dir / "stderr.log") or _tail(out_dir / "stdout.log"),
+        stderr_tail=process.tail(),
         rss_limit_exceeded_bytes=sampler.limit_exceeded_bytes,
         sampler_cpu_s=sampler.cpu_s,
         requested_s=started,
-        worker_kind=worker_kind,
+        worker_kind=process.kind,
     )
 
 
@@ -853,19 +830,6 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         pass
     return events
-
-
-def _tail(path: Path) -> str:
-    """The informative end of a worker's output: a crash's own report if there is one."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return ""
-    for index, line in enumerate(lines):
-        # faulthandler's report (pytest enables it): the innermost frames come first.
-        if line.startswith("Fatal Python error"):
-            return "\n".join(lines[index : index + _STDERR_TAIL_LINES])
-    return "\n".join(lines[-_STDERR_TAIL_LINES:])
 
 
 def _relative(path: Path, root: Path) -> str:

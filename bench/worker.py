@@ -1,9 +1,10 @@
 """The worker: runs exactly one scenario in its own process, under pytest-benchmark.
 
-The parent starts `python -m pytest bench/harness.py` with BENCH_WORKER_SPEC pointing at
-a JSON spec. The harness tests drive a WorkerSession with the `benchmark` fixture.
-Phases are kept apart: load, first inference, warmup and the steady state each get
-their own time and their own kernel memory peak (VmHWM is reset between phases).
+The parent starts `python -m pytest bench/harness.py` (bench.child.launch: forked from the
+run's zygote, or fresh) with BENCH_WORKER_SPEC pointing at its WorkerSpec (spec.json). The
+harness tests drive a WorkerSession with the `benchmark` fixture. Phases are kept apart:
+load, first inference, warmup and the steady state each get their own time and their own
+kernel memory peak (VmHWM is reset between phases).
 
 Files written into the spec's `out_dir`:
 - events.jsonl: one line per phase start (monotonic time, RSS), read live by the parent;
@@ -17,7 +18,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 
 from bench import contention, contract, generation, hygiene, runtimes
+from bench.child import PARENT_PID_ENV
 from bench.contention import Contention
 from bench.fidelity import FIDELITY_INPUTS, compare_task
 from bench.memory import malloc_trim, max_rss_rusage_bytes, read_status_bytes, reset_peak_rss
@@ -35,14 +36,22 @@ from bench.record import CompiledRuntime, Fidelity, GenerationFigures, HygieneFi
 from bench.suite import Scenario
 
 SPEC_ENV = "BENCH_WORKER_SPEC"
-PARENT_PID_ENV = "BENCH_PARENT_PID"  # the worker dies with this process (bench.harness_plugin)
-ZYGOTE_PID_ENV = "BENCH_ZYGOTE_PID"  # a forked worker's parent, the zygote (bench.zygote): it dies with that
 # Memory is compared between sampler and kernel from the start of `load` to this event.
 WINDOW_END_PHASE = "after_steady"
 _UNMEASURED_PHASES = (
     "startup", WINDOW_END_PHASE, "fidelity", "hygiene", "pipeline", "generation", "release", "done"
 )  # fmt: skip
 WORKER_FACTS = "worker.json"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """parent → worker (spec.json)."""
+
+    scenario: dict[str, Any]  # Scenario.to_dict()
+    artifact_path: str
+    reference_path: str | None  # the fp32 reference outputs for fidelity; None: no fidelity
+    out_dir: str  # where events.jsonl and worker.json go
 
 
 @dataclass(frozen=True)
@@ -130,64 +139,15 @@ class WorkerFacts:
             self.hygiene = contract.build(HygieneFigures, {**known, **facts}, "hygiene")
 
 
-def thread_env(threads: int) -> dict[str, str]:
-    """Variables that size the OpenMP/MKL pools; they must be set before the process starts."""
-    value = str(threads)
-    return {"OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value, "OPENBLAS_NUM_THREADS": value}
-
-
-def worker_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
-    """The environment a worker (or an instance, or a profile) starts with: thread pools sized before start."""
-    # The worker's pytest is bench's own: no options or plugins from the caller's pytest, and no
-    # PYTEST_XDIST_* (under a pytest-xdist worker, pytest-benchmark sees PYTEST_XDIST_WORKER and
-    # silently disables itself: the row then has no timings).
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS") and not k.startswith("PYTEST_XDIST_")}  # fmt: skip
-    env.update(thread_env(threads))
-    # The worker must import this very `bench`, whether installed or run from a checkout.
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    env[PARENT_PID_ENV] = str(os.getpid())
-    env.update(extra)
-    return env
-
-
-def describe_exit(returncode: int) -> str:
-    """'exit code 3' or 'killed by signal SIGSEGV' for a finished worker."""
-    if returncode < 0:
-        import signal
-
-        try:
-            return f"killed by signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
-
-
-def die_with_parent() -> None:
-    """A worker whose parent is killed (`bench run`, or a fleet host's Dask worker) must not
-    live on, measuring for no one and disturbing whatever runs next on the host."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1  # <linux/prctl.h>
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    expected = os.environ.get(ZYGOTE_PID_ENV) or os.environ.get(PARENT_PID_ENV)
-    if expected and os.getppid() != int(expected):  # the parent died before prctl took effect
-        os._exit(1)
-
-
 class WorkerSession:
     """One scenario's life inside the worker; writes worker.json when closed."""
 
-    def __init__(self, spec: dict[str, Any], configured_s: float | None = None):
-        self.scenario = Scenario.from_dict(spec["scenario"])
+    def __init__(self, spec: WorkerSpec, configured_s: float | None = None):
+        self.scenario = Scenario.from_dict(spec.scenario)
         self.runtime = runtimes.runtime_for(self.scenario)
-        self.artifact_path = Path(spec["artifact_path"])
-        self.out_dir = Path(spec["out_dir"])
-        self.reference_path = Path(spec["reference_path"]) if spec.get("reference_path") else None
+        self.artifact_path = Path(spec.artifact_path)
+        self.out_dir = Path(spec.out_dir)
+        self.reference_path = Path(spec.reference_path) if spec.reference_path else None
         self.facts = WorkerFacts()
         self.compile_cache: str | None = None  # load compile: cold or warm (bench.compiled)
         self._events = open(self.out_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
@@ -206,7 +166,7 @@ class WorkerSession:
         path = os.environ.get(SPEC_ENV)
         if not path:
             raise RuntimeError(f"{SPEC_ENV} is not set: the harness is started by 'bench run', not by hand")
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")), configured_s)
+        return cls(contract.read(WorkerSpec, Path(path)), configured_s)
 
     def __enter__(self) -> WorkerSession:
         with self.guard():

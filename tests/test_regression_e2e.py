@@ -3,7 +3,7 @@
 The "head commit" with a regression is a copy of the bench package whose models.py builds
 a slower (or fatter) tiny_mlp: the same scenario ids, a different code base, as when a
 pull request makes a model slower. `bench run` from that copy (PYTHONPATH) runs its
-workers from the copy too (bench.worker.worker_env), and the artifact cache keys on the
+workers from the copy too (bench.child.child_env), and the artifact cache keys on the
 models.py source, so nothing of the base run is reused.
 
 Runs are shared by the tests of this module (one base pair, one slow, one fat, one with

@@ -616,8 +616,9 @@ def test_without_the_tflite_extra_rows_are_unsupported(tmp_path, monkeypatch):
 RELEASE = """
 import dataclasses, json, sys
 from torch import nn
-from bench.worker import WorkerSession
-session = WorkerSession(json.loads(sys.argv[1]))
+from bench import contract
+from bench.worker import WorkerSession, WorkerSpec
+session = WorkerSession(contract.decode(WorkerSpec, json.loads(sys.argv[1])))
 try:
     session.infer = nn.Linear(4096, 4096)  # 64 MiB of weights: glibc maps (and unmaps) a block this big
     session.release()
@@ -629,7 +630,7 @@ print(json.dumps({**dataclasses.asdict(session.facts), "infer_dropped": session.
 
 def test_release_reports_what_deleting_the_model_gives_back(tmp_path):
     spec = {"scenario": _scenario(None).to_dict(), "artifact_path": str(tmp_path / "unused.pt"),
-            "out_dir": str(tmp_path)}  # fmt: skip
+            "reference_path": None, "out_dir": str(tmp_path)}  # fmt: skip
     argv = [sys.executable, "-c", RELEASE, json.dumps(spec)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

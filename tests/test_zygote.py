@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.runner import worker_env
+from bench.child import child_env
 from bench.zygote import ZygoteWorkers, fork_available
 
 pytestmark = [
@@ -44,7 +44,7 @@ def test_sleeps():
 @pytest.fixture
 def workers(tmp_path):
     announced: list[str] = []
-    pool = ZygoteWorkers(worker_env(1, {}), tmp_path / "zygote.log", announced.append)
+    pool = ZygoteWorkers(child_env(1, {}), tmp_path / "zygote.log", announced.append)
     pool.announced = announced  # type: ignore[attr-defined]
     yield pool
     pool.close()
@@ -55,8 +55,8 @@ def _start(workers: ZygoteWorkers, tmp_path: Path, test: str, mark: str = "m"):
     (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
     argv = [f"{tmp_path / 'test_child.py'}::{test}", "-c", str(tmp_path / "pytest.ini"), "-q", "-s",
             "-p", "no:cacheprovider", "--rootdir", str(tmp_path)]  # fmt: skip
-    env = worker_env(2, {"MARK": mark, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
-    return workers.start(argv, env, tmp_path / f"{test}.out", tmp_path / f"{test}.err")
+    env = child_env(2, {"MARK": mark, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    return workers.start("pytest", argv, env, tmp_path / f"{test}.out", tmp_path / f"{test}.err")
 
 
 def test_children_report_pytests_exit_status_and_a_crash_leaves_the_zygote_serving(workers, tmp_path):
@@ -73,6 +73,20 @@ def test_children_report_pytests_exit_status_and_a_crash_leaves_the_zygote_servi
     assert again.pid != passed.pid
     assert workers.kind == "fork" and not workers.announced  # one zygote throughout
     assert len(workers.facts) == 1 and workers.facts[0].threads <= 2  # no OpenMP pool in the zygote
+
+
+def test_children_run_at_once_and_each_gets_its_own_exit_status(workers, tmp_path):
+    # A capacity measurement's instances run side by side, all forked from the run's zygote.
+    mark = tmp_path / "pid"
+    sleeping = _start(workers, tmp_path, "test_sleeps", mark=str(mark))
+    _wait_for(mark.exists)
+    failing = _start(workers, tmp_path, "test_fails")
+    assert failing.wait() == 1 and sleeping.poll() is None
+    assert sleeping.wait(timeout_s=0.2) is None  # still running: a wait that times out says so
+    sleeping.kill()
+    assert sleeping.wait() == -signal.SIGKILL and failing.pid != sleeping.pid
+    # Reaped once the runner had their statuses: no zombie stays behind the zygote.
+    _wait_for(lambda: not psutil.Process(workers.zygote.process.pid).children())
 
 
 def test_a_child_is_killed_by_pid_and_its_parent_is_the_zygote(workers, tmp_path):
@@ -119,14 +133,14 @@ def test_ready_s_is_when_the_zygote_was_ready_not_when_its_first_worker_was_aske
 
 def test_a_zygote_asked_for_no_worker_is_killed_at_once_not_waited_for(tmp_path):
     # A run that stops before its first scenario (a refused resume, a full disk) must not wait for imports.
-    pool = ZygoteWorkers(worker_env(1, {}), tmp_path / "zygote.log", print)
+    pool = ZygoteWorkers(child_env(1, {}), tmp_path / "zygote.log", print)
     process = pool.zygote.process
     pool.close()
     assert process.returncode == -signal.SIGKILL
 
 
 def test_closing_leaves_no_process_behind(tmp_path):
-    pool = ZygoteWorkers(worker_env(1, {}), tmp_path / "zygote.log", print)
+    pool = ZygoteWorkers(child_env(1, {}), tmp_path / "zygote.log", print)
     mark = tmp_path / "pid"
     child = _start(pool, tmp_path, "test_sleeps", mark=str(mark))
     _wait_for(mark.exists)
@@ -150,10 +164,10 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import test_zygote
-from bench.runner import worker_env
+from bench.child import child_env
 from bench.zygote import ZygoteWorkers
 tmp = Path(sys.argv[2])
-pool = ZygoteWorkers(worker_env(1, {}), tmp / "zygote.log", print)
+pool = ZygoteWorkers(child_env(1, {}), tmp / "zygote.log", print)
 child = test_zygote._start(pool, tmp, "test_sleeps", mark=str(tmp / "pid"))
 print(pool.zygote.process.pid, child.pid, flush=True)
 time.sleep(600)

@@ -536,13 +536,14 @@ def _with_capacity(
     record: ResultRecord,
     progress: Progress,
 ) -> ResultRecord:
-    """Measure serving capacity with pinned instance processes, after the timed worker has ended."""
+    """Measure serving capacity with pinned instance processes (forked from the run's zygote, as its workers
+    are), after the timed worker has ended."""
     out_dir = context.run_dir / "capacity" / file_stem
     started = time.perf_counter()
     try:
         figures = measure_capacity(
             scenario, artifact_path, out_dir, lambda text: progress.scenario_phase(text, time.perf_counter() - started),
-            _print_step,
+            _print_step, workers=context.workers,
         )  # fmt: skip
     except Exception as exc:  # capacity is an extra: like a profile, it never fails the timed row
         kept = keep_traceback(context, file_stem, exc, "measuring capacity")
@@ -590,7 +591,8 @@ def _with_profile(
     record: ResultRecord,
     progress: Progress,
 ) -> ResultRecord:
-    """Profile the scenario a second time, in its own process, after its timed worker has ended."""
+    """Profile the scenario a second time, in its own process (forked from the run's zygote, as its workers
+    are), after its timed worker has ended."""
     progress.scenario_phase("profiling (a separate, untimed run)", 0.0)
     files, fields = profile_for_run(
         scenario,
@@ -600,6 +602,7 @@ def _with_profile(
         timed_median_s=record.latency_s.median if record.latency_s else None,
         cache_dir=context.cache_dir.parent / "peak",
         fingerprint=context.environment.get("fingerprint"),
+        workers=context.workers,
     )
     return dataclasses.replace(record, files={**record.files, **files}, profile=ProfileFigures(**fields))
 

@@ -53,7 +53,7 @@ from bench.memory import read_status_bytes
 # each worker imports those two anew, as a fresh worker does.
 PRELOADED = (
     "numpy", "torch", "torchvision", "onnxruntime", "pytest", "pytest_benchmark.plugin",
-    "bench.worker",
+    "bench.worker", "bench.instance", "bench.profiling",
 )  # fmt: skip
 READY_TIMEOUT_S = 120.0
 

@@ -1,9 +1,12 @@
-"""Fixtures for the tests that need a PostgreSQL server (see postgres_server.py)."""
+"""Fixtures for the tests that need a PostgreSQL server (see postgres_server.py), and the shared ones of
+tests/support."""
 
 from __future__ import annotations
 
 import pytest
 from postgres_server import PostgresServer, start_server
+
+pytest_plugins = ["support.zygote"]
 
 
 @pytest.fixture(scope="session")

@@ -148,8 +148,9 @@ BATCHED = 4  # the largest batch of the batching test
 
 
 @pytest.fixture(scope="module")
-def group(tmp_path_factory):
-    """Two pinned single-thread instances of tiny_mlp, batch large enough that a call is ~1 ms here."""
+def group(tmp_path_factory, zygote):
+    """Two pinned single-thread instances of tiny_mlp, forked from the session's zygote, batch large enough
+    that a call is ~1 ms here."""
     import torch
 
     from bench import models
@@ -171,7 +172,8 @@ def group(tmp_path_factory):
     scenario = _scenario(batch_size)
     artifact = runtimes.prepare_artifact(scenario, root / "cache")
     policy = CapacityPolicy(slo_p99_ms=1000, batching=BatchingPolicy(BATCHED, 2.0))  # inputs for batches of 1-4
-    with InstanceGroup(scenario, artifact.path, [[0], [1]], root / "logs", [batch_size], policy) as instances:
+    logs = root / "logs"
+    with InstanceGroup(scenario, artifact.path, [[0], [1]], logs, [batch_size], policy, zygote) as instances:
         yield instances
 
 
@@ -194,10 +196,12 @@ def test_a_batched_step_runs_queued_requests_together_and_counts_its_batches(gro
 
 
 @pytest.mark.slow
-def test_instances_are_pinned_to_disjoint_cores_with_one_thread(group):
+def test_instances_are_pinned_to_disjoint_cores_with_one_thread(group, zygote):
     affinities = [tuple(instance.ready.affinity) for instance in group.instances]
     assert affinities == [(0,), (1,)]
     assert [instance.ready.torch_num_threads for instance in group.instances] == [1, 1]
+    # Forked from the zygote, whose libgomp read OMP_NUM_THREADS=1: pinned and sized all the same.
+    assert {instance.child.kind for instance in group.instances} == {"fresh" if zygote is None else "fork"}
 
 
 @pytest.mark.slow
@@ -245,6 +249,7 @@ def test_server_mode_search_stops_below_an_overload_whose_p99_grows_without_boun
 
 @pytest.mark.slow
 def test_an_instance_that_cannot_load_makes_the_layout_failed_with_its_reason(tmp_path):
+    # A fresh instance (no zygote): the path of a run that cannot fork.
     scenario = Scenario(**{**_scenario(1).__dict__, "capacity": CapacityPolicy(20.0, layouts=("1x1",))})
     figures = measure_capacity(scenario, tmp_path / "no-such-artifact.pt", tmp_path / "out", lambda _: None)
     assert figures.status == "failed" and figures.best_layout is None

@@ -36,15 +36,17 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def profile(workdir: Path):
-    """Profile a scenario once per module: profile('tiny_mlp', 'int8_dynamic') -> ProfileResult."""
+def profile(workdir: Path, zygote):
+    """Profile a scenario once per module, forked from the session's zygote: profile('tiny_mlp', 'int8_dynamic')."""
     done: dict[str, profiling.ProfileResult] = {}
 
     def run(model: str, precision: str = "fp32", load: str = "eager", iterations: int = 30):
         scenario = _scenario(model, precision, load)
         if scenario.id not in done:
             artifact = runtimes.prepare_artifact(scenario, cache_dir=workdir / "cache")
-            done[scenario.id] = profiling.profile_scenario(scenario, artifact.path, workdir / scenario.id, iterations)
+            done[scenario.id] = profiling.profile_scenario(
+                scenario, artifact.path, workdir / scenario.id, iterations, workers=zygote
+            )
         return done[scenario.id]
 
     return run
@@ -133,7 +135,8 @@ def test_onnxruntime_profile_is_the_session_profile(profile):
 
 @pytest.mark.slow
 def test_a_runtime_without_its_profiler_gives_a_note(workdir):
-    """A missing runtime extra (here: an onnxruntime that cannot be imported) is a note, not an error."""
+    """A missing runtime extra (here: an onnxruntime that cannot be imported) is a note, not an error.
+    A fresh child: a forked one has the zygote's onnxruntime imported already, whatever its PYTHONPATH says."""
     fake = workdir / "fake_site"
     (fake / "onnxruntime").mkdir(parents=True, exist_ok=True)
     (fake / "onnxruntime" / "__init__.py").write_text("raise ImportError('onnxruntime is not installed')\n")
@@ -146,15 +149,18 @@ def test_a_runtime_without_its_profiler_gives_a_note(workdir):
 
 
 @pytest.mark.slow
-def test_a_profile_that_fails_gives_a_note_not_an_exception(workdir):
+def test_a_profile_that_fails_gives_a_note_not_an_exception(workdir, zygote):
     scenario = _scenario("tiny_mlp")
-    result = profiling.profile_scenario(scenario, workdir / "no-such-artifact.pt", workdir / "broken", 5)
+    result = profiling.profile_scenario(
+        scenario, workdir / "no-such-artifact.pt", workdir / "broken", 5, workers=zygote
+    )
     assert result.status == "failed" and "load" in result.note and "no-such-artifact" in result.note
     assert result.record_fields()["status"] == "failed"
 
 
 @pytest.mark.slow
 def test_a_profile_past_its_timeout_is_killed_and_noted(workdir):
+    # A fresh child, which cannot even import torch in 0.3 s; a forked one fails on the missing file sooner.
     scenario = _scenario("tiny_mlp")
     result = profiling.profile_scenario(scenario, workdir / "x.pt", workdir / "timeout", 5, timeout_s=0.3)
     assert result.status == "failed" and "ran past 0.3 s" in result.note

@@ -8,25 +8,17 @@ import signal
 import pytest
 
 from bench.child import ChildFiles, child_env, launch, tail
-from bench.zygote import ZygoteWorkers, fork_available
-
-pytestmark = pytest.mark.slow  # a zygote imports torch, onnxruntime and pytest (seconds)
 
 
-FORK = pytest.param("fork", marks=pytest.mark.skipif(not fork_available(), reason="no zygote here"))
-
-
-@pytest.mark.parametrize("kind", ["fresh", FORK])
-def test_a_child_that_crashes_in_native_code_leaves_its_python_stack_as_its_tail(kind, tmp_path):
-    workers = ZygoteWorkers(child_env(1, {}), tmp_path / "zygote.log", print) if kind == "fork" else None
-    try:
-        files = ChildFiles.in_folder(tmp_path / "child", "crash.")
-        child = launch("tests.support.crash_child", [], child_env(1, {}), files, workers)
-        assert child.wait() == -signal.SIGSEGV and child.kind == kind
-        child.end()
-    finally:
-        if workers is not None:
-            workers.close()
+@pytest.mark.slow  # the session's zygote imports torch, onnxruntime and pytest (seconds)
+@pytest.mark.parametrize("kind", ["fresh", "fork"])
+def test_a_child_that_crashes_in_native_code_leaves_its_python_stack_as_its_tail(kind, tmp_path, zygote):
+    if kind == "fork" and zygote is None:
+        pytest.skip("no zygote where fork is not available")
+    files = ChildFiles.in_folder(tmp_path / "child", "crash.")
+    child = launch("tests.support.crash_child", [], child_env(1, {}), files, zygote if kind == "fork" else None)
+    assert child.wait() == -signal.SIGSEGV and child.kind == kind
+    child.end()
     assert files.stderr == tmp_path / "child" / "crash.stderr.log"
     report = child.tail()
     assert report.startswith("Fatal Python error: Segmentation fault"), report

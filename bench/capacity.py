@@ -178,9 +178,14 @@ class InstanceGroup:
             env = child_env(self.scenario.threads, {})
             for index, cores in enumerate(self.cores):
                 spec = InstanceSpec(
-                    self.scenario.to_dict(), str(self.artifact_path), self.batch_sizes, self.serve_batch_sizes,
-                    self.mix_seq_lens, index, cores,
-                )  # fmt: skip
+                    self.scenario.to_dict(),
+                    str(self.artifact_path),
+                    self.batch_sizes,
+                    self.serve_batch_sizes,
+                    self.mix_seq_lens,
+                    index,
+                    cores,
+                )
                 self.instances.append(InstanceProcess.start(spec, env, self.log_dir, self.workers))
             for instance in self.instances:
                 instance.connect(read_fd, self.scenario.timeout_s)

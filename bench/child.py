@@ -47,8 +47,11 @@ def child_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
     # The worker's pytest is bench's own: no options or plugins from the caller's pytest, and no
     # PYTEST_XDIST_* (under a pytest-xdist worker, pytest-benchmark sees PYTEST_XDIST_WORKER and
     # silently disables itself: the row then has no timings).
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS") and not k.startswith("PYTEST_XDIST_")}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS") and not k.startswith("PYTEST_XDIST_")
+    }
     env.update(thread_env(threads))
     # The child must import this very `bench`, whether installed or run from a checkout.
     package_root = str(Path(__file__).resolve().parent.parent)
@@ -99,8 +102,13 @@ class ChildFiles:
 class Child:
     """A started child, forked or fresh: `pid`, `poll`, `wait`, `kill`, `returncode`, `tail`."""
 
-    def __init__(self, process: ForkedWorker | subprocess.Popen[bytes], kind: str, files: ChildFiles,
-                 workers: ZygoteWorkers | None):  # fmt: skip
+    def __init__(
+        self,
+        process: ForkedWorker | subprocess.Popen[bytes],
+        kind: str,
+        files: ChildFiles,
+        workers: ZygoteWorkers | None,
+    ):
         self.process, self.kind, self.files, self._workers = process, kind, files, workers
 
     @property
@@ -140,8 +148,9 @@ class Child:
         return tail(self.files.stderr) or tail(self.files.stdout)
 
 
-def launch(module: str, argv: list[str], env: dict[str, str], files: ChildFiles,
-           workers: ZygoteWorkers | None = None) -> Child:  # fmt: skip
+def launch(
+    module: str, argv: list[str], env: dict[str, str], files: ChildFiles, workers: ZygoteWorkers | None = None
+) -> Child:
     """Start `python -m module *argv`: forked from `workers`' zygote when it has one, else fresh."""
     if workers is not None:
         forked = workers.start(module, argv, env, files.stdout, files.stderr)
@@ -149,9 +158,12 @@ def launch(module: str, argv: list[str], env: dict[str, str], files: ChildFiles,
             return Child(forked, "fork", files, workers)
     with open(files.stdout, "wb") as stdout, open(files.stderr, "wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-X", "faulthandler", "-m", module, *argv], env=env, stdout=stdout, stderr=stderr,
+            [sys.executable, "-X", "faulthandler", "-m", module, *argv],
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
             stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
     return Child(process, "fresh", files, None)
 
 

@@ -234,9 +234,14 @@ def _closed_loop(infer: Any, batch: Any, command: ClosedLoop) -> ClosedLoopDone:
 
 
 def _serve(
-    infer: Any, batches: dict[Any, Any], per_request: int, command: Serve, index: int, request_fd: int,
+    infer: Any,
+    batches: dict[Any, Any],
+    per_request: int,
+    command: Serve,
+    index: int,
+    request_fd: int,
     channel: socket.socket,
-) -> ServeDone:  # fmt: skip
+) -> ServeDone:
     """Serve one step; `batches` holds an input for every multiple of `per_request` (a request's samples) it
     may run, and with a request mix for each of its seq_lens (the step file says each request's)."""
     requests, batching, mixed = command.requests, command.batching, command.mixed

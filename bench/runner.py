@@ -627,8 +627,9 @@ def run_worker(
     progress = progress or Silent()
     files = ChildFiles.in_folder(out_dir)
     benchmark_json.parent.mkdir(parents=True, exist_ok=True)
-    spec = WorkerSpec(scenario.to_dict(), str(artifact_path), str(reference_path) if reference_path else None,
-                      str(out_dir))  # fmt: skip
+    spec = WorkerSpec(
+        scenario.to_dict(), str(artifact_path), str(reference_path) if reference_path else None, str(out_dir)
+    )
     contract.write(files.spec, spec)
     # An empty ini and --noconftest keep the user's pytest configuration out of the worker, and with plugin
     # autoloading off, the plugins installed next to it: only pytest-benchmark and bench's own are loaded

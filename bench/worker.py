@@ -364,12 +364,17 @@ class WorkerSession:
         module = getattr(self.infer, "module", None)
         if not self.runtime.generates or module is None or not hasattr(module, "generate"):
             self.facts.generation = GenerationFigures(
-                prompt_tokens=self.scenario.seq_len, new_tokens=policy.new_tokens,
-                batch_size=self.scenario.batch_size, rounds=0, ttft_s=None, tpot_s=None,
-                tokens_per_s=None, note=f"not measured: generation runs the transformers module (load "
+                prompt_tokens=self.scenario.seq_len,
+                new_tokens=policy.new_tokens,
+                batch_size=self.scenario.batch_size,
+                rounds=0,
+                ttft_s=None,
+                tpot_s=None,
+                tokens_per_s=None,
+                note=f"not measured: generation runs the transformers module (load "
                 f"{runtimes.generating_loads()}) with its KV cache; a {self.scenario.load} artifact has one "
                 "forward call only",
-            )  # fmt: skip
+            )
             return
         figures = generation.measure(module, self.batch, policy)
         self.facts.generation = contract.build(GenerationFigures, figures, "generation")

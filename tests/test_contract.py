@@ -20,12 +20,17 @@ from bench.worker import SelfcheckBlock, WorkerFacts
 def _full_facts() -> WorkerFacts:
     contention = Contention("quiet", "idle", 2, 1, 1.0, 0.0, 0.0, 1.0, 0.01, 1.0)
     return WorkerFacts(
-        status="ok", phase="done", load_s=0.5, first_inference_s=0.01,
+        status="ok",
+        phase="done",
+        load_s=0.5,
+        first_inference_s=0.01,
         compiled=CompiledRuntime(compiler="inductor", cache="cold", graphs=1),
         hygiene=HygieneFigures(outputs_repeat=True, vs_default=Fidelity(0.0, 1.0, 1.0, inputs=4)),
-        kernel_peaks_bytes={"load": 1 << 20, "steady": None}, round_starts_s=[1.0, 2.0], contention=contention,
+        kernel_peaks_bytes={"load": 1 << 20, "steady": None},
+        round_starts_s=[1.0, 2.0],
+        contention=contention,
         selfcheck_blocks=[SelfcheckBlock(0, 0.001, [1.0], contention)],
-    )  # fmt: skip
+    )
 
 
 def test_worker_facts_cross_the_boundary_whole_nested_dataclasses_included():
@@ -89,8 +94,19 @@ def test_instance_commands_and_replies_are_read_as_the_class_they_name():
 
 def test_a_profile_summary_crosses_the_boundary_and_figures_without_a_field_fail_in_the_child():
     summary = ProfileSummary(pid=1, started_monotonic_s=2.0, status="ok", iterations=3)
-    summary.add({"top_ops": [{"op": "aten::mm", "calls_per_iter": 1.0, "self_cpu_per_iter_s": 1e-4,
-                              "self_cpu_pct": 90.0, "input_shapes": "[[1, 64]]"}]})  # fmt: skip
+    summary.add(
+        {
+            "top_ops": [
+                {
+                    "op": "aten::mm",
+                    "calls_per_iter": 1.0,
+                    "self_cpu_per_iter_s": 1e-4,
+                    "self_cpu_pct": 90.0,
+                    "input_shapes": "[[1, 64]]",
+                }
+            ]
+        }
+    )
     assert summary.top_ops == [TopOp("aten::mm", 1.0, 1e-4, 90.0, "[[1, 64]]")]
     assert contract.decode(ProfileSummary, json.loads(contract.encode(summary))) == summary
     with pytest.raises(contract.ContractError, match="unknown field.*self_time_ratio"):

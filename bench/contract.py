@@ -7,6 +7,10 @@ ContractError when a field is unknown, missing, or of another type than declared
 renamed on one side fails the first test that crosses the boundary, instead of arriving as
 a null in every row.
 
+Stored rows are another matter: bench.schema.from_json reads those leniently (a row written
+by an older bench lacks newer fields). Both sides of a process boundary are the same code, so
+here any difference is a bug.
+
 `build` is for the child's own side, where a library hands over a plain dict (fidelity,
 generation, contention figures): it makes the dataclass, refuses an unknown key as
 `decode` does, and lets a field that the dict leaves out take its default.
@@ -15,12 +19,13 @@ generation, contention figures): it makes the dataclass, refuses an unknown key 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
+
+from bench.schema import field_types
 
 T = TypeVar("T")
 
@@ -76,11 +81,6 @@ def build(cls: type[T], value: dict[str, Any], where: str = "message") -> T:
     return _convert(cls, value, where, complete=False)
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _convert(hint: Any, value: Any, where: str, complete: bool) -> Any:
     if hint is Any:
         return value
@@ -128,7 +128,7 @@ def _dataclass(cls: Any, value: Any, where: str, complete: bool) -> Any:
     missing = [name for name in required if name not in value]
     if missing:
         raise ContractError(f"{where}: {cls.__name__} is missing field(s) {', '.join(missing)}")
-    hints = _hints(cls)
+    hints = field_types(cls)
     return cls(**{name: _convert(hints[name], item, f"{where}.{name}", complete) for name, item in value.items()})
 
 

@@ -1,6 +1,6 @@
 """pytest glue shared by the tests: the CLI runner and small suite files.
 
-The worker harness (bench/harness.py) is started with --noconftest, so nothing here
+The worker harness (bench/measure/harness.py) is started with --noconftest, so nothing here
 leaks into a measurement.
 """
 

@@ -92,7 +92,7 @@ def lint(session: nox.Session) -> None:
     """ruff over the package, tests and glue: the lint rules, and the formatting (`ruff format --check`).
     tests/test_style.py runs the same two checks, so the test command (and CI) enforces them too."""
     _install(session)
-    paths = ["bench", "tests", "conftest.py", "noxfile.py"]
+    paths = ["bench", "tests", "benchmarks", "conftest.py", "noxfile.py"]
     session.run(str(BIN / "ruff"), "check", *paths, external=True)
     session.run(str(BIN / "ruff"), "format", "--check", *paths, external=True)
 

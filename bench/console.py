@@ -7,12 +7,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
-from bench.capacity import summary
+from bench.capacity.host import summary
 from bench.eta import RemainingTime, shapes_of
-from bench.record import ResultRecord
-from bench.suite import Scenario
-from bench.timeline import overhead_line
-from bench.units import MIB, duration_readable, ms_fixed
+from bench.format.units import MIB, duration_readable, ms_fixed
+from bench.results.record import ResultRecord
+from bench.results.timeline import overhead_line
+from bench.suite.scenarios import Scenario
 
 
 class ConsoleProgress:

@@ -20,18 +20,39 @@ from typing import Any
 import psutil
 
 from bench import __version__
-from bench.memory import cpu_count
+from bench.measure.memory import cpu_count
 
 # Instruction sets that decide which kernels torch and ONNX Runtime can use.
 ISA_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c",
-    "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-    "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
-)  # fmt: skip
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+)
 LIBRARIES = (
-    "torch", "torchvision", "onnxruntime", "numpy", "pytest", "pytest-benchmark",
-    "psutil", "pandas", "matplotlib", "PyYAML",
-)  # fmt: skip
+    "torch",
+    "torchvision",
+    "onnxruntime",
+    "numpy",
+    "pytest",
+    "pytest-benchmark",
+    "psutil",
+    "pandas",
+    "matplotlib",
+    "PyYAML",
+)
 _ENV_PREFIXES = ("OMP_", "KMP_", "MKL_", "GOMP_", "MALLOC_", "OPENBLAS_", "ONEDNN_", "DNNL_", "TORCH_", "ORT_")
 _ENV_NAMES = ("LD_PRELOAD",)
 # What makes two runs comparable (thread counts are per scenario, in each record).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Mapping
 
-from bench.suite import Scenario
+from bench.suite.scenarios import Scenario
 
 Shape = tuple[str, str, str]  # model, load, precision
 

@@ -90,8 +90,9 @@ def kept_aside(enabled: bool = True) -> Iterator[LibraryLog]:
     call_handlers = logging.Logger.callHandlers
     formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
 
-    def showwarning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
-                    line: str | None = None) -> None:  # fmt: skip
+    def showwarning(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None
+    ) -> None:
         if issubclass(category, BenchWarning):
             shown(message, category, filename, lineno, file, line)
         else:

@@ -17,9 +17,9 @@ entry's) and names a missing required key. `from_json(cls, data)` is the way bac
 dataclass's `asdict` form after a trip through JSON (a worker's spec, a results.jsonl row): by
 the type hints, tuples and nested dataclasses are rebuilt and keys it does not know are dropped.
 
-Nothing here knows a file or a line: bench.suite turns `Invalid.where` into both from the
+Nothing here knows a file or a line: bench.suite.scenarios turns `Invalid.where` into both from the
 YAML line table it keeps. This module imports nothing of bench, so the modules that declare
-blocks (bench.pipeline, bench.generation, bench.calibration) stay free of the suite's.
+blocks (bench.checks.pipeline, bench.checks.generation, bench.suite.calibration) stay free of the suite's.
 """
 
 from __future__ import annotations
@@ -43,8 +43,17 @@ CHECK = "suite_check"  # the field metadata keys
 REQUIRED = "suite_required"
 MERGE = "suite_merge"
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b|b)\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 class Invalid(ValueError):

@@ -5,8 +5,8 @@ Needs LoadGen's Python bindings, which this script does not install:
     python -m pip install mlcommons-loadgen==6.0.17      # or: pip install '.[loadgen]'
 
 For each model: bench measures layout 1x1 (one instance pinned to one core, one thread) with
-capacity's default settings at the SLO (bench.capacity, in this process). Then LoadGen's
-Server scenario (PerformanceOnly) drives bench's own serving instance (bench.instance: the same
+capacity's default settings at the SLO (bench.capacity.host, in this process). Then LoadGen's
+Server scenario (PerformanceOnly) drives bench's own serving instance (bench.capacity.instance: the same
 process, core, thread and input that bench's 1x1 layout serves with; LoadGen and this script on
 the other cores), at rates around bench's answer (0.85x, 1x, 1.15x, 1.3x, and 0.7x when 0.85x
 fails), each for --loadgen-seconds. So the two tools differ only in how they generate load and
@@ -40,11 +40,11 @@ from pathlib import Path
 
 import mlperf_loadgen as lg
 
-from bench import backends
-from bench.capacity import InstanceGroup, closed_loop, measure_capacity, step_file
+from bench import runtimes
+from bench.capacity.host import InstanceGroup, closed_loop, measure_capacity, step_file
+from bench.capacity.instance import REQUEST, STOP, step_region
 from bench.environment import read_cpuinfo
-from bench.instance import REQUEST, STOP, step_region
-from bench.suite import CapacityPolicy, MeasurePolicy, Scenario
+from bench.suite.scenarios import CapacityPolicy, MeasurePolicy, Scenario
 
 # name, model, batch size, input shape: a fast (~1 ms) and a slower (~10 ms) model on one core
 MODELS = [
@@ -140,10 +140,17 @@ def loadgen_run(group: InstanceGroup, rate: float, slo_s: float, seconds: float,
 
 def compare(name: str, model: str, batch_size: int, shape: tuple[int, ...], seconds: float, root: Path) -> dict:
     scenario = Scenario(
-        model=model, batch_size=batch_size, threads=1, interop_threads=1, precision="fp32", load="eager",
-        input_shape=shape, measure=MeasurePolicy(), timeout_s=600,
-    )  # fmt: skip
-    artifact = backends.prepare_artifact(scenario, root / "cache")
+        model=model,
+        batch_size=batch_size,
+        threads=1,
+        interop_threads=1,
+        precision="fp32",
+        load="eager",
+        input_shape=shape,
+        measure=MeasurePolicy(),
+        timeout_s=600,
+    )
+    artifact = runtimes.prepare_artifact(scenario, root / "cache")
     usable = sorted(os.sched_getaffinity(0))
     # bench's 1x1 instance: the first usable core, one thread. LoadGen's threads (and this script's) run
     # on the others, as bench's generator does (they inherit this thread's affinity).
@@ -153,15 +160,26 @@ def compare(name: str, model: str, batch_size: int, shape: tuple[int, ...], seco
         try:
             median_s, p99_s = single_call_s(group, batch_size)
             slo_ms = float(f"{max(SLO_FACTOR * median_s, SLO_TAIL_FACTOR * p99_s, SLO_FLOOR_S) * 1e3:.2g}")
-            print(f"{name}: {model} b{batch_size}: single call median {median_s * 1e3:.2f} ms, p99 "
-                  f"{p99_s * 1e3:.2f} ms; SLO p99 <= {slo_ms:g} ms", flush=True)  # fmt: skip
+            print(
+                f"{name}: {model} b{batch_size}: single call median {median_s * 1e3:.2f} ms, p99 "
+                f"{p99_s * 1e3:.2f} ms; SLO p99 <= {slo_ms:g} ms",
+                flush=True,
+            )
             return _compare(name, scenario, artifact.path, group, median_s, slo_ms, seconds, root)
         finally:
             os.sched_setaffinity(0, usable)
 
 
-def _compare(name: str, scenario: Scenario, artifact_path: Path, group: InstanceGroup, median_s: float,
-             slo_ms: float, seconds: float, root: Path) -> dict:  # fmt: skip
+def _compare(
+    name: str,
+    scenario: Scenario,
+    artifact_path: Path,
+    group: InstanceGroup,
+    median_s: float,
+    slo_ms: float,
+    seconds: float,
+    root: Path,
+) -> dict:
     policy = CapacityPolicy(slo_p99_ms=slo_ms, layouts=("1x1",), sweep=False)
 
     def bench_search(when: str):
@@ -169,9 +187,12 @@ def _compare(name: str, scenario: Scenario, artifact_path: Path, group: Instance
         os.sched_setaffinity(0, range(os.cpu_count() or 1))  # bench pins its own instances and generator
         try:
             figures = measure_capacity(
-                dataclasses.replace(scenario, capacity=policy), artifact_path, root / name / when, lambda _: None,
+                dataclasses.replace(scenario, capacity=policy),
+                artifact_path,
+                root / name / when,
+                lambda _: None,
                 lambda line: print(f"  bench ({when}) {line}", flush=True),
-            )  # fmt: skip
+            )
         finally:
             os.sched_setaffinity(0, usable)
         server = figures.layouts[0].server
@@ -189,9 +210,11 @@ def _compare(name: str, scenario: Scenario, artifact_path: Path, group: Instance
             run.update(factor=factor, single_call_median_s=call_s)
             runs.append(run)
             p99 = f"{run['p99_s'] * 1e3:.3g} ms" if run["p99_s"] else "-"
-            print(f"  loadgen at {factor:.2f}x ({run['rate_per_s']:.4g}/s): p99 {p99}, "
-                  f"{'VALID' if run['valid'] else 'INVALID'} (single call before it: {call_s * 1e3:.2f} ms)",
-                  flush=True)  # fmt: skip
+            print(
+                f"  loadgen at {factor:.2f}x ({run['rate_per_s']:.4g}/s): p99 {p99}, "
+                f"{'VALID' if run['valid'] else 'INVALID'} (single call before it: {call_s * 1e3:.2f} ms)",
+                flush=True,
+            )
             if factor == 0.85 and not run["valid"] and 0.7 not in factors:
                 factors.insert(factors.index(0.85) + 1, 0.7)
     # bench again after LoadGen: a host whose speed drifted between the two tools' runs (this VM's did,
@@ -203,10 +226,13 @@ def _compare(name: str, scenario: Scenario, artifact_path: Path, group: Instance
     rates = [r for r in (bench_rate, bench_after) if r]
     bench_spread = max(rates) / min(rates) - 1 if len(rates) == 2 else None
     steady = host_drift <= HOST_DRIFT_LIMIT and bench_spread is not None and bench_spread <= HOST_DRIFT_LIMIT
-    print(f"  host: single-call medians {min(speeds) * 1e3:.2f} to {max(speeds) * 1e3:.2f} ms "
-          f"(drift {host_drift:.0%}); "
-          f"bench before/after {bench_rate and f'{bench_rate:.4g}'} / {bench_after and f'{bench_after:.4g}'}/s: "
-          f"{'steady' if steady else 'NOT steady: the comparison measures the host'}", flush=True)  # fmt: skip
+    print(
+        f"  host: single-call medians {min(speeds) * 1e3:.2f} to {max(speeds) * 1e3:.2f} ms "
+        f"(drift {host_drift:.0%}); "
+        f"bench before/after {bench_rate and f'{bench_rate:.4g}'} / {bench_after and f'{bench_after:.4g}'}/s: "
+        f"{'steady' if steady else 'NOT steady: the comparison measures the host'}",
+        flush=True,
+    )
     passing = [r["rate_per_s"] for r in runs if r["valid"]]
     failing = [r["rate_per_s"] for r in runs if not r["valid"]]
     highest_pass = max(passing, default=None)
@@ -218,17 +244,25 @@ def _compare(name: str, scenario: Scenario, artifact_path: Path, group: Instance
         and (lowest_fail is None or bench_rate <= lowest_fail * 1.15)
     )
     return {
-        "name": name, "model": scenario.model, "batch_size": scenario.batch_size,
+        "name": name,
+        "model": scenario.model,
+        "batch_size": scenario.batch_size,
         "input_shape": list(scenario.input_shape),
-        "single_call_median_s": median_s, "slo_p99_ms": slo_ms,
-        "bench_max_rate_per_s": bench_rate, "bench_max_rate_after_per_s": bench_after,
+        "single_call_median_s": median_s,
+        "slo_p99_ms": slo_ms,
+        "bench_max_rate_per_s": bench_rate,
+        "bench_max_rate_after_per_s": bench_after,
         "bench_stop_reason": server.stop_reason if server else note,
-        "host_single_call_drift": host_drift, "host_steady": steady,
+        "host_single_call_drift": host_drift,
+        "host_steady": steady,
         "bench_steps": [(s.rate_per_s, s.requests, s.over_slo, s.verdict, s.confirmation) for s in server.steps]
-        if server else [],
-        "loadgen_runs": runs, "loadgen_highest_pass_per_s": highest_pass, "loadgen_lowest_fail_per_s": lowest_fail,
+        if server
+        else [],
+        "loadgen_runs": runs,
+        "loadgen_highest_pass_per_s": highest_pass,
+        "loadgen_lowest_fail_per_s": lowest_fail,
         "agrees": agrees,
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -245,14 +279,22 @@ def main() -> None:
     cpuinfo = read_cpuinfo()  # the ISA too: a figure is only comparable on the CPU it names
     cpu = cpuinfo["cpu_model"]
     load = os.getloadavg()
-    report = {"date": started, "cpu": cpu, "isa": cpuinfo["isa"], "cores": os.cpu_count(),
-              "load_average_at_end": load, "models": results}  # fmt: skip
+    report = {
+        "date": started,
+        "cpu": cpu,
+        "isa": cpuinfo["isa"],
+        "cores": os.cpu_count(),
+        "load_average_at_end": load,
+        "models": results,
+    }
     args.out.write_text(json.dumps(report, indent=2))
     for r in results:
         verdict = "agrees" if r["agrees"] else "does NOT agree"
-        print(f"{r['name']}: bench {r['bench_max_rate_per_s']} (after: {r['bench_max_rate_after_per_s']}), LoadGen "
-              f"pass <= {r['loadgen_highest_pass_per_s']}, fail >= {r['loadgen_lowest_fail_per_s']}: {verdict}"
-              f"{'' if r['host_steady'] else ' (host NOT steady: inconclusive)'}")  # fmt: skip
+        print(
+            f"{r['name']}: bench {r['bench_max_rate_per_s']} (after: {r['bench_max_rate_after_per_s']}), LoadGen "
+            f"pass <= {r['loadgen_highest_pass_per_s']}, fail >= {r['loadgen_lowest_fail_per_s']}: {verdict}"
+            f"{'' if r['host_steady'] else ' (host NOT steady: inconclusive)'}"
+        )
     print(f"{started}, {cpu}, {os.cpu_count()} cores, load average at the end {load[0]:.1f}; figures in {args.out}")
 
 

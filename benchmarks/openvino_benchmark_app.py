@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.record import read_records
+from bench.results.runfolder import load_run
 
 MEDIAN_RE = re.compile(r"Median:\s*([0-9.]+)\s*(ms|us)\b")  # OpenVINO 2026 prints us below 1 ms
 
@@ -45,14 +45,14 @@ def bench_row(args: argparse.Namespace, work: Path) -> tuple[float, Path]:
                     "input_shape": [args.input_shape],
                 },
             }
-        ),  # fmt: skip
+        ),
         encoding="utf-8",
     )
     reports = work / "reports"
     command = [sys.executable, "-m", "bench", "run", str(suite), "--reports", str(reports), "--no-history"]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     (run_dir,) = [p for p in reports.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    (record,), _ = read_records(run_dir / "results.jsonl")
+    (record,) = load_run(run_dir).records
     if record.status != "ok":
         raise SystemExit(f"bench's row is {record.status}: {record.reason}")
     spec = json.loads((run_dir / record.files["worker_dir"] / "spec.json").read_text(encoding="utf-8"))
@@ -63,9 +63,26 @@ def benchmark_app_median_ms(args: argparse.Namespace, onnx_path: Path) -> tuple[
     tool = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
     shape = ",".join(str(d) for d in [args.batch, *args.input_shape])
     command = [
-        tool, "-m", str(onnx_path), "-d", "CPU", "-api", "sync", "-hint", "none", "-nstreams", "1",
-        "-nthreads", str(args.threads), "-infer_precision", "f32", "-data_shape", f"[{shape}]", "-t", str(args.time),
-    ]  # fmt: skip
+        tool,
+        "-m",
+        str(onnx_path),
+        "-d",
+        "CPU",
+        "-api",
+        "sync",
+        "-hint",
+        "none",
+        "-nstreams",
+        "1",
+        "-nthreads",
+        str(args.threads),
+        "-infer_precision",
+        "f32",
+        "-data_shape",
+        f"[{shape}]",
+        "-t",
+        str(args.time),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"benchmark_app failed ({done.returncode}):\n{(done.stdout + done.stderr)[-2000:]}")
@@ -91,11 +108,16 @@ def main() -> None:
             bench_ms, onnx_path = bench_row(args, Path(tmp))
             app_ms, command = benchmark_app_median_ms(args, onnx_path)
         ratios.append(bench_ms / app_ms)
-        print(f"pair {pair}: bench (load: openvino) median {bench_ms:.3f} ms, benchmark_app median {app_ms:.3f} ms, "
-              f"ratio {ratios[-1]:.3f}", flush=True)
+        print(
+            f"pair {pair}: bench (load: openvino) median {bench_ms:.3f} ms, benchmark_app median {app_ms:.3f} ms, "
+            f"ratio {ratios[-1]:.3f}",
+            flush=True,
+        )
     print(f"benchmark_app command: {' '.join(command[1:])}")
-    print(f"ratio bench / benchmark_app: median {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} pairs)")
+    print(
+        f"ratio bench / benchmark_app: median {statistics.median(ratios):.3f} "
+        f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} pairs)"
+    )
 
 
 if __name__ == "__main__":

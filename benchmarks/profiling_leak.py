@@ -1,6 +1,6 @@
 """Does `profile: true` change a row's timed figures? Plain, profiled, plain suite runs, compared.
 
-Suite runs (bench.runner, as `bench run` makes them) of one tiny_mlp scenario: plain, profiled,
+Suite runs (bench.measure.runner, as `bench run` makes them) of one tiny_mlp scenario: plain, profiled,
 plain, so the profiled run is bracketed and slow drift of the host hits both sides. Noise is the
 spread of the two plain medians, |ln(A1/A2)|; the profiled run's timed median must lie within
 max(3 x noise, ln 1.5) of their geometric mean. A leak is wider: timing under the profiler would
@@ -29,8 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.runner import run_suite, start_run
-from bench.suite import parse_suite
+from bench.measure.runner import run_suite, start_run
+from bench.suite.scenarios import parse_suite
 
 MEASURE = "measure: {warmup_rounds: 20, min_rounds: 200, max_time_s: 0.5}"
 PLAIN = parse_suite(f"name: plain\ndefaults: {{{MEASURE}}}\nmatrix: {{model: [tiny_mlp]}}\n")

@@ -1,7 +1,7 @@
 """Forked workers against fresh ones: the same scenarios, paired and interleaved, must measure the same.
 
 For each scenario of --suite, --pairs pairs of rows: one from a worker forked by a zygote
-(bench.zygote), one from a fresh interpreter, in alternating order (fork first in even pairs),
+(bench.measure.zygote), one from a fresh interpreter, in alternating order (fork first in even pairs),
 with the artifacts cached beforehand. Per scenario it prints the median latency ratio fork /
 fresh (geometric mean over pairs, with a 95 % bootstrap interval over pairs), torch's threads,
 the worker's OS threads, the RSS baseline (before load), the per-phase VmHWM peaks and the
@@ -29,11 +29,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench import backends
-from bench.record import ResultRecord
-from bench.runner import Silent, run_scenario, start_run, worker_env
-from bench.suite import load_suite
-from bench.zygote import ZygoteWorkers
+from bench import runtimes
+from bench.measure.child import child_env
+from bench.measure.runner import Silent, run_scenario, start_run
+from bench.measure.zygote import ZygoteWorkers
+from bench.results.record import ResultRecord
+from bench.suite.scenarios import load_suite
 
 MIB = 1024 * 1024
 PHASES = ("load", "first_inference", "warmup", "steady")
@@ -61,8 +62,8 @@ def paired(suite_path: Path, pairs: int, root: Path) -> None:
     for context in contexts.values():  # one artifact cache for both kinds, filled before any timing
         context.cache_dir = cache
     for scenario in suite.scenarios:
-        backends.prepare_artifact(scenario, cache)
-    contexts["fork"].workers = ZygoteWorkers(worker_env(1, {}), root / "zygote.log", print)
+        runtimes.prepare_artifact(scenario, cache)
+    contexts["fork"].workers = ZygoteWorkers(child_env(1, {}), root / "zygote.log", print)
     rows: dict[tuple[str, str], list[ResultRecord]] = defaultdict(list)
     try:
         for pair in range(pairs):
@@ -79,14 +80,18 @@ def paired(suite_path: Path, pairs: int, root: Path) -> None:
     for scenario in suite.scenarios:
         fork, fresh = rows[(scenario.id, "fork")], rows[(scenario.id, "fresh")]
         ok = [(a, b) for a, b in zip(fork, fresh, strict=True) if a.status == b.status == "ok"]
-        print(f"\n{scenario.id}  ({len(ok)} ok pairs; contended rows fork {sum(r.contended for r in fork)}, "
-              f"fresh {sum(r.contended for r in fresh)})")  # fmt: skip
+        print(
+            f"\n{scenario.id}  ({len(ok)} ok pairs; contended rows fork {sum(r.contended for r in fork)}, "
+            f"fresh {sum(r.contended for r in fresh)})"
+        )
         if not ok:
             print("  no pair where both rows are ok: " + "; ".join(r.reason or "" for r in fork + fresh if r.reason))
             continue
         mean, low, high = ratio_interval([a.latency_s.median / b.latency_s.median for a, b in ok], rng)
-        medians_ms = {kind: [round(r.latency_s.median * 1e3, 3) for r in kind_rows] for kind, kind_rows in
-                      (("fork", [a for a, _ in ok]), ("fresh", [b for _, b in ok]))}  # fmt: skip
+        medians_ms = {
+            kind: [round(r.latency_s.median * 1e3, 3) for r in kind_rows]
+            for kind, kind_rows in (("fork", [a for a, _ in ok]), ("fresh", [b for _, b in ok]))
+        }
         print(f"  median latency fork/fresh: {mean:.3f} (95% {low:.3f} .. {high:.3f}); medians ms {medians_ms}")
         for kind, kind_rows in (("fork", [a for a, _ in ok]), ("fresh", [b for _, b in ok])):
             print(f"  {kind:5}: {_facts(kind_rows)}")
@@ -95,8 +100,10 @@ def paired(suite_path: Path, pairs: int, root: Path) -> None:
         wall = sum(t.wall_s for t in timelines)
         steady = sum(t.steady_s or 0 for t in timelines)
         median = statistics.median(t.overhead_s for t in timelines)
-        print(f"\n{kind}: {len(timelines)} rows, measured {steady:.1f} s of {wall:.1f} s wall, overhead "
-              f"{(wall - steady) / len(timelines):.2f} s per row (median {median:.2f} s)")  # fmt: skip
+        print(
+            f"\n{kind}: {len(timelines)} rows, measured {steady:.1f} s of {wall:.1f} s wall, overhead "
+            f"{(wall - steady) / len(timelines):.2f} s per row (median {median:.2f} s)"
+        )
 
 
 def _facts(rows: list[ResultRecord]) -> str:
@@ -126,10 +133,22 @@ def whole_suite(suite_path: Path, runs: int, root: Path) -> None:
     for kind in kinds:
         started = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "bench", "run", str(suite_path), "--reports", str(root / "suite"),
-             "--no-history", "--worker", kind],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "run",
+                str(suite_path),
+                "--reports",
+                str(root / "suite"),
+                "--no-history",
+                "--worker",
+                kind,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         walls[kind].append(time.perf_counter() - started)
         line = next((x for x in done.stdout.splitlines() if x.startswith("measured ")), "(no measured line)")
         print(f"bench run --worker {kind}: exit {done.returncode}, {walls[kind][-1]:.1f} s; {line}", flush=True)
@@ -143,8 +162,11 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3, help="pairs of rows per scenario")
     parser.add_argument("--suite-runs", type=int, default=1, help="whole-suite runs per kind (0: none)")
     args = parser.parse_args()
-    print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"load average {os.getloadavg()[0]:.1f}",
-          f"cores {len(os.sched_getaffinity(0))}")  # fmt: skip
+    print(
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        f"load average {os.getloadavg()[0]:.1f}",
+        f"cores {len(os.sched_getaffinity(0))}",
+    )
     with tempfile.TemporaryDirectory(prefix="bench-worker-kinds-") as folder:
         root = Path(folder)
         if args.pairs:

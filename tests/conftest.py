@@ -4,7 +4,7 @@ tests/support."""
 from __future__ import annotations
 
 import pytest
-from postgres_server import PostgresServer, start_server
+from support.postgres_server import PostgresServer, start_server
 
 pytest_plugins = ["support.zygote"]
 

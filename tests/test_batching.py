@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from bench import runtimes
-from bench.capacity import InstanceGroup, _batch_size_counts, request_seq_lens, server_step
-from bench.instance import REQUEST, STOP, _take_batch
-from bench.loadgen import StepLimits
+from bench.capacity.host import InstanceGroup, _batch_size_counts, request_seq_lens, server_step
+from bench.capacity.instance import REQUEST, STOP, _take_batch
+from bench.capacity.loadgen import StepLimits
 from bench.schema import from_json
-from bench.suite import BatchingPolicy, CapacityPolicy, SeqLenMix, SuiteError, load_suite, parse_suite
+from bench.suite.scenarios import BatchingPolicy, CapacityPolicy, SeqLenMix, SuiteError, load_suite, parse_suite
 
 pytestmark = pytest.mark.serial  # batching waits are timed
 
@@ -153,7 +153,7 @@ def test_request_seq_lens_follow_the_weights_and_the_seed():
 
 @pytest.mark.slow
 def test_mixed_lengths_are_served_at_their_own_length_and_a_batch_pads_to_its_longest(tmp_path):
-    shutil.copy(Path(__file__).parent / "sleepy_service.py", tmp_path / "sleepy_service.py")
+    shutil.copy(Path(__file__).parent / "support" / "sleepy_service.py", tmp_path / "sleepy_service.py")
     (tmp_path / "mix.yaml").write_text(MIX_SUITE, encoding="utf-8")
     (scenario,) = load_suite(tmp_path / "mix.yaml").scenarios
     policy = scenario.capacity

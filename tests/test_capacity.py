@@ -1,6 +1,6 @@
 """Capacity: the suite's `capacity:` block, the record, the report section, and real instance processes.
 
-The slow tests run real pinned instances of tiny_mlp (bench.capacity, bench.instance). Their
+The slow tests run real pinned instances of tiny_mlp (bench.capacity.host, bench.capacity.instance). Their
 rates, SLOs and bounds are set from what the same test measured first (the single-stream
 latency, the closed-loop throughput), never from constants: the machine may be shared and busy.
 """
@@ -14,16 +14,16 @@ import time
 
 import numpy as np
 import pytest
-from capacity_fakes import two_core_run
-from demo_runs import EVIL, Spec, assert_png, make_run
+from support.capacity_fakes import two_core_run
+from support.demo_runs import EVIL, Spec, assert_png, make_run
 
 from bench import runtimes
-from bench.capacity import InstanceGroup, Layout, closed_loop, measure_capacity, requested_layouts, server_step
+from bench.capacity.host import InstanceGroup, Layout, closed_loop, measure_capacity, requested_layouts, server_step
+from bench.capacity.loadgen import StepLimits, search_max_rate
 from bench.errors import SuiteError
-from bench.loadgen import StepLimits, search_max_rate
-from bench.record import ResultRecord
 from bench.report import write_report
-from bench.suite import BatchingPolicy, CapacityPolicy, MeasurePolicy, Scenario, parse_suite
+from bench.results.record import ResultRecord
+from bench.suite.scenarios import BatchingPolicy, CapacityPolicy, MeasurePolicy, Scenario, parse_suite
 
 pytestmark = pytest.mark.serial  # capacity searches judge latencies against an SLO on pinned cores
 
@@ -60,7 +60,7 @@ def test_a_capacity_block_is_validated_merged_over_defaults_and_survives_the_tri
             "{slo_p99_ms: 5, layouts: [0x1]}",
             "defaults.capacity.layouts.0",
             "got 1: YAML reads 0x1 as int 1; to give 0x1 as written, quote it: '0x1'",
-        ),  # fmt: skip
+        ),
         ("{slo_p99_ms: 5, slo_p90_ms: 3}", "defaults.capacity.slo_p90_ms", "did you mean 'slo_p99_ms'"),
         ("{slo_p99_ms: 5, tolerance: 0}", "defaults.capacity.tolerance", "between 0 and 1"),
         ("{slo_p99_ms: 5, step_min_requests: -1}", "defaults.capacity.step_min_requests", "integer >= 0"),
@@ -79,21 +79,36 @@ def test_a_bad_capacity_block_is_refused_with_file_line_and_field(block, field, 
 
 
 def test_auto_layouts_fill_the_cores_and_sweeps_double_the_instances():
-    from bench.capacity import sweep_counts
+    from bench.capacity.host import sweep_counts
 
     assert requested_layouts(CapacityPolicy(5.0), 2) == [Layout(2, 1), Layout(1, 2)]
     assert requested_layouts(CapacityPolicy(5.0, layouts=("auto", "2x1", "1x1")), 4) == [
-        Layout(4, 1), Layout(2, 2), Layout(1, 4), Layout(2, 1), Layout(1, 1),
-    ]  # fmt: skip
+        Layout(4, 1),
+        Layout(2, 2),
+        Layout(1, 4),
+        Layout(2, 1),
+        Layout(1, 1),
+    ]
     assert sweep_counts(12, sweep=True) == [1, 2, 4, 8, 12]
     assert sweep_counts(12, sweep=False) == [1, 12]
 
 
 def test_a_record_with_capacity_figures_round_trips_through_json():
     record = ResultRecord(
-        run_id="r", scenario_id="s", suite="x", model="tiny_mlp", batch_size=1, threads=1, interop_threads=1,
-        precision="fp32", load="eager", runtime="torch", input_shape=[64], status="ok", capacity=two_core_run(),
-    )  # fmt: skip
+        run_id="r",
+        scenario_id="s",
+        suite="x",
+        model="tiny_mlp",
+        batch_size=1,
+        threads=1,
+        interop_threads=1,
+        precision="fp32",
+        load="eager",
+        runtime="torch",
+        input_shape=[64],
+        status="ok",
+        capacity=two_core_run(),
+    )
     again = ResultRecord.from_dict(json.loads(record.to_json()))
     assert again == record
     assert again.capacity.layouts[0].server.steps[0].rate_per_s == 900
@@ -121,16 +136,23 @@ def test_the_report_has_a_capacity_section_with_the_throughput_p99_curve(tmp_pat
 
 def _scenario(batch_size: int) -> Scenario:
     return Scenario(
-        model="tiny_mlp", batch_size=batch_size, threads=1, interop_threads=1, precision="fp32", load="eager",
-        input_shape=(64,), measure=MeasurePolicy(), timeout_s=120,
-    )  # fmt: skip
+        model="tiny_mlp",
+        batch_size=batch_size,
+        threads=1,
+        interop_threads=1,
+        precision="fp32",
+        load="eager",
+        input_shape=(64,),
+        measure=MeasurePolicy(),
+        timeout_s=120,
+    )
 
 
 def _single_call_p99_s(batch_size: int) -> float:
     """tiny_mlp's single-call p99 in this process, at one thread (torch is imported here)."""
     import torch
 
-    from bench import models
+    from bench.models import catalog as models
 
     torch.set_num_threads(1)
     model = models.build_model("tiny_mlp")
@@ -153,7 +175,7 @@ def group(tmp_path_factory, zygote):
     that a call is ~1 ms here."""
     import torch
 
-    from bench import models
+    from bench.models import catalog as models
 
     torch.set_num_threads(1)
     model = models.build_model("tiny_mlp")
@@ -299,7 +321,7 @@ def test_bench_run_measures_capacity_and_bench_plan_picks_the_better_layout(run_
     assert len(layouts["2x1"].offline.instances) == 2 and layouts["2x1"].offline.batch_size == 8
     for memory in layouts["2x1"].memory:
         assert 0 < memory.uss_bytes <= memory.pss_bytes <= memory.rss_bytes
-    # A rate is only an answer once its confirming step held the SLO (bench.loadgen): a layout may
+    # A rate is only an answer once its confirming step held the SLO (bench.capacity.loadgen): a layout may
     # end without one on a busy host, and then says why; the best layout is the best confirmed one.
     servers = {name: layouts[name].server for name in ("2x1", "1x2")}
     for server in servers.values():
@@ -314,8 +336,19 @@ def test_bench_run_measures_capacity_and_bench_plan_picks_the_better_layout(run_
     assert 'id="capacity"' in (run_dir / "report.html").read_text()
 
     # By run id, through the history the run was recorded in: the planner picks the better layout.
-    plan = run_cli("plan", "--run", run_dir.name, "--history", "reports/history.sqlite", "--slo-p99-ms",
-                   f"{slo_ms:.3f}", "--target-qps", "100000", "--format", "json")  # fmt: skip
+    plan = run_cli(
+        "plan",
+        "--run",
+        run_dir.name,
+        "--history",
+        "reports/history.sqlite",
+        "--slo-p99-ms",
+        f"{slo_ms:.3f}",
+        "--target-qps",
+        "100000",
+        "--format",
+        "json",
+    )
     assert plan.returncode == 0, plan.stderr
     (scenario,) = json.loads(plan.stdout)["scenarios"]
     chosen = scenario["chosen"]
@@ -328,14 +361,25 @@ def test_bench_run_measures_capacity_and_bench_plan_picks_the_better_layout(run_
     # A big host with room for three instances' memory: memory binds, and the text says so.
     largest = max(layouts["2x1"].memory, key=lambda m: m.uss_bytes)
     mem_gib = (largest.rss_bytes - largest.uss_bytes + 3.5 * largest.uss_bytes) / 2**30
-    plan = run_cli("plan", "--run", str(run_dir), "--slo-p99-ms", f"{slo_ms:.3f}", "--target-qps", "100000",
-                   "--host-cores", "64", "--host-mem-gib", f"{mem_gib:.4f}")  # fmt: skip
+    plan = run_cli(
+        "plan",
+        "--run",
+        str(run_dir),
+        "--slo-p99-ms",
+        f"{slo_ms:.3f}",
+        "--target-qps",
+        "100000",
+        "--host-cores",
+        "64",
+        "--host-mem-gib",
+        f"{mem_gib:.4f}",
+    )
     assert plan.returncode == 0, plan.stderr
     assert "3 instance(s)" in plan.stdout and "(memory binds:" in plan.stdout
 
 
 def test_any_model_above_the_passable_rate_is_searched_with_defaults_and_a_slower_one_is_told_why():
-    from bench.capacity import search_bounds
+    from bench.capacity.host import search_bounds
 
     policy = CapacityPolicy(slo_p99_ms=400.0)  # every other setting at its default
     fast = search_bounds(policy, 1, closed_rate_per_s=1000.0, floor_p99_s=0.001)  # a 1 ms model

@@ -1,6 +1,6 @@
 """Server mode against queueing theory, and a slow model end to end, with a sleep-based synthetic service.
 
-tests/sleepy_service.py sleeps a fixed time per call and uses almost no CPU, so an instance
+tests/support/sleepy_service.py sleeps a fixed time per call and uses almost no CPU, so an instance
 of it is an M/D/1 server; a busy host only delays its wake-ups, which makes latencies longer,
 never shorter. How close a measured p99 comes to the M/D/1 prediction depends on how busy the
 host is (on the shared 2-core VM, 3.5x the prediction at half load while other jobs ran), so
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.queueing import md1_p99_s, md1_rate_at_slo
-from bench.record import ResultRecord
+from bench.capacity.queueing import md1_p99_s, md1_rate_at_slo
+from bench.results.record import ResultRecord
 
 pytestmark = pytest.mark.serial  # capacity searches judge latencies against an SLO on pinned cores
 
@@ -37,7 +37,9 @@ def test_the_md1_reference_matches_known_values():
 
 @pytest.mark.slow
 def test_a_20_ms_model_gets_a_confirmed_max_rate_with_default_settings(run_cli, write_suite, tmp_path):
-    shutil.copy(HERE / "sleepy_service.py", tmp_path / "sleepy_service.py")  # the suite's folder is on the path
+    shutil.copy(
+        HERE / "support" / "sleepy_service.py", tmp_path / "sleepy_service.py"
+    )  # the suite's folder is on the path
     suite = write_suite(
         textwrap.dedent("""\
         name: slow

@@ -1,4 +1,4 @@
-"""The one child launcher (bench.child): fresh or forked, a child gets the same files, and a crash's tail is
+"""The one child launcher (bench.measure.child): fresh or forked, a child gets the same files, and a crash's tail is
 faulthandler's report, whoever the child is."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from bench.child import ChildFiles, child_env, launch, tail
+from bench.measure.child import ChildFiles, child_env, launch, tail
 
 
 @pytest.mark.slow  # the session's zygote imports torch, onnxruntime and pytest (seconds)

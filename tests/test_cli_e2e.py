@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import history
-from bench.runfolder import load_run
-from bench.zygote import fork_available
+from bench.history import store as history
+from bench.measure.zygote import fork_available
+from bench.results.runfolder import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ matrix:
 include:
   - {input_shape: [3, 32, 32]}          # tiny_mlp takes 64 features: fails while preparing
   - {precision: int8_dynamic, load: mmap}   # packed int8 weights cannot be mapped: unsupported
-  # killed before it is done: a forked worker (bench.zygote) starts in well under 1 s, so its steady state is long
+  # killed before it is done: a forked worker (measure.zygote) starts in well under 1 s, so its steady state is long
   - {model: tiny_cnn, threads: 2, timeout_s: 1, measure: {min_rounds: 100000, max_rounds: 100000, max_time_s: 60}}
 """
 
@@ -203,8 +203,11 @@ def test_sigterm_stops_the_run_keeps_its_rows_and_leaves_no_worker_behind(write_
     )
     parent = subprocess.Popen(
         [sys.executable, "-m", "bench", "run", str(suite)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     results = None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until the first row is written and the second worker runs
@@ -235,8 +238,11 @@ def test_sigterm_stops_the_run_keeps_its_rows_and_leaves_no_worker_behind(write_
         f.write('{"run_id": "half a line')
     resumed = subprocess.run(
         [sys.executable, "-m", "bench", "run", "--resume", str(results.parent)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "2 of 3 scenarios have no row yet" in resumed.stderr
     written = load_run(results.parent)

@@ -14,12 +14,11 @@ import zlib
 from pathlib import Path
 
 import pytest
-from demo_runs import DEMO, Spec, make_record, make_run
 from hypothesis import given
 from hypothesis import strategies as st
+from support.demo_runs import DEMO, Spec, make_record, make_run
 
-from bench.cli import main
-from bench.compare import (
+from bench.analysis.compare import (
     IncomparableError,
     Rule,
     bootstrap_changes,
@@ -30,11 +29,12 @@ from bench.compare import (
     verdict_single,
     verdict_with_ci,
 )
+from bench.cli import main
 from bench.errors import UserError
-from bench.history import record_run
-from bench.metrics import METRICS, Metric
-from bench.runfolder import load_run
-from bench.stats import LatencyStats, drift
+from bench.history.store import record_run
+from bench.results.metrics import METRICS, Metric
+from bench.results.runfolder import load_run
+from bench.results.stats import LatencyStats, drift
 
 MLP = "tiny_mlp-b1-t1-fp32-eager"
 SPECS = [Spec(median_ms=1.0), Spec(batch_size=4, median_ms=2.0), Spec(model="tiny_cnn", median_ms=3.0)]
@@ -395,7 +395,7 @@ def test_memory_measured_with_another_worker_kind_is_inconclusive_never_improved
             record["peak_rss_kernel_bytes"] = int(record["peak_rss_kernel_bytes"] * 0.6)
 
     base, cand = pair(tmp_path, edit_record=forked_and_leaner)
-    # the baseline's rows predate worker kinds (they lack the field): fresh, by bench.record.ROW_DEFAULTS
+    # the baseline's rows predate worker kinds (they lack the field): fresh, by bench.results.record.ROW_DEFAULTS
     base = load_run(edit_run(Path(base.source), lambda r: r.pop("worker_kind")), with_round_times=True)
     comparison = compare_runs(base, cand)
     memory = [r for r in comparison.rows if r.metric.startswith("peak_rss")]
@@ -611,8 +611,15 @@ def test_cli_compare_help(capsys):
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
     out = capsys.readouterr().out
-    for fragment in ("BASELINE CANDIDATE", "--baseline NAME", "--threshold", "--memory-threshold",
-                     "--allow-env-mismatch", "--format", "exit status"):  # fmt: skip
+    for fragment in (
+        "BASELINE CANDIDATE",
+        "--baseline NAME",
+        "--threshold",
+        "--memory-threshold",
+        "--allow-env-mismatch",
+        "--format",
+        "exit status",
+    ):
         assert fragment in out
 
 
@@ -716,9 +723,10 @@ def test_a_thread_warning_marks_only_its_own_scenario_not_those_whose_id_it_exte
     longer = f"{MLP}-s64x2"  # MLP is a prefix of this id
     rename = _rename("tiny_mlp-b4-t1-fp32-eager", longer)
     base, cand = pair(
-        tmp_path, seed_c=1,
+        tmp_path,
+        seed_c=1,
         edit_record=lambda r: (rename(r), r.update(torch_num_threads=4 if r["scenario_id"] == longer else 1)),
-    )  # fmt: skip
+    )
     base = load_run(
         edit_run(Path(base.source), lambda r: (rename(r), r.update(torch_num_threads=1))), with_round_times=True
     )
@@ -734,10 +742,16 @@ def test_each_metric_reads_its_figure_from_a_typed_record():
     record = dataclasses.replace(record, peak_rss_kernel_bytes=600 * MIB)
     figures = {name: metric.of(record) for name, metric in METRICS.items()}
     assert figures == {
-        "median": record.latency_s.median, "p90": record.latency_s.p90, "p99": record.latency_s.p99,
-        "mean": record.latency_s.mean, "throughput": record.throughput_samples_per_s, "load": 0.02,
-        "first_inference": 0.003, "peak_rss": 540.0 * MIB, "peak_rss_kernel": 600.0 * MIB,
-    }  # fmt: skip
+        "median": record.latency_s.median,
+        "p90": record.latency_s.p90,
+        "p99": record.latency_s.p99,
+        "mean": record.latency_s.mean,
+        "throughput": record.throughput_samples_per_s,
+        "load": 0.02,
+        "first_inference": 0.003,
+        "peak_rss": 540.0 * MIB,
+        "peak_rss_kernel": 600.0 * MIB,
+    }
     # absent (a block that is None), not a number, or not finite: None
     odd = dataclasses.replace(record, latency_s=None, load_s=True, first_inference_s=math.nan)
     assert [METRICS[name].of(odd) for name in ("median", "load", "first_inference")] == [None, None, None]

@@ -13,15 +13,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from text_models import TAGGER_FACTORY
+from support.text_models import TAGGER_FACTORY
 
 from bench import runtimes
 from bench.errors import CompileFailed, SuiteError, Unsupported, first_error_line
-from bench.record import CompiledRuntime, ResultRecord
-from bench.runfolder import load_run
+from bench.results.record import CompiledRuntime, ResultRecord
+from bench.results.runfolder import load_run
 from bench.runtimes import compile as compiled
 from bench.runtimes import openvino
-from bench.suite import CompilePolicy, Scenario, parse_suite
+from bench.suite.scenarios import CompilePolicy, Scenario, parse_suite
 
 
 def _suite(body: str) -> tuple[Scenario, ...]:
@@ -87,8 +87,10 @@ def test_a_users_aoti_package_needs_trust_code_and_only_it_takes_trust_code(tmp_
     assert scenario.source.trust_code and scenario.load == "aoti"
     (tmp_path / "m.onnx").write_bytes(b"x")
     with pytest.raises(SuiteError, match="does not apply to onnx sources"):
-        parse_suite("name: s\nmatrix:\n  model: [{name: m, onnx: m.onnx, trust_code: true, input_shape: [4]}]\n",
-                    str(tmp_path / "s.yaml"))  # fmt: skip
+        parse_suite(
+            "name: s\nmatrix:\n  model: [{name: m, onnx: m.onnx, trust_code: true, input_shape: [4]}]\n",
+            str(tmp_path / "s.yaml"),
+        )
 
 
 def test_first_error_line_skips_the_compilers_boilerplate():
@@ -139,10 +141,21 @@ def test_inductor_cache_is_fresh_per_scenario_unless_warm(tmp_path, monkeypatch)
 
 def test_record_keeps_compile_figures_through_json():
     record = ResultRecord(
-        run_id="r", scenario_id="s", suite="x", model="tiny_mlp", batch_size=1, threads=1, interop_threads=1,
-        precision="fp32", load="compile", runtime="torch", input_shape=[64], status="ok", compile_s=1.5,
+        run_id="r",
+        scenario_id="s",
+        suite="x",
+        model="tiny_mlp",
+        batch_size=1,
+        threads=1,
+        interop_threads=1,
+        precision="fp32",
+        load="compile",
+        runtime="torch",
+        input_shape=[64],
+        status="ok",
+        compile_s=1.5,
         compiled=CompiledRuntime(compiler="inductor", mode="default", cache="cold", graphs=1),
-    )  # fmt: skip
+    )
     again = ResultRecord.from_dict(json.loads(record.to_json()))
     assert again == record and again.compiled.cache == "cold"
 
@@ -161,7 +174,7 @@ def test_compile_aoti_and_openvino_run_end_to_end(run_cli, write_suite, tmp_path
         include:  # refused before a worker starts
           - {model: tiny_mlp, load: aoti, precision: int8_dynamic}
           - {model: tiny_mlp, load: openvino, precision: int8_dynamic}
-          # named inputs: exported from bench.inputs.positional (aoti), fed by name (openvino)
+          # named inputs: exported from bench.suite.inputs.positional (aoti), fed by name (openvino)
           - {model: {name: tagger, factory: "bench_e2e_named_tagger:tagger", output: logits,
                      inputs: [{name: input_ids, shape: [seq], dtype: int64, range: [0, 50]},
                               {name: attention_mask, shape: [seq], dtype: int64, fill: 1}]},

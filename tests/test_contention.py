@@ -10,13 +10,14 @@ import time
 
 import pytest
 
-from bench import contention, runner
+from bench.checks import contention
+from bench.checks.contention import Contention, Probe, verdict
 from bench.console import summary_table
-from bench.contention import Contention, Probe, verdict
-from bench.record import ResultRecord
-from bench.runfolder import load_run
-from bench.runner import ContentionPolicy
-from bench.suite import parse_suite
+from bench.measure import runner
+from bench.measure.runner import ContentionPolicy
+from bench.results.record import ResultRecord
+from bench.results.runfolder import load_run
+from bench.suite.scenarios import parse_suite
 
 pytestmark = pytest.mark.serial  # a test beside other tests would see contention it did not make
 
@@ -47,9 +48,17 @@ def test_a_probe_reads_the_kernels_counters_and_leaves_out_its_own_cpu_time():
 
 def _record(context, scenario, state):
     figures = dict(
-        verdict=state, why="test", cores=2, threads=1, wall_s=1.0, others_cpu_s=0.0, steal_s=0.0,
-        worker_cpu_s=1.0, parent_cpu_s=0.0, cpu_utilization_per_thread=1.0,
-    )  # fmt: skip
+        verdict=state,
+        why="test",
+        cores=2,
+        threads=1,
+        wall_s=1.0,
+        others_cpu_s=0.0,
+        steal_s=0.0,
+        worker_cpu_s=1.0,
+        parent_cpu_s=0.0,
+        cpu_utilization_per_thread=1.0,
+    )
     return ResultRecord(**runner.record_base(context, scenario, "t"), status="ok", contention=Contention(**figures))
 
 
@@ -87,8 +96,11 @@ def test_a_scenario_beside_two_busy_processes_is_contended(write_suite, tmp_path
     # machine no "quiet" verdict can be asserted.
     run = subprocess.Popen(
         [sys.executable, "-m", "bench", "run", str(suite), "--no-history"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     spinners = []
     try:
         # The spinners start once the worker is loading its model (not during its interpreter's start-up)

@@ -1,4 +1,4 @@
-"""The typed messages between bench's processes (bench.contract): a field renamed on one side fails
+"""The typed messages between bench's processes (bench.measure.contract): a field renamed on one side fails
 the read, never arrives as a null."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from bench import contract
-from bench.contention import Contention
-from bench.instance import COMMANDS, REPLIES, Batching, Ready, Serve
-from bench.profiling import ProfileSummary, TopOp
-from bench.record import CompiledRuntime, Fidelity, HygieneFigures
-from bench.stats import LatencyStats
-from bench.worker import SelfcheckBlock, WorkerFacts
+from bench.capacity.instance import COMMANDS, REPLIES, Batching, Ready, Serve
+from bench.checks.contention import Contention
+from bench.measure import contract
+from bench.measure.worker import SelfcheckBlock, WorkerFacts
+from bench.profile.profiler import ProfileSummary, TopOp
+from bench.results.record import CompiledRuntime, Fidelity, HygieneFigures
+from bench.results.stats import LatencyStats
 
 
 def _full_facts() -> WorkerFacts:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from bench.cli import build_parser
-from bench.suite import SuiteError, parse_suite
+from bench.suite.scenarios import SuiteError, parse_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
@@ -76,6 +76,9 @@ def test_every_command_example_in_the_docs_names_real_flags():
 def test_the_docs_build_with_strict(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
-        cwd=ROOT, capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr

@@ -6,12 +6,12 @@ import io
 
 import pytest
 
-from bench.capacity import PointProgress
+from bench.capacity.host import PointProgress
 from bench.console import ConsoleProgress
 from bench.eta import RemainingTime, shapes_of
-from bench.record import ResultRecord
-from bench.suite import Scenario
-from bench.units import duration_readable
+from bench.format.units import duration_readable
+from bench.results.record import ResultRecord
+from bench.suite.scenarios import Scenario
 
 
 def scenario(model: str = "tiny_mlp", precision: str = "fp32", load: str = "eager", batch_size: int = 1) -> Scenario:
@@ -46,10 +46,20 @@ class FakeClock:
 
 def finished_row(s: Scenario) -> ResultRecord:
     return ResultRecord(
-        run_id="r", scenario_id=s.id, suite="t", model=s.model, batch_size=s.batch_size, threads=1,
-        interop_threads=1, precision=s.precision, load=s.load, runtime="torch", input_shape=[64],
-        status="unsupported", reason="not here",
-    )  # fmt: skip
+        run_id="r",
+        scenario_id=s.id,
+        suite="t",
+        model=s.model,
+        batch_size=s.batch_size,
+        threads=1,
+        interop_threads=1,
+        precision=s.precision,
+        load=s.load,
+        runtime="torch",
+        input_shape=[64],
+        status="unsupported",
+        reason="not here",
+    )
 
 
 def test_each_finished_line_says_how_many_are_left_and_about_how_long():

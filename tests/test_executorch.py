@@ -8,12 +8,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from text_models import TAGGER_FACTORY
+from support.text_models import TAGGER_FACTORY
 
 from bench import runtimes
-from bench.runfolder import load_run
+from bench.results.runfolder import load_run
 from bench.runtimes import executorch
-from bench.suite import BatchingPolicy, CapacityPolicy, Scenario, SeqLenMix
+from bench.suite.scenarios import BatchingPolicy, CapacityPolicy, Scenario, SeqLenMix
 
 TAGGER = "tagger-b1-t1-fp32-executorch-s12"
 
@@ -78,7 +78,7 @@ def test_executorch_runs_end_to_end(run_cli, write_suite, tmp_path):
           # convolutions, a batch and 2 threads in one row: each row lowers its own program (~10 s here)
           - {model: tiny_cnn, load: executorch, batch_size: 8, threads: 2}
           - {model: tiny_mlp, load: executorch, precision: int8_dynamic}  # refused before a worker starts
-          # named inputs: exported from bench.inputs.positional, fed in the inputs' order
+          # named inputs: exported from bench.suite.inputs.positional, fed in the inputs' order
           - {model: {name: tagger, factory: "bench_e2e_named_tagger:tagger", output: logits,
                      inputs: [{name: input_ids, shape: [seq], dtype: int64, range: [0, 50]},
                               {name: attention_mask, shape: [seq], dtype: int64, fill: 1}]},

@@ -6,12 +6,12 @@ import json
 
 import jsonschema
 import pytest
-from demo_runs import DEMO, EVIL, Spec, make_run
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from support.demo_runs import DEMO, EVIL, Spec, make_run
 
+from bench.analysis.export import to_bencher, to_github_action_benchmark, to_openmetrics
 from bench.cli import main
-from bench.export import to_bencher, to_github_action_benchmark, to_openmetrics
-from bench.runfolder import load_run
+from bench.results.runfolder import load_run
 
 # Bencher Metric Format's JSON Schema, as bencher.dev/docs/reference/bencher-metric-format publishes it.
 BMF_SCHEMA = {

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.runfolder import load_run
-from bench.suite import MAX_SUITE_BYTES
+from bench.results.runfolder import load_run
+from bench.suite.scenarios import MAX_SUITE_BYTES
 
 pytestmark = pytest.mark.slow  # each starts the CLI (torch imports: seconds)
 
@@ -79,8 +79,11 @@ def test_a_second_writer_of_a_run_folder_is_refused_naming_the_process(write_sui
     )
     first = subprocess.Popen(
         [sys.executable, "-m", "bench", "run", str(suite), "--no-history"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not list((tmp_path / "reports").glob("*/results.jsonl")) and time.monotonic() < deadline:
@@ -88,8 +91,11 @@ def test_a_second_writer_of_a_run_folder_is_refused_naming_the_process(write_sui
         [results] = list((tmp_path / "reports").glob("*/results.jsonl"))
         second = subprocess.run(
             [sys.executable, "-m", "bench", "run", "--resume", str(results.parent), "--no-history"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert first.poll() is None, "the first run ended before the second tried; the test proves nothing"
         assert second.returncode == 2, second.stderr
         assert f"another bench process (PID {first.pid})" in second.stderr
@@ -143,8 +149,11 @@ def test_a_disk_that_fills_up_mid_run_ends_it_cleanly_and_resume_finishes_it(wri
     reports = small_filesystem / "reports"
     run = subprocess.Popen(
         [sys.executable, "-m", "bench", "run", str(suite), "--reports", str(reports)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and run.poll() is None:
         found = list(reports.glob("*/results.jsonl"))
@@ -171,8 +180,11 @@ def test_a_disk_that_fills_up_mid_run_ends_it_cleanly_and_resume_finishes_it(wri
     filler.unlink()
     resumed = subprocess.run(
         [sys.executable, "-m", "bench", "run", "--resume", str(run_dir)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     written = load_run(run_dir)
     records = written.records

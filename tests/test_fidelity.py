@@ -1,14 +1,14 @@
-"""bench.fidelity's figures on outputs of every size."""
+"""bench.checks.fidelity's figures on outputs of every size."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from demo_runs import run_of
+from support.demo_runs import run_of
 
-from bench.fidelity import compare, compare_task, distinct_samples, row_cosines
-from bench.record import Fidelity, ResultRecord
+from bench.checks.fidelity import compare, compare_task, distinct_samples, row_cosines
 from bench.report.text import build_text, text_markdown
+from bench.results.record import Fidelity, ResultRecord
 
 
 def test_outputs_of_vanishing_size_keep_their_cosine():
@@ -88,11 +88,23 @@ def test_the_reports_text_section_says_which_samples_repeated_and_why_a_figure_i
     named, reference = _repeated_text_samples(2)
     figures = compare_task("feature-extraction", reference.clone(), reference, named["attention_mask"], named)
     record = ResultRecord(
-        run_id="r", scenario_id="bert-b1", suite="s", model="bert", batch_size=1, threads=1, interop_threads=1,
-        precision="fp32", load="eager", runtime="torch", input_shape=[6], status="ok", seq_len=6,
-        named_inputs=[{"name": "input_ids", "shape": [6], "dtype": "int64"}], task="feature-extraction",
+        run_id="r",
+        scenario_id="bert-b1",
+        suite="s",
+        model="bert",
+        batch_size=1,
+        threads=1,
+        interop_threads=1,
+        precision="fp32",
+        load="eager",
+        runtime="torch",
+        input_shape=[6],
+        status="ok",
+        seq_len=6,
+        named_inputs=[{"name": "input_ids", "shape": [6], "dtype": "int64"}],
+        task="feature-extraction",
         fidelity=Fidelity(**figures),
-    )  # fmt: skip
+    )
     run = run_of([record], tmp_path, suite="s")
     markdown = text_markdown(build_text([run], tmp_path), tmp_path)
     assert "- bert-b1: 14 of 16 samples repeat an earlier one exactly and are left out" in markdown

@@ -12,9 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench import fleet, history
 from bench.errors import UserError
-from bench.suite import parse_suite
+from bench.history import store as history
+from bench.measure import fleet
+from bench.suite.scenarios import parse_suite
 
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -108,8 +109,18 @@ def test_a_fleet_run_gives_the_rows_of_a_local_run_each_with_its_worker_and_neve
 @pytest.mark.slow
 def test_a_worker_lost_mid_scenario_costs_a_retry_not_a_row(cluster, tmp_path):
     suite = _suite(tmp_path, 2.5, extra=THREE)
-    command = [sys.executable, "-m", "bench", "run", str(suite), "--scheduler", cluster.scheduler_address,
-               "--reports", "fleet", "--no-history"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        str(suite),
+        "--scheduler",
+        cluster.scheduler_address,
+        "--reports",
+        "fleet",
+        "--no-history",
+    ]
     run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
@@ -156,7 +167,7 @@ def _harness_children() -> list[int]:
     pids = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "bench/harness.py" in " ".join(child.cmdline()):
+            if "bench/measure/harness.py" in " ".join(child.cmdline()):
                 pids.append(child.pid)
         except psutil.Error:  # it ended (a zombie not yet reaped, or gone) while we looked: not running a scenario
             continue
@@ -182,9 +193,11 @@ def test_the_cli_says_so_without_a_traceback(run_cli, write_suite):
 def test_host_groups_multiply_the_scenarios_and_mark_their_ids():
     suite = parse_suite("name: s\nhosts: [c7i, m7g]\nmatrix: {model: [tiny_mlp], threads: [1, 2]}\n")
     assert [s.id for s in suite.scenarios] == [
-        "tiny_mlp-b1-t1-fp32-eager@c7i", "tiny_mlp-b1-t2-fp32-eager@c7i",
-        "tiny_mlp-b1-t1-fp32-eager@m7g", "tiny_mlp-b1-t2-fp32-eager@m7g",
-    ]  # fmt: skip
+        "tiny_mlp-b1-t1-fp32-eager@c7i",
+        "tiny_mlp-b1-t2-fp32-eager@c7i",
+        "tiny_mlp-b1-t1-fp32-eager@m7g",
+        "tiny_mlp-b1-t2-fp32-eager@m7g",
+    ]
     assert suite.hosts == ("c7i", "m7g")
 
 

@@ -1,4 +1,4 @@
-"""The fleet client's bookkeeping (bench.fleet.run_suite_on_fleet) against a scripted fake Dask client:
+"""The fleet client's bookkeeping (bench.measure.fleet.run_suite_on_fleet) against a scripted fake Dask client:
 lost workers, given-up scenarios and absent host groups, on a fake clock. No Dask, no worker runs."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import fleet, runner
-from bench.nospace import NoSpaceLeft
-from bench.record import ResultRecord
-from bench.suite import parse_suite
+from bench.measure import fleet, runner
+from bench.results.nospace import NoSpaceLeft
+from bench.results.record import ResultRecord
+from bench.suite.scenarios import parse_suite
 
 SUITE = "name: f\nhosts: [lab]\nmatrix: {model: [tiny_mlp]}\n"
 SID = "tiny_mlp-b1-t1-fp32-eager@lab"
@@ -58,7 +58,7 @@ class FakeFleet:
     def scheduler_info(self, n_workers=-1):
         return {"workers": dict(self.workers)}
 
-    # the clock (bench.fleet's `time`)
+    # the clock (bench.measure.fleet's `time`)
     def monotonic(self) -> float:
         return self.t
 
@@ -72,7 +72,7 @@ class FakeFleet:
         self.handler((self.t, {"scenario_id": SID, "worker": worker}))
 
     def finish(self, context, worker: str) -> None:
-        from bench.suite import Scenario
+        from bench.suite.scenarios import Scenario
 
         scenario = Scenario.from_dict(self.request["scenario"])
         base = runner.record_base(context, scenario, runner.utc_now())
@@ -80,9 +80,11 @@ class FakeFleet:
         future = self.futures[0]
         future.state = "finished"
         future.payload = {
-            "record": record.to_dict(), "files": {}, "environment": {"fingerprint": "host"},
+            "record": record.to_dict(),
+            "files": {},
+            "environment": {"fingerprint": "host"},
             "placement": {"worker": worker, "host": "h", "started_unix_s": 1.0, "ended_unix_s": 2.0},
-        }  # fmt: skip
+        }
 
 
 @pytest.fixture
@@ -111,8 +113,9 @@ def test_a_third_start_is_cancelled_and_only_the_two_lost_workers_are_listed(con
     record, fake = run(context, monkeypatch, script)
     assert record.status == "failed" and fake.futures[0].cancelled
     assert record.fleet.lost_attempts == [
-        {"worker": "tcp://a:1", "reason": "worker lost"}, {"worker": "tcp://b:1", "reason": "worker lost"},
-    ]  # fmt: skip
+        {"worker": "tcp://a:1", "reason": "worker lost"},
+        {"worker": "tcp://b:1", "reason": "worker lost"},
+    ]
     assert record.reason.startswith("worker lost on 2 attempts; attempt 3, on tcp://c:1, was cancelled by bench")
 
 

@@ -12,15 +12,16 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from demo_runs import DEMO, Spec, make_run, update_row
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.demo_runs import DEMO, Spec, make_run, update_row
 
-from bench import changepoint, history
-from bench.changepoint import detect_steps
+from bench.analysis import changepoint
+from bench.analysis.changepoint import detect_steps
 from bench.cli import main
 from bench.errors import UserError
-from bench.history import (
+from bench.history import store as history
+from bench.history.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
     HistoryError,
@@ -34,7 +35,7 @@ from bench.history import (
     scenario_history,
     unpack_times,
 )
-from bench.runfolder import load_run
+from bench.results.runfolder import load_run
 
 MLP = "tiny_mlp-b1-t1-fp32-eager"
 
@@ -418,8 +419,10 @@ def test_migrations_upgrade_old_files_without_losing_data(tmp_path):
         "INSERT INTO runs (run_id, environment_json, run_json, recorded_at, label) "
         "VALUES ('r1', '{}', '{}', 'now', 'keep')"
     )
-    db.execute("INSERT INTO results (run, scenario_id, status, median_s, record_json) VALUES (1, 's', 'ok', 0.001, ?)",
-               (json.dumps(record),))  # fmt: skip
+    db.execute(
+        "INSERT INTO results (run, scenario_id, status, median_s, record_json) VALUES (1, 's', 'ok', 0.001, ?)",
+        (json.dumps(record),),
+    )
     assert db.execute("PRAGMA user_version").fetchone()[0] == 1
     db.close()
 

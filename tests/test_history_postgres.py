@@ -1,4 +1,4 @@
-"""The history in a real PostgreSQL server (tests/postgres_server.py): the same behaviour as the
+"""The history in a real PostgreSQL server (tests/support/postgres_server.py): the same behaviour as the
 SQLite file, two `bench run`s recording at once, copying an SQLite history in, and bad input."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from demo_runs import DEMO, make_run
-from postgres_server import free_port
+from support.demo_runs import DEMO, make_run
+from support.postgres_server import free_port
 
-from bench import history
 from bench.cli import main
-from bench.history import (
+from bench.history import store as history
+from bench.history.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
     DatabaseUrl,
@@ -57,8 +57,10 @@ def test_the_same_behaviour_in_either_store(store, tmp_path, capsys):
     record_run(store, runs[1], label="pr")
     record_run(store, runs[2], label="main")
     assert [(r.run_id, r.label, r.scenarios, r.ok) for r in list_runs(store)] == [
-        (runs[0].name, "main", len(DEMO), 7), (runs[1].name, "pr", len(DEMO), 7), (runs[2].name, "main", len(DEMO), 7)
-    ]  # fmt: skip
+        (runs[0].name, "main", len(DEMO), 7),
+        (runs[1].name, "pr", len(DEMO), 7),
+        (runs[2].name, "main", len(DEMO), 7),
+    ]
     assert [r.run_id for r in list_runs(store, label="main", limit=1)] == [runs[2].name]
     loaded = run_by_id(store, runs[1].name[:8] + "-120000")  # an unambiguous prefix
     folder = history.load_run(runs[1], with_round_times=True)
@@ -105,12 +107,21 @@ def test_migrations_upgrade_an_old_database_without_losing_data(pg_url):
     url = DatabaseUrl(pg_url)
     old = history.Db(psycopg.connect(pg_url, autocommit=True), history._Postgres())
     history._migrate(old, url, MIGRATIONS[:1])  # a database written by the first schema
-    record = {"scenario_id": "s", "status": "ok", "latency_s": {"median": 0.001, "p90": 0.002},
-              "first_inference_s": 0.5}  # fmt: skip
-    old.execute("INSERT INTO runs (run_id, environment_json, run_json, recorded_at, label) "
-                "VALUES ('r1', '{}', '{}', 'now', 'keep') RETURNING id")  # fmt: skip
-    old.execute("INSERT INTO results (run, scenario_id, status, median_s, record_json) "
-                "SELECT id, 's', 'ok', 0.001, ? FROM runs", (json.dumps(record),))  # fmt: skip
+    record = {
+        "scenario_id": "s",
+        "status": "ok",
+        "latency_s": {"median": 0.001, "p90": 0.002},
+        "first_inference_s": 0.5,
+    }
+    old.execute(
+        "INSERT INTO runs (run_id, environment_json, run_json, recorded_at, label) "
+        "VALUES ('r1', '{}', '{}', 'now', 'keep') RETURNING id"
+    )
+    old.execute(
+        "INSERT INTO results (run, scenario_id, status, median_s, record_json) "
+        "SELECT id, 's', 'ok', 0.001, ? FROM runs",
+        (json.dumps(record),),
+    )
     old.close()
     for _ in range(2):  # upgrading, then opening an up-to-date database, changes nothing more
         with open_history(url) as db:
@@ -220,8 +231,10 @@ def test_an_unreachable_history_never_loses_a_run(tmp_path, capsys, monkeypatch)
 
 @pytest.mark.slow
 def test_bench_run_keeps_its_run_and_exits_2_when_the_server_cannot_be_reached(run_cli, write_suite, tmp_path):
-    suite = write_suite("name: s\ndefaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.05}}\n"
-                        "matrix: {model: [tiny_mlp]}\n")  # fmt: skip
+    suite = write_suite(
+        "name: s\ndefaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.05}}\n"
+        "matrix: {model: [tiny_mlp]}\n"
+    )
     url = f"postgresql://ci:s3cret-pw@127.0.0.1:{free_port()}/bench"
     done = run_cli("run", str(suite), "--history", url)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -257,10 +270,23 @@ def test_two_bench_runs_recording_at_once_both_land_whole(pg_url, tmp_path):
         "defaults: {measure: {warmup_rounds: 1, min_rounds: 5, max_rounds: 50, max_time_s: 0.05}}\n"
         "matrix: {model: [tiny_mlp], batch_size: [1, 2, 4, 8]}\n"
     )
-    command = [sys.executable, "-m", "bench", "run", str(suite), "--reports", str(tmp_path / "reports"),
-               "--history", pg_url, "--label", "ci"]  # fmt: skip
-    runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        str(suite),
+        "--reports",
+        str(tmp_path / "reports"),
+        "--history",
+        pg_url,
+        "--label",
+        "ci",
+    ]
+    runs = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [run.communicate(timeout=600) for run in runs]
     for run, (_, err) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, err

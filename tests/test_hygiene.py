@@ -1,4 +1,4 @@
-"""grad_mode and module_mode (bench.hygiene): suite axes, what the worker measures, and the report section."""
+"""grad_mode and module_mode (bench.checks.hygiene): suite axes, what the worker measures, and the report section."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ import json
 
 import pytest
 import torch
-from demo_runs import ENVIRONMENT, run_of
+from support.demo_runs import ENVIRONMENT, run_of
 from torch import nn
 
-from bench import hygiene, runtimes
+from bench import runtimes
+from bench.checks import hygiene
+from bench.checks.fidelity import FIDELITY_INPUTS
 from bench.errors import SuiteError
-from bench.fidelity import FIDELITY_INPUTS
-from bench.record import Fidelity, HygieneFigures, KernelPeaks, ResultRecord, RssFigures
 from bench.report import write_report
 from bench.report.hygiene import build_hygiene
-from bench.stats import LatencyStats
-from bench.suite import parse_suite
+from bench.results.record import Fidelity, HygieneFigures, KernelPeaks, ResultRecord, RssFigures
+from bench.results.stats import LatencyStats
+from bench.suite.scenarios import parse_suite
 
 MIB = 1024 * 1024
 
@@ -32,10 +33,13 @@ def test_modes_are_axes_in_the_id_only_when_not_default():
     )
     ids = [s.id for s in scenarios]
     assert ids == [
-        "tiny_cnn-b1-t1-fp32-eager", "tiny_cnn-b1-t1-fp32-eager-train",
-        "tiny_cnn-b1-t1-fp32-eager-no_grad", "tiny_cnn-b1-t1-fp32-eager-no_grad-train",
-        "tiny_cnn-b1-t1-fp32-eager-grad_enabled", "tiny_cnn-b1-t1-fp32-eager-grad_enabled-train",
-    ]  # fmt: skip
+        "tiny_cnn-b1-t1-fp32-eager",
+        "tiny_cnn-b1-t1-fp32-eager-train",
+        "tiny_cnn-b1-t1-fp32-eager-no_grad",
+        "tiny_cnn-b1-t1-fp32-eager-no_grad-train",
+        "tiny_cnn-b1-t1-fp32-eager-grad_enabled",
+        "tiny_cnn-b1-t1-fp32-eager-grad_enabled-train",
+    ]
     assert scenarios[5].grad_mode == "enabled" and scenarios[5].module_mode == "train"
     # The worker gets the scenario as JSON: the modes survive the trip.
     assert type(scenarios[5]).from_dict(json.loads(json.dumps(scenarios[5].to_dict()))) == scenarios[5]
@@ -44,14 +48,26 @@ def test_modes_are_axes_in_the_id_only_when_not_default():
 @pytest.mark.parametrize(
     ("text", "line", "field", "fragment"),
     [
-        ("matrix:\n  model: [tiny_mlp]\n  grad_mode: [off]\n", 4, "matrix.grad_mode.0",
-         "expected one of inference_mode, no_grad, enabled"),
-        ("defaults:\n  module_mode: training\nmatrix:\n  model: [tiny_mlp]\n", 3, "defaults.module_mode",
-         "expected one of eval, train"),
-        ("defaults:\n  profile: true\nmatrix:\n  model: [tiny_mlp]\n  module_mode: [train]\n", 4, "matrix",
-         "profile is measured in eval() under inference_mode only"),
+        (
+            "matrix:\n  model: [tiny_mlp]\n  grad_mode: [off]\n",
+            4,
+            "matrix.grad_mode.0",
+            "expected one of inference_mode, no_grad, enabled",
+        ),
+        (
+            "defaults:\n  module_mode: training\nmatrix:\n  model: [tiny_mlp]\n",
+            3,
+            "defaults.module_mode",
+            "expected one of eval, train",
+        ),
+        (
+            "defaults:\n  profile: true\nmatrix:\n  model: [tiny_mlp]\n  module_mode: [train]\n",
+            4,
+            "matrix",
+            "profile is measured in eval() under inference_mode only",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_modes_name_the_file_line_and_field(text, line, field, fragment):
     with pytest.raises(SuiteError) as caught:
         parse_suite("name: h\n" + text, "h.yaml")
@@ -66,11 +82,21 @@ def test_other_load_modes_are_unsupported_with_a_reason():
     )
     reasons = {s.id: runtimes.modes_reason(s) for s in scenarios}
     supported = sorted(i.removeprefix("tiny_cnn-b1-t1-fp32-") for i, r in reasons.items() if r is None)
-    assert supported == sorted([
-        *(f"{load}{mode}" for load in ("eager", "mmap") for mode in
-          ("", "-train", "-no_grad", "-no_grad-train", "-grad_enabled", "-grad_enabled-train")),
-        "torchscript", "torchscript-no_grad", "export", "export-no_grad", "export-grad_enabled", "onnxruntime",
-    ])  # fmt: skip
+    assert supported == sorted(
+        [
+            *(
+                f"{load}{mode}"
+                for load in ("eager", "mmap")
+                for mode in ("", "-train", "-no_grad", "-no_grad-train", "-grad_enabled", "-grad_enabled-train")
+            ),
+            "torchscript",
+            "torchscript-no_grad",
+            "export",
+            "export-no_grad",
+            "export-grad_enabled",
+            "onnxruntime",
+        ]
+    )
     assert "no autograd" in reasons["tiny_cnn-b1-t1-fp32-onnxruntime-no_grad"]
     assert "eval mode" in reasons["tiny_cnn-b1-t1-fp32-export-train"]
     # The runner asks bench.runtimes, which asks the grad and module modes first.
@@ -161,25 +187,49 @@ def test_a_factory_model_given_in_training_mode_is_recorded_as_given():
 
 
 def _record(grad_mode: str, module_mode: str, median_ms: float, steady_mib: float, **hygiene_fields) -> ResultRecord:
-    suffix = "".join(f"-{p}" for p in ({"no_grad": "no_grad", "enabled": "grad_enabled"}.get(grad_mode),
-                                       "train" if module_mode == "train" else None) if p)  # fmt: skip
+    suffix = "".join(
+        f"-{p}"
+        for p in (
+            {"no_grad": "no_grad", "enabled": "grad_enabled"}.get(grad_mode),
+            "train" if module_mode == "train" else None,
+        )
+        if p
+    )
     latency = LatencyStats.from_times([median_ms / 1e3] * 5)
     return ResultRecord(
-        run_id="r", scenario_id=f"resnet18-b8-t1-fp32-eager{suffix}", suite="h", model="resnet18", batch_size=8,
-        threads=1, interop_threads=1, precision="fp32", load="eager", runtime="torch", input_shape=[3, 224, 224],
-        status="ok", latency_s=latency, rss_bytes=RssFigures(peak=int(steady_mib * MIB)),
-        peak_rss_kernel_phase_bytes=KernelPeaks(steady=int(steady_mib * MIB)), grad_mode=grad_mode,
-        module_mode=module_mode, hygiene=HygieneFigures(outputs_repeat=True, **hygiene_fields),
-    )  # fmt: skip
+        run_id="r",
+        scenario_id=f"resnet18-b8-t1-fp32-eager{suffix}",
+        suite="h",
+        model="resnet18",
+        batch_size=8,
+        threads=1,
+        interop_threads=1,
+        precision="fp32",
+        load="eager",
+        runtime="torch",
+        input_shape=[3, 224, 224],
+        status="ok",
+        latency_s=latency,
+        rss_bytes=RssFigures(peak=int(steady_mib * MIB)),
+        peak_rss_kernel_phase_bytes=KernelPeaks(steady=int(steady_mib * MIB)),
+        grad_mode=grad_mode,
+        module_mode=module_mode,
+        hygiene=HygieneFigures(outputs_repeat=True, **hygiene_fields),
+    )
 
 
 HYGIENE_RECORDS = [
     _record("inference_mode", "eval", 10.0, 600),
-    _record("enabled", "eval", 13.0, 700, autograd_saved_bytes=90 * MIB,
-            vs_default=Fidelity(0.0, 1.0, 1.0, inputs=4)),
-    _record("inference_mode", "train", 10.5, 600, vs_default=Fidelity(2.5, 0.4, 0.25, inputs=4),
-            eval_after_train_vs_default=Fidelity(0.3, 0.9, 1.0, inputs=4)),
-]  # fmt: skip
+    _record("enabled", "eval", 13.0, 700, autograd_saved_bytes=90 * MIB, vs_default=Fidelity(0.0, 1.0, 1.0, inputs=4)),
+    _record(
+        "inference_mode",
+        "train",
+        10.5,
+        600,
+        vs_default=Fidelity(2.5, 0.4, 0.25, inputs=4),
+        eval_after_train_vs_default=Fidelity(0.3, 0.9, 1.0, inputs=4),
+    ),
+]
 
 
 def test_the_section_sets_each_row_against_the_default_and_sums_up_each_model():

@@ -23,16 +23,16 @@ PACKAGE = Path(bench.__file__).parent
 ALLOWED = {
     # The measuring side, left to its owners: an instance process and the worker import the
     # runtimes and the pipeline only in the child that needs them.
-    ("bench/instance.py", "bench"),
-    ("bench/instance.py", "bench.suite"),
-    ("bench/worker.py", "bench.pipeline"),
+    ("bench/capacity/instance.py", "bench"),
+    ("bench/capacity/instance.py", "bench.suite.scenarios"),
+    ("bench/measure/worker.py", "bench.checks.pipeline"),
     # bench.cli imports a command's module when the command runs: `bench --help` and `bench validate`
     # took 1.8 s and 6.8 s when every command's imports (pandas, matplotlib, torch) came first.
     ("bench/cli.py", "importlib.import_module"),
     # A suite's factory 'package.module:function' names the user's module.
-    ("bench/sources.py", "importlib.import_module"),
+    ("bench/models/sources.py", "importlib.import_module"),
     # The zygote imports the third-party modules every worker needs once, before it forks them.
-    ("bench/zygote.py", "importlib.import_module"),
+    ("bench/measure/zygote.py", "importlib.import_module"),
 }
 HEAVY = ("torch", "torchvision", "pandas", "matplotlib")
 
@@ -72,8 +72,11 @@ def _heavy_modules_after(code: str) -> list[str]:
     """The HEAVY modules that a new interpreter holds after running `code` (its last output line)."""
     done = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"],
-        cwd=PACKAGE.parent, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.splitlines()[-1].split()
 
 

@@ -1,4 +1,4 @@
-"""Named, typed inputs (bench.inputs), their suite checks, and task-aware fidelity (bench.fidelity)."""
+"""Named, typed inputs (bench.suite.inputs), their suite checks, and task-aware fidelity (bench.checks.fidelity)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import re
 
 import pytest
 import torch
-from text_models import config_only
+from support.text_models import config_only
 
-from bench import hf
+from bench.checks.fidelity import compare_task
 from bench.errors import SuiteError
-from bench.fidelity import compare_task
-from bench.inputs import InputsError, InputSpec, make_inputs, parse_inputs, select_output
-from bench.suite import parse_suite
+from bench.models import hf
+from bench.suite.inputs import InputsError, InputSpec, make_inputs, parse_inputs, select_output
+from bench.suite.scenarios import parse_suite
 
-TOKENS = [{"name": "input_ids", "shape": ["seq"], "dtype": "int64", "range": [5, 50]},
-          {"name": "attention_mask", "shape": ["seq"], "dtype": "int64", "fill": 1}]  # fmt: skip
+TOKENS = [
+    {"name": "input_ids", "shape": ["seq"], "dtype": "int64", "range": [5, 50]},
+    {"name": "attention_mask", "shape": ["seq"], "dtype": "int64", "fill": 1},
+]
 
 
 def test_inputs_are_seeded_drawn_from_their_range_and_filled():
@@ -65,8 +67,7 @@ def _suite(tmp_path, model: str, extra: str = "", seq: str = "seq_len: [16]") ->
 
 def test_seq_len_goes_into_the_id_and_the_first_inputs_shape(tmp_path):
     (tmp_path / "m.py").write_text("")
-    model = ("{name: tok, factory: 'm:f', inputs: [{name: input_ids, shape: [seq], dtype: int64, "
-             "range: [0, 9]}]}")  # fmt: skip
+    model = "{name: tok, factory: 'm:f', inputs: [{name: input_ids, shape: [seq], dtype: int64, range: [0, 9]}]}"
     (tmp_path / "m.py").write_text("def f():\n    pass\n")
     suite = _suite(tmp_path, model, seq="seq_len: [16, 128]")
     assert [s.id for s in suite.scenarios] == ["tok-b1-t1-fp32-eager-s16", "tok-b1-t1-fp32-eager-s128"]
@@ -220,8 +221,10 @@ def test_bad_text_models_are_refused_with_file_line_and_field(tmp_path, model, e
 
 def test_a_float_token_input_of_a_text_factory_is_refused_naming_its_dtype(tmp_path):
     (tmp_path / "m.py").write_text("def f():\n    pass\n")
-    model = ("{name: tok, factory: 'm:f', task: feature-extraction, inputs: [{name: input_ids, shape: [seq], "
-             "dtype: int64, range: [0, 9]}, {name: token_type_ids, shape: [seq], fill: 0}]}")  # fmt: skip
+    model = (
+        "{name: tok, factory: 'm:f', task: feature-extraction, inputs: [{name: input_ids, shape: [seq], "
+        "dtype: int64, range: [0, 9]}, {name: token_type_ids, shape: [seq], fill: 0}]}"
+    )
     with pytest.raises(SuiteError, match="token_type_ids indexes an embedding table") as caught:
         _suite(tmp_path, model)
     assert caught.value.field == "matrix.model.0.inputs.1.dtype"
@@ -295,7 +298,8 @@ def test_text_classification_fidelity_is_top1_on_raw_logits():
 
 
 def test_hf_rows_without_transformers_are_unsupported_with_the_install_hint(tmp_path, monkeypatch):
-    from bench import hf, runtimes
+    from bench import runtimes
+    from bench.models import hf
 
     _hf(tmp_path)
     (scenario,) = _suite(tmp_path, "{name: enc, hf: folder, task: feature-extraction, random_weights: true}").scenarios
@@ -305,7 +309,7 @@ def test_hf_rows_without_transformers_are_unsupported_with_the_install_hint(tmp_
 
 
 def test_kv_cache_bytes_count_each_tensor_once():
-    from bench.generation import cache_bytes
+    from bench.checks.generation import cache_bytes
 
     keys = torch.zeros(2, 4, 8, dtype=torch.float32)
 

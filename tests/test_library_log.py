@@ -28,8 +28,12 @@ def test_library_warnings_and_log_lines_are_kept_aside_and_benchs_own_warnings_s
     assert [r.getMessage() for r in caplog.records] == ["a failure"]
     assert logging.Logger.callHandlers is call_handlers
     text = (tmp_path / "library.log").read_text()
-    for line in ("DeprecationWarning: from a library", "WARNING torch.bench_test: <enum 'X'> is an Enum subclass",
-                 "WARNING somelib: a note", "RuntimeWarning: invalid value encountered in divide"):  # fmt: skip
+    for line in (
+        "DeprecationWarning: from a library",
+        "WARNING torch.bench_test: <enum 'X'> is an Enum subclass",
+        "WARNING somelib: a note",
+        "RuntimeWarning: invalid value encountered in divide",
+    ):
         assert line in text
     assert "skipped" not in text and "a failure" not in text
 

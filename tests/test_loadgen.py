@@ -1,4 +1,4 @@
-"""Server mode's load generator (bench.loadgen): schedules, step verdicts and the rate search, without instances."""
+"""Server mode's load generator (capacity.loadgen): schedules, step verdicts and the rate search, without instances."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from bench.loadgen import (
+from bench.capacity.loadgen import (
     MAX_CONFIRMATIONS,
     StepLimits,
     StepTimes,
@@ -21,7 +21,7 @@ from bench.loadgen import (
     search_max_rate,
     send_schedule,
 )
-from bench.record import ServerStep
+from bench.results.record import ServerStep
 
 pytestmark = pytest.mark.serial  # the sender's sleeps and CPU time are checked
 
@@ -73,9 +73,15 @@ def _evaluate(offsets, *, service_s, limits=LIMITS, slo_s=0.01, late_s=0.0, unfi
         ended.append(free_at if i not in unfinished else 0.0)
     times = StepTimes(scheduled, sent, started, ended, 100.0, drain_end=scheduled[-1] + drain_s)
     return evaluate_step(
-        len(offsets) / offsets[-1], times, limits, slo_s, loadgen_cpu_s=0.01, wall_s=offsets[-1], instances_cpu_s=0.5,
+        len(offsets) / offsets[-1],
+        times,
+        limits,
+        slo_s,
+        loadgen_cpu_s=0.01,
+        wall_s=offsets[-1],
+        instances_cpu_s=0.5,
         seed=0,
-    )  # fmt: skip
+    )
 
 
 def test_latency_runs_from_the_scheduled_arrival_so_a_late_sender_cannot_hide_queueing():
@@ -128,8 +134,14 @@ def test_an_unfinished_request_is_never_counted_faster_than_a_finished_one():
 
 def test_the_search_never_goes_below_the_lowest_rate_and_says_why():
     run_step, rates = _fake_system(capacity_per_s=30)  # serves 30/s; a valid step needs 62.5/s
-    result = search_max_rate(run_step, start_rate_per_s=62.5, tolerance=0.1, max_steps=20, min_rate_per_s=62.5,
-                             min_rate_why="the lowest rate whose step holds step_min_requests")  # fmt: skip
+    result = search_max_rate(
+        run_step,
+        start_rate_per_s=62.5,
+        tolerance=0.1,
+        max_steps=20,
+        min_rate_per_s=62.5,
+        min_rate_why="the lowest rate whose step holds step_min_requests",
+    )
     assert rates == [62.5] and result.max_rate_per_s is None
     assert "halving again would go below 62.5/s, the lowest rate whose step holds step_min_requests" in (
         result.stop_reason
@@ -144,11 +156,26 @@ def _fake_system(capacity_per_s: float, floor_p99_s: float = 0.001, slo_s: float
         rates.append(rate)
         p99 = floor_p99_s if rate <= capacity_per_s else 1.0
         return ServerStep(
-            rate_per_s=rate, requests=1000, completed=1000, duration_s=1.0, achieved_per_s=min(rate, capacity_per_s),
-            latency_p50_s=p99, latency_p90_s=p99, latency_p99_s=p99, latency_max_s=p99, p99_lower_bound=False,
-            wait_p99_s=None, service_p99_s=None, send_lag_p99_s=None, loadgen_cpu_s=0.0, loadgen_cpu_fraction=0.0,
-            instances_cpu_s=None, valid=True, passed=p99 <= slo_s, reasons=[] if p99 <= slo_s else ["over"],
-        )  # fmt: skip
+            rate_per_s=rate,
+            requests=1000,
+            completed=1000,
+            duration_s=1.0,
+            achieved_per_s=min(rate, capacity_per_s),
+            latency_p50_s=p99,
+            latency_p90_s=p99,
+            latency_p99_s=p99,
+            latency_max_s=p99,
+            p99_lower_bound=False,
+            wait_p99_s=None,
+            service_p99_s=None,
+            send_lag_p99_s=None,
+            loadgen_cpu_s=0.0,
+            loadgen_cpu_fraction=0.0,
+            instances_cpu_s=None,
+            valid=True,
+            passed=p99 <= slo_s,
+            reasons=[] if p99 <= slo_s else ["over"],
+        )
 
     return run_step, rates
 
@@ -255,9 +282,12 @@ def test_the_search_confirms_its_answer_and_goes_below_a_rate_that_fails_confirm
     assert [s.rate_per_s for s in result.steps if s.confirmation] == confirmed
     assert "passed but not its confirming step" in result.stop_reason and "confirmed by" in result.stop_reason
     never = search_max_rate(
-        run_step, start_rate_per_s=100, tolerance=0.05, max_steps=20,
+        run_step,
+        start_rate_per_s=100,
+        tolerance=0.05,
+        max_steps=20,
         confirm=lambda rate, index, passing: dataclasses.replace(run_step(rate, index), passed=False, verdict="fail"),
-    )  # fmt: skip
+    )
     assert never.max_rate_per_s is None and not never.confirmed
     assert sum(s.confirmation for s in never.steps) == MAX_CONFIRMATIONS
     assert f"no rate confirmed within {MAX_CONFIRMATIONS} confirming steps" in never.stop_reason

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.memory import (
+from bench.measure.memory import (
     RssSample,
     RssSampler,
     max_rss_rusage_bytes,

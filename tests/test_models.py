@@ -1,10 +1,10 @@
-"""bench.models' checked-in list of torchvision model names is the installed torchvision's."""
+"""bench.models.catalog' checked-in list of torchvision model names is the installed torchvision's."""
 
 from __future__ import annotations
 
 import torchvision
 
-from bench import models
+from bench.models import catalog as models
 
 
 def test_the_torchvision_list_is_the_installed_torchvisions():

@@ -10,12 +10,12 @@ import sqlite3
 
 import pytest
 
-from bench import record as record_module
-from bench import runner
-from bench.nospace import NoSpaceLeft, is_no_space
-from bench.record import ResultRecord
-from bench.runfolder import load_run
-from bench.suite import parse_suite
+from bench.measure import runner
+from bench.results import record as record_module
+from bench.results.nospace import NoSpaceLeft, is_no_space
+from bench.results.record import ResultRecord
+from bench.results.runfolder import load_run
+from bench.suite.scenarios import parse_suite
 
 
 def test_no_space_is_recognised_through_wrappers_and_library_texts():
@@ -34,7 +34,7 @@ def test_no_space_is_recognised_through_wrappers_and_library_texts():
 
 
 def _full_after(monkeypatch, good_writes: int) -> None:
-    """os.write in bench.record writes `good_writes` times, then half a buffer, then fails with ENOSPC."""
+    """os.write in bench.results.record writes `good_writes` times, then half a buffer, then fails with ENOSPC."""
     real_write, calls = os.write, [0]
 
     def write(fd, data):
@@ -51,11 +51,12 @@ def _full_after(monkeypatch, good_writes: int) -> None:
 def test_a_full_disk_while_appending_a_row_ends_the_run_with_whole_rows_and_the_reason(tmp_path, monkeypatch):
     suite = parse_suite("name: s\nmatrix: {model: [tiny_mlp], batch_size: [1, 2, 3]}\n")
     monkeypatch.setattr(
-        runner, "run_scenario",
+        runner,
+        "run_scenario",
         lambda context, scenario, progress: ResultRecord(
             **runner.record_base(context, scenario, "t"), status="failed", reason="not run"
         ),
-    )  # fmt: skip
+    )
     monkeypatch.setattr(runner, "collect_environment", lambda: {"fingerprint": "f", "git": {"sha": None}})
     context = runner.start_run(suite, tmp_path / "reports")
     _full_after(monkeypatch, good_writes=1)  # the first row is written; the second is cut short

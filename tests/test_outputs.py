@@ -5,8 +5,8 @@ when the command line is read (exit 2, before any work), naming the path. Counts
 from __future__ import annotations
 
 import pytest
-from capacity_fakes import two_core_run
-from demo_runs import Spec, make_run
+from support.capacity_fakes import two_core_run
+from support.demo_runs import Spec, make_run
 
 from bench.cli import main
 from bench.commands.common import check_writable, write_output

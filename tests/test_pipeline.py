@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from bench.pipeline import (
+from bench.checks.pipeline import (
     STAGES,
     DataSpec,
     build_loader,
@@ -72,8 +72,11 @@ def test_max_images_and_the_runtime_conversion_apply(folder):
         seen.append(batch.dtype)
         return batch.numpy()
 
-    figures = _run(DataSpec(folder=str(folder), max_images=5), lambda x: _colour_model()(torch.from_numpy(x)).numpy(),
-                   to_runtime=to_runtime)  # fmt: skip
+    figures = _run(
+        DataSpec(folder=str(folder), max_images=5),
+        lambda x: _colour_model()(torch.from_numpy(x)).numpy(),
+        to_runtime=to_runtime,
+    )
     assert figures["images"] == 5 and seen == [torch.float32, torch.float32]
 
 

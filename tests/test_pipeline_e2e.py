@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bench.pipeline import STAGES, write_image_folder
-from bench.runfolder import load_run
+from bench.checks.pipeline import STAGES, write_image_folder
+from bench.results.runfolder import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -54,9 +54,11 @@ def test_a_labelled_folder_gives_stage_times_and_accuracy_per_variant(run_cli, w
     (results,) = tmp_path.glob("reports/*/results.jsonl")
     rows = {r.scenario_id: r for r in load_run(results.parent).records}
     assert set(rows) == {
-        "colour-b4-t1-fp32-eager", "colour-b4-t1-fp32-eager-pruned-l1-40",
-        "colour-b4-t1-fp32-eager-shrunk-channels-50", "tiny_cnn-b1-t1-fp32-eager-shrunk-channels-50",
-    }  # fmt: skip
+        "colour-b4-t1-fp32-eager",
+        "colour-b4-t1-fp32-eager-pruned-l1-40",
+        "colour-b4-t1-fp32-eager-shrunk-channels-50",
+        "tiny_cnn-b1-t1-fp32-eager-shrunk-channels-50",
+    }
     for scenario_id, row in rows.items():
         assert row.status == "ok", row.reason
         assert row.pipeline.images == 15 and set(row.pipeline.stage_median_s) == set(STAGES)

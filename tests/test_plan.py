@@ -1,4 +1,4 @@
-"""The capacity planner (bench.plan) on hand-made capacity figures: its arithmetic, its choices, its refusals."""
+"""The capacity planner (analysis.plan) on hand-made capacity figures: its arithmetic, its choices, its refusals."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import math
 
 import pytest
-from capacity_fakes import MIB, capacity, layout, record, two_core_run
-from demo_runs import Spec, make_run
+from support.capacity_fakes import MIB, capacity, layout, record, two_core_run
+from support.demo_runs import Spec, make_run
 
+from bench.analysis.plan import GIB, Host, PlanRequest, make_plan, plan_scenario, rate_at_slo, render_markdown
 from bench.cli import main
-from bench.plan import GIB, Host, PlanRequest, make_plan, plan_scenario, rate_at_slo, render_markdown
 
 SLO_S = 0.05
 
@@ -164,16 +164,30 @@ def _plan(capsys, *args):
 
 
 def test_bench_plan_prints_the_plan_the_assumption_and_the_sweep(capacity_run, capsys):
-    code, out, _ = _plan(capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "10000",
-                         "--host-cost-per-hour", "2.5")  # fmt: skip
+    code, out, _ = _plan(
+        capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "10000", "--host-cost-per-hour", "2.5"
+    )
     assert code == 0
     assert "**8 host(s)**" in out and "2 instance(s) x 1 thread(s)" in out and "CPU binds" in out
     assert "$20.00 per hour" in out
     assert "Sweep measured on this machine" in out and "| 2x1 |" in out and "| 1x2 |" in out
     assert "## Assumptions" in out and "nearest-rank" in out
 
-    code, out, _ = _plan(capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "10000",
-                         "--host-cores", "64", "--host-mem-gib", "2", "--format", "json")  # fmt: skip
+    code, out, _ = _plan(
+        capsys,
+        "--run",
+        str(capacity_run),
+        "--slo-p99-ms",
+        "50",
+        "--target-qps",
+        "10000",
+        "--host-cores",
+        "64",
+        "--host-mem-gib",
+        "2",
+        "--format",
+        "json",
+    )
     data = json.loads(out)
     assert code == 0 and data["complete"] is True
     (scenario,) = data["scenarios"]
@@ -249,12 +263,14 @@ def test_a_fleet_plan_plans_each_host_group_on_its_own_machine_and_names_the_che
 
 @pytest.mark.parametrize("value", ["c2", "c2=-1", "=1", "c2=cheap"])
 def test_bad_host_costs_are_refused(capacity_run, capsys, value):
-    code, _, err = _plan(capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "1000",
-                         "--host-cost", value)  # fmt: skip
+    code, _, err = _plan(
+        capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "1000", "--host-cost", value
+    )
     assert code == 2 and "--host-cost" in err and "GROUP=PRICE" in err
 
 
 def test_a_host_cost_for_a_group_the_run_does_not_have_is_refused(capacity_run, capsys):
-    code, _, err = _plan(capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "1000",
-                         "--host-cost", "c7i=1.5")  # fmt: skip
+    code, _, err = _plan(
+        capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "1000", "--host-cost", "c7i=1.5"
+    )
     assert code == 2 and "host group(s) c7i" in err

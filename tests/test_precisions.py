@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.runfolder import load_run
+from bench.results.runfolder import load_run
 from bench.runtimes import ort_reduce_range
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Per-operator profiles (bench.profiling): files, the self-time property, comparisons, FLOPs, bad input."""
+"""Per-operator profiles (bench.profile.profiler): files, the self-time property, comparisons, FLOPs, bad input."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from demo_runs import DEMO, EVIL, MIB, add_profile, allocation_events_demo, make_run, update_row
+from support.demo_runs import DEMO, EVIL, MIB, add_profile, allocation_events_demo, make_run, update_row
 
-from bench import models, profile_format, profiling, runtimes
+from bench import runtimes
+from bench.models import catalog as models
+from bench.profile import folder as profile_format
+from bench.profile import profiler as profiling
 from bench.report import write_report
-from bench.suite import Scenario
+from bench.suite.scenarios import Scenario
 
 # Only the two tests that set a profile's self time against its timed latency are `serial` (run alone, after
 # the rest): the others check files, notes, op names and reports, which a busy neighbour cannot change.
@@ -25,9 +28,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _scenario(model: str, precision: str = "fp32", load: str = "eager", threads: int = 1) -> Scenario:
     return Scenario(
-        model=model, batch_size=1, threads=threads, interop_threads=1, precision=precision, load=load,
-        input_shape=models.default_input_shape(model), timeout_s=120,
-    )  # fmt: skip
+        model=model,
+        batch_size=1,
+        threads=threads,
+        interop_threads=1,
+        precision=precision,
+        load=load,
+        input_shape=models.default_input_shape(model),
+        timeout_s=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -188,14 +197,15 @@ def test_compare_ops_classifies_each_op(tmp_path):
                     "input_shapes": "",
                 }
                 for op, t in rows
-            ]  # fmt: skip
+            ]
         )[profile_format.OPS_COLUMNS]
         table.to_csv(tmp_path / name, index=False)
         return tmp_path / name
 
     a = write("a.csv", [("aten::addmm", 1e-3), ("aten::relu", 1e-4), ("aten::gelu", 2e-4)])
-    b = write("b.csv", [("aten::addmm", 5e-4), ("aten::relu", 1.5e-4), ("aten::gelu", 2.05e-4),
-                        ("aten::_to_copy", 3e-4)])  # fmt: skip
+    b = write(
+        "b.csv", [("aten::addmm", 5e-4), ("aten::relu", 1.5e-4), ("aten::gelu", 2.05e-4), ("aten::_to_copy", 3e-4)]
+    )
     diff = profiling.compare_ops(a, b).set_index("op")
     assert diff.loc["aten::addmm", "change"] == "faster"
     assert diff.loc["aten::addmm", "ratio_b_over_a"] == pytest.approx(0.5)
@@ -217,8 +227,11 @@ def profiled_run(tmp_path: Path) -> Path:
     add_profile(run_dir, DEMO[0].scenario_id)
     add_profile(run_dir, DEMO[1].scenario_id, status="failed", note="it broke")
     kernel = {"load": 600 * MIB, "first_inference": 560 * MIB, "warmup": 540 * MIB, "steady": 545 * MIB}
-    update_row(run_dir, DEMO[0].scenario_id,
-               {"peak_rss_kernel_phase_bytes": kernel, "rss_bytes": {"after_first_inference": 530 * MIB}})  # fmt: skip
+    update_row(
+        run_dir,
+        DEMO[0].scenario_id,
+        {"peak_rss_kernel_phase_bytes": kernel, "rss_bytes": {"after_first_inference": 530 * MIB}},
+    )
     return run_dir
 
 
@@ -280,14 +293,14 @@ def test_memory_by_phase_says_where_the_peak_is(profiled_run):
 
 def load_memory_phases(run_dir: Path) -> pd.DataFrame:
     from bench.report.profiles import memory_phase_frame
-    from bench.runfolder import load_run
+    from bench.results.runfolder import load_run
 
     return memory_phase_frame([load_run(run_dir)])
 
 
 def test_the_memory_figure_overlays_the_allocation_events(profiled_run):
     from bench.report.figures import _allocation_overlay, _phase_spans, memory_over_time
-    from bench.runfolder import allocation_events, load_run, rss_samples
+    from bench.results.runfolder import allocation_events, load_run, rss_samples
 
     run = load_run(profiled_run)
     record = run.records[0]
@@ -310,8 +323,9 @@ def test_the_memory_figure_overlays_the_allocation_events(profiled_run):
     assert result.files and not result.notes
     (profiled_run / "profile" / DEMO[0].scenario_id / "memory.csv").unlink()
     result = memory_over_time([run], pd.DataFrame(), profiled_run / "figures")
-    assert result.notes == [f"No allocation events for: {DEMO[0].scenario_id}: profile/{DEMO[0].scenario_id}/"
-                            "memory.csv is missing"]  # fmt: skip
+    assert result.notes == [
+        f"No allocation events for: {DEMO[0].scenario_id}: profile/{DEMO[0].scenario_id}/memory.csv is missing"
+    ]
 
 
 def test_allocation_figures_per_phase_and_per_call():
@@ -332,11 +346,13 @@ def test_allocation_events_are_placed_on_the_monotonic_clock_by_range():
     trace = [
         memory(5, 10, 10),  # before any range: the profiler starting
         {"ph": "X", "name": profiling.ITERATION_RANGE, "ts": 100, "dur": 50},
-        memory(120, 64, 74), memory(140, -64, 10),
+        memory(120, 64, 74),
+        memory(140, -64, 10),
         {"ph": "X", "name": "aten::addmm", "ts": 110, "dur": 20},
         {"ph": "X", "name": profiling.ITERATION_RANGE, "ts": 1000, "dur": 50},
-        memory(1010, 32, 42), memory(2000, 8, 50),  # the last one after every range
-    ]  # fmt: skip
+        memory(1010, 32, 42),
+        memory(2000, 8, 50),  # the last one after every range
+    ]
     events = profiling._allocation_events(trace, {profiling.ITERATION_RANGE: "steady"}, [7.0, 9.0])
     assert [(e["call"], e["bytes"], e["allocated_bytes"]) for e in events] == [(0, 64, 74), (0, -64, 10), (1, 32, 42)]
     assert [e["t_s"] for e in events] == pytest.approx([7.00002, 7.00004, 9.00001])
@@ -378,7 +394,7 @@ def test_peak_of_an_unknown_dtype_is_a_note(tmp_path):
 
 def test_profile_is_a_suite_setting_outside_the_scenario_id():
     from bench.errors import SuiteError
-    from bench.suite import parse_suite
+    from bench.suite.scenarios import parse_suite
 
     suite = parse_suite("name: p\ndefaults: {profile: true}\nmatrix: {model: [tiny_mlp]}\n")
     (scenario,) = suite.scenarios
@@ -396,12 +412,12 @@ def _worker_events(run_dir: Path, record) -> dict[str, float]:
 @pytest.mark.slow
 def test_a_profiled_row_is_profiled_in_another_process_after_its_timed_rounds(tmp_path):
     """Must hold (issue 9): profiling never leaks into the timed figures. Structurally: a suite run
-    with `profile: true` (bench.runner, as `bench run` makes it) profiles in its own process, started
+    with `profile: true` (bench.measure.runner, as `bench run` makes it) profiles in its own process, started
     after the timed worker's last event, so never during the timed rounds. The statistical check (a
     profiled run's median against bracketing plain runs) needs a quiet host and many runs: it is a
     benchmark, benchmarks/profiling_leak.py, not a test a busy host could break or skip."""
-    from bench.runner import run_suite, start_run
-    from bench.suite import parse_suite
+    from bench.measure.runner import run_suite, start_run
+    from bench.suite.scenarios import parse_suite
 
     suite = parse_suite(
         "name: profiled\ndefaults: {measure: {warmup_rounds: 5, min_rounds: 20, max_time_s: 0.2}, profile: true}\n"

@@ -5,16 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import models, runtimes
-from bench.pruning import Variant, apply_variant, fit_to_state_dict, parse_variant
-from bench.suite import parse_suite
+from bench import runtimes
+from bench.models import catalog as models
+from bench.models.pruning import Variant, apply_variant, fit_to_state_dict, parse_variant
+from bench.suite.scenarios import parse_suite
 
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("dense", Variant("dense")), ("pruned-l1-30", Variant("pruned-l1", 30)),
-     ("pruned-channels-5", Variant("pruned-channels", 5)), ("shrunk-channels-50", Variant("shrunk-channels", 50))],
-)  # fmt: skip
+    [
+        ("dense", Variant("dense")),
+        ("pruned-l1-30", Variant("pruned-l1", 30)),
+        ("pruned-channels-5", Variant("pruned-channels", 5)),
+        ("shrunk-channels-50", Variant("shrunk-channels", 50)),
+    ],
+)
 def test_variants_parse(text, expected):
     assert parse_variant(text) == expected
 

@@ -1,5 +1,5 @@
 """int8_static, int8_weight_only, calibration data and the trade-off view (bench.runtimes.quantization,
-bench.calibration, bench.tradeoffs). No speed is asserted: the benchmark reports it."""
+bench.suite.calibration, bench.analysis.tradeoffs). No speed is asserted: the benchmark reports it."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from demo_runs import RUN_ID, make_run
+from support.demo_runs import RUN_ID, make_run
 
-from bench import calibration, runtimes, tradeoffs
-from bench.calibration import CalibrationSpec
+from bench import runtimes
+from bench.analysis import tradeoffs
+from bench.checks.pipeline import write_image_folder
 from bench.cli import main
 from bench.errors import SuiteError, Unsupported
-from bench.pipeline import write_image_folder
-from bench.record import Fidelity, PipelineFigures, QuantizationFacts, ResultRecord
-from bench.runfolder import load_run
+from bench.results.record import Fidelity, PipelineFigures, QuantizationFacts, ResultRecord
+from bench.results.runfolder import load_run
+from bench.results.stats import LatencyStats
 from bench.runtimes import formats, quantization
-from bench.stats import LatencyStats
-from bench.suite import load_suite
+from bench.suite import calibration
+from bench.suite.calibration import CalibrationSpec
+from bench.suite.scenarios import load_suite
 
 # --- calibration: refused before anything runs --------------------------------------------------
 
@@ -74,7 +76,7 @@ def test_random_calibration_gives_seeded_batches_of_the_model_input_and_says_wha
 
 
 def test_image_calibration_takes_the_folder_images_through_the_pipeline_transforms(tmp_path):
-    from bench.pipeline import DataSpec
+    from bench.checks.pipeline import DataSpec
 
     write_image_folder(tmp_path / "images", classes=2, per_class=7)
     spec = CalibrationSpec(source="data", samples=10)
@@ -118,7 +120,7 @@ def test_onnx_layers_count_nodes_whose_weight_is_a_dequantized_initializer():
 def test_pt2e_quantizes_every_conv_and_linear_of_a_small_cnn():
     import torch
 
-    from bench.suite import Scenario
+    from bench.suite.scenarios import Scenario
 
     scenario = Scenario("tiny_cnn", 1, 1, 1, "int8_static", "eager", (3, 32, 32))
     fp32 = runtimes.build_fp32(scenario)
@@ -174,17 +176,38 @@ def test_dominated_points_are_those_another_beats_or_ties_everywhere_and_beats_s
     assert flags == [False, False, True, True, None, False]
 
 
-def _record(precision: str, load: str, median_s: float, cosine: float | None, *, accuracy: float | None = None,
-            status: str = "ok", note: str | None = None, dependence: float | None = 1.0) -> ResultRecord:  # fmt: skip
+def _record(
+    precision: str,
+    load: str,
+    median_s: float,
+    cosine: float | None,
+    *,
+    accuracy: float | None = None,
+    status: str = "ok",
+    note: str | None = None,
+    dependence: float | None = 1.0,
+) -> ResultRecord:
     ok = status == "ok"
     return ResultRecord(
-        run_id="r", scenario_id=f"m-b1-t1-{precision}-{load}", suite="s", model="m", batch_size=1, threads=1,
-        interop_threads=1, precision=precision, load=load, runtime="torch", input_shape=[4], status=status,
-        reason=None if ok else "why", latency_s=LatencyStats.from_times([median_s] * 3 + [median_s * 1.5]) if ok
-        else None, fidelity=Fidelity(0.0, cosine, 1.0, input_dependence=dependence) if cosine is not None else None,
-        pipeline=PipelineFigures(top1_accuracy=accuracy) if accuracy is not None else None, artifact_bytes=2**20,
+        run_id="r",
+        scenario_id=f"m-b1-t1-{precision}-{load}",
+        suite="s",
+        model="m",
+        batch_size=1,
+        threads=1,
+        interop_threads=1,
+        precision=precision,
+        load=load,
+        runtime="torch",
+        input_shape=[4],
+        status=status,
+        reason=None if ok else "why",
+        latency_s=LatencyStats.from_times([median_s] * 3 + [median_s * 1.5]) if ok else None,
+        fidelity=Fidelity(0.0, cosine, 1.0, input_dependence=dependence) if cosine is not None else None,
+        pipeline=PipelineFigures(top1_accuracy=accuracy) if accuracy is not None else None,
+        artifact_bytes=2**20,
         quantization=QuantizationFacts(layers_by_kind={"conv": 2}, calibration_note=note) if note else None,
-    )  # fmt: skip
+    )
 
 
 def test_groups_mark_the_frontier_and_read_it_against_fp32_eager():
@@ -196,8 +219,10 @@ def test_groups_mark_the_frontier_and_read_it_against_fp32_eager():
     ]
     (group,) = tradeoffs.build_groups(records, "Test CPU")
     assert [(p.precision, p.dominated) for p in group.points] == [
-        ("int8_static", False), ("fp32", False), ("bf16", True),
-    ]  # fmt: skip
+        ("int8_static", False),
+        ("fp32", False),
+        ("bf16", True),
+    ]
     assert group.points[0].speedup_vs_fp32_eager == pytest.approx(2.0)
     assert group.reading.startswith("On Test CPU, m at batch 1: int8_static under compile is 2.00x fp32 eager's speed")
     assert "random calibration" in group.reading
@@ -225,16 +250,21 @@ def test_a_run_of_fp32_eager_rows_only_has_nothing_to_trade_off():
 
 def test_a_fidelity_figure_left_null_says_why_under_the_table():
     note = "no nearest-neighbour agreement: 2 distinct sample(s), it needs at least 3"
-    records = [_record("fp32", "eager", 0.010, 1.0),
-               dataclasses.replace(_record("int8_static", "eager", 0.005, 0.999), fidelity=Fidelity(0.1, 0.999, None,
-                                   note=note))]  # fmt: skip
+    records = [
+        _record("fp32", "eager", 0.010, 1.0),
+        dataclasses.replace(
+            _record("int8_static", "eager", 0.005, 0.999), fidelity=Fidelity(0.1, 0.999, None, note=note)
+        ),
+    ]
     (group,) = tradeoffs.build_groups(records, None)
     assert f"int8_static under eager: {note}" in tradeoffs.render_table([group])
 
 
 def test_accuracy_joins_the_objectives_when_every_row_has_one():
-    records = [_record("fp32", "eager", 0.010, 1.0, accuracy=0.90), _record("int8_static", "eager", 0.020, 0.99,
-               accuracy=0.95)]  # fmt: skip
+    records = [
+        _record("fp32", "eager", 0.010, 1.0, accuracy=0.90),
+        _record("int8_static", "eager", 0.020, 0.99, accuracy=0.95),
+    ]
     (group,) = tradeoffs.build_groups(records, None)
     assert all(p.dominated is False for p in group.points)  # slower and less faithful, but more accurate
 
@@ -316,8 +346,8 @@ def _train_tiny_cnn(images: Path, out: Path) -> None:
     """tiny_cnn trained on the folder's images (their class is their tint): accuracy that means something."""
     import torch
 
-    from bench import models
-    from bench.pipeline import DataSpec, build_loader
+    from bench.checks.pipeline import DataSpec, build_loader
+    from bench.models import catalog as models
 
     torch.manual_seed(0)
     model = models.build_model("tiny_cnn").train()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.record import (
+from bench.results.record import (
     NESTED_FIELDS,
     ROW_DEFAULTS,
     SCHEMA_VERSION,
@@ -20,8 +20,8 @@ from bench.record import (
     record_from_row,
     upgrade_row,
 )
-from bench.runfolder import load_run
-from bench.stats import LatencyStats
+from bench.results.runfolder import load_run
+from bench.results.stats import LatencyStats
 
 REQUIRED = dict(
     run_id="20250101-000000-demo",
@@ -230,7 +230,7 @@ def test_a_current_row_is_unchanged_and_a_row_without_worker_kind_predates_kinds
 
 def test_upgrades_run_in_order_from_the_row_version(monkeypatch):
     seen = []
-    monkeypatch.setattr("bench.record.SCHEMA_VERSION", 3)
+    monkeypatch.setattr("bench.results.record.SCHEMA_VERSION", 3)
     monkeypatch.setitem(UPGRADES, 2, lambda row: seen.append((2, row.get("renamed"))) or row.update(renamed=True))
     monkeypatch.setitem(UPGRADES, 3, lambda row: seen.append((3, row.get("renamed"))))
     upgraded, _ = upgrade_row(minimal().to_dict(), {})

@@ -3,7 +3,7 @@
 The "head commit" with a regression is a copy of the bench package whose models.py builds
 a slower (or fatter) tiny_mlp: the same scenario ids, a different code base, as when a
 pull request makes a model slower. `bench run` from that copy (PYTHONPATH) runs its
-workers from the copy too (bench.child.child_env), and the artifact cache keys on the
+workers from the copy too (bench.measure.child.child_env), and the artifact cache keys on the
 models.py source, so nothing of the base run is reused.
 
 Runs are shared by the tests of this module (one base pair, one slow, one fat, one with
@@ -122,14 +122,19 @@ class Workspace:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH")) if p)
         done = subprocess.run(
             [sys.executable, "-m", "bench", *args],
-            cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
         return Result(done.returncode, done.stdout, done.stderr)
 
     def run(self, label: str, *, code: Path | None = None, threads: int = 1, max_time_s: float = 1.5) -> Path:
         suite = self.root / f"suite-t{threads}-{max_time_s}.yaml"
         suite.write_text(SUITE.format(threads=threads, max_time_s=max_time_s), encoding="utf-8")
-        # retry: a row measured on a contended host is never called regressed (bench.contention)
+        # retry: a row measured on a contended host is never called regressed (bench.checks.contention)
         before_s = host_speed_s()
         result = self.bench("run", str(suite.name), "--label", label, "--on-contention", "retry", code=code)
         after_s = host_speed_s()
@@ -180,8 +185,10 @@ def test_a_and_a_is_never_regressed(ws, base_runs):
         speeds = [s for run in base_runs for s in ws.host_speeds_s[run]]
         spread = max(speeds) / min(speeds) - 1
         if spread > 0.10:  # the host itself changed speed: two runs then differ, and rightly so
-            pytest.skip(f"the host's speed changed by {spread:.0%} around the two runs (a fixed loop took "
-                        f"{min(speeds) * 1e3:.2f}-{max(speeds) * 1e3:.2f} ms): A/A needs a steady host")  # fmt: skip
+            pytest.skip(
+                f"the host's speed changed by {spread:.0%} around the two runs (a fixed loop took "
+                f"{min(speeds) * 1e3:.2f}-{max(speeds) * 1e3:.2f} ms): A/A needs a steady host"
+            )
         raise AssertionError(json.dumps(data["rows"], indent=1))
 
 
@@ -204,8 +211,10 @@ def test_an_injected_slowdown_is_regressed_with_exit_status_1(ws, base_runs):
         if attempt == 0:
             baseline = ws.run("main")
     else:
-        pytest.skip(f"the host was unsteady in two attempts ({unsteady}): compare rightly said inconclusive; "
-                    "the regression verdict needs a steady host")  # fmt: skip
+        pytest.skip(
+            f"the host was unsteady in two attempts ({unsteady}): compare rightly said inconclusive; "
+            "the regression verdict needs a steady host"
+        )
     assert result.returncode == 1, result.stdout + result.stderr
     # the whole row (its note names a run's drift, which makes the rule say inconclusive) when it fails
     assert median["verdict"] == "regressed" and median["change"] >= 0.5 and median["ci_low"] > 0, json.dumps(median)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from demo_runs import (
+from support.demo_runs import (
     DEMO,
     EVIL,
     MIB,
@@ -29,11 +29,11 @@ from demo_runs import (
 )
 
 from bench.errors import UserError
-from bench.record import Fidelity
 from bench.report import ReportResult, comparison_frame, pareto_front, summary_frame, write_report
 from bench.report.figures import latency_distribution
 from bench.report.tables import COLUMNS
-from bench.runfolder import load_run
+from bench.results.record import Fidelity
+from bench.results.runfolder import load_run
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +94,13 @@ def test_report_files_are_written_into_the_run_folder(demo_report):
     assert demo_report.warnings == []
     names = {p.name for p in demo_report.figures}
     assert {
-        "latency_distribution.png", "throughput_vs_batch.png", "throughput_vs_threads.png",
-        "memory_over_time.png", "latency_vs_memory.png", "load_time.png",
-    } <= names  # fmt: skip
+        "latency_distribution.png",
+        "throughput_vs_batch.png",
+        "throughput_vs_threads.png",
+        "memory_over_time.png",
+        "latency_vs_memory.png",
+        "load_time.png",
+    } <= names
     assert "latency_vs_fidelity.png" not in names  # no fidelity measured: not faked
     for path in demo_report.figures:
         assert path.parent == out / "figures"
@@ -199,13 +203,18 @@ def test_fidelity_when_present_gets_columns_and_a_figure(tmp_path):
         Spec(load="torchscript", median_ms=0.9, fidelity=Fidelity(0.0, 1.0, 1.0, inputs=4)),  # exact: 0 error
         Spec(precision="bf16", median_ms=0.6, fidelity=Fidelity(0.02, 0.999, 0.98, inputs=4)),
         Spec(precision="int8_dynamic", median_ms=0.4, fidelity=Fidelity(0.3, 0.97, 0.9, inputs=4)),
-        Spec(precision="int8_static", median_ms=0.3,
-             fidelity=Fidelity(1e-6, 0.0076, 0.25, inputs=4, input_dependence=0.004)),
         Spec(
-            precision="fp16", median_ms=40.0, fidelity=Fidelity(None, None, None, inputs=4, non_finite_outputs=12),
+            precision="int8_static",
+            median_ms=0.3,
+            fidelity=Fidelity(1e-6, 0.0076, 0.25, inputs=4, input_dependence=0.004),
+        ),
+        Spec(
+            precision="fp16",
+            median_ms=40.0,
+            fidelity=Fidelity(None, None, None, inputs=4, non_finite_outputs=12),
             extra={"rounds_limited_by_time": True},
         ),
-    ]  # fmt: skip
+    ]
     result = write_report([make_run(tmp_path, specs)])
     assert "latency_vs_fidelity.png" in {p.name for p in result.figures}
     assert result.warnings == []

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from demo_runs import DEMO, make_run
+from support.demo_runs import DEMO, make_run
 
 from bench.report import write_report
 

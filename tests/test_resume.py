@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import runner
 from bench.cli import main
 from bench.errors import UserError
-from bench.runner import resume_run
-from bench.suite import load_suite
+from bench.measure import runner
+from bench.measure.runner import resume_run
+from bench.suite.scenarios import load_suite
 
 SHA = "1234567890abcdef1234567890abcdef12345678"
 OTHER = "fedcba0987654321fedcba0987654321fedcba09"
@@ -26,9 +26,13 @@ def make_run(tmp_path: Path, *, suite: str = SUITE, info: dict | None = None, gi
     (run_dir / "suite.yaml").write_text(suite)
     (run_dir / "results.jsonl").write_text("")
     run_info = {
-        "run_id": run_dir.name, "suite": "r", "status": "interrupted",
-        "started_at": "2026-01-01T12:00:00+00:00", "finished_at": "2026-01-01T12:05:00+00:00", **(info or {}),
-    }  # fmt: skip
+        "run_id": run_dir.name,
+        "suite": "r",
+        "status": "interrupted",
+        "started_at": "2026-01-01T12:00:00+00:00",
+        "finished_at": "2026-01-01T12:05:00+00:00",
+        **(info or {}),
+    }
     (run_dir / "run.json").write_text(json.dumps(run_info))
     git = {"sha": SHA, "branch": "main", "dirty": False} if git is None else git
     (run_dir / "environment.json").write_text(json.dumps({"fingerprint": "fp", "git": git}))
@@ -130,7 +134,7 @@ def test_a_local_run_is_not_resumed_on_a_fleet(tmp_path, here, capsys):
 
 
 class FakeZygote:
-    """Stands in for bench.zygote.ZygoteWorkers: records that it was started and closed."""
+    """Stands in for bench.measure.zygote.ZygoteWorkers: records that it was started and closed."""
 
     def __init__(self, *args):
         self.closed = False

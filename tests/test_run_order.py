@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from bench import runner
-from bench.record import ResultRecord
-from bench.suite import parse_suite
+from bench.measure import runner
+from bench.results.record import ResultRecord
+from bench.suite.scenarios import parse_suite
 
 
 def _run(tmp_path, monkeypatch, seed):

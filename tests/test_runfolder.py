@@ -1,4 +1,4 @@
-"""bench.runfolder: the one reader of run folders, on hand-made folders (no worker runs)."""
+"""bench.results.runfolder: the one reader of run folders, on hand-made folders (no worker runs)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from demo_runs import DEMO, RUN_ID, Spec, make_record, make_run
+from support.demo_runs import DEMO, RUN_ID, Spec, make_record, make_run
 
-from bench import runfolder
 from bench.errors import UserError
+from bench.results import runfolder
 
 MLP = DEMO[0].scenario_id
 
@@ -155,7 +155,7 @@ def test_rss_samples_are_sorted_and_tolerate_odd_csvs(tmp_path):
 
 
 def test_the_scenarios_bench_run_writes_are_the_expected_ones(tmp_path):
-    from bench.suite import parse_suite
+    from bench.suite.scenarios import parse_suite
 
     suite = parse_suite("name: s\nmatrix: {model: [tiny_mlp], batch_size: [1, 2]}\n")
     run_dir = make_run(tmp_path, DEMO[:1])

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from bench.runlock import LOCK_FILE, RunFolderLocked, lock_run_folder, unlock_run_folder
+from bench.measure.runlock import LOCK_FILE, RunFolderLocked, lock_run_folder, unlock_run_folder
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from bench.runlock import lock_run_folder
+from bench.measure.runlock import lock_run_folder
 lock_run_folder(Path(sys.argv[1]))
 print("held", flush=True)
 time.sleep(60)

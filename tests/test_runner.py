@@ -5,17 +5,23 @@ from __future__ import annotations
 import pytest
 
 from bench import runtimes
-from bench.runner import build_record, run_worker
-from bench.suite import MeasurePolicy, Scenario
+from bench.measure.runner import build_record, run_worker
+from bench.suite.scenarios import MeasurePolicy, Scenario
 
 pytestmark = pytest.mark.slow
 
 
 def _scenario(**changes) -> Scenario:
     values = dict(
-        model="tiny_mlp", batch_size=1, threads=1, interop_threads=1, precision="fp32", load="eager",
-        input_shape=(64,), measure=MeasurePolicy(warmup_rounds=1, min_rounds=5, max_time_s=0.05),
-    )  # fmt: skip
+        model="tiny_mlp",
+        batch_size=1,
+        threads=1,
+        interop_threads=1,
+        precision="fp32",
+        load="eager",
+        input_shape=(64,),
+        measure=MeasurePolicy(warmup_rounds=1, min_rounds=5, max_time_s=0.05),
+    )
     values.update(changes)
     return Scenario(**values)
 
@@ -23,10 +29,18 @@ def _scenario(**changes) -> Scenario:
 def _record_base(scenario: Scenario) -> dict:
     """The fields the runner fills in before a worker starts."""
     return dict(
-        run_id="r", scenario_id=scenario.id, suite="s", model=scenario.model, batch_size=scenario.batch_size,
-        threads=scenario.threads, interop_threads=scenario.interop_threads, precision=scenario.precision,
-        load=scenario.load, runtime="torch", input_shape=list(scenario.input_shape),
-    )  # fmt: skip
+        run_id="r",
+        scenario_id=scenario.id,
+        suite="s",
+        model=scenario.model,
+        batch_size=scenario.batch_size,
+        threads=scenario.threads,
+        interop_threads=scenario.interop_threads,
+        precision=scenario.precision,
+        load=scenario.load,
+        runtime="torch",
+        input_shape=list(scenario.input_shape),
+    )
 
 
 def test_a_worker_that_raises_gives_a_failed_record_naming_phase_and_error(tmp_path):
@@ -59,14 +73,14 @@ def test_a_worker_killed_by_a_signal_names_the_signal_and_where_it_crashed(tmp_p
     scenario = _scenario()
     artifact = runtimes.prepare_artifact(scenario, tmp_path / "cache")
     # A real segfault in the worker: a sitecustomize that reads address 0 when the harness imports
-    # bench.worker, i.e. after pytest has switched faulthandler on, as in a crash inside a model.
+    # bench.measure.worker, i.e. after pytest has switched faulthandler on, as in a crash inside a model.
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
         "import os, sys\n"
         "class CrashOnWorkerImport:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'bench.worker':\n"
+        "        if name == 'bench.measure.worker':\n"
         "            import ctypes\n"
         "            ctypes.string_at(0)\n"
         "if os.environ.get('BENCH_WORKER_SPEC'):\n"
@@ -75,9 +89,13 @@ def test_a_worker_killed_by_a_signal_names_the_signal_and_where_it_crashed(tmp_p
     import os
 
     outcome = run_worker(
-        scenario, artifact.path, tmp_path / "w", tmp_path / "b.json", rss_interval_s=0.01,
+        scenario,
+        artifact.path,
+        tmp_path / "w",
+        tmp_path / "b.json",
+        rss_interval_s=0.01,
         extra_env={"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
-    )  # fmt: skip
+    )
     assert outcome.returncode == -11
     record = build_record(_record_base(scenario), scenario, outcome, tmp_path / "b.json", 0.01, 1.0)
     assert record.status == "failed"

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 import bench
-from bench import runtimes, suite
+from bench import runtimes
 from bench.runtimes import openvino
-from bench.suite import Scenario
+from bench.suite import scenarios as suite
+from bench.suite.scenarios import Scenario
 
 PACKAGE = Path(bench.__file__).parent
 FORMATS = {"state_dict", "torchscript", "exported_program", "onnx", "aoti_package", "tflite", "executorch_program"}

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 import bench
-from bench import sources
-from bench.calibration import CalibrationSpec
+from bench.checks.generation import GeneratePolicy
+from bench.checks.pipeline import DataSpec
 from bench.errors import SuiteError
-from bench.generation import GeneratePolicy
-from bench.pipeline import DataSpec
+from bench.models import sources
 from bench.schema import Context, Invalid, block, from_json, integer, key, keys, read
-from bench.suite import (
+from bench.suite.calibration import CalibrationSpec
+from bench.suite.scenarios import (
     _KINDS_OF_KEY,
     SETTINGS,
     TOP_KEYS,
@@ -51,7 +51,7 @@ def test_every_field_of_a_suite_block_is_a_declared_key(cls):
 
 
 def test_a_model_entry_has_one_key_per_kind_of_source_and_its_kind_rules_name_its_keys():
-    # a kind added to bench.sources without its key here could never be written in a suite
+    # a kind added to bench.models.sources without its key here could never be written in a suite
     assert [name for name in keys(ModelEntry) if name in sources.KINDS] == list(sources.KINDS)
     assert set(_KINDS_OF_KEY) < set(keys(ModelEntry)) - set(sources.KINDS)
     assert all(set(kinds) <= set(sources.KINDS) for kinds in _KINDS_OF_KEY.values())
@@ -62,8 +62,18 @@ def test_the_top_level_keys_are_the_suite_documents_declared_keys():
 
 
 def test_the_settings_are_the_scenarios_declared_keys():
-    assert set(SETTINGS) == {"measure", "timeout_s", "max_rss_bytes", "seed", "profile", "capacity", "data",
-                             "generate", "compile", "calibration"}  # fmt: skip
+    assert set(SETTINGS) == {
+        "measure",
+        "timeout_s",
+        "max_rss_bytes",
+        "seed",
+        "profile",
+        "capacity",
+        "data",
+        "generate",
+        "compile",
+        "calibration",
+    }
     assert set(keys(Scenario)) == set(SETTINGS)
 
 
@@ -141,7 +151,7 @@ def test_an_include_replaces_the_generate_block_and_merges_the_calibration_block
 
 
 def test_the_schemas_names_are_imported_from_bench_schema_never_through_a_module_that_uses_them():
-    # bench.record imports from_json for its own rows; bench.runner took it from there
+    # bench.results.record imports from_json for its own rows; bench.measure.runner took it from there
     root = Path(bench.__file__).parent.parent
     imports: dict[str, list[ast.ImportFrom]] = {}  # module name: its `from ... import ...` statements
     for path in sorted([*root.glob("bench/**/*.py"), *root.glob("tests/**/*.py")]):

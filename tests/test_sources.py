@@ -21,14 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_files import save_as_if_on_cuda, tflite_linear
+from support.model_files import save_as_if_on_cuda, tflite_linear
 from torch import nn
 
-from bench import models, runtimes, sources
+from bench import runtimes
 from bench.errors import SuiteError
+from bench.models import catalog as models
+from bench.models import sources
+from bench.models.sources import ModelSource, SourceError
 from bench.runtimes import litert
-from bench.sources import ModelSource, SourceError
-from bench.suite import MeasurePolicy, Scenario, parse_suite
+from bench.suite.scenarios import MeasurePolicy, Scenario, parse_suite
 
 HAS_LITERT = sources.spec_available("ai_edge_litert")
 FACTORY_MODULE = "bench_test_user_models"  # one module name for the whole test session
@@ -81,10 +83,16 @@ def _source(path: Path | None = None, **changes) -> ModelSource:
 
 def _scenario(source: ModelSource | None, **changes) -> Scenario:
     values = dict(
-        model=source.name if source else "tiny_mlp", batch_size=1, threads=1, interop_threads=1,
-        precision="fp32", load=source.native_load if source and source.compiled else "eager",
-        input_shape=source.input_shape if source else (64,), measure=MeasurePolicy(), source=source,
-    )  # fmt: skip
+        model=source.name if source else "tiny_mlp",
+        batch_size=1,
+        threads=1,
+        interop_threads=1,
+        precision="fp32",
+        load=source.native_load if source and source.compiled else "eager",
+        input_shape=source.input_shape if source else (64,),
+        measure=MeasurePolicy(),
+        source=source,
+    )
     values.update(changes)
     return Scenario(**values)
 
@@ -150,22 +158,37 @@ def test_relative_paths_start_at_the_given_base_dir(tmp_path):
     [
         ("{name: m, checkpoint: nowhere.pth, architecture: tiny_mlp}", "checkpoint", ["nowhere.pth", "no such file"]),
         ("{name: m, checkpoint: empty.pth, architecture: tiny_mlp}", "checkpoint", ["empty.pth", "is empty (0 bytes)"]),
-        ("{name: m, checkpoint: w.pth, architecture: tiny_mlp, sha256: " + "ab" * 32 + "}", "sha256",
-         ["w.pth", "sha256 is ", "not " + "ab" * 32, "the file has changed"]),
-        ("{name: m, factory: 'bench_test_no_such_module:build', input_shape: [4]}", "factory",
-         ["cannot import module 'bench_test_no_such_module'", "ModuleNotFoundError"]),
-        ("{name: m, factory: 'bench_test_broken_module:build', input_shape: [4]}", "factory",
-         ["cannot import module 'bench_test_broken_module'", "no_such_dependency_here"]),
+        (
+            "{name: m, checkpoint: w.pth, architecture: tiny_mlp, sha256: " + "ab" * 32 + "}",
+            "sha256",
+            ["w.pth", "sha256 is ", "not " + "ab" * 32, "the file has changed"],
+        ),
+        (
+            "{name: m, factory: 'bench_test_no_such_module:build', input_shape: [4]}",
+            "factory",
+            ["cannot import module 'bench_test_no_such_module'", "ModuleNotFoundError"],
+        ),
+        (
+            "{name: m, factory: 'bench_test_broken_module:build', input_shape: [4]}",
+            "factory",
+            ["cannot import module 'bench_test_broken_module'", "no_such_dependency_here"],
+        ),
         (f"{{name: m, factory: '{FACTORY_MODULE}:nope', input_shape: [4]}}", "factory", ["has no 'nope'"]),
         ("{name: m, factory: 'not a factory', input_shape: [4]}", "factory", ["expected 'package.module:function'"]),
         ("{name: m, checkpoint: w.pth, architecture: resnet81}", "architecture", ["Did you mean resnet18"]),
         ("{name: m, checkpoint: w.pth}", "architecture", ["needs an architecture"]),
         ("{name: resnet18, checkpoint: w.pth, architecture: resnet18}", "name", ["already a built-in or torchvision"]),
         ("{name: my-model, checkpoint: w.pth, architecture: tiny_mlp}", "name", ["letters, digits"]),
-        ("{name: m, checkpoint: w.pth, onnx: w.pth, architecture: tiny_mlp}", None,
-         ["exactly one of", "checkpoint, onnx"]),
-        ("{name: m, onnx: w.pth, architecture: tiny_mlp, input_shape: [4]}", "architecture",
-         ["does not apply to onnx sources"]),
+        (
+            "{name: m, checkpoint: w.pth, onnx: w.pth, architecture: tiny_mlp}",
+            None,
+            ["exactly one of", "checkpoint, onnx"],
+        ),
+        (
+            "{name: m, onnx: w.pth, architecture: tiny_mlp, input_shape: [4]}",
+            "architecture",
+            ["does not apply to onnx sources"],
+        ),
         ("{name: m, onnx: w.pth, trust_pickle: true, input_shape: [4]}", "trust_pickle", ["does not apply"]),
         # a key that does not apply is refused at its usual value too
         ("{name: m, onnx: w.pth, kwargs: {}, input_shape: [4]}", "kwargs", ["does not apply to onnx sources"]),
@@ -175,12 +198,18 @@ def test_relative_paths_start_at_the_given_base_dir(tmp_path):
         ("{name: m, torchscript: w.pth}", None, ["needs input_shape"]),
         ("{name: m, checkpoint: w.pth, architecture: tiny_mlp, sha256: abc}", "sha256", ["64 hexadecimal digits"]),
         ("{name: m, checkpoint: w.pth, architecture: tiny_mlp, kwargs: {a: 1}}", "kwargs", ["takes no kwargs"]),
-        ("{name: m, checkpoint: w.pth, architecture: resnet18, kwargs: {when: 2020-01-01}}", "kwargs",
-         ["values must be numbers"]),
-        ("{name: m, checkpoint: w.pth, architecture: tiny_mlp, trust_pickel: true}", "trust_pickel",
-         ["did you mean 'trust_pickle'"]),
+        (
+            "{name: m, checkpoint: w.pth, architecture: resnet18, kwargs: {when: 2020-01-01}}",
+            "kwargs",
+            ["values must be numbers"],
+        ),
+        (
+            "{name: m, checkpoint: w.pth, architecture: tiny_mlp, trust_pickel: true}",
+            "trust_pickel",
+            ["did you mean 'trust_pickle'"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_model_entries_are_refused_before_anything_runs(tmp_path, factory_dir, entry, field, fragments):
     """Missing, empty or changed files and factories that do not import: the suite is refused, with
     file, line and field, by `bench validate` as by `bench run` (nothing runs on a suite that cannot)."""
@@ -332,8 +361,9 @@ def test_a_checkpoint_for_another_architecture_lists_every_difference(tmp_path):
 
 
 def test_a_checkpoint_without_num_batches_tracked_loads_as_torch_loads_it(tmp_path):
-    state = {k: v for k, v in models.build_model("resnet18", 3).state_dict().items()
-             if not k.endswith("num_batches_tracked")}  # fmt: skip
+    state = {
+        k: v for k, v in models.build_model("resnet18", 3).state_dict().items() if not k.endswith("num_batches_tracked")
+    }
     torch.save(state, tmp_path / "old.pth")
     source = _source(tmp_path / "old.pth", architecture="resnet18", input_shape=(3, 32, 32))
     module = sources.build_module("mine", source)
@@ -354,8 +384,9 @@ def test_a_torchscript_file_saved_in_train_mode_runs_in_eval_mode(tmp_path):
 
 
 def test_onnx_artifacts_are_keyed_by_input_shape(tmp_path):
-    small, large = (_scenario(None, model="tiny_cnn", load="onnxruntime", input_shape=shape)
-                    for shape in ((3, 32, 32), (3, 48, 48)))  # fmt: skip
+    small, large = (
+        _scenario(None, model="tiny_cnn", load="onnxruntime", input_shape=shape) for shape in ((3, 32, 32), (3, 48, 48))
+    )
     first = runtimes.prepare_artifact(small, tmp_path / "cache")
     second = runtimes.prepare_artifact(large, tmp_path / "cache")
     assert not second.cached and second.path != first.path
@@ -483,8 +514,9 @@ def test_safetensors_file_and_sharded_folder(tmp_path):
 
 def test_factories_must_return_a_module(factory_dir):
     def factory(function: str) -> ModelSource:
-        return ModelSource("mine", "factory", (16,), architecture=f"{FACTORY_MODULE}:{function}",
-                           search_path=str(factory_dir))  # fmt: skip
+        return ModelSource(
+            "mine", "factory", (16,), architecture=f"{FACTORY_MODULE}:{function}", search_path=str(factory_dir)
+        )
 
     assert isinstance(sources.build_module("mine", factory("mlp")), nn.Sequential)
     with pytest.raises(SourceError, match="returned str, expected a torch.nn.Module"):
@@ -503,8 +535,9 @@ def onnx_file(tmp_path_factory) -> Path:
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
     with warnings.catch_warnings():  # the TorchScript-based exporter is deprecated; it is what bench uses too
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (torch.randn(1, 16),), str(path), dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "batch"}})  # fmt: skip
+        torch.onnx.export(
+            model, (torch.randn(1, 16),), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}}
+        )
     return path
 
 
@@ -616,8 +649,8 @@ def test_without_the_tflite_extra_rows_are_unsupported(tmp_path, monkeypatch):
 RELEASE = """
 import dataclasses, json, sys
 from torch import nn
-from bench import contract
-from bench.worker import WorkerSession, WorkerSpec
+from bench.measure import contract
+from bench.measure.worker import WorkerSession, WorkerSpec
 session = WorkerSession(contract.decode(WorkerSpec, json.loads(sys.argv[1])))
 try:
     session.infer = nn.Linear(4096, 4096)  # 64 MiB of weights: glibc maps (and unmaps) a block this big
@@ -629,8 +662,12 @@ print(json.dumps({**dataclasses.asdict(session.facts), "infer_dropped": session.
 
 
 def test_release_reports_what_deleting_the_model_gives_back(tmp_path):
-    spec = {"scenario": _scenario(None).to_dict(), "artifact_path": str(tmp_path / "unused.pt"),
-            "reference_path": None, "out_dir": str(tmp_path)}  # fmt: skip
+    spec = {
+        "scenario": _scenario(None).to_dict(),
+        "artifact_path": str(tmp_path / "unused.pt"),
+        "reference_path": None,
+        "out_dir": str(tmp_path),
+    }
     argv = [sys.executable, "-c", RELEASE, json.dumps(spec)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -646,7 +683,7 @@ def test_release_reports_what_deleting_the_model_gives_back(tmp_path):
 
 
 def test_profiling_knows_sources(tmp_path):
-    from bench import profiling
+    from bench.profile import profiler as profiling
 
     torch.save(_tiny_mlp_state(), tmp_path / "w.pth")
     checkpoint = _source(tmp_path / "w.pth")

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_files import save_as_if_on_cuda, tflite_linear
+from support.model_files import save_as_if_on_cuda, tflite_linear
 from torch import nn
 
-from bench import models, sources
-from bench.runfolder import load_run
-from bench.runner import resume_run, start_run
-from bench.suite import load_suite
+from bench.measure.runner import resume_run, start_run
+from bench.models import catalog as models
+from bench.models import sources
+from bench.results.runfolder import load_run
+from bench.suite.scenarios import load_suite
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +43,9 @@ def _make_files(folder: Path) -> None:
     example = torch.randn(1, 16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation notices of the TorchScript-based exporters
-        torch.onnx.export(mlp, (example,), str(folder / "mlp.onnx"), dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "batch"}})  # fmt: skip
+        torch.onnx.export(
+            mlp, (example,), str(folder / "mlp.onnx"), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}}
+        )
         torch.jit.save(torch.jit.trace(mlp, example), str(folder / "mlp.ts.pt"))
     if HAS_LITERT:
         tflite_linear(folder / "linear.tflite", in_features=8, out_features=4)

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from bench.stats import PERCENTILE_RULE, LatencyStats, coefficient_of_variation, nearest_rank
+from bench.results.stats import PERCENTILE_RULE, LatencyStats, coefficient_of_variation, nearest_rank
 
 ONE_TO_100 = [float(i) for i in range(1, 101)]
 

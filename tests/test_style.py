@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = ["bench", "tests", "conftest.py", "noxfile.py"]
+PATHS = ["bench", "tests", "benchmarks", "conftest.py", "noxfile.py"]
 # the environment's own ruff (the pinned one), else one on PATH
 RUFF = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
 

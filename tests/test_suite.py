@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import SuiteError, UserError
-from bench.suite import (
+from bench.suite.scenarios import (
     DEFAULT_MAX_SCENARIOS,
     DEFAULT_TIMEOUT_S,
     SLOW_FACTOR,
@@ -531,7 +531,7 @@ def test_unknown_nested_key(text, line, field, fragment):
             "precision: no",
             "defaults.precision",
             "got False: YAML reads no as bool False; to give no as written, quote it: 'no'",
-        ),  # fmt: skip
+        ),
         (
             "load: pickle",
             "defaults.load",

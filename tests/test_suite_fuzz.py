@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.errors import SuiteError
-from bench.suite import AXES, SETTINGS, TOP_KEYS, parse_suite
+from bench.suite.scenarios import AXES, SETTINGS, TOP_KEYS, parse_suite
 
-# Model-source keys too, so that `model:` mappings (bench.sources) are fuzzed as well.
+# Model-source keys too, so that `model:` mappings (bench.models.sources) are fuzzed as well.
 SOURCE_KEYS = ["checkpoint", "onnx", "factory", "architecture", "kwargs", "sha256", "trust_pickle", "saved_precision"]
 KEYS = st.sampled_from(
     [*TOP_KEYS, *AXES, *SETTINGS, *SOURCE_KEYS, "warmup_rounds", "min_rounds", "max_time_s", "bogus", "<<"]

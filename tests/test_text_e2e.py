@@ -12,15 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from text_models import SENTENCES, TAGGER_FACTORY, bert_folder, gpt2_folder
+from support.text_models import SENTENCES, TAGGER_FACTORY, bert_folder, gpt2_folder
 from torch import nn
 
-from bench.runfolder import load_run
+from bench.results.runfolder import load_run
 
 pytestmark = pytest.mark.slow
 
-TOKENS = "[{name: input_ids, shape: [seq], dtype: int64, range: [0, 50]}, " \
-         "{name: attention_mask, shape: [seq], dtype: int64, fill: 1}]"  # fmt: skip
+TOKENS = (
+    "[{name: input_ids, shape: [seq], dtype: int64, range: [0, 50]}, "
+    "{name: attention_mask, shape: [seq], dtype: int64, fill: 1}]"
+)
 
 
 def _onnx_two_inputs(path: Path) -> None:
@@ -35,8 +37,14 @@ def _onnx_two_inputs(path: Path) -> None:
     example = (torch.randint(0, 50, (1, 12)), torch.ones(1, 12))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Two().eval(), example, str(path), dynamo=False, input_names=["input_ids", "weights"],
-                          dynamic_axes={"input_ids": {0: "batch"}, "weights": {0: "batch"}})  # fmt: skip
+        torch.onnx.export(
+            Two().eval(),
+            example,
+            str(path),
+            dynamo=False,
+            input_names=["input_ids", "weights"],
+            dynamic_axes={"input_ids": {0: "batch"}, "weights": {0: "batch"}},
+        )
 
 
 def test_text_models_run_in_every_load_mode_with_task_fidelity_and_generation(run_cli, write_suite, tmp_path):

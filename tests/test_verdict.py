@@ -1,4 +1,4 @@
-"""The p99 verdict (bench.verdict) against known binomial figures."""
+"""The p99 verdict (bench.capacity.verdict) against known binomial figures."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from bench.verdict import (
+from bench.capacity.verdict import (
     FAIL,
     PASS,
     UNDECIDED,
@@ -60,7 +60,7 @@ def test_the_bounds_are_clopper_pearson_and_agree_with_the_verdict():
     assert "2 of 20 requests over the SLO" in Verdict.of(2, 20, 0.95).reason(0.95)
 
 
-# (over, requests, confidence, verdict, lower, upper) from bench/verdict.py at commit 362afc7, before it used
+# (over, requests, confidence, verdict, lower, upper) from bench/capacity/verdict.py at commit 362afc7, before it used
 # scipy: its own lgamma-based binomial tails and a 45-step bisection for the bounds (~3e-14 absolute).
 OLD_IMPLEMENTATION = [
     (0, 1, 0.95, UNDECIDED, 0.0, 0.9500000000000028),

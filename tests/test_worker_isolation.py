@@ -11,9 +11,9 @@ import textwrap
 
 import pytest
 
-from bench import runner
-from bench.suite import parse_suite
-from bench.zygote import fork_available
+from bench.measure import runner
+from bench.measure.zygote import fork_available
+from bench.suite.scenarios import parse_suite
 
 pytestmark = [
     pytest.mark.slow,  # real runs: a zygote and a worker per scenario
@@ -74,14 +74,18 @@ def _run(tmp_path, monkeypatch, models: list[str], worker_kind: str):
     entries = "\n".join(  # the same factory twice gets a second name (a scenario id is unique)
         f"    - {{name: {m}{i}, factory: 'isolation_factories:{m}', input_shape: [4]}}" for i, m in enumerate(models)
     )
-    text = textwrap.dedent("""\
+    text = (
+        textwrap.dedent("""\
         name: isolation
         defaults:
           threads: 2
           measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.05}
         matrix:
           model:
-        """) + entries + "\n"  # fmt: skip
+        """)
+        + entries
+        + "\n"
+    )
     suite = parse_suite(text, str(tmp_path / "suite.yaml"), base_dir=tmp_path)
     context = runner.start_run(suite, tmp_path / "reports", worker_kind=worker_kind)
     rows = runner.run_suite(context)

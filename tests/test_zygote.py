@@ -1,4 +1,4 @@
-"""The zygote protocol (bench.zygote) against a real zygote: forked children run pytest and report how they ended."""
+"""The zygote protocol (measure.zygote) against a real zygote: forked children run pytest and report how they ended."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.child import child_env
-from bench.zygote import ZygoteWorkers, fork_available
+from bench.measure.child import child_env
+from bench.measure.zygote import ZygoteWorkers, fork_available
 
 pytestmark = [
     pytest.mark.slow,  # a zygote imports torch, onnxruntime and pytest (seconds)
@@ -53,8 +53,17 @@ def workers(tmp_path):
 def _start(workers: ZygoteWorkers, tmp_path: Path, test: str, mark: str = "m"):
     (tmp_path / "test_child.py").write_text(textwrap.dedent(TESTS), encoding="utf-8")
     (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    argv = [f"{tmp_path / 'test_child.py'}::{test}", "-c", str(tmp_path / "pytest.ini"), "-q", "-s",
-            "-p", "no:cacheprovider", "--rootdir", str(tmp_path)]  # fmt: skip
+    argv = [
+        f"{tmp_path / 'test_child.py'}::{test}",
+        "-c",
+        str(tmp_path / "pytest.ini"),
+        "-q",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        str(tmp_path),
+    ]
     env = child_env(2, {"MARK": mark, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     return workers.start("pytest", argv, env, tmp_path / f"{test}.out", tmp_path / f"{test}.err")
 
@@ -164,8 +173,8 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import test_zygote
-from bench.child import child_env
-from bench.zygote import ZygoteWorkers
+from bench.measure.child import child_env
+from bench.measure.zygote import ZygoteWorkers
 tmp = Path(sys.argv[2])
 pool = ZygoteWorkers(child_env(1, {}), tmp / "zygote.log", print)
 child = test_zygote._start(pool, tmp, "test_sleeps", mark=str(tmp / "pid"))

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.history import DEFAULT_HISTORY, DEFAULT_TIMEOUT_S, HISTORY_ENV, history_location
-from bench.suite import Scenario, load_suite
+from bench.history.store import DEFAULT_HISTORY, DEFAULT_TIMEOUT_S, HISTORY_ENV, history_location
+from bench.suite.scenarios import Scenario, load_suite
 
 
 def add_history_option(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:

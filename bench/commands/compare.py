@@ -8,10 +8,10 @@ import os
 import sys
 import textwrap
 
+from bench.analysis.compare import Rule, compare_runs, format_markdown, format_text, github_annotations, to_json
 from bench.commands.common import add_history_option, output_file, positive_int, write_output
-from bench.compare import Rule, compare_runs, format_markdown, format_text, github_annotations, to_json
 from bench.errors import UserError
-from bench.history import DEFAULT_HISTORY, HISTORY_ENV, HistoryError, history_exists, latest_run, resolve
+from bench.history.store import DEFAULT_HISTORY, HISTORY_ENV, HistoryError, history_exists, latest_run, resolve
 
 COMPARE_EPILOG = f"""\
 BASELINE and CANDIDATE are run folders (reports/<run-id>) or run ids in the history
@@ -100,23 +100,31 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     )
     out.add_argument("--output", type=output_file, metavar="FILE", help="write there instead of to stdout")
     out.add_argument("--changes-only", action="store_true", help="table: leave out unchanged rows")
-    compare.set_defaults(handler=compare_command)  # fmt: skip
+    compare.set_defaults(handler=compare_command)
 
 
 def compare_command(args: argparse.Namespace) -> int:
     refs = list(args.runs)
     expected = 1 if args.baseline else 2
     if len(refs) != expected:
-        raise UserError(
-            "give BASELINE and CANDIDATE" if not args.baseline else "with --baseline NAME give only CANDIDATE"
-        ) if len(refs) > expected else UserError(
-            "give both BASELINE and CANDIDATE (run folders or run ids), or --baseline NAME and CANDIDATE"
-        )  # fmt: skip
+        raise (
+            UserError(
+                "give BASELINE and CANDIDATE" if not args.baseline else "with --baseline NAME give only CANDIDATE"
+            )
+            if len(refs) > expected
+            else UserError(
+                "give both BASELINE and CANDIDATE (run folders or run ids), or --baseline NAME and CANDIDATE"
+            )
+        )
     rule = Rule(
-        threshold=args.threshold / 100, memory_threshold=args.memory_threshold / 100,
-        load_threshold=args.load_threshold / 100, load_min_s=args.load_min_ms / 1e3,
-        confidence=args.confidence / 100, resamples=args.resamples, seed=args.seed,
-    )  # fmt: skip
+        threshold=args.threshold / 100,
+        memory_threshold=args.memory_threshold / 100,
+        load_threshold=args.load_threshold / 100,
+        load_min_s=args.load_min_ms / 1e3,
+        confidence=args.confidence / 100,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
     candidate = resolve(refs[-1], args.history, args.history_timeout)
     if args.baseline:
         if not history_exists(args.history):

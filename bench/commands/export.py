@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.analysis.export import FORMATS, WRITERS
 from bench.commands.common import output_file, write_output
-from bench.export import FORMATS, WRITERS
-from bench.runfolder import load_run
+from bench.results.runfolder import load_run
 
 EPILOG = """\
 examples:

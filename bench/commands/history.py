@@ -9,10 +9,11 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.changepoint import detect_steps
+from bench.analysis.changepoint import detect_steps
 from bench.commands.common import add_history_option, output_file, positive_int
 from bench.errors import UserError
-from bench.history import (
+from bench.format.text import format_table
+from bench.history.store import (
     DEFAULT_TIMEOUT_S,
     HistoryLocation,
     RunRow,
@@ -22,9 +23,8 @@ from bench.history import (
     record_run,
     scenario_history,
 )
-from bench.metrics import METRICS
 from bench.report.trend import write_trend_html
-from bench.textformat import format_table
+from bench.results.metrics import METRICS
 
 HISTORY_USAGE = """\
 bench history [--history PATH|URL] [--label L] [--branch B] [--limit N]
@@ -142,18 +142,31 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 def history_command(args: argparse.Namespace) -> int:
     if args.html:
         charts = write_trend_html(
-            args.history, args.html, args.metric, scenario_id=args.scenario, label=args.label, branch=args.branch,
-            limit=args.limit, threshold=args.threshold / 100, timeout_s=args.history_timeout,
-        )  # fmt: skip
+            args.history,
+            args.html,
+            args.metric,
+            scenario_id=args.scenario,
+            label=args.label,
+            branch=args.branch,
+            limit=args.limit,
+            threshold=args.threshold / 100,
+            timeout_s=args.history_timeout,
+        )
         print(f"wrote {charts} chart(s) of {METRICS[args.metric].title} to {args.html}")
         return 0
     if args.scenario:
         print(
             format_scenario_history(
-                args.history, args.scenario, args.metric, label=args.label, branch=args.branch, limit=args.limit,
-                threshold=args.threshold / 100, timeout_s=args.history_timeout,
+                args.history,
+                args.scenario,
+                args.metric,
+                label=args.label,
+                branch=args.branch,
+                limit=args.limit,
+                threshold=args.threshold / 100,
+                timeout_s=args.history_timeout,
             )
-        )  # fmt: skip
+        )
         return 0
     runs = list_runs(
         args.history, label=args.label, branch=args.branch, limit=args.limit, timeout_s=args.history_timeout
@@ -185,9 +198,12 @@ def import_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     count = export_csv(
-        args.history, args.out, scenario_id=args.scenario, with_round_times=args.round_times,
+        args.history,
+        args.out,
+        scenario_id=args.scenario,
+        with_round_times=args.round_times,
         timeout_s=args.history_timeout,
-    )  # fmt: skip
+    )
     print(f"wrote {count} rows to {args.out}")
     return 0
 
@@ -203,12 +219,18 @@ def format_runs(runs: Sequence[RunRow], history_path: HistoryLocation) -> str:
         return f"no runs in {history_path}"
     rows = [
         (
-            _when(r.started_at), r.run_id, r.suite or "-",
+            _when(r.started_at),
+            r.run_id,
+            r.suite or "-",
             (r.git_sha[:10] + ("+" if r.git_dirty else "")) if r.git_sha else "-",
-            r.branch or "-", r.label or "-", f"{r.ok}/{r.scenarios}", r.status or "-", r.fingerprint or "-",
+            r.branch or "-",
+            r.label or "-",
+            f"{r.ok}/{r.scenarios}",
+            r.status or "-",
+            r.fingerprint or "-",
         )
         for r in runs
-    ]  # fmt: skip
+    ]
     header = ("started (UTC)", "run id", "suite", "git sha", "branch", "label", "ok", "status", "environment")
     return (
         format_table(header, rows, right=(6,))
@@ -255,9 +277,16 @@ def format_scenario_history(
         last_fp = p.fingerprint or last_fp
         value = m.display(p.value) if p.value is not None else p.status
         rows.append(
-            (_when(p.started_at), p.run_id, p.git_sha[:10] if p.git_sha else "-", p.label or p.branch or "-",
-             value, env, marks.get(i, ""))
-        )  # fmt: skip
+            (
+                _when(p.started_at),
+                p.run_id,
+                p.git_sha[:10] if p.git_sha else "-",
+                p.label or p.branch or "-",
+                value,
+                env,
+                marks.get(i, ""),
+            )
+        )
     header = ("started (UTC)", "run id", "git sha", "label/branch", m.title, "environment", "step")
     out = [
         f"{scenario_id}: {m.title}, {len(points)} run(s)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import models
+from bench.models import catalog as models
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:

@@ -1,5 +1,5 @@
 """`bench plan`: how many hosts a target load needs, from a run's measured capacity. The command turns
-its flags into a PlanRequest per host (group) and prints bench.plan's answer."""
+its flags into a PlanRequest per host (group) and prints bench.analysis.plan's answer."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from bench.analysis.plan import DEFAULT_HEADROOM, GIB, Host, PlanRequest, make_plan, render_json, render_markdown
 from bench.commands.common import add_history_option, output_file, write_output
 from bench.errors import UserError
-from bench.history import resolve
-from bench.plan import DEFAULT_HEADROOM, GIB, Host, PlanRequest, make_plan, render_json, render_markdown
-from bench.record import ResultRecord
+from bench.history.store import resolve
+from bench.results.record import ResultRecord
 
 PLAN_EPILOG = """\
 examples:
@@ -55,14 +55,20 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     plan.add_argument("--host-mem-gib", type=float, metavar="GIB", help="memory per host, GiB (default: measured)")
     plan.add_argument("--host-cost-per-hour", type=float, metavar="COST", help="price of one host per hour")
     plan.add_argument(
-        "--headroom", type=float, default=DEFAULT_HEADROOM, metavar="FRACTION",
+        "--headroom",
+        type=float,
+        default=DEFAULT_HEADROOM,
+        metavar="FRACTION",
         help=f"spare capacity kept per host, 0 to <1 (default {DEFAULT_HEADROOM})",
-    )  # fmt: skip
+    )
     plan.add_argument(
-        "--host-cost", action="append", default=[], metavar="GROUP=PRICE",
+        "--host-cost",
+        action="append",
+        default=[],
+        metavar="GROUP=PRICE",
         help="a fleet run's host group and its price per hour (repeatable), e.g. c7i-8xlarge=1.43: each group "
         "is planned on its own measured machine and the cheapest is named",
-    )  # fmt: skip
+    )
     plan.add_argument("--scenario", action="append", metavar="ID", help="only this scenario (repeatable)")
     plan.add_argument("--format", choices=("markdown", "json"), default="markdown", help="default: markdown")
     plan.add_argument("--output", type=output_file, metavar="FILE", help="write there instead of to stdout")
@@ -86,15 +92,23 @@ def check_figures(args: argparse.Namespace) -> None:
 
     _check(finite(args.slo_p99_ms) and args.slo_p99_ms > 0, "--slo-p99-ms", args.slo_p99_ms, "milliseconds > 0")
     _check(finite(args.target_qps) and args.target_qps > 0, "--target-qps", args.target_qps, "requests/s > 0")
-    _check(finite(args.headroom) and 0 <= args.headroom < 1, "--headroom", args.headroom,
-           "a fraction from 0 to below 1 (0.3 keeps 30 % spare)")  # fmt: skip
+    _check(
+        finite(args.headroom) and 0 <= args.headroom < 1,
+        "--headroom",
+        args.headroom,
+        "a fraction from 0 to below 1 (0.3 keeps 30 % spare)",
+    )
     if args.host_cores is not None:
         _check(args.host_cores >= 1, "--host-cores", args.host_cores, "a whole number of cores >= 1")
     if args.host_mem_gib is not None:
         _check(finite(args.host_mem_gib) and args.host_mem_gib > 0, "--host-mem-gib", args.host_mem_gib, "GiB > 0")
     if args.host_cost_per_hour is not None:
-        _check(finite(args.host_cost_per_hour) and args.host_cost_per_hour >= 0, "--host-cost-per-hour",
-               args.host_cost_per_hour, "a price >= 0")  # fmt: skip
+        _check(
+            finite(args.host_cost_per_hour) and args.host_cost_per_hour >= 0,
+            "--host-cost-per-hour",
+            args.host_cost_per_hour,
+            "a price >= 0",
+        )
     group_costs(args)
 
 
@@ -107,8 +121,12 @@ def group_costs(args: argparse.Namespace) -> dict[str, float]:
             value = float(price)
         except ValueError:
             value = math.nan
-        _check(bool(group) and math.isfinite(value) and value >= 0, "--host-cost", item,
-               "GROUP=PRICE with a price >= 0, e.g. c7i-8xlarge=1.43")  # fmt: skip
+        _check(
+            bool(group) and math.isfinite(value) and value >= 0,
+            "--host-cost",
+            item,
+            "GROUP=PRICE with a price >= 0, e.g. c7i-8xlarge=1.43",
+        )
         costs[group] = value
     return costs
 

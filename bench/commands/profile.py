@@ -10,7 +10,7 @@ from pathlib import Path
 from bench import runtimes
 from bench.commands.common import check_writable, find_scenario, output_folder
 from bench.errors import UserError
-from bench.profiling import flops_figures, format_profile, profile_scenario
+from bench.profile.profiler import flops_figures, format_profile, profile_scenario
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:

@@ -9,12 +9,11 @@ import random
 import sys
 from pathlib import Path
 
-from bench import fleet
+from bench.checks.contention import ON_CONTENTION
 from bench.commands.common import check_writable, output_folder, positive_int
 from bench.console import ConsoleProgress, summary_table
-from bench.contention import ON_CONTENTION
 from bench.errors import UserError
-from bench.history import (
+from bench.history.store import (
     DEFAULT_HISTORY,
     HISTORY_ENV,
     HistoryUnreachable,
@@ -23,10 +22,9 @@ from bench.history import (
     refuse_folder,
 )
 from bench.library_log import LIBRARY_LOG, LibraryLog, kept_aside
-from bench.memory import cpu_count
-from bench.nospace import NoSpaceLeft
-from bench.report import write_report
-from bench.runner import (
+from bench.measure import fleet
+from bench.measure.memory import cpu_count
+from bench.measure.runner import (
     DEFAULT_WORKER_KIND,
     ContentionPolicy,
     check_resume_mode,
@@ -35,8 +33,10 @@ from bench.runner import (
     start_run,
     write_run_info,
 )
-from bench.suite import load_suite
-from bench.zygote import fork_available
+from bench.measure.zygote import fork_available
+from bench.report import write_report
+from bench.results.nospace import NoSpaceLeft
+from bench.suite.scenarios import load_suite
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
@@ -246,9 +246,12 @@ def _run_on_fleet(context, client, address: str, workers, progress, policy: Cont
     print(f"bench: sending the scenarios to {len(workers)} worker(s) at {address}", file=sys.stderr)
     try:
         fleet.run_suite_on_fleet(
-            context, client, progress, on_contention=policy,
+            context,
+            client,
+            progress,
+            on_contention=policy,
             announce=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
-        )  # fmt: skip
+        )
     finally:
         client.close()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from bench.commands.common import find_scenario, output_folder
 from bench.errors import UserError
-from bench.runner import DEFAULT_WORKER_KIND
-from bench.selfcheck import print_selfcheck, run_selfcheck
+from bench.measure.runner import DEFAULT_WORKER_KIND
+from bench.measure.selfcheck import print_selfcheck, run_selfcheck
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
@@ -31,9 +31,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     )
     selfcheck.add_argument("--reports", type=output_folder, default=Path("reports"))
     selfcheck.add_argument(
-        "--scenario", metavar="SCENARIO_ID", help="check on this scenario of --suite instead of --model (e.g. a text "
+        "--scenario",
+        metavar="SCENARIO_ID",
+        help="check on this scenario of --suite instead of --model (e.g. a text "
         "model from scenarios/text.yaml); --threads overrides its threads",
-    )  # fmt: skip
+    )
     selfcheck.add_argument("--suite", type=Path, help="the suite file that has --scenario")
     selfcheck.add_argument("--worker", choices=("fork", "fresh"), help="as bench run --worker")
     selfcheck.set_defaults(handler=selfcheck_command)

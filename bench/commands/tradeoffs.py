@@ -1,14 +1,14 @@
-"""`bench tradeoffs`: per model, what each precision and load mode buys and costs (bench.tradeoffs)."""
+"""`bench tradeoffs`: per model, what each precision and load mode buys and costs (bench.analysis.tradeoffs)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from bench.analysis.tradeoffs import FORMATS, build_groups, render_json, render_markdown, render_table
 from bench.commands.common import add_history_option
 from bench.errors import UserError
-from bench.history import resolve
-from bench.tradeoffs import FORMATS, build_groups, render_json, render_markdown, render_table
+from bench.history.store import resolve
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from bench.commands.common import positive_int
-from bench.sources import factory_modules
-from bench.suite import load_suite
+from bench.models.sources import factory_modules
+from bench.suite.scenarios import load_suite
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:

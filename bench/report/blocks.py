@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.markdown import cell
+from bench.format.markdown import cell
 from bench.report.figures import FigureResult
 
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import matplotlib
 from matplotlib.lines import Line2D
 
-from bench.markdown import cell, table, unit_headers
-from bench.record import LayoutFigures, ResultRecord, ServerFigures, ServerStep
+from bench.format.markdown import cell, table, unit_headers
+from bench.format.units import MIB, ms_number
 from bench.report.blocks import figure_html, figure_markdown, section_table
 from bench.report.data import run_tags
 from bench.report.figures import EXTRA_COLORS, STYLE, FigureResult, _fixed_grid, _grid, _nice_log, _save
-from bench.runfolder import RunFolder
-from bench.units import MIB, ms_number
+from bench.results.record import LayoutFigures, ResultRecord, ServerFigures, ServerStep
+from bench.results.runfolder import RunFolder
 
 FIGURE_PREFIX = "capacity_"
 LAYOUT_COLORS = ["#1f6fb4", "#e07a2e", "#2a9d8f", "#d1495b", "#8e6bbf", *EXTRA_COLORS]
@@ -112,8 +112,14 @@ def _draw(records: list[tuple[str, ResultRecord]], fig_dir: Path) -> FigureResul
                 low = server.low_load_step
                 if low is not None and low.latency_p99_s is not None and low.achieved_per_s > 0:
                     face = color if low.valid else "white"
-                    ax.plot([low.achieved_per_s], [low.latency_p99_s * 1e3], marker="s", color=color,
-                            markerfacecolor=face, linestyle="")  # fmt: skip
+                    ax.plot(
+                        [low.achieved_per_s],
+                        [low.latency_p99_s * 1e3],
+                        marker="s",
+                        color=color,
+                        markerfacecolor=face,
+                        linestyle="",
+                    )
                 label = layout.layout + (" batched" if batched else "" if layout.requested else " (sweep)")
                 handles.append(Line2D([], [], color=color, marker="o", linestyle=style, label=label))
         slo_ms = capacity.slo_p99_s * 1e3
@@ -134,10 +140,19 @@ def _draw(records: list[tuple[str, ResultRecord]], fig_dir: Path) -> FigureResul
 # --- text -------------------------------------------------------------------------------------------
 
 HEADERS = [
-    ("scenario", ""), ("layout", "instances x threads"), ("closed loop", "samples/s"), ("offline", "samples/s"),
-    ("rate at SLO", "requests/s"), ("single-stream p99", "ms"), ("low-load p99", "ms"), ("USS / instance", "MiB"),
-    ("PSS / instance", "MiB"), ("RSS / instance", "MiB"), ("generator", "cores; send lag p99 ms, max"), ("search", ""),
-]  # fmt: skip
+    ("scenario", ""),
+    ("layout", "instances x threads"),
+    ("closed loop", "samples/s"),
+    ("offline", "samples/s"),
+    ("rate at SLO", "requests/s"),
+    ("single-stream p99", "ms"),
+    ("low-load p99", "ms"),
+    ("USS / instance", "MiB"),
+    ("PSS / instance", "MiB"),
+    ("RSS / instance", "MiB"),
+    ("generator", "cores; send lag p99 ms, max"),
+    ("search", ""),
+]
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
@@ -210,11 +225,16 @@ def _cells(row: CapacityRow) -> list[str]:
 
 
 BATCHING_HEADERS = [
-    ("scenario", ""), ("layout", "instances x threads"), ("batching", "max batch, max delay"),
-    ("rate at SLO", "requests/s, one request per call"), ("batched rate at SLO", "requests/s"),
-    ("gain", "batched / unbatched"), ("low-load p99", "ms, unbatched → batched"),
-    ("batches at the batched rate", "mean size; share of batches by size"), ("search", "batched"),
-]  # fmt: skip
+    ("scenario", ""),
+    ("layout", "instances x threads"),
+    ("batching", "max batch, max delay"),
+    ("rate at SLO", "requests/s, one request per call"),
+    ("batched rate at SLO", "requests/s"),
+    ("gain", "batched / unbatched"),
+    ("low-load p99", "ms, unbatched → batched"),
+    ("batches at the batched rate", "mean size; share of batches by size"),
+    ("search", "batched"),
+]
 BATCHING_INTRO = (
     "Dynamic batching: an instance holding a request waits for more until it has the max batch or until the max "
     "delay after the first one's arrival, then runs them as one call; latency still runs from each request's "

@@ -12,7 +12,7 @@ from bench.report.html import render_html
 from bench.report.markdown import render_markdown
 from bench.report.model import FIGURES_DIR, build_report
 from bench.report.tables import csv_frame
-from bench.runfolder import load_run
+from bench.results.runfolder import load_run
 
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"

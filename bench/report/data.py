@@ -1,4 +1,4 @@
-"""The report's view of the runs it shows (bench.runfolder's RunFolder, read by its load_run): their
+"""The report's view of the runs it shows (bench.results.runfolder's RunFolder, read by its load_run): their
 labels, the tags of their rows, and the warnings the report adds about each run.
 
 Nothing here raises on bad content: what cannot be read is a warning naming the file (and the
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bench.record import ResultRecord
-from bench.runfolder import RUN_INFO_FILE, RunFolder
+from bench.results.record import ResultRecord
+from bench.results.runfolder import RUN_INFO_FILE, RunFolder
 
 
 def report_warnings(run: RunFolder) -> list[str]:

@@ -24,10 +24,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
-from bench.profile_format import MEMORY_PHASES
+from bench.format.units import MIB
+from bench.profile.folder import MEMORY_PHASES
 from bench.report.tables import pareto_front
-from bench.runfolder import RunFolder, allocation_events, round_times, rss_samples
-from bench.units import MIB
+from bench.results.runfolder import RunFolder, allocation_events, round_times, rss_samples
 
 DPI = 100
 PANELS_PER_FILE = 24  # memory small multiples per PNG
@@ -52,19 +52,49 @@ STYLE = {
     "figure.facecolor": "white",
     "savefig.facecolor": "white",
 }
-PRECISION_COLORS = {"fp32": "#1f6fb4", "bf16": "#d1495b", "fp16": "#2a9d8f", "int8_dynamic": "#e9a03b",
-                    "int8_static": "#7b2cbf", "int8_weight_only": "#6a994e", "int4_weight_only": "#386641"}  # fmt: skip
+PRECISION_COLORS = {
+    "fp32": "#1f6fb4",
+    "bf16": "#d1495b",
+    "fp16": "#2a9d8f",
+    "int8_dynamic": "#e9a03b",
+    "int8_static": "#7b2cbf",
+    "int8_weight_only": "#6a994e",
+    "int4_weight_only": "#386641",
+}
 LOAD_COLORS = {
-    "eager": "#1f6fb4", "mmap": "#2a9d8f", "torchscript": "#8e6bbf", "export": "#6b8e23", "onnxruntime": "#e07a2e",
-    "compile": "#d1495b", "aoti": "#3d5a80", "openvino": "#b5651d",
-}  # fmt: skip
-LOAD_MARKERS = {"eager": "o", "mmap": "s", "torchscript": "^", "export": "v", "onnxruntime": "D",
-                "compile": "P", "aoti": "X", "openvino": "*"}  # fmt: skip
+    "eager": "#1f6fb4",
+    "mmap": "#2a9d8f",
+    "torchscript": "#8e6bbf",
+    "export": "#6b8e23",
+    "onnxruntime": "#e07a2e",
+    "compile": "#d1495b",
+    "aoti": "#3d5a80",
+    "openvino": "#b5651d",
+}
+LOAD_MARKERS = {
+    "eager": "o",
+    "mmap": "s",
+    "torchscript": "^",
+    "export": "v",
+    "onnxruntime": "D",
+    "compile": "P",
+    "aoti": "X",
+    "openvino": "*",
+}
 EXTRA_COLORS = ["#6c757d", "#8e6bbf", "#b5651d", "#3d5a80", "#9c6644", "#588157", "#bc4749", "#457b9d"]
 EXTRA_MARKERS = ["v", "P", "X", "*", "h", "<", ">"]
 RUN_COLORS = [
-    "#1f6fb4", "#e07a2e", "#2a9d8f", "#d1495b", "#8e6bbf", "#b5651d", "#3d5a80", "#6c757d", "#588157", "#bc4749",
-]  # fmt: skip
+    "#1f6fb4",
+    "#e07a2e",
+    "#2a9d8f",
+    "#d1495b",
+    "#8e6bbf",
+    "#b5651d",
+    "#3d5a80",
+    "#6c757d",
+    "#588157",
+    "#bc4749",
+]
 PHASE_COLORS = {
     "startup": "#f1f1f1",
     "load": "#fde2b8",
@@ -136,12 +166,18 @@ def _fixed_grid(
     axes_w = (n_cols * panel_w - (n_cols - 1) * gap_w) / n_cols
     axes_h = (n_rows * panel_h - (n_rows - 1) * gap_h) / n_rows
     axes = fig.subplots(
-        n_rows, n_cols, squeeze=False,
+        n_rows,
+        n_cols,
+        squeeze=False,
         gridspec_kw={
-            "left": left / width, "right": 1 - right / width, "bottom": bottom / height, "top": 1 - top / height,
-            "wspace": gap_w / axes_w, "hspace": gap_h / axes_h,
+            "left": left / width,
+            "right": 1 - right / width,
+            "bottom": bottom / height,
+            "top": 1 - top / height,
+            "wspace": gap_w / axes_w,
+            "hspace": gap_h / axes_h,
         },
-    )  # fmt: skip
+    )
     return fig, axes
 
 
@@ -339,9 +375,13 @@ def _throughput_versus(
     labels = list(dict.fromkeys(label for _, label, *_ in lines))
     legend_cols = _legend_cols(labels, 4.4 * n_cols + 0.9)
     fig, axes = _fixed_grid(
-        n_rows, n_cols, panel_w=4.4, panel_h=3.1, top=0.35,
+        n_rows,
+        n_cols,
+        panel_w=4.4,
+        panel_h=3.1,
+        top=0.35,
         bottom=0.55 + 0.22 * math.ceil(len(labels) / legend_cols),
-    )  # fmt: skip
+    )
     handles: dict[str, Line2D] = {}
     for index, panel_key in enumerate(panels):
         ax = axes[index // n_cols][index % n_cols]
@@ -352,9 +392,15 @@ def _throughput_versus(
                 continue
             color = RUN_COLORS[run_no % len(RUN_COLORS)] if multi else _color(PRECISION_COLORS, precision)
             (line,) = ax.plot(
-                rows[x], rows["throughput_samples_per_s"], marker=_marker(load),
-                linestyle=LOAD_STYLES.get(load, "-"), color=color, linewidth=1.6, markersize=5, label=label,
-            )  # fmt: skip
+                rows[x],
+                rows["throughput_samples_per_s"],
+                marker=_marker(load),
+                linestyle=LOAD_STYLES.get(load, "-"),
+                color=color,
+                linewidth=1.6,
+                markersize=5,
+                label=label,
+            )
             handles.setdefault(label, line)
             values.extend(rows["throughput_samples_per_s"].tolist())
             xs.update(rows[x].tolist())
@@ -495,8 +541,10 @@ def memory_over_time(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Pa
     for number, chunk in enumerate(chunks, start=1):
         n_rows, n_cols = _grid(len(chunk))
         windows = [_measured_window(samples) for _, samples, *_ in chunk]
-        phases = sorted({p for shown in windows for p, _, _ in _phase_spans(shown)},
-                        key=lambda p: PHASE_ORDER.index(p) if p in PHASE_ORDER else 99)  # fmt: skip
+        phases = sorted(
+            {p for shown in windows for p, _, _ in _phase_spans(shown)},
+            key=lambda p: PHASE_ORDER.index(p) if p in PHASE_ORDER else 99,
+        )
         handles = [Patch(facecolor=PHASE_COLORS.get(p, "#eeeeee"), label=p.replace("_", " ")) for p in phases]
         handles += [
             Line2D([], [], color="#1f3b73", linewidth=1.4, label="RSS"),
@@ -521,8 +569,13 @@ def memory_over_time(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Pa
             ax.set_xlim(shown["t_s"].iloc[0], shown["t_s"].iloc[-1] if len(shown) > 1 else shown["t_s"].iloc[0] + 1)
             ax.grid(axis="x", visible=False)
             title = name if status == "ok" else f"{name} ({status})"
-            ax.set_title(title, fontsize=8.5, fontfamily="DejaVu Sans Mono", loc="left",
-                         color="#b00020" if status == "failed" else "#222222")  # fmt: skip
+            ax.set_title(
+                title,
+                fontsize=8.5,
+                fontfamily="DejaVu Sans Mono",
+                loc="left",
+                color="#b00020" if status == "failed" else "#222222",
+            )
             ax.set_xlabel("time since worker start (s)", fontsize=8)
             ax.set_ylabel("RSS (MiB)", fontsize=8)
             ax.tick_params(labelsize=7.5)
@@ -574,14 +627,17 @@ def _tradeoff(
     tags = _run_tags(runs)
     ok["_panel"] = ok.apply(
         lambda r: " · ".join(
-            p for p in (
-                tags.get(r["run_id"], ""), str(r["model"]),
+            p
+            for p in (
+                tags.get(r["run_id"], ""),
+                str(r["model"]),
                 f"batch {int(r['batch_size'])}" if not pd.isna(r["batch_size"]) else "",
                 f"shape {r['input_shape']}" if _is_custom_shape(frame, r["model"], r["input_shape"]) else "",
-            ) if p
+            )
+            if p
         ),
         axis=1,
-    )  # fmt: skip
+    )
     panel_names = list(dict.fromkeys(ok["_panel"]))
     n_rows, n_cols = _grid(len(panel_names))
     legend_labels = [
@@ -591,9 +647,13 @@ def _tradeoff(
     ]
     legend_cols = _legend_cols(legend_labels, 4.2 * n_cols + 0.9)
     fig, axes = _fixed_grid(
-        n_rows, n_cols, panel_w=4.2, panel_h=3.3, top=0.35,
+        n_rows,
+        n_cols,
+        panel_w=4.2,
+        panel_h=3.3,
+        top=0.35,
         bottom=0.55 + 0.22 * math.ceil(len(legend_labels) / legend_cols),
-    )  # fmt: skip
+    )
     fronts: dict[str, list[str]] = {}
     for index, panel in enumerate(panel_names):
         ax = axes[index // n_cols][index % n_cols]
@@ -613,13 +673,24 @@ def _tradeoff(
         for i, row in rows.iterrows():
             on_front = i in front
             ax.scatter(
-                plot_x[i], row["latency_median_ms"], s=60 if on_front else 34,
-                marker=_marker(row["load"]), color=_color(PRECISION_COLORS, row["precision"]),
-                edgecolors="#111111" if on_front else "white", linewidths=1.4 if on_front else 0.6, zorder=3,
-            )  # fmt: skip
+                plot_x[i],
+                row["latency_median_ms"],
+                s=60 if on_front else 34,
+                marker=_marker(row["load"]),
+                color=_color(PRECISION_COLORS, row["precision"]),
+                edgecolors="#111111" if on_front else "white",
+                linewidths=1.4 if on_front else 0.6,
+                zorder=3,
+            )
             if on_front and several_threads and not pd.isna(row["threads"]):
-                ax.annotate(f"t{int(row['threads'])}", (plot_x[i], row["latency_median_ms"]),
-                            xytext=(5, 4), textcoords="offset points", fontsize=7.5, color="#333333")  # fmt: skip
+                ax.annotate(
+                    f"t{int(row['threads'])}",
+                    (plot_x[i], row["latency_median_ms"]),
+                    xytext=(5, 4),
+                    textcoords="offset points",
+                    fontsize=7.5,
+                    color="#333333",
+                )
         if x_log:
             _exact_log_axis(ax, floor, max(plot_x), has_exact=len(positive) < len(points))
         else:
@@ -650,7 +721,7 @@ def _tradeoff(
             markerfacecolor="white",
             markeredgecolor="#111111",
             label=legend_labels[-1],
-        )  # fmt: skip
+        )
     )
     fig.legend(handles=handles, loc="lower center", ncols=legend_cols, bbox_to_anchor=(0.5, 0.0))
     result.files.append(_save(fig, fig_dir / f"{key}.png"))
@@ -660,39 +731,51 @@ def _tradeoff(
 
 def latency_vs_memory(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     return _tradeoff(
-        runs, frame, fig_dir,
+        runs,
+        frame,
+        fig_dir,
         key="latency_vs_memory",
         title="Latency versus peak memory",
         caption="Median latency against the peak RSS of the worker (interpreter and torch included), one "
         "panel per model and batch size; colour: precision, marker: loading mode. Outlined points are the "
         "Pareto front: no other scenario in the panel is both faster and smaller. Lower left is better.",
-        x_col="peak_rss_mib", x_label="peak RSS (MiB)", x_log=False,
-    )  # fmt: skip
+        x_col="peak_rss_mib",
+        x_label="peak RSS (MiB)",
+        x_log=False,
+    )
 
 
 def latency_vs_fidelity(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     return _tradeoff(
-        runs, frame, fig_dir,
+        runs,
+        frame,
+        fig_dir,
         key="latency_vs_fidelity",
         title="Latency versus fidelity",
         caption="Median latency against the largest absolute difference from the fp32 eager output on "
         "the same input, one panel per model and batch size; outlined points are the Pareto front. "
         "Lower left is better.",
-        x_col="fidelity_max_abs_error", x_label="max abs error vs fp32 eager (log scale)", x_log=True,
-    )  # fmt: skip
+        x_col="fidelity_max_abs_error",
+        x_label="max abs error vs fp32 eager (log scale)",
+        x_log=True,
+    )
 
 
 def cold_start_vs_steady(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> FigureResult:
     return _tradeoff(
-        runs, frame, fig_dir,
+        runs,
+        frame,
+        fig_dir,
         key="cold_start_vs_steady",
         title="Cold start versus steady-state latency",
         caption="Median steady-state latency against the cold start: load + compile (load: compile; an aoti "
         "package was compiled beforehand, see artifact_prepare_s) + first inference, one panel per model and "
         "batch size; colour: precision, marker: loading mode. Outlined points are the Pareto front: no other "
         "scenario is both quicker to its first answer and faster after it. Lower left is better.",
-        x_col="cold_start_ms", x_label="cold start (ms, log scale)", x_log=True,
-    )  # fmt: skip
+        x_col="cold_start_ms",
+        x_label="cold start (ms, log scale)",
+        x_log=True,
+    )
 
 
 # --- load time -------------------------------------------------------------------------------------
@@ -720,7 +803,7 @@ def load_time(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> 
             compile_ms=("compile_ms", "median"),
             first_ms=("first_inference_ms", "median"),
             n=("load_ms", "size"),
-        )  # fmt: skip
+        )
         .reset_index()
     )
     order = {c: {v: i for i, v in enumerate(dict.fromkeys(rows[c]))} for c in ("model", "precision", "load")}
@@ -771,9 +854,15 @@ def load_time(runs: Sequence[RunFolder], frame: pd.DataFrame, fig_dir: Path) -> 
 # --- all of them -----------------------------------------------------------------------------------
 
 FIGURE_PREFIXES = (
-    "latency_distribution", "throughput_vs_batch", "throughput_vs_threads", "memory_over_time",
-    "latency_vs_memory", "latency_vs_fidelity", "load_time", "cold_start_vs_steady",
-)  # fmt: skip
+    "latency_distribution",
+    "throughput_vs_batch",
+    "throughput_vs_threads",
+    "memory_over_time",
+    "latency_vs_memory",
+    "latency_vs_fidelity",
+    "load_time",
+    "cold_start_vs_steady",
+)
 
 
 def figure_jobs(

@@ -1,6 +1,6 @@
 """The report's "Inference hygiene" section: what forgetting no_grad / inference_mode or eval() cost.
 
-Shown only when some row ran with a non-default `grad_mode` or `module_mode` (bench.hygiene).
+Shown only when some row ran with a non-default `grad_mode` or `module_mode` (bench.checks.hygiene).
 Each such row is set against the default row (eval() under inference_mode) of the same model,
 batch, threads, precision, load mode, shape and variant: latency, the kernel's peak RSS during the
 timed calls, what autograd saved per call, and fidelity against the default outputs. One
@@ -13,10 +13,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench.record import ResultRecord
+from bench.format.units import MIB
 from bench.report.tables import first_line
-from bench.runfolder import RunFolder
-from bench.units import MIB
+from bench.results.record import ResultRecord
+from bench.results.runfolder import RunFolder
 
 DEFAULT_MODES = ("inference_mode", "eval")
 INTRO = (
@@ -30,10 +30,19 @@ INTRO = (
     "inputs gave identical outputs."
 )
 HEADERS = [
-    ("scenario", ""), ("grad mode", ""), ("module mode", ""), ("median", "ms"), ("latency vs default", "%"),
-    ("peak RSS, timed calls", "MiB"), ("vs default", "MiB"), ("autograd saved", "MiB / call"),
-    ("top-1 agree vs default", "%"), ("cosine vs default", ""), ("outputs repeat", ""), ("status", ""),
-]  # fmt: skip
+    ("scenario", ""),
+    ("grad mode", ""),
+    ("module mode", ""),
+    ("median", "ms"),
+    ("latency vs default", "%"),
+    ("peak RSS, timed calls", "MiB"),
+    ("vs default", "MiB"),
+    ("autograd saved", "MiB / call"),
+    ("top-1 agree vs default", "%"),
+    ("cosine vs default", ""),
+    ("outputs repeat", ""),
+    ("status", ""),
+]
 TEXT_COLUMNS = (0, 1, 2, 10, 11)  # the rest are numbers
 
 
@@ -45,8 +54,17 @@ class HygieneSection:
 
 def _key(record: ResultRecord) -> tuple:
     """The configuration a row is compared within: everything but the two modes."""
-    return (record.model, record.batch_size, record.threads, record.interop_threads, record.precision, record.load,
-            tuple(record.input_shape), record.variant, record.host_group)  # fmt: skip
+    return (
+        record.model,
+        record.batch_size,
+        record.threads,
+        record.interop_threads,
+        record.precision,
+        record.load,
+        tuple(record.input_shape),
+        record.variant,
+        record.host_group,
+    )
 
 
 def _modes(record: ResultRecord) -> tuple[str, str]:
@@ -141,8 +159,10 @@ def _sentence(model: str, groups: list[tuple[tuple, ResultRecord | None, list[Re
             parts.append("in training mode two calls on the same inputs disagree (Dropout)")
         after = train.hygiene.eval_after_train_vs_default
         if after is not None and after.max_abs_error:
-            parts.append(f"and eval() afterwards still differs (max abs error {after.max_abs_error:.3g}): "
-                         "the train-mode calls moved BatchNorm's running statistics")  # fmt: skip
+            parts.append(
+                f"and eval() afterwards still differs (max abs error {after.max_abs_error:.3g}): "
+                "the train-mode calls moved BatchNorm's running statistics"
+            )
     if not parts:
         return None
     text = "; ".join(parts)

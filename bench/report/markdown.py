@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from bench.markdown import cell, code, table, unit_headers
+from bench.format.markdown import cell, code, table, unit_headers
 from bench.report.blocks import figure_markdown
 from bench.report.capacity import capacity_markdown
 from bench.report.hygiene import HEADERS as HYGIENE_HEADERS

@@ -24,8 +24,8 @@ from bench.report.tables import comparison_frame, summary_frame
 from bench.report.text import TextSection, build_text
 from bench.report.tradeoffs import FIGURE_PREFIX as TRADEOFFS_FIGURE_PREFIX
 from bench.report.tradeoffs import TradeoffsSection, build_tradeoffs
-from bench.runfolder import RunFolder, load_run
-from bench.timeline import overhead_line
+from bench.results.runfolder import RunFolder, load_run
+from bench.results.timeline import overhead_line
 
 FIGURES_DIR = "figures"
 
@@ -58,7 +58,7 @@ class Report:
 
     @property
     def overhead_lines(self) -> list[str]:
-        """Per run: its timed steady states against its wall time (bench.timeline); none without timelines."""
+        """Per run: its timed steady states against its wall time (bench.results.timeline); none without timelines."""
         lines = [(run.label, overhead_line(run.records)) for run in self.runs]
         return [f"{label}: {line}" if len(self.runs) > 1 else line for label, line in lines if line]
 

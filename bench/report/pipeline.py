@@ -1,6 +1,6 @@
 """The report's input-pipeline section: where end-to-end time goes, and accuracy per precision.
 
-Shown only when some row ran a `data:` folder through the pipeline (bench.pipeline): a
+Shown only when some row ran a `data:` folder through the pipeline (bench.checks.pipeline): a
 table of the per-batch stage medians, end-to-end images/s and top-1/top-5 accuracy, and a
 stacked bar per scenario of the four stages.
 """
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import matplotlib
 
-from bench.markdown import cell, table, unit_headers
-from bench.pipeline import STAGES
-from bench.record import ResultRecord
+from bench.checks.pipeline import STAGES
+from bench.format.markdown import cell, table, unit_headers
 from bench.report.blocks import figure_html, figure_markdown, section_table
 from bench.report.data import run_tags, tagged_label
 from bench.report.figures import STYLE, FigureResult, _save
-from bench.runfolder import RunFolder
+from bench.results.record import ResultRecord
+from bench.results.runfolder import RunFolder
 
 FIGURE_PREFIX = "pipeline_"
 STAGE_TITLES = {
@@ -40,9 +40,14 @@ INTRO = (
 )
 CAPTION = "Median time per batch in each stage (stacked), per scenario; the label is the share spent in inference."
 HEADERS = [
-    ("scenario", ""), ("images", ""), *[(STAGE_TITLES[s], "ms / batch") for s in STAGES],
-    ("inference share", "%"), ("end to end", "images/s"), ("top-1", "%"), ("top-5", "%"),
-]  # fmt: skip
+    ("scenario", ""),
+    ("images", ""),
+    *[(STAGE_TITLES[s], "ms / batch") for s in STAGES],
+    ("inference share", "%"),
+    ("end to end", "images/s"),
+    ("top-1", "%"),
+    ("top-5", "%"),
+]
 
 
 @dataclass

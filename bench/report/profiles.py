@@ -6,7 +6,7 @@
 - `memory_phase_frame`: per ok row, the peak RSS of each phase of the timed worker (the
   kernel's VmHWM, reset between phases; the sampled RSS where it is missing), the phase
   that holds the peak, and, for profiled rows, what torch's CPU allocator had live in the
-  profiling process (bench.profiling's allocation events).
+  profiling process (bench.profile.profiler's allocation events).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench.profile_format import FLOPS_NOTE, TOP_OPS, read_ops
+from bench.format.units import MIB, ms_fixed
+from bench.profile.folder import FLOPS_NOTE, TOP_OPS, read_ops
 from bench.report.tables import Column
-from bench.runfolder import RunFolder, raw_file, rss_samples
-from bench.units import MIB, ms_fixed
+from bench.results.runfolder import RunFolder, raw_file, rss_samples
 
 OPS_HEADERS = ["op", "calls/call", "self ms/call", "self %", "total ms/call", "memory KiB/call", "input shapes"]
 PROFILE_LINKS = (
@@ -109,11 +109,16 @@ def _files(
     calls = max(figures.iterations or 1, 1)
     rows = [
         [
-            str(r.op), f"{r.calls_per_iter:g}", f"{r.self_cpu_per_iter_s * 1e3:.4f}", f"{r.self_cpu_pct:.1f}",
-            f"{r.total_cpu_s / calls * 1e3:.4f}", f"{r.cpu_memory_bytes / calls / 1024:.1f}", str(r.input_shapes)[:120],
+            str(r.op),
+            f"{r.calls_per_iter:g}",
+            f"{r.self_cpu_per_iter_s * 1e3:.4f}",
+            f"{r.self_cpu_pct:.1f}",
+            f"{r.total_cpu_s / calls * 1e3:.4f}",
+            f"{r.cpu_memory_bytes / calls / 1024:.1f}",
+            str(r.input_shapes)[:120],
         ]
         for r in table.itertuples()
-    ]  # fmt: skip
+    ]
     return links, rows, None
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from bench.fidelity import is_flat
-from bench.pruning import DENSE
-from bench.record import ResultRecord
-from bench.runfolder import RunFolder
-from bench.units import GIB, MIB
+from bench.checks.fidelity import is_flat
+from bench.format.units import GIB, MIB
+from bench.models.pruning import DENSE
+from bench.results.record import ResultRecord
+from bench.results.runfolder import RunFolder
 
 # A non-fp32 row this many times slower than the fp32 row of the same configuration is a cliff.
 CLIFF_RATIO = 3.0
@@ -26,29 +26,97 @@ REFERENCE_PRECISION = "fp32"
 
 # Columns of results.csv, in order.
 COLUMNS = [
-    "run_id", "scenario_id", "suite", "model", "batch_size", "threads", "interop_threads",
-    "precision", "load", "runtime", "input_shape", "variant", "grad_mode", "module_mode", "host_group", "status",
+    "run_id",
+    "scenario_id",
+    "suite",
+    "model",
+    "batch_size",
+    "threads",
+    "interop_threads",
+    "precision",
+    "load",
+    "runtime",
+    "input_shape",
+    "variant",
+    "grad_mode",
+    "module_mode",
+    "host_group",
+    "status",
     "reason",
-    "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_min_ms",
-    "latency_max_ms", "latency_stddev_ms", "rounds", "throughput_samples_per_s",
-    "load_ms", "first_inference_ms", "peak_rss_mib", "rss_before_load_mib", "peak_rss_anon_mib",
-    "peak_rss_file_mib", "peak_uss_mib", "artifact_mib",
-    "fidelity_max_abs_error", "fidelity_cosine_similarity", "fidelity_top1_agreement",
-    "fidelity_inputs", "fidelity_non_finite_outputs", "fidelity_input_dependence",
-    "vs_fp32", "cliff", "vs_dense", "weight_sparsity", "parameters",
-    "pipeline_images_per_s", "top1_accuracy", "top5_accuracy",
-    "autograd_saved_mib", "outputs_repeat", "given_training", "given_parameters_requiring_grad",
-    "rounds_limited_by_time", "artifact_format", "artifact_cached", "quantized_layers",
-    "ort_graph_optimization_level", "cpu_utilization", "contention", "contention_why", "torch_num_threads",
-    "torch_num_interop_threads", "environment_fingerprint", "git_sha", "started_at", "duration_s", "schema_version",
-    "seq_len", "task", "fidelity_metric", "ttft_median_ms", "tpot_median_ms", "generation_tokens_per_s",
-    "compile_ms", "cold_start_ms", "compile_cache",
-]  # fmt: skip
+    "latency_median_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_mean_ms",
+    "latency_min_ms",
+    "latency_max_ms",
+    "latency_stddev_ms",
+    "rounds",
+    "throughput_samples_per_s",
+    "load_ms",
+    "first_inference_ms",
+    "peak_rss_mib",
+    "rss_before_load_mib",
+    "peak_rss_anon_mib",
+    "peak_rss_file_mib",
+    "peak_uss_mib",
+    "artifact_mib",
+    "fidelity_max_abs_error",
+    "fidelity_cosine_similarity",
+    "fidelity_top1_agreement",
+    "fidelity_inputs",
+    "fidelity_non_finite_outputs",
+    "fidelity_input_dependence",
+    "vs_fp32",
+    "cliff",
+    "vs_dense",
+    "weight_sparsity",
+    "parameters",
+    "pipeline_images_per_s",
+    "top1_accuracy",
+    "top5_accuracy",
+    "autograd_saved_mib",
+    "outputs_repeat",
+    "given_training",
+    "given_parameters_requiring_grad",
+    "rounds_limited_by_time",
+    "artifact_format",
+    "artifact_cached",
+    "quantized_layers",
+    "ort_graph_optimization_level",
+    "cpu_utilization",
+    "contention",
+    "contention_why",
+    "torch_num_threads",
+    "torch_num_interop_threads",
+    "environment_fingerprint",
+    "git_sha",
+    "started_at",
+    "duration_s",
+    "schema_version",
+    "seq_len",
+    "task",
+    "fidelity_metric",
+    "ttft_median_ms",
+    "tpot_median_ms",
+    "generation_tokens_per_s",
+    "compile_ms",
+    "cold_start_ms",
+    "compile_cache",
+]
 # Identifies "the same configuration" for the fp32 reference: everything but precision.
 CONFIG_KEY = [
-    "run_id", "host_group", "model", "batch_size", "threads", "interop_threads", "load", "input_shape", "variant",
-    "grad_mode", "module_mode",
-]  # fmt: skip
+    "run_id",
+    "host_group",
+    "model",
+    "batch_size",
+    "threads",
+    "interop_threads",
+    "load",
+    "input_shape",
+    "variant",
+    "grad_mode",
+    "module_mode",
+]
 
 
 @dataclass(frozen=True)
@@ -225,10 +293,20 @@ def summary_frame(runs: Sequence[RunFolder]) -> pd.DataFrame:
 
 
 INTEGER_COLUMNS = (
-    "batch_size", "threads", "interop_threads", "rounds", "torch_num_threads", "torch_num_interop_threads",
-    "schema_version", "fidelity_inputs", "fidelity_non_finite_outputs", "quantized_layers", "parameters", "seq_len",
+    "batch_size",
+    "threads",
+    "interop_threads",
+    "rounds",
+    "torch_num_threads",
+    "torch_num_interop_threads",
+    "schema_version",
+    "fidelity_inputs",
+    "fidelity_non_finite_outputs",
+    "quantized_layers",
+    "parameters",
+    "seq_len",
     "given_parameters_requiring_grad",
-)  # fmt: skip
+)
 
 
 def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -430,9 +508,15 @@ def environment_rows(run: RunFolder) -> list[tuple[str, str]]:
         isa_text = ""
 
     def cores() -> str:
-        parts = [f"{env[k]} {name}" for k, name in (
-            ("logical_cores", "logical"), ("physical_cores", "physical"), ("usable_cores", "usable"),
-        ) if env.get(k) is not None]  # fmt: skip
+        parts = [
+            f"{env[k]} {name}"
+            for k, name in (
+                ("logical_cores", "logical"),
+                ("physical_cores", "physical"),
+                ("usable_cores", "usable"),
+            )
+            if env.get(k) is not None
+        ]
         return ", ".join(parts)
 
     memory = env.get("memory_total_bytes")
@@ -452,8 +536,12 @@ def environment_rows(run: RunFolder) -> list[tuple[str, str]]:
         ("instruction sets", isa_text),
         ("cores", cores()),
         ("memory", f"{memory / GIB:.1f} GiB" if isinstance(memory, int | float) else ""),
-        ("torch", _join(libraries.get("torch"), capability and f"CPU capability {capability}",
-                        backend and f"{backend} backend")),
+        (
+            "torch",
+            _join(
+                libraries.get("torch"), capability and f"CPU capability {capability}", backend and f"{backend} backend"
+            ),
+        ),
         ("onnxruntime", str(libraries.get("onnxruntime") or ("not installed" if libraries else ""))),
         ("python", str(env.get("python") or "")),
         ("OS / kernel", _join(env.get("os"), None)),
@@ -463,7 +551,7 @@ def environment_rows(run: RunFolder) -> list[tuple[str, str]]:
         ("fingerprint", str(fingerprint or "")),
         ("git sha", sha_text),
         ("folder", str(run.path)),
-    ]  # fmt: skip
+    ]
     return [(k, v) for k, v in rows if v]
 
 
@@ -498,8 +586,14 @@ def model_source_rows(runs: Sequence[RunFolder]) -> list[list[str]]:
             if source is None:
                 continue
             size = "" if source.bytes is None else f"{source.bytes / MIB:.1f}"
-            row = [record.model, source.kind, source.path or "", size, (source.sha256 or "")[:16],
-                   source.architecture or ""]  # fmt: skip
+            row = [
+                record.model,
+                source.kind,
+                source.path or "",
+                size,
+                (source.sha256 or "")[:16],
+                source.architecture or "",
+            ]
             seen.setdefault((record.model, source.sha256), row)
     return list(seen.values())
 

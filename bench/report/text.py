@@ -1,7 +1,7 @@
 """The report's text-model section: fidelity by task, and generation (TTFT, TPOT, tokens/s, memory).
 
-Shown only when some row fed named inputs (a `seq_len`; bench.inputs). The fidelity table
-names each row's metric (bench.fidelity.METRICS): mean-pooled cosine and nearest-neighbour
+Shown only when some row fed named inputs (a `seq_len`; bench.suite.inputs). The fidelity table
+names each row's metric (bench.checks.fidelity.METRICS): mean-pooled cosine and nearest-neighbour
 agreement for embeddings, top-1 and max logit error for classifiers, next-token top-1 and
 KL for causal LMs. The generation table and figure appear for rows with `generate:`.
 """
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import matplotlib
 
-from bench.markdown import cell, table, unit_headers
-from bench.record import ResultRecord
+from bench.format.markdown import cell, table, unit_headers
 from bench.report.blocks import figure_html, figure_markdown, section_table
 from bench.report.data import run_tags, tagged_label
 from bench.report.figures import STYLE, FigureResult, _save
-from bench.runfolder import RunFolder
+from bench.results.record import ResultRecord
+from bench.results.runfolder import RunFolder
 
 FIGURE_PREFIX = "text_"
 INTRO = (
@@ -41,15 +41,30 @@ GENERATION_INTRO = (
 )
 CAPTION = "Median time of each decoded step (2nd new token onwards) against its position after the prompt."
 FIDELITY_HEADERS = [
-    ("scenario", ""), ("task", ""), ("seq_len", "tokens"), ("samples", ""), ("cosine min", ""),
-    ("cosine median", ""), ("nearest-neighbour agreement", ""), ("top-1 agreement", ""), ("KL mean", "nats"),
+    ("scenario", ""),
+    ("task", ""),
+    ("seq_len", "tokens"),
+    ("samples", ""),
+    ("cosine min", ""),
+    ("cosine median", ""),
+    ("nearest-neighbour agreement", ""),
+    ("top-1 agreement", ""),
+    ("KL mean", "nats"),
     ("max abs error", ""),
-]  # fmt: skip
+]
 GENERATION_HEADERS = [
-    ("scenario", ""), ("batch", ""), ("prompt", "tokens"), ("new", "tokens"), ("TTFT median", "ms"),
-    ("TTFT p99", "ms"), ("TPOT median", "ms"), ("TPOT p99", "ms"), ("tokens/s", ""), ("RSS growth", "MiB"),
+    ("scenario", ""),
+    ("batch", ""),
+    ("prompt", "tokens"),
+    ("new", "tokens"),
+    ("TTFT median", "ms"),
+    ("TTFT p99", "ms"),
+    ("TPOT median", "ms"),
+    ("TPOT p99", "ms"),
+    ("tokens/s", ""),
+    ("RSS growth", "MiB"),
     ("KV cache", "MiB"),
-]  # fmt: skip
+]
 
 
 @dataclass
@@ -66,8 +81,12 @@ class TextSection:
 
 def build_text(runs: Sequence[RunFolder], fig_dir: Path) -> TextSection | None:
     tags = run_tags(runs)
-    rows = [(tags[run.label], r) for run in runs for r in run.records
-            if r.status == "ok" and getattr(r, "named_inputs", None)]  # fmt: skip
+    rows = [
+        (tags[run.label], r)
+        for run in runs
+        for r in run.records
+        if r.status == "ok" and getattr(r, "named_inputs", None)
+    ]
     if not rows:
         return None
     section = TextSection(rows)
@@ -113,8 +132,11 @@ def _fidelity_notes(record: ResultRecord) -> list[str]:
     notes = [f.note] if f.note else []
     if f.duplicate_inputs:
         total = f.duplicate_inputs + (f.inputs or 0)
-        notes.insert(0, f"{f.duplicate_inputs} of {total} samples repeat an earlier one exactly and are left out; "
-                     f"its figures are on the {f.inputs} distinct ones")  # fmt: skip
+        notes.insert(
+            0,
+            f"{f.duplicate_inputs} of {total} samples repeat an earlier one exactly and are left out; "
+            f"its figures are on the {f.inputs} distinct ones",
+        )
     return notes
 
 
@@ -122,11 +144,16 @@ def _fidelity_cells(tag: str, record: ResultRecord) -> list[str]:
     f = record.fidelity
     cosines = [_num(getattr(f, k, None) if f else None, fmt="{:.6f}") for k in ("cosine_min", "cosine_median")]
     return [
-        tagged_label(tag, record), record.task or "-", str(record.seq_len or "-"), _num(f.inputs if f else None),
+        tagged_label(tag, record),
+        record.task or "-",
+        str(record.seq_len or "-"),
+        _num(f.inputs if f else None),
         *cosines,  # 6 decimals: what separates precisions is often in the fourth
-        *(_num(getattr(f, k, None) if f else None) for k in
-          ("nearest_neighbour_agreement", "top1_agreement", "kl_divergence_mean", "max_abs_error")),
-    ]  # fmt: skip
+        *(
+            _num(getattr(f, k, None) if f else None)
+            for k in ("nearest_neighbour_agreement", "top1_agreement", "kl_divergence_mean", "max_abs_error")
+        ),
+    ]
 
 
 def _generation_cells(tag: str, record: ResultRecord) -> list[str]:
@@ -134,12 +161,18 @@ def _generation_cells(tag: str, record: ResultRecord) -> list[str]:
     assert g is not None
     mib = 1 / (1 << 20)
     return [
-        tagged_label(tag, record), str(g.batch_size), str(g.prompt_tokens), str(g.new_tokens),
-        _num(g.ttft_s.median if g.ttft_s else None, 1e3), _num(g.ttft_s.p99 if g.ttft_s else None, 1e3),
-        _num(g.tpot_s.median if g.tpot_s else None, 1e3), _num(g.tpot_s.p99 if g.tpot_s else None, 1e3),
-        _num(g.tokens_per_s, fmt="{:,.1f}"), _num(g.rss_growth_bytes, mib, "{:.2f}"),
+        tagged_label(tag, record),
+        str(g.batch_size),
+        str(g.prompt_tokens),
+        str(g.new_tokens),
+        _num(g.ttft_s.median if g.ttft_s else None, 1e3),
+        _num(g.ttft_s.p99 if g.ttft_s else None, 1e3),
+        _num(g.tpot_s.median if g.tpot_s else None, 1e3),
+        _num(g.tpot_s.p99 if g.tpot_s else None, 1e3),
+        _num(g.tokens_per_s, fmt="{:,.1f}"),
+        _num(g.rss_growth_bytes, mib, "{:.2f}"),
         _num(g.kv_cache_bytes, mib, "{:.3f}"),
-    ]  # fmt: skip
+    ]
 
 
 def _metrics(section: TextSection) -> list[str]:
@@ -154,19 +187,26 @@ def text_html(section: TextSection | None) -> str:
         '<h2 id="text">Text models</h2>',
         f"<p>{html.escape(INTRO)}</p>",
         "<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in _metrics(section)) + "</ul>",
-        section_table("text-fidelity-table", FIDELITY_HEADERS, (_fidelity_cells(*row) for row in section.rows),
-                      ["id", "text"] + ["num"] * (len(FIDELITY_HEADERS) - 2)),
+        section_table(
+            "text-fidelity-table",
+            FIDELITY_HEADERS,
+            (_fidelity_cells(*row) for row in section.rows),
+            ["id", "text"] + ["num"] * (len(FIDELITY_HEADERS) - 2),
+        ),
         *(f'<div class="note">{html.escape(note)}</div>' for note in section.fidelity_notes),
-    ]  # fmt: skip
+    ]
     if section.generated:
         parts += [
             '<h3 id="generation">Generation</h3>',
             f"<p>{html.escape(GENERATION_INTRO)}</p>",
-            section_table("generation-table", GENERATION_HEADERS,
-                          (_generation_cells(*row) for row in section.generated),
-                          ["id"] + ["num"] * (len(GENERATION_HEADERS) - 1)),
+            section_table(
+                "generation-table",
+                GENERATION_HEADERS,
+                (_generation_cells(*row) for row in section.generated),
+                ["id"] + ["num"] * (len(GENERATION_HEADERS) - 1),
+            ),
             *(f'<div class="note">{html.escape(note)}</div>' for note in section.notes),
-        ]  # fmt: skip
+        ]
     if section.figure is not None:
         parts.append(figure_html(section.figure))
     return "".join(parts)
@@ -183,9 +223,12 @@ def text_markdown(section: TextSection | None, out_dir: Path) -> str:
         out += [*(f"- {cell(note)}" for note in section.fidelity_notes), ""]
     if section.generated:
         rows = [[cell(c) for c in _generation_cells(*row)] for row in section.generated]
-        out += ["### Generation\n", GENERATION_INTRO + "\n",
-                table(unit_headers(GENERATION_HEADERS), rows, ["l"] + ["r"] * (len(GENERATION_HEADERS) - 1)) + "\n",
-                *(f"- {cell(note)}" for note in section.notes)]  # fmt: skip
+        out += [
+            "### Generation\n",
+            GENERATION_INTRO + "\n",
+            table(unit_headers(GENERATION_HEADERS), rows, ["l"] + ["r"] * (len(GENERATION_HEADERS) - 1)) + "\n",
+            *(f"- {cell(note)}" for note in section.notes),
+        ]
     if section.figure is not None:
         out += figure_markdown(section.figure, out_dir)
     return "\n".join(out)

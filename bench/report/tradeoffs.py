@@ -1,4 +1,4 @@
-"""The report's "Trade-offs" section: per model, latency against fidelity, memory and size (bench.tradeoffs).
+"""The report's "Trade-offs" section: per model, latency against fidelity, memory and size (bench.analysis.tradeoffs).
 
 Shown only when some model ran in more than one precision. Per model, batch size and threads:
 the table `bench tradeoffs` prints, one sentence reading it, and a figure of two panels: median
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import matplotlib
 
-from bench.markdown import cell, table
+from bench.analysis.tradeoffs import HEADERS, Group, Point, build_groups, cells, title
+from bench.format.markdown import cell, table
 from bench.report.blocks import figure_html, figure_markdown, section_table
 from bench.report.data import run_tags
 from bench.report.figures import PRECISION_COLORS, STYLE, FigureResult, _fixed_grid, _save
-from bench.runfolder import RunFolder
-from bench.tradeoffs import HEADERS, Group, Point, build_groups, cells, title
+from bench.results.runfolder import RunFolder
 
 FIGURE_PREFIX = "tradeoffs_"
 INTRO = (
@@ -91,12 +91,19 @@ def _draw(group: Group, name: str, path: Path) -> FigureResult:
             left.annotate(label, (point.median_ms, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
         if point.artifact_mib is not None:
             right.scatter(point.median_ms, point.artifact_mib, s=40, facecolors=face, edgecolors=color)
-            right.annotate(label, (point.median_ms, point.artifact_mib), fontsize=7, xytext=(4, 4),
-                           textcoords="offset points")  # fmt: skip
+            right.annotate(
+                label, (point.median_ms, point.artifact_mib), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            )
     frontier = [p for p in group.points if p.dominated is False and p.cosine is not None]
     if len(frontier) > 1:
-        left.plot([p.median_ms for p in frontier], [max(1 - p.cosine, _FIDELITY_FLOOR) for p in frontier],  # type: ignore[operator]
-                  color="#888888", linestyle="--", linewidth=0.8, zorder=0)  # fmt: skip
+        left.plot(
+            [p.median_ms for p in frontier],
+            [max(1 - p.cosine, _FIDELITY_FLOOR) for p in frontier],  # type: ignore[operator]
+            color="#888888",
+            linestyle="--",
+            linewidth=0.8,
+            zorder=0,
+        )
     left.set_yscale("log")
     for ax in (left, right):  # precisions without hardware support can be 10x slower: log keeps both ends legible
         ax.set_xscale("log")
@@ -138,6 +145,10 @@ def tradeoffs_markdown(section: TradeoffsSection | None, out_dir: Path) -> str:
     align = ["l", "l"] + ["r"] * (len(HEADERS) - 4) + ["l", "l"]
     for (tag, group), figure in zip(section.groups, section.figures, strict=True):
         rows = [[cell(c) for c in row] for row in _rows(group.points)]
-        out += [f"### {cell(title(group))}{f' ({tag})' if tag else ''}\n", cell(group.reading) + "\n",
-                table(list(HEADERS), rows, align) + "\n", *figure_markdown(figure, out_dir)]  # fmt: skip
+        out += [
+            f"### {cell(title(group))}{f' ({tag})' if tag else ''}\n",
+            cell(group.reading) + "\n",
+            table(list(HEADERS), rows, align) + "\n",
+            *figure_markdown(figure, out_dir),
+        ]
     return "\n".join(out)

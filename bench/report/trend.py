@@ -1,5 +1,5 @@
 """The trend page of `bench history --html`: a chart per scenario of a metric run after run, with the
-fitted levels (bench.changepoint) and each step marked with the commit where it appeared."""
+fitted levels (bench.analysis.changepoint) and each step marked with the commit where it appeared."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.changepoint import detect_steps
+from bench.analysis.changepoint import detect_steps
 from bench.errors import UserError
-from bench.history import DEFAULT_TIMEOUT_S, HistoryLocation, HistoryPoint, scenario_history, scenario_ids
-from bench.metrics import METRICS, Metric
+from bench.history.store import DEFAULT_TIMEOUT_S, HistoryLocation, HistoryPoint, scenario_history, scenario_ids
+from bench.results.metrics import METRICS, Metric
 
 
 def _trend_png(scenario_id: str, metric: Metric, points: Sequence[HistoryPoint], threshold: float) -> bytes | None:

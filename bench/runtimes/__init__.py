@@ -20,9 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import hf, hygiene, models, pruning, sources
-from bench.artifacts import Artifact
+from bench.checks import hygiene
 from bench.errors import Unsupported
+from bench.models import catalog as models
+from bench.models import hf, pruning, sources
+from bench.models.artifacts import Artifact
+from bench.models.sources import FORMAT_NAMES, SourceError
 from bench.runtimes import (  # noqa: F401  (importing a runtime's module registers it)
     aoti,
     compile,
@@ -51,8 +54,7 @@ from bench.runtimes.model import (
 from bench.runtimes.precisions import PRECISIONS
 from bench.runtimes.quantization import import_torchao
 from bench.runtimes.registry import RUNTIMES, register, runtime_for
-from bench.sources import FORMAT_NAMES, SourceError
-from bench.suite import Scenario
+from bench.suite.scenarios import Scenario
 
 __all__ = [
     "PRECISIONS",

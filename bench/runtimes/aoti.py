@@ -13,7 +13,7 @@ from bench.runtimes.model import positional_call
 from bench.runtimes.registry import register
 
 if TYPE_CHECKING:
-    from bench.suite import Scenario
+    from bench.suite.scenarios import Scenario
 
 
 @register

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from bench.runtimes import formats, precisions
 
 if TYPE_CHECKING:
-    from bench.artifacts import Artifact
-    from bench.suite import Scenario
+    from bench.models.artifacts import Artifact
+    from bench.suite.scenarios import Scenario
 
 Infer = Callable[[Any], Any]
 
@@ -40,7 +40,7 @@ class Runtime:
     module_modes: ClassVar[bool] = False  # an nn.Module in Python: grad_mode and module_mode both apply
     generates: ClassVar[bool] = False  # `generate:` can run the transformers module's generate()
     compiles_on_first_call: ClassVar[bool] = False  # the worker times the first call apart, as compile_s
-    profiler: ClassVar[str | None] = "torch"  # bench.profiling's profiler for it: torch, onnxruntime, or None
+    profiler: ClassVar[str | None] = "torch"  # bench.profile.profiler's profiler for it: torch, onnxruntime, or None
     no_profiler: ClassVar[str] = ""  # why there is none, when profiler is None
 
     def format_for(self, scenario: Scenario) -> str:

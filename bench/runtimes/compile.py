@@ -24,7 +24,7 @@ from bench.runtimes.base import Infer, Runtime
 from bench.runtimes.eager import load_module, load_program, loads_program
 from bench.runtimes.model import named_call
 from bench.runtimes.registry import register
-from bench.suite import CompilePolicy, Scenario
+from bench.suite.scenarios import CompilePolicy, Scenario
 
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 

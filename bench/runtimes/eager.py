@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import hygiene
+from bench.checks import hygiene
 from bench.runtimes.base import Infer, Runtime
 from bench.runtimes.model import build_fp32, fit_variant, load_state, named_call, positional_call
 from bench.runtimes.precisions import PRECISIONS, convert
 from bench.runtimes.registry import register
 
 if TYPE_CHECKING:
-    from bench.suite import Scenario
+    from bench.suite.scenarios import Scenario
 
 
 def loads_program(scenario: Scenario) -> bool:

@@ -18,14 +18,15 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
-from bench import inputs, pruning, sources
-from bench.artifacts import Artifact, cached_artifact
 from bench.errors import CompileFailed, Unsupported, first_error_line
-from bench.nospace import write_via_memory
+from bench.models import pruning, sources
+from bench.models.artifacts import Artifact, cached_artifact
+from bench.results.nospace import write_via_memory
 from bench.runtimes import model
 from bench.runtimes.base import Infer, Runtime
 from bench.runtimes.registry import register
-from bench.suite import Scenario
+from bench.suite import inputs
+from bench.suite.scenarios import Scenario
 
 EXECUTORCH_MISSING = "ExecuTorch is not installed: pip install .[executorch] (the executorch package)"
 COMPILER = "executorch_xnnpack"

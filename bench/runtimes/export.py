@@ -10,7 +10,7 @@ from bench.runtimes.model import positional_call
 from bench.runtimes.registry import register
 
 if TYPE_CHECKING:
-    from bench.suite import Scenario
+    from bench.suite.scenarios import Scenario
 
 _TRAIN = (
     "an exported program's graph is captured in eval mode (torch.export.load(...).module().train() raises "

@@ -1,7 +1,7 @@
 """Artifact formats: how bench writes the file a load mode loads, from the torch model it builds,
 and how a compiled file given as the model source is checked and used as it is.
 
-`prepare_built` writes (or reuses, bench.artifacts) one artifact per model, precision and format:
+`prepare_built` writes (or reuses, bench.models.artifacts) one artifact per model, precision and format:
 a `state_dict` (eager, mmap, compile), a frozen `torchscript` module, an `exported_program`
 (torch.export; also int8_static's PT2E program for eager and compile), an `aoti_package`
 (AOTInductor), or an `onnx` file (ONNX Runtime's quantizer makes its int8 ones). It runs in the
@@ -19,11 +19,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from bench import calibration, inputs, models, pruning, sources
-from bench.artifacts import Artifact, cached_artifact, file_sha256
 from bench.environment import read_cpuinfo
 from bench.errors import CompileFailed, Unsupported, first_error_line
-from bench.nospace import write_via_memory
+from bench.models import catalog as models
+from bench.models import pruning, sources
+from bench.models.artifacts import Artifact, cached_artifact, file_sha256
+from bench.models.sources import FORMAT_NAMES, ModelSource
+from bench.results.nospace import write_via_memory
 from bench.runtimes import quantization
 from bench.runtimes.model import (
     build_fp32,
@@ -45,11 +47,16 @@ from bench.runtimes.model import (
 )
 from bench.runtimes.precisions import PRECISIONS, cast, convert, torch_dtype
 from bench.runtimes.registry import RUNTIMES, runtime_for
-from bench.sources import FORMAT_NAMES, ModelSource
-from bench.suite import Scenario
+from bench.suite import calibration, inputs
+from bench.suite.scenarios import Scenario
 
-SUFFIXES = {"state_dict": ".pt", "torchscript": ".ts.pt", "exported_program": ".pt2", "onnx": ".onnx",
-            "aoti_package": ".aoti.pt2"}  # fmt: skip
+SUFFIXES = {
+    "state_dict": ".pt",
+    "torchscript": ".ts.pt",
+    "exported_program": ".pt2",
+    "onnx": ".onnx",
+    "aoti_package": ".aoti.pt2",
+}
 
 
 def prepare_built(scenario: Scenario, cache_dir: Path, fmt: str) -> Artifact:
@@ -189,8 +196,13 @@ def given_file_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
         return Artifact(Path(facts.path), facts.sha256, facts.bytes, time.perf_counter() - started, False, found)
     import onnxruntime
 
-    key = {"source_sha256": facts.sha256, "kind": "onnx", "precision": scenario.precision,
-           "onnxruntime": onnxruntime.__version__, "ort_reduce_range": ort_reduce_range()}  # fmt: skip
+    key = {
+        "source_sha256": facts.sha256,
+        "kind": "onnx",
+        "precision": scenario.precision,
+        "onnxruntime": onnxruntime.__version__,
+        "ort_reduce_range": ort_reduce_range(),
+    }
     filename = f"{file_stem(scenario)}-{scenario.precision}.onnx"
     return cached_artifact(cache_dir, key, filename, lambda path: ort_quantize(Path(facts.path), path))
 
@@ -234,8 +246,10 @@ def _write_onnx(scenario: Scenario, path: Path) -> dict[str, Any]:
         model = inputs.positional(model, named_inputs(scenario), output_of(scenario))
         samples = sample_inputs(scenario, 2, scenario.seed, skip=0)  # torch tensors, float ones in the export's dtype
         example = tuple(cast(v, export_precision) if v.is_floating_point() else v for v in samples.values())
-        axes = {name: {0: "batch", **({axis: "seq"} if axis else {})}
-                for name, axis in zip(names, _seq_axes(scenario), strict=True)}  # fmt: skip
+        axes = {
+            name: {0: "batch", **({axis: "seq"} if axis else {})}
+            for name, axis in zip(names, _seq_axes(scenario), strict=True)
+        }
     else:
         names = ["input"]
         example = (models.make_input(scenario.input_shape, 1, scenario.seed).to(torch_dtype(export_precision)),)
@@ -282,8 +296,12 @@ def ort_reduce_range() -> bool:
     return not any(isa.get(flag) for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def ort_quantize(source_path: Path, path: Path, feeds: list[dict[str, Any]] | None = None,
-                  spec: calibration.CalibrationSpec | None = None) -> dict[str, Any]:  # fmt: skip
+def ort_quantize(
+    source_path: Path,
+    path: Path,
+    feeds: list[dict[str, Any]] | None = None,
+    spec: calibration.CalibrationSpec | None = None,
+) -> dict[str, Any]:
     """ONNX Runtime's dynamic quantization (QInt8 weights) of an fp32 ONNX file, and its integer nodes;
     with calibration `feeds`, its static QDQ quantization instead (bench.runtimes.quantization.ort_static).
 
@@ -334,8 +352,14 @@ def reference_outputs(scenario: Scenario, cache_dir: Path, inputs: int) -> Artif
             return None  # the 4 fidelity inputs fit neither one call nor one call each
         import onnxruntime
 
-        key = {"source_sha256": facts.sha256, "onnxruntime": onnxruntime.__version__, "kind": "reference_outputs",
-               "input_shape": list(scenario.input_shape), "inputs": inputs, "seed": scenario.seed}  # fmt: skip
+        key = {
+            "source_sha256": facts.sha256,
+            "onnxruntime": onnxruntime.__version__,
+            "kind": "reference_outputs",
+            "input_shape": list(scenario.input_shape),
+            "inputs": inputs,
+            "seed": scenario.seed,
+        }
         if source.inputs:
             key["named_inputs"] = [spec.to_dict() for spec in source.inputs]
         reference = dataclasses.replace(scenario, load="onnxruntime", precision="fp32", threads=1, interop_threads=1)
@@ -348,8 +372,12 @@ def reference_outputs(scenario: Scenario, cache_dir: Path, inputs: int) -> Artif
 
         return cached_artifact(cache_dir, key, f"{file_stem(scenario)}-reference.pt", write_onnx)
 
-    key = {**model_key(scenario), "input_shape": list(scenario.input_shape), "inputs": inputs,
-           "kind": "reference_outputs"}  # fmt: skip
+    key = {
+        **model_key(scenario),
+        "input_shape": list(scenario.input_shape),
+        "inputs": inputs,
+        "kind": "reference_outputs",
+    }
     if named_inputs(scenario):
         key.update(
             named_inputs=[spec.to_dict() for spec in named_inputs(scenario)],

@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import sources
 from bench.errors import Unsupported
+from bench.models import sources
+from bench.models.sources import SourceError
 from bench.runtimes.base import Infer, Runtime
 from bench.runtimes.registry import register
-from bench.sources import SourceError
 
 if TYPE_CHECKING:
-    from bench.suite import Scenario
+    from bench.suite.scenarios import Scenario
 
 LITERT_MISSING = "LiteRT is not installed: pip install .[tflite] (the ai-edge-litert package)"
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import hygiene
+from bench.checks import hygiene
 from bench.runtimes.base import Infer, Runtime
 from bench.runtimes.model import build_fp32, fit_variant, load_state, named_call
 from bench.runtimes.registry import register
 
 if TYPE_CHECKING:
-    from bench.suite import Scenario
+    from bench.suite.scenarios import Scenario
 
 
 @register

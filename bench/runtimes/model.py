@@ -13,13 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import calibration, hf, inputs, models, pruning, sources
-from bench.artifacts import file_sha256
+from bench.checks.fidelity import FIDELITY_INPUTS, TOKEN_FIDELITY_INPUTS
 from bench.errors import Unsupported
-from bench.fidelity import FIDELITY_INPUTS, TOKEN_FIDELITY_INPUTS
+from bench.models import catalog as models
+from bench.models import hf, pruning, sources
+from bench.models.artifacts import file_sha256
+from bench.models.sources import SourceError
 from bench.runtimes.registry import runtime_for
-from bench.sources import SourceError
-from bench.suite import Scenario
+from bench.suite import calibration, inputs
+from bench.suite.scenarios import Scenario
 
 
 def to_runtime_input(scenario: Scenario, batch: Any) -> Any:
@@ -37,7 +39,7 @@ def make_batch(scenario: Scenario, batch_size: int | None = None) -> Any:
 
 
 def named_inputs(scenario: Scenario) -> tuple[inputs.InputSpec, ...]:
-    """The model's named inputs (bench.inputs); empty for a model fed one float tensor."""
+    """The model's named inputs (bench.suite.inputs); empty for a model fed one float tensor."""
     return scenario.source.inputs if scenario.source is not None else ()
 
 
@@ -60,7 +62,7 @@ def inputs_record(scenario: Scenario) -> dict[str, Any]:
         "named_inputs": [
             {"name": s.name, "shape": list(s.sample_shape(scenario.seq_len)), "dtype": s.dtype} for s in specs
         ]
-        or None,  # fmt: skip
+        or None,
         "task": source.task if source else None,
     }
 
@@ -117,8 +119,13 @@ def source_record(scenario: Scenario) -> dict[str, Any] | None:
     source = scenario.source
     if source is None:
         return None
-    info = {"kind": source.kind, "path": source.path, "bytes": None, "sha256": None,
-            "architecture": source.architecture}  # fmt: skip
+    info = {
+        "kind": source.kind,
+        "path": source.path,
+        "bytes": None,
+        "sha256": None,
+        "architecture": source.architecture,
+    }
     try:
         facts = sources.source_facts(source)
     except SourceError:
@@ -174,16 +181,24 @@ def model_key(scenario: Scenario) -> dict[str, Any]:
     architecture = source.architecture if source else scenario.model
     key: dict[str, Any] = {"model": scenario.model, "seed": scenario.seed, "torch": torch.__version__}
     if source is not None:  # by content, never by name or path: a renamed or moved file is the same model
-        key = {"source": source.kind, "architecture": architecture, "kwargs": source.kwargs,
-               "seed": scenario.seed, "torch": torch.__version__,
-               "sources_code_sha256": file_sha256(Path(sources.__file__)),
-               "source_sha256": sources.source_facts(source).sha256}  # fmt: skip
+        key = {
+            "source": source.kind,
+            "architecture": architecture,
+            "kwargs": source.kwargs,
+            "seed": scenario.seed,
+            "torch": torch.__version__,
+            "sources_code_sha256": file_sha256(Path(sources.__file__)),
+            "source_sha256": sources.source_facts(source).sha256,
+        }
         if architecture and sources.is_factory(architecture):
             key["factory_module_sha256"] = sources.factory_file(source).sha256
         if source.kind == "hf":
-            key.update(task=source.task, random_weights=source.random_weights,
-                       hf_code_sha256=file_sha256(Path(hf.__file__)),
-                       transformers=importlib.metadata.version("transformers"))  # fmt: skip
+            key.update(
+                task=source.task,
+                random_weights=source.random_weights,
+                hf_code_sha256=file_sha256(Path(hf.__file__)),
+                transformers=importlib.metadata.version("transformers"),
+            )
     if scenario.variant != pruning.DENSE:
         key["variant"] = scenario.variant
         key["pruning_code_sha256"] = file_sha256(Path(pruning.__file__))

@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import sources
 from bench.errors import Unsupported
+from bench.models import sources
 from bench.runtimes.base import Infer, Runtime
 from bench.runtimes.registry import register
 
 if TYPE_CHECKING:
-    from bench.suite import Scenario
+    from bench.suite.scenarios import Scenario
 
 NO_BF16 = "ONNX Runtime's CPU execution provider has no bfloat16 kernels for these operators"
 
@@ -24,7 +24,7 @@ class OnnxRuntime(Runtime):
     artifact_format = "onnx"
     engine = "onnxruntime"
     takes_numpy = True
-    profiler = "onnxruntime"  # the session's own profiler (bench.profiling)
+    profiler = "onnxruntime"  # the session's own profiler (bench.profile.profiler)
 
     def unsupported(self, scenario: Scenario) -> str | None:
         return NO_BF16 if scenario.precision == "bf16" else None

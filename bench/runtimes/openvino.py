@@ -14,14 +14,15 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
-from bench import calibration, sources
-from bench.artifacts import Artifact, cached_artifact, file_sha256
 from bench.errors import Unsupported
+from bench.models import sources
+from bench.models.artifacts import Artifact, cached_artifact, file_sha256
 from bench.runtimes import quantization
 from bench.runtimes.base import Infer, Runtime
 from bench.runtimes.model import calibration_feeds, calibration_spec, file_stem
 from bench.runtimes.registry import RUNTIMES, register
-from bench.suite import Scenario
+from bench.suite import calibration
+from bench.suite.scenarios import Scenario
 
 OPENVINO_MISSING = "OpenVINO is not installed: pip install .[openvino] (the openvino package)"
 NNCF_MISSING = "NNCF is not installed: pip install .[openvino] (OpenVINO's int8_static is NNCF's quantization)"
@@ -55,9 +56,13 @@ def _nncf_artifact(scenario: Scenario, cache_dir: Path) -> Artifact:
     """OpenVINO's int8_static: NNCF post-training quantization of the fp32 ONNX file (QDQ, which
     OpenVINO runs with int8 kernels), over the scenario's calibration inputs."""
     fp32 = RUNTIMES[PREPARED_FROM[0]].prepare(onnx_source(scenario), cache_dir)
-    key = {"source_sha256": fp32.sha256, "kind": "nncf_int8_static", "nncf": quantization.nncf_version(),
-           "calibration": calibration.cache_key(calibration_spec(scenario), scenario.data, scenario.source),
-           "quantization_code_sha256": file_sha256(Path(quantization.__file__))}  # fmt: skip
+    key = {
+        "source_sha256": fp32.sha256,
+        "kind": "nncf_int8_static",
+        "nncf": quantization.nncf_version(),
+        "calibration": calibration.cache_key(calibration_spec(scenario), scenario.data, scenario.source),
+        "quantization_code_sha256": file_sha256(Path(quantization.__file__)),
+    }
     filename = f"{file_stem(scenario)}-int8_static-nncf.onnx"
 
     def write(path: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from bench.errors import Unsupported
 from bench.runtimes import quantization
 
 if TYPE_CHECKING:
-    from bench.suite import Scenario
+    from bench.suite.scenarios import Scenario
 
 # Layer types torch's dynamic quantization replaces with int8 versions.
 DYNAMIC_QUANT_LAYERS = ("Linear", "LSTM", "GRU")
@@ -92,7 +92,7 @@ class Precision:
     convert: Conversion  # the fp32 torch model in this precision, and facts for the record
     unsupported: Callable[[Scenario], str | None] = _no_rule  # its own reasons, before the load mode's
     needs_torchao: bool = False  # torch rows load torchao's ops and tensor subclasses
-    calibrated: bool = False  # quantized over calibration inputs (bench.calibration), in the parent
+    calibrated: bool = False  # quantized over calibration inputs (bench.suite.calibration), in the parent
 
 
 PRECISIONS = {

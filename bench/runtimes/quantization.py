@@ -31,9 +31,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import calibration
-from bench.calibration import CalibrationSpec
 from bench.errors import Unsupported, first_error_line
+from bench.suite import calibration
+from bench.suite.calibration import CalibrationSpec
 
 TORCHAO_MISSING = "torchao is not installed: pip install .[quant] (int8_static and the weight-only precisions use it)"
 WEIGHT_ONLY = ("int8_weight_only", "int4_weight_only")
@@ -58,8 +58,9 @@ def import_torchao() -> Any:
     return torchao
 
 
-def facts(method: str, library: str, layers_by_kind: dict[str, int], spec: CalibrationSpec | None,
-          **extra: Any) -> dict[str, Any]:  # fmt: skip
+def facts(
+    method: str, library: str, layers_by_kind: dict[str, int], spec: CalibrationSpec | None, **extra: Any
+) -> dict[str, Any]:
     """The artifact's facts: `quantized_layers` (the total) and the record's `quantization`."""
     if not layers_by_kind:
         raise Unsupported(f"{method} quantized no conv or linear layer of this model")
@@ -100,8 +101,9 @@ def onnx_layers_by_kind(nodes: Sequence[Any], initializers: set[str]) -> dict[st
     return dict(counts)
 
 
-def pt2e_static(model: Any, example: tuple[Any, ...], dynamic_shapes: Any, batches: Sequence[tuple[Any, ...]],
-                spec: CalibrationSpec) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+def pt2e_static(
+    model: Any, example: tuple[Any, ...], dynamic_shapes: Any, batches: Sequence[tuple[Any, ...]], spec: CalibrationSpec
+) -> tuple[Any, dict[str, Any]]:
     """PT2E static int8 with the X86 Inductor quantizer: the converted program, re-exported with the
     same dynamic shapes (so it saves, loads and compiles like any exported program), and its facts."""
     import torch
@@ -114,8 +116,9 @@ def pt2e_static(model: Any, example: tuple[Any, ...], dynamic_shapes: Any, batch
         try:
             captured = torch.export.export(model, example, dynamic_shapes=dynamic_shapes, strict=True).module()
         except Exception as exc:
-            raise Unsupported(f"torch.export (strict, as PT2E needs) cannot export this model: "
-                              f"{first_error_line(exc)}") from exc  # fmt: skip
+            raise Unsupported(
+                f"torch.export (strict, as PT2E needs) cannot export this model: {first_error_line(exc)}"
+            ) from exc
         quantizer = x86.X86InductorQuantizer()
         quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
         with warnings.catch_warnings():
@@ -185,14 +188,19 @@ def weight_only_int4(model: Any) -> tuple[Any, dict[str, Any]]:
             f"{len(linears)} Linear layer(s) is one"
         )
     return model, facts(
-        "int4_weight_only", "torchao", {"linear": quantized} if quantized else {}, None,
-        per_channel=False, group_sizes={str(size): n for size, n in sorted(groups.items())},
+        "int4_weight_only",
+        "torchao",
+        {"linear": quantized} if quantized else {},
+        None,
+        per_channel=False,
+        group_sizes={str(size): n for size, n in sorted(groups.items())},
         unquantized_linear=len(linears) - quantized,
-    )  # fmt: skip
+    )
 
 
-def ort_static(source_path: Path, path: Path, batches: Sequence[dict[str, Any]], spec: CalibrationSpec,
-               reduce_range: bool) -> dict[str, Any]:  # fmt: skip
+def ort_static(
+    source_path: Path, path: Path, batches: Sequence[dict[str, Any]], spec: CalibrationSpec, reduce_range: bool
+) -> dict[str, Any]:
     """ONNX Runtime's static QDQ quantization of an fp32 ONNX file over `batches` (feeds by input name)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -205,9 +213,15 @@ def ort_static(source_path: Path, path: Path, batches: Sequence[dict[str, Any]],
             return next(self.feeds, None)
 
     quantize_static(
-        str(source_path), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-    )  # fmt: skip
+        str(source_path),
+        str(path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=reduce_range,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     graph = onnx.load(str(path), load_external_data=False).graph
     layers = onnx_layers_by_kind(graph.node, {init.name for init in graph.initializer})
     return facts("ort_qdq_static", "onnxruntime", layers, spec, per_channel=True, reduce_range=reduce_range)

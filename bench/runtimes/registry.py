@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from bench.runtimes.base import Runtime
-    from bench.suite import Scenario
+    from bench.suite.scenarios import Scenario
 
 RUNTIMES: dict[str, Runtime] = {}
 R = TypeVar("R", bound="type[Runtime]")

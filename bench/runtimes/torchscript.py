@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import hygiene
+from bench.checks import hygiene
 from bench.runtimes.base import Infer, Runtime
 from bench.runtimes.model import positional_call
 from bench.runtimes.registry import register
 
 if TYPE_CHECKING:
-    from bench.suite import Scenario
+    from bench.suite.scenarios import Scenario
 
 _MODES = (
     "bench freezes its TorchScript artifacts: weights become constants (no parameter to require grad) and "

@@ -1,4 +1,4 @@
-"""The `zygote` fixture: one zygote (bench.zygote) for a test session's profiles and capacity instances.
+"""The `zygote` fixture: one zygote (bench.measure.zygote) for a test session's profiles and capacity instances.
 
 Measured on the shared 2-core dev VM (2026-12-07, load average 8 to 9, tiny_mlp): a forked
 capacity instance was Ready 0.11 s after its start against 4.1 s fresh, a whole 5-call profile
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.child import child_env
-from bench.zygote import ZygoteWorkers, fork_available
+from bench.measure.child import child_env
+from bench.measure.zygote import ZygoteWorkers, fork_available
 
 
 @pytest.fixture(scope="session")

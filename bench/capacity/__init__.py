@@ -1,0 +1,1 @@
+"""Capacity: many pinned instances on one host, server mode's load generator and its verdict."""

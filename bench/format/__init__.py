@@ -1,0 +1,1 @@
+"""How figures and tables are written: byte units and milliseconds, the plain-text table, Markdown."""

@@ -1,0 +1,1 @@
+"""The history store of every run (SQLite or PostgreSQL)."""

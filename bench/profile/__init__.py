@@ -1,0 +1,1 @@
+"""Per-operator profiles, run apart from the timed run, and the folder they write."""

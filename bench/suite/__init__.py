@@ -1,0 +1,1 @@
+"""Stage 1, the suite: YAML in, validated against its schema, expanded into Scenarios."""

@@ -1,0 +1,141 @@
+"""Hand-made capacity figures (bench.results.record.CapacityFigures) for planner, report and CLI tests."""
+
+from __future__ import annotations
+
+from bench.capacity.verdict import RULE
+from bench.results.record import (
+    CapacityFigures,
+    ClosedLoopFigures,
+    InstanceMemory,
+    LayoutFigures,
+    ResultRecord,
+    ServerFigures,
+    ServerStep,
+)
+from bench.results.stats import LatencyStats
+
+MIB = 1024 * 1024
+
+
+def step(rate: float, p99_s: float, slo_s: float, *, valid: bool = True, lower_bound: bool = False) -> ServerStep:
+    passed = valid and not lower_bound and p99_s <= slo_s
+    reasons = [] if passed else (["too few requests"] if not valid else [f"p99 {p99_s * 1e3:g} ms over the SLO"])
+    over = 2 if passed else 40  # of 1000: a pass and a fail of the 95 % rule
+    return ServerStep(
+        rate_per_s=rate,
+        requests=1000,
+        completed=1000,
+        duration_s=1.0,
+        achieved_per_s=rate,
+        latency_p50_s=p99_s / 3,
+        latency_p90_s=p99_s / 2,
+        latency_p99_s=p99_s,
+        latency_max_s=p99_s * 1.2,
+        p99_lower_bound=lower_bound,
+        wait_p99_s=p99_s / 2,
+        service_p99_s=p99_s / 2,
+        send_lag_p99_s=1e-4,
+        loadgen_cpu_s=0.01,
+        loadgen_cpu_fraction=0.01,
+        instances_cpu_s=0.5,
+        valid=valid,
+        passed=passed,
+        reasons=reasons,
+        over_slo=over,
+        confidence=0.95,
+        verdict="pass" if passed else "fail",
+    )
+
+
+def closed(samples_per_s: float, p99_s: float, instances: int = 1) -> ClosedLoopFigures:
+    latency = LatencyStats.from_times([p99_s / 2] * 98 + [p99_s] * 2)
+    return ClosedLoopFigures(
+        batch_size=1, duration_s=1.0, samples_per_s=samples_per_s, requests_per_s=samples_per_s, latency_s=latency
+    )
+
+
+def layout(
+    instances: int,
+    threads: int,
+    steps: list[tuple[float, float]],
+    slo_s: float,
+    *,
+    single_p99_s: float = 0.002,
+    uss_mib: float = 300,
+    rss_mib: float = 500,
+    requested: bool = True,
+) -> LayoutFigures:
+    """A measured layout whose server steps are (rate, p99 seconds) pairs."""
+    server_steps = [step(rate, p99, slo_s) for rate, p99 in steps]
+    passing = [s.rate_per_s for s in server_steps if s.passed]
+    return LayoutFigures(
+        layout=f"{instances}x{threads}",
+        instances=instances,
+        threads_per_instance=threads,
+        requested=requested,
+        status="ok",
+        cores=[[i] for i in range(instances)],
+        closed_loop=closed(1000.0 * instances, single_p99_s, instances),
+        offline=closed(5000.0 * instances, single_p99_s * 10, instances),
+        server=ServerFigures(
+            slo_p99_s=slo_s,
+            max_rate_per_s=max(passing) if passing else None,
+            stop_reason="converged",
+            min_duration_s=1.0,
+            min_requests=500,
+            steps=server_steps,
+            verdict_rule=RULE.format(confidence=0.95),
+            confirmed=bool(passing),
+        ),
+        memory=[
+            InstanceMemory(i, int(rss_mib * MIB), int(uss_mib * MIB), int((uss_mib + 50) * MIB), int(rss_mib * MIB))
+            for i in range(instances)
+        ],
+    )
+
+
+def capacity(layouts: list[LayoutFigures], slo_s: float, usable_cores: int = 2) -> CapacityFigures:
+    best = max(
+        (f for f in layouts if f.requested and f.server and f.server.max_rate_per_s),
+        key=lambda f: f.server.max_rate_per_s,
+        default=None,
+    )
+    return CapacityFigures(
+        status="ok",
+        note=None,
+        slo_p99_s=slo_s,
+        usable_cores=usable_cores,
+        best_layout=best.layout if best else None,
+        layouts=layouts,
+        percentile_rule="nearest-rank",
+    )
+
+
+def record(figures: CapacityFigures | None, scenario_id: str = "tiny_mlp-b1-t1-fp32-eager") -> ResultRecord:
+    return ResultRecord(
+        run_id="r",
+        scenario_id=scenario_id,
+        suite="s",
+        model="tiny_mlp",
+        batch_size=1,
+        threads=1,
+        interop_threads=1,
+        precision="fp32",
+        load="eager",
+        runtime="torch",
+        input_shape=[64],
+        status="ok",
+        capacity=figures,
+    )
+
+
+def two_core_run(slo_s: float = 0.05) -> CapacityFigures:
+    """2x1 serves 1,800/s at the SLO (1x1: 1,000/s), 1x2 serves 1,200/s, on a 2-core machine."""
+    return capacity(
+        [
+            layout(2, 1, [(900, 0.01), (1800, 0.03), (2000, 0.09), (3600, 0.5)], slo_s),
+            layout(1, 2, [(600, 0.005), (1200, 0.02), (1400, 0.08), (2400, 0.4)], slo_s),
+            layout(1, 1, [(500, 0.004), (1000, 0.02), (1100, 0.07), (2000, 0.3)], slo_s, requested=False),
+        ],
+        slo_s,
+    )

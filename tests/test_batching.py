@@ -99,6 +99,7 @@ def test_a_bad_batching_block_is_refused_with_its_field(block, field, expected):
     assert info.value.field == field and expected in info.value.message, info.value.message
 
 
+SLEEPY_SERVICE = Path(__file__).parent / "support" / "sleepy_service.py"
 MIX_SUITE = """\
 name: mix
 defaults:
@@ -119,6 +120,7 @@ matrix:
 
 
 def test_a_request_mix_is_parsed_shortest_first_and_refused_where_it_cannot_apply(tmp_path):
+    shutil.copy(SLEEPY_SERVICE, tmp_path / "sleepy_service.py")  # the factory's module, in the suite's folder
     (scenario,) = parse_suite(MIX_SUITE, str(tmp_path / "mix.yaml")).scenarios
     assert scenario.capacity.request_mix == SeqLenMix(choices=(8, 64), weights=(3.0, 1.0))
     assert from_json(CapacityPolicy, json.loads(json.dumps(scenario.to_dict()["capacity"]))) == scenario.capacity
@@ -153,7 +155,7 @@ def test_request_seq_lens_follow_the_weights_and_the_seed():
 
 @pytest.mark.slow
 def test_mixed_lengths_are_served_at_their_own_length_and_a_batch_pads_to_its_longest(tmp_path):
-    shutil.copy(Path(__file__).parent / "support" / "sleepy_service.py", tmp_path / "sleepy_service.py")
+    shutil.copy(SLEEPY_SERVICE, tmp_path / "sleepy_service.py")
     (tmp_path / "mix.yaml").write_text(MIX_SUITE, encoding="utf-8")
     (scenario,) = load_suite(tmp_path / "mix.yaml").scenarios
     policy = scenario.capacity

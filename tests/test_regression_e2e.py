@@ -42,7 +42,7 @@ matrix:
   threads: [{threads}]
 """
 
-# Appended to the copy's models.py: tiny_mlp runs its layers four times (same weights, same
+# Appended to the copy's models/catalog.py: tiny_mlp runs its layers four times (same weights, same
 # outputs, four times the work). Four, not 1.2: on a busy 2-core machine tiny_mlp's median
 # was seen to switch between 27 and 45 us within one run (a neighbour on the sibling
 # hyperthread), and `bench compare` rightly trusts no change smaller than that drift.
@@ -147,10 +147,12 @@ class Workspace:
         return self.root / match.group(1)
 
     def head(self, name: str, patch: str) -> Path:
-        """A copy of the bench package with `patch` appended to its models.py."""
+        """A copy of the bench package with `patch` appended to its models/catalog.py."""
         root = self.root / f"head-{name}"
         shutil.copytree(Path(bench.__file__).parent, root / "bench", ignore=shutil.ignore_patterns("__pycache__"))
-        with open(root / "bench" / "models.py", "a", encoding="utf-8") as f:
+        catalog = root / "bench" / "models" / "catalog.py"
+        assert catalog.is_file(), f"{catalog} moved: the patch would land in a new file no one imports"
+        with open(catalog, "a", encoding="utf-8") as f:
             f.write(textwrap.dedent(patch))
         return root
 

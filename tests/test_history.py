@@ -310,14 +310,14 @@ def test_list_runs_filters_and_orders(hist, tmp_path):
 def test_a_run_read_back_from_the_history_is_the_run_model_with_older_rows_upgraded(hist, demo):
     rows = [json.loads(line) for line in (demo / "results.jsonl").read_text().splitlines()]
     del rows[0]["runtime"], rows[0]["variant"], rows[0]["worker_kind"]  # written before these fields existed
-    rows[0]["from_a_newer_bench"] = 1  # a field this version does not know: the record has no place for it
+    rows[0]["from_a_newer_bench"] = {"figure": 1}  # a field this version does not know: kept beside the record
     (demo / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     old_id = rows[0]["scenario_id"]
     record_run(hist, demo)  # the history keeps rows upgraded
     run, folder = run_by_id(hist, demo.name), load_run(demo, with_round_times=True)
     with sqlite3.connect(hist) as db:  # ... as the records the run model holds
         stored = db.execute("SELECT record_json FROM results WHERE scenario_id = ?", (old_id,)).fetchone()[0]
-    assert json.loads(stored) == folder.results[old_id].record.to_dict()
+    assert json.loads(stored) == {**folder.results[old_id].record.to_dict(), "from_a_newer_bench": {"figure": 1}}
     assert run.path is None and run.source == f"history:{hist}"
     assert folder.old_schema_rows == [old_id] and run.old_schema_rows == []
     assert [r.scenario_id for r in run.records] == [r["scenario_id"] for r in rows]

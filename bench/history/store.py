@@ -13,10 +13,10 @@ only ever adds, never drops, user data):
 - ``results``: one row per scenario of a run: indexed key columns (scenario id, model,
   batch, threads, precision, load...), the main figures as columns (median, p90, p99,
   mean latency, throughput, load, first inference, peak RSS), the whole ResultRecord as read
-  (``record_json``: its ``to_dict``, so a row of an older version is stored upgraded and a key
-  of a newer version that this one does not know is not kept), and every steady-state round
-  time (``round_times``: little-endian float64 seconds, from the run's benchmark/<scenario>.json),
-  so statistics can be recomputed.
+  (``record_json``: its ``to_dict``, so a row of an older version is stored upgraded, and the keys
+  of a newer version that this one does not know, as written: nothing a newer bench measured is
+  lost), and every steady-state round time (``round_times``: little-endian float64 seconds, from
+  the run's benchmark/<scenario>.json), so statistics can be recomputed.
 
 The file is opened in WAL mode (readers never wait for a writer); every write is one
 ``BEGIN IMMEDIATE`` transaction, so a crash or a second writer never leaves a half-written
@@ -744,7 +744,7 @@ def _insert_result(db: Db, run_pk: int, result: ScenarioResult) -> None:
         "input_shape": json.dumps(record.input_shape),
         "rounds": len(result.round_times) if result.round_times is not None else None,
         "round_times": pack_times(result.round_times) if result.round_times is not None else None,
-        "record_json": json.dumps(record.to_dict(), sort_keys=False),
+        "record_json": json.dumps({**record.to_dict(), **result.newer_fields}, sort_keys=False),
     }
     for column, metric in _METRIC_COLUMNS.items():
         row[column] = metric.of(record)

@@ -16,6 +16,7 @@ written (the runner, selfcheck): it raises on anything that is not one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -27,6 +28,7 @@ from typing import Any
 from bench.errors import UserError
 from bench.results.record import RESULTS_FILE, ResultRecord, record_from_row, upgrade_row
 
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(ResultRecord))
 RUN_INFO_FILE = "run.json"
 ENVIRONMENT_FILE = "environment.json"
 SCENARIOS_FILE = "scenarios.json"
@@ -241,6 +243,9 @@ class ScenarioResult:
     scenario_id: str
     record: ResultRecord
     round_times: list[float] | None = None
+    # Top-level fields of the row that this version's ResultRecord has no place for (a row a newer bench
+    # wrote), as written: the history stores them beside the record, so importing a newer run loses nothing.
+    newer_fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -397,7 +402,8 @@ def read_rows(
                 f"(schema_version {line.data.get('schema_version', 'missing')}); missing: {', '.join(filled)}"
             )
         records.append(record)
-        results[record.scenario_id] = ScenarioResult(record.scenario_id, record)
+        newer = {key: value for key, value in row.items() if key not in _RECORD_FIELDS}
+        results[record.scenario_id] = ScenarioResult(record.scenario_id, record, newer_fields=newer)
     order = {scenario_id: i for i, scenario_id in enumerate(expected)}
     records.sort(key=lambda r: order.get(r.scenario_id, len(order)))
     return records, results, old_rows

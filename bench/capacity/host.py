@@ -14,8 +14,9 @@ assumption rests on):
 3. server: Poisson arrivals from bench.capacity.loadgen through one pipe that all k instances read
    (a free instance takes the next request), searching for the highest rate whose p99
    meets the SLO by bench.capacity.verdict's rule, each step running until its verdict is decided;
-   the answer is confirmed by a longer step; then one short step at a tenth of that rate
-   (the serving overhead at low load).
+   the answer is confirmed by a longer step; when the answer is none or low against M/D/1
+   queueing, a step at a low utilisation measures the host's stall floor (bench.capacity.stalls);
+   then one short step at a tenth of the confirmed rate (the serving overhead at low load).
 4. offline: as the closed loop, with large batches: the most samples per second.
 
 The generator runs in this process: pinned to the usable cores no active instance has
@@ -69,6 +70,7 @@ from bench.capacity.loadgen import (
     search_max_rate,
     send_schedule,
 )
+from bench.capacity.stalls import FLOOR_REQUESTS, floor_rate, headline, needs_floor, stall_floor
 from bench.capacity.verdict import RULE, UNDECIDED, fewest_to_pass
 from bench.format.units import duration_readable
 from bench.measure.child import child_env
@@ -471,7 +473,8 @@ def measure_point(
     raw.update({f"closed_loop_{key}": v for key, v in closed_raw.items()})
 
     floor_p99_s = floor_p99_s if floor_p99_s is not None else closed.latency_s.p99  # k = 1: its own
-    server = search_server(group, k, policy, closed.requests_per_s, floor_p99_s, phase, log, raw)
+    median_s = closed.latency_s.median if closed.latency_s else None
+    server = search_server(group, k, policy, closed.requests_per_s, floor_p99_s, phase, log, raw, service_s=median_s)
     batched = None
     if policy.batching is not None:
         # The search starts at half the rate it is given: batching starts at the unbatched answer.
@@ -509,9 +512,11 @@ def search_server(
     log: Phase,
     raw: dict[str, np.ndarray],
     batching: BatchingPolicy | None = None,
+    service_s: float | None = None,
 ) -> ServerFigures:
     """Server mode with the first k instances: the search for the highest rate that meets the SLO,
-    its confirmation, then a low-load step. Raw times go into `raw`."""
+    its confirmation, the host's stall floor where the answer calls for it (unbatched, given the closed
+    loop's median call `service_s`; bench.capacity.stalls), then a low-load step. Raw times go into `raw`."""
     layout = Layout(k, group.scenario.threads).name + (f" {batching.label}" if batching else "")
     prefix = "batched_server" if batching else "server"
     slo_s = policy.slo_p99_ms / 1e3
@@ -544,6 +549,21 @@ def search_server(
         )
         search_steps, max_rate, stop = search.steps, search.max_rate_per_s, search.stop_reason
         confirmed = search.confirmed
+    stalls = None
+    if batching is None and service_s and not isinstance(bounds, str) and needs_floor(max_rate, k, service_s, slo_s):
+        chosen = floor_rate(closed_rate_per_s, k, service_s, slo_s)
+        if chosen is None:
+            stop += (
+                f"; no stall floor step: the SLO is too close to the {service_s * 1e3:.3g} ms call for any low load "
+                "to keep queueing out of the tail"
+            )
+        else:
+            rate, utilisation, queueing_share = chosen
+            floor_limits = dataclasses.replace(limits, min_requests=max(FLOOR_REQUESTS, limits.min_requests))
+            step = run_step(rate, len(search_steps) + 1, floor_limits, "stall floor step")
+            stalls = stall_floor(step, slo_s, utilisation, queueing_share)
+            if stalls.note:
+                stop += f"; {stalls.note}"
     low_load = None
     if max_rate is not None:
         # A tenth of the capacity, at least LOW_LOAD_REQUESTS within LOW_LOAD_MAX_S (a p99 of fewer
@@ -572,6 +592,7 @@ def search_server(
         batching_max_delay_s=batching.max_delay_ms / 1e3 if batching else None,
         mix_seq_lens=list(policy.request_mix.choices) if policy.request_mix else None,
         mix_weights=list(policy.request_mix.weights) if policy.request_mix else None,
+        stall_floor=stalls,
     )
 
 
@@ -748,6 +769,9 @@ def summary(figures: CapacityFigures) -> str:
             parts.append(f"{f.layout} no confirmed rate")  # unreachable, or no pass held on confirmation
         else:
             parts.append(f"{f.layout} {f.server.max_rate_per_s:,.0f}/s")
+        floor = f.server.stall_floor if f.status == "ok" and f.server else None
+        if floor is not None and floor.limits_rate:  # the rate (or none) is the host's, not the model's
+            parts[-1] += f": {headline(floor)}"
         if f.status == "ok" and f.batched_server is not None:
             rate = f.batched_server.max_rate_per_s
             parts[-1] += f" ({'no confirmed rate' if rate is None else f'{rate:,.0f}/s'} batched)"

@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 
 
-def md1_p99_s(rate_per_s: float, service_s: float, requests: int = 200_000, seed: int = 1) -> float:
-    """The p99 latency (wait + service) of an M/D/1 queue at `rate_per_s`, nearest rank over `requests`."""
+def md1_latencies_s(rate_per_s: float, service_s: float, requests: int, seed: int = 1) -> list[float]:
+    """Every request's latency (wait + service) in an M/D/1 queue at `rate_per_s`, in arrival order."""
     rng = random.Random(seed)
     arrival = free_at = 0.0
     latencies = []
@@ -21,8 +21,18 @@ def md1_p99_s(rate_per_s: float, service_s: float, requests: int = 200_000, seed
         arrival += rng.expovariate(rate_per_s)
         free_at = max(arrival, free_at) + service_s
         latencies.append(free_at - arrival)
-    latencies.sort()
+    return latencies
+
+
+def md1_p99_s(rate_per_s: float, service_s: float, requests: int = 200_000, seed: int = 1) -> float:
+    """The p99 latency (wait + service) of an M/D/1 queue at `rate_per_s`, nearest rank over `requests`."""
+    latencies = sorted(md1_latencies_s(rate_per_s, service_s, requests, seed))
     return latencies[int(0.99 * requests)]
+
+
+def md1_share_over(rate_per_s: float, service_s: float, slo_s: float, requests: int = 200_000, seed: int = 1) -> float:
+    """The share of requests of an M/D/1 queue at `rate_per_s` whose latency is over `slo_s`."""
+    return sum(latency > slo_s for latency in md1_latencies_s(rate_per_s, service_s, requests, seed)) / requests
 
 
 def md1_rate_at_slo(service_s: float, slo_p99_s: float, requests: int = 50_000) -> float:

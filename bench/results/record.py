@@ -314,6 +314,28 @@ class ServerStep:
 
 
 @dataclass(frozen=True)
+class StallFloor:
+    """Server mode's low-load step: the share of requests over the SLO when queueing cannot explain it.
+
+    Measured before the search (bench.capacity.stalls): what the host's own stalls (scheduling delays,
+    a noisy neighbour) put over the SLO at a load where requests hardly ever queue.
+    """
+
+    rate_per_s: float  # offered, at a low utilisation
+    requests: int
+    over_slo: int
+    over_slo_share: float  # over_slo / requests
+    over_slo_lower_bound: float  # one-sided Clopper-Pearson bounds on the true share at `confidence`
+    over_slo_upper_bound: float
+    limits_rate: bool  # the stalls alone come near the 1 % a p99 allows: the host, not queueing, sets the rate
+    note: str | None  # e.g. "this host's stalls put 1.2 % of requests over the 40 ms SLO at any rate"
+    utilisation: float | None = None  # rate_per_s / the closed-loop requests/s of the same instances
+    queueing_share: float | None = None  # the M/D/1 share over the SLO at that utilisation (bench.capacity.queueing)
+    confidence: float | None = None  # of the bounds
+    step: ServerStep | None = None  # the step it rests on (its p99, waits, generator cost)
+
+
+@dataclass(frozen=True)
 class ServerFigures:
     """Server mode's search for the highest rate whose p99 meets the SLO."""
 
@@ -330,6 +352,9 @@ class ServerFigures:
     batching_max_delay_s: float | None = None
     mix_seq_lens: list[int] | None = None  # a request mix (capacity.request_mix): the seq_lens drawn ...
     mix_weights: list[float] | None = None  # ... with these relative weights; None: every request the scenario's
+    # The host's stall floor, measured before the search (one request per call only); None: not measured
+    # (batched searches, rows from before it, a search skipped for an SLO below the single-stream p99)
+    stall_floor: StallFloor | None = None
 
 
 @dataclass(frozen=True)

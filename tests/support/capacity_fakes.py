@@ -1,7 +1,12 @@
-"""Hand-made capacity figures (bench.results.record.CapacityFigures) for planner, report and CLI tests."""
+"""Hand-made capacity figures (bench.results.record.CapacityFigures) for planner, report and CLI tests, and a
+fake serving host whose server steps are computed, not timed (`FakeHost`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from bench.capacity.loadgen import StepLimits, StepTimes, evaluate_step, poisson_schedule
 from bench.capacity.verdict import RULE
 from bench.results.record import (
     CapacityFigures,
@@ -139,3 +144,33 @@ def two_core_run(slo_s: float = 0.05) -> CapacityFigures:
         ],
         slo_s,
     )
+
+
+@dataclass
+class FakeHost:
+    """One instance of constant `service_s` calls, as bench.capacity.host.server_step's stand-in: arrivals from the
+    step's own Poisson schedule (to its max_duration_s), queued in order (Lindley's recursion); with `stall_every`,
+    every stall_every-th request ends `stall_s` late (the host stalled its wake-up or its reply; the instance
+    goes on), so 1 / stall_every of the requests are over an SLO below service_s + stall_s at any rate. No clock,
+    no sleep."""
+
+    service_s: float
+    stall_every: int | None = None
+    stall_s: float = 0.0
+
+    group = SimpleNamespace(scenario=SimpleNamespace(threads=1, seed=0))  # what search_server reads of a group
+
+    def server_step(self, group, k, rate, seed, limits: StepLimits, slo_s, batching=None, mix=None):
+        offsets = poisson_schedule(rate, limits, seed)
+        started, ended, free_at = [], [], 0.0
+        for i, arrival in enumerate(offsets):
+            start = max(arrival, free_at)
+            stalled = self.stall_every is not None and i % self.stall_every == self.stall_every - 1
+            free_at = start + self.service_s
+            started.append(start)
+            ended.append(free_at + (self.stall_s if stalled else 0.0))
+        times = StepTimes(offsets, offsets, started, ended, 0.0, drain_end=max(ended) + 1.0)
+        step = evaluate_step(
+            rate, times, limits, slo_s, loadgen_cpu_s=0.0, wall_s=offsets[-1], instances_cpu_s=None, seed=seed
+        )
+        return step, {}

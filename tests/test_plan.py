@@ -7,7 +7,7 @@ import json
 import math
 
 import pytest
-from support.capacity_fakes import MIB, capacity, layout, record, two_core_run
+from support.capacity_fakes import MIB, capacity, layout, record, stalled, two_core_run
 from support.demo_runs import Spec, make_run
 
 from bench.analysis.plan import GIB, Host, PlanRequest, make_plan, plan_scenario, rate_at_slo, render_markdown
@@ -199,6 +199,44 @@ def test_bench_plan_says_unreachable_and_exits_1(capacity_run, capsys):
     code, out, _ = _plan(capsys, "--run", str(capacity_run), "--slo-p99-ms", "1", "--target-qps", "10000")
     assert code == 1
     assert "**Unreachable**" in out and "host(s)**" not in out
+
+
+def _stalled_run(tmp_path, *, confirmed: bool):
+    """1x1 on a host whose stalls put 1.2 % of requests over the SLO: a low confirmed rate, or none."""
+    steps = [(10, 0.02), (20, 0.09)] if confirmed else [(10, 0.09)]
+    figures = capacity([stalled(layout(1, 1, steps, SLO_S), SLO_S)], SLO_S, usable_cores=1)
+    return make_run(tmp_path, [Spec(extra={"capacity": figures})])
+
+
+def test_bench_plan_carries_the_stall_note_for_a_width_whose_rate_the_host_stalls_limit(tmp_path, capsys):
+    run = _stalled_run(tmp_path, confirmed=True)
+    code, out, _ = _plan(capsys, "--run", str(run), "--slo-p99-ms", "50", "--target-qps", "100")
+    note = "this host's stalls put 1.2 % of requests over the 50 ms SLO at any rate"
+    assert code == 0 and "**The measuring host set this rate, not the model**: " + note in out
+    assert "- 1 thread(s) per instance: " + note in out and "a quieter host" in out
+    code, out, _ = _plan(capsys, "--run", str(run), "--slo-p99-ms", "50", "--target-qps", "100", "--format", "json")
+    (scenario,) = json.loads(out)["scenarios"]
+    assert scenario["stall_note"].startswith(note) and scenario["chosen"]["stall_note"] == scenario["stall_note"]
+    assert scenario["options"][0]["sweep"][0]["stall_note"] == scenario["stall_note"]
+
+    code, out, _ = _plan(
+        capsys,
+        "--run",
+        str(_stalled_run(tmp_path / "none", confirmed=False)),
+        "--slo-p99-ms",
+        "50",
+        "--target-qps",
+        "100",
+    )
+    assert code == 1 and "**Unreachable**" in out
+    assert f"no rate was confirmed: {note}" in out and "measure on a quieter host, or loosen the SLO" in out
+
+
+def test_a_stall_floor_that_does_not_limit_the_rate_adds_no_note(tmp_path):
+    figures = capacity([stalled(layout(1, 1, [(10, 0.02)], SLO_S), SLO_S, over=1)], SLO_S, usable_cores=1)
+    plan = plan_scenario(record(figures), _request(cores=1))
+    assert plan.status == "ok" and plan.stall_note is None and plan.chosen.stall_note is None
+    assert "stalls" not in render_markdown(make_plan("r", [record(figures)], {}, _request(cores=1)))
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,9 @@ scenario and each measured thread width T,
 
 The width giving the most requests/s per host is chosen. An SLO that no measured step
 met is `unreachable` (never 0 hosts); a host too small for one instance `does_not_fit`.
+A width whose layouts' stall floor limits the rate (`ServerFigures.stall_floor`,
+bench.capacity.stalls) carries its note (`stall_note`): the rate, or its absence, is the
+measuring host's, and neither more instances nor more hosts change it.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class SweepPoint:
     uss_bytes: int | None  # largest instance's
     shared_bytes: int | None  # largest RSS - USS of an instance
     no_rate_reason: str | None = None  # why the layout has no confirmed rate for the plan, beyond its steps
+    stall_note: str | None = None  # the layout's stall floor limits its rate: what the host's stalls put over the SLO
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class WidthOption:
     rate_is_lower_bound: bool = False
     memory_per_host_bytes: int | None = None  # instances x USS + shared once
     sweep: list[SweepPoint] = field(default_factory=list)
+    stall_note: str | None = None  # a layout of this width whose rate the host's stalls limit: its note
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,7 @@ class ScenarioPlan:
     usable_qps_per_host: float | None = None  # qps_per_host x (1 - headroom)
     cost_per_hour: float | None = None
     cost_per_million_requests: float | None = None
+    stall_note: str | None = None  # the chosen width's stall note (no plan: the first width's that has one)
 
 
 @dataclass(frozen=True)
@@ -210,9 +216,15 @@ def sweep_points(capacity: CapacityFigures, threads: int, slo_p99_s: float) -> l
                 uss_bytes=max(uss) if uss else None,
                 shared_bytes=max(shared) if shared else None,
                 no_rate_reason=why_none,
+                stall_note=_stall_note(f),
             )
         )
     return points
+
+
+def _stall_note(layout: LayoutFigures) -> str | None:
+    floor = layout.server.stall_floor if layout.server else None
+    return floor.note if floor is not None and floor.limits_rate else None
 
 
 def doubling_efficiency(points: Sequence[SweepPoint]) -> tuple[float, bool]:
@@ -247,12 +259,16 @@ def width_option(points: list[SweepPoint], threads: int, request: PlanRequest) -
     host = request.host
     slo_ms = request.slo_p99_s * 1e3
     measured = [p for p in points if p.per_instance_per_s]
+    # the largest instance count's note first: the layout the plan's rate comes from
+    stall_note = next((p.stall_note for p in reversed(points) if p.stall_note), None)
     if not measured:
         single = next((p.single_stream_p99_s for p in points if p.single_stream_p99_s is not None), None)
         lowest = min((p.lowest_server_p99_s for p in points if p.lowest_server_p99_s is not None), default=None)
         no_rate = next((p.no_rate_reason for p in points if p.no_rate_reason), None)
         if single is not None and single > request.slo_p99_s:
             why = f"the single-stream p99 is {single * 1e3:.3g} ms, above the SLO"
+        elif stall_note is not None:
+            why = f"no rate was confirmed: {stall_note}"
         elif no_rate is not None:
             why = no_rate
         elif lowest is not None:
@@ -267,7 +283,7 @@ def width_option(points: list[SweepPoint], threads: int, request: PlanRequest) -
             )
         else:
             why = "server mode was not measured at this width"
-        return WidthOption(threads, "unreachable", why, sweep=points)
+        return WidthOption(threads, "unreachable", why, sweep=points, stall_note=stall_note)
     efficiency, from_sweep = doubling_efficiency(points)
     largest = measured[-1]
     uss, shared = largest.uss_bytes, largest.shared_bytes or 0
@@ -284,6 +300,7 @@ def width_option(points: list[SweepPoint], threads: int, request: PlanRequest) -
         instances_memory_bound=memory_bound,
         instances=instances,
         sweep=points,
+        stall_note=stall_note,
     )
     if instances < 1:
         if cpu_bound < 1:
@@ -342,14 +359,19 @@ def plan_scenario(record: ResultRecord, request: PlanRequest) -> ScenarioPlan:
         # host the problem, whatever the other widths do.
         if all(o.status == "unreachable" for o in options):
             status = "unreachable"
-            reason = (
-                f"p99 <= {request.slo_p99_s * 1e3:g} ms is unreachable with the measured layouts ({reasons}). "
+            remedy = (
                 "More hosts cannot make one request faster: loosen the SLO, or measure a faster configuration"
+                if not any(o.stall_note for o in options)
+                else "More instances or hosts like it cannot help: measure on a quieter host, or loosen the SLO"
+            )
+            reason = (
+                f"p99 <= {request.slo_p99_s * 1e3:g} ms is unreachable with the measured layouts ({reasons}). {remedy}"
             )
         else:
             status = "does_not_fit"
             reason = f"no instance that meets the SLO fits on the host ({reasons})"
-        return ScenarioPlan(status=status, reason=reason, **base)  # type: ignore[arg-type]
+        stall_note = next((o.stall_note for o in options if o.stall_note), None)
+        return ScenarioPlan(status=status, reason=reason, stall_note=stall_note, **base)  # type: ignore[arg-type]
     chosen = max(ok, key=lambda o: o.qps_per_host or 0.0)
     usable = (chosen.qps_per_host or 0.0) * (1 - request.headroom)
     hosts = math.ceil(round(request.target_qps / usable, 9))  # 490 / (700 * 0.7) is 1.0000000000000002
@@ -364,6 +386,7 @@ def plan_scenario(record: ResultRecord, request: PlanRequest) -> ScenarioPlan:
         usable_qps_per_host=usable,
         cost_per_hour=cost_per_hour,
         cost_per_million_requests=per_million,
+        stall_note=chosen.stall_note,
         **base,  # type: ignore[arg-type]
     )
 
@@ -557,6 +580,12 @@ def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
             f"{scenario.usable_qps_per_host:,.0f} with headroom.{cost}",
             "",
         ]
+        if scenario.stall_note:
+            out += [
+                f"**The measuring host set this rate, not the model**: {scenario.stall_note}. More instances or "
+                "hosts like it do not raise it; a quieter host, or a looser SLO, does.",
+                "",
+            ]
     else:
         word = {
             "unreachable": "**Unreachable**",
@@ -576,6 +605,12 @@ def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
             "",
             table(WIDTH_HEADERS, [_width_row(o) for o in scenario.options]),
             "",
+            *[
+                f"- {o.threads_per_instance} thread(s) per instance: {o.stall_note}"
+                for o in scenario.options
+                if o.stall_note
+            ],
+            *([""] if any(o.stall_note for o in scenario.options) else []),
             "Sweep measured on this machine (the scaling assumption rests on it; batch "
             f"{scenario.batch_size} per request; every rate is a confirmed one, from server steps of at least "
             f"{_num(scenario.step_min_duration_s, 1)} s):",

@@ -3,11 +3,13 @@ fake serving host whose server steps are computed, not timed (`FakeHost`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 from bench.capacity.loadgen import StepLimits, StepTimes, evaluate_step, poisson_schedule
-from bench.capacity.verdict import RULE
+from bench.capacity.stalls import stall_floor
+from bench.capacity.verdict import RULE, lower_bound, upper_bound
 from bench.results.record import (
     CapacityFigures,
     ClosedLoopFigures,
@@ -97,6 +99,21 @@ def layout(
             for i in range(instances)
         ],
     )
+
+
+def stalled(figures: LayoutFigures, slo_s: float, over: int = 12, requests: int = 1000) -> LayoutFigures:
+    """The layout with a stall floor step at 12.45/s (utilisation 0.15) of `over` of `requests` over the SLO:
+    12 of 1,000 (1.2 %) limits the rate, 1 of 1,000 does not."""
+    assert figures.server is not None
+    floor_step = dataclasses.replace(
+        step(12.45, slo_s / 2, slo_s),
+        requests=requests,
+        over_slo=over,
+        over_slo_lower_bound=lower_bound(over, requests, 0.95),
+        over_slo_upper_bound=upper_bound(over, requests, 0.95),
+    )
+    floor = stall_floor(floor_step, slo_s, utilisation=0.15, queueing_share=0.0003)
+    return dataclasses.replace(figures, server=dataclasses.replace(figures.server, stall_floor=floor))
 
 
 def capacity(layouts: list[LayoutFigures], slo_s: float, usable_cores: int = 2) -> CapacityFigures:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from support.capacity_fakes import FakeHost, capacity, layout
+from support.capacity_fakes import FakeHost, capacity, layout, stalled
+from support.demo_runs import EVIL, Spec, make_run
 
 from bench.capacity import host
 from bench.capacity.loadgen import StepLimits
 from bench.capacity.queueing import md1_share_over
 from bench.capacity.stalls import QUEUEING_MAX, UTILISATIONS, floor_rate, needs_floor, queueing_rate, stall_floor
+from bench.report import write_report
 from bench.suite.scenarios import CapacityPolicy
 
 SERVICE_S, SLO_S = 0.012, 0.040  # the mobilenet_v3_small at one thread, and its SLO
@@ -95,3 +97,26 @@ def test_server_mode_on_a_quiet_host_runs_no_floor_step(monkeypatch):
     assert server.confirmed and server.max_rate_per_s is not None, server.stop_reason
     assert server.stall_floor is None and "stall floor" not in " ".join(lines)
     assert "stalls" not in host.summary(capacity([dataclasses.replace(layout(1, 1, [], SLO_S), server=server)], SLO_S))
+
+
+def test_the_reports_capacity_section_shows_the_floor_and_its_note_escaped(tmp_path):
+    limited = stalled(layout(1, 1, [(10, 0.09)], SLO_S), SLO_S)
+    floor = limited.server.stall_floor
+    evil = dataclasses.replace(floor, note=f"{floor.note} {EVIL}")  # a row's text is never trusted as markup
+    limited = dataclasses.replace(limited, server=dataclasses.replace(limited.server, stall_floor=evil))
+    quiet = stalled(layout(1, 1, [(10, 0.02)], SLO_S), SLO_S, over=1)
+    runs = [
+        Spec(extra={"capacity": capacity([limited], SLO_S)}),
+        Spec(model="tiny_cnn", extra={"capacity": capacity([quiet], SLO_S)}),
+    ]
+    result = write_report([make_run(tmp_path, runs)])
+    page = result.html.read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert" in page
+    assert '<div class="note">tiny_mlp-b1-t1-fp32-eager 1x1: this host&#x27;s stalls put 1.2 % of requests' in page
+    assert "a quieter host, or loosen the SLO" in page
+    table = page[page.index('id="capacity-table"') : page.index("</table>", page.index('id="capacity-table"'))]
+    assert "1.2 (0.69 to 1.9) at 12.45/s; limits the rate" in table and "0.1 (0.0051 to 0.47) at 12.45/s<" in table
+    markdown = result.markdown.read_text()
+    assert "| stall floor (% over the SLO at low load) |" in markdown and "; limits the rate |" in markdown
+    assert "> tiny_mlp-b1-t1-fp32-eager 1x1: this host's stalls put 1.2 %" in markdown
+    assert "<script>" not in markdown

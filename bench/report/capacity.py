@@ -66,9 +66,13 @@ def build_capacity(runs: Sequence[RunFolder], fig_dir: Path) -> CapacitySection 
     for tag, record in records:
         capacity = record.capacity
         assert capacity is not None
+        where = f"{record.scenario_id}{f' ({tag})' if tag else ''}"
         if capacity.status != "ok":
-            section.notes.append(f"{record.scenario_id}{f' ({tag})' if tag else ''}: {capacity.note}")
+            section.notes.append(f"{where}: {capacity.note}")
         for layout in capacity.layouts:
+            floor = layout.server.stall_floor if layout.status == "ok" and layout.server else None
+            if floor is not None and floor.note and floor.limits_rate:
+                section.notes.append(f"{where} {layout.layout}: {floor.note}. {STALL_ADVICE}")
             best = layout.layout == capacity.best_layout and layout.requested
             section.rows.append(CapacityRow(tag, record.scenario_id, layout, capacity.slo_p99_s, best))
     try:
@@ -151,6 +155,7 @@ HEADERS = [
     ("PSS / instance", "MiB"),
     ("RSS / instance", "MiB"),
     ("generator", "cores; send lag p99 ms, max"),
+    ("stall floor", "% over the SLO at low load"),
     ("search", ""),
 ]
 
@@ -197,10 +202,22 @@ def _search(server: ServerFigures | None) -> str:
     )
 
 
+def _stall_floor(server: ServerFigures | None) -> str:
+    """The floor's share over the SLO and its bounds, and whether it limits the rate; "-" where not measured."""
+    floor = server.stall_floor if server else None
+    if floor is None:
+        return "-"
+    share = (
+        f"{floor.over_slo_share * 100:.2g} ({floor.over_slo_lower_bound * 100:.2g} to "
+        f"{floor.over_slo_upper_bound * 100:.2g}) at {floor.rate_per_s:,.4g}/s"
+    )
+    return share + ("; limits the rate" if floor.limits_rate else "")
+
+
 def _cells(row: CapacityRow) -> list[str]:
     f = row.layout
     if f.status != "ok":
-        return [row.scenario_id, f.layout, "-", "-", "-", "-", "-", "-", "-", "-", "-", f"{f.status}: {f.note}"]
+        return [row.scenario_id, f.layout, *["-"] * (len(HEADERS) - 3), f"{f.status}: {f.note}"]
     server = f.server
     low = server.low_load_step if server else None
     loadgen = [s.loadgen_cpu_fraction for s in (server.steps if server else [])]
@@ -220,6 +237,7 @@ def _cells(row: CapacityRow) -> list[str]:
         _fmt(_largest([m.pss_bytes for m in f.memory])),
         _fmt(_largest([m.rss_bytes for m in f.memory])),
         f"{max(loadgen):.2f}; {max(lags) * 1e3:.3g}" if loadgen and lags else "-",
+        _stall_floor(server),
         _search(server),
     ]
 
@@ -283,8 +301,13 @@ INTRO = (
     "large batches. Rate at SLO: the highest Poisson arrival rate whose p99 latency, from each request's "
     "scheduled arrival, met the SLO (server mode). Memory after serving, per instance: USS is its own, PSS "
     "splits shared pages. Generator: the load generator's share of a core, which it takes from the "
-    "instances, and how late it sent requests (counted in the latency). `bench plan --run RUN` turns this into "
-    "hosts and cost."
+    "instances, and how late it sent requests (counted in the latency). Stall floor, where the search answered no "
+    "rate or a low one: the share of requests over the SLO (and its bounds at the run's confidence) in a step at a load where queueing "
+    "puts almost none over it: the host's own stalls. `bench plan --run RUN` turns this into hosts and cost."
+)
+STALL_ADVICE = (
+    "The rate (or its absence) is this host's, not the model's: more instances or hosts like it do not change it; "
+    "measure on a quieter host, or loosen the SLO."
 )
 
 
@@ -295,7 +318,7 @@ def capacity_html(section: CapacitySection | None) -> str:
     parts = ['<h2 id="capacity">Capacity</h2>', f"<p>{e(INTRO)}</p>"]
     parts += [f'<div class="note">{e(note)}</div>' for note in section.notes]
 
-    classes = ["id", "id"] + ["num"] * (len(HEADERS) - 3) + [""]
+    classes = ["id", "id"] + ["num"] * (len(HEADERS) - 4) + ["", ""]
     parts.append(section_table("capacity-table", HEADERS, (_cells(row) for row in section.rows), classes))
     if batching := _batching_rows(section):
         parts.append(f"<p>{e(BATCHING_INTRO)}</p>")
@@ -314,7 +337,7 @@ def capacity_markdown(section: CapacitySection | None, out_dir: Path) -> str:
     out += [f"> {cell(note)}\n" for note in section.notes]
     headers = unit_headers(HEADERS)
     rows = [[cell(c) for c in _cells(row)] for row in section.rows]
-    out.append(table(headers, rows, ["l", "l"] + ["r"] * (len(HEADERS) - 3) + ["l"]) + "\n")
+    out.append(table(headers, rows, ["l", "l"] + ["r"] * (len(HEADERS) - 4) + ["l", "l"]) + "\n")
     if batching := _batching_rows(section):
         rows = [[cell(c) for c in _batching_cells(row)] for row in batching]
         out += [

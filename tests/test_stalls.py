@@ -4,6 +4,7 @@ host (tests/support/capacity_fakes.FakeHost) whose steps are computed, so nothin
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from support.capacity_fakes import FakeHost, capacity, layout, stalled
@@ -13,7 +14,9 @@ from bench.capacity import host
 from bench.capacity.loadgen import StepLimits
 from bench.capacity.queueing import md1_share_over
 from bench.capacity.stalls import QUEUEING_MAX, UTILISATIONS, floor_rate, needs_floor, queueing_rate, stall_floor
+from bench.history.store import record_run, run_by_id
 from bench.report import write_report
+from bench.results.runfolder import load_run
 from bench.suite.scenarios import CapacityPolicy
 
 SERVICE_S, SLO_S = 0.012, 0.040  # the mobilenet_v3_small at one thread, and its SLO
@@ -120,3 +123,20 @@ def test_the_reports_capacity_section_shows_the_floor_and_its_note_escaped(tmp_p
     assert "| stall floor (% over the SLO at low load) |" in markdown and "; limits the rate |" in markdown
     assert "> tiny_mlp-b1-t1-fp32-eager 1x1: this host's stalls put 1.2 %" in markdown
     assert "<script>" not in markdown
+
+
+def test_the_floor_survives_the_run_folder_and_the_history_and_a_row_from_before_it_reads(tmp_path):
+    figures = capacity([stalled(layout(1, 1, [(10, 0.09)], SLO_S), SLO_S)], SLO_S)
+    run = make_run(tmp_path / "runs", [Spec(extra={"capacity": figures})])
+    (result,) = load_run(run).results.values()
+    assert result.record.capacity == figures  # nested in capacity.layouts[].server, its step included
+    hist = tmp_path / "history.sqlite"
+    record_run(hist, run)
+    (again,) = run_by_id(hist, run.name).results.values()
+    assert again.record.capacity.layouts[0].server.stall_floor == figures.layouts[0].server.stall_floor
+
+    row = json.loads((run / "results.jsonl").read_text())
+    del row["capacity"]["layouts"][0]["server"]["stall_floor"]  # written before the stall floor existed
+    (run / "results.jsonl").write_text(json.dumps(row) + "\n")
+    (old,) = load_run(run).results.values()
+    assert old.record.capacity.layouts[0].server.stall_floor is None and not load_run(run).warnings

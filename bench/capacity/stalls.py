@@ -26,10 +26,11 @@ more step:
 
 Why a step of its own after the search, not the existing low-load step and not a step before
 every search: the low-load step runs at a tenth of the *confirmed* rate, so not at all when
-none was confirmed (the case a floor explains), and its 300 requests bound a 1 % share from
-0.1 % to 3 %; a floor step before every search would cost every capacity run up to a minute
-per layout point (a 20 ms model) where the search's answer already shows that queueing set it. Batched searches get none: at low load their requests wait up to max_delay_ms for company,
-which is not the host's, and the host is the one the unbatched search measured.
+none was confirmed (the case a floor explains), and its 300 requests bound a 1 % share (3 over)
+only to 0.27 to 2.6 %; a floor step before every search would cost every capacity run up to a
+minute per layout point (a 20 ms model) where the search's answer already shows that queueing
+set it. Batched searches get none: at low load their requests wait up to max_delay_ms for
+company, which is not the host's, and the host is the one the unbatched search measured.
 """
 
 from __future__ import annotations

@@ -301,9 +301,10 @@ INTRO = (
     "large batches. Rate at SLO: the highest Poisson arrival rate whose p99 latency, from each request's "
     "scheduled arrival, met the SLO (server mode). Memory after serving, per instance: USS is its own, PSS "
     "splits shared pages. Generator: the load generator's share of a core, which it takes from the "
-    "instances, and how late it sent requests (counted in the latency). Stall floor, where the search answered no "
-    "rate or a low one: the share of requests over the SLO (and its bounds at the run's confidence) in a step at a load where queueing "
-    "puts almost none over it: the host's own stalls. `bench plan --run RUN` turns this into hosts and cost."
+    "instances, and how late it sent requests (counted in the latency). Stall floor, where the search answered "
+    "no rate or a low one: the share of requests over the SLO (and its bounds at the run's confidence) in a step "
+    "at a load where queueing puts almost none over it: the host's own stalls. `bench plan --run RUN` turns this "
+    "into hosts and cost."
 )
 STALL_ADVICE = (
     "The rate (or its absence) is this host's, not the model's: more instances or hosts like it do not change it; "

@@ -317,8 +317,8 @@ class ServerStep:
 class StallFloor:
     """Server mode's low-load step: the share of requests over the SLO when queueing cannot explain it.
 
-    Measured before the search (bench.capacity.stalls): what the host's own stalls (scheduling delays,
-    a noisy neighbour) put over the SLO at a load where requests hardly ever queue.
+    Measured after a search that answered no rate or a low one (bench.capacity.stalls): what the host's own
+    stalls (scheduling delays, a noisy neighbour) put over the SLO at a load where requests hardly ever queue.
     """
 
     rate_per_s: float  # offered, at a low utilisation
@@ -352,8 +352,8 @@ class ServerFigures:
     batching_max_delay_s: float | None = None
     mix_seq_lens: list[int] | None = None  # a request mix (capacity.request_mix): the seq_lens drawn ...
     mix_weights: list[float] | None = None  # ... with these relative weights; None: every request the scenario's
-    # The host's stall floor, measured before the search (one request per call only); None: not measured
-    # (batched searches, rows from before it, a search skipped for an SLO below the single-stream p99)
+    # The host's stall floor (one request per call only); None: not measured (the search's answer is where
+    # queueing puts it, a search not run, batched searches, rows from before it)
     stall_floor: StallFloor | None = None
 
 

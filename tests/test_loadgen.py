@@ -296,6 +296,7 @@ def test_the_search_confirms_its_answer_and_goes_below_a_rate_that_fails_confirm
 def test_progress_names_rate_requests_over_slo_p99_and_verdict():
     step = _evaluate([i * 0.002 for i in range(1, 1001)], service_s=0.001)
     assert progress_line(step) == "step at 500/s: 1000 requests in 2.0 s, 0 over the SLO, p99 1 ms: pass"
+    assert progress_line(step, "stall floor step").startswith("stall floor step at 500/s: 1000 requests")
 
 
 def test_halving_stops_at_the_lowest_rate_and_tries_it_once():

@@ -530,7 +530,7 @@ def search_server(
         step, step_raw = server_step(group, k, rate, seed, step_limits, slo_s, batching, policy.request_mix)
         step = dataclasses.replace(step, confirmation=kind == "confirming step")
         raw.update({f"{prefix}_step{index}_{key}": v for key, v in step_raw.items()})
-        log(f"capacity {layout}: {progress_line(step)}")
+        log(f"capacity {layout}: {progress_line(step, kind)}")
         return step
 
     def confirm(rate: float, index: int, passing: ServerStep) -> ServerStep:

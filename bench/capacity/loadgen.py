@@ -253,10 +253,11 @@ def evaluate_step(
     )
 
 
-def progress_line(step: ServerStep) -> str:
-    """One line per finished step for the console: rate, requests, over the SLO, p99, verdict."""
+def progress_line(step: ServerStep, kind: str | None = None) -> str:
+    """One line per finished step for the console: its kind (default: step or confirming step), rate, requests,
+    over the SLO, p99, verdict."""
     p99 = "-" if step.latency_p99_s is None else f"{step.latency_p99_s * 1e3:.3g} ms"
-    kind = "confirming step" if step.confirmation else "step"
+    kind = kind or ("confirming step" if step.confirmation else "step")
     return (
         f"{kind} at {step.rate_per_s:,.4g}/s: {step.requests} requests in {step.duration_s:.1f} s, "
         f"{step.over_slo} over the SLO, p99 {p99}: {step.verdict if step.valid else 'invalid'}"

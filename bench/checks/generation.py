@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,29 +51,91 @@ def _streamer_class() -> type:
     return StepClock
 
 
-def cache_bytes(cache: Any) -> int:
-    """Bytes of every tensor held by a KV cache (transformers' Cache objects or legacy tuples)."""
+def tensors(value: Any, depth: int = 0) -> Iterator[Any]:
+    """Every torch tensor held by `value` (tensors, lists, tuples, dicts, objects' attributes, 4 levels
+    deep), each storage once; a tensor subclass that flattens (torchao's quantized weights) as its inner
+    tensors, whose bytes are what it stores."""
     import torch
 
-    seen: set[int] = set()
+    seen: set[tuple[int, int]] = set()
 
-    def walk(value: Any, depth: int) -> int:
+    def walk(value: Any, depth: int) -> Iterator[Any]:
         if isinstance(value, torch.Tensor):
-            if id(value) in seen:
-                return 0
-            seen.add(id(value))
-            return value.numel() * value.element_size()
+            if type(value) not in (torch.Tensor, torch.nn.Parameter) and hasattr(value, "__tensor_flatten__"):
+                names, _ = value.__tensor_flatten__()
+                for name in names:
+                    yield from walk(getattr(value, name), depth)
+                return
+            key = (value.data_ptr(), value.numel() * value.element_size())
+            if key in seen and key[0] != 0:
+                return
+            seen.add(key)
+            yield value
+            return
         if depth > 4:
-            return 0
+            return
         if isinstance(value, (list, tuple)):
-            return sum(walk(v, depth + 1) for v in value)
-        if isinstance(value, dict):
-            return sum(walk(v, depth + 1) for v in value.values())
-        if hasattr(value, "__dict__") and not isinstance(value, type):
-            return sum(walk(v, depth + 1) for v in vars(value).values())
-        return 0
+            children = value
+        elif isinstance(value, dict):
+            children = value.values()
+        elif hasattr(value, "__dict__") and not isinstance(value, type):
+            children = vars(value).values()
+        else:
+            return
+        for child in children:
+            yield from walk(child, depth + 1)
 
-    return walk(cache, 0)
+    yield from walk(value, depth)
+
+
+def tensor_bytes(value: Any) -> int:
+    """Bytes of every tensor `value` holds, each storage once (a tied weight, a shared KV tensor)."""
+    return sum(t.numel() * t.element_size() for t in tensors(value))
+
+
+def cache_bytes(cache: Any) -> int:
+    """Bytes of every tensor held by a KV cache (transformers' Cache objects or legacy tuples)."""
+    return tensor_bytes(cache)
+
+
+def weight_bytes(module: Any) -> int:
+    """The module's weights as loaded, in the dtype they are stored in: its state_dict's tensors,
+    each storage once (GPT-2's lm_head is its token embedding), packed and quantized ones included."""
+    return tensor_bytes(module.state_dict(keep_vars=True))
+
+
+def kv_bytes_per_position(cache: Any) -> int:
+    """Bytes one sequence position adds to the cache, over the whole batch: each 4-d key or value
+    tensor (batch, heads, positions, head size) divided by its positions (a static cache's capacity)."""
+    return sum(t.numel() // t.shape[-2] * t.element_size() for t in tensors(cache) if t.dim() == 4 and t.shape[-2])
+
+
+def median_context(prompt_tokens: int, new_tokens: int) -> float:
+    """The median context a timed decode step reads: step k (2..new_tokens) attends over prompt + k - 1
+    cached positions, so the median is prompt + new_tokens / 2."""
+    return prompt_tokens + new_tokens / 2
+
+
+def decode_step_flops(model: Any, out: Any, context: int) -> int | None:
+    """FLOPs of one decode step at `context` positions (FlopCounterMode): the last generate call's cache
+    cut to `context`, then one more token. None where the cache cannot be cut or the call fails."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cache = out.past_key_values
+    if not hasattr(cache, "crop") or not hasattr(cache, "get_seq_length"):
+        return None
+    try:
+        extra = cache.get_seq_length() - context
+        if extra > 0:
+            cache.crop(-extra)  # transformers 5: a negative count of positions to drop from the end
+        token = out.sequences[:, context : context + 1]
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            model(input_ids=token, past_key_values=cache, use_cache=True)
+    except Exception:  # a figure for the roofline figure only: the row's generation figures stand without it
+        return None
+    return int(counter.get_total_flops())
 
 
 def measure(model: Any, batch: dict[str, Any], policy: GeneratePolicy) -> dict[str, Any]:
@@ -99,8 +162,10 @@ def measure(model: Any, batch: dict[str, Any], policy: GeneratePolicy) -> dict[s
     ttft_s: list[float] = []
     steps_s: list[list[float]] = []
     totals_s: list[float] = []
-    kv_bytes = 0
-    for _ in range(policy.rounds):
+    kv_bytes = per_position = 0
+    step_flops = None
+    context = median_context(int(prompt["input_ids"].shape[1]), policy.new_tokens)
+    for round_ in range(policy.rounds):
         clock = clock_class()
         rss_before = read_status_bytes().get("VmRSS") or 0
         started = time.perf_counter()
@@ -114,9 +179,13 @@ def measure(model: Any, batch: dict[str, Any], policy: GeneratePolicy) -> dict[s
         steps_s.append([b - a for a, b in zip(stamps, stamps[1:], strict=False)])
         totals_s.append(ended - started)
         kv_bytes = cache_bytes(out.past_key_values)
+        per_position = kv_bytes_per_position(out.past_key_values)
+        if round_ == policy.rounds - 1 and policy.new_tokens > 1:  # after the last timed round: it cuts the cache
+            step_flops = decode_step_flops(model, out, int(context))
         del out
     batch_size = int(prompt["input_ids"].shape[0])
     every_step = [t for steps in steps_s for t in steps]
+    weights = weight_bytes(model)
     return {
         "prompt_tokens": int(prompt["input_ids"].shape[1]),
         "new_tokens": policy.new_tokens,
@@ -130,4 +199,9 @@ def measure(model: Any, batch: dict[str, Any], policy: GeneratePolicy) -> dict[s
         "tpot_by_position_s": [statistics.median(column) for column in zip(*steps_s, strict=True)],
         "rss_growth_bytes": max(growth),
         "kv_cache_bytes": kv_bytes,
+        # the bandwidth roofline (decode_floor_s and bandwidth_utilization: the parent, which has the bandwidth)
+        "weight_bytes": weights,
+        "kv_bytes_per_position": per_position,
+        "bytes_per_decode_step": weights + round(per_position * context) if every_step else None,
+        "flops_per_decode_step": step_flops,
     }

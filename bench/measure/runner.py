@@ -33,11 +33,12 @@ from bench.environment import collect_environment
 from bench.errors import UserError
 from bench.measure import contract
 from bench.measure.child import ChildFiles, child_env, describe_exit, launch
-from bench.measure.memory import RssSample, RssSampler, write_samples_csv
+from bench.measure.memory import RssSample, RssSampler, cpu_count, write_samples_csv
 from bench.measure.runlock import lock_run_folder
 from bench.measure.worker import SPEC_ENV, WINDOW_END_PHASE, WORKER_FACTS, WorkerFacts, WorkerSpec
 from bench.measure.zygote import ZygoteWorkers, fork_available
 from bench.models.sources import SourceError
+from bench.profile import roofline
 from bench.profile.profiler import profile_for_run
 from bench.results.nospace import (
     NoSpaceLeft,
@@ -544,6 +545,10 @@ def run_scenario(
         raise NoSpaceLeft(context.run_dir)  # the worker could not write its files: not the scenario's failure
     exited_s = outcome.requested_s + outcome.elapsed_s
     parts = {"artifact_s": artifact_s, **worker_parts(outcome.events, outcome.requested_s, exited_s)}
+    if record.generation is not None and record.generation.bytes_per_decode_step:
+        extra_started = time.perf_counter()
+        record = _with_decode_floor(context, record)
+        parts["bandwidth_s"] = time.perf_counter() - extra_started
     if scenario.profile and record.status == "ok":
         extra_started = time.perf_counter()
         record = _with_profile(context, scenario, artifact.path, file_stem, record, progress)
@@ -615,6 +620,36 @@ def _print_step(line: str) -> None:
     print(("\r\033[K" if sys.stderr.isatty() else "") + f"    {line}", file=sys.stderr, flush=True)
 
 
+def memory_bandwidth(context: RunContext) -> float | None:
+    """The host's memory bandwidth in bytes/s (None: its measurement failed, environment.json says why).
+
+    Measured the first time a row of the run needs it (a generation row, a profiled row), at the usable
+    cores, in a process of its own between two scenarios (about 2 s, or none when the fingerprint's is
+    cached), then kept in the run's environment.json as `memory_bandwidth`; a run without such a row
+    neither pays for it nor records it."""
+    recorded = context.environment.get("memory_bandwidth")
+    if recorded is None:
+        measured = roofline.measure_bandwidth(
+            cpu_count(), cache_dir=context.cache_dir.parent / "peak", fingerprint=context.environment.get("fingerprint")
+        )
+        recorded = dataclasses.asdict(measured)
+        context.environment["memory_bandwidth"] = recorded
+        _write_json(context.run_dir / "environment.json", context.environment)
+    return roofline.MemoryBandwidth(**recorded).bytes_per_s
+
+
+def _with_decode_floor(context: RunContext, record: ResultRecord) -> ResultRecord:
+    """A generation row's decode floor (bytes per decode step / the bandwidth) and its TPOT against it."""
+    figures = record.generation
+    assert figures is not None
+    floor = roofline.floor_s(figures.bytes_per_decode_step, memory_bandwidth(context))
+    tpot = figures.tpot_s.median if figures.tpot_s else None
+    measured = dataclasses.replace(
+        figures, decode_floor_s=floor, bandwidth_utilization=roofline.utilization(floor, tpot)
+    )
+    return dataclasses.replace(record, generation=measured)
+
+
 def _with_profile(
     context: RunContext,
     scenario: Scenario,
@@ -634,6 +669,7 @@ def _with_profile(
         timed_median_s=record.latency_s.median if record.latency_s else None,
         cache_dir=context.cache_dir.parent / "peak",
         fingerprint=context.environment.get("fingerprint"),
+        bandwidth_bytes_per_s=memory_bandwidth(context),
         workers=context.workers,
     )
     return dataclasses.replace(record, files={**record.files, **files}, profile=ProfileFigures(**fields))

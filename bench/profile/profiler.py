@@ -62,10 +62,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import runtimes
-from bench.checks import hygiene
+from bench.checks import generation, hygiene
 from bench.measure import contract
 from bench.models import catalog as models
 from bench.models import sources
+from bench.profile import roofline
 from bench.profile.folder import (
     ALLOCATION_FIELDS,
     MEMORY_COLUMNS,
@@ -166,6 +167,8 @@ class ProfileSummary:
     allocated_first_inference_bytes: int | None = None
     allocated_steady_bytes: int | None = None
     allocated_per_call_bytes: int | None = None
+    weight_bytes: int | None = None  # torch: the loaded module's weights in their stored dtype (the roofline)
+    io_bytes_per_call: int | None = None  # torch: the batch's tensors + the first call's outputs
 
     def add(self, figures: dict[str, Any]) -> None:
         """Figures computed as a dict (bench.measure.contract.build: a key without a field fails)."""
@@ -359,7 +362,11 @@ def _load_and_first_call(
         summary.phase = "first_inference"
         starts_s.append(time.monotonic())
         with record_function(FIRST_CALL_RANGE):
-            infer(batch)
+            output = infer(batch)
+    module = getattr(infer, "module", None)
+    summary.weight_bytes = generation.weight_bytes(module) if hasattr(module, "state_dict") else None
+    summary.io_bytes_per_call = generation.tensor_bytes(batch) + generation.tensor_bytes(output)
+    del output
     prof.export_chrome_trace(str(out_dir / "load_trace.json"))
     trace = json.loads((out_dir / "load_trace.json").read_text(encoding="utf-8"))["traceEvents"]
     ranges = {LOAD_RANGE: "load", FIRST_CALL_RANGE: "first_inference"}
@@ -815,6 +822,7 @@ def profile_for_run(
     timed_median_s: float | None,
     cache_dir: Path,
     fingerprint: str | None,
+    bandwidth_bytes_per_s: float | None = None,
     iterations: int = DEFAULT_ITERATIONS,
     workers: ZygoteWorkers | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
@@ -849,7 +857,23 @@ def profile_for_run(
             files[key] = str(path.relative_to(run_dir))
     fields = result.record_fields()
     fields.update(flops_figures(scenario, timed_median_s, cache_dir=cache_dir, fingerprint=fingerprint))
+    s = result.summary
+    moved = s.weight_bytes + s.io_bytes_per_call if s and s.weight_bytes and s.io_bytes_per_call else None
+    fields.update(roofline_figures(fields["flops"], moved, fields["peak_gflops"], bandwidth_bytes_per_s))
     return files, fields
+
+
+def roofline_figures(
+    flops: int | None, bytes_per_call: int | None, peak_gflops: float | None, bandwidth_bytes_per_s: float | None
+) -> dict[str, Any]:
+    """bytes_per_call, arithmetic_intensity, memory_floor_s and bound for one profiled row (None where unknown)."""
+    intensity = flops / bytes_per_call if flops and bytes_per_call else None
+    return {
+        "bytes_per_call": bytes_per_call,
+        "arithmetic_intensity": intensity,
+        "memory_floor_s": roofline.floor_s(bytes_per_call, bandwidth_bytes_per_s),
+        "bound": roofline.bound(intensity, peak_gflops, bandwidth_bytes_per_s),
+    }
 
 
 def flops_figures(

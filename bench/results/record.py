@@ -121,6 +121,14 @@ class GenerationFigures:
     rss_growth_bytes: int | None = None  # VmRSS after a generate call minus before it, the largest (warmup included)
     kv_cache_bytes: int | None = None  # the KV cache's tensors after the last token
     note: str | None = None  # why not measured
+    # the bandwidth roofline (bench.profile.roofline; the worker counts bytes and FLOPs, the parent divides
+    # by the environment's memory_bandwidth):
+    weight_bytes: int | None = None  # the loaded model's weights in their stored dtype, each storage once
+    kv_bytes_per_position: int | None = None  # what one position adds to the KV cache, over the batch
+    bytes_per_decode_step: int | None = None  # weight_bytes + kv_bytes_per_position x the median decode context
+    flops_per_decode_step: int | None = None  # FlopCounterMode over one decode step at the median context
+    decode_floor_s: float | None = None  # bytes_per_decode_step / the host's memory bandwidth
+    bandwidth_utilization: float | None = None  # decode_floor_s / the median TPOT (1 = at the bandwidth roof)
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,11 @@ class ProfileFigures:
     allocated_first_inference_bytes: int | None = None
     allocated_steady_bytes: int | None = None  # over the profiled calls
     allocated_per_call_bytes: int | None = None  # median over profiled calls of a call's peak above its start
+    # the roofline (bench.profile.roofline): where the call sits against the bandwidth and FLOP roofs
+    bytes_per_call: int | None = None  # at least moved per call: the loaded weights + the inputs + the outputs
+    arithmetic_intensity: float | None = None  # flops / bytes_per_call (FLOP per byte)
+    memory_floor_s: float | None = None  # bytes_per_call / the host's memory bandwidth
+    bound: str | None = None  # memory (intensity under peak_gflops / bandwidth) or compute
 
 
 @dataclass(frozen=True)
@@ -424,6 +437,9 @@ class Timeline:
     profile_s: float | None = None  # profile: true, its separate run
     capacity_s: float | None = None  # capacity:, its instance processes
     other_s: float | None = None  # what none of the above covers (the runner's own work between them)
+    bandwidth_s: float | None = (
+        None  # a generation row: its decode floor, with the bandwidth measured if the run had none yet
+    )
 
 
 @dataclass(frozen=True)

@@ -363,7 +363,7 @@ def _load_and_first_call(
         starts_s.append(time.monotonic())
         with record_function(FIRST_CALL_RANGE):
             output = infer(batch)
-    module = getattr(infer, "module", None)
+    module = getattr(infer, "module", infer)  # a model fed named inputs is wrapped (inputs.KeywordCall)
     summary.weight_bytes = generation.weight_bytes(module) if hasattr(module, "state_dict") else None
     summary.io_bytes_per_call = generation.tensor_bytes(batch) + generation.tensor_bytes(output)
     del output

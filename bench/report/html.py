@@ -35,6 +35,7 @@ from bench.report.profiles import (
     memory_phase_caption,
     memory_phase_columns,
 )
+from bench.report.roofline import roofline_html
 from bench.report.tables import (
     CLIFF_RATIO,
     MODEL_SOURCE_HEADERS,
@@ -165,6 +166,7 @@ class Page:
     hygiene_intro: str
     hygiene_table: Markup | None
     text: Markup
+    roofline: Markup
     tradeoffs: Markup
     comparison: Table | None
     figures: list[FigureView]
@@ -354,6 +356,8 @@ def _toc(report: Report) -> list[tuple[str, str]]:
         links.append(("hygiene", "Inference hygiene"))
     if report.text is not None:
         links.append(("text", "Text models"))
+    if report.roofline is not None:
+        links.append(("roofline", "Roofline"))
     if report.comparison is not None:
         links.append(("comparison", "Runs side by side"))
     if report.figures:
@@ -381,6 +385,7 @@ def _page(report: Report) -> Page:
         hygiene_intro=HYGIENE_INTRO,
         hygiene_table=_hygiene_table(report),
         text=Markup(text_html(report.text)),
+        roofline=Markup(roofline_html(report.roofline)),
         tradeoffs=Markup(tradeoffs_html(report.tradeoffs)),
         comparison=_comparison(report),
         figures=[

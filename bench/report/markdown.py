@@ -19,6 +19,7 @@ from bench.report.hygiene import TEXT_COLUMNS as HYGIENE_TEXT_COLUMNS
 from bench.report.model import Report
 from bench.report.pipeline import pipeline_markdown
 from bench.report.profiles import OPS_HEADERS, PROFILE_INTRO, memory_phase_caption, memory_phase_columns
+from bench.report.roofline import roofline_markdown
 from bench.report.tables import (
     CLIFF_RATIO,
     MODEL_SOURCE_HEADERS,
@@ -219,6 +220,7 @@ def render_markdown(report: Report) -> str:
     out.append(pipeline_markdown(report.pipeline, report.out_dir))
     out.append(_hygiene(report))
     out.append(text_markdown(report.text, report.out_dir))
+    out.append(roofline_markdown(report.roofline, report.out_dir))
     out.append(tradeoffs_markdown(report.tradeoffs, report.out_dir))
     out.append(_comparison(report))
     out.append(_figures(report))

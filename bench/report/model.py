@@ -20,6 +20,8 @@ from bench.report.parallel import run_jobs
 from bench.report.pipeline import FIGURE_PREFIX as PIPELINE_FIGURE_PREFIX
 from bench.report.pipeline import PipelineSection, build_pipeline
 from bench.report.profiles import ProfileSection, memory_phase_frame, profile_sections
+from bench.report.roofline import FIGURE_PREFIX as ROOFLINE_FIGURE_PREFIX
+from bench.report.roofline import RooflineSection, build_roofline
 from bench.report.tables import comparison_frame, summary_frame
 from bench.report.text import TextSection, build_text
 from bench.report.tradeoffs import FIGURE_PREFIX as TRADEOFFS_FIGURE_PREFIX
@@ -50,6 +52,7 @@ class Report:
     hygiene: HygieneSection | None = None  # rows with a non-default grad_mode or module_mode
     text: TextSection | None = None  # rows with named inputs: fidelity by task, generation
     tradeoffs: TradeoffsSection | None = None  # models run in several precisions: the Pareto view
+    roofline: RooflineSection | None = None  # generation and profiled rows against the bandwidth and FLOP roofs
 
     @property
     def has_variants(self) -> bool:
@@ -89,13 +92,19 @@ def build_report(runs: Sequence[RunFolder | Path], out_dir: Path) -> Report:
     fig_dir = out_dir / FIGURES_DIR
     for old in fig_dir.glob("*.png") if fig_dir.is_dir() else []:  # figures of an earlier report
         if old.name.startswith(
-            (*FIGURE_PREFIXES, CAPACITY_FIGURE_PREFIX, PIPELINE_FIGURE_PREFIX, TRADEOFFS_FIGURE_PREFIX)
+            (
+                *FIGURE_PREFIXES,
+                CAPACITY_FIGURE_PREFIX,
+                PIPELINE_FIGURE_PREFIX,
+                TRADEOFFS_FIGURE_PREFIX,
+                ROOFLINE_FIGURE_PREFIX,
+            )
         ):
             old.unlink(missing_ok=True)
     # Every figure is drawn by one of these calls, side by side where the host has the cores
     # (bench.report.parallel), the longest first: of a 192-row run's 16 s of drawing, the memory
     # panels took 7.5 s and the trade-off figures 4 s.
-    sections = (build_tradeoffs, build_capacity, build_pipeline, build_text)
+    sections = (build_tradeoffs, build_capacity, build_pipeline, build_text, build_roofline)
     calls = {build.__name__: functools.partial(build, runs, fig_dir) for build in sections}
     figure_calls = figure_jobs(runs, frame, fig_dir, fidelity_measured) if not frame.empty else {}
     calls |= figure_calls
@@ -118,4 +127,5 @@ def build_report(runs: Sequence[RunFolder | Path], out_dir: Path) -> Report:
         hygiene=build_hygiene(runs),
         text=done["build_text"],
         tradeoffs=done["build_tradeoffs"],
+        roofline=done["build_roofline"],
     )

@@ -88,6 +88,13 @@ def _facts(figures: Any) -> list[str]:
             peak = f", {figures.percent_of_peak:.1f}% of this CPU's matmul peak ({figures.peak_gflops:.1f} GFLOP/s)"
         rate = f"{figures.achieved_gflops:.2f} GFLOP/s at the timed median"
         facts.append(f"{figures.flops:,} FLOPs per call, {rate}{peak}")
+    intensity = getattr(figures, "arithmetic_intensity", None)
+    if intensity is not None:
+        mib = figures.bytes_per_call / 2**20
+        moved = f"{intensity:.3g} FLOP per byte moved ({mib:.3g} MiB a call: weights, inputs, outputs)"
+        bound = f": {figures.bound}-bound (the ridge is peak / bandwidth)" if figures.bound else ""
+        floor = f"; at the memory bandwidth a call takes at least {ms_fixed(figures.memory_floor_s, 'n/a')}"
+        facts.append(moved + bound + (floor if figures.memory_floor_s else ""))
     return facts
 
 

@@ -220,7 +220,8 @@ def render_markdown(report: Report) -> str:
     out.append(pipeline_markdown(report.pipeline, report.out_dir))
     out.append(_hygiene(report))
     out.append(text_markdown(report.text, report.out_dir))
-    out.append(roofline_markdown(report.roofline, report.out_dir))
+    if report.roofline is not None:  # no empty part: a report without one reads as before
+        out.append(roofline_markdown(report.roofline, report.out_dir))
     out.append(tradeoffs_markdown(report.tradeoffs, report.out_dir))
     out.append(_comparison(report))
     out.append(_figures(report))

@@ -51,7 +51,7 @@ def _streamer_class() -> type:
     return StepClock
 
 
-def tensors(value: Any, depth: int = 0) -> Iterator[Any]:
+def tensors(value: Any) -> Iterator[Any]:
     """Every torch tensor held by `value` (tensors, lists, tuples, dicts, objects' attributes, 4 levels
     deep), each storage once; a tensor subclass that flattens (torchao's quantized weights) as its inner
     tensors, whose bytes are what it stores."""
@@ -85,7 +85,7 @@ def tensors(value: Any, depth: int = 0) -> Iterator[Any]:
         for child in children:
             yield from walk(child, depth + 1)
 
-    yield from walk(value, depth)
+    yield from walk(value, 0)
 
 
 def tensor_bytes(value: Any) -> int:

@@ -170,7 +170,7 @@ def draw(points: Sequence[RooflinePoint], fig_dir: Path) -> FigureResult:
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / byte moved)")
     ax.set_ylabel("GFLOP/s")
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.legend(fontsize=7, frameon=False, loc="upper left")
     fig.tight_layout()
     result.files.append(_save(fig, fig_dir / f"{FIGURE_PREFIX}roofline.png"))
     plt.close(fig)

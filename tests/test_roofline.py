@@ -185,4 +185,5 @@ def test_a_real_generation_row_records_its_decode_floor(run_cli, write_suite, tm
     assert report.returncode == 0, report.stderr
     markdown = (run_dir / "report.md").read_text()
     assert "## Roofline" in markdown and "roofline_roofline.png" in markdown
+    assert f"| memory bandwidth | STREAM copy {bandwidth['copy_gb_per_s']:.1f} GB/s" in markdown
     assert (run_dir / "figures" / "roofline_roofline.png").exists()

@@ -480,6 +480,20 @@ def first_line(text: str | None, limit: int = 160) -> str:
 KEY_ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
+def _bandwidth_text(bandwidth: Any) -> str:
+    """environment.json's memory_bandwidth (bench.profile.roofline) in a line; '' for a run without one."""
+    if not isinstance(bandwidth, dict):
+        return ""
+    if not bandwidth.get("gb_per_s"):
+        return f"not measured: {bandwidth.get('note') or 'no figure'}"
+    array_mib = (bandwidth.get("array_bytes") or 0) / MIB
+    cached = ", cached" if bandwidth.get("cached") else ""
+    return (
+        f"STREAM copy {bandwidth.get('copy_gb_per_s') or 0:.1f} GB/s, triad {bandwidth.get('triad_gb_per_s') or 0:.1f} "
+        f"GB/s ({bandwidth.get('threads')} threads, {array_mib:.0f} MiB arrays{cached})"
+    )
+
+
 def environment_rows(run: RunFolder) -> list[tuple[str, str]]:
     """(label, value) pairs summarising a run's machine and software."""
     env = run.environment if isinstance(run.environment, dict) else {}
@@ -536,6 +550,7 @@ def environment_rows(run: RunFolder) -> list[tuple[str, str]]:
         ("instruction sets", isa_text),
         ("cores", cores()),
         ("memory", f"{memory / GIB:.1f} GiB" if isinstance(memory, int | float) else ""),
+        ("memory bandwidth", _bandwidth_text(env.get("memory_bandwidth"))),
         (
             "torch",
             _join(

@@ -5,6 +5,11 @@ Greedy decoding with the KV cache on, through transformers' `generate` on the sc
 batch of prompts (prompt length = seq_len). A streamer stamps each step as its tokens come
 out: the first stamp is the prefill plus the first token (TTFT), each later gap is one
 decoded token (TPOT). Runs after the timed steady state, untimed by pytest-benchmark.
+
+For the bandwidth roofline (bench.profile.roofline) it counts what a decode step reads: the
+loaded weights in their stored dtype and the KV cache at the median decode context, and the FLOPs
+of one such step; the parent, which measures the host's bandwidth, turns them into
+`decode_floor_s` and `bandwidth_utilization`.
 """
 
 from __future__ import annotations

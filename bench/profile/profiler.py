@@ -24,8 +24,11 @@ trace: opens in ui.perfetto.dev or chrome://tracing), torch only: `load_trace.js
 and the first call) and `memory.csv` (MEMORY_COLUMNS), `profile.json` (the summary, with
 the child's pid and time.monotonic() at its start, around the profiled calls and at its
 end: one clock with the timed worker's events) and the child's `stdout.log` /
-`stderr.log`. profile.json is a ProfileSummary (bench.measure.contract: the parent reads it back as that
-dataclass, and a field it does not know fails the read). A profiler that cannot run (a runtime
+`stderr.log`. The summary also counts, on the loaded module, the bytes a call moves at least
+(`weight_bytes`, `io_bytes_per_call`; torch only), which `profile_for_run` turns into the row's
+place under the roofline (bench.profile.roofline). profile.json is a ProfileSummary
+(bench.measure.contract: the parent reads it back as that dataclass, and a field it does not
+know fails the read). A profiler that cannot run (a runtime
 that is missing, an unsupported scenario, a crash, a timeout) gives a ProfileResult whose status is `unsupported` or
 `failed` with a note; `profile_scenario` never raises for it.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from bench import runtimes
 from bench.commands.common import check_writable, find_scenario, output_folder
 from bench.errors import UserError
-from bench.profile.profiler import flops_figures, format_profile, profile_scenario
+from bench.profile.profiler import flops_figures, format_profile, profile_scenario, roofline_figures
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
@@ -59,5 +59,13 @@ def profile_command(args: argparse.Namespace) -> int:
             print(
                 f"FLOPs per call: {figures['flops']:,}; {figures['achieved_gflops']:.2f} GFLOP/s at the profiled "
                 f"median (under the profiler; 'bench run' with profile: true gives it at the timed median)"
+            )
+        s = result.summary
+        if figures["flops"] and s.weight_bytes and s.io_bytes_per_call:
+            moved = s.weight_bytes + s.io_bytes_per_call
+            intensity = roofline_figures(figures["flops"], moved, None, None)["arithmetic_intensity"]
+            print(
+                f"arithmetic intensity: {intensity:.3g} FLOP per byte moved ({moved / 2**20:.3g} MiB a call: weights, "
+                "inputs, outputs); 'bench run' with profile: true places it under this host's bandwidth roof"
             )
     return 1 if result.status == "failed" else 0

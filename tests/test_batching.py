@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bench import runtimes
-from bench.capacity.host import InstanceGroup, _batch_size_counts, request_seq_lens, server_step
+from bench.capacity.host import InstanceGroup, batch_size_counts, request_seq_lens, server_step
 from bench.capacity.instance import REQUEST, STOP, _take_batch
 from bench.capacity.loadgen import StepLimits
 from bench.schema import from_json
@@ -65,11 +65,11 @@ def test_a_stop_ends_the_batch_and_is_taken_alone(pipe):
     assert os.read(read_fd, 64) == REQUEST.pack(STOP)  # the other instance's STOP is still there
 
 
-def test_batch_size_counts_count_batches_not_requests():
+def testbatch_size_counts_count_batches_not_requests():
     # requests 0-3 in one batch of 4, 4-5 in a batch of 2, 6 alone, 7 never served
     sizes = np.array([4, 4, 4, 4, 2, 2, 1, 0], dtype=float)
-    assert _batch_size_counts(sizes) == [1, 1, 0, 1]
-    assert _batch_size_counts(np.zeros(3)) == []
+    assert batch_size_counts(sizes) == [1, 1, 0, 1]
+    assert batch_size_counts(np.zeros(3)) == []
 
 
 def test_a_batching_block_is_parsed_and_survives_the_trip_to_a_worker():

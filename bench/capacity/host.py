@@ -19,6 +19,9 @@ assumption rests on):
    then one short step at a tenth of the confirmed rate (the serving overhead at low load).
 4. offline: as the closed loop, with large batches: the most samples per second.
 
+A generate: scenario measures 1, 2 and LLM server mode (bench.capacity.llm, passed in as `serve`) instead of 3
+and 4: generation requests, judged on time to first token and time per output token.
+
 The generator runs in this process: pinned to the usable cores no active instance has
 when there are any (recorded as `loadgen_cores`), else unpinned, competing with the instances
 for the cores; each step records its CPU time. Raw per-call and per-request times are kept in
@@ -39,21 +42,25 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
 
 from bench.capacity.instance import (
+    STEP_FIELDS,
     STOP,
     Batching,
     ClosedLoop,
     ClosedLoopDone,
+    GenerationSetup,
     InstanceError,
     InstanceProcess,
     InstanceSpec,
     Ready,
     Serve,
     ServeDone,
+    ServeGenerate,
     Serving,
     step_file_slots,
     step_region,
@@ -86,7 +93,7 @@ from bench.results.record import (
     ServerStep,
 )
 from bench.results.stats import PERCENTILE_RULE, LatencyStats, nearest_rank
-from bench.suite.scenarios import LAYOUT_RE, BatchingPolicy, CapacityPolicy, Scenario, SeqLenMix
+from bench.suite.scenarios import LAYOUT_RE, BatchingPolicy, CapacityPolicy, GenerationMix, Scenario, SeqLenMix
 
 PIPE_BYTES = 1 << 20  # room for 131072 queued requests before the generator's write blocks
 START_DELAY_S = 0.05  # instances get their command, then all start at the same monotonic time
@@ -104,6 +111,10 @@ MIN_RATE_DIVISOR = 32
 _DRAIN_MIN_S = 0.5
 
 Phase = Callable[[str], None]
+# A server mode other than the forward-call search (bench.capacity.llm's for a generate: scenario): given the
+# group, the instance count k, the closed loop's figures, phase, log and the raw arrays to fill, the fields
+# of LayoutFigures it measured (offline and the forward-call server mode are then not measured).
+ServeMode = Callable[["InstanceGroup", int, ClosedLoopFigures, Phase, Phase, dict], dict]
 
 
 @dataclass(frozen=True)
@@ -167,7 +178,15 @@ class InstanceGroup:
         self.serve_batch_sizes = [
             m * scenario.batch_size for m in range(1, (batching.max_batch if batching else 1) + 1)
         ]
-        self.mix_seq_lens = list(policy.request_mix.choices) if policy and policy.request_mix else []
+        self.mix_seq_lens = list(policy.seq_len_mix.choices) if policy and policy.seq_len_mix else []
+        self.generation = None  # LLM server mode's request shapes: a generate: scenario's
+        if scenario.generate is not None and policy is not None:
+            mix = policy.request_mix if isinstance(policy.request_mix, GenerationMix) else None
+            self.generation = GenerationSetup(
+                list(mix.prompt_tokens) if mix else [scenario.seq_len or 0],
+                list(mix.new_tokens) if mix else [scenario.generate.new_tokens],
+                batching.max_batch if batching else 1,
+            )
         self.workers = workers
         self.instances: list[InstanceProcess] = []
         self.request_fd = -1
@@ -187,6 +206,7 @@ class InstanceGroup:
                     self.mix_seq_lens,
                     index,
                     cores,
+                    self.generation,
                 )
                 self.instances.append(InstanceProcess.start(spec, env, self.log_dir, self.workers))
             for instance in self.instances:
@@ -256,12 +276,103 @@ def server_step(
     """One open-loop step at `rate_per_s` against the first k instances, until its verdict is decided."""
     offsets = poisson_schedule(rate_per_s, limits, seed)
     n = len(offsets)
-    active = group.instances[:k]
-    drain_s = max(_DRAIN_MIN_S, 2 * slo_p99_s)
     batches = Batching(batching.max_batch, batching.max_delay_ms / 1e3) if batching is not None else None
+
+    def running(scheduled: np.ndarray, slots: np.ndarray, sent: int, now: float) -> str:
+        ended = slots[step_region("ended", n)]
+        return running_verdict(scheduled, ended, sent, now, slo_p99_s, limits.confidence)
+
+    run = open_loop(
+        group,
+        k,
+        offsets,
+        limits,
+        lambda path: Serve(n, mix is not None, path, batches),
+        request_seq_lens(mix, n, seed) if mix is not None else None,
+        running,
+        ServeDone,
+        max(_DRAIN_MIN_S, 2 * slo_p99_s),
+    )
+    scheduled, ended = run.fields["scheduled"], run.fields["ended"]
+    times = StepTimes(
+        scheduled=scheduled.tolist(),
+        sent=run.sent.tolist(),
+        started=run.fields["started"].tolist(),
+        ended=ended.tolist(),
+        step_start=run.step_start,
+        drain_end=run.drain_end,
+    )
+    step = evaluate_step(
+        rate_per_s,
+        times,
+        limits,
+        slo_p99_s,
+        loadgen_cpu_s=run.loadgen_cpu_s,
+        wall_s=run.wall_s,
+        instances_cpu_s=sum(r.cpu_s for r in run.replies),
+        seed=seed,
+    )
+    batch, seq = run.fields["batch"], run.fields["seq"]
+    step = dataclasses.replace(
+        step,
+        loadgen_cores=run.generator_cores,
+        batch_size_counts=batch_size_counts(batch) if batching else None,
+        **(_by_seq_len(mix, seq, scheduled, ended, run.drain_end) if mix else {}),
+    )
+    return step, run.raw(("batch", "seq"))
+
+
+@dataclass(frozen=True)
+class OpenLoopRun:
+    """What one open-loop step sent and what the instances wrote back (server_step's, LLM server mode's)."""
+
+    fields: dict[str, np.ndarray]  # each of instance.STEP_FIELDS, for the requests sent (the first m), copied
+    sent: np.ndarray  # each of those requests' send time
+    step_start: float  # the schedule's origin (time.monotonic)
+    drain_end: float  # when the generator stopped waiting for unfinished requests
+    loadgen_cpu_s: float
+    wall_s: float
+    generator_cores: list[int] | None
+    replies: list[Any]  # each active instance's reply to the step's command
+
+    def raw(self, extra: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The step's raw arrays for the .npz (times from the step's start; NaN: never started / ended)."""
+        start = self.step_start
+
+        def since(times: np.ndarray) -> np.ndarray:
+            return np.where(times > 0, times - start, np.nan)
+
+        fixed = {
+            "scheduled": self.fields["scheduled"] - start,
+            "sent": self.sent - start,
+            "started": since(self.fields["started"]),
+            "ended": since(self.fields["ended"]),
+            "instance": self.fields["instance"],
+        }
+        return {**fixed, **{name: since(self.fields[name]) if name == "first" else self.fields[name] for name in extra}}
+
+
+def open_loop(
+    group: InstanceGroup,
+    k: int,
+    offsets: list[float],
+    limits: StepLimits,
+    command: Callable[[str], Serve | ServeGenerate],
+    seq: np.ndarray | None,
+    running: Callable[[np.ndarray, np.ndarray, int, float], str],
+    reply: type[Any],
+    drain_s: float,
+) -> OpenLoopRun:
+    """Send the Poisson arrivals `offsets` to the first k instances, given `command(step file)`, until the
+    running verdict (`running(scheduled, step file, sent, now)`) is decided; drain, stop, collect `reply`s.
+
+    `seq`: each request's index into a mix (the step file's `seq`), written before the first request.
+    """
+    n = len(offsets)
+    active = group.instances[:k]
     with step_file(n) as (path, slots):
         for instance in active:
-            instance.send(Serve(n, mix is not None, path, batches))
+            instance.send(command(path))
         for instance in active:
             instance.receive(Serving, group.timeout_s(0))  # blocked on the request pipe
         usable = sorted(os.sched_getaffinity(0))
@@ -270,8 +381,8 @@ def server_step(
         step_start = wall_started + START_DELAY_S
         scheduled = np.asarray(offsets) + step_start
         slots[step_region("scheduled", n)] = scheduled  # a batching instance times its wait from these
-        if mix is not None:
-            slots[step_region("seq", n)] = request_seq_lens(mix, n, seed)
+        if seq is not None:
+            slots[step_region("seq", n)] = seq
         ended = slots[step_region("ended", n)]
 
         def decided(sent: int) -> bool:
@@ -280,8 +391,7 @@ def server_step(
             # ms short of it "too short", and so invalid, confirming steps included.
             if sent < max(1, limits.min_requests) or scheduled[sent - 1] - step_start < limits.min_duration_s:
                 return False
-            now = time.monotonic()
-            return running_verdict(scheduled, ended, sent, now, slo_p99_s, limits.confidence) != UNDECIDED
+            return running(scheduled, slots, sent, time.monotonic()) != UNDECIDED
 
         try:
             with precise_sleep():
@@ -298,46 +408,20 @@ def server_step(
                 os.sched_setaffinity(0, usable)
         loadgen_cpu_s = time.thread_time() - cpu_started
         replies = [
-            instance.receive(ServeDone, group.timeout_s(drain_s + (offsets[m - 1] if m else 0))) for instance in active
+            instance.receive(reply, group.timeout_s(drain_s + (offsets[m - 1] if m else 0))) for instance in active
         ]
         wall_s = time.monotonic() - wall_started
-        ended = ended[:m]
-        times = StepTimes(
-            scheduled=scheduled[:m].tolist(),
-            sent=sent[:m].tolist(),
-            started=slots[step_region("started", n)][:m].tolist(),
-            ended=ended.tolist(),
-            step_start=step_start,
-            drain_end=drain_end,
-        )
-        step = evaluate_step(
-            rate_per_s,
-            times,
-            limits,
-            slo_p99_s,
-            loadgen_cpu_s=loadgen_cpu_s,
-            wall_s=wall_s,
-            instances_cpu_s=sum(r.cpu_s for r in replies),
-            seed=seed,
-        )
-        batch = slots[step_region("batch", n)][:m].copy()
-        seq = slots[step_region("seq", n)][:m].copy()
-        step = dataclasses.replace(
-            step,
-            loadgen_cores=generator_cores,
-            batch_size_counts=_batch_size_counts(batch) if batching else None,
-            **(_by_seq_len(mix, seq, scheduled[:m], ended, drain_end) if mix else {}),
-        )
-        raw = {
-            "scheduled": scheduled[:m] - step_start,
-            "sent": np.asarray(times.sent) - step_start,
-            "started": np.where(times.started, np.asarray(times.started) - step_start, np.nan),
-            "ended": np.where(ended > 0, ended - step_start, np.nan),
-            "instance": slots[step_region("instance", n)][:m].copy(),
-            "batch": batch,
-            "seq": seq,
-        }
-    return step, raw
+        fields = {name: slots[step_region(name, n)][:m].copy() for name in STEP_FIELDS}
+    return OpenLoopRun(
+        fields=fields,
+        sent=np.frombuffer(sent, dtype="<f8")[:m].copy(),
+        step_start=step_start,
+        drain_end=drain_end,
+        loadgen_cpu_s=loadgen_cpu_s,
+        wall_s=wall_s,
+        generator_cores=generator_cores,
+        replies=replies,
+    )
 
 
 def request_seq_lens(mix: SeqLenMix, requests: int, seed: int) -> np.ndarray:
@@ -358,7 +442,7 @@ def _by_seq_len(mix: SeqLenMix, seq: np.ndarray, scheduled: np.ndarray, ended: n
     return {"mix_requests": counts, "mix_latency_p99_s": p99s}
 
 
-def _batch_size_counts(batch: np.ndarray) -> list[int]:
+def batch_size_counts(batch: np.ndarray) -> list[int]:
     """Batches of 1, 2, ... requests from each served request's batch size (0: not served)."""
     sizes = batch[batch > 0].astype(int)
     if not len(sizes):
@@ -463,14 +547,32 @@ def measure_point(
     phase: Phase,
     raw_path: Path,
     log: Phase = lambda _: None,
+    serve: ServeMode | None = None,
 ) -> LayoutFigures:
-    """Every mode with the first k instances of a group: closed loop, memory, server, offline."""
+    """Every mode with the first k instances of a group: closed loop, memory, server, offline (with `serve`:
+    closed loop, `serve`, memory)."""
     threads = group.scenario.threads
     layout = Layout(k, threads).name
     raw: dict[str, np.ndarray] = {}
     phase(f"capacity {layout}: closed loop")
     closed, closed_raw = closed_loop(group, k, group.scenario.batch_size, policy.duration_s)
     raw.update({f"closed_loop_{key}": v for key, v in closed_raw.items()})
+    if serve is not None:
+        served = serve(group, k, closed, phase, log, raw)
+        memory = instance_memory(group, k)
+        raw_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(raw_path, **raw)
+        return LayoutFigures(
+            layout=layout,
+            instances=k,
+            threads_per_instance=threads,
+            requested=requested,
+            status="ok",
+            cores=[instance.cores for instance in group.instances[:k]],
+            closed_loop=closed,
+            memory=memory,
+            **served,
+        )
 
     floor_p99_s = floor_p99_s if floor_p99_s is not None else closed.latency_s.p99  # k = 1: its own
     median_s = closed.latency_s.median if closed.latency_s else None
@@ -502,6 +604,13 @@ def measure_point(
     )
 
 
+def confirming_limits(policy: CapacityPolicy, limits: StepLimits, passing: ServerStep) -> StepLimits:
+    """A confirming step's limits: longer than the step that passed, CONFIRM_FACTOR x its length, at least
+    CONFIRM_MIN_S (both capped at step_max_duration_s)."""
+    longer = max(CONFIRM_MIN_S, CONFIRM_FACTOR * max(policy.step_min_duration_s, passing.duration_s))
+    return dataclasses.replace(limits, min_duration_s=min(policy.step_max_duration_s, longer))
+
+
 def search_server(
     group: InstanceGroup,
     k: int,
@@ -519,6 +628,7 @@ def search_server(
     loop's median call `service_s`; bench.capacity.stalls), then a low-load step. Raw times go into `raw`."""
     layout = Layout(k, group.scenario.threads).name + (f" {batching.label}" if batching else "")
     prefix = "batched_server" if batching else "server"
+    assert policy.slo_p99_ms is not None  # CapacityPolicy.check: a forward-call scenario has one
     slo_s = policy.slo_p99_ms / 1e3
     limits = StepLimits(
         policy.step_min_duration_s, policy.step_min_requests, policy.step_max_duration_s, policy.confidence
@@ -527,17 +637,14 @@ def search_server(
     def run_step(rate: float, index: int, step_limits: StepLimits = limits, kind: str = "step") -> ServerStep:
         phase(f"capacity {layout}: server {kind} {index + 1} at {rate:,.4g} requests/s")
         seed = next_seed(group.scenario.seed, index)  # batched or not, step i gets the same arrivals
-        step, step_raw = server_step(group, k, rate, seed, step_limits, slo_s, batching, policy.request_mix)
+        step, step_raw = server_step(group, k, rate, seed, step_limits, slo_s, batching, policy.seq_len_mix)
         step = dataclasses.replace(step, confirmation=kind == "confirming step")
         raw.update({f"{prefix}_step{index}_{key}": v for key, v in step_raw.items()})
         log(f"capacity {layout}: {progress_line(step, kind)}")
         return step
 
     def confirm(rate: float, index: int, passing: ServerStep) -> ServerStep:
-        # Longer than the step that passed: CONFIRM_FACTOR x its length, at least CONFIRM_MIN_S.
-        longer = max(CONFIRM_MIN_S, CONFIRM_FACTOR * max(policy.step_min_duration_s, passing.duration_s))
-        min_s = min(policy.step_max_duration_s, longer)
-        return run_step(rate, index, dataclasses.replace(limits, min_duration_s=min_s), "confirming step")
+        return run_step(rate, index, confirming_limits(policy, limits, passing), "confirming step")
 
     confirmed = False
     bounds = search_bounds(policy, group.scenario.threads, closed_rate_per_s, floor_p99_s)
@@ -590,8 +697,8 @@ def search_server(
         confirmed=confirmed,
         batching_max_batch=batching.max_batch if batching else None,
         batching_max_delay_s=batching.max_delay_ms / 1e3 if batching else None,
-        mix_seq_lens=list(policy.request_mix.choices) if policy.request_mix else None,
-        mix_weights=list(policy.request_mix.weights) if policy.request_mix else None,
+        mix_seq_lens=list(policy.seq_len_mix.choices) if policy.seq_len_mix else None,
+        mix_weights=list(policy.seq_len_mix.weights) if policy.seq_len_mix else None,
         stall_floor=stalls,
     )
 
@@ -604,11 +711,13 @@ def measure_capacity(
     log: Phase = lambda _: None,
     *,
     workers: ZygoteWorkers | None = None,
+    serve: ServeMode | None = None,
 ) -> CapacityFigures:
     """Measure every layout of the scenario's capacity policy; failures become notes, never exceptions.
 
     `phase` says what runs now; `log` gets one line per finished server step (the progress to keep);
-    the instances fork from `workers`' zygote when there is one.
+    the instances fork from `workers`' zygote when there is one; `serve` replaces server and offline modes
+    (bench.capacity.llm's LLM server mode).
     """
     policy = scenario.capacity
     assert policy is not None
@@ -637,7 +746,9 @@ def measure_capacity(
     for threads, counts, requested in widths:
         cores = [usable[i * threads : (i + 1) * threads] for i in range(max(counts))]
         results.update(
-            _measure_width(scenario, artifact_path, out_dir, policy, cores, counts, requested, phase, points, workers)
+            _measure_width(
+                scenario, artifact_path, out_dir, policy, cores, counts, requested, phase, points, workers, serve
+            )
         )
     ordered = [results[la] for la in layouts] + [f for la, f in results.items() if la not in layouts]
     best = _best_layout(ordered)
@@ -646,7 +757,7 @@ def measure_capacity(
     return CapacityFigures(
         status="ok" if ok else "failed",
         note="; ".join(notes) or None,
-        slo_p99_s=policy.slo_p99_ms / 1e3,
+        slo_p99_s=_slo_s(policy),
         usable_cores=len(usable),
         best_layout=best,
         layouts=ordered,
@@ -687,10 +798,14 @@ def not_measured(scenario: Scenario, note: str) -> CapacityFigures:
     return CapacityFigures(
         status="failed",
         note=note,
-        slo_p99_s=scenario.capacity.slo_p99_ms / 1e3,
+        slo_p99_s=_slo_s(scenario.capacity),
         usable_cores=cpu_count(),
         best_layout=None,
     )
+
+
+def _slo_s(policy: CapacityPolicy) -> float | None:
+    return policy.slo_p99_ms / 1e3 if policy.slo_p99_ms is not None else None
 
 
 def _measure_width(
@@ -704,6 +819,7 @@ def _measure_width(
     phase: Phase,
     points: PointProgress,
     workers: ZygoteWorkers | None,
+    serve: ServeMode | None = None,
 ) -> dict[Layout, LayoutFigures]:
     """One group of instances (one per entry of `cores`), measured with the first k for each k in `counts`."""
     threads = len(cores[0])
@@ -721,7 +837,9 @@ def _measure_width(
                 layout = Layout(k, threads)
                 raw_path = out_dir / f"{layout.name}.npz"
                 points.start()
-                figures = measure_point(group, k, policy, floor_p99_s, k in requested, phase, raw_path, points.step)
+                figures = measure_point(
+                    group, k, policy, floor_p99_s, k in requested, phase, raw_path, points.step, serve
+                )
                 points.finish()
                 if k == 1:
                     floor_p99_s = figures.closed_loop.latency_s.p99 if figures.closed_loop else None
@@ -743,16 +861,20 @@ def _measure_width(
 
 def _best_layout(layouts: list[LayoutFigures]) -> str | None:
     """The requested layout with the highest rate at the SLO (ties: more offline throughput)."""
-    candidates = [
-        f for f in layouts if f.requested and f.status == "ok" and f.server and f.server.max_rate_per_s is not None
-    ]
+    candidates = [f for f in layouts if f.requested and f.status == "ok" and _max_rate(f) is not None]
     if not candidates:
         return None
 
     def key(f: LayoutFigures) -> tuple[float, float]:
-        return (f.server.max_rate_per_s or 0.0, f.offline.samples_per_s if f.offline else 0.0)
+        return (_max_rate(f) or 0.0, f.offline.samples_per_s if f.offline else 0.0)
 
     return max(candidates, key=key).layout
+
+
+def _max_rate(f: LayoutFigures) -> float | None:
+    """The layout's confirmed rate: its server mode's, or its LLM server mode's."""
+    searched = f.generation_server or f.server
+    return searched.max_rate_per_s if searched else None
 
 
 def summary(figures: CapacityFigures) -> str:
@@ -763,12 +885,14 @@ def summary(figures: CapacityFigures) -> str:
     for f in figures.layouts:
         if not f.requested:
             continue
-        if f.status != "ok" or f.server is None:
+        if f.status != "ok" or (f.server or f.generation_server) is None:
             parts.append(f"{f.layout} {f.status}")
-        elif f.server.max_rate_per_s is None:
+        elif _max_rate(f) is None:
             parts.append(f"{f.layout} no confirmed rate")  # unreachable, or no pass held on confirmation
         else:
-            parts.append(f"{f.layout} {f.server.max_rate_per_s:,.0f}/s")
+            parts.append(
+                f"{f.layout} {_max_rate(f):,.3g}/s" if f.generation_server else f"{f.layout} {_max_rate(f):,.0f}/s"
+            )
         floor = f.server.stall_floor if f.status == "ok" and f.server else None
         if floor is not None and floor.limits_rate:  # the rate (or none) is the host's, not the model's
             parts[-1] += f": {headline(floor)}"
@@ -776,4 +900,9 @@ def summary(figures: CapacityFigures) -> str:
             rate = f.batched_server.max_rate_per_s
             parts[-1] += f" ({'no confirmed rate' if rate is None else f'{rate:,.0f}/s'} batched)"
     best = f"; best {figures.best_layout}" if figures.best_layout else ""
-    return f"capacity at p99 <= {figures.slo_p99_s * 1e3:g} ms: " + ", ".join(parts) + best
+    llm = next((f.generation_server for f in figures.layouts if f.generation_server), None)
+    if figures.slo_p99_s is None and llm is not None:
+        slos = f"p99 TTFT <= {llm.slo_ttft_s * 1e3:g} ms and p99 TPOT <= {llm.slo_tpot_s * 1e3:g} ms"
+    else:
+        slos = f"p99 <= {(figures.slo_p99_s or 0) * 1e3:g} ms"
+    return f"capacity at {slos}: " + ", ".join(parts) + best

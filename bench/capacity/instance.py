@@ -24,6 +24,12 @@ Commands (their replies in brackets):
   takes more until it has `max_batch` or until `max_delay_s` after the first one's scheduled
   arrival (from the step file), then runs them as one batch: as Triton's dynamic batcher,
   except that each free instance batches for itself rather than one queue batching for all.
+- `ServeGenerate` (`Serving`, then `GenerateDone`): LLM server mode (a generate: scenario, bench.capacity.llm):
+  as `Serve`, but each request is a generation of one of the InstanceSpec's request shapes (the
+  step file's `seq` says which); the requests taken together (with `batching`, as above; else one)
+  run as one generate() call: static batching, padded to the longest prompt, generating the
+  longest output. Each request's first token time and its own last token time go into the step
+  file (`first`, `ended`); the reply says the largest batch and its KV cache's bytes.
 - `Exit`.
 An instance that fails replies `Failed` with the error, then ends.
 """
@@ -43,10 +49,11 @@ import struct
 import sys
 import time
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bench.checks.generation import cache_bytes, greedy_options, step_clock_class
 from bench.measure import contract
 from bench.measure.child import Child, ChildFiles, describe_exit, die_with_parent, launch
 
@@ -58,11 +65,21 @@ STOP = 2**64 - 1
 # The step file, float64: [cancel flag] then one region of n per request field, in STEP_FIELDS
 # order: the instance writes start, end, instance and batch (the size of the batch the request
 # ran in); the parent writes scheduled (each arrival's time.monotonic) and seq (with a request
-# mix: the index of the request's seq_len) before the first request.
+# mix: the index of the request's seq_len; LLM server mode: of its request shape) before the first request.
+# LLM server mode's instance also writes `first`: the time of the request's first token.
 HEADER_SLOTS = 1
-STEP_FIELDS = ("started", "ended", "instance", "batch", "scheduled", "seq")
+STEP_FIELDS = ("started", "ended", "instance", "batch", "scheduled", "seq", "first")
 WARMUP_CALLS = 5
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class GenerationSetup:
+    """LLM server mode's request shapes (prompt_tokens[i], new_tokens[i]) and the most requests per generate()."""
+
+    prompt_tokens: list[int]
+    new_tokens: list[int]
+    max_batch: int
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,7 @@ class InstanceSpec:
     mix_seq_lens: list[int]  # a request mix's seq_lens ([] without one)
     index: int
     cores: list[int]  # the CPUs it pins itself to
+    generation: GenerationSetup | None = None  # LLM server mode: prompts to prepare, shapes to time alone
 
 
 @dataclass(frozen=True)
@@ -100,8 +118,24 @@ class Serve:
 
 
 @dataclass(frozen=True)
+class ServeGenerate:
+    requests: int  # the step's requests: the step file's size
+    path: str  # the step file; its `seq` region says each request's shape
+    batching: Batching | None  # None: one request per generate() call
+
+
+@dataclass(frozen=True)
 class Exit:
     pass
+
+
+@dataclass(frozen=True)
+class GenerationProbe:
+    """One request of a shape generated alone, after the warmup: what it costs at rest."""
+
+    ttft_s: float  # the call's start to its first token
+    tpot_s: float | None  # mean time per token after the first (None: one new token)
+    total_s: float
 
 
 @dataclass(frozen=True)
@@ -109,6 +143,7 @@ class Ready:
     load_s: float
     torch_num_threads: int
     affinity: list[int]  # os.sched_getaffinity once pinned
+    probes: list[GenerationProbe] = field(default_factory=list)  # LLM server mode: one per request shape
 
 
 @dataclass(frozen=True)
@@ -131,12 +166,20 @@ class ServeDone:
 
 
 @dataclass(frozen=True)
+class GenerateDone:
+    served: int
+    cpu_s: float
+    largest_batch: int  # the most requests one generate() call held (0: none served)
+    kv_cache_bytes: int | None  # that call's KV cache after its last token
+
+
+@dataclass(frozen=True)
 class Failed:
     error: str
 
 
-COMMANDS = (ClosedLoop, Serve, Exit)
-REPLIES = (Ready, ClosedLoopDone, Serving, ServeDone, Failed)
+COMMANDS = (ClosedLoop, Serve, ServeGenerate, Exit)
+REPLIES = (Ready, ClosedLoopDone, Serving, ServeDone, GenerateDone, Failed)
 
 
 class InstanceError(Exception):
@@ -201,16 +244,112 @@ def _serve_commands(spec: InstanceSpec, channel: socket.socket, request_fd: int)
         for batch in batches.values():
             for _ in range(WARMUP_CALLS):
                 infer(batch)
-        channel.sendall(contract.encode_line(Ready(load_s, torch.get_num_threads(), sorted(os.sched_getaffinity(0)))))
+        generator = None
+        if spec.generation is not None:
+            module = getattr(infer, "module", None)
+            if not runtimes.runtime_for(scenario).generates or not hasattr(module, "generate"):
+                raise RuntimeError(
+                    f"LLM server mode runs the transformers module's generate() (load {runtimes.generating_loads()}); "
+                    f"a {scenario.load} artifact has one forward call only"
+                )
+            generator = Generator(module, scenario, spec.generation)
+        probes = generator.probes() if generator else []
+        ready = Ready(load_s, torch.get_num_threads(), sorted(os.sched_getaffinity(0)), probes)
+        channel.sendall(contract.encode_line(ready))
         for line in channel.makefile("rb"):
             command = contract.decode_line(line, COMMANDS, f"instance {spec.index} command")
             if isinstance(command, Exit):
                 return
             if isinstance(command, ClosedLoop):
                 reply: Any = _closed_loop(infer, batches[command.batch_size, None], command)
+            elif isinstance(command, ServeGenerate):
+                if generator is None:
+                    raise RuntimeError("asked to serve generations without a GenerationSetup")
+                reply = generator.serve(command, spec.index, request_fd, channel)
             else:
                 reply = _serve(infer, batches, scenario.batch_size, command, spec.index, request_fd, channel)
             channel.sendall(contract.encode_line(reply))
+
+
+class Generator:
+    """LLM server mode's side of an instance: a prompt batch for every (requests, prompt length) it may run,
+    warmed up; generate() calls on them, each token stamped."""
+
+    def __init__(self, module: Any, scenario: Any, setup: GenerationSetup):
+        from bench import runtimes
+
+        self.module, self.setup = module, setup
+        self.prompts: dict[tuple[int, int], dict[str, Any]] = {}
+        for length in sorted(set(setup.prompt_tokens)):
+            shaped = dataclasses.replace(scenario, seq_len=length)
+            for size in range(1, setup.max_batch + 1):
+                batch = runtimes.make_batch(shaped, batch_size=size)
+                self.prompts[size, length] = {k: batch[k] for k in ("input_ids", "attention_mask") if k in batch}
+        for prompt in self.prompts.values():  # warmup: the first calls of a shape allocate its buffers
+            self.generate(prompt, 2)
+
+    def generate(self, prompt: dict[str, Any], new_tokens: int) -> tuple[float, list[float], Any]:
+        """One greedy generate(): its start and each token's time (time.monotonic), and its output."""
+        clock = step_clock_class()()
+        offset = time.monotonic() - time.perf_counter()  # the clock stamps perf_counter
+        started = time.monotonic()
+        out = self.module.generate(**prompt, streamer=clock, **greedy_options(self.module, new_tokens))
+        stamps = [stamp + offset for stamp in clock.stamps_s[1:]]  # the first put() is the prompt itself
+        if len(stamps) != new_tokens:
+            raise RuntimeError(f"generate produced {len(stamps)} steps, expected {new_tokens}")
+        return started, stamps, out
+
+    def probes(self) -> list[GenerationProbe]:
+        out = []
+        for prompt_tokens, new_tokens in zip(self.setup.prompt_tokens, self.setup.new_tokens, strict=True):
+            started, stamps, _ = self.generate(self.prompts[1, prompt_tokens], new_tokens)
+            tpot = (stamps[-1] - stamps[0]) / (new_tokens - 1) if new_tokens > 1 else None
+            out.append(GenerationProbe(stamps[0] - started, tpot, stamps[-1] - started))
+        return out
+
+    def serve(self, command: ServeGenerate, index: int, request_fd: int, channel: socket.socket) -> GenerateDone:
+        """As _serve, one generate() per batch of requests: padded to the longest prompt, the longest output."""
+        requests, batching = command.requests, command.batching
+        prompt_tokens, new_tokens = self.setup.prompt_tokens, self.setup.new_tokens
+        os.set_blocking(request_fd, batching is None)
+        with open(command.path, "r+b") as f, mmap.mmap(f.fileno(), 8 * step_file_slots(requests)) as shared:
+            slots = memoryview(shared).cast("d")
+            region = {name: step_region(name, requests).start for name in STEP_FIELDS}
+            try:
+                channel.sendall(contract.encode_line(Serving()))
+                served = largest = 0
+                kv_bytes = None
+                cpu_started = time.process_time()
+                while True:
+                    if batching is None:
+                        numbers, stopped = _take_one(request_fd)
+                    else:
+                        numbers, stopped = _take_batch(
+                            request_fd, slots, region["scheduled"], batching.max_batch, batching.max_delay_s
+                        )
+                    if slots[0] != 0.0:  # cancelled: drop the backlog unserved
+                        numbers = []
+                    if numbers:
+                        shapes = [int(slots[region["seq"] + n]) for n in numbers]
+                        longest_prompt = max(prompt_tokens[s] for s in shapes)
+                        started, stamps, out = self.generate(
+                            self.prompts[len(numbers), longest_prompt], max(new_tokens[s] for s in shapes)
+                        )
+                        for number, shape in zip(numbers, shapes, strict=True):
+                            slots[region["started"] + number] = started
+                            slots[region["first"] + number] = stamps[0]
+                            slots[region["ended"] + number] = stamps[new_tokens[shape] - 1]  # its own last token
+                            slots[region["instance"] + number] = float(index)
+                            slots[region["batch"] + number] = len(numbers)
+                        if len(numbers) >= largest:
+                            largest, kv_bytes = len(numbers), cache_bytes(getattr(out, "past_key_values", None))
+                        del out
+                        served += len(numbers)
+                    if stopped:
+                        break
+                return GenerateDone(served, time.process_time() - cpu_started, largest, kv_bytes)
+            finally:
+                slots.release()
 
 
 def _closed_loop(infer: Any, batch: Any, command: ClosedLoop) -> ClosedLoopDone:
@@ -369,7 +508,7 @@ class InstanceProcess:
         self._listener.close()
         socket.send_fds(self._channel, [b"p"], [request_fd])
 
-    def send(self, command: ClosedLoop | Serve | Exit) -> None:
+    def send(self, command: ClosedLoop | Serve | ServeGenerate | Exit) -> None:
         try:
             assert self._channel is not None, "connect first"
             self._channel.sendall(contract.encode_line(command))

@@ -173,8 +173,13 @@ def evaluate_step(
     wall_s: float,
     instances_cpu_s: float | None,
     seed: int,
+    missed: Sequence[bool] | None = None,
 ) -> ServerStep:
-    """A step's figures and verdict: valid (long enough, enough requests) and passed (p99 within the SLO)."""
+    """A step's figures and verdict: valid (long enough, enough requests) and passed (p99 within the SLO).
+
+    `missed`: per request, whether it missed the SLO, where that is not its latency against slo_p99_s
+    (LLM server mode: TTFT or TPOT over its bound, bench.capacity.llm); the latencies are then figures only.
+    """
     n = len(times.scheduled)
     duration_s = (times.scheduled[-1] - times.step_start) if n else 0.0
     finished = [i for i in range(n) if times.ended[i] > 0.0]
@@ -199,7 +204,10 @@ def evaluate_step(
     last_end = max((times.ended[i] for i in finished), default=times.step_start)
     span_s = max(last_end, times.scheduled[-1] if n else 0.0) - times.step_start
 
-    over = sum(1 for latency, unfinished in latencies if unfinished or latency > slo_p99_s)
+    if missed is None:
+        over = sum(1 for latency, unfinished in latencies if unfinished or latency > slo_p99_s)
+    else:
+        over = sum(missed)
     verdict = Verdict.of(over, n, limits.confidence)
     reasons = []
     if duration_s < limits.min_duration_s:
@@ -216,7 +224,7 @@ def evaluate_step(
         if verdict.verdict == UNDECIDED:
             why = f"{INCONCLUSIVE} after {duration_s:.1f} s (step_max_duration_s {limits.max_duration_s:g} s); {why}"
         reasons.append(why)
-    if p99 is not None and not (p99 <= slo_p99_s and not p99_bound):
+    if missed is None and p99 is not None and not (p99 <= slo_p99_s and not p99_bound):
         bound = f"{p99 * 1e3:.3g} ms"
         if p99_bound:
             bound = f"at least {bound} ({n - len(finished)} requests unfinished)"

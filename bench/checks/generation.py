@@ -38,7 +38,7 @@ class GeneratePolicy:
     warmup_rounds: int = key(integer(0), default=1)  # untimed generations first
 
 
-def _streamer_class() -> type:
+def step_clock_class() -> type:
     from transformers.generation.streamers import BaseStreamer
 
     class StepClock(BaseStreamer):
@@ -143,13 +143,11 @@ def decode_step_flops(model: Any, out: Any, context: int) -> int | None:
     return int(counter.get_total_flops())
 
 
-def measure(model: Any, batch: dict[str, Any], policy: GeneratePolicy) -> dict[str, Any]:
-    """Generate `policy.new_tokens` after the batch's prompts, `rounds` times; the record's `generation`."""
-    clock_class = _streamer_class()
-    prompt = {name: batch[name] for name in ("input_ids", "attention_mask") if name in batch}
-    options = dict(
-        max_new_tokens=policy.new_tokens,
-        min_new_tokens=policy.new_tokens,
+def greedy_options(model: Any, new_tokens: int) -> dict[str, Any]:
+    """generate()'s keywords for exactly `new_tokens` greedy tokens with the KV cache (also LLM server mode's)."""
+    options: dict[str, Any] = dict(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
         do_sample=False,
         use_cache=True,
         num_beams=1,
@@ -158,6 +156,14 @@ def measure(model: Any, batch: dict[str, Any], policy: GeneratePolicy) -> dict[s
     pad = getattr(model.generation_config, "pad_token_id", None)
     if pad is None:  # without one generate warns on every call; padding never happens at a fixed length
         options["pad_token_id"] = getattr(model.generation_config, "eos_token_id", None) or 0
+    return options
+
+
+def measure(model: Any, batch: dict[str, Any], policy: GeneratePolicy) -> dict[str, Any]:
+    """Generate `policy.new_tokens` after the batch's prompts, `rounds` times; the record's `generation`."""
+    clock_class = step_clock_class()
+    prompt = {name: batch[name] for name in ("input_ids", "attention_mask") if name in batch}
+    options = greedy_options(model, policy.new_tokens)
     # RSS growth counts the warmup calls too: later calls reuse what the allocator kept from the first
     growth: list[int] = []
     for _ in range(policy.warmup_rounds):

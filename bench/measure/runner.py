@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import bench
 from bench import runtimes
+from bench.capacity import llm
 from bench.capacity.host import measure_capacity, not_measured
 from bench.checks.contention import wait_for_quiet
 from bench.environment import collect_environment
@@ -580,6 +581,7 @@ def _with_capacity(
             lambda text: progress.scenario_phase(text, time.perf_counter() - started),
             _print_step,
             workers=context.workers,
+            serve=llm.serve_mode(scenario.capacity) if scenario.generate and scenario.capacity else None,
         )
     except Exception as exc:  # capacity is an extra: like a profile, it never fails the timed row
         kept = keep_traceback(context, file_stem, exc, "measuring capacity")

@@ -324,6 +324,33 @@ class ServerStep:
     # and their p99 latency from scheduled arrival (an unfinished request counts as ending at the drain's end).
     mix_requests: list[int] | None = None
     mix_latency_p99_s: list[float | None] | None = None
+    # LLM server mode only (a generate: scenario): TTFT, TPOT, goodput, tokens/s, KV memory. Its latency_*
+    # fields are then each request's scheduled arrival to its last token, and over_slo counts the requests
+    # that missed either SLO (bench.capacity.llm).
+    generation: GenerationStepFigures | None = None
+
+
+@dataclass(frozen=True)
+class GenerationStepFigures:
+    """One LLM server step's generation figures (bench.capacity.llm). A request's TTFT runs from its scheduled
+    arrival to its first token (queueing included); its TPOT is the mean time per output token after the
+    first ((last token - first token) / (new tokens - 1)); a request with one output token has no TPOT."""
+
+    ttft_p50_s: float | None
+    ttft_p90_s: float | None
+    ttft_p99_s: float | None
+    tpot_p50_s: float | None
+    tpot_p90_s: float | None
+    tpot_p99_s: float | None
+    over_ttft: int  # requests whose TTFT missed slo_ttft (or that had no first token by the drain's end)
+    over_tpot: int  # requests whose TPOT missed slo_tpot (or that did not finish)
+    goodput_per_s: float  # requests that met both SLOs / the step's span (first arrival to last token)
+    output_tokens_per_s: float  # output tokens of the finished requests / the same span
+    output_tokens: int  # of the finished requests
+    largest_batch: int | None  # the most requests one generate call held in this step
+    kv_cache_bytes: int | None  # the KV cache after the last token of the largest batch (the largest instance's)
+    rss_bytes: int | None  # the largest instance's RSS after the step
+    mix_requests: list[int] | None = None  # requests sent per request shape of GenerationServerFigures
 
 
 @dataclass(frozen=True)
@@ -371,6 +398,29 @@ class ServerFigures:
 
 
 @dataclass(frozen=True)
+class GenerationServerFigures:
+    """LLM server mode (a generate: scenario's `capacity:`, bench.capacity.llm): the highest request rate at which
+    p99 TTFT <= slo_ttft_s and p99 TPOT <= slo_tpot_s both hold, by the p99 verdict on requests missing either."""
+
+    slo_ttft_s: float
+    slo_tpot_s: float
+    max_rate_per_s: float | None  # the highest confirmed rate; None: none
+    stop_reason: str
+    min_duration_s: float
+    min_requests: int
+    max_batch: int  # requests per generate() call at most (static batching; 1: none)
+    max_delay_s: float | None  # how long a free instance waits for company after the first request's arrival
+    prompt_tokens: list[int]  # the request shapes (the mix; without one, the scenario's seq_len and new_tokens) ...
+    new_tokens: list[int]
+    weights: list[float]  # ... drawn with these relative weights
+    probe_ttft_s: list[float | None] = field(default_factory=list)  # per shape: one request alone, at rest
+    probe_tpot_s: list[float | None] = field(default_factory=list)
+    steps: list[ServerStep] = field(default_factory=list)  # each with its `generation` figures
+    verdict_rule: str | None = None
+    confirmed: bool = False
+
+
+@dataclass(frozen=True)
 class InstanceMemory:
     """One instance's memory after serving (psutil memory_full_info; VmHWM from /proc)."""
 
@@ -397,6 +447,9 @@ class LayoutFigures:
     server: ServerFigures | None = None
     memory: list[InstanceMemory] = field(default_factory=list)
     batched_server: ServerFigures | None = None  # the same search with dynamic batching (capacity.batching)
+    generation_server: GenerationServerFigures | None = (
+        None  # a generate: scenario's LLM server mode (instead of server)
+    )
 
 
 @dataclass(frozen=True)
@@ -405,7 +458,7 @@ class CapacityFigures:
 
     status: str  # ok or failed: capacity never fails the row
     note: str | None
-    slo_p99_s: float
+    slo_p99_s: float | None  # None: a generate: scenario (its layouts' generation_server has its SLOs)
     usable_cores: int
     best_layout: str | None  # the requested layout with the highest rate at the SLO
     layouts: list[LayoutFigures] = field(default_factory=list)

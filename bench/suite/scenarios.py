@@ -384,11 +384,63 @@ class SeqLenMix:
         return "seq_len " + ", ".join(f"{c} ({w / total:.0%})" for c, w in zip(self.choices, self.weights, strict=True))
 
 
-def _request_mix(value: Any, where: Path_, context: Context) -> SeqLenMix:
-    """`request_mix: {seq_len: {choices: [...], weights: [...]}}`, shortest first (a batch pads to its longest)."""
-    expect_mapping(value, where, ("seq_len",))
+_GENERATION_MIX_EXAMPLE = "e.g. {prompt_tokens: [32, 128], new_tokens: [64, 16], weights: [3, 1]}"
+
+
+@dataclass(frozen=True)
+class GenerationMix:
+    """A generation request mix (`capacity.request_mix` of a `generate:` scenario): request shape i has
+    `prompt_tokens[i]` prompt tokens and `new_tokens[i]` output tokens, drawn with `weights[i]`."""
+
+    prompt_tokens: tuple[int, ...]
+    new_tokens: tuple[int, ...]
+    weights: tuple[float, ...]
+
+    @property
+    def label(self) -> str:
+        total = sum(self.weights)
+        shapes = zip(self.prompt_tokens, self.new_tokens, self.weights, strict=True)
+        return "prompt/new tokens " + ", ".join(f"{p}/{n} ({w / total:.0%})" for p, n, w in shapes)
+
+
+def _generation_mix(value: dict[str, Any], where: Path_, context: Context) -> GenerationMix:
+    """`request_mix: {prompt_tokens: [...], new_tokens: [...], weights: [...]}`: one request shape per position."""
+    lists = {}
+    for name in ("prompt_tokens", "new_tokens"):
+        items = value.get(name)
+        if not isinstance(items, list) or not items:
+            raise Invalid((*where, name), f"expected a non-empty list of token counts, {_GENERATION_MIX_EXAMPLE}")
+        lists[name] = tuple(integer(1)(c, (*where, name, i), context) for i, c in enumerate(items))
+    shapes = len(lists["prompt_tokens"])
+    if len(lists["new_tokens"]) != shapes:
+        raise Invalid(
+            (*where, "new_tokens"),
+            f"expected one output length per prompt length ({shapes}), got {len(lists['new_tokens'])}: "
+            f"request shape i is (prompt_tokens[i], new_tokens[i]), {_GENERATION_MIX_EXAMPLE}",
+        )
+    weights = value.get("weights", [1] * shapes)
+    if not isinstance(weights, list) or len(weights) != shapes:
+        raise Invalid((*where, "weights"), f"expected one weight per request shape ({shapes}), got {weights!r}")
+    weight = positive("a weight > 0 (relative; they need not sum to 1)")
+    numbers = tuple(weight(w, (*where, "weights", i), context) for i, w in enumerate(weights))
+    return GenerationMix(lists["prompt_tokens"], lists["new_tokens"], numbers)
+
+
+def _request_mix(value: Any, where: Path_, context: Context) -> SeqLenMix | GenerationMix:
+    """`request_mix: {seq_len: {choices: [...], weights: [...]}}`, shortest first (a batch pads to its longest);
+    or, for a `generate:` scenario, a GenerationMix."""
+    expect_mapping(value, where, ("seq_len", "prompt_tokens", "new_tokens", "weights"))
+    if "seq_len" not in value and ("prompt_tokens" in value or "new_tokens" in value):
+        return _generation_mix(value, where, context)
     if "seq_len" not in value:
-        raise Invalid(where, "has no 'seq_len'; expected e.g. {seq_len: {choices: [32, 128], weights: [3, 1]}}")
+        raise Invalid(
+            where,
+            "has no 'seq_len'; expected e.g. {seq_len: {choices: [32, 128], weights: [3, 1]}} (or, for a "
+            f"generate: scenario, {_GENERATION_MIX_EXAMPLE})",
+        )
+    if len(value) > 1:
+        other = next(name for name in value if name != "seq_len")
+        raise Invalid((*where, other), "goes with prompt_tokens/new_tokens (a generation mix), not with seq_len")
     at = (*where, "seq_len")
     mix = value["seq_len"]
     expect_mapping(mix, at, ("choices", "weights"))
@@ -426,11 +478,9 @@ def _layouts(value: Any, where: Path_, context: Context) -> tuple[str, ...]:
 class CapacityPolicy:
     """How a scenario's serving capacity is measured (bench.capacity.host): `capacity:` in a suite."""
 
-    # the latency bound server mode searches against
-    slo_p99_ms: float = key(
-        positive("a latency bound in milliseconds > 0, e.g. 50"),
-        required="has no 'slo_p99_ms': server mode needs the p99 latency bound to search against",
-    )
+    # the latency bound server mode searches against (required, except in a generate: scenario, which is
+    # judged on slo_ttft_ms and slo_tpot_ms instead: checked with the scenario, CapacityPolicy.check)
+    slo_p99_ms: float | None = key(positive("a latency bound in milliseconds > 0, e.g. 50"), default=None)
     # "NxT": N instances x T threads; auto: every N x T = usable cores
     layouts: tuple[str, ...] = key(_layouts, default=("auto",))
     sweep: bool = key(flag, default=True)  # also measure 1, 2, 4 ... instances of each layout's width (scaling)
@@ -446,12 +496,53 @@ class CapacityPolicy:
     tolerance: float = key(fraction, default=0.1)  # stop bisecting when (fail - pass) / pass is at most this
     confidence: float = key(fraction, default=0.95)  # of a step's p99 verdict (bench.capacity.verdict)
     batching: BatchingPolicy | None = key(block(BatchingPolicy), default=None)  # also search with dynamic batching
-    # server mode: requests of mixed seq_len (else all the scenario's)
-    request_mix: SeqLenMix | None = key(_request_mix, default=None)
+    # server mode: requests of mixed seq_len (else all the scenario's); a generate: scenario's: prompt and
+    # output lengths (GenerationMix)
+    request_mix: SeqLenMix | GenerationMix | None = key(_request_mix, default=None)
+    # LLM server mode (a generate: scenario): p99 time to first token and p99 time per output token
+    slo_ttft_ms: float | None = key(positive("a time to first token bound in milliseconds > 0, e.g. 500"), default=None)
+    slo_tpot_ms: float | None = key(
+        positive("a time per output token bound in milliseconds > 0, e.g. 100"), default=None
+    )
 
     def __post_init__(self) -> None:
         if self.step_min_duration_s > self.step_max_duration_s:
             raise ValueError("step_min_duration_s is larger than step_max_duration_s")
+
+    @property
+    def seq_len_mix(self) -> SeqLenMix | None:
+        return self.request_mix if isinstance(self.request_mix, SeqLenMix) else None
+
+    def check(self, generates: bool) -> tuple[str, str] | None:
+        """Which key is wrong for a scenario that does (or does not) `generate:`, and why; None when all fit."""
+        llm = {"slo_ttft_ms": self.slo_ttft_ms, "slo_tpot_ms": self.slo_tpot_ms}
+        if not generates:
+            given = next((name for name, value in llm.items() if value is not None), None)
+            if given:
+                return given, "applies to generate: scenarios (LLM server mode); this scenario has no generate: block"
+            if isinstance(self.request_mix, GenerationMix):
+                return "request_mix", "prompt_tokens/new_tokens apply to generate: scenarios; use {seq_len: ...}"
+            if self.slo_p99_ms is None:
+                return "slo_p99_ms", "is missing: server mode needs the p99 latency bound to search against"
+            return None
+        missing = [name for name, value in llm.items() if value is None]
+        if missing:
+            return missing[0], (
+                "is missing: a generate: scenario's server mode searches the rate at which p99 time to first token "
+                "<= slo_ttft_ms and p99 time per output token <= slo_tpot_ms both hold; give both, e.g. "
+                "{slo_ttft_ms: 500, slo_tpot_ms: 100}"
+            )
+        if self.slo_p99_ms is not None:
+            return "slo_p99_ms", (
+                "does not apply to a generate: scenario: a generation request is judged on its time to first "
+                "token (slo_ttft_ms) and time per output token (slo_tpot_ms), not on one call's latency"
+            )
+        if isinstance(self.request_mix, SeqLenMix):
+            return (
+                "request_mix",
+                f"a generate: scenario's mix gives prompt and output lengths, {_GENERATION_MIX_EXAMPLE}",
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -887,7 +978,7 @@ class _Validator:
             raise self.fail(
                 where, "seq_len applies to models with inputs: that have a 'seq' dimension (or hf: folders)"
             )
-        elif settings.get("capacity") and settings["capacity"].request_mix:
+        elif settings.get("capacity") and settings["capacity"].seq_len_mix:
             raise self.fail(
                 where,
                 f"capacity.request_mix varies seq_len, which applies to models with inputs: that "
@@ -897,6 +988,9 @@ class _Validator:
             raise self.fail(
                 where, f"generate: applies to causal-lm models (task: causal-lm); {values['model']} is not one"
             )
+        capacity: CapacityPolicy | None = settings.get("capacity")
+        if capacity is not None and (wrong := capacity.check("generate" in settings)):
+            raise self.fail((*where, "capacity", wrong[0]), f"capacity.{wrong[0]} {wrong[1]}")
         values.setdefault("input_shape", default_input_shape(source or values["model"]))
         scenario = Scenario(source=source, **settings, **values)
         calibration = scenario.calibration or CalibrationSpec()
@@ -932,7 +1026,7 @@ class _Validator:
         if seq_len is not None and not uses_seq(source.inputs):
             raise self.fail(where, f"seq_len applies to inputs with a 'seq' dimension; {source.name}'s have none")
         capacity: CapacityPolicy | None = settings.get("capacity")
-        mix = capacity.request_mix if capacity else None
+        mix = capacity.seq_len_mix if capacity else None
         if mix and not uses_seq(source.inputs):
             raise self.fail(
                 where, f"capacity.request_mix varies seq_len; {source.name}'s inputs have no 'seq' dimension"
@@ -948,6 +1042,16 @@ class _Validator:
         generate: GeneratePolicy | None = settings.get("generate")
         new = generate.new_tokens if generate else None
         longest = (seq_len or 0) + (new or 0)
+        shapes = capacity.request_mix if capacity and generate else None
+        if limit is not None and isinstance(shapes, GenerationMix):
+            for i, (prompt, out) in enumerate(zip(shapes.prompt_tokens, shapes.new_tokens, strict=True)):
+                if prompt + out > limit:
+                    raise self.fail(
+                        (*where, "capacity", "request_mix", "prompt_tokens", i),
+                        f"capacity.request_mix's request shape {i} ({prompt} prompt + {out} new tokens = "
+                        f"{prompt + out}) is more than {source.name}'s maximum positions ({limit}, from its "
+                        "config.json)",
+                    )
         if limit is not None and longest > limit:
             asked = f"seq_len {seq_len}" + (f" plus generate.new_tokens ({new}) is {longest}," if new else " is")
             raise self.fail(

@@ -8,6 +8,7 @@ service time is set by the test, not by how busy the host's cores are.
 from __future__ import annotations
 
 import time
+import types
 
 import torch
 
@@ -43,3 +44,36 @@ class SleepyText(torch.nn.Module):
 
 def build_text(ms_per_token: float = 0.25) -> SleepyText:
     return SleepyText(ms_per_token)
+
+
+class SleepyLM(torch.nn.Module):
+    """A causal LM's shape of cost with a known price: generate() sleeps `prefill_ms` before the first token
+    and `token_ms` before each later one, whatever the batch (static batching's cost: one decode step serves
+    the whole batch), and streams each step as transformers' generate() does (the prompt first)."""
+
+    def __init__(self, prefill_ms: float, token_ms: float, vocab: int = 100):
+        super().__init__()
+        self.prefill_s, self.token_s = prefill_ms / 1e3, token_ms / 1e3
+        self.embedding = torch.nn.Embedding(vocab, 4)
+        self.generation_config = types.SimpleNamespace(pad_token_id=0, eos_token_id=0)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.prefill_s)
+        return self.embedding(input_ids)
+
+    def generate(self, input_ids: torch.Tensor, streamer=None, max_new_tokens: int = 1, **options) -> object:
+        if streamer is not None:
+            streamer.put(input_ids)
+        tokens = input_ids
+        for step in range(max_new_tokens):
+            time.sleep(self.prefill_s if step == 0 else self.token_s)
+            tokens = torch.cat([tokens, tokens[:, -1:]], dim=1)
+            if streamer is not None:
+                streamer.put(tokens[:, -1:])
+        # a KV cache's size: 2 tensors (key, value) of 4 floats per position
+        cache = (torch.zeros(2, tokens.shape[0], tokens.shape[1], 4),)
+        return types.SimpleNamespace(sequences=tokens, past_key_values=cache)
+
+
+def build_lm(prefill_ms: float = 10.0, token_ms: float = 2.0) -> SleepyLM:
+    return SleepyLM(prefill_ms, token_ms)

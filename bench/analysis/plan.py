@@ -18,6 +18,10 @@ met is `unreachable` (never 0 hosts); a host too small for one instance `does_no
 A width whose layouts' stall floor limits the rate (`ServerFigures.stall_floor`,
 bench.capacity.stalls) carries its note (`stall_note`): the rate, or its absence, is the
 measuring host's, and neither more instances nor more hosts change it.
+
+A generate: scenario's rows (LLM server mode, bench.capacity.llm) are planned at the TTFT and
+TPOT SLOs their run confirmed rates at (`generation_server`), which the plan names; the
+request's p99 SLO (`--slo-p99-ms`) bounds one forward call's latency and does not apply to them.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ from typing import Any
 
 from bench.format.markdown import table
 from bench.format.units import GIB, MIB, ms_number
-from bench.results.record import CapacityFigures, LayoutFigures, ResultRecord, ServerStep
+from bench.results.record import (
+    CapacityFigures,
+    GenerationServerFigures,
+    LayoutFigures,
+    ResultRecord,
+    ServerStep,
+)
 from bench.results.stats import PERCENTILE_RULE
 
 DEFAULT_HEADROOM = 0.3
@@ -118,6 +128,9 @@ class ScenarioPlan:
     cost_per_hour: float | None = None
     cost_per_million_requests: float | None = None
     stall_note: str | None = None  # the chosen width's stall note (no plan: the first width's that has one)
+    # a generate: scenario (LLM server mode): the SLOs its rates were confirmed at, and planned at
+    slo_ttft_s: float | None = None
+    slo_tpot_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,9 @@ def rate_at_slo(layout: LayoutFigures, slo_p99_s: float) -> tuple[float | None, 
     Only a rate that passed its confirming step counts. It was confirmed at the run's SLO: it
     holds for a looser SLO too (a lower bound there) but says nothing about a stricter one.
     """
+    if layout.generation_server is not None:  # its own SLOs, whatever slo_p99_s says (module docstring)
+        generation = layout.generation_server
+        return (generation.max_rate_per_s, False, None) if generation.confirmed else (None, False, None)
     server = layout.server
     if server is None:
         return None, False, None
@@ -176,6 +192,8 @@ def rate_at_slo(layout: LayoutFigures, slo_p99_s: float) -> tuple[float | None, 
 
 
 def _server_steps(layout: LayoutFigures) -> list[ServerStep]:
+    if layout.generation_server is not None:
+        return list(layout.generation_server.steps)
     if layout.server is None:
         return []
     return list(layout.server.steps) + ([layout.server.low_load_step] if layout.server.low_load_step else [])
@@ -255,12 +273,22 @@ def per_instance_rate(points: Sequence[SweepPoint], instances: int, efficiency: 
     return largest.per_instance_per_s * scale, largest.instances  # type: ignore[operator]
 
 
-def width_option(points: list[SweepPoint], threads: int, request: PlanRequest) -> WidthOption:
+def llm_slos(generation: GenerationServerFigures) -> str:
+    return f"p99 TTFT <= {generation.slo_ttft_s * 1e3:g} ms and p99 TPOT <= {generation.slo_tpot_s * 1e3:g} ms"
+
+
+def width_option(
+    points: list[SweepPoint], threads: int, request: PlanRequest, generation: GenerationServerFigures | None = None
+) -> WidthOption:
+    """`generation`: a generate: scenario's LLM server figures of this width (its SLOs, why no rate)."""
     host = request.host
     slo_ms = request.slo_p99_s * 1e3
     measured = [p for p in points if p.per_instance_per_s]
     # the largest instance count's note first: the layout the plan's rate comes from
     stall_note = next((p.stall_note for p in reversed(points) if p.stall_note), None)
+    if not measured and generation is not None:
+        why = f"no rate was confirmed at {llm_slos(generation)} ({generation.stop_reason})"
+        return WidthOption(threads, "unreachable", why, sweep=points)
     if not measured:
         single = next((p.single_stream_p99_s for p in points if p.single_stream_p99_s is not None), None)
         lowest = min((p.lowest_server_p99_s for p in points if p.lowest_server_p99_s is not None), default=None)
@@ -336,7 +364,13 @@ def plan_scenario(record: ResultRecord, request: PlanRequest) -> ScenarioPlan:
         why = "no capacity measurement" if capacity is None else f"capacity {capacity.status}: {capacity.note}"
         return ScenarioPlan(record.scenario_id, record.batch_size, "not_measured", why, None, **where)
     widths = list(dict.fromkeys(f.threads_per_instance for f in capacity.layouts if f.status == "ok"))
-    options = [width_option(sweep_points(capacity, t, request.slo_p99_s), t, request) for t in widths]
+
+    def generation_of(threads: int) -> GenerationServerFigures | None:
+        ok = [f for f in capacity.layouts if f.status == "ok" and f.threads_per_instance == threads]
+        return next((f.generation_server for f in sorted(ok, key=lambda f: -f.instances) if f.generation_server), None)
+
+    options = [width_option(sweep_points(capacity, t, request.slo_p99_s), t, request, generation_of(t)) for t in widths]
+    generation = next((f.generation_server for f in capacity.layouts if f.generation_server is not None), None)
     if not options:
         return ScenarioPlan(
             record.scenario_id, record.batch_size, "not_measured", "no layout was measured", None, **where
@@ -353,20 +387,27 @@ def plan_scenario(record: ResultRecord, request: PlanRequest) -> ScenarioPlan:
         verdict_rule=server.verdict_rule if server else None,
         **where,
     )
+    if generation is not None:
+        base.update(
+            step_min_requests=generation.min_requests,
+            step_min_duration_s=generation.min_duration_s,
+            verdict_rule=generation.verdict_rule,
+            slo_ttft_s=generation.slo_ttft_s,
+            slo_tpot_s=generation.slo_tpot_s,
+        )
     if not ok:
         reasons = "; ".join(f"{o.threads_per_instance} thread(s) per instance: {o.reason}" for o in options)
         # A width that meets the SLO where it was measured but does not fit this host makes the
         # host the problem, whatever the other widths do.
         if all(o.status == "unreachable" for o in options):
             status = "unreachable"
+            slos = llm_slos(generation) if generation else f"p99 <= {request.slo_p99_s * 1e3:g} ms"
             remedy = (
                 "More hosts cannot make one request faster: loosen the SLO, or measure a faster configuration"
                 if not any(o.stall_note for o in options)
                 else "More instances or hosts like it cannot help: measure on a quieter host, or loosen the SLO"
             )
-            reason = (
-                f"p99 <= {request.slo_p99_s * 1e3:g} ms is unreachable with the measured layouts ({reasons}). {remedy}"
-            )
+            reason = f"{slos} is unreachable with the measured layouts ({reasons}). {remedy}"
         else:
             status = "does_not_fit"
             reason = f"no instance that meets the SLO fits on the host ({reasons})"
@@ -468,6 +509,13 @@ def assumptions(request: PlanRequest, measured_cores: int | None) -> list[str]:
 
 def _num(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _rate(value: float | None) -> str:
+    """A rate: whole numbers from 100/s up; 3 significant digits below (LLM server rates of a few per second)."""
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _int(value: int | None) -> str:
@@ -575,9 +623,9 @@ def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
             f"**{scenario.hosts} host(s)**, each running **{c.instances} instance(s) x {c.threads_per_instance} "
             f"thread(s)** ({c.binds} binds: {c.instances_cpu_bound} by cores, "
             f"{'-' if c.instances_memory_bound is None else c.instances_memory_bound} by memory), "
-            f"{at_least}{c.qps_per_host:,.0f} requests/s per host at the SLO "
-            f"({c.per_instance_at_host_per_s:,.1f} per instance, {projection}), "
-            f"{scenario.usable_qps_per_host:,.0f} with headroom.{cost}",
+            f"{at_least}{_rate(c.qps_per_host)} requests/s per host at the SLO "
+            f"({c.per_instance_at_host_per_s:,.3g} per instance, {projection}), "
+            f"{_rate(scenario.usable_qps_per_host)} with headroom.{cost}",
             "",
         ]
         if scenario.stall_note:
@@ -593,6 +641,14 @@ def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
             "not_measured": "**Not measured**",
         }[scenario.status]
         out += [f"{word}: {scenario.reason}", ""]
+    if scenario.slo_ttft_s is not None and scenario.slo_tpot_s is not None:
+        out += [
+            f"_LLM server mode (a generate: scenario): planned at the SLOs its rates were confirmed at, p99 TTFT <= "
+            f"{scenario.slo_ttft_s * 1e3:g} ms and p99 TPOT <= {scenario.slo_tpot_s * 1e3:g} ms; --slo-p99-ms "
+            "does not apply to it. A request is one generation (its prompt and output lengths from the run's "
+            "request mix)._",
+            "",
+        ]
     if scenario.measured_slo_p99_s is not None and abs(scenario.measured_slo_p99_s - plan.request.slo_p99_s) > 1e-12:
         out += [
             f"_The run confirmed rates at p99 <= {scenario.measured_slo_p99_s * 1e3:g} ms; at "
@@ -670,8 +726,8 @@ def _width_row(o: WidthOption) -> list[str]:
 def _sweep_row(p: SweepPoint) -> list[str]:
     return [
         p.layout,
-        ("at least " if p.rate_is_lower_bound else "") + _num(p.rate_at_slo_per_s),
-        _num(p.per_instance_per_s),
+        ("at least " if p.rate_is_lower_bound else "") + _rate(p.rate_at_slo_per_s),
+        _rate(p.per_instance_per_s),
         "-" if p.vs_one_instance is None else f"{p.vs_one_instance:.2f}",
         ms_number(p.single_stream_p99_s),
         ms_number(p.lowest_server_p99_s),

@@ -2,7 +2,9 @@
 
 Shown only when some row has `capacity` figures (a suite with a `capacity:` block). Each
 server-mode step is one point: x = requests completed per second, y = its p99 latency from
-scheduled arrival (nearest rank); one line per layout; the SLO is a dashed line.
+scheduled arrival (nearest rank); one line per layout; the SLO is a dashed line. A generate:
+scenario's LLM server mode (bench.capacity.llm) has a table of its steps instead: TTFT and TPOT
+percentiles, goodput, output tokens per second, the largest batch and its KV cache, RSS.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from bench.format.units import MIB, ms_number
 from bench.report.blocks import figure_html, figure_markdown, section_table
 from bench.report.data import run_tags
 from bench.report.figures import EXTRA_COLORS, STYLE, FigureResult, _fixed_grid, _grid, _nice_log, _save
-from bench.results.record import LayoutFigures, ResultRecord, ServerFigures, ServerStep
+from bench.results.record import GenerationServerFigures, LayoutFigures, ResultRecord, ServerFigures, ServerStep
 from bench.results.runfolder import RunFolder
 
 FIGURE_PREFIX = "capacity_"
@@ -41,7 +43,7 @@ class CapacityRow:
     run: str  # run tag ("" for one run)
     scenario_id: str
     layout: LayoutFigures
-    slo_p99_s: float
+    slo_p99_s: float | None  # None: a generate: scenario (LLM server mode's SLOs are its layout's)
     best: bool
 
 
@@ -90,7 +92,11 @@ def _steps(layout: LayoutFigures, batched: bool = False) -> list[ServerStep]:
 
 def _draw(records: list[tuple[str, ResultRecord]], fig_dir: Path) -> FigureResult:
     result = FigureResult("capacity", "Throughput versus p99 latency (server mode)", CAPTION)
-    panels = [(tag, r) for tag, r in records if r.capacity and any(_steps(f) for f in r.capacity.layouts)]
+    panels = [
+        (tag, r)
+        for tag, r in records
+        if r.capacity and r.capacity.slo_p99_s is not None and any(_steps(f) for f in r.capacity.layouts)
+    ]
     if not panels:
         result.notes.append("Not drawn: no server-mode step was measured.")
         return result
@@ -219,16 +225,17 @@ def _cells(row: CapacityRow) -> list[str]:
     if f.status != "ok":
         return [row.scenario_id, f.layout, *["-"] * (len(HEADERS) - 3), f"{f.status}: {f.note}"]
     server = f.server
+    searched = f.generation_server or server
     low = server.low_load_step if server else None
-    loadgen = [s.loadgen_cpu_fraction for s in (server.steps if server else [])]
-    lags = [s.send_lag_p99_s for s in (server.steps if server else []) if s.send_lag_p99_s is not None]
-    rate = server.max_rate_per_s if server else None
+    loadgen = [s.loadgen_cpu_fraction for s in (searched.steps if searched else [])]
+    lags = [s.send_lag_p99_s for s in (searched.steps if searched else []) if s.send_lag_p99_s is not None]
+    rate = searched.max_rate_per_s if searched else None
     return [
         row.scenario_id + (f" ({row.run})" if row.run else ""),
         f.layout + ("" if f.requested else " (sweep)") + (" ★ best" if row.best else ""),
         _fmt(f.closed_loop.samples_per_s if f.closed_loop else None),
         _fmt(f.offline.samples_per_s if f.offline else None),
-        "none confirmed" if server and rate is None else _fmt(rate),
+        "none confirmed" if searched and rate is None else _fmt(rate, 0 if rate is None or rate >= 100 else 2),
         ms_number(
             f.closed_loop.latency_s.p99 if f.instances == 1 and f.closed_loop and f.closed_loop.latency_s else None
         ),
@@ -238,8 +245,84 @@ def _cells(row: CapacityRow) -> list[str]:
         _fmt(_largest([m.rss_bytes for m in f.memory])),
         f"{max(loadgen):.2f}; {max(lags) * 1e3:.3g}" if loadgen and lags else "-",
         _stall_floor(server),
-        _search(server),
+        _llm_search(f.generation_server) if f.generation_server else _search(server),
     ]
+
+
+def _llm_slos(generation: GenerationServerFigures) -> str:
+    return f"p99 TTFT <= {generation.slo_ttft_s * 1e3:g} ms and p99 TPOT <= {generation.slo_tpot_s * 1e3:g} ms"
+
+
+def _llm_search(generation: GenerationServerFigures) -> str:
+    total = sum(generation.weights)
+    shapes = ", ".join(
+        f"{p}/{n} ({w / total:.0%})"
+        for p, n, w in zip(generation.prompt_tokens, generation.new_tokens, generation.weights, strict=True)
+    )
+    batching = (
+        f"static batches of up to {generation.max_batch} requests"
+        if generation.max_batch > 1
+        else "one request per generate() call"
+    )
+    return (
+        f"LLM server mode at {_llm_slos(generation)} (steps in the LLM server table); request shapes "
+        f"prompt/new tokens {shapes}; {batching}; {generation.stop_reason}; {generation.verdict_rule}"
+    )
+
+
+LLM_HEADERS = [
+    ("scenario", ""),
+    ("layout", "instances x threads"),
+    ("step", "offered requests/s"),
+    ("requests", "sent; finished"),
+    ("verdict", "requests over TTFT, over TPOT"),
+    ("TTFT", "p50 / p90 / p99 ms"),
+    ("TPOT", "p50 / p90 / p99 ms"),
+    ("goodput", "requests/s within both SLOs"),
+    ("output tokens", "per s"),
+    ("largest batch", "requests; its KV cache KiB"),
+    ("RSS", "MiB, largest instance"),
+]
+LLM_INTRO = (
+    "LLM server mode (a generate: scenario): Poisson arrivals of generation requests, their prompt and output "
+    "lengths drawn from the request mix; an instance runs the requests it holds as one generate() call (static "
+    "batching, padded to the longest prompt, generating the longest output). TTFT: each request's scheduled "
+    "arrival to its first token, queueing included; TPOT: its mean time per output token after the first. A "
+    "request is over when it missed either SLO or did not finish; percentiles are over the finished requests."
+)
+
+
+def _ms3(values: Sequence[float | None]) -> str:
+    return " / ".join(ms_number(v) for v in values)
+
+
+def _llm_rows(section: CapacitySection) -> list[list[str]]:
+    rows = []
+    for row in section.rows:
+        generation = row.layout.generation_server
+        if row.layout.status != "ok" or generation is None:
+            continue
+        for step in sorted(generation.steps, key=lambda s: (s.confirmation, s.rate_per_s)):
+            g = step.generation
+            if g is None:
+                continue
+            kv = "-" if g.kv_cache_bytes is None else f"{g.kv_cache_bytes / 1024:,.0f}"
+            rows.append(
+                [
+                    row.scenario_id + (f" ({row.run})" if row.run else ""),
+                    row.layout.layout + f"; {_llm_slos(generation)}",
+                    f"{step.rate_per_s:,.3g}" + (" (confirming)" if step.confirmation else ""),
+                    f"{step.requests}; {step.completed}",
+                    f"{step.verdict if step.valid else 'invalid'}: {g.over_ttft}, {g.over_tpot}",
+                    _ms3([g.ttft_p50_s, g.ttft_p90_s, g.ttft_p99_s]),
+                    _ms3([g.tpot_p50_s, g.tpot_p90_s, g.tpot_p99_s]),
+                    f"{g.goodput_per_s:,.3g}",
+                    f"{g.output_tokens_per_s:,.4g}",
+                    f"{_fmt(g.largest_batch)}; {kv}",
+                    _fmt(g.rss_bytes / MIB if g.rss_bytes is not None else None),
+                ]
+            )
+    return rows
 
 
 BATCHING_HEADERS = [
@@ -325,6 +408,10 @@ def capacity_html(section: CapacitySection | None) -> str:
         parts.append(f"<p>{e(BATCHING_INTRO)}</p>")
         classes = ["id", "id", ""] + ["num"] * 4 + ["", ""]
         parts.append(section_table("batching-table", BATCHING_HEADERS, map(_batching_cells, batching), classes))
+    if llm_rows := _llm_rows(section):
+        parts.append(f"<p>{e(LLM_INTRO)}</p>")
+        classes = ["id", "id"] + ["num"] * (len(LLM_HEADERS) - 2)
+        parts.append(section_table("llm-server-table", LLM_HEADERS, llm_rows, classes))
     if section.figure is not None:
         parts.append(figure_html(section.figure))
     return "".join(parts)
@@ -344,6 +431,12 @@ def capacity_markdown(section: CapacitySection | None, out_dir: Path) -> str:
         out += [
             BATCHING_INTRO + "\n",
             table(unit_headers(BATCHING_HEADERS), rows, ["l", "l", "l"] + ["r"] * 4 + ["l", "l"]) + "\n",
+        ]
+    if llm_rows := _llm_rows(section):
+        rows = [[cell(c) for c in row] for row in llm_rows]
+        out += [
+            LLM_INTRO + "\n",
+            table(unit_headers(LLM_HEADERS), rows, ["l", "l"] + ["r"] * (len(LLM_HEADERS) - 2)) + "\n",
         ]
     if section.figure is not None:
         out += figure_markdown(section.figure, out_dir)

@@ -91,7 +91,7 @@ class ExecuTorch(Runtime):
                 f"bench lowers fp32 programs to ExecuTorch's XNNPACK delegate; {scenario.precision} "
                 "(XNNPACK's own quantizer, or half precision) is not prepared for it"
             )
-        mix = scenario.capacity.request_mix if scenario.capacity is not None else None
+        mix = scenario.capacity.seq_len_mix if scenario.capacity is not None else None
         if mix is not None and set(mix.choices) != {scenario.seq_len}:
             return (
                 f"capacity.request_mix draws seq_len {', '.join(map(str, mix.choices))}; bench's ExecuTorch "

@@ -7,7 +7,16 @@ import json
 import math
 
 import pytest
-from support.capacity_fakes import MIB, capacity, layout, record, stalled, two_core_run
+from support.capacity_fakes import (
+    MIB,
+    capacity,
+    generation_layout,
+    layout,
+    llm_capacity,
+    record,
+    stalled,
+    two_core_run,
+)
 from support.demo_runs import Spec, make_run
 
 from bench.analysis.plan import GIB, Host, PlanRequest, make_plan, plan_scenario, rate_at_slo, render_markdown
@@ -312,3 +321,34 @@ def test_a_host_cost_for_a_group_the_run_does_not_have_is_refused(capacity_run, 
         capsys, "--run", str(capacity_run), "--slo-p99-ms", "50", "--target-qps", "1000", "--host-cost", "c7i=1.5"
     )
     assert code == 2 and "host group(s) c7i" in err
+
+
+def _llm_run(confirmed: bool = True):
+    """A generate: scenario measured with 1 and 2 instances: 6/s and 11/s at p99 TTFT <= 1 s and TPOT <= 100 ms."""
+    return llm_capacity(
+        [
+            generation_layout(2, [(5.5, True), (11.0, True), (16.5, False)], confirmed=confirmed),
+            generation_layout(1, [(3.0, True), (6.0, True), (9.0, False)], confirmed=confirmed),
+        ]
+    )
+
+
+@pytest.mark.parametrize("slo_s", [0.001, 10.0])
+def test_a_generate_row_is_planned_at_its_own_ttft_and_tpot_slos_whatever_the_p99_slo(slo_s):
+    plan = plan_scenario(record(_llm_run()), _request(target=100, slo_s=slo_s))
+    assert plan.status == "ok" and (plan.slo_ttft_s, plan.slo_tpot_s) == (1.0, 0.1)
+    assert plan.measured_slo_p99_s is None
+    # 2 single-thread instances on 2 cores: 11 requests/s per host; 100/s at 70 % -> 100 / 7.7 -> 13 hosts
+    assert plan.chosen.qps_per_host == pytest.approx(11.0)
+    assert plan.hosts == 13
+    assert plan.verdict_rule.startswith("a request is over the SLO")
+    text = render_markdown(make_plan("r", [record(_llm_run())], {}, _request(target=100, slo_s=slo_s)))
+    assert "p99 TTFT <= 1000 ms and p99 TPOT <= 100 ms; --slo-p99-ms does not apply" in text
+    assert "11 requests/s per host at the SLO (5.5 per instance" in text and "| 2x1 | 11 | 5.5 |" in text
+
+
+def test_a_generate_row_without_a_confirmed_rate_is_unreachable_at_its_slos():
+    plan = plan_scenario(record(_llm_run(confirmed=False)), _request(target=100))
+    assert plan.status == "unreachable"
+    assert "p99 TTFT <= 1000 ms and p99 TPOT <= 100 ms is unreachable" in plan.reason
+    assert "no rate confirmed" in plan.reason

@@ -624,7 +624,7 @@ def _scenario_markdown(scenario: ScenarioPlan, plan: Plan) -> list[str]:
             f"thread(s)** ({c.binds} binds: {c.instances_cpu_bound} by cores, "
             f"{'-' if c.instances_memory_bound is None else c.instances_memory_bound} by memory), "
             f"{at_least}{_rate(c.qps_per_host)} requests/s per host at the SLO "
-            f"({c.per_instance_at_host_per_s:,.3g} per instance, {projection}), "
+            f"({c.per_instance_at_host_per_s:,.1f} per instance, {projection}), "
             f"{_rate(scenario.usable_qps_per_host)} with headroom.{cost}",
             "",
         ]
@@ -712,13 +712,13 @@ def _width_row(o: WidthOption) -> list[str]:
     return [
         str(o.threads_per_instance),
         o.status,
-        _num(o.per_instance_per_s) + (f" (at {o.measured_instances})" if o.measured_instances else ""),
+        _rate(o.per_instance_per_s) + (f" (at {o.measured_instances})" if o.measured_instances else ""),
         efficiency,
         _int(o.instances_cpu_bound),
         _int(o.instances_memory_bound),
         _int(o.instances),
         o.binds or o.reason or "-",
-        _num(o.qps_per_host),
+        _rate(o.qps_per_host),
         _mib(o.memory_per_host_bytes),
     ]
 

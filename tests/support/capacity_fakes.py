@@ -13,6 +13,8 @@ from bench.capacity.verdict import RULE, lower_bound, upper_bound
 from bench.results.record import (
     CapacityFigures,
     ClosedLoopFigures,
+    GenerationServerFigures,
+    GenerationStepFigures,
     InstanceMemory,
     LayoutFigures,
     ResultRecord,
@@ -191,3 +193,62 @@ class FakeHost:
             rate, times, limits, slo_s, loadgen_cpu_s=0.0, wall_s=offsets[-1], instances_cpu_s=None, seed=seed
         )
         return step, {}
+
+
+def generation_layout(
+    instances: int,
+    rates: list[tuple[float, bool]],
+    *,
+    slo_ttft_s: float = 1.0,
+    slo_tpot_s: float = 0.1,
+    confirmed: bool = True,
+    uss_mib: float = 300,
+) -> LayoutFigures:
+    """A generate: scenario's measured layout (one thread per instance) whose LLM server steps are (rate, passed)."""
+    steps = []
+    for rate, passed in rates:
+        figures = GenerationStepFigures(
+            ttft_p50_s=0.1,
+            ttft_p90_s=0.3,
+            ttft_p99_s=0.5 if passed else 2.0,
+            tpot_p50_s=0.02,
+            tpot_p90_s=0.03,
+            tpot_p99_s=0.05,
+            over_ttft=0 if passed else 40,
+            over_tpot=0,
+            goodput_per_s=rate if passed else rate / 2,
+            output_tokens_per_s=16 * rate,
+            output_tokens=16 * 1000,
+            largest_batch=4,
+            kv_cache_bytes=400_000,
+            rss_bytes=int(500 * MIB),
+        )
+        steps.append(dataclasses.replace(step(rate, 0.5 if passed else 2.0, 1.0), generation=figures))
+    passing = [rate for rate, passed in rates if passed]
+    layout_figures = layout(instances, 1, [], 1.0, uss_mib=uss_mib)
+    return dataclasses.replace(
+        layout_figures,
+        offline=None,
+        server=None,
+        generation_server=GenerationServerFigures(
+            slo_ttft_s=slo_ttft_s,
+            slo_tpot_s=slo_tpot_s,
+            max_rate_per_s=max(passing) if passing and confirmed else None,
+            stop_reason="converged" if confirmed else "no rate confirmed",
+            min_duration_s=1.0,
+            min_requests=0,
+            max_batch=4,
+            max_delay_s=0.005,
+            prompt_tokens=[32, 128],
+            new_tokens=[16, 4],
+            weights=[3.0, 1.0],
+            steps=steps,
+            verdict_rule="a request is over the SLO when ...",
+            confirmed=confirmed and bool(passing),
+        ),
+    )
+
+
+def llm_capacity(layouts: list[LayoutFigures]) -> CapacityFigures:
+    """A generate: scenario's capacity: no p99 SLO of its own (its layouts carry TTFT and TPOT SLOs)."""
+    return dataclasses.replace(capacity(layouts, 1.0), slo_p99_s=None, best_layout=None)

@@ -2,7 +2,8 @@
 for each sample of its batch) and uses almost no CPU.
 
 A factory model source (`sleepy_service:build`): an instance of it is an M/D/1 server whose
-service time is set by the test, not by how busy the host's cores are.
+service time is set by the test, not by how busy the host's cores are. `build_lm` is a causal LM of the same
+kind for LLM server mode: a known prefill cost and per-token cost, streamed as generate() streams.
 """
 
 from __future__ import annotations

@@ -222,13 +222,22 @@ def byte_size(value: Any, where: Where, context: Context) -> int:
 def from_json(hint: Any, value: Any) -> Any:
     """A JSON value as type `hint`, e.g. a dataclass from its `asdict` form after a trip through JSON:
     nested dataclasses (keys they do not know dropped, missing ones at their defaults), tuples and
-    lists rebuilt by the type hints, optionals; anything else as it is."""
+    lists rebuilt by the type hints, optionals, a union of dataclasses (the first whose fields hold every
+    key); anything else as it is."""
     if value is None:
         return None
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
         inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return from_json(inner[0], value) if len(inner) == 1 else value
+        if len(inner) == 1:
+            return from_json(inner[0], value)
+        fits = [
+            arg
+            for arg in inner
+            if isinstance(arg, type) and dataclasses.is_dataclass(arg) and isinstance(value, Mapping)
+            if set(value) <= set(field_types(arg))
+        ]
+        return from_json(fits[0], value) if fits else value
     if origin in (tuple, list) and isinstance(value, (list, tuple)):
         args = typing.get_args(hint)
         if origin is list or (len(args) == 2 and args[1] is Ellipsis):

@@ -514,33 +514,35 @@ class CapacityPolicy:
         return self.request_mix if isinstance(self.request_mix, SeqLenMix) else None
 
     def check(self, generates: bool) -> tuple[str, str] | None:
-        """Which key is wrong for a scenario that does (or does not) `generate:`, and why; None when all fit."""
+        """Which key is wrong (or missing) for a scenario that does (or does not) `generate:`, and the message
+        for its capacity block; None when all fit."""
         llm = {"slo_ttft_ms": self.slo_ttft_ms, "slo_tpot_ms": self.slo_tpot_ms}
         if not generates:
             given = next((name for name, value in llm.items() if value is not None), None)
             if given:
-                return given, "applies to generate: scenarios (LLM server mode); this scenario has no generate: block"
+                return given, f"{given} applies to generate: scenarios (LLM server mode); this one has no generate:"
             if isinstance(self.request_mix, GenerationMix):
-                return "request_mix", "prompt_tokens/new_tokens apply to generate: scenarios; use {seq_len: ...}"
+                return "request_mix", (
+                    "request_mix: prompt_tokens/new_tokens apply to generate: scenarios; use {seq_len: {choices: ...}}"
+                )
             if self.slo_p99_ms is None:
-                return "slo_p99_ms", "is missing: server mode needs the p99 latency bound to search against"
+                return "slo_p99_ms", "has no 'slo_p99_ms': server mode needs the p99 latency bound to search against"
             return None
         missing = [name for name, value in llm.items() if value is None]
         if missing:
             return missing[0], (
-                "is missing: a generate: scenario's server mode searches the rate at which p99 time to first token "
-                "<= slo_ttft_ms and p99 time per output token <= slo_tpot_ms both hold; give both, e.g. "
-                "{slo_ttft_ms: 500, slo_tpot_ms: 100}"
+                f"has no '{missing[0]}': a generate: scenario's server mode searches the rate at which p99 time to "
+                "first token <= slo_ttft_ms and p99 time per output token <= slo_tpot_ms both hold; give both, "
+                "e.g. {slo_ttft_ms: 500, slo_tpot_ms: 100}"
             )
         if self.slo_p99_ms is not None:
             return "slo_p99_ms", (
-                "does not apply to a generate: scenario: a generation request is judged on its time to first "
-                "token (slo_ttft_ms) and time per output token (slo_tpot_ms), not on one call's latency"
+                "slo_p99_ms does not apply to a generate: scenario: a generation request is judged on its time to "
+                "first token (slo_ttft_ms) and time per output token (slo_tpot_ms), not on one call's latency"
             )
         if isinstance(self.request_mix, SeqLenMix):
-            return (
-                "request_mix",
-                f"a generate: scenario's mix gives prompt and output lengths, {_GENERATION_MIX_EXAMPLE}",
+            return "request_mix", (
+                f"request_mix: a generate: scenario's mix gives prompt and output lengths, {_GENERATION_MIX_EXAMPLE}"
             )
         return None
 
@@ -966,6 +968,10 @@ class _Validator:
             self.model_sources[source.name] = source
         return source
 
+    def capacity_keys(self, block: Path_) -> set[str]:
+        """The keys written in the capacity block at `block` (their lines are known)."""
+        return {str(path[len(block)]) for path in self.lines if len(path) > len(block) and path[: len(block)] == block}
+
     def scenario(self, point: dict[str, Any], settings: dict[str, Any], where: Path_) -> Scenario:
         if "model" not in point:
             raise self.fail(where, "has no model; set 'model' in the matrix, in defaults or in this entry")
@@ -990,7 +996,10 @@ class _Validator:
             )
         capacity: CapacityPolicy | None = settings.get("capacity")
         if capacity is not None and (wrong := capacity.check("generate" in settings)):
-            raise self.fail((*where, "capacity", wrong[0]), f"capacity.{wrong[0]} {wrong[1]}")
+            # where the capacity block was written: this include entry's, else the defaults'
+            block = next((w for w in ((*where, "capacity"), ("defaults", "capacity")) if w in self.lines), where)
+            name, message = wrong
+            raise self.fail((*block, name) if name in self.capacity_keys(block) else block, message)
         values.setdefault("input_shape", default_input_shape(source or values["model"]))
         scenario = Scenario(source=source, **settings, **values)
         calibration = scenario.calibration or CalibrationSpec()

@@ -29,7 +29,7 @@ Commands (their replies in brackets):
   step file's `seq` says which); the requests taken together (with `batching`, as above; else one)
   run as one generate() call: static batching, padded to the longest prompt, generating the
   longest output. Each request's first token time and its own last token time go into the step
-  file (`first`, `ended`); the reply says the largest batch and its KV cache's bytes.
+  file (`first`, `ended`); the reply says the largest batch and the largest KV cache's bytes.
 - `Exit`.
 An instance that fails replies `Failed` with the error, then ends.
 """
@@ -173,7 +173,7 @@ class GenerateDone:
     served: int
     cpu_s: float
     largest_batch: int  # the most requests one generate() call held (0: none served)
-    kv_cache_bytes: int | None  # that call's KV cache after its last token
+    kv_cache_bytes: int | None  # the largest KV cache of any of its generate() calls, after the call's last token
 
 
 @dataclass(frozen=True)
@@ -348,8 +348,8 @@ class Generator:
                             slots[region["ended"] + number] = stamps[new_tokens[shape] - 1]  # its own last token
                             slots[region["instance"] + number] = float(index)
                             slots[region["batch"] + number] = len(numbers)
-                        if len(numbers) >= largest:
-                            largest, kv_bytes = len(numbers), cache_bytes(getattr(out, "past_key_values", None))
+                        largest = max(largest, len(numbers))
+                        kv_bytes = max(kv_bytes or 0, cache_bytes(getattr(out, "past_key_values", None)))
                         del out
                         served += len(numbers)
                     if stopped:

@@ -30,8 +30,8 @@ forward-call server mode and the offline run:
   forward-call mode's confirming-step length; there is no low-load step.
 
 Per step (ServerStep.generation): TTFT and TPOT p50/p90/p99 over the finished requests,
-goodput (requests meeting both SLOs per second), output tokens per second, the largest batch
-and its KV cache's bytes, and the largest instance RSS after the step. The ServerStep's own
+goodput (requests meeting both SLOs per second), output tokens per second, the largest batch,
+the largest KV cache's bytes, and the largest instance RSS after the step. The ServerStep's own
 latency figures are each request's scheduled arrival to its last token.
 """
 
@@ -178,7 +178,8 @@ def generation_figures(
     last = max(float(ended.max()) if len(ended) else 0.0, float(scheduled[-1]) if len(scheduled) else 0.0)
     span_s = last - run.step_start
     tokens = int(new_tokens[done].sum())
-    largest = max(run.replies, key=lambda r: r.largest_batch) if run.replies else None
+    largest = max((r.largest_batch for r in run.replies), default=0)
+    kv = [r.kv_cache_bytes for r in run.replies if r.kv_cache_bytes is not None]
     ttft_p, tpot_p = _percentiles(ttft), _percentiles(tpot)
     figures = GenerationStepFigures(
         ttft_p50_s=ttft_p[0],
@@ -192,8 +193,8 @@ def generation_figures(
         goodput_per_s=int(np.count_nonzero(~over)) / span_s if span_s > 0 else 0.0,
         output_tokens_per_s=tokens / span_s if span_s > 0 else 0.0,
         output_tokens=tokens,
-        largest_batch=largest.largest_batch if largest and largest.largest_batch else None,
-        kv_cache_bytes=largest.kv_cache_bytes if largest and largest.largest_batch else None,
+        largest_batch=largest or None,
+        kv_cache_bytes=max(kv) if kv else None,
         rss_bytes=rss_bytes,
         mix_requests=np.bincount(shapes, minlength=len(setup.new_tokens)).tolist()
         if len(setup.new_tokens) > 1

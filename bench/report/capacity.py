@@ -280,7 +280,7 @@ LLM_HEADERS = [
     ("TPOT", "p50 / p90 / p99 ms"),
     ("goodput", "requests/s within both SLOs"),
     ("output tokens", "per s"),
-    ("largest batch", "requests; its KV cache KiB"),
+    ("largest batch", "requests; largest KV cache KiB"),
     ("RSS", "MiB, largest instance"),
 ]
 LLM_INTRO = (

@@ -348,7 +348,9 @@ class GenerationStepFigures:
     output_tokens_per_s: float  # output tokens of the finished requests / the same span
     output_tokens: int  # of the finished requests
     largest_batch: int | None  # the most requests one generate call held in this step
-    kv_cache_bytes: int | None  # the KV cache after the last token of the largest batch (the largest instance's)
+    # the largest KV cache of the step's generate() calls after their last token (the largest batch of the
+    # longest prompt and output it held sets it), over the instances
+    kv_cache_bytes: int | None
     rss_bytes: int | None  # the largest instance's RSS after the step
     mix_requests: list[int] | None = None  # requests sent per request shape of GenerationServerFigures
 

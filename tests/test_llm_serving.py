@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.capacity_fakes import generation_layout, llm_capacity
+from support.demo_runs import Spec, make_run
 
 from bench.capacity import llm
 from bench.capacity.host import OpenLoopRun
 from bench.capacity.instance import GenerateDone, GenerationProbe, GenerationSetup
 from bench.capacity.queueing import md1_rate_at_slo
 from bench.capacity.verdict import FAIL, PASS, UNDECIDED
+from bench.report import write_report
 from bench.results.record import ResultRecord
 from bench.suite.scenarios import GenerationMix, SuiteError, parse_suite
 
@@ -176,6 +179,21 @@ def test_no_search_when_a_shape_misses_an_slo_alone_or_the_instances_are_too_slo
     assert isinstance(llm.search_bounds(policy, SLOS, [quick, slow_tokens], [1000.0, 1.0], 1, 1), dict)
     crawl = GenerationProbe(ttft_s=0.05, tpot_s=0.005, total_s=20.0)
     assert "too slow to plan" in llm.search_bounds(policy, SLOS, [crawl], [1.0], 1, 1)
+
+
+def test_the_report_shows_the_llm_server_steps_and_a_generate_rows_rate(tmp_path):
+    figures = llm_capacity([generation_layout(1, [(3.0, True), (6.5, True), (9.0, False)])])
+    run = make_run(tmp_path, [Spec(extra={"capacity": figures})])
+    result = write_report([run])
+    page = result.html.read_text()
+    capacity = page[page.index('id="capacity-table"') : page.index("</table>", page.index('id="capacity-table"'))]
+    assert "6.50" in capacity and "LLM server mode at p99 TTFT &lt;= 1000 ms and p99 TPOT &lt;= 100 ms" in capacity
+    steps = page[page.index('id="llm-server-table"') : page.index("</table>", page.index('id="llm-server-table"'))]
+    assert steps.count("<tr>") == 4  # the header and the three steps
+    assert "100 / 300 / 500" in steps and "100 / 300 / 2e+03" in steps  # TTFT p50 / p90 / p99, ms
+    assert "20 / 30 / 50" in steps and "4; 391" in steps  # TPOT; largest batch and KV KiB
+    markdown = result.markdown.read_text()
+    assert "LLM server mode (a generate: scenario)" in markdown and "| 6.5 |" in markdown
 
 
 @pytest.mark.slow

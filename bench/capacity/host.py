@@ -34,6 +34,7 @@ import base64
 import contextlib
 import dataclasses
 import fcntl
+import math
 import mmap
 import os
 import statistics
@@ -901,8 +902,8 @@ def summary(figures: CapacityFigures) -> str:
             parts[-1] += f" ({'no confirmed rate' if rate is None else f'{rate:,.0f}/s'} batched)"
     best = f"; best {figures.best_layout}" if figures.best_layout else ""
     llm = next((f.generation_server for f in figures.layouts if f.generation_server), None)
-    if figures.slo_p99_s is None and llm is not None:
+    if llm is not None:
         slos = f"p99 TTFT <= {llm.slo_ttft_s * 1e3:g} ms and p99 TPOT <= {llm.slo_tpot_s * 1e3:g} ms"
-    else:
-        slos = f"p99 <= {(figures.slo_p99_s or 0) * 1e3:g} ms"
+    else:  # an ok forward-call measurement has its SLO
+        slos = f"p99 <= {(figures.slo_p99_s or math.nan) * 1e3:g} ms"
     return f"capacity at {slos}: " + ", ".join(parts) + best

@@ -113,9 +113,9 @@ _DRAIN_MIN_S = 0.5
 
 Phase = Callable[[str], None]
 # A server mode other than the forward-call search (bench.capacity.llm's for a generate: scenario): given the
-# group, the instance count k, the closed loop's figures, phase, log and the raw arrays to fill, the fields
-# of LayoutFigures it measured (offline and the forward-call server mode are then not measured).
-ServeMode = Callable[["InstanceGroup", int, ClosedLoopFigures, Phase, Phase, dict], dict]
+# group, the instance count k, phase, log and the raw arrays to fill, the fields of LayoutFigures it
+# measured (offline and the forward-call server mode are then not measured).
+ServeMode = Callable[["InstanceGroup", int, Phase, Phase, dict], dict]
 
 
 @dataclass(frozen=True)
@@ -559,7 +559,7 @@ def measure_point(
     closed, closed_raw = closed_loop(group, k, group.scenario.batch_size, policy.duration_s)
     raw.update({f"closed_loop_{key}": v for key, v in closed_raw.items()})
     if serve is not None:
-        served = serve(group, k, closed, phase, log, raw)
+        served = serve(group, k, phase, log, raw)
         memory = instance_memory(group, k)
         raw_path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(raw_path, **raw)

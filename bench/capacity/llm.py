@@ -47,6 +47,7 @@ from bench.capacity.host import (
     MIN_RATE_DIVISOR,
     PASSABLE_MARGIN,
     InstanceGroup,
+    Layout,
     OpenLoopRun,
     Phase,
     ServeMode,
@@ -71,7 +72,7 @@ from bench.capacity.loadgen import (
     search_max_rate,
 )
 from bench.capacity.verdict import FAIL, PASS, RULE, TAIL, UNDECIDED, decide, fewest_to_pass
-from bench.results.record import ClosedLoopFigures, GenerationServerFigures, GenerationStepFigures, ServerStep
+from bench.results.record import GenerationServerFigures, GenerationStepFigures, ServerStep
 from bench.results.stats import nearest_rank
 from bench.suite.scenarios import CapacityPolicy, GenerationMix
 
@@ -93,9 +94,7 @@ def serve_mode(policy: CapacityPolicy) -> ServeMode:
     assert policy.slo_ttft_ms is not None and policy.slo_tpot_ms is not None  # CapacityPolicy.check
     slos = Slos(policy.slo_ttft_ms / 1e3, policy.slo_tpot_ms / 1e3)
 
-    def serve(
-        group: InstanceGroup, k: int, closed: ClosedLoopFigures, phase: Phase, log: Phase, raw: dict
-    ) -> dict[str, GenerationServerFigures]:
+    def serve(group: InstanceGroup, k: int, phase: Phase, log: Phase, raw: dict) -> dict[str, GenerationServerFigures]:
         return {"generation_server": search(group, k, policy, slos, phase, log, raw)}
 
     return serve
@@ -329,7 +328,7 @@ def search(
     """LLM server mode with the first k instances: the search for the highest rate meeting both SLOs, confirmed."""
     setup = group.generation
     assert setup is not None and group.instances[0].ready is not None
-    layout = f"{k}x{group.scenario.threads}"
+    layout = Layout(k, group.scenario.threads).name
     weights = request_weights(policy)
     batching = policy.batching
     batches = Batching(batching.max_batch, batching.max_delay_ms / 1e3) if batching else None

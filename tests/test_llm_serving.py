@@ -214,7 +214,7 @@ def test_the_search_finds_the_rate_the_md1_queue_predicts_for_a_fake_lm(run_cli,
     (suite_dir / "llm.yaml").write_text(suite_text(capacity, prefill_ms=5, token_ms=1.25), encoding="utf-8")
     done = run_cli("run", "llm.yaml", "--reports", "reports")
     assert done.returncode == 0, done.stderr
-    assert "capacity 1x1: confirming step at " in done.stderr and "p99 TTFT " in done.stderr
+    assert "capacity 1x1: confirming step at " in done.stderr and "p99 TTFT " in done.stderr, done.stderr[-3000:]
     (run_dir,) = [p for p in (suite_dir / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
     (line,) = (run_dir / "results.jsonl").read_text().splitlines()
     figures = ResultRecord.from_dict(json.loads(line)).capacity

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bench import runtimes
-from bench.capacity.host import InstanceGroup, batch_size_counts, request_seq_lens, server_step
+from bench.capacity.host import InstanceGroup, batch_size_counts, request_choices, server_step
 from bench.capacity.instance import REQUEST, STOP, _take_batch
 from bench.capacity.loadgen import StepLimits
 from bench.schema import from_json
@@ -144,13 +144,13 @@ def test_a_request_mix_is_parsed_shortest_first_and_refused_where_it_cannot_appl
         assert info.value.field == f"defaults.capacity.request_mix.{field}" and expected in info.value.message
 
 
-def test_request_seq_lens_follow_the_weights_and_the_seed():
+def test_request_choices_follow_the_weights_and_the_seed():
     mix = SeqLenMix(choices=(8, 64), weights=(3.0, 1.0))
-    drawn = request_seq_lens(mix, 4000, seed=5)
+    drawn = request_choices(mix.weights, 4000, seed=5)
     assert set(np.unique(drawn)) == {0.0, 1.0}
     assert abs((drawn == 1).mean() - 0.25) < 0.03  # 4000 draws: the binomial sd is 0.007
-    assert np.array_equal(drawn, request_seq_lens(mix, 4000, seed=5))
-    assert not np.array_equal(drawn, request_seq_lens(mix, 4000, seed=6))
+    assert np.array_equal(drawn, request_choices(mix.weights, 4000, seed=5))
+    assert not np.array_equal(drawn, request_choices(mix.weights, 4000, seed=6))
 
 
 @pytest.mark.slow

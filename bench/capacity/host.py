@@ -40,7 +40,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,7 +289,7 @@ def server_step(
         offsets,
         limits,
         lambda path: Serve(n, mix is not None, path, batches),
-        request_seq_lens(mix, n, seed) if mix is not None else None,
+        request_choices(mix.weights, n, seed) if mix is not None else None,
         running,
         ServeDone,
         max(_DRAIN_MIN_S, 2 * slo_p99_s),
@@ -425,10 +425,11 @@ def open_loop(
     )
 
 
-def request_seq_lens(mix: SeqLenMix, requests: int, seed: int) -> np.ndarray:
-    """Each request's index into mix.choices, drawn with the weights (seeded like the step's arrivals)."""
-    weights = np.asarray(mix.weights) / sum(mix.weights)
-    return np.random.default_rng([seed, 1]).choice(len(mix.choices), size=requests, p=weights).astype(float)
+def request_choices(weights: Sequence[float], requests: int, seed: int) -> np.ndarray:
+    """Each request's index into a mix (a SeqLenMix's choices, LLM server mode's request shapes), drawn with
+    the mix's relative weights (seeded like the step's arrivals)."""
+    p = np.asarray(weights) / sum(weights)
+    return np.random.default_rng([seed, 1]).choice(len(weights), size=requests, p=p).astype(float)
 
 
 def _by_seq_len(mix: SeqLenMix, seq: np.ndarray, scheduled: np.ndarray, ended: np.ndarray, drain_end: float) -> dict:

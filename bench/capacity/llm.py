@@ -54,6 +54,7 @@ from bench.capacity.host import (
     batch_size_counts,
     confirming_limits,
     open_loop,
+    request_choices,
 )
 from bench.capacity.instance import (
     Batching,
@@ -103,12 +104,6 @@ def serve_mode(policy: CapacityPolicy) -> ServeMode:
 def request_weights(policy: CapacityPolicy) -> list[float]:
     mix = policy.request_mix
     return list(mix.weights) if isinstance(mix, GenerationMix) else [1.0]
-
-
-def request_shapes(weights: list[float], requests: int, seed: int) -> np.ndarray:
-    """Each request's shape index, drawn with the weights (seeded like the step's arrivals)."""
-    p = np.asarray(weights) / sum(weights)
-    return np.random.default_rng([seed, 1]).choice(len(weights), size=requests, p=p).astype(float)
 
 
 def request_outcomes(
@@ -217,7 +212,7 @@ def generation_step(
     assert setup is not None
     offsets = poisson_schedule(rate_per_s, limits, seed)
     n = len(offsets)
-    shapes = request_shapes(weights, n, seed)
+    shapes = request_choices(weights, n, seed)
     new_tokens = np.asarray(setup.new_tokens, dtype=float)[shapes.astype(int)]
     # a request still unfinished this long after the last arrival has missed its SLOs whatever happens
     drain_s = max(DRAIN_MIN_S, 2 * (slos.ttft_s + max(setup.new_tokens) * slos.tpot_s))

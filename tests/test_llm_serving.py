@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from support.capacity_fakes import generation_layout, llm_capacity
 from support.demo_runs import Spec, make_run
+from support.text_models import config_only
 
 from bench.capacity import llm
 from bench.capacity.host import OpenLoopRun
@@ -116,6 +118,26 @@ def test_llm_settings_are_refused_without_generate_and_slo_p99_ms_is_required_th
     with pytest.raises(SuiteError, match="has no 'slo_p99_ms'") as error:
         parse_suite(text, str(suite_dir / "llm.yaml"))
     assert error.value.field == "defaults.capacity"
+
+
+def test_a_request_shape_longer_than_the_models_positions_is_refused(tmp_path):
+    # a GPT-2 config of 64 positions, random weights: no transformers needed to check the suite
+    config_only(tmp_path / "gpt2", model_type="gpt2", vocab_size=100, n_positions=64, architectures=["GPT2LMHeadModel"])
+    text = textwrap.dedent("""\
+        name: llm
+        defaults:
+          generate: {new_tokens: 4}
+          capacity: {slo_ttft_ms: 40, slo_tpot_ms: 10, request_mix: {prompt_tokens: [8, 60], new_tokens: [4, 8]}}
+        matrix:
+          model: [{name: lm, hf: gpt2, task: causal-lm, random_weights: true}]
+          seq_len: [8]
+        """)
+    with pytest.raises(SuiteError, match=r"request shape 1 \(60 prompt \+ 8 new tokens = 68\) is more than") as error:
+        parse_suite(text, str(tmp_path / "llm.yaml"))
+    assert error.value.field.endswith("capacity.request_mix.prompt_tokens.1")
+    fits = text.replace("new_tokens: [4, 8]", "new_tokens: [4, 4]")
+    (scenario,) = parse_suite(fits, str(tmp_path / "llm.yaml")).scenarios
+    assert scenario.capacity.request_mix.prompt_tokens == (8, 60)
 
 
 SLOS = llm.Slos(ttft_s=0.1, tpot_s=0.01)

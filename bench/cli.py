@@ -43,6 +43,11 @@ COMMANDS = (
     Command("compare", "compare two runs, beyond the noise (a CI gate)", "bench.commands.compare"),
     Command("plan", "how many hosts a target load needs, from measured capacity", "bench.commands.plan"),
     Command(
+        "advise",
+        "the cheapest configuration that meets a p99 SLO at a target rate and a fidelity floor, measured",
+        "bench.commands.advise",
+    ),
+    Command(
         "export", "write a run's rows for existing dashboards (GitHub, Bencher, Prometheus)", "bench.commands.export"
     ),
     Command(
@@ -70,6 +75,9 @@ examples:
   bench selfcheck                            check the harness against torch's own timer
   bench plan --run reports/RUN-ID --slo-p99-ms 50 --target-qps 20000
                                              hosts needed for a load, from a capacity run
+  bench advise scenarios/advise.yaml --slo-p99-ms 50 --target-rps 200
+                                             what to deploy: the cheapest configuration meeting the SLO
+                                             and a fidelity floor, measured in stages within a budget
   bench profile tiny_cnn-b1-t1-fp32-eager --suite scenarios/quickstart.yaml
                                              where one scenario's time goes, op by op
   bench run scenarios/pruning.yaml --shuffle run in a seeded random order (drift spread evenly)

@@ -222,7 +222,7 @@ def _run(args: argparse.Namespace, library: LibraryLog) -> int:
     print()
     print(summary_table(records))
     print(f"\nrun folder: {context.run_dir}")
-    _report_after_run(context.run_dir)
+    report_after_run(context.run_dir)
     unrecorded = history.finish() if history is not None else None
     failed = [r for r in records if r.status == "failed"]
     if failed:
@@ -265,7 +265,7 @@ def _warn_oversubscription(suite, path: Path, cores: int) -> None:
         )
 
 
-def _report_after_run(run_dir: Path) -> None:
+def report_after_run(run_dir: Path) -> None:
     """The report is a view of results.jsonl: if it fails, the run's results still stand."""
     print("writing the report ...", file=sys.stderr, flush=True)
     try:

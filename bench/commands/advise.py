@@ -1,0 +1,236 @@
+"""`bench advise`: the cheapest configuration of a suite's model that meets a p99 SLO at a target rate and a
+fidelity floor, measured in stages within a budget (bench.advise) into one run folder, with advice.json,
+advice.yaml and the report's "Advice" section."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from bench.advise.decide import DEFAULT_FLOOR, AdviceRequest, decide
+from bench.advise.output import advice_suite, console_table, write_advice
+from bench.advise.space import candidates, capacity_scenario
+from bench.advise.stages import run_stages
+from bench.analysis.plan import Host
+from bench.commands.common import check_writable, output_folder, positive_int
+from bench.commands.run import report_after_run
+from bench.errors import UserError
+from bench.library_log import LIBRARY_LOG, kept_aside
+from bench.measure.memory import cpu_count
+from bench.measure.runner import DEFAULT_WORKER_KIND, RunContext, resume_run, start_run, write_run_info
+from bench.results.advice import FIDELITY_METRICS, UPPER_BOUND_METRICS, FidelityFloor
+from bench.suite.scenarios import load_suite
+
+DEFAULT_BUDGET_MIN = 30.0
+DEFAULT_TOP = 3
+ADVISE_EPILOG = """\
+examples:
+  bench advise scenarios/advise.yaml --slo-p99-ms 50 --target-rps 200
+  bench advise SUITE --slo-p99-ms 20 --target-rps 5000 --min-fidelity top1=0.98 \\
+      --host-cost-per-hour 1.43 --budget-min 60 --top 4
+  bench advise --resume reports/RUN-ID          continue an interrupted advise
+
+The suite names the model(s) and, optionally, the axes precision, load, threads and batch_size;
+an axis it leaves out is searched over everything this host can run (the runtime registry,
+thread widths that divide the usable cores, batch 1 and the offline batch). --min-fidelity
+metrics: cosine, top1, accuracy, nn (at least VALUE) and kl (at most VALUE); default cosine=0.99.
+A request is one sample. exit status: 0 a winner, 1 no configuration meets both the SLO and the
+floor (the nearest miss is named), 2 bad input. See docs/choosing-a-deployment.md.
+"""
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, summary: str) -> None:
+    """Add `bench advise` to the CLI's subcommands."""
+    advise = commands.add_parser(
+        "advise",
+        parents=[common],
+        help=summary,
+        description=textwrap.fill(
+            "Search a suite's configurations in stages inside one run folder, every candidate a row: a short "
+            "single-stream screen with fidelity (dropping unsupported, below the fidelity floor and dominated "
+            "ones), server-mode capacity at the SLO for the cheapest few, and the winner's rate confirmed once "
+            "more; then plan it as bench plan does (hosts, memory binding, cost) and name the cheapest "
+            "configuration that meets the SLO and the floor.",
+            88,
+        ),
+        epilog=ADVISE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    advise.add_argument(
+        "suite", type=Path, nargs="?", help="suite file naming the model(s), e.g. scenarios/advise.yaml"
+    )
+    advise.add_argument("--slo-p99-ms", type=float, metavar="MS", help="p99 latency bound of one request, ms")
+    advise.add_argument("--target-rps", type=float, metavar="R", help="target requests (samples) per second")
+    advise.add_argument(
+        "--min-fidelity",
+        metavar="METRIC=VALUE",
+        help=f"the fidelity floor (default {DEFAULT_FLOOR.metric}={DEFAULT_FLOOR.value:g}); METRIC: "
+        + "; ".join(f"{k}: {v}" for k, v in FIDELITY_METRICS.items()),
+    )
+    advise.add_argument("--host-cost-per-hour", type=float, metavar="P", help="price of one host per hour")
+    advise.add_argument(
+        "--budget-min",
+        type=float,
+        default=DEFAULT_BUDGET_MIN,
+        metavar="M",
+        help=f"minutes of measuring at most (default {DEFAULT_BUDGET_MIN:g}); what does not fit is listed as "
+        "not_measured",
+    )
+    advise.add_argument(
+        "--top",
+        type=positive_int,
+        default=DEFAULT_TOP,
+        metavar="K",
+        help=f"load-test the K cheapest candidates of the screen's frontier (default {DEFAULT_TOP})",
+    )
+    advise.add_argument(
+        "--reports", type=output_folder, default=Path("reports"), help="where run folders go (default: reports)"
+    )
+    advise.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted advise run folder")
+    advise.set_defaults(handler=advise_command)
+
+
+def _refuse(flag: str, value: Any, expected: str) -> UserError:
+    return UserError(f"{flag} {value!r} is not usable: expected {expected}; nothing was measured.")
+
+
+def parse_floor(text: str | None) -> FidelityFloor:
+    """--min-fidelity METRIC=VALUE; UserError naming what is expected."""
+    if text is None:
+        return DEFAULT_FLOOR
+    metric, _, number = text.partition("=")
+    try:
+        value = float(number)
+    except ValueError:
+        value = math.nan
+    if metric not in FIDELITY_METRICS:
+        raise _refuse("--min-fidelity", text, f"METRIC=VALUE with METRIC one of {', '.join(FIDELITY_METRICS)}")
+    upper = metric in UPPER_BOUND_METRICS
+    if not math.isfinite(value) or value < 0 or (not upper and value > 1):
+        bound = "a number >= 0 (an upper bound)" if upper else "a number from 0 to 1"
+        raise _refuse("--min-fidelity", text, f"{metric}=VALUE with VALUE {bound}")
+    return FidelityFloor(metric, value)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The request's figures from the flags, checked (exit 2 before anything is measured)."""
+    for flag, value in (("--slo-p99-ms", args.slo_p99_ms), ("--target-rps", args.target_rps)):
+        if value is None:
+            raise UserError(f"{flag} is required (with a suite); --resume reads it from the run folder")
+        if not (math.isfinite(value) and value > 0):
+            raise _refuse(flag, value, "a number > 0")
+    if not (math.isfinite(args.budget_min) and args.budget_min > 0):
+        raise _refuse("--budget-min", args.budget_min, "minutes > 0")
+    cost = args.host_cost_per_hour
+    if cost is not None and not (math.isfinite(cost) and cost >= 0):
+        raise _refuse("--host-cost-per-hour", cost, "a price >= 0")
+    floor = parse_floor(args.min_fidelity)
+    return {
+        "slo_p99_ms": args.slo_p99_ms,
+        "target_rps": args.target_rps,
+        "min_fidelity": f"{floor.metric}={floor.value:g}",
+        "host_cost_per_hour": cost,
+        "budget_min": args.budget_min,
+        "top": args.top,
+    }
+
+
+def _request(settings: dict[str, Any], context: RunContext, cores: int) -> AdviceRequest:
+    host = Host(
+        cores=cores,
+        memory_bytes=int(context.environment.get("memory_total_bytes") or 0),
+        cost_per_hour=settings["host_cost_per_hour"],
+        source="the measured machine",
+    )
+    return AdviceRequest(
+        slo_p99_s=settings["slo_p99_ms"] / 1e3,
+        target_rps=settings["target_rps"],
+        floor=parse_floor(settings["min_fidelity"]),
+        host=host,
+        budget_s=settings["budget_min"] * 60,
+        top_k=settings["top"],
+    )
+
+
+def advise_command(args: argparse.Namespace) -> int:
+    with kept_aside(enabled=not args.debug) as library:
+        if (args.suite is None) == (args.resume is None):
+            raise UserError("give either a suite file to advise on or --resume RUN (not both)")
+        cores = cpu_count()
+        if args.resume is not None:
+            context = resume_run(args.resume, worker_kind=DEFAULT_WORKER_KIND, start_workers=True)
+            settings = _stored_settings(context)
+            print(f"bench: resuming the advise {context.run_id}", file=sys.stderr)
+        else:
+            settings = _settings(args)
+            suite = load_suite(args.suite)
+            if suite.hosts:
+                raise UserError(
+                    f"{args.suite}: the suite names host groups (hosts: {', '.join(suite.hosts)}); bench advise "
+                    "measures on this machine only (no --scheduler yet): remove 'hosts' to advise here"
+                )
+            check_writable(args.reports)
+            context = start_run(suite, args.reports, worker_kind=DEFAULT_WORKER_KIND, start_workers=True)
+            write_run_info(context, advise=settings)
+            print(f"bench: advise {context.run_id} on {args.suite}", file=sys.stderr)
+        library.attach(context.run_dir / LIBRARY_LOG)
+        context.debug = args.debug
+        request = _request(settings, context, cores)
+        items = candidates(context.suite, cores)
+        print(
+            f"bench: {len(items)} candidate(s) ({sum(c.unsupported is not None for c in items)} unsupported here), "
+            f"p99 <= {request.slo_p99_s * 1e3:g} ms at {request.target_rps:g} requests/s, fidelity "
+            f"{request.floor.text}, budget {settings['budget_min']:g} min",
+            file=sys.stderr,
+        )
+        try:
+            stages = run_stages(context, items, request, cores)
+        except KeyboardInterrupt:
+            print(
+                f"\nbench: advise interrupted; continue it with: bench advise --resume {context.run_dir}",
+                file=sys.stderr,
+            )
+            raise
+        advice = dataclasses.replace(decide(stages.measured(), request, stages.spent_s), run_id=context.run_id)
+        suite_yaml = None
+        if advice.winner is not None:
+            item = next(c for c in items if c.id == advice.winner.scenario_id)
+            winner = capacity_scenario(item.scenario, item.capacity, settings["slo_p99_ms"], cores)
+            suite_yaml = advice_suite(advice, winner, context.suite.text, Path(_suite_dir(context)))
+        written = write_advice(context.run_dir, advice, suite_yaml)
+        print()
+        print(console_table(advice))
+        print()
+        print(("winner: " + advice.winner.scenario_id if advice.winner else "no winner") + f": {advice.why}")
+        if advice.runner_up:
+            print(f"runner-up: {advice.runner_up}")
+        print(f"\nrun folder: {context.run_dir}")
+        for path in written:
+            print(f"{path.name}: {path}")
+        report_after_run(context.run_dir)
+        return 0 if advice.winner is not None else 1
+
+
+def _run_info(context: RunContext) -> dict[str, Any]:
+    return json.loads((context.run_dir / "run.json").read_text(encoding="utf-8"))
+
+
+def _suite_dir(context: RunContext) -> str:
+    """Where the suite's relative paths start: the original suite's folder, also when resumed."""
+    return _run_info(context).get("suite_dir") or str(context.suite.path.absolute().parent)
+
+
+def _stored_settings(context: RunContext) -> dict[str, Any]:
+    """The flags an advise run started with (run.json's `advise`); UserError for a run folder of another kind."""
+    settings = _run_info(context).get("advise")
+    if not isinstance(settings, dict):
+        raise UserError(
+            f"{context.run_dir} is not a bench advise run (its run.json has no 'advise'); resume it with bench run"
+        )
+    return settings

@@ -21,6 +21,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from bench.report.advice import advice_html
 from bench.report.blocks import figure_html, section_table
 from bench.report.capacity import capacity_html
 from bench.report.hygiene import HEADERS as HYGIENE_HEADERS
@@ -168,6 +169,7 @@ class Page:
     text: Markup
     roofline: Markup
     tradeoffs: Markup
+    advice: Markup
     comparison: Table | None
     figures: list[FigureView]
 
@@ -342,6 +344,8 @@ def _cards(report: Report) -> list[Card]:
 
 def _toc(report: Report) -> list[tuple[str, str]]:
     links = [("environment", "Environment"), ("results", "Results")]
+    if report.advice is not None:
+        links.insert(0, ("advice", "Advice"))
     if not report.frame.empty and report.frame["status"].ne("ok").any():
         links.append(("problems", "Failed / unsupported"))
     if report.profiles:
@@ -387,6 +391,7 @@ def _page(report: Report) -> Page:
         text=Markup(text_html(report.text)),
         roofline=Markup(roofline_html(report.roofline)),
         tradeoffs=Markup(tradeoffs_html(report.tradeoffs)),
+        advice=Markup(advice_html(report.advice)),
         comparison=_comparison(report),
         figures=[
             FigureView(

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bench.format.markdown import cell, code, table, unit_headers
+from bench.report.advice import advice_markdown
 from bench.report.blocks import figure_markdown
 from bench.report.capacity import capacity_markdown
 from bench.report.hygiene import HEADERS as HYGIENE_HEADERS
@@ -204,6 +205,7 @@ def render_markdown(report: Report) -> str:
             f"⚠ marks a median more than {CLIFF_RATIO:g}× the fp32 row of the same model, batch, "
             "threads and loading mode.\n"
         )
+    out.append(advice_markdown(report.advice, report.out_dir))
     out.append(_summary(report) + "\n")
     if not frame.empty and frame["status"].ne("ok").any():
         out.append("## Failed and unsupported scenarios\n")

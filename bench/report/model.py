@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench import __version__
+from bench.report.advice import FIGURE_PREFIX as ADVICE_FIGURE_PREFIX
+from bench.report.advice import AdviceSection, build_advice
 from bench.report.capacity import FIGURE_PREFIX as CAPACITY_FIGURE_PREFIX
 from bench.report.capacity import CapacitySection, build_capacity
 from bench.report.data import label_runs, report_warnings
@@ -53,6 +55,7 @@ class Report:
     text: TextSection | None = None  # rows with named inputs: fidelity by task, generation
     tradeoffs: TradeoffsSection | None = None  # models run in several precisions: the Pareto view
     roofline: RooflineSection | None = None  # generation and profiled rows against the bandwidth and FLOP roofs
+    advice: AdviceSection | None = None  # a bench advise run folder's advice.json
 
     @property
     def has_variants(self) -> bool:
@@ -98,13 +101,14 @@ def build_report(runs: Sequence[RunFolder | Path], out_dir: Path) -> Report:
                 PIPELINE_FIGURE_PREFIX,
                 TRADEOFFS_FIGURE_PREFIX,
                 ROOFLINE_FIGURE_PREFIX,
+                ADVICE_FIGURE_PREFIX,
             )
         ):
             old.unlink(missing_ok=True)
     # Every figure is drawn by one of these calls, side by side where the host has the cores
     # (bench.report.parallel), the longest first: of a 192-row run's 16 s of drawing, the memory
     # panels took 7.5 s and the trade-off figures 4 s.
-    sections = (build_tradeoffs, build_capacity, build_pipeline, build_text, build_roofline)
+    sections = (build_tradeoffs, build_capacity, build_pipeline, build_text, build_roofline, build_advice)
     calls = {build.__name__: functools.partial(build, runs, fig_dir) for build in sections}
     figure_calls = figure_jobs(runs, frame, fig_dir, fidelity_measured) if not frame.empty else {}
     calls |= figure_calls
@@ -128,4 +132,5 @@ def build_report(runs: Sequence[RunFolder | Path], out_dir: Path) -> Report:
         text=done["build_text"],
         tradeoffs=done["build_tradeoffs"],
         roofline=done["build_roofline"],
+        advice=done["build_advice"],
     )

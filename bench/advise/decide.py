@@ -331,10 +331,13 @@ def confirmed(f: Feasible, request: AdviceRequest) -> Feasible:
 
 
 def rank(candidates: Sequence[Measured], request: AdviceRequest) -> tuple[list[Feasible], dict[str, Verdict]]:
-    """The load-tested candidates that meet the SLO, cheapest first, and the verdicts of those that do not."""
+    """The load-tested candidates that meet the SLO, cheapest first, and the verdicts of those that do not.
+
+    Only the screen's frontier counts: a candidate below the floor or dominated never wins, whatever its rate."""
+    screened = screen_verdicts(candidates, request)
     feasible, verdicts = [], {}
     for c in candidates:
-        if c.capacity is None:
+        if c.capacity is None or screened.get(c.scenario_id, Verdict("", "")).verdict != "frontier":
             continue
         ok, verdict = _feasible(c, request)
         if ok is not None:

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from bench import runtimes
+from bench.capacity.host import requested_layouts, sweep_counts
 from bench.suite.calibration import CalibrationSpec, check_calibration
 from bench.suite.scenarios import MODULE_MODES, CapacityPolicy, MeasurePolicy, Scenario, Suite
 
@@ -146,8 +147,12 @@ def estimate_screen_s(scenario: Scenario) -> float:
     return SCREEN_OVERHEAD_S + scenario.measure.max_time_s
 
 
-def estimate_capacity_s(policy: CapacityPolicy, layouts: int = 1) -> float:
-    """A capacity row before any has run: per layout, instance start, the closed loop and offline runs, and the
-    search's steps plus up to three confirming ones at about twice their least length; a short screen row too."""
-    per_layout = 5.0 + 2 * policy.duration_s + (policy.max_steps + 3) * 2 * policy.step_min_duration_s
-    return SCREEN_OVERHEAD_S + SCREEN_MEASURE.max_time_s + per_layout * layouts
+def estimate_capacity_s(scenario: Scenario, cores: int) -> float:
+    """A capacity row before any has run: per measured layout (bench.capacity.host measures 1 instance and N of
+    each width, and the powers of 2 between with `sweep`), instance start, the closed loop and offline runs, and
+    the search's steps plus up to three confirming ones at about twice their least length; a screen row too."""
+    policy = scenario.capacity
+    assert policy is not None
+    points = sum(len(sweep_counts(layout.instances, policy.sweep)) for layout in requested_layouts(policy, cores))
+    per_point = 5.0 + 2 * policy.duration_s + (policy.max_steps + 3) * 2 * policy.step_min_duration_s
+    return SCREEN_OVERHEAD_S + SCREEN_MEASURE.max_time_s + per_point * points

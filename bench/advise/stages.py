@@ -117,12 +117,8 @@ class Stages:
             self._measure(c.scenario, "screen", progress, index, len(todo))
 
     def _capacity_estimate(self) -> float:
-        policy = next((c.capacity for c in self.items if c.capacity is not None), None)
-        if policy is None:
-            probe = capacity_scenario(self.items[0].scenario, None, self.request.slo_p99_s * 1e3, self.cores)
-            policy = probe.capacity
-        assert policy is not None
-        return self._mean_wall("capacity", estimate_capacity_s(policy))
+        """The mean of the capacity rows so far, else the first candidate's capacity row's estimate."""
+        return self._mean_wall("capacity", estimate_capacity_s(self._capacity_of(self.items[0]), self.cores))
 
     def _capacity_of(self, c: Candidate) -> Scenario:
         return capacity_scenario(c.scenario, c.capacity, self.request.slo_p99_s * 1e3, self.cores)

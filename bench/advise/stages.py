@@ -3,7 +3,8 @@
 1. screen: every candidate (bench.advise.space) measured briefly single-stream with fidelity; an
    unsupported one's row says why at no cost;
 2. capacity: server mode at the SLO (bench.capacity, the runner's own capacity path) for the best
-   `top_k` of the screen's frontier by predicted cost (bench.advise.decide.capacity_order);
+   `top_k` of each model's screen frontier by predicted cost (bench.advise.decide.capacity_order),
+   each model's cheapest first;
 3. confirm: the cheapest feasible candidate's search once more.
 
 Each row is appended to results.jsonl as it ends (bench.measure.runner.run_scenario, the same
@@ -17,6 +18,7 @@ not fit is left with the reason, never silently skipped. `spent_s` is the rows' 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -125,13 +127,18 @@ class Stages:
 
     def capacity(self) -> None:
         verdicts = screen_verdicts(self.measured(), self.request)
-        ordered = capacity_order(self.measured(), verdicts)
-        chosen, rest = ordered[: self.request.top_k], ordered[self.request.top_k :]
-        for rank_, m in enumerate(rest, start=self.request.top_k + 1):
-            self.left[m.scenario_id] = (
-                f"--top {self.request.top_k} load-tests the {self.request.top_k} cheapest by the screen's "
-                f"core-seconds per sample; it came {rank_}th"
-            )
+        per_model: dict[str, list[Measured]] = {}
+        for m in capacity_order(self.measured(), verdicts):
+            per_model.setdefault(m.model, []).append(m)
+        k = self.request.top_k
+        for ranked_ in per_model.values():
+            for place, m in enumerate(ranked_[k:], start=k + 1):
+                self.left[m.scenario_id] = (
+                    f"--top {k} load-tests the {k} cheapest of each model by the screen's core-seconds per "
+                    f"sample; it came {place}th"
+                )
+        # each model's cheapest first, then each one's second ...: a short budget still load-tests every model
+        chosen = [m for level in itertools.zip_longest(*(r[:k] for r in per_model.values())) for m in level if m]
         by_id = {c.id: c for c in self.items}
         todo = [by_id[m.scenario_id] for m in chosen if stage_id(m.scenario_id, "capacity") not in self.rows]
         self._stage_line("capacity", len(todo), self._capacity_estimate())

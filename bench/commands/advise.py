@@ -87,7 +87,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         type=positive_int,
         default=DEFAULT_TOP,
         metavar="K",
-        help=f"load-test the K cheapest candidates of the screen's frontier (default {DEFAULT_TOP})",
+        help=f"load-test the K cheapest candidates of each model's screen frontier (default {DEFAULT_TOP})",
     )
     advise.add_argument(
         "--reports", type=output_folder, default=Path("reports"), help="where run folders go (default: reports)"

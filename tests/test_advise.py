@@ -283,3 +283,28 @@ def test_bench_advise_names_a_winner_in_one_run_folder_and_its_advice_yaml_runs(
     )  # fmt: skip
     assert missed.returncode == 1, missed.stderr[-3000:]
     assert "no winner" in missed.stdout and "the nearest miss is" in missed.stdout
+
+
+def test_a_resumed_advise_measures_only_the_rows_it_lacks(tmp_path, monkeypatch):
+    suite = parse_suite(
+        "name: b\ndefaults: {threads: 1, batch_size: 1, load: eager}\nmatrix: {model: [tiny_mlp], "
+        "precision: [fp32, fp16]}\n",
+        "b.yaml",
+    )
+    items = candidates(suite, 2)
+    measured_ids: list[str] = []
+
+    def fake_run(context, scenario, progress, *, file_stem=None):
+        measured_ids.append(file_stem)
+        return dataclasses.replace(row(scenario.id, scenario.precision, 5, 1.0, 100), timeline=Timeline(1.0, 0.0))
+
+    monkeypatch.setattr(stages_module, "run_scenario", fake_run)
+    (tmp_path / "results.jsonl").touch()
+    done = dataclasses.replace(row(items[0].id, "fp32", 5, 1.0, 100), timeline=Timeline(2.0, 0.0))
+    context = RunContext("r", tmp_path, suite, {}, tmp_path / "cache", records=[done])
+    stages = Stages(context, items, request(top_k=1), 2, lambda line: None)
+    stages.screen()
+    assert measured_ids == [items[1].id] and stages.spent_s == 3.0
+    assert [json.loads(line)["scenario_id"] for line in (tmp_path / "results.jsonl").read_text().splitlines()] == [
+        items[1].id
+    ]

@@ -249,11 +249,11 @@ def test_bench_advise_names_a_winner_in_one_run_folder_and_its_advice_yaml_runs(
         textwrap.dedent("""\
         name: adv
         defaults:
-          threads: 1
+          threads: 2  # one search on 2 cores (1 x 2 threads); 2 x 1 would search 1 and 2 instances
           batch_size: 1
           load: eager
           measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.1}
-          capacity: {slo_p99_ms: 1, duration_s: 0.2, step_min_duration_s: 0.3, step_min_requests: 50,
+          capacity: {slo_p99_ms: 1, duration_s: 0.2, step_min_duration_s: 0.2, step_min_requests: 50,
                      step_max_duration_s: 1.5, max_steps: 3, tolerance: 0.5, sweep: false}
         matrix:
           model: [tiny_mlp]
@@ -271,7 +271,7 @@ def test_bench_advise_names_a_winner_in_one_run_folder_and_its_advice_yaml_runs(
     assert {c.verdict for c in advice.candidates} <= set(VERDICTS) and all(c.why for c in advice.candidates)
     rows = [json.loads(line)["scenario_id"] for line in (run_dir / "results.jsonl").read_text().splitlines()]
     winner = advice.winner.scenario_id
-    assert set(rows) >= {"tiny_mlp-b1-t1-fp32-eager", "tiny_mlp-b1-t1-fp16-eager", f"{winner}~capacity"}
+    assert set(rows) >= {"tiny_mlp-b1-t2-fp32-eager", "tiny_mlp-b1-t2-fp16-eager", f"{winner}~capacity"}
     assert "## Advice" in (run_dir / "report.md").read_text()
     assert "advice.yaml" in done.stdout and "winner:" in done.stdout
     valid = run_cli("validate", str(run_dir / "advice.yaml"))

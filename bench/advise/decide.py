@@ -172,7 +172,8 @@ def screen_verdicts(candidates: Sequence[Measured], request: AdviceRequest) -> d
                 verdicts[c.scenario_id] = Verdict(
                     "slo_missed",
                     f"one call's median is {row.latency_s.median * 1e3:.3g} ms single-stream, above the "
-                    f"{request.slo_p99_s * 1e3:g} ms SLO: no rate can meet it",
+                    f"{request.slo_p99_s * 1e3:g} ms SLO: no rate can meet it"
+                    + (" (measured while other processes took the CPU: see its contention)" if row.contended else ""),
                 )
             else:
                 passing.append(c)

@@ -120,10 +120,15 @@ def _draw(advice: Advice, path: Path) -> FigureResult:
         color = VERDICT_COLORS.get(c.verdict, "#bbbbbb")
         if c.verdict == "chosen":
             ax.scatter(c.fidelity, y, marker="*", s=220, color=color, zorder=3)
-            ax.annotate(c.scenario_id, (c.fidelity, y), fontsize=7, xytext=(6, 4), textcoords="offset points")
+            ax.annotate(
+                c.scenario_id, (c.fidelity, y), fontsize=7, xytext=(-8, 6), textcoords="offset points", ha="right"
+            )
         elif y is not None:
             ax.scatter(c.fidelity, y, s=36, color=color)
-            ax.annotate(c.scenario_id, (c.fidelity, y), fontsize=6, xytext=(4, -8), textcoords="offset points")
+            # labelled points meet the floor, so they sit on the right: their labels go to their left
+            ax.annotate(
+                c.scenario_id, (c.fidelity, y), fontsize=6, xytext=(-6, -8), textcoords="offset points", ha="right"
+            )
         else:
             ax.scatter(c.fidelity, bottom * 0.9, s=14, marker="|", color=color)
     ax.axvline(advice.fidelity_floor.value, color="#888888", linestyle="--", linewidth=0.8)

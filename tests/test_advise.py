@@ -308,3 +308,11 @@ def test_a_resumed_advise_measures_only_the_rows_it_lacks(tmp_path, monkeypatch)
     assert [json.loads(line)["scenario_id"] for line in (tmp_path / "results.jsonl").read_text().splitlines()] == [
         items[1].id
     ]
+
+
+def test_bench_run_will_not_resume_an_advise_run(tmp_path, capsys):
+    (tmp_path / "suite.yaml").write_text("name: x\nmatrix: {model: [tiny_mlp]}\n")
+    (tmp_path / "results.jsonl").touch()
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": tmp_path.name, "advise": {"slo_p99_ms": 50}}))
+    assert main(["run", "--resume", str(tmp_path), "--no-history"]) == 2
+    assert "continue it with: bench advise --resume" in capsys.readouterr().err

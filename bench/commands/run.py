@@ -36,6 +36,7 @@ from bench.measure.runner import (
 from bench.measure.zygote import fork_available
 from bench.report import write_report
 from bench.results.nospace import NoSpaceLeft
+from bench.results.runfolder import load_run
 from bench.suite.scenarios import load_suite
 
 
@@ -150,6 +151,10 @@ def _run(args: argparse.Namespace, library: LibraryLog) -> int:
         raise UserError("--shuffle orders a local run; a fleet run's scenarios already run side by side on its hosts")
     if args.resume is not None:  # before connecting: a fleet run resumes on a fleet only, a local one here only
         check_resume_mode(args.resume, on_fleet=args.scheduler is not None)
+        if "advise" in load_run(args.resume).info:  # its rows are stages that bench advise decides on
+            raise UserError(
+                f"{args.resume} is a bench advise run; continue it with: bench advise --resume {args.resume}"
+            )
     history_path = None
     if not args.no_history:  # the run folder goes into --reports (or is --resume's), its default history beside it
         history_path = (

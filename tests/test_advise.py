@@ -267,7 +267,9 @@ def test_bench_advise_names_a_winner_in_one_run_folder_and_its_advice_yaml_runs(
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir() and not p.name.startswith(".")]
     advice = read_advice(run_dir)
-    assert advice is not None and advice.winner is not None and advice.spent_s <= advice.budget_s
+    # spent_s against budget_s is not asserted: a row starts only when its estimate fits, and a busy host can
+    # make the last one run longer than estimated (the budget test above checks the rule with fake rows)
+    assert advice is not None and advice.winner is not None and advice.spent_s > 0
     assert {c.verdict for c in advice.candidates} <= set(VERDICTS) and all(c.why for c in advice.candidates)
     rows = [json.loads(line)["scenario_id"] for line in (run_dir / "results.jsonl").read_text().splitlines()]
     winner = advice.winner.scenario_id

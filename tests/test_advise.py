@@ -11,6 +11,7 @@ import types
 
 import pytest
 from support.capacity_fakes import capacity, layout
+from support.demo_runs import assert_png, run_of
 
 from bench.advise import stages as stages_module
 from bench.advise.decide import AdviceRequest, Measured, decide, stall_note
@@ -19,6 +20,7 @@ from bench.advise.stages import Stages
 from bench.analysis.plan import GIB, Host
 from bench.cli import main
 from bench.measure.runner import RunContext
+from bench.report.advice import advice_markdown, build_advice
 from bench.results.advice import VERDICTS, FidelityFloor, read_advice
 from bench.results.record import Fidelity, ResultRecord, RssFigures, Timeline
 from bench.results.stats import LatencyStats
@@ -318,3 +320,16 @@ def test_bench_run_will_not_resume_an_advise_run(tmp_path, capsys):
     (tmp_path / "run.json").write_text(json.dumps({"run_id": tmp_path.name, "advise": {"slo_p99_ms": 50}}))
     assert main(["run", "--resume", str(tmp_path), "--no-history"]) == 2
     assert "continue it with: bench advise --resume" in capsys.readouterr().err
+
+
+def test_the_report_says_what_to_deploy_why_the_runner_up_lost_and_draws_the_frontier(tmp_path):
+    fp32, bf16 = row("m-fp32", "fp32", 10, 1.0, 300), row("m-bf16", "bf16", 6, 0.995, 200)
+    advice = decide([measured(fp32, 200.0), measured(bf16, 400.0)], request(), spent_s=60.0)
+    (tmp_path / "advice.json").write_text(advice.to_json())
+    section = build_advice([run_of([fp32], tmp_path)], tmp_path / "figures")
+    text = advice_markdown(section, tmp_path)
+    assert "## Advice" in text and "Deploy m-bf16" in text and "The runner-up, m-fp32 costs" in text
+    assert text.index("| 1 | m-bf16 | chosen") < text.index("| 2 | m-fp32 | frontier")
+    assert_png(tmp_path / "figures" / "advice_frontier.png")
+    (tmp_path / "advice.json").write_text("[1, 2]")
+    assert build_advice([run_of([fp32], tmp_path)], tmp_path / "figures").notes  # no advice: said, not raised

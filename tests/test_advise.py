@@ -7,14 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import textwrap
-import types
 
 import pytest
 from support.capacity_fakes import capacity, layout
 from support.demo_runs import assert_png, run_of
 
 from bench.advise import stages as stages_module
-from bench.advise.decide import AdviceRequest, Measured, decide, stall_note
+from bench.advise.decide import AdviceRequest, Measured, decide
 from bench.advise.space import candidates, capacity_scenario, estimate_capacity_s, estimate_screen_s, stage_id
 from bench.advise.stages import Stages
 from bench.analysis.plan import GIB, Host
@@ -22,7 +21,7 @@ from bench.cli import main
 from bench.measure.runner import RunContext
 from bench.report.advice import advice_markdown, build_advice
 from bench.results.advice import VERDICTS, FidelityFloor, read_advice
-from bench.results.record import Fidelity, ResultRecord, RssFigures, Timeline
+from bench.results.record import Fidelity, ResultRecord, RssFigures, StallFloor, Timeline
 from bench.results.stats import LatencyStats
 from bench.suite.scenarios import parse_suite
 
@@ -147,15 +146,19 @@ def test_a_flat_output_or_too_few_samples_cannot_show_the_floor_and_real_data_is
     assert "input_dependence" in by_id(advice)["m-flat"].why and "distinct sample" in by_id(advice)["m-few"].why
 
 
-def test_an_upper_bound_metric_and_the_stall_note_reach_the_winner():
+def test_an_upper_bound_metric_and_the_plans_stall_note_reach_the_winner():
     lm = row("m-lm", "int8_dynamic", 5, None, 100)
     lm = dataclasses.replace(lm, fidelity=Fidelity(None, None, None, kl_divergence_max=0.01, inputs=16))
     item = measured(lm, 300.0)
-    server = item.capacity.capacity.layouts[0].server
     note = "this host's stalls put 1.2 % of requests over the 50 ms SLO at any rate"
-    # The stall helper's ServerFigures.stall_floor lands in parallel: set on the frozen record as it will be.
-    object.__setattr__(server, "stall_floor", types.SimpleNamespace(limits_rate=True, note=note))
-    assert stall_note(server) == note and stall_note(None) is None
+    floor = StallFloor(20.0, 1000, 12, 0.012, 0.007, 0.02, limits_rate=True, note=note)
+    figures = item.capacity.capacity
+    stalled = dataclasses.replace(
+        figures.layouts[0], server=dataclasses.replace(figures.layouts[0].server, stall_floor=floor)
+    )
+    item = dataclasses.replace(
+        item, capacity=dataclasses.replace(item.capacity, capacity=dataclasses.replace(figures, layouts=[stalled]))
+    )
     advice = decide([item], request(floor=FidelityFloor("kl", 0.05)), spent_s=1.0)
     assert advice.winner.scenario_id == "m-lm" and advice.winner.fidelity == 0.01
     assert advice.winner.stall_note == note and note in advice.why

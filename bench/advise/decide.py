@@ -12,7 +12,8 @@ winner, the confirm row (the same search once more). From those:
   per sample, one call's p99, peak memory and fidelity, and better on one), the rest `frontier`;
 - `capacity_order`: the frontier by predicted cost (core-seconds per sample), cheapest first;
 - `plan_candidate`: the capacity row planned with bench.analysis.plan's rules (instances per host
-  bound by cores and memory, headroom, hosts, cost) for the target;
+  bound by cores and memory, headroom, hosts, cost) for the target; where the host's own stalls set
+  the rate (capacity's stall floor), the plan's `stall_note` goes into the candidate's why;
 - `decide`: every verdict, the winner (the cheapest candidate meeting both SLO and floor, its rate
   the lower of the capacity and confirm rows'), the runner-up and why it lost, the nearest miss.
 
@@ -30,7 +31,7 @@ from bench.analysis.plan import DEFAULT_HEADROOM, Host, PlanRequest, ScenarioPla
 from bench.checks.fidelity import INPUT_DEPENDENCE_FLOOR, NEIGHBOUR_MIN_SAMPLES, is_flat
 from bench.format.units import GIB
 from bench.results.advice import UPPER_BOUND_METRICS, Advice, CandidateAdvice, FidelityFloor, Winner
-from bench.results.record import ResultRecord, ServerFigures
+from bench.results.record import ResultRecord
 
 DEFAULT_FLOOR = FidelityFloor("cosine", 0.99)
 REAL_DATA = "measure it on real inputs (a data: folder for images, text: for text models) to show the floor"
@@ -242,27 +243,6 @@ def cost_per_million(plan: ScenarioPlan, request: AdviceRequest) -> float | None
     return plan.cost_per_hour / (request.target_rps * 3600) * 1e6
 
 
-def chosen_server(record: ResultRecord, plan: ScenarioPlan) -> ServerFigures | None:
-    """The server figures of the layout the plan's width rests on (the largest measured count of that width)."""
-    if record.capacity is None or plan.chosen is None:
-        return None
-    wanted = plan.chosen.threads_per_instance
-    layouts = [f for f in record.capacity.layouts if f.threads_per_instance == wanted and f.server is not None]
-    return max(layouts, key=lambda f: f.instances).server if layouts else None
-
-
-def stall_note(server: ServerFigures | None) -> str | None:
-    """The host's stall floor's note when the stalls alone limit the rate, else None.
-
-    The `stall_floor` field of ServerFigures (server mode's low-load step: requests over the SLO
-    where queueing cannot explain them) is being added by the `stall` branch in parallel; it is read
-    here, and only here, through getattr until that lands, then by typed access."""
-    floor = getattr(server, "stall_floor", None)
-    if floor is None or not getattr(floor, "limits_rate", False):
-        return None
-    return getattr(floor, "note", None)
-
-
 def _layout(plan: ScenarioPlan) -> str | None:
     c = plan.chosen
     return f"{c.instances}x{c.threads_per_instance}" if c is not None and c.instances else None
@@ -271,8 +251,7 @@ def _layout(plan: ScenarioPlan) -> str | None:
 @dataclass(frozen=True)
 class Feasible:
     candidate: Measured
-    plan: ScenarioPlan
-    record: ResultRecord  # the row the plan rests on (the confirm row when its rate was the lower)
+    plan: ScenarioPlan  # the confirm row's when its rate was the lower
     fidelity: float | None
     rate_per_host_per_s: float
     cost_per_million: float | None
@@ -295,17 +274,11 @@ def _feasible(c: Measured, request: AdviceRequest) -> tuple[Feasible | None, Ver
     if plan.status == "not_measured":
         return None, Verdict("not_measured", f"its capacity measurement did not run: {plan.reason}")
     if plan.status != "ok":
-        note = stall_note(chosen_server(record, plan) or _any_server(record))
-        return None, Verdict("slo_missed", (plan.reason or plan.status) + (f"; {note}" if note else ""))
+        why, note = plan.reason or plan.status, plan.stall_note  # the host's stalls, where they set the rate
+        return None, Verdict("slo_missed", why + (f"; {note}" if note and note not in why else ""))
     fidelity = fidelity_value(c.screen, request.floor.metric)[0] if c.screen else None
     rate = rate_per_host(plan, c.batch_size) or 0.0
-    return Feasible(c, plan, record, fidelity, rate, cost_per_million(plan, request), False, ""), None
-
-
-def _any_server(record: ResultRecord) -> ServerFigures | None:
-    if record.capacity is None:
-        return None
-    return next((f.server for f in record.capacity.layouts if f.server is not None), None)
+    return Feasible(c, plan, fidelity, rate, cost_per_million(plan, request), False, ""), None
 
 
 def confirmed(f: Feasible, request: AdviceRequest) -> Feasible:
@@ -327,7 +300,7 @@ def confirmed(f: Feasible, request: AdviceRequest) -> Feasible:
         f"(the capacity stage: {f.rate_per_host_per_s:,.1f}); the lower one is planned"
     )
     if rate < f.rate_per_host_per_s:
-        return Feasible(f.candidate, plan, row, f.fidelity, rate, cost_per_million(plan, request), True, note)
+        return Feasible(f.candidate, plan, f.fidelity, rate, cost_per_million(plan, request), True, note)
     return dataclasses.replace(f, confirmed=True, note=note)
 
 
@@ -400,7 +373,7 @@ def decide(candidates: Sequence[Measured], request: AdviceRequest, spent_s: floa
         feasible = [winner, *feasible[1:]]
     for f in feasible[1:]:
         assert winner is not None
-        note = stall_note(chosen_server(f.record, f.plan))
+        note = f.plan.stall_note
         verdicts[f.candidate.scenario_id] = Verdict(
             "frontier", f"meets the SLO and the floor but {_lost_because(f, winner)}" + (f"; {note}" if note else "")
         )
@@ -412,7 +385,7 @@ def decide(candidates: Sequence[Measured], request: AdviceRequest, spent_s: floa
             verdicts[c.scenario_id] = Verdict("not_measured", f"not screened: {c.left or 'the budget ran out'}")
     runner_up = None
     if winner is not None:
-        note = stall_note(chosen_server(winner.record, winner.plan))
+        note = winner.plan.stall_note
         why = (
             f"the cheapest that meets p99 <= {request.slo_p99_s * 1e3:g} ms at {request.target_rps:g} requests/s "
             f"and the floor {request.floor.text}: {winner.plan.hosts} host(s) of {_layout(winner.plan)} at "
@@ -477,7 +450,7 @@ def _winner(f: Feasible, request: AdviceRequest) -> Winner:
         cost_per_million=f.cost_per_million,
         fidelity=f.fidelity,
         model=c.model,
-        stall_note=stall_note(chosen_server(f.record, f.plan)),
+        stall_note=f.plan.stall_note,
     )
 
 

@@ -281,12 +281,13 @@ def test_bench_advise_names_a_winner_in_one_run_folder_and_its_advice_yaml_runs(
     assert set(rows) >= {"tiny_mlp-b1-t2-fp32-eager", "tiny_mlp-b1-t2-fp16-eager", f"{winner}~capacity"}
     assert "## Advice" in (run_dir / "report.md").read_text()
     assert "advice.yaml" in done.stdout and "winner:" in done.stdout
+    assert "history: recorded run" in done.stderr and (tmp_path / "reports" / "history.sqlite").is_file()
     valid = run_cli("validate", str(run_dir / "advice.yaml"))
     assert valid.returncode == 0 and winner in valid.stdout, valid.stderr
     # an SLO below one call's median: nothing can meet it, and the nearest miss is named (exit 1)
     missed = run_cli(
         "advise", str(suite), "--slo-p99-ms", "0.0001", "--target-rps", "50", "--budget-min", "1",
-        "--reports", "reports",
+        "--reports", "reports", "--no-history",
     )  # fmt: skip
     assert missed.returncode == 1, missed.stderr[-3000:]
     assert "no winner" in missed.stdout and "the nearest miss is" in missed.stdout

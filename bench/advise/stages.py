@@ -27,7 +27,15 @@ from bench.advise.decide import AdviceRequest, Measured, capacity_order, confirm
 from bench.advise.space import Candidate, capacity_scenario, estimate_capacity_s, estimate_screen_s, stage_id, stage_of
 from bench.console import ConsoleProgress
 from bench.format.units import duration_readable
-from bench.measure.runner import RunContext, close_workers, open_workers, run_scenario, utc_now, write_run_info
+from bench.measure.runner import (
+    Progress,
+    RunContext,
+    close_workers,
+    open_workers,
+    run_scenario,
+    utc_now,
+    write_run_info,
+)
 from bench.results.record import ResultRecord, append_record
 from bench.suite.scenarios import Scenario
 
@@ -39,13 +47,43 @@ def wall_s(record: ResultRecord) -> float:
     return record.timeline.wall_s if record.timeline is not None else record.duration_s or 0.0
 
 
+class StageProgress:
+    """A runner Progress whose console (bench.console.ConsoleProgress: the row lines and their ETA) starts over
+    at each stage with that stage's rows; the command may wrap it (bench.history.store.RecordAsItRuns)."""
+
+    def __init__(self) -> None:
+        self.console = ConsoleProgress()
+
+    def stage(self, scenarios: Sequence[Scenario]) -> None:
+        self.console = ConsoleProgress(scenarios=scenarios)
+
+    def scenario_started(self, index: int, total: int, scenario_id: str) -> None:
+        self.console.scenario_started(index, total, scenario_id)
+
+    def scenario_phase(self, phase: str, elapsed_s: float) -> None:
+        self.console.scenario_phase(phase, elapsed_s)
+
+    def scenario_finished(self, record: ResultRecord) -> None:
+        self.console.scenario_finished(record)
+
+
 class Stages:
     """The rows of an advise run, measured or read back, and the budget they spend."""
 
     def __init__(
-        self, context: RunContext, items: Sequence[Candidate], request: AdviceRequest, cores: int, announce: Announce
+        self,
+        context: RunContext,
+        items: Sequence[Candidate],
+        request: AdviceRequest,
+        cores: int,
+        announce: Announce,
+        stage_progress: StageProgress | None = None,
+        progress: Progress | None = None,
     ):
+        """`progress`: what each row's events go to (default: `stage_progress`, which each stage restarts)."""
         self.context, self.request, self.cores, self.announce = context, request, cores, announce
+        self.stage_progress = stage_progress or StageProgress()
+        self.progress: Progress = progress or self.stage_progress
         self.items = list(items)
         self.rows: dict[str, ResultRecord] = {r.scenario_id: r for r in context.records}
         self.left: dict[str, str] = {}  # candidate id -> why a stage it needed did not run
@@ -86,15 +124,15 @@ class Stages:
             f"{duration_readable(cost_s)} each, {duration_readable(self.spent_s)} already spent"
         )
 
-    def _measure(self, scenario: Scenario, stage: str, progress: ConsoleProgress, index: int, total: int) -> None:
+    def _measure(self, scenario: Scenario, stage: str, index: int, total: int) -> None:
         row_id = stage_id(scenario.id, stage)
-        progress.scenario_started(index, total, row_id)
-        record = run_scenario(self.context, scenario, progress, file_stem=row_id)
+        self.progress.scenario_started(index, total, row_id)
+        record = run_scenario(self.context, scenario, self.progress, file_stem=row_id)
         record = dataclasses.replace(record, scenario_id=row_id)
         append_record(self.context.results_path, record)
         self.context.records.append(record)
         self.rows[row_id] = record
-        progress.scenario_finished(record)
+        self.progress.scenario_finished(record)
 
     def _stage_line(self, stage: str, count: int, each_s: float) -> None:
         left = max(0.0, self.request.budget_s - self.spent_s)
@@ -109,14 +147,14 @@ class Stages:
         capacity_s = self._capacity_estimate()
         each_s = self._mean_wall("screen", estimate_screen_s(todo[0].scenario) if todo else 0.0)
         self._stage_line("screen", len(todo), each_s)
-        progress = ConsoleProgress(scenarios=[c.scenario for c in todo])
+        self.stage_progress.stage([c.scenario for c in todo])
         for index, c in enumerate(todo, start=1):
             cost_s = 0.0 if c.unsupported else self._mean_wall("screen", estimate_screen_s(c.scenario))
             # a capacity row and its confirmation must still fit after the screen
             if not self._fits(cost_s, 2 * capacity_s):
                 self.left[c.id] = self._no_time("screen", cost_s)
                 continue
-            self._measure(c.scenario, "screen", progress, index, len(todo))
+            self._measure(c.scenario, "screen", index, len(todo))
 
     def _capacity_estimate(self) -> float:
         """The mean of the capacity rows so far, else the first candidate's capacity row's estimate."""
@@ -142,13 +180,13 @@ class Stages:
         by_id = {c.id: c for c in self.items}
         todo = [by_id[m.scenario_id] for m in chosen if stage_id(m.scenario_id, "capacity") not in self.rows]
         self._stage_line("capacity", len(todo), self._capacity_estimate())
-        progress = ConsoleProgress(scenarios=[self._capacity_of(c) for c in todo])
+        self.stage_progress.stage([self._capacity_of(c) for c in todo])
         for index, c in enumerate(todo, start=1):
             cost_s = self._capacity_estimate()
             if not self._fits(cost_s, cost_s):  # and the winner's confirmation after it
                 self.left[c.id] = self._no_time("load-test", cost_s)
                 continue
-            self._measure(self._capacity_of(c), "capacity", progress, index, len(todo))
+            self._measure(self._capacity_of(c), "capacity", index, len(todo))
 
     def confirm(self) -> None:
         feasible, _ = rank(self.measured(), self.request)
@@ -160,7 +198,8 @@ class Stages:
         if not self._fits(cost_s, 0.0):
             self.left[c.id] = self._no_time("confirm", cost_s)
             return
-        self._measure(self._capacity_of(c), "confirm", ConsoleProgress(scenarios=[self._capacity_of(c)]), 1, 1)
+        self.stage_progress.stage([self._capacity_of(c)])
+        self._measure(self._capacity_of(c), "confirm", 1, 1)
         # the confirmation itself is read by decide(); computed here only to say how it went
         winner = confirmed(rank(self.measured(), self.request)[0][0], self.request)
         self.announce(f"confirm: {winner.candidate.scenario_id}: {winner.note}")
@@ -172,9 +211,13 @@ def run_stages(
     request: AdviceRequest,
     cores: int,
     announce: Announce = lambda line: print(f"bench: {line}", file=sys.stderr, flush=True),
+    *,
+    stage_progress: StageProgress | None = None,
+    progress: Progress | None = None,
 ) -> Stages:
-    """Measure what the budget allows of every stage into the context's run folder; its zygote opens and closes here."""
-    stages = Stages(context, items, request, cores, announce)
+    """Measure what the budget allows of every stage into the context's run folder; its zygote opens and closes here.
+    `progress` (wrapping `stage_progress`): e.g. the history's RecordAsItRuns."""
+    stages = Stages(context, items, request, cores, announce, stage_progress, progress)
     open_workers(context)
     try:
         stages.screen()

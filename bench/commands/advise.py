@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -16,11 +17,12 @@ from typing import Any
 from bench.advise.decide import DEFAULT_FLOOR, AdviceRequest, decide
 from bench.advise.output import advice_suite, console_table, write_advice
 from bench.advise.space import candidates, capacity_scenario
-from bench.advise.stages import run_stages
+from bench.advise.stages import StageProgress, run_stages
 from bench.analysis.plan import Host
 from bench.commands.common import check_writable, output_folder, positive_int
 from bench.commands.run import report_after_run
 from bench.errors import UserError
+from bench.history.store import DEFAULT_HISTORY, HISTORY_ENV, RecordAsItRuns, history_location, refuse_folder
 from bench.library_log import LIBRARY_LOG, kept_aside
 from bench.measure.memory import cpu_count
 from bench.measure.runner import DEFAULT_WORKER_KIND, RunContext, resume_run, start_run, write_run_info
@@ -93,6 +95,15 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "--reports", type=output_folder, default=Path("reports"), help="where run folders go (default: reports)"
     )
     advise.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted advise run folder")
+    advise.add_argument("--label", help="record the run in the history with this label (as bench run does)")
+    advise.add_argument(
+        "--history",
+        type=history_location,
+        metavar="PATH|URL",
+        default=os.environ.get(HISTORY_ENV),
+        help=f"the history to record the run in (default: ${HISTORY_ENV}, else history.sqlite in the --reports folder)",
+    )
+    advise.add_argument("--no-history", action="store_true", help="do not record the run in the history")
     advise.set_defaults(handler=advise_command)
 
 
@@ -163,6 +174,11 @@ def advise_command(args: argparse.Namespace) -> int:
         if (args.suite is None) == (args.resume is None):
             raise UserError("give either a suite file to advise on or --resume RUN (not both)")
         cores = cpu_count()
+        history_path = None
+        if not args.no_history:  # as bench run: beside the run folder unless given, refused before measuring
+            where = args.resume.parent if args.resume is not None else args.reports
+            history_path = args.history or where / DEFAULT_HISTORY.name
+            refuse_folder(history_path)
         if args.resume is not None:
             context = resume_run(args.resume, worker_kind=DEFAULT_WORKER_KIND, start_workers=True)
             settings = _stored_settings(context)
@@ -189,13 +205,19 @@ def advise_command(args: argparse.Namespace) -> int:
             f"{request.floor.text}, budget {settings['budget_min']:g} min",
             file=sys.stderr,
         )
+        stage_progress = StageProgress()
+        history = None
+        if history_path is not None:
+            history = RecordAsItRuns(stage_progress, history_path, context.run_dir, label=args.label)
         try:
-            stages = run_stages(context, items, request, cores)
+            stages = run_stages(context, items, request, cores, stage_progress=stage_progress, progress=history)
         except KeyboardInterrupt:
             print(
                 f"\nbench: advise interrupted; continue it with: bench advise --resume {context.run_dir}",
                 file=sys.stderr,
             )
+            if history is not None:
+                history.finish()
             raise
         advice = dataclasses.replace(decide(stages.measured(), request, stages.spent_s), run_id=context.run_id)
         suite_yaml = None
@@ -214,6 +236,8 @@ def advise_command(args: argparse.Namespace) -> int:
         for path in written:
             print(f"{path.name}: {path}")
         report_after_run(context.run_dir)
+        if history is not None:
+            history.finish()
         return 0 if advice.winner is not None else 1
 
 

@@ -240,6 +240,11 @@ def test_bad_flags_are_one_paragraph_and_exit_2(write_suite, capsys, flags, expe
     assert status == 2 and expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_resume_keeps_the_request_it_started_with(tmp_path, capsys):
+    assert main(["advise", "--resume", str(tmp_path), "--slo-p99-ms", "20"]) == 2
+    assert "--slo-p99-ms cannot change it" in capsys.readouterr().err
+
+
 def test_a_bad_suite_names_its_file_and_field(write_suite, capsys):
     suite = write_suite("name: x\nmatrix: {model: [tiny_mlp], precision: [fp8]}\n")
     status = main(["advise", str(suite), "--slo-p99-ms", "50", "--target-rps", "10"])

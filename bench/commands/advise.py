@@ -169,10 +169,25 @@ def _request(settings: dict[str, Any], context: RunContext, cores: int) -> Advic
     )
 
 
+# The flags of the request, which a resumed advise reads from its run folder (argparse's dest of each).
+_REQUEST_FLAGS = {
+    "--slo-p99-ms": "slo_p99_ms",
+    "--target-rps": "target_rps",
+    "--min-fidelity": "min_fidelity",
+    "--host-cost-per-hour": "host_cost_per_hour",
+}
+
+
 def advise_command(args: argparse.Namespace) -> int:
     with kept_aside(enabled=not args.debug) as library:
         if (args.suite is None) == (args.resume is None):
             raise UserError("give either a suite file to advise on or --resume RUN (not both)")
+        given = [flag for flag, value in _REQUEST_FLAGS.items() if getattr(args, value) is not None]
+        if args.resume is not None and given:
+            raise UserError(
+                f"--resume continues an advise with the request it started with (its run.json); {', '.join(given)} "
+                "cannot change it: start a new advise for another request"
+            )
         cores = cpu_count()
         history_path = None
         if not args.no_history:  # as bench run: beside the run folder unless given, refused before measuring

@@ -10,10 +10,12 @@ parent and imports torch. Which format a scenario loads is its runtime's `format
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import platform
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -313,9 +315,14 @@ def ort_quantize(
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    source_path, path = source_path.resolve(), path.resolve()
     prepared = path.with_name(path.name + ".pre.onnx")
     try:
-        quant_pre_process(str(source_path), str(prepared))
+        # When ORT's symbolic shape inference gives up it saves sym_shape_infer_temp.onnx and its external
+        # data into the working directory (onnxruntime/tools/symbolic_shape_infer.py): the user's folder,
+        # where `bench advise` on tiny_bert left them. It runs in a scratch folder instead.
+        with tempfile.TemporaryDirectory(prefix="bench-ort-shapes-") as scratch, contextlib.chdir(scratch):
+            quant_pre_process(str(source_path), str(prepared))
         to_quantize = prepared
     except Exception:  # symbolic shape inference gives up on some graphs; ORT then warns that it was skipped
         to_quantize = source_path

@@ -205,7 +205,8 @@ def render_markdown(report: Report) -> str:
             f"⚠ marks a median more than {CLIFF_RATIO:g}× the fp32 row of the same model, batch, "
             "threads and loading mode.\n"
         )
-    out.append(advice_markdown(report.advice, report.out_dir))
+    if report.advice is not None:  # no empty part: a report without advice reads as before
+        out.append(advice_markdown(report.advice, report.out_dir))
     out.append(_summary(report) + "\n")
     if not frame.empty and frame["status"].ne("ok").any():
         out.append("## Failed and unsupported scenarios\n")

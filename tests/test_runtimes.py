@@ -52,7 +52,13 @@ def test_the_precision_is_asked_before_the_load_mode():
 
 
 def test_facts_the_worker_and_profiler_ask_come_from_the_registry():
-    assert runtimes.generating_loads() == "eager or mmap"
+    generating = sorted(n for n, r in runtimes.RUNTIMES.items() if r.generates)
+    assert generating == ["compile", "eager", "mmap", "onnxruntime", "openvino"]
+    reason = runtimes.generation_reason(_scenario(load="torchscript"))
+    assert reason is not None and "loads that do: eager, compile, mmap, onnxruntime, openvino" in reason
+    reason = runtimes.generation_reason(_scenario(load="compile", precision="int8_static"))
+    assert reason is not None and "PT2E" in reason
+    assert runtimes.generation_reason(_scenario(load="eager", precision="int4_weight_only")) is None
     assert [n for n, r in runtimes.RUNTIMES.items() if r.compiles_on_first_call] == ["compile"]
     assert runtimes.RUNTIMES["onnxruntime"].profiler == "onnxruntime"
     assert runtimes.artifact_format(_scenario(precision="int8_static")) == "exported_program"

@@ -491,6 +491,8 @@ def run_scenario(
     try:
         artifact = runtimes.prepare_artifact(scenario, context.cache_dir)
         reference = runtimes.reference_outputs(scenario, context.cache_dir, runtimes.fidelity_count(scenario))
+        generation_artifact = runtimes.prepare_generation(scenario, context.cache_dir)
+        reference_tokens = runtimes.reference_tokens(scenario, context.cache_dir)
     except runtimes.Unsupported as exc:
         return ResultRecord(**base, status="unsupported", reason=str(exc), duration_s=time.perf_counter() - started)
     except SourceError as exc:  # the user's file or factory: the message names it and the suite field
@@ -530,6 +532,8 @@ def run_scenario(
         rss_steady_interval_s=scenario.measure.rss_steady_interval_s,
         progress=progress,
         reference_path=reference.path if reference else None,
+        generation_path=generation_artifact.path if generation_artifact else None,
+        reference_tokens_path=reference_tokens.path if reference_tokens else None,
         workers=context.workers,
     )
     rss_csv = context.run_dir / "rss" / f"{file_stem}.csv"
@@ -690,6 +694,8 @@ def run_worker(
     extra_env: dict[str, str] | None = None,
     sampler_toggle_period_s: float | None = None,
     reference_path: Path | None = None,
+    generation_path: Path | None = None,
+    reference_tokens_path: Path | None = None,
     workers: ZygoteWorkers | None = None,
 ) -> WorkerOutcome:
     """Run one scenario in a `python -m pytest` process while sampling its RSS: forked from the run's
@@ -698,7 +704,12 @@ def run_worker(
     files = ChildFiles.in_folder(out_dir)
     benchmark_json.parent.mkdir(parents=True, exist_ok=True)
     spec = WorkerSpec(
-        scenario.to_dict(), str(artifact_path), str(reference_path) if reference_path else None, str(out_dir)
+        scenario.to_dict(),
+        str(artifact_path),
+        str(reference_path) if reference_path else None,
+        str(out_dir),
+        str(generation_path) if generation_path else None,
+        str(reference_tokens_path) if reference_tokens_path else None,
     )
     contract.write(files.spec, spec)
     # An empty ini and --noconftest keep the user's pytest configuration out of the worker, and with plugin

@@ -52,6 +52,8 @@ class WorkerSpec:
     artifact_path: str
     reference_path: str | None  # the fp32 reference outputs for fidelity; None: no fidelity
     out_dir: str  # where events.jsonl and worker.json go
+    generation_path: str | None = None  # generate: the artifact generation loads when not the timed one
+    reference_tokens_path: str | None = None  # generate: fp32 eager's greedy tokens (a ReferenceTokens)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ class WorkerSession:
         self.artifact_path = Path(spec.artifact_path)
         self.out_dir = Path(spec.out_dir)
         self.reference_path = Path(spec.reference_path) if spec.reference_path else None
+        self.generation_path = Path(spec.generation_path) if spec.generation_path else None
+        self.reference_tokens_path = Path(spec.reference_tokens_path) if spec.reference_tokens_path else None
         self.facts = WorkerFacts()
         self.compile_cache: str | None = None  # load compile: cold or warm (bench.runtimes.compile)
         self._events = open(self.out_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
@@ -356,13 +360,19 @@ class WorkerSession:
         self.facts.fidelity = contract.build(Fidelity, figures, "fidelity")
 
     def generate(self) -> None:
-        """With `generate:` (causal-lm): greedy generation with the KV cache, after everything timed."""
+        """With `generate:` (causal-lm): greedy generation with the KV cache, after everything timed, the way
+        the runtime generates (its `decoder`); a pair that cannot generate says why in the figures' note."""
         policy = self.scenario.generate
         if policy is None:
             return
         self._enter("generation")
-        module = getattr(self.infer, "module", None)
-        if not self.runtime.generates or module is None or not hasattr(module, "generate"):
+        prompt = runtimes.generation_prompts(self.scenario)
+        reason = runtimes.generation_reason(self.scenario)
+        try:
+            if reason is not None:
+                raise runtimes.Unsupported(reason)
+            decoder = self.runtime.decoder(self.scenario, self.infer, prompt, self.generation_path)
+        except runtimes.Unsupported as exc:
             self.facts.generation = GenerationFigures(
                 prompt_tokens=self.scenario.seq_len,
                 new_tokens=policy.new_tokens,
@@ -371,12 +381,13 @@ class WorkerSession:
                 ttft_s=None,
                 tpot_s=None,
                 tokens_per_s=None,
-                note=f"not measured: generation runs the transformers module (load "
-                f"{runtimes.generating_loads()}) with its KV cache; a {self.scenario.load} artifact has one "
-                "forward call only",
+                note=str(exc),
             )
             return
-        figures = generation.measure(module, self.batch, policy)
+        reference = None
+        if self.reference_tokens_path is not None:
+            reference = contract.read(generation.ReferenceTokens, self.reference_tokens_path)
+        figures = generation.measure(decoder, prompt["input_ids"].tolist(), policy, reference)
         self.facts.generation = contract.build(GenerationFigures, figures, "generation")
 
     def check_hygiene(self) -> None:

@@ -120,6 +120,12 @@ class GenerationFigures:
     tpot_by_position_s: list[float] = field(default_factory=list)  # median step time per decoded position
     rss_growth_bytes: int | None = None  # VmRSS after a generate call minus before it, the largest (warmup included)
     kv_cache_bytes: int | None = None  # the KV cache's tensors after the last token
+    method: str | None = None  # how the runtime generated (transformers generate, or bench's own loop, and its cache)
+    compile_s: float | None = None  # compile: the first generate call less a timed one (the decode step compiling)
+    token_agreement: float | None = None  # share of generated tokens identical to fp32 eager's on the same prompts
+    token_agreement_by_prompt: list[float] = field(default_factory=list)
+    first_divergence: int | None = None  # earliest new-token position (0-based) differing from fp32 eager's; null: none
+    first_divergence_by_prompt: list[int | None] = field(default_factory=list)
     note: str | None = None  # why not measured
     # the bandwidth roofline (bench.profile.roofline; the worker counts bytes and FLOPs, the parent divides
     # by the environment's memory_bandwidth):

@@ -12,6 +12,10 @@ The functions here are what the rest of bench asks:
 - `prepare_artifact` (the parent, once per model, precision and format; cached) and `load_model`
   (the worker, inside the timed load phase: a callable that runs one inference on one batch).
 - `runtime_of`, `artifact_format` for the record; `make_batch`, `to_runtime_input` for inputs.
+- generation (`generate:`): `generation_reason` (why a load mode and precision cannot generate),
+  `prepare_generation` (the artifact generation loads when it is not the timed one, in the parent),
+  `reference_tokens` (fp32 eager's greedy tokens, in the parent) and `generation_prompts`; the worker
+  asks the runtime for its `decoder` (bench.runtimes.base).
 """
 
 from __future__ import annotations
@@ -39,12 +43,19 @@ from bench.runtimes import (  # noqa: F401  (importing a runtime's module regist
     torchscript,
 )
 from bench.runtimes.base import Runtime
-from bench.runtimes.formats import compiled_file_reason, given_file_artifact, ort_reduce_range, reference_outputs
+from bench.runtimes.formats import (
+    compiled_file_reason,
+    given_file_artifact,
+    ort_reduce_range,
+    reference_outputs,
+    reference_tokens,
+)
 from bench.runtimes.model import (
     build_fp32,
     build_variant,
     fidelity_batch,
     fidelity_count,
+    generation_prompts,
     inputs_record,
     make_batch,
     run_inputs,
@@ -66,7 +77,8 @@ __all__ = [
     "build_variant",
     "fidelity_batch",
     "fidelity_count",
-    "generating_loads",
+    "generation_prompts",
+    "generation_reason",
     "import_libraries",
     "inputs_record",
     "load_model",
@@ -74,7 +86,9 @@ __all__ = [
     "modes_reason",
     "ort_reduce_range",
     "prepare_artifact",
+    "prepare_generation",
     "reference_outputs",
+    "reference_tokens",
     "register",
     "run_inputs",
     "runtime_for",
@@ -94,9 +108,16 @@ def artifact_format(scenario: Scenario) -> str:
     return runtime_for(scenario).format_for(scenario)
 
 
-def generating_loads() -> str:
-    """The load modes `generate:` runs under, as a sentence names them ("eager or mmap")."""
-    return " or ".join(name for name, runtime in RUNTIMES.items() if runtime.generates)
+def generation_reason(scenario: Scenario) -> str | None:
+    """Why the scenario's load mode and precision cannot generate, known without trying (None: it may)."""
+    return runtime_for(scenario).generation_unsupported(scenario)
+
+
+def prepare_generation(scenario: Scenario, cache_dir: Path) -> Artifact | None:
+    """The artifact generation loads when it is not the timed one (None: none, or no `generate:`)."""
+    if scenario.generate is None or generation_reason(scenario) is not None:
+        return None
+    return runtime_for(scenario).prepare_generation(scenario, cache_dir)
 
 
 def modes_reason(scenario: Scenario) -> str | None:

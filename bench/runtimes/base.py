@@ -4,8 +4,9 @@ A load mode (`load:` in a suite) is a `Runtime` subclass in its own module of th
 registered with `@register` (bench.runtimes.registry): its name, the artifact format it loads,
 what it cannot run and why (`unsupported`), how its artifact is prepared in the parent
 (`prepare`) and loaded in the worker (`load`), the input it takes (`to_input`), and the facts the
-rest of bench asks of it (its engine, whether grad and module modes apply, whether it generates,
-its profiler, whether it compiles on its first call). Every "can this pair run, and if not why"
+rest of bench asks of it (its engine, whether grad and module modes apply, whether and how it
+generates (`generation_unsupported`, `prepare_generation`, `decoder`), its profiler, whether it
+compiles on its first call). Every "can this pair run, and if not why"
 answer comes from the runtimes and precisions (bench.runtimes), never from a `load ==` test
 elsewhere.
 """
@@ -16,7 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from bench.checks import generation
+from bench.errors import Unsupported
 from bench.runtimes import formats, precisions
+from bench.runtimes.registry import RUNTIMES
 
 if TYPE_CHECKING:
     from bench.models.artifacts import Artifact
@@ -38,7 +42,7 @@ class Runtime:
     engine: ClassVar[str] = "torch"  # the record's `runtime`: the library that runs the model
     takes_numpy: ClassVar[bool] = False  # inputs go in as numpy arrays rather than torch tensors
     module_modes: ClassVar[bool] = False  # an nn.Module in Python: grad_mode and module_mode both apply
-    generates: ClassVar[bool] = False  # `generate:` can run the transformers module's generate()
+    generates: ClassVar[bool] = False  # `generate:` can run under it (for some precisions: generation_unsupported)
     compiles_on_first_call: ClassVar[bool] = False  # the worker times the first call apart, as compile_s
     profiler: ClassVar[str | None] = "torch"  # bench.profile.profiler's profiler for it: torch, onnxruntime, or None
     no_profiler: ClassVar[str] = ""  # why there is none, when profiler is None
@@ -94,6 +98,34 @@ class Runtime:
         """Process settings to make before anything loads, in the worker or the profile child: facts for
         the record, and a cleanup to run when the process ends."""
         return {}, _no_cleanup
+
+    def generation_unsupported(self, scenario: Scenario) -> str | None:
+        """Why `generate:` cannot run under this load mode and precision, known without trying (None: it may)."""
+        if self.generates:
+            return None
+        loads = ", ".join(name for name, runtime in RUNTIMES.items() if runtime.generates)
+        return f"not measured: load {scenario.load} has no way to generate in bench (loads that do: {loads})"
+
+    def prepare_generation(self, scenario: Scenario, cache_dir: Path) -> Artifact | None:
+        """The artifact generation loads when it is not the timed one (a with-past export), in the parent."""
+        return None
+
+    def decoder(
+        self, scenario: Scenario, infer: Infer, prompt: dict[str, Any], artifact_path: Path | None
+    ) -> generation.Decoder:
+        """How this runtime generates the scenario's new tokens after `prompt` (torch tensors): by default the
+        loaded transformers module's own `generate` with its dynamic KV cache. Raises Unsupported, with why,
+        when the loaded model has no generate()."""
+        policy = scenario.generate
+        assert policy is not None
+        module = getattr(infer, "module", None)
+        if module is None or not hasattr(module, "generate"):
+            raise Unsupported(
+                f"not measured: the {scenario.precision} model loaded by load {scenario.load} has no transformers "
+                "generate() (a causal LM from a Hugging Face folder has one)"
+            )
+        decode = generation.hf_decode(module, prompt, policy.new_tokens)
+        return generation.Decoder("transformers generate(), dynamic KV cache", decode)
 
     def first_call(self, infer: Infer, batch: Any) -> dict[str, Any]:
         """For a runtime that compiles on its first call: run it, return {compile_s, graphs}."""

@@ -2,7 +2,11 @@
 `torch.compile` with Inductor and inference freezing.
 
 Inductor compiles on the first call: the worker times that call alone as `compile_s`
-(`first_call`), then the first inference as for any mode. Inductor's cache is a fresh folder per
+(`first_call`), then the first inference as for any mode. Generation (`decoder`) is transformers'
+static-cache recipe: `generate` with `cache_implementation="static"` and a `CompileConfig`, which
+runs the prefill eagerly and compiles the one-token decode step with torch.compile (fixed shapes:
+the cache is allocated at prompt + new tokens); that compile happens in the first generate call,
+which runs apart and gives `generation.compile_s`. Inductor's cache is a fresh folder per
 scenario (cold) unless the suite's `compile.cache` says warm: a folder next to the artifact, keyed
 by the artifact and the compile settings (`set_up_process`, before anything compiles).
 """
@@ -19,9 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.checks import generation
 from bench.errors import CompileFailed, Unsupported, first_error_line
 from bench.runtimes.base import Infer, Runtime
-from bench.runtimes.eager import load_module, load_program, loads_program
+from bench.runtimes.eager import load_module, load_program, loads_program, program_generation_reason
 from bench.runtimes.model import named_call
 from bench.runtimes.registry import register
 from bench.suite.scenarios import CompilePolicy, Scenario
@@ -137,6 +142,7 @@ class Compile(Runtime):
     name = "compile"
     artifact_format = "state_dict"
     compiles_on_first_call = True
+    generates = True
 
     def format_for(self, scenario: Scenario) -> str:
         return "exported_program" if loads_program(scenario) else self.artifact_format
@@ -164,3 +170,26 @@ class Compile(Runtime):
 
     def first_call(self, infer: Infer, batch: Any) -> dict[str, Any]:
         return first_compiled_call(infer, batch)
+
+    def generation_unsupported(self, scenario: Scenario) -> str | None:
+        return program_generation_reason(scenario)
+
+    def decoder(
+        self, scenario: Scenario, infer: Infer, prompt: dict[str, Any], artifact_path: Path | None
+    ) -> generation.Decoder:
+        """transformers' static cache and compiled decode step, on the module under the timed torch.compile
+        wrapper (that one compiled the whole forward at the prompt's shape; generation compiles its own step)."""
+        from transformers.generation.configuration_utils import CompileConfig
+
+        policy, new_tokens = policy_of(scenario), scenario.generate.new_tokens  # type: ignore[union-attr]
+        module = getattr(getattr(infer, "module", None), "_orig_mod", None)
+        if module is None or not hasattr(module, "generate"):
+            return super().decoder(scenario, infer, prompt, artifact_path)  # says why not
+        config = CompileConfig(fullgraph=True, dynamic=False, backend="inductor", mode=policy.mode)
+        # transformers compiles the decode step on accelerators only unless told to on every device
+        config._compile_all_devices = True
+        decode = generation.hf_decode(module, prompt, new_tokens, cache_implementation="static", compile_config=config)
+        method = (
+            f"transformers generate(), static KV cache, decode step compiled by torch.compile (Inductor, {policy.mode})"
+        )
+        return generation.Decoder(method, decode, compiles=True)

@@ -21,6 +21,16 @@ def loads_program(scenario: Scenario) -> bool:
     return PRECISIONS[scenario.precision].calibrated
 
 
+def program_generation_reason(scenario: Scenario) -> str | None:
+    """Why a PT2E program (int8_static) cannot generate, or None for a module (eager and compile)."""
+    if not loads_program(scenario):
+        return None
+    return (
+        f"not measured: {scenario.precision} under load {scenario.load} runs a PT2E (torch.export) program of "
+        "one forward call with fixed inputs: it has no KV cache and no generate(); int8_weight_only generates"
+    )
+
+
 def load_program(scenario: Scenario, artifact_path: Path) -> Any:
     """The converted PT2E program, run as it is (its quantize/dequantize pairs in fp32 ops)."""
     import torch
@@ -50,6 +60,9 @@ class Eager(Runtime):
 
     def format_for(self, scenario: Scenario) -> str:
         return "exported_program" if loads_program(scenario) else self.artifact_format
+
+    def generation_unsupported(self, scenario: Scenario) -> str | None:
+        return program_generation_reason(scenario)
 
     def load(self, scenario: Scenario, artifact_path: Path) -> tuple[Infer, dict[str, Any]]:
         if loads_program(scenario):

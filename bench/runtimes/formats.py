@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import platform
 import tempfile
@@ -21,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from bench.checks import generation
 from bench.environment import read_cpuinfo
 from bench.errors import CompileFailed, Unsupported, first_error_line
 from bench.models import catalog as models
@@ -37,6 +39,7 @@ from bench.runtimes.model import (
     calibration_spec,
     fidelity_batch,
     file_stem,
+    generation_prompts,
     make_batch,
     model_key,
     named_call,
@@ -399,6 +402,37 @@ def reference_outputs(scenario: Scenario, cache_dir: Path, inputs: int) -> Artif
         write_via_memory(path, lambda f: torch.save(output.float(), f))
 
     return cached_artifact(cache_dir, key, f"{file_stem(scenario)}-reference.pt", write)
+
+
+def reference_tokens(scenario: Scenario, cache_dir: Path) -> Artifact | None:
+    """fp32 eager's greedy tokens after the scenario's prompts (`generate:`): what every runtime's and
+    precision's generated tokens are compared with. A JSON `ReferenceTokens` (bench.checks.generation),
+    made once per model, prompts and new-token count; None without `generate:`."""
+    import torch
+
+    if scenario.generate is None or (scenario.source is not None and scenario.source.compiled):
+        return None
+    new_tokens = scenario.generate.new_tokens
+    key = {
+        **model_key(scenario),
+        "kind": "reference_tokens",
+        "batch_size": scenario.batch_size,
+        "input_shape": list(scenario.input_shape),
+        "named_inputs": [spec.to_dict() for spec in named_inputs(scenario)],
+        "text": file_sha256(Path(scenario.source.text)) if scenario.source and scenario.source.text else None,
+        "new_tokens": new_tokens,
+        "generation_code_sha256": file_sha256(Path(generation.__file__)),
+    }
+
+    def write(path: Path) -> None:
+        prompt = generation_prompts(scenario)
+        model = build_fp32(scenario)
+        with torch.inference_mode():
+            generated = generation.hf_decode(model, prompt, new_tokens)([])
+        reference = generation.ReferenceTokens(prompt["input_ids"].tolist(), generated.tokens)
+        path.write_text(json.dumps(dataclasses.asdict(reference)), encoding="utf-8")
+
+    return cached_artifact(cache_dir, key, f"{file_stem(scenario)}-reference-tokens.json", write)
 
 
 def write_aoti_package(exported: Any, path: Path) -> dict[str, Any]:

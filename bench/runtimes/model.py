@@ -38,6 +38,12 @@ def make_batch(scenario: Scenario, batch_size: int | None = None) -> Any:
     return to_runtime_input(scenario, batch)
 
 
+def generation_prompts(scenario: Scenario) -> dict[str, Any]:
+    """The prompts `generate:` continues: the timed batch's named inputs as torch tensors (int64 token ids and
+    mask), the same in the worker and for fp32 eager's reference tokens in the parent."""
+    return sample_inputs(scenario, scenario.batch_size, scenario.seed, skip=0)
+
+
 def named_inputs(scenario: Scenario) -> tuple[inputs.InputSpec, ...]:
     """The model's named inputs (bench.suite.inputs); empty for a model fed one float tensor."""
     return scenario.source.inputs if scenario.source is not None else ()

@@ -5,6 +5,10 @@ Its artifact is prepared from ONNX Runtime's: the fp32 ONNX export (`load: onnxr
 `precision: fp32`), which OpenVINO runs in the precision asked through its precision hint, so its
 inputs are that file's fp32 numpy arrays. int8_static is NNCF's post-training quantization of that
 fp32 file (QDQ nodes, which OpenVINO runs with int8 kernels), over the scenario's calibration inputs.
+
+Generation reads the with-past ONNX export of the causal LM (bench.runtimes.decoding, shared with ONNX
+Runtime) and makes it stateful: the KV cache is the compiled model's state, and bench's greedy loop
+feeds it one token per step. It runs in the precision hint as the forward does (fp32, bf16, fp16).
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
+from bench.checks import generation
 from bench.errors import Unsupported
 from bench.models import sources
 from bench.models.artifacts import Artifact, cached_artifact, file_sha256
-from bench.runtimes import quantization
+from bench.runtimes import decoding, quantization
 from bench.runtimes.base import Infer, Runtime
 from bench.runtimes.model import calibration_feeds, calibration_spec, file_stem
 from bench.runtimes.registry import RUNTIMES, register
@@ -78,6 +83,7 @@ class OpenVINO(Runtime):
     artifact_format = "onnx"
     engine = "openvino"
     takes_numpy = True
+    generates = True
     profiler = None
     no_profiler = "bench does not read OpenVINO's per-layer performance counters (PERF_COUNT) yet"
 
@@ -105,24 +111,9 @@ class OpenVINO(Runtime):
         return tensor.numpy()  # the fp32 ONNX graph's input; the precision is OpenVINO's hint
 
     def load(self, scenario: Scenario, artifact_path: Path) -> tuple[Infer, dict[str, Any]]:
-        """The ONNX file read and compiled by OpenVINO for the CPU: the scenario's threads, a latency
-        hint (one stream) and the precision set explicitly; the record says what OpenVINO ran."""
-        ov = _openvino()
-        core = ov.Core()
-        hint, capability = _PRECISIONS[scenario.precision]
-        capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-        if capability not in capabilities:
-            raise Unsupported(
-                f"OpenVINO's CPU plugin cannot run {scenario.precision} on this CPU: its optimization "
-                f"capabilities are {', '.join(capabilities)} (no {capability})"
-            )
-        model = core.read_model(str(artifact_path))
-        config = {
-            "INFERENCE_NUM_THREADS": scenario.threads,
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": hint,
-        }
-        compiled = core.compile_model(model, "CPU", config)
+        """The ONNX file read and compiled by OpenVINO for the CPU; the record says what OpenVINO ran."""
+        core = _openvino().Core()
+        compiled = _compile(core, core.read_model(str(artifact_path)), scenario)
         request = compiled.create_infer_request()
         output = compiled.output(0)
 
@@ -138,3 +129,44 @@ class OpenVINO(Runtime):
             "num_streams": int(compiled.get_property("NUM_STREAMS")),
         }
         return infer, {"compiled": facts}
+
+    def generation_unsupported(self, scenario: Scenario) -> str | None:
+        if scenario.precision == "int8_static":
+            return (
+                "not measured: OpenVINO's int8_static is NNCF's quantization of the one-call ONNX file over "
+                "calibration inputs; bench does not quantize the with-past decoder that generation runs"
+            )
+        return None
+
+    def prepare_generation(self, scenario: Scenario, cache_dir: Path) -> Artifact:
+        return decoding.prepare_with_past(scenario, cache_dir)
+
+    def decoder(
+        self, scenario: Scenario, infer: Infer, prompt: dict[str, Any], artifact_path: Path | None
+    ) -> generation.Decoder:
+        assert artifact_path is not None  # prepare_generation's
+        core = _openvino().Core()
+        model = core.read_model(str(artifact_path))
+        decoding.make_stateful(model, scenario.batch_size)
+        request = _compile(core, model, scenario).create_infer_request()
+        arrays = {name: value.numpy() for name, value in prompt.items()}
+        decode = generation.greedy_decode(decoding.OpenVINOSteps(request), arrays, scenario.generate.new_tokens)  # type: ignore[union-attr]
+        return generation.Decoder("bench greedy loop, OpenVINO stateful model (KV cache as its state)", decode)
+
+
+def _compile(core: Any, model: Any, scenario: Scenario) -> Any:
+    """The model compiled for the CPU with the scenario's threads, a latency hint (one stream) and the
+    precision set explicitly; Unsupported when the CPU cannot run that precision."""
+    hint, capability = _PRECISIONS[scenario.precision]
+    capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    if capability not in capabilities:
+        raise Unsupported(
+            f"OpenVINO's CPU plugin cannot run {scenario.precision} on this CPU: its optimization "
+            f"capabilities are {', '.join(capabilities)} (no {capability})"
+        )
+    config = {
+        "INFERENCE_NUM_THREADS": scenario.threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": hint,
+    }
+    return core.compile_model(model, "CPU", config)

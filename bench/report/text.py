@@ -19,7 +19,7 @@ from bench.format.markdown import cell, table, unit_headers
 from bench.report.blocks import figure_html, figure_markdown, section_table
 from bench.report.data import run_tags, tagged_label
 from bench.report.figures import STYLE, FigureResult, _save
-from bench.results.record import ResultRecord
+from bench.results.record import GenerationFigures, ResultRecord
 from bench.results.runfolder import RunFolder
 
 FIGURE_PREFIX = "text_"
@@ -32,12 +32,14 @@ INTRO = (
     "every real position."
 )
 GENERATION_INTRO = (
-    "Greedy generation with the KV cache (transformers' generate) after the timed run, on the scenario's "
-    "batch of prompts of seq_len tokens. TTFT is the prefill and the first token, per round; TPOT is each "
-    "later token, over every decoded step of every round. Tokens/s counts every prompt's new tokens over a "
-    "whole generate call (median round). RSS growth is VmRSS after a call minus before it (the largest, "
-    "warmup calls included); "
-    "the KV cache is its tensors' bytes after the last token."
+    "Greedy generation with the KV cache after the timed run, on the scenario's batch of prompts of seq_len "
+    "tokens, the way the row's runtime generates (listed below the table). TTFT is the prefill and the first "
+    "token, per round; TPOT is each later token, over every decoded step of every round. Tokens/s counts every "
+    "prompt's new tokens over a whole generation (median round). Token agreement is the share of the generated "
+    "tokens identical to fp32 eager's on the same prompts, position by position; first divergence the earliest "
+    "new-token position (from 0) where any prompt's tokens differ. Compile is the first generation's time beyond "
+    "a timed one (the decode step compiling). RSS growth is VmRSS after a call minus before it (the largest, "
+    "warmup calls included); the KV cache is its tensors' bytes after the last token."
 )
 CAPTION = "Median time of each decoded step (2nd new token onwards) against its position after the prompt."
 FIDELITY_HEADERS = [
@@ -57,11 +59,15 @@ GENERATION_HEADERS = [
     ("batch", ""),
     ("prompt", "tokens"),
     ("new", "tokens"),
+    ("runtime", ""),
     ("TTFT median", "ms"),
     ("TTFT p99", "ms"),
     ("TPOT median", "ms"),
     ("TPOT p99", "ms"),
     ("tokens/s", ""),
+    ("token agreement", ""),
+    ("first divergence", "token"),
+    ("compile", "s"),
     ("RSS growth", "MiB"),
     ("KV cache", "MiB"),
 ]
@@ -91,7 +97,9 @@ def build_text(runs: Sequence[RunFolder], fig_dir: Path) -> TextSection | None:
         return None
     section = TextSection(rows)
     generated = section.generated
-    section.notes = [f"{tagged_label(tag, r)}: {r.generation.note}" for tag, r in generated if r.generation.note]
+    methods = dict.fromkeys(f"load {r.load}: {r.generation.method}" for _, r in generated if r.generation.method)
+    notes = [f"{tagged_label(tag, r)}: {r.generation.note}" for tag, r in generated if r.generation.note]
+    section.notes = [*methods, *notes]
     section.fidelity_notes = [f"{tagged_label(tag, r)}: {note}" for tag, r in rows for note in _fidelity_notes(r)]
     measured = [(tag, r) for tag, r in section.generated if r.generation.tpot_by_position_s]
     if measured:
@@ -156,6 +164,13 @@ def _fidelity_cells(tag: str, record: ResultRecord) -> list[str]:
     ]
 
 
+def _divergence(g: GenerationFigures) -> str:
+    """The first divergence: a position, "none" when every token agreed, empty when not compared."""
+    if g.token_agreement is None:
+        return ""
+    return "none" if g.first_divergence is None else str(g.first_divergence)
+
+
 def _generation_cells(tag: str, record: ResultRecord) -> list[str]:
     g = record.generation
     assert g is not None
@@ -165,11 +180,15 @@ def _generation_cells(tag: str, record: ResultRecord) -> list[str]:
         str(g.batch_size),
         str(g.prompt_tokens),
         str(g.new_tokens),
+        record.runtime,
         _num(g.ttft_s.median if g.ttft_s else None, 1e3),
         _num(g.ttft_s.p99 if g.ttft_s else None, 1e3),
         _num(g.tpot_s.median if g.tpot_s else None, 1e3),
         _num(g.tpot_s.p99 if g.tpot_s else None, 1e3),
         _num(g.tokens_per_s, fmt="{:,.1f}"),
+        _num(g.token_agreement, fmt="{:.3f}"),
+        _divergence(g),
+        _num(g.compile_s, fmt="{:.1f}"),
         _num(g.rss_growth_bytes, mib, "{:.2f}"),
         _num(g.kv_cache_bytes, mib, "{:.3f}"),
     ]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.checks import generation
-from bench.checks.generation import Decoder, GeneratePolicy, Generated, ReferenceTokens
+from bench.checks.generation import Decoder, Generated, GeneratePolicy, ReferenceTokens
 
 
 class Counting:

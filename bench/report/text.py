@@ -72,6 +72,10 @@ GENERATION_HEADERS = [
     ("KV cache", "MiB"),
 ]
 
+# the generation table's text columns (the rest are numbers): the scenario and the runtime
+_GENERATION_TEXT = {0: "id", 4: "text"}
+_GENERATION_SIDES = ["r" if _GENERATION_TEXT.get(i, "num") == "num" else "l" for i in range(len(GENERATION_HEADERS))]
+
 
 @dataclass
 class TextSection:
@@ -222,7 +226,7 @@ def text_html(section: TextSection | None) -> str:
                 "generation-table",
                 GENERATION_HEADERS,
                 (_generation_cells(*row) for row in section.generated),
-                ["id"] + ["num"] * (len(GENERATION_HEADERS) - 1),
+                [_GENERATION_TEXT.get(i, "num") for i in range(len(GENERATION_HEADERS))],
             ),
             *(f'<div class="note">{html.escape(note)}</div>' for note in section.notes),
         ]
@@ -245,8 +249,9 @@ def text_markdown(section: TextSection | None, out_dir: Path) -> str:
         out += [
             "### Generation\n",
             GENERATION_INTRO + "\n",
-            table(unit_headers(GENERATION_HEADERS), rows, ["l"] + ["r"] * (len(GENERATION_HEADERS) - 1)) + "\n",
+            table(unit_headers(GENERATION_HEADERS), rows, _GENERATION_SIDES) + "\n",
             *(f"- {cell(note)}" for note in section.notes),
+            "",
         ]
     if section.figure is not None:
         out += figure_markdown(section.figure, out_dir)

@@ -492,7 +492,8 @@ def run_scenario(
         artifact = runtimes.prepare_artifact(scenario, context.cache_dir)
         reference = runtimes.reference_outputs(scenario, context.cache_dir, runtimes.fidelity_count(scenario))
         generation_artifact = runtimes.prepare_generation(scenario, context.cache_dir)
-        reference_tokens = runtimes.reference_tokens(scenario, context.cache_dir)
+        generates = scenario.generate is not None and runtimes.generation_reason(scenario) is None
+        reference_tokens = runtimes.reference_tokens(scenario, context.cache_dir) if generates else None
     except runtimes.Unsupported as exc:
         return ResultRecord(**base, status="unsupported", reason=str(exc), duration_s=time.perf_counter() - started)
     except SourceError as exc:  # the user's file or factory: the message names it and the suite field

@@ -46,7 +46,7 @@ def test_greedy_loop_prefills_then_feeds_one_token_per_step_with_the_mask_and_po
     assert first[0].shape == (2, 3) and first[2].tolist() == [[0, 0, 1], [0, 1, 2]]  # positions follow the mask
     assert second[0].tolist() == [[6], [10]] and second[1].shape == (2, 4) and second[2].tolist() == [[2], [3]]
     assert third[1].shape == (2, 5) and third[2].tolist() == [[3], [4]]
-    assert out.kv_cache_bytes == (3 + 1 + 1) * 8
+    assert out.kv_cache_bytes == (3 + 1 + 1) * 8 and out.kv_bytes_per_position == 8  # the last token is never fed
     generation.greedy_decode(model, prompt, 3)([])
     assert model.resets == 2  # every generation starts from an empty cache
 
@@ -89,6 +89,8 @@ def test_measure_times_the_first_token_and_each_later_step_with_one_clock():
     assert len(figures["tpot_by_position_s"]) == 2 and figures["tokens_per_s"] > 0
     assert (figures["method"], figures["kv_cache_bytes"], figures["compile_s"]) == ("sleeps", 64, None)
     assert figures["token_agreement"] == pytest.approx(2 / 3) and figures["first_divergence"] == 2
+    # no module and no weight bytes: nothing for the roofline to divide
+    assert figures["bytes_per_decode_step"] is None and figures["flops_per_decode_step"] is None
 
 
 def test_a_compiling_decoder_runs_once_apart_and_other_prompts_than_the_references_fail():

@@ -90,8 +90,10 @@ def test_bytes_per_decode_step_of_a_tiny_gpt2_match_a_hand_count(tmp_path):
     batch, prompt, new = 2, 12, 4
     ids = torch.randint(0, vocab, (batch, prompt), generator=torch.Generator().manual_seed(0))
     policy = generation.GeneratePolicy(new_tokens=new, rounds=1, warmup_rounds=0)
+    prompt_ids = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    decoder = generation.Decoder("generate", generation.hf_decode(model, prompt_ids, new), module=model)
     with torch.inference_mode():
-        figures = generation.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, policy)
+        figures = generation.measure(decoder, ids.tolist(), policy)
     kv_per_position = 2 * layers * batch * d * 4  # keys and values, every layer, the batch, fp32
     assert figures["kv_bytes_per_position"] == kv_per_position
     assert figures["bytes_per_decode_step"] == parameters * 4 + kv_per_position * (prompt + new // 2)

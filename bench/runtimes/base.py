@@ -125,7 +125,7 @@ class Runtime:
                 "generate() (a causal LM from a Hugging Face folder has one)"
             )
         decode = generation.hf_decode(module, prompt, policy.new_tokens)
-        return generation.Decoder("transformers generate(), dynamic KV cache", decode)
+        return generation.Decoder("transformers generate(), dynamic KV cache", decode, module=module)
 
     def first_call(self, infer: Infer, batch: Any) -> dict[str, Any]:
         """For a runtime that compiles on its first call: run it, return {compile_s, graphs}."""

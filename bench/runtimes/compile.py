@@ -204,4 +204,4 @@ class Compile(Runtime):
         method = (
             f"transformers generate(), static KV cache, decode step compiled by torch.compile (Inductor, {policy.mode})"
         )
-        return generation.Decoder(method, decode, compiles=True)
+        return generation.Decoder(method, decode, compiles=True, module=module)

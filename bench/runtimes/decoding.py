@@ -127,6 +127,27 @@ def prepare_with_past(scenario: Scenario, cache_dir: Path) -> Artifact:
     )
 
 
+def step_weight_bytes(path: Path) -> int:
+    """The weights one decode step of the with-past file reads: every initializer's bytes but those of tables
+    only gathered from (an embedding gives one row per token). The file itself is larger than the weights a
+    step reads: GPT-2's tied lm_head is its token embedding once in torch, twice in the export (652 MB
+    against 498 MB for GPT-2-small), and the embedding copy is only gathered from."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(path)).graph
+    consumers: dict[str, set[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
+    return sum(
+        int(np.prod(init.dims)) * np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+        for init in graph.initializer
+        if consumers.get(init.name) != {"Gather"}
+    )
+
+
 class OrtSteps:
     """ONNX Runtime's session over the with-past file: each step's present is the next step's past."""
 

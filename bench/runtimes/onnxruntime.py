@@ -71,8 +71,8 @@ class OnnxRuntime(Runtime):
         arrays = {name: value.numpy() for name, value in prompt.items()}
         decode = generation.greedy_decode(steps, arrays, scenario.generate.new_tokens)  # type: ignore[union-attr]
         method = "bench greedy loop, ONNX Runtime, KV cache as inputs and outputs"
-        # a decode step reads the file's fp32 weights (the graph itself is a few kB of it)
-        return generation.Decoder(method, decode, weight_bytes=artifact_path.stat().st_size)
+        weights = decoding.step_weight_bytes(artifact_path)
+        return generation.Decoder(method, decode, weight_bytes=weights)
 
 
 def _session(scenario: Scenario, path: Path) -> tuple[Any, str]:

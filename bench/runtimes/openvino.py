@@ -154,7 +154,7 @@ class OpenVINO(Runtime):
         method = "bench greedy loop, OpenVINO stateful model (KV cache as its state)"
         # fp32: a decode step reads the file's fp32 weights; under a bf16 or f16 hint the plugin may keep them in
         # half the bytes, which bench cannot see, so the roofline leaves those rows out
-        weights = artifact_path.stat().st_size if scenario.precision == "fp32" else None
+        weights = decoding.step_weight_bytes(artifact_path) if scenario.precision == "fp32" else None
         return generation.Decoder(method, decode, weight_bytes=weights)
 
 

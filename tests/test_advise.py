@@ -115,6 +115,19 @@ def test_the_cheapest_feasible_wins_a_fast_one_below_the_floor_never_does_and_a_
     assert "m-bf16 is at least as good" in by_id(advice)["m-fp16"].why
 
 
+def test_a_rate_projected_from_one_instance_says_so():
+    # The host-filling 2x1 layout confirmed no rate; the 1-instance point did: bench plan projects it to 2
+    # instances, and the advice must not call that a rate of the 2x1 layout (bert_tiny's 0.26 ms calls did so).
+    bf16 = row("m-bf16", "bf16", 6, 0.995, 200)
+    one = layout(1, 1, [(300.0, SLO_S / 2)], SLO_S, requested=False)
+    two = layout(2, 1, [(10.0, SLO_S * 3)], SLO_S)
+    record = dataclasses.replace(bf16, scenario_id=stage_id("m-bf16", "capacity"), capacity=capacity([one, two], SLO_S))
+    item = dataclasses.replace(measured(bf16), capacity=record)
+    advice = decide([item], request(), spent_s=1.0)
+    assert advice.winner is not None and advice.winner.rate_per_host_per_s == pytest.approx(600.0)
+    assert "projected from the confirmed rate of 1 instance(s)" in advice.why, advice.why
+
+
 def test_the_confirm_row_plans_the_lower_of_the_two_rates_and_marks_it_confirmed():
     bf16 = row("m-bf16", "bf16", 6, 0.995, 200)
     confirm = dataclasses.replace(load_tested(bf16, 300.0), scenario_id=stage_id("m-bf16", "confirm"))

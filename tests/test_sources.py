@@ -26,6 +26,8 @@ from torch import nn
 
 from bench import runtimes
 from bench.errors import SuiteError
+from bench.measure import contract
+from bench.measure.worker import WorkerSpec
 from bench.models import catalog as models
 from bench.models import sources
 from bench.models.sources import ModelSource, SourceError
@@ -662,13 +664,8 @@ print(json.dumps({**dataclasses.asdict(session.facts), "infer_dropped": session.
 
 
 def test_release_reports_what_deleting_the_model_gives_back(tmp_path):
-    spec = {
-        "scenario": _scenario(None).to_dict(),
-        "artifact_path": str(tmp_path / "unused.pt"),
-        "reference_path": None,
-        "out_dir": str(tmp_path),
-    }
-    argv = [sys.executable, "-c", RELEASE, json.dumps(spec)]
+    spec = WorkerSpec(_scenario(None).to_dict(), str(tmp_path / "unused.pt"), None, str(tmp_path))
+    argv = [sys.executable, "-c", RELEASE, contract.encode(spec)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])

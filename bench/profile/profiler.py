@@ -56,7 +56,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -85,6 +84,7 @@ from bench.suite.scenarios import Scenario
 if TYPE_CHECKING:
     from bench.measure.zygote import ZygoteWorkers
 from bench.measure.child import Child, ChildFiles, child_env, describe_exit, die_with_parent, launch
+from bench.profile.probe import ProbeFailed, keep, read_cached, run_probe
 
 DEFAULT_ITERATIONS = 50
 DEFAULT_WARMUP = 5
@@ -957,9 +957,9 @@ def measure_peak_gflops(
     """
     key = f"peak-{fingerprint or 'nofingerprint'}-{dtype}-t{threads}-n{size}.json"
     cache_path = Path(cache_dir) / key if cache_dir is not None else None
-    if cache_path is not None and cache_path.exists():
-        with contextlib.suppress(ValueError, OSError):
-            return {**json.loads(cache_path.read_text(encoding="utf-8")), "cached": True}
+    cached = read_cached(cache_path)
+    if cached is not None:
+        return {**cached, "cached": True}
     result: dict[str, Any] = {
         "gflops": None,
         "dtype": dtype,
@@ -971,32 +971,14 @@ def measure_peak_gflops(
     if dtype not in PEAK_DTYPES:
         result["note"] = f"no peak measurement for dtype {dtype!r}; expected one of {', '.join(PEAK_DTYPES)}"
         return result
-    command = [sys.executable, "-m", "bench.profile.profiler", "--peak", dtype, str(size), str(seconds)]
+    args = ["bench.profile.profiler", "--peak", dtype, str(size), str(seconds)]
     try:
-        done = subprocess.run(
-            command,
-            env=child_env(threads, {}),
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=timeout_s,
-            check=False,
-        )
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0 or not lines:
-            tail = "\n".join(done.stderr.splitlines()[-5:])
-            result["note"] = f"peak measurement failed (exit code {done.returncode}): {tail}"
-            return result
-        result.update(json.loads(lines[-1]))
-    except Exception as exc:
-        result["note"] = f"peak measurement failed: {type(exc).__name__}: {exc}"
+        result.update(run_probe(args, threads, timeout_s, "peak measurement"))
+    except ProbeFailed as exc:
+        result["note"] = str(exc)
         return result
-    if cache_path is not None and result["gflops"]:
-        with contextlib.suppress(OSError):
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_suffix(f".tmp-{os.getpid()}")
-            tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "cached"}), encoding="utf-8")
-            os.replace(tmp, cache_path)
+    if result["gflops"]:
+        keep(cache_path, {k: v for k, v in result.items() if k != "cached"})
     return result
 
 

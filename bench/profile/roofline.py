@@ -24,13 +24,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.measure.child import child_env
+from bench.profile.probe import ProbeFailed, keep, read_cached, run_probe
 
 # Arrays each kernel touches per element: copy reads b and writes a; triad reads b and c, writes a.
 STREAM_ARRAYS = {"copy": 2, "triad": 3}
@@ -106,40 +105,20 @@ def measure_bandwidth(
     size = array_bytes if array_bytes is not None else array_bytes_for(llc)
     key = f"bandwidth-{fingerprint or 'nofingerprint'}-t{threads}-b{size}-r{repetitions}.json"
     cache_path = Path(cache_dir) / key if cache_dir is not None else None
-    if cache_path is not None and cache_path.exists():
-        with contextlib.suppress(ValueError, OSError, TypeError):
-            return MemoryBandwidth(**{**json.loads(cache_path.read_text(encoding="utf-8")), "cached": True})
+    cached = read_cached(cache_path)
+    if cached is not None:
+        with contextlib.suppress(TypeError):  # a cache file of other fields: measured again
+            return MemoryBandwidth(**{**cached, "cached": True})
     failed = MemoryBandwidth(None, None, None, threads, size, llc, repetitions, cached=False)
-    command = [sys.executable, "-m", "bench.profile.roofline", "--bandwidth", str(size), str(repetitions)]
+    args = ["bench.profile.roofline", "--bandwidth", str(size), str(repetitions)]
     try:
-        done = subprocess.run(
-            command,
-            env=child_env(threads, {}),
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=timeout_s,
-            check=False,
-        )
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0 or not lines:
-            tail = "\n".join(done.stderr.splitlines()[-5:])
-            return dataclasses.replace(
-                failed, note=f"bandwidth measurement failed (exit code {done.returncode}): {tail}"
-            )
-        best_s = json.loads(lines[-1])
-    except Exception as exc:
-        return dataclasses.replace(failed, note=f"bandwidth measurement failed: {type(exc).__name__}: {exc}")
+        best_s = run_probe(args, threads, timeout_s, "bandwidth measurement")
+    except ProbeFailed as exc:
+        return dataclasses.replace(failed, note=str(exc))
     copy = stream_bytes("copy", size) / best_s["copy"] / 1e9
     triad = stream_bytes("triad", size) / best_s["triad"] / 1e9
     result = MemoryBandwidth(max(copy, triad), copy, triad, threads, size, llc, repetitions, cached=False)
-    if cache_path is not None:
-        with contextlib.suppress(OSError):
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_suffix(f".tmp-{os.getpid()}")
-            kept = {k: v for k, v in dataclasses.asdict(result).items() if k != "cached"}
-            tmp.write_text(json.dumps(kept), encoding="utf-8")
-            os.replace(tmp, cache_path)
+    keep(cache_path, {k: v for k, v in dataclasses.asdict(result).items() if k != "cached"})
     return result
 
 

@@ -221,9 +221,9 @@ def byte_size(value: Any, where: Where, context: Context) -> int:
 
 def from_json(hint: Any, value: Any) -> Any:
     """A JSON value as type `hint`, e.g. a dataclass from its `asdict` form after a trip through JSON:
-    nested dataclasses (keys they do not know dropped, missing ones at their defaults), tuples and
-    lists rebuilt by the type hints, optionals, a union of dataclasses (the first whose fields hold every
-    key); anything else as it is."""
+    nested dataclasses (keys they do not know dropped, missing ones at their defaults), tuples,
+    lists and dict values rebuilt by the type hints, optionals, a union of dataclasses (the first
+    whose fields hold every key); anything else as it is."""
     if value is None:
         return None
     origin = typing.get_origin(hint)
@@ -243,6 +243,9 @@ def from_json(hint: Any, value: Any) -> Any:
         if origin is list or (len(args) == 2 and args[1] is Ellipsis):
             return origin(from_json(args[0], item) for item in value)
         return tuple(from_json(arg, item) for arg, item in zip(args, value, strict=True))
+    if origin is dict and isinstance(value, Mapping):
+        value_hint = typing.get_args(hint)[1]
+        return {key: from_json(value_hint, item) for key, item in value.items()}
     if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
         hints = field_types(hint)
         return hint(**{name: from_json(hints[name], item) for name, item in value.items() if name in hints})

@@ -63,6 +63,7 @@ class Candidate:
     batching: str | None  # the suite's capacity.batching, measured in the capacity stage
     unsupported: str | None  # the registry's reason, known without trying
     capacity: CapacityPolicy | None = None  # the suite's capacity: block, if it gave one (its SLO is replaced)
+    cores: int = 1  # the usable cores of the host it is measured on (this one, or its host group's)
 
     @property
     def id(self) -> str:
@@ -103,7 +104,7 @@ def candidates(suite: Suite, cores: int) -> list[Candidate]:
             scenario = screen_scenario(dataclasses.replace(base, **dict(zip(values, combo, strict=True))))
             if scenario.id not in found:
                 batching = base.capacity.batching.label if base.capacity and base.capacity.batching else None
-                found[scenario.id] = Candidate(scenario, batching, unsupported(scenario), base.capacity)
+                found[scenario.id] = Candidate(scenario, batching, unsupported(scenario), base.capacity, cores)
     return list(found.values())
 
 

@@ -7,6 +7,10 @@
    each model's cheapest first;
 3. confirm: the cheapest feasible candidate's search once more.
 
+A fleet advise (`--scheduler`) runs the stages once per host group, each stage for every group
+before the next, under the one budget: every row is sent to its group's hosts through
+bench.measure.fleet (the same path as `bench run --scheduler`), one row at a time.
+
 Each row is appended to results.jsonl as it ends (bench.measure.runner.run_scenario, the same
 path as `bench run`), so an interrupted advise continues with `--resume`: the rows already there
 are read back and only the missing ones measured. Before each row the stage's cost is estimated
@@ -27,6 +31,7 @@ from bench.advise.decide import AdviceRequest, Measured, capacity_order, confirm
 from bench.advise.space import Candidate, capacity_scenario, estimate_capacity_s, estimate_screen_s, stage_id, stage_of
 from bench.console import ConsoleProgress
 from bench.format.units import duration_readable
+from bench.measure import fleet
 from bench.measure.runner import (
     Progress,
     RunContext,
@@ -79,9 +84,12 @@ class Stages:
         announce: Announce,
         stage_progress: StageProgress | None = None,
         progress: Progress | None = None,
+        client=None,
     ):
-        """`progress`: what each row's events go to (default: `stage_progress`, which each stage restarts)."""
+        """`progress`: what each row's events go to (default: `stage_progress`, which each stage restarts);
+        `client`: a Dask fleet's, which measures the rows on its hosts (None: here)."""
         self.context, self.request, self.cores, self.announce = context, request, cores, announce
+        self.client = client
         self.stage_progress = stage_progress or StageProgress()
         self.progress: Progress = progress or self.stage_progress
         self.items = list(items)
@@ -90,7 +98,8 @@ class Stages:
 
     @property
     def spent_s(self) -> float:
-        return sum(wall_s(r) for r in self.rows.values())
+        """Every row of the run folder: host groups share the one budget."""
+        return sum(wall_s(r) for r in self.context.records)
 
     def measured(self) -> list[Measured]:
         return [
@@ -126,6 +135,10 @@ class Stages:
 
     def _measure(self, scenario: Scenario, stage: str, index: int, total: int) -> None:
         row_id = stage_id(scenario.id, stage)
+        if self.client is not None:  # the fleet runner appends the row and tells the progress
+            fleet.run_suite_on_fleet(self.context, self.client, self.progress, rows={row_id: scenario}, finish=False)
+            self.rows[row_id] = self.context.records[-1]
+            return
         self.progress.scenario_started(index, total, row_id)
         record = run_scenario(self.context, scenario, self.progress, file_stem=row_id)
         record = dataclasses.replace(record, scenario_id=row_id)
@@ -161,7 +174,7 @@ class Stages:
         return self._mean_wall("capacity", estimate_capacity_s(self._capacity_of(self.items[0]), self.cores))
 
     def _capacity_of(self, c: Candidate) -> Scenario:
-        return capacity_scenario(c.scenario, c.capacity, self.request.slo_p99_s * 1e3, self.cores)
+        return capacity_scenario(c.scenario, c.capacity, self.request.slo_p99_s * 1e3, c.cores)
 
     def capacity(self) -> None:
         verdicts = screen_verdicts(self.measured(), self.request)
@@ -207,26 +220,31 @@ class Stages:
 
 def run_stages(
     context: RunContext,
-    items: Sequence[Candidate],
-    request: AdviceRequest,
-    cores: int,
+    groups: Sequence[tuple[Sequence[Candidate], AdviceRequest]],
     announce: Announce = lambda line: print(f"bench: {line}", file=sys.stderr, flush=True),
     *,
     stage_progress: StageProgress | None = None,
     progress: Progress | None = None,
-) -> Stages:
-    """Measure what the budget allows of every stage into the context's run folder; its zygote opens and closes here.
-    `progress` (wrapping `stage_progress`): e.g. the history's RecordAsItRuns."""
-    stages = Stages(context, items, request, cores, announce, stage_progress, progress)
-    open_workers(context)
+    client=None,
+) -> list[Stages]:
+    """Measure what the budget allows of every stage into the context's run folder, for each (candidates, request)
+    of `groups` (one per host group on a fleet, else one), each stage for every group before the next; here the
+    run's zygote opens and closes, on a fleet (`client`) the rows go to the hosts. `progress` (wrapping
+    `stage_progress`): e.g. the history's RecordAsItRuns."""
+    every = [
+        Stages(context, items, request, request.host.cores, announce, stage_progress, progress, client)
+        for items, request in groups
+    ]
+    if client is None:
+        open_workers(context)
     try:
-        stages.screen()
-        stages.capacity()
-        stages.confirm()
+        for stage in (Stages.screen, Stages.capacity, Stages.confirm):
+            for stages in every:
+                stage(stages)
     except KeyboardInterrupt:
         write_run_info(context, status="interrupted", finished_at=utc_now())
         raise
     finally:
         close_workers(context)
     write_run_info(context, status="complete", finished_at=utc_now())
-    return stages
+    return every

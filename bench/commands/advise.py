@@ -16,17 +16,26 @@ from typing import Any
 
 from bench.advise.decide import DEFAULT_FLOOR, AdviceRequest, decide
 from bench.advise.output import advice_suite, console_table, write_advice
-from bench.advise.space import candidates, capacity_scenario
+from bench.advise.space import Candidate, candidates, capacity_scenario
 from bench.advise.stages import StageProgress, run_stages
 from bench.analysis.plan import Host
 from bench.commands.common import check_writable, output_folder, positive_int
+from bench.commands.plan import group_costs
 from bench.commands.run import report_after_run
 from bench.errors import UserError
 from bench.history.store import DEFAULT_HISTORY, HISTORY_ENV, RecordAsItRuns, history_location, refuse_folder
 from bench.library_log import LIBRARY_LOG, kept_aside
+from bench.measure import fleet
 from bench.measure.memory import cpu_count
-from bench.measure.runner import DEFAULT_WORKER_KIND, RunContext, resume_run, start_run, write_run_info
-from bench.results.advice import FIDELITY_METRICS, UPPER_BOUND_METRICS, FidelityFloor
+from bench.measure.runner import (
+    DEFAULT_WORKER_KIND,
+    RunContext,
+    check_resume_mode,
+    resume_run,
+    start_run,
+    write_run_info,
+)
+from bench.results.advice import FIDELITY_METRICS, UPPER_BOUND_METRICS, Advice, FidelityFloor
 from bench.suite.scenarios import load_suite
 
 DEFAULT_BUDGET_MIN = 30.0
@@ -36,7 +45,9 @@ examples:
   bench advise scenarios/advise.yaml --slo-p99-ms 50 --target-rps 200
   bench advise SUITE --slo-p99-ms 20 --target-rps 5000 --min-fidelity top1=0.98 \\
       --host-cost-per-hour 1.43 --budget-min 60 --top 4
-  bench advise --resume reports/RUN-ID          continue an interrupted advise
+  bench advise fleet.yaml --slo-p99-ms 20 --target-rps 5000 --scheduler tcp://10.0.0.5:8786 \\
+      --host-cost c7i=1.43 --host-cost c7g=1.16     advice per host group, each at its price
+  bench advise --resume reports/RUN-ID          continue an interrupted advise (with --scheduler on a fleet)
 
 The suite names the model(s) and, optionally, the axes precision, load, threads and batch_size;
 an axis it leaves out is searched over everything this host can run (the runtime registry,
@@ -76,6 +87,28 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         + "; ".join(f"{k}: {v}" for k, v in FIDELITY_METRICS.items()),
     )
     advise.add_argument("--host-cost-per-hour", type=float, metavar="P", help="price of one host per hour")
+    advise.add_argument(
+        "--host-cost",
+        action="append",
+        default=[],
+        metavar="GROUP=PRICE",
+        help="with --scheduler and a suite with hosts: groups, a group's price per hour (repeatable; a group "
+        "not named costs --host-cost-per-hour): each group gets its own advice at its own price",
+    )
+    advise.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="measure the stages on a Dask fleet (as bench run --scheduler); a suite's hosts: groups are each "
+        "advised on their own measured machine (needs: pip install .[fleet])",
+    )
+    advise.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=fleet.DEFAULT_CONNECT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"with --scheduler: give up if the scheduler does not answer within this time "
+        f"(default {fleet.DEFAULT_CONNECT_TIMEOUT_S:g})",
+    )
     advise.add_argument(
         "--budget-min",
         type=float,
@@ -147,18 +180,33 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "target_rps": args.target_rps,
         "min_fidelity": f"{floor.metric}={floor.value:g}",
         "host_cost_per_hour": cost,
+        "host_costs": group_costs(args),
         "budget_min": args.budget_min,
         "top": args.top,
     }
 
 
-def _request(settings: dict[str, Any], context: RunContext, cores: int) -> AdviceRequest:
-    host = Host(
-        cores=cores,
-        memory_bytes=int(context.environment.get("memory_total_bytes") or 0),
-        cost_per_hour=settings["host_cost_per_hour"],
-        source="the measured machine",
-    )
+def check_host_costs(costs: dict[str, float], suite_path: Path, groups: tuple[str, ...], on_fleet: bool) -> None:
+    """--host-cost prices a fleet suite's host groups; UserError (before anything is measured) for any other use."""
+    if not costs:
+        return
+    named = " ".join(f"--host-cost {g}={p:g}" for g, p in costs.items())
+    if not on_fleet or not groups:
+        missing = "no --scheduler was given" if not on_fleet else f"{suite_path} has no hosts: groups"
+        raise UserError(
+            f"{named}: a host group's price applies to an advise on a Dask fleet (--scheduler ADDRESS) whose suite "
+            f"names host groups (hosts:), and {missing}; price the one host type with --host-cost-per-hour instead. "
+            "Nothing was measured."
+        )
+    unknown = sorted(set(costs) - set(groups))
+    if unknown:
+        raise UserError(
+            f"{named}: {suite_path} has no host group {', '.join(unknown)} (its hosts: {', '.join(groups)}); "
+            "nothing was measured."
+        )
+
+
+def _request(settings: dict[str, Any], host: Host) -> AdviceRequest:
     return AdviceRequest(
         slo_p99_s=settings["slo_p99_ms"] / 1e3,
         target_rps=settings["target_rps"],
@@ -175,6 +223,7 @@ _REQUEST_FLAGS = {
     "--target-rps": "target_rps",
     "--min-fidelity": "min_fidelity",
     "--host-cost-per-hour": "host_cost_per_hour",
+    "--host-cost": "host_cost",
 }
 
 
@@ -182,78 +231,163 @@ def advise_command(args: argparse.Namespace) -> int:
     with kept_aside(enabled=not args.debug) as library:
         if (args.suite is None) == (args.resume is None):
             raise UserError("give either a suite file to advise on or --resume RUN (not both)")
-        given = [flag for flag, value in _REQUEST_FLAGS.items() if getattr(args, value) is not None]
+        given = [flag for flag, value in _REQUEST_FLAGS.items() if getattr(args, value) not in (None, [])]
         if args.resume is not None and given:
             raise UserError(
                 f"--resume continues an advise with the request it started with (its run.json); {', '.join(given)} "
                 "cannot change it: start a new advise for another request"
             )
+        if args.resume is not None:  # before connecting: a fleet advise resumes on a fleet only, a local one here only
+            check_resume_mode(args.resume, on_fleet=args.scheduler is not None)
         cores = cpu_count()
         history_path = None
         if not args.no_history:  # as bench run: beside the run folder unless given, refused before measuring
             where = args.resume.parent if args.resume is not None else args.reports
             history_path = args.history or where / DEFAULT_HISTORY.name
             refuse_folder(history_path)
-        if args.resume is not None:
-            context = resume_run(args.resume, worker_kind=DEFAULT_WORKER_KIND, start_workers=True)
-            settings = _stored_settings(context)
-            print(f"bench: resuming the advise {context.run_id}", file=sys.stderr)
-        else:
+        suite = settings = None
+        if args.resume is None:
             settings = _settings(args)
             suite = load_suite(args.suite)
-            if suite.hosts:
+            check_host_costs(settings["host_costs"], args.suite, suite.hosts, args.scheduler is not None)
+            if suite.hosts and args.scheduler is None:
                 raise UserError(
-                    f"{args.suite}: the suite names host groups (hosts: {', '.join(suite.hosts)}); bench advise "
-                    "measures on this machine only (no --scheduler yet): remove 'hosts' to advise here"
+                    f"{args.suite}: the suite names host groups (hosts: {', '.join(suite.hosts)}), which only a "
+                    "fleet has; advise on them with --scheduler ADDRESS, or remove 'hosts' to advise here"
                 )
             check_writable(args.reports)
-            context = start_run(suite, args.reports, worker_kind=DEFAULT_WORKER_KIND, start_workers=True)
-            write_run_info(context, advise=settings)
-            print(f"bench: advise {context.run_id} on {args.suite}", file=sys.stderr)
-        library.attach(context.run_dir / LIBRARY_LOG)
-        context.debug = args.debug
-        request = _request(settings, context, cores)
-        items = candidates(context.suite, cores)
+        client = fleet.connect(args.scheduler, args.connect_timeout) if args.scheduler is not None else None
+        try:
+            return _advise(args, library, suite, settings, client, cores, history_path)
+        finally:
+            if client is not None:
+                client.close()
+
+
+def _advise(args, library, suite, settings, client, cores: int, history_path: Path | None) -> int:
+    """The advise itself, once the flags are checked and the fleet (`client`, or None) answers."""
+    on_fleet = client is not None
+    if args.resume is not None:
+        context = resume_run(
+            args.resume, worker_kind=DEFAULT_WORKER_KIND, start_workers=not on_fleet, on_fleet=on_fleet
+        )
+        settings = _stored_settings(context)
+        workers = fleet.check_workers(client, context.suite) if on_fleet else []
+        print(f"bench: resuming the advise {context.run_id}", file=sys.stderr)
+    else:
+        assert suite is not None and settings is not None
+        # Before a run folder exists: a fleet that cannot run the suite leaves nothing behind.
+        workers = fleet.check_workers(client, suite) if on_fleet else []
+        context = start_run(suite, args.reports, worker_kind=DEFAULT_WORKER_KIND, start_workers=not on_fleet)
+        write_run_info(context, advise=settings)
+        if on_fleet:
+            write_run_info(context, scheduler=args.scheduler, fleet_workers=[w.address for w in workers])
+        print(f"bench: advise {context.run_id} on {args.suite}", file=sys.stderr)
+    library.attach(context.run_dir / LIBRARY_LOG)
+    context.debug = args.debug
+    groups = _groups(settings, context, client, workers, cores)
+    for group, (items, request) in groups.items():
         print(
-            f"bench: {len(items)} candidate(s) ({sum(c.unsupported is not None for c in items)} unsupported here), "
+            f"bench: {'host group ' + group + ': ' if group else ''}{len(items)} candidate(s) "
+            f"({sum(c.unsupported is not None for c in items)} unsupported there) on {request.host.cores} cores, "
             f"p99 <= {request.slo_p99_s * 1e3:g} ms at {request.target_rps:g} requests/s, fidelity "
             f"{request.floor.text}, budget {settings['budget_min']:g} min",
             file=sys.stderr,
         )
-        stage_progress = StageProgress()
-        history = None
-        if history_path is not None:
-            history = RecordAsItRuns(stage_progress, history_path, context.run_dir, label=args.label)
-        try:
-            stages = run_stages(context, items, request, cores, stage_progress=stage_progress, progress=history)
-        except KeyboardInterrupt:
-            print(
-                f"\nbench: advise interrupted; continue it with: bench advise --resume {context.run_dir}",
-                file=sys.stderr,
-            )
-            if history is not None:
-                history.finish()
-            raise
-        advice = dataclasses.replace(decide(stages.measured(), request, stages.spent_s), run_id=context.run_id)
-        suite_yaml = None
-        if advice.winner is not None:
-            item = next(c for c in items if c.id == advice.winner.scenario_id)
-            winner = capacity_scenario(item.scenario, item.capacity, settings["slo_p99_ms"], cores)
-            suite_yaml = advice_suite(advice, winner, context.suite.text, Path(_suite_dir(context)))
-        written = write_advice(context.run_dir, advice, suite_yaml)
-        print()
-        print(console_table(advice))
-        print()
-        print(("winner: " + advice.winner.scenario_id if advice.winner else "no winner") + f": {advice.why}")
-        if advice.runner_up:
-            print(f"runner-up: {advice.runner_up}")
-        print(f"\nrun folder: {context.run_dir}")
-        for path in written:
-            print(f"{path.name}: {path}")
-        report_after_run(context.run_dir)
+    stage_progress = StageProgress()
+    history = None
+    if history_path is not None:
+        history = RecordAsItRuns(stage_progress, history_path, context.run_dir, label=args.label)
+    try:
+        every = run_stages(
+            context, list(groups.values()), stage_progress=stage_progress, progress=history, client=client
+        )
+    except KeyboardInterrupt:
+        again = f" --scheduler {args.scheduler}" if on_fleet else ""
+        print(
+            f"\nbench: advise interrupted; continue it with: bench advise --resume {context.run_dir}{again}",
+            file=sys.stderr,
+        )
         if history is not None:
             history.finish()
-        return 0 if advice.winner is not None else 1
+        raise
+    advices = {
+        group: dataclasses.replace(decide(stages.measured(), request, stages.spent_s), run_id=context.run_id)
+        for (group, (_, request)), stages in zip(groups.items(), every, strict=True)
+    }
+    advice = overall(advices)
+    suite_yaml = None
+    if advice.winner is not None:
+        item = next(c for items, _ in groups.values() for c in items if c.id == advice.winner.scenario_id)
+        winner = capacity_scenario(item.scenario, item.capacity, settings["slo_p99_ms"], item.cores)
+        suite_yaml = advice_suite(advice, winner, context.suite.text, Path(_suite_dir(context)))
+    written = write_advice(context.run_dir, advice, suite_yaml)
+    for group, one in advices.items() if advice.groups else [(None, advice)]:
+        print()
+        if group is not None:
+            print(f"host group {group} ({one.host}):")
+        print(console_table(one))
+        print()
+        print(("winner: " + one.winner.scenario_id if one.winner else "no winner") + f": {one.why}")
+        if one.runner_up:
+            print(f"runner-up: {one.runner_up}")
+    if advice.groups:
+        print(f"\nacross the host groups: {advice.why}")
+    print(f"\nrun folder: {context.run_dir}")
+    for path in written:
+        print(f"{path.name}: {path}")
+    report_after_run(context.run_dir)
+    if history is not None:
+        history.finish()
+    return 0 if advice.winner is not None else 1
+
+
+def _groups(
+    settings: dict[str, Any], context: RunContext, client, workers: list[fleet.FleetWorker], cores: int
+) -> dict[str | None, tuple[list[Candidate], AdviceRequest]]:
+    """The candidates and request of each host group (None: this machine, or a fleet without groups, planned
+    as the measured machine): each group on its own hosts' usable cores and memory, at its own price."""
+    price = settings["host_cost_per_hour"]
+    if client is None or not context.suite.hosts:
+        host = Host(cores, int(context.environment.get("memory_total_bytes") or 0), price, "the measured machine")
+        return {None: (candidates(context.suite, cores), _request(settings, host))}
+    found = fleet.group_hosts(client, workers, context.suite.hosts)
+    costs = settings.get("host_costs") or {}
+    out: dict[str | None, tuple[list[Candidate], AdviceRequest]] = {}
+    for group in context.suite.hosts:
+        facts = found[group]
+        scenarios = tuple(s for s in context.suite.scenarios if s.host_group == group)
+        subset = dataclasses.replace(context.suite, scenarios=scenarios)
+        host = Host(facts.cores, facts.memory_total_bytes, costs.get(group, price), f"{group}'s machine")
+        out[group] = (candidates(subset, facts.cores), _request(settings, host))
+    return out
+
+
+def overall(advices: dict[str | None, Advice]) -> Advice:
+    """One advice as it is (a single host type), or, per host group, the advice of the group whose winner costs
+    least per million requests (then needs the fewest hosts) with every group's under `groups`."""
+    if list(advices) == [None]:
+        return advices[None]
+    named = {str(g): a for g, a in advices.items()}
+
+    def key(item: tuple[str, Advice]) -> tuple[int, float, int]:
+        w = item[1].winner
+        if w is None:
+            return (2, 0.0, 0)
+        if w.cost_per_million is None:
+            return (1, 0.0, w.hosts or 0)
+        return (0, w.cost_per_million, w.hosts or 0)
+
+    group, best = min(named.items(), key=key)
+    if best.winner is None:
+        why = "no host group has a configuration that meets both: " + "; ".join(
+            f"{g}: {a.why}" for g, a in named.items()
+        )
+    elif key((group, best))[0] == 1:
+        why = f"host group {group} has a winner ({best.why}); without every group's price the groups are not ranked"
+    else:
+        why = f"host group {group} serves it cheapest: {best.why}"
+    return dataclasses.replace(best, why=why, groups=named)
 
 
 def _run_info(context: RunContext) -> dict[str, Any]:

@@ -122,6 +122,30 @@ def check_workers(client, suite: Suite) -> list[FleetWorker]:
     return workers
 
 
+@dataclass(frozen=True)
+class GroupHost:
+    """What a host group's hosts offer, as their own environments say: the least of its workers' usable cores
+    and total memory (a group of unequal hosts is planned for its smallest)."""
+
+    cores: int
+    memory_total_bytes: int
+    workers: int
+
+
+def group_hosts(client, workers: list[FleetWorker], groups: tuple[str, ...]) -> dict[str, GroupHost]:
+    """Each host group's GroupHost, asked of its workers (fleet.check_workers has checked that each has one)."""
+    facts = client.run(_host_facts, workers=[w.address for w in workers])
+    out = {}
+    for group in groups:
+        members = [facts[w.address] for w in workers if group in w.resources]
+        out[group] = GroupHost(
+            cores=min(int(f["usable_cores"]) for f in members),
+            memory_total_bytes=min(int(f["memory_total_bytes"]) for f in members),
+            workers=len(members),
+        )
+    return out
+
+
 def shared_hosts(workers: list[FleetWorker]) -> dict[str, list[str]]:
     """Hosts with more than one worker: their scenarios run at the same time and disturb each other."""
     by_host: dict[str, list[str]] = defaultdict(list)
@@ -159,32 +183,39 @@ def run_suite_on_fleet(
     progress: runner.Progress | None = None,
     announce: Callable[[str], None] | None = None,
     on_contention: runner.ContentionPolicy | None = None,
+    rows: dict[str, Scenario] | None = None,
+    finish: bool = True,
 ) -> list[ResultRecord]:
     """Run the context's pending scenarios on the fleet, appending each row as it comes back.
 
     `announce` gets a line each time a host starts a scenario; each host applies `on_contention`
-    to its own scenarios. A full disk here ends the run as a local run ends (runner.stop_for_space)."""
+    to its own scenarios. A full disk here ends the run as a local run ends (runner.stop_for_space).
+    `rows`: row id -> scenario, instead of the pending scenarios under their own ids (bench advise's
+    stage rows: one scenario measured as several rows, its raw files named after the row id);
+    `finish`: mark the run complete in run.json at the end (a caller with more to measure does that itself)."""
     progress = progress or runner.Silent()
-    scenarios = context.to_run
+    if rows is None:
+        rows = {s.id: s for s in context.to_run}
     attempts = _Attempts(announce)
     client.subscribe_topic(EVENT_TOPIC, attempts.on_event)
     futures = {}
-    for scenario in scenarios:
+    for row_id, scenario in rows.items():
         request = {
             "run_id": context.run_id,
             "suite": context.suite.name,
             "scenario": scenario.to_dict(),
+            "row_id": row_id,
             "rss_interval_s": context.rss_interval_s,
             "on_contention": dataclasses.asdict(on_contention or runner.ContentionPolicy()),
         }
         future = client.submit(
             measure_on_host,
             request,
-            key=f"bench-{context.run_id}-{scenario.id}",
+            key=f"bench-{context.run_id}-{row_id}",
             resources={scenario.host_group: 1} if scenario.host_group else None,
             pure=False,
         )
-        futures[future] = scenario
+        futures[future] = (row_id, scenario)
     pending = set(futures)
     last_check_s = time.monotonic()
     absent = _AbsentGroups()
@@ -193,12 +224,12 @@ def run_suite_on_fleet(
         reserve_space(context.run_dir)
         while pending:
             # future: (why, whether its last start is one we cancel rather than one whose worker was lost)
-            given_up = {f: (cause, True) for f in pending if (cause := _too_many_attempts(futures[f], attempts))}
+            given_up = {f: (cause, True) for f in pending if (cause := _too_many_attempts(futures[f][0], attempts))}
             if time.monotonic() - last_check_s > _WORKER_CHECK_S:
                 last_check_s = time.monotonic()
-                gone = absent.update(_live_groups(client), {futures[f].host_group for f in pending}, last_check_s)
+                gone = absent.update(_live_groups(client), {futures[f][1].host_group for f in pending}, last_check_s)
                 waiting = pending - given_up.keys()
-                given_up.update((f, (cause, False)) for f in waiting if (cause := _no_worker_left(futures[f], gone)))
+                given_up.update((f, (cause, False)) for f in waiting if (cause := _no_worker_left(futures[f][1], gone)))
             for future in list(given_up):
                 if future.done():  # it ended after all (since the loop looked): its result is kept
                     del given_up[future]
@@ -210,9 +241,11 @@ def run_suite_on_fleet(
                 continue
             for future, why in {**finished, **given_up}.items():
                 pending.discard(future)
-                scenario = futures[future]
-                record = _record_of(context, future, scenario, attempts.started(scenario.id), why)
-                progress.scenario_started(len(futures) - len(pending), len(futures), scenario.id)
+                row_id, scenario = futures[future]
+                record = dataclasses.replace(
+                    _record_of(context, future, scenario, attempts.started(row_id), why), scenario_id=row_id
+                )
+                progress.scenario_started(len(futures) - len(pending), len(futures), row_id)
                 append_record(context.results_path, record)
                 scenario = None
                 context.records.append(record)
@@ -231,12 +264,13 @@ def run_suite_on_fleet(
     finally:
         release_reserve(context.run_dir)
         client.unsubscribe_topic(EVENT_TOPIC)
-    runner.write_run_info(context, status="complete", finished_at=runner.utc_now())
+    if finish:
+        runner.write_run_info(context, status="complete", finished_at=runner.utc_now())
     return context.records
 
 
-def _too_many_attempts(scenario: Scenario, attempts: _Attempts) -> str | None:
-    starts = attempts.started(scenario.id)
+def _too_many_attempts(row_id: str, attempts: _Attempts) -> str | None:
+    starts = attempts.started(row_id)
     if len(starts) > MAX_ATTEMPTS:  # its hosts keep dying under it: the new start is not waited for
         return (
             f"worker lost on {len(starts) - 1} attempts; attempt {len(starts)}, on {starts[-1]}, "
@@ -354,28 +388,39 @@ def _bench_version() -> str:
 _host_environment: dict[str, Any] | None = None
 
 
+def _environment() -> dict[str, Any]:
+    global _host_environment
+    if _host_environment is None:
+        _host_environment = collect_environment()
+    return _host_environment
+
+
+def _host_facts() -> dict[str, Any]:
+    environment = _environment()
+    return {k: environment.get(k) for k in ("usable_cores", "memory_total_bytes")}
+
+
 def measure_on_host(request: dict[str, Any]) -> dict[str, Any]:
     """Run one scenario on this host as a local run would; return its record, files and environment."""
-    global _host_environment
     import distributed
 
     worker = distributed.get_worker()
     scenario = Scenario.from_dict(request["scenario"])
-    worker.log_event(EVENT_TOPIC, {"scenario_id": scenario.id, "worker": worker.address})
-    if _host_environment is None:
-        _host_environment = collect_environment()
+    row_id = request.get("row_id") or scenario.id
+    worker.log_event(EVENT_TOPIC, {"scenario_id": row_id, "worker": worker.address})
+    host_environment = _environment()
     scratch = Path(os.environ.get(SCRATCH_ENV) or Path.home() / ".cache" / "bench-fleet")
     (scratch / "runs").mkdir(parents=True, exist_ok=True)
     # The artifact cache is the host's; the run's files live here only until they are sent.
     run_dir = Path(tempfile.mkdtemp(prefix=f"{request['run_id']}-", dir=scratch / "runs"))
     suite = Suite(path=Path(request["suite"]), name=request["suite"], description="", scenarios=(), text="")
     context = runner.RunContext(
-        request["run_id"], run_dir, suite, _host_environment, scratch / "cache" / "artifacts", request["rss_interval_s"]
+        request["run_id"], run_dir, suite, host_environment, scratch / "cache" / "artifacts", request["rss_interval_s"]
     )
     policy = runner.ContentionPolicy(**request.get("on_contention", {}))
     try:
         started_unix_s = time.time()
-        record = runner.measure(context, scenario, runner.Silent(), policy)
+        record = runner.measure(context, scenario, runner.Silent(), policy, file_stem=row_id)
         ended_unix_s = time.time()
         files = _read_files(run_dir, record.files.values())
     except Exception as exc:
@@ -392,7 +437,7 @@ def measure_on_host(request: dict[str, Any]) -> dict[str, Any]:
     return {
         "record": record.to_dict(),
         "files": files,
-        "environment": _host_environment,
+        "environment": host_environment,
         "placement": {
             "worker": worker.address,
             "host": socket.gethostname(),

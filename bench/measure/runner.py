@@ -438,16 +438,18 @@ def close_workers(context: RunContext) -> None:
         write_run_info(context, zygotes=[dataclasses.asdict(f) for f in workers.facts])
 
 
-def measure(context: RunContext, scenario: Scenario, progress: Progress, policy: ContentionPolicy) -> ResultRecord:
+def measure(
+    context: RunContext, scenario: Scenario, progress: Progress, policy: ContentionPolicy, file_stem: str | None = None
+) -> ResultRecord:
     """run_scenario, with the --on-contention policy applied (here, or on a fleet host)."""
     waited_s = None
     if policy.action == "wait":
         _, waited_s = wait_for_quiet(scenario.threads, policy.wait_limit_s, announce=progress.scenario_phase)
-    record = run_scenario(context, scenario, progress)
+    record = run_scenario(context, scenario, progress, file_stem=file_stem)
     attempts = 1
     while policy.action == "retry" and record.contended and attempts <= policy.retries:
         progress.scenario_phase(f"contended: measuring again ({attempts + 1} of {policy.retries + 1})", 0.0)
-        record = run_scenario(context, scenario, progress)
+        record = run_scenario(context, scenario, progress, file_stem=file_stem)
         attempts += 1
     if record.contention is not None and (attempts > 1 or waited_s is not None):
         contention = dataclasses.replace(record.contention, attempts=attempts, waited_s=waited_s)

@@ -112,6 +112,9 @@ class Advice:
     host: str | None = None  # the host planned for: cores, memory, price
     assumptions: list[str] = field(default_factory=list)
     run_id: str | None = None
+    # a fleet advise over host groups: each group's own advice (this shape, its `groups` empty); the fields
+    # above are then the advice of the group whose winner costs least per million requests
+    groups: dict[str, Advice] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, allow_nan=False) + "\n"

@@ -18,6 +18,7 @@ from bench.advise.space import candidates, capacity_scenario, estimate_capacity_
 from bench.advise.stages import Stages
 from bench.analysis.plan import GIB, Host
 from bench.cli import main
+from bench.commands.advise import overall
 from bench.measure.runner import RunContext
 from bench.report.advice import advice_markdown, build_advice
 from bench.results.advice import VERDICTS, FidelityFloor, read_advice
@@ -355,3 +356,56 @@ def test_the_report_says_what_to_deploy_why_the_runner_up_lost_and_draws_the_fro
     assert_png(tmp_path / "figures" / "advice_frontier.png")
     (tmp_path / "advice.json").write_text("[1, 2]")
     assert build_advice([run_of([fp32], tmp_path)], tmp_path / "figures").notes  # no advice: said, not raised
+
+
+def _group_advice(rates: dict[str, float], price: float, group: str):
+    """A host group's advice: m-fp32 and m-bf16 measured on that group's hosts at these rates per host."""
+    fp32 = row(f"m-fp32@{group}", "fp32", 10, 1.0, 300)
+    bf16 = row(f"m-bf16@{group}", "bf16", 6, 0.995, 200)
+    host = Host(cores=2, memory_bytes=8 * GIB, cost_per_hour=price, source=f"{group}'s machine")
+    items = [measured(fp32, rates["fp32"]), measured(bf16, rates["bf16"])]
+    return decide(items, request(host=host), spent_s=10.0)
+
+
+def test_each_host_group_gets_its_own_winner_at_its_own_price_and_the_cheapest_group_leads(tmp_path):
+    # group a runs bf16 fastest; group b (another CPU) runs fp32 fastest
+    a = _group_advice({"fp32": 200.0, "bf16": 400.0}, 1.0, "a")  # 1000/s at 400/s, 30 % headroom: 4 hosts, $4/h
+    b = _group_advice({"fp32": 900.0, "bf16": 300.0}, 3.0, "b")  # 2 hosts of fp32 at $3: $6/h
+    assert a.winner.scenario_id == "m-bf16@a" and b.winner.scenario_id == "m-fp32@b"
+    advice = overall({"a": a, "b": b})
+    assert advice.winner.scenario_id == "m-bf16@a" and "host group a serves it cheapest" in advice.why
+    assert set(advice.groups) == {"a", "b"} and advice.groups["b"].winner.scenario_id == "m-fp32@b"
+    cheaper_b = _group_advice({"fp32": 900.0, "bf16": 300.0}, 1.0, "b")  # the same hosts at $1: $2/h
+    assert overall({"a": a, "b": cheaper_b}).winner.scenario_id == "m-fp32@b"
+    unpriced = _group_advice({"fp32": 900.0, "bf16": 300.0}, None, "b")
+    assert "not ranked" in overall({"a": a, "b": unpriced}).why  # a group without a price ranks no group
+    assert overall({None: a}) is a  # one host type: the advice as it was, no groups
+
+    (tmp_path / "advice.json").write_text(advice.to_json())
+    assert read_advice(tmp_path) == advice  # the groups come back as advices
+    fp32 = row("m-fp32@a", "fp32", 10, 1.0, 300)
+    text = advice_markdown(build_advice([run_of([fp32], tmp_path)], tmp_path / "figures"), tmp_path)
+    assert "### a" in text and "### b" in text and "Host group b: " in text and "Deploy m-fp32@b" in text
+    assert "Across the host groups: host group a serves it cheapest" in text
+    assert_png(tmp_path / "figures" / "advice_frontier_b.png")
+
+
+@pytest.mark.parametrize(
+    "hosts, flags, expected",
+    [
+        ("", ["--host-cost", "a=1"], "no --scheduler was given"),
+        ("hosts: [a]\n", ["--host-cost", "a=1"], "no --scheduler was given"),
+        ("", ["--host-cost", "a=1", "--scheduler", "tcp://127.0.0.1:9"], "has no hosts: groups"),
+        ("hosts: [a]\n", ["--host-cost", "c=1", "--scheduler", "tcp://127.0.0.1:9"], "has no host group c"),
+        ("hosts: [a]\n", ["--host-cost", "a=x", "--scheduler", "tcp://127.0.0.1:9"], "GROUP=PRICE"),
+        ("hosts: [a]\n", [], "advise on them with --scheduler ADDRESS"),
+    ],
+)
+def test_host_costs_and_host_groups_without_a_fleet_are_refused_before_anything_runs(
+    write_suite, capsys, hosts, flags, expected
+):
+    # the scheduler address answers nothing: each refusal comes before connecting
+    suite = write_suite(f"name: x\nmatrix: {{model: [tiny_mlp]}}\n{hosts}")
+    status = main(["advise", str(suite), "--slo-p99-ms", "50", "--target-rps", "10", *flags])
+    err = capsys.readouterr().err
+    assert status == 2 and expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -365,27 +365,28 @@ def _groups(
 
 def overall(advices: dict[str | None, Advice]) -> Advice:
     """One advice as it is (a single host type), or, per host group, the advice of the group whose winner costs
-    least per million requests (then needs the fewest hosts) with every group's under `groups`."""
+    least per million requests (then needs the fewest hosts; without every winner's price, the suite's first
+    group with a winner) with every group's under `groups`."""
     if list(advices) == [None]:
         return advices[None]
     named = {str(g): a for g, a in advices.items()}
-
-    def key(item: tuple[str, Advice]) -> tuple[int, float, int]:
-        w = item[1].winner
-        if w is None:
-            return (2, 0.0, 0)
-        if w.cost_per_million is None:
-            return (1, 0.0, w.hosts or 0)
-        return (0, w.cost_per_million, w.hosts or 0)
-
-    group, best = min(named.items(), key=key)
-    if best.winner is None:
+    winners = {g: a.winner for g, a in named.items() if a.winner is not None}
+    if not winners:
+        group, best = next(iter(named.items()))
         why = "no host group has a configuration that meets both: " + "; ".join(
             f"{g}: {a.why}" for g, a in named.items()
         )
-    elif key((group, best))[0] == 1:
-        why = f"host group {group} has a winner ({best.why}); without every group's price the groups are not ranked"
+    elif any(w.cost_per_million is None for w in winners.values()):
+        group = next(iter(winners))  # the suite's first group with a winner
+        best = named[group]
+        unpriced = ", ".join(g for g, w in winners.items() if w.cost_per_million is None)
+        why = (
+            f"host group {group}'s advice is shown first; without a price for host group(s) {unpriced} "
+            f"(--host-cost GROUP=PRICE) the groups are not ranked: {best.why}"
+        )
     else:
+        group = min(winners, key=lambda g: (winners[g].cost_per_million, winners[g].hosts or 0))
+        best = named[group]
         why = f"host group {group} serves it cheapest: {best.why}"
     return dataclasses.replace(best, why=why, groups=named)
 

@@ -4,7 +4,9 @@ Shown only for a run folder with an advice.json (bench.results.advice, `read_adv
 paragraph saying what to deploy and why the runner-up lost (or why nothing met both, and the
 nearest miss), the candidates ranked as the console ranked them with their verdicts and reasons,
 and a figure of cost per million requests (requests/s per host when no price was given) against
-the floor's fidelity figure, the floor drawn and the winner marked.
+the floor's fidelity figure, the floor drawn and the winner marked. A fleet advise over host groups
+(advice.json `groups`) shows all of that once per group, tagged with the group, after a note naming
+the group that serves the target cheapest.
 """
 
 from __future__ import annotations
@@ -85,15 +87,19 @@ def build_advice(runs: Sequence[RunFolder], fig_dir: Path) -> AdviceSection | No
             continue
         if advice is None:
             continue
-        tag = tags[run.label]
-        view = AdviceView(tag, advice, paragraph(advice))
-        name = f"{FIGURE_PREFIX}frontier{f'_{tag}' if tag else ''}.png"
-        try:
-            with matplotlib.rc_context(STYLE):
-                view.figure = _draw(advice, fig_dir / name)
-        except Exception as exc:  # a report with a figure missing beats no report
-            view.figure = FigureResult(name, "Advice: the frontier", "", notes=[f"Not drawn: {exc}"])
-        section.views.append(view)
+        if advice.groups:  # a fleet advise: one view per host group, each at its own price
+            section.notes.append(f"Across the host groups: {advice.why}.")
+        for group, one in advice.groups.items() if advice.groups else [(None, advice)]:
+            tag = "-".join(t for t in (tags[run.label], group) if t)
+            head = f"Host group {group}: " if group else ""
+            view = AdviceView(tag, one, head + paragraph(one))
+            name = f"{FIGURE_PREFIX}frontier{f'_{tag}' if tag else ''}.png"
+            try:
+                with matplotlib.rc_context(STYLE):
+                    view.figure = _draw(one, fig_dir / name)
+            except Exception as exc:  # a report with a figure missing beats no report
+                view.figure = FigureResult(name, "Advice: the frontier", "", notes=[f"Not drawn: {exc}"])
+            section.views.append(view)
     return section if section.views or section.notes else None
 
 

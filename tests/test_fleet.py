@@ -252,3 +252,36 @@ def test_files_from_a_host_never_land_outside_the_run_folder(tmp_path):
     with pytest.raises(UserError, match="outside the run folder"):
         fleet._store_files(tmp_path / "run", {"../escape.txt": b"x"})
     assert not (tmp_path / "escape.txt").exists()
+
+
+@pytest.mark.slow
+def test_bench_advise_on_a_fleet_measures_every_stage_on_the_group_and_advises_it_at_its_price(cluster, tmp_path):
+    # One candidate (every axis named) on host group lab: its screen, capacity and confirm rows go to the
+    # fleet under their own row ids, and the group gets its advice on its hosts' cores at its own price.
+    suite = tmp_path / "advise.yaml"
+    suite.write_text(
+        "name: fleet-advise\nhosts: [lab]\n"
+        "defaults: {threads: 2, batch_size: 1, load: eager, precision: fp32,\n"
+        "  measure: {warmup_rounds: 1, min_rounds: 5, max_time_s: 0.1},\n"
+        "  capacity: {slo_p99_ms: 1, duration_s: 0.2, step_min_duration_s: 0.2, step_min_requests: 50,\n"
+        "             step_max_duration_s: 1.5, max_steps: 3, tolerance: 0.5, sweep: false}}\n"
+        "matrix: {model: [tiny_mlp]}\n",
+        encoding="utf-8",
+    )
+    done = _bench(
+        "advise", str(suite), "--slo-p99-ms", "100", "--target-rps", "50", "--host-cost", "lab=2",
+        "--budget-min", "2", "--scheduler", cluster.scheduler_address, "--reports", "fleet", "--no-history",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = [p for p in (tmp_path / "fleet").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    rows = {r["scenario_id"]: r for r in _rows(tmp_path / "fleet")}
+    screen = "tiny_mlp-b1-t2-fp32-eager@lab"
+    assert set(rows) == {screen, f"{screen}~capacity", f"{screen}~confirm"}
+    assert all(r["status"] == "ok" and r["fleet"]["worker"] in cluster.scheduler_info["workers"] for r in rows.values())
+    assert (run_dir / "workers" / f"{screen}~capacity").is_dir()  # the host's raw files, named after the row
+    advice = json.loads((run_dir / "advice.json").read_text())
+    lab = advice["groups"]["lab"]
+    assert lab["winner"]["scenario_id"] == screen and lab["winner"]["cost_per_hour"] == 2 * lab["winner"]["hosts"]
+    assert advice["winner"] == lab["winner"] and "lab's machine" in lab["host"]
+    assert "### lab" in (run_dir / "report.md").read_text()

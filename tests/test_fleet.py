@@ -284,4 +284,5 @@ def test_bench_advise_on_a_fleet_measures_every_stage_on_the_group_and_advises_i
     lab = advice["groups"]["lab"]
     assert lab["winner"]["scenario_id"] == screen and lab["winner"]["cost_per_hour"] == 2 * lab["winner"]["hosts"]
     assert advice["winner"] == lab["winner"] and "lab's machine" in lab["host"]
+    assert "2 Dask workers share host" in done.stderr  # both on this machine: said, as bench run says it
     assert "### lab" in (run_dir / "report.md").read_text()

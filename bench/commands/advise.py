@@ -21,7 +21,7 @@ from bench.advise.stages import StageProgress, run_stages
 from bench.analysis.plan import Host
 from bench.commands.common import check_writable, output_folder, positive_int
 from bench.commands.plan import group_costs
-from bench.commands.run import report_after_run
+from bench.commands.run import report_after_run, warn_shared_hosts
 from bench.errors import UserError
 from bench.history.store import DEFAULT_HISTORY, HISTORY_ENV, RecordAsItRuns, history_location, refuse_folder
 from bench.library_log import LIBRARY_LOG, kept_aside
@@ -285,6 +285,7 @@ def _advise(args, library, suite, settings, client, cores: int, history_path: Pa
         print(f"bench: advise {context.run_id} on {args.suite}", file=sys.stderr)
     library.attach(context.run_dir / LIBRARY_LOG)
     context.debug = args.debug
+    warn_shared_hosts(workers)
     groups = _groups(settings, context, client, workers, cores)
     for group, (items, request) in groups.items():
         print(
@@ -345,20 +346,22 @@ def _advise(args, library, suite, settings, client, cores: int, history_path: Pa
 def _groups(
     settings: dict[str, Any], context: RunContext, client, workers: list[fleet.FleetWorker], cores: int
 ) -> dict[str | None, tuple[list[Candidate], AdviceRequest]]:
-    """The candidates and request of each host group (None: this machine, or a fleet without groups, planned
-    as the measured machine): each group on its own hosts' usable cores and memory, at its own price."""
+    """The candidates and request of each host group (None: this machine, or a fleet without groups: the least
+    of its hosts): each group on its own hosts' usable cores and memory, at its own price."""
     price = settings["host_cost_per_hour"]
-    if client is None or not context.suite.hosts:
+    if client is None:
         host = Host(cores, int(context.environment.get("memory_total_bytes") or 0), price, "the measured machine")
         return {None: (candidates(context.suite, cores), _request(settings, host))}
-    found = fleet.group_hosts(client, workers, context.suite.hosts)
+    groups: tuple[str | None, ...] = context.suite.hosts or (None,)
+    found = fleet.group_hosts(client, workers, groups)
     costs = settings.get("host_costs") or {}
     out: dict[str | None, tuple[list[Candidate], AdviceRequest]] = {}
-    for group in context.suite.hosts:
+    for group in groups:
         facts = found[group]
         scenarios = tuple(s for s in context.suite.scenarios if s.host_group == group)
         subset = dataclasses.replace(context.suite, scenarios=scenarios)
-        host = Host(facts.cores, facts.memory_total_bytes, costs.get(group, price), f"{group}'s machine")
+        source = f"{group}'s machine" if group else "the fleet's hosts"
+        host = Host(facts.cores, facts.memory_total_bytes, costs.get(group, price) if group else price, source)
         out[group] = (candidates(subset, facts.cores), _request(settings, host))
     return out
 

@@ -241,12 +241,7 @@ def _run(args: argparse.Namespace, library: LibraryLog) -> int:
 
 def _run_on_fleet(context, client, address: str, workers, progress, policy: ContentionPolicy) -> None:
     """`workers`: the fleet as fleet.check_workers found it fit for the suite; each host applies `policy`."""
-    for host, addresses in fleet.shared_hosts(workers).items():
-        print(
-            f"bench: warning: {len(addresses)} Dask workers share host {host}: their scenarios run at the same "
-            "time and disturb each other's figures; run one worker per host for real measurements",
-            file=sys.stderr,
-        )
+    warn_shared_hosts(workers)
     write_run_info(context, scheduler=address, fleet_workers=[w.address for w in workers])
     print(f"bench: sending the scenarios to {len(workers)} worker(s) at {address}", file=sys.stderr)
     try:
@@ -259,6 +254,15 @@ def _run_on_fleet(context, client, address: str, workers, progress, policy: Cont
         )
     finally:
         client.close()
+
+
+def warn_shared_hosts(workers: list[fleet.FleetWorker]) -> None:
+    for host, addresses in fleet.shared_hosts(workers).items():
+        print(
+            f"bench: warning: {len(addresses)} Dask workers share host {host}: their scenarios run at the same "
+            "time and disturb each other's figures; run one worker per host for real measurements",
+            file=sys.stderr,
+        )
 
 
 def _warn_oversubscription(suite, path: Path, cores: int) -> None:

@@ -132,12 +132,13 @@ class GroupHost:
     workers: int
 
 
-def group_hosts(client, workers: list[FleetWorker], groups: tuple[str, ...]) -> dict[str, GroupHost]:
-    """Each host group's GroupHost, asked of its workers (fleet.check_workers has checked that each has one)."""
+def group_hosts(client, workers: list[FleetWorker], groups: tuple[str | None, ...]) -> dict[str | None, GroupHost]:
+    """Each host group's GroupHost, asked of its workers (fleet.check_workers has checked that each has one);
+    None: every worker (a suite without host groups runs on any)."""
     facts = client.run(_host_facts, workers=[w.address for w in workers])
     out = {}
     for group in groups:
-        members = [facts[w.address] for w in workers if group in w.resources]
+        members = [facts[w.address] for w in workers if group is None or group in w.resources]
         out[group] = GroupHost(
             cores=min(int(f["usable_cores"]) for f in members),
             memory_total_bytes=min(int(f["memory_total_bytes"]) for f in members),

@@ -197,14 +197,15 @@ def test_each_host_applies_the_runs_contention_policy_and_names_its_own_full_dis
     )
     monkeypatch.setenv(fleet.SCRATCH_ENV, str(tmp_path / "scratch"))
     monkeypatch.setattr(fleet, "_host_environment", {"fingerprint": "host"})
-    seen = []
+    seen, stems = [], []
 
-    def measure(context, scenario, progress, policy):
+    def measure(context, scenario, progress, policy, file_stem=None):
         seen.append(policy)
+        stems.append(file_stem)
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "scratch" / "cache" / "x.pt"))
 
     monkeypatch.setattr(runner, "measure", measure)
     with pytest.raises(RuntimeError, match=r"no space left on \S+:.*scratch/cache/x.pt .*bench run --resume"):
         fleet.measure_on_host(fake.request)
-    assert seen == [policy]
+    assert seen == [policy] and stems == ["tiny_mlp-b1-t1-fp32-eager@lab"]  # a row id of its own, else the scenario's
     assert list((tmp_path / "scratch" / "runs").iterdir()) == []  # the in-flight folder is gone

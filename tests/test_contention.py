@@ -71,7 +71,9 @@ def test_retry_measures_a_contended_scenario_again_and_mark_keeps_it(tmp_path, m
         (ContentionPolicy("mark"), ["contended", "quiet"], ("contended", 1)),
     ):
         given = iter(states)
-        monkeypatch.setattr(runner, "run_scenario", lambda c, s, p, given=given: _record(c, s, next(given)))
+        monkeypatch.setattr(
+            runner, "run_scenario", lambda c, s, p, file_stem=None, given=given: _record(c, s, next(given))
+        )
         context = runner.start_run(suite, tmp_path / "reports")
         [row] = runner.run_suite(context, on_contention=policy)
         assert (row.contention.verdict, row.contention.attempts) == expected

@@ -53,7 +53,7 @@ def test_a_full_disk_while_appending_a_row_ends_the_run_with_whole_rows_and_the_
     monkeypatch.setattr(
         runner,
         "run_scenario",
-        lambda context, scenario, progress: ResultRecord(
+        lambda context, scenario, progress, file_stem=None: ResultRecord(
             **runner.record_base(context, scenario, "t"), status="failed", reason="not run"
         ),
     )

@@ -13,7 +13,7 @@ def _run(tmp_path, monkeypatch, seed):
     suite = parse_suite("name: s\nmatrix: {model: [tiny_mlp], batch_size: [1, 2, 3, 4, 5, 6]}\n")
     ran = []
 
-    def fake_scenario(context, scenario, progress):
+    def fake_scenario(context, scenario, progress, file_stem=None):
         ran.append(scenario.batch_size)
         return ResultRecord(**runner.record_base(context, scenario, "t"), status="failed", reason="not run")
 

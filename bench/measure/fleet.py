@@ -220,7 +220,7 @@ def run_suite_on_fleet(
     pending = set(futures)
     last_check_s = time.monotonic()
     absent = _AbsentGroups()
-    scenario = None  # the one whose row is being stored, until it is on disk
+    unstored = None  # the row id being stored, until it is on disk
     try:
         reserve_space(context.run_dir)
         while pending:
@@ -243,12 +243,13 @@ def run_suite_on_fleet(
             for future, why in {**finished, **given_up}.items():
                 pending.discard(future)
                 row_id, scenario = futures[future]
+                unstored = row_id
                 record = dataclasses.replace(
                     _record_of(context, future, scenario, attempts.started(row_id), why), scenario_id=row_id
                 )
                 progress.scenario_started(len(futures) - len(pending), len(futures), row_id)
                 append_record(context.results_path, record)
-                scenario = None
+                unstored = None
                 context.records.append(record)
                 progress.scenario_finished(record)
     except KeyboardInterrupt:
@@ -261,7 +262,7 @@ def run_suite_on_fleet(
             raise
         for future in pending:
             future.cancel()  # --resume measures them, and the one whose row did not fit
-        raise runner.stop_for_space(context, where_no_space(exc, context.run_dir), scenario) from exc
+        raise runner.stop_for_space(context, where_no_space(exc, context.run_dir), unstored) from exc
     finally:
         release_reserve(context.run_dir)
         client.unsubscribe_topic(EVENT_TOPIC)

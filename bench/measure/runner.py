@@ -394,13 +394,13 @@ def run_suite(
         random.Random(shuffle_seed).shuffle(scenarios)
         write_run_info(context, shuffle_seed=shuffle_seed)
     total = len(scenarios)
-    unfinished = None  # the scenario being measured, until its row is on disk
+    unfinished = None  # the id of the scenario being measured, until its row is on disk
     if scenarios:
         open_workers(context)
     try:
         reserve_space(context.run_dir)
         for index, scenario in enumerate(scenarios, start=1):
-            unfinished = scenario
+            unfinished = scenario.id
             progress.scenario_started(index, total, scenario.id)
             record = measure(context, scenario, progress, on_contention or ContentionPolicy())
             append_record(context.results_path, record)
@@ -457,13 +457,14 @@ def measure(
     return record
 
 
-def stop_for_space(context: RunContext, path: Path, unfinished: Scenario | None) -> NoSpaceLeft:
-    """End a run whose disk filled up: its rows stay, run.json says why, and how to go on."""
+def stop_for_space(context: RunContext, path: Path, unfinished: str | None) -> NoSpaceLeft:
+    """End a run whose disk filled up: its rows stay, run.json says why, and how to go on. `unfinished`: the
+    row id (its raw files' stem) whose row was not stored."""
     if unfinished is not None:  # its raw files have no row to go with; --resume measures it again
-        shutil.rmtree(context.run_dir / "workers" / unfinished.id, ignore_errors=True)
+        shutil.rmtree(context.run_dir / "workers" / unfinished, ignore_errors=True)
         for raw in (
-            context.run_dir / "benchmark" / f"{unfinished.id}.json",
-            context.run_dir / "rss" / f"{unfinished.id}.csv",
+            context.run_dir / "benchmark" / f"{unfinished}.json",
+            context.run_dir / "rss" / f"{unfinished}.csv",
         ):
             raw.unlink(missing_ok=True)
     release_reserve(context.run_dir)  # the room to write run.json in
@@ -473,7 +474,7 @@ def stop_for_space(context: RunContext, path: Path, unfinished: Scenario | None)
     return NoSpaceLeft(
         path,
         f"{reason}: the run stopped. Its {len(context.records)} finished row(s) are in {context.results_path}"
-        f"{'' if unfinished is None else f' ({unfinished.id} has none yet)'}; free some space, then continue it "
+        f"{'' if unfinished is None else f' ({unfinished} has none yet)'}; free some space, then continue it "
         f"with: bench run --resume {context.run_dir}",
     )
 

@@ -286,3 +286,5 @@ def test_bench_advise_on_a_fleet_measures_every_stage_on_the_group_and_advises_i
     assert advice["winner"] == lab["winner"] and "lab's machine" in lab["host"]
     assert "2 Dask workers share host" in done.stderr  # both on this machine: said, as bench run says it
     assert "### lab" in (run_dir / "report.md").read_text()
+    again = parse_suite((run_dir / "advice.yaml").read_text(), str(run_dir / "advice.yaml"))
+    assert [s.id for s in again.scenarios] == [screen]  # measured again on its group

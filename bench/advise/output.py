@@ -111,6 +111,8 @@ def advice_suite(advice: Advice, winner: Scenario, suite_text: str, suite_dir: P
         "defaults": defaults,
         "matrix": matrix,
     }
+    if winner.host_group is not None:  # measured on a fleet's host group: measured again there (--scheduler)
+        out["hosts"] = [winner.host_group]
     return yaml.safe_dump(out, sort_keys=False, default_flow_style=None, width=100)
 
 

@@ -279,9 +279,8 @@ def _advise(args, library, suite, settings, client, cores: int, history_path: Pa
         # Before a run folder exists: a fleet that cannot run the suite leaves nothing behind.
         workers = fleet.check_workers(client, suite) if on_fleet else []
         context = start_run(suite, args.reports, worker_kind=DEFAULT_WORKER_KIND, start_workers=not on_fleet)
-        write_run_info(context, advise=settings)
-        if on_fleet:
-            write_run_info(context, scheduler=args.scheduler, fleet_workers=[w.address for w in workers])
+        fleet_info = {"scheduler": args.scheduler, "fleet_workers": [w.address for w in workers]} if on_fleet else {}
+        write_run_info(context, advise=settings, **fleet_info)
         print(f"bench: advise {context.run_id} on {args.suite}", file=sys.stderr)
     library.attach(context.run_dir / LIBRARY_LOG)
     context.debug = args.debug

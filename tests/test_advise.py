@@ -11,6 +11,7 @@ import textwrap
 import pytest
 from support.capacity_fakes import capacity, layout
 from support.demo_runs import assert_png, run_of
+from support.text_models import config_only
 
 from bench.advise import stages as stages_module
 from bench.advise.decide import AdviceRequest, Measured, decide
@@ -264,6 +265,18 @@ def test_a_bad_suite_names_its_file_and_field(write_suite, capsys):
     status = main(["advise", str(suite), "--slo-p99-ms", "50", "--target-rps", "10"])
     err = capsys.readouterr().err
     assert status == 2 and str(suite) in err and "matrix.precision" in err and "Traceback" not in err
+
+
+def test_a_generate_scenario_is_refused_with_where_it_is_planned(tmp_path, write_suite, capsys):
+    # a generation request is judged on TTFT and TPOT (LLM server mode), not on one call's p99
+    config_only(tmp_path / "lm", model_type="gpt2", vocab_size=100, n_positions=64)
+    suite = write_suite(
+        "name: x\ndefaults: {generate: {new_tokens: 4}}\n"
+        "matrix: {model: [{name: lm, hf: lm, task: causal-lm, random_weights: true}], seq_len: [8]}\n"
+    )
+    status = main(["advise", str(suite), "--slo-p99-ms", "50", "--target-rps", "10"])
+    err = capsys.readouterr().err
+    assert status == 2 and "lm has a generate: block" in err and "slo_ttft_ms" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

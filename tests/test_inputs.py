@@ -107,6 +107,12 @@ def test_the_models_side_answers_what_an_hf_folder_gives_its_entry(tmp_path):
     with pytest.raises(hf.EntryError) as info:
         hf.check_entry(tmp_path / "nowhere", "causal-lm", (), None, False)
     assert info.value.where == ("hf",)
+    # no vocab_size to draw token ids from: said so (it was a KeyError, an internal error)
+    no_vocab = config_only(tmp_path / "novocab", model_type="gpt2", n_positions=64)
+    with pytest.raises(hf.EntryError, match="has no vocab_size") as info:
+        hf.check_entry(no_vocab, "causal-lm", (), None, True)
+    assert info.value.where == ("hf",)
+    assert hf.check_entry(no_vocab, "causal-lm", own, None, True).inputs == own
 
 
 @pytest.mark.parametrize(

@@ -255,6 +255,15 @@ def advise_command(args: argparse.Namespace) -> int:
                     f"{args.suite}: the suite names host groups (hosts: {', '.join(suite.hosts)}), which only a "
                     "fleet has; advise on them with --scheduler ADDRESS, or remove 'hosts' to advise here"
                 )
+            generating = sorted({s.model for s in suite.scenarios if s.generate is not None})
+            if generating:
+                raise UserError(
+                    f"{args.suite}: bench advise plans single calls against a p99 SLO, and the suite's "
+                    f"{', '.join(generating)} has a generate: block (a generation request is judged on its time to "
+                    "first token and per output token): measure it with capacity: {slo_ttft_ms, slo_tpot_ms} in "
+                    "bench run and plan it with bench plan (docs/generative-models.md), or remove generate: to "
+                    "advise on its forward calls"
+                )
             check_writable(args.reports)
         client = fleet.connect(args.scheduler, args.connect_timeout) if args.scheduler is not None else None
         try:

@@ -158,8 +158,14 @@ def check_entry(
                 f"sequence], so one sample's shape has one dimension, e.g. [{SEQ}]; {shape} would "
                 f"make it [batch, {shape[1:]}",
             )
-    inputs = inputs or default_inputs(config)
     vocab = config.get("vocab_size")
+    if not inputs and not (isinstance(vocab, int) and vocab > 0):
+        raise EntryError(
+            ("hf",),
+            f"{folder / 'config.json'} has no vocab_size (a positive integer): bench draws the token ids of its "
+            f"inputs from it; add it to the config, or give inputs: with a range for input_ids",
+        )
+    inputs = inputs or default_inputs(config)
     for i, spec in enumerate(inputs):
         if spec.name == "input_ids" and spec.range and isinstance(vocab, int) and spec.range[1] > vocab:
             raise EntryError(

@@ -560,25 +560,35 @@ def measure_point(
     closed, closed_raw = closed_loop(group, k, group.scenario.batch_size, policy.duration_s)
     raw.update({f"closed_loop_{key}": v for key, v in closed_raw.items()})
     if serve is not None:
-        modes = serve(group, k, phase, log, raw)
+        served = serve(group, k, phase, log, raw)
         memory = instance_memory(group, k)
-    else:
-        floor_p99_s = floor_p99_s if floor_p99_s is not None else closed.latency_s.p99  # k = 1: its own
-        median_s = closed.latency_s.median if closed.latency_s else None
-        server = search_server(
-            group, k, policy, closed.requests_per_s, floor_p99_s, phase, log, raw, service_s=median_s
+        raw_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(raw_path, **raw)
+        return LayoutFigures(
+            layout=layout,
+            instances=k,
+            threads_per_instance=threads,
+            requested=requested,
+            status="ok",
+            cores=[instance.cores for instance in group.instances[:k]],
+            closed_loop=closed,
+            memory=memory,
+            **served,
         )
-        batched = None
-        if policy.batching is not None:
-            # The search starts at half the rate it is given: batching starts at the unbatched answer.
-            served_per_s = max(closed.requests_per_s, 2 * (server.max_rate_per_s or 0.0))
-            batched = search_server(group, k, policy, served_per_s, floor_p99_s, phase, log, raw, policy.batching)
-        memory = instance_memory(group, k)  # after serving; before offline's big batches (VmHWM keeps those)
 
-        phase(f"capacity {layout}: offline (batch {policy.offline_batch_size})")
-        offline, offline_raw = closed_loop(group, k, policy.offline_batch_size, policy.duration_s)
-        raw.update({f"offline_{key}": v for key, v in offline_raw.items()})
-        modes = {"server": server, "batched_server": batched, "offline": offline}
+    floor_p99_s = floor_p99_s if floor_p99_s is not None else closed.latency_s.p99  # k = 1: its own
+    median_s = closed.latency_s.median if closed.latency_s else None
+    server = search_server(group, k, policy, closed.requests_per_s, floor_p99_s, phase, log, raw, service_s=median_s)
+    batched = None
+    if policy.batching is not None:
+        # The search starts at half the rate it is given: batching starts at the unbatched answer.
+        served_per_s = max(closed.requests_per_s, 2 * (server.max_rate_per_s or 0.0))
+        batched = search_server(group, k, policy, served_per_s, floor_p99_s, phase, log, raw, policy.batching)
+    memory = instance_memory(group, k)  # after serving; before offline's big batches (VmHWM keeps those)
+
+    phase(f"capacity {layout}: offline (batch {policy.offline_batch_size})")
+    offline, offline_raw = closed_loop(group, k, policy.offline_batch_size, policy.duration_s)
+    raw.update({f"offline_{key}": v for key, v in offline_raw.items()})
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(raw_path, **raw)
     return LayoutFigures(
@@ -589,8 +599,10 @@ def measure_point(
         status="ok",
         cores=[instance.cores for instance in group.instances[:k]],
         closed_loop=closed,
+        offline=offline,
+        server=server,
         memory=memory,
-        **modes,
+        batched_server=batched,
     )
 
 
